@@ -86,8 +86,9 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) in CRS units."""
-        x0, y0 = self.transform * (0, 0)
-        x1, y1 = self.transform * (self.width, self.height)
+        t = self.transform
+        x0, y0 = t.c, t.f
+        x1, y1 = t.c + t.a * self.width, t.f + t.e * self.height
         return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
     @property

@@ -268,7 +268,7 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
                 dst.write(out, window=block.window)
                 progress.set_fraction(0.5 + 0.5 * (i + 1) / len(blocks))
     return {"output": output_path, "valid_pixels": n_valid, "stretch_low": lo_r, "stretch_high": hi_r,
-            "nodata": nodata, "dtype": out_dtype.name, "blocks": len(blocks), "halo": halo}
+            "nodata": nodata, "dtype": out_dtype.name, "blocks": len(blocks), "halo": halo, "bands": int(ds.count)}
 
 
 def _percentiles(hist: np.ndarray, clip_percent: float) -> tuple[float, float]:

@@ -1,0 +1,1 @@
+"""Processing provider ``edifice`` and its algorithms: thin adapters over core."""

@@ -1,0 +1,46 @@
+"""The Processing provider with the fixed id ``edifice`` (a public contract:
+models and scripts reference ``edifice:<algorithm>``)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from qgis.core import QgsMessageLog, QgsProcessingProvider, Qgis
+from qgis.PyQt.QtGui import QIcon
+
+from .poi_probability_alg import PoiProbabilityAlgorithm
+from .retinex_alg import RetinexAlgorithm
+
+#: (algorithm class, python modules it needs at run time)
+ALGORITHMS = [
+    (RetinexAlgorithm, ("numpy", "scipy", "rasterio")),
+    (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
+]
+
+
+def _missing(modules) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+class EdificeProvider(QgsProcessingProvider):
+    def id(self):
+        return "edifice"
+
+    def name(self):
+        return "Edifice"
+
+    def longName(self):  # noqa: N802
+        return "Edifice — building use, height and footprint"
+
+    def icon(self):
+        return QIcon(str(Path(__file__).resolve().parent.parent / "icon.svg"))
+
+    def loadAlgorithms(self):  # noqa: N802
+        for cls, needs in ALGORITHMS:
+            missing = _missing(needs)
+            if missing:
+                QgsMessageLog.logMessage(
+                    f"Edifice: {cls().name()} is unavailable, missing Python packages: {', '.join(missing)}",
+                    "Edifice", Qgis.Warning)
+                continue
+            self.addAlgorithm(cls())
