@@ -141,7 +141,7 @@ def quantise_uint8(x: np.ndarray) -> np.ndarray:
 # inputs
 # ---------------------------------------------------------------------------
 @dataclass
-class _Prepared:
+class PreparedInputs:
     s1: np.ndarray             # (2, H1, W1) uint8 VV, VH on grid_s1
     s2: np.ndarray             # (4, H2, W2) uint8 R, G, B, NIR on grid_s2
     centre_valid_s1: np.ndarray
@@ -150,6 +150,37 @@ class _Prepared:
     grid_s2: Grid
     dem: np.ndarray            # (H, W) float64 metres, NaN where no data, on grid_dem
     grid_dem: Grid
+
+
+def _patch_index(grid: Grid, xs: np.ndarray, ys: np.ndarray, patch_size: int, name: str):
+    ii = np.floor((xs - grid.transform.c) / grid.transform.a).astype(np.int64)
+    jj = np.floor((ys - grid.transform.f) / grid.transform.e).astype(np.int64)
+    before, after = patch_size // 2 - 1, patch_size // 2
+    if ii.size and (ii.min() - before < 0 or jj.min() - before < 0 or ii.max() + after >= grid.width
+                    or jj.max() + after >= grid.height):
+        raise InputError("PADDING", f"is too small: {patch_size}-pixel {name} patches at the edge of the "
+                                    "extent reach outside the clipped raster.",
+                         f"use a padding of at least {patch_size * max(grid.res):.4f}°.")
+    return ii, jj
+
+
+def gather_patches(prep: PreparedInputs, xs: np.ndarray, ys: np.ndarray, patch_size: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patches centred on points (xs, ys in the inputs' CRS) as SHAFTS cuts them (step 5):
+    rows/cols ``j - (s/2 - 1) … j + s/2`` around ``i = floor((x - x0)/dx)``, ``j = floor((y - y0)/dy)``
+    on each clipped grid. Returns (Sentinel (N, 6, s, s) uint8, DEM (N, 1, s, s) float32 metres with
+    NaN where no data, (N,) bool: the centre pixel has S-1 and S-2 data)."""
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    offs = np.arange(-(patch_size // 2 - 1), patch_size // 2 + 1)
+    out = []
+    for arr, g, name in ((prep.s1, prep.grid_s1, "S1"), (prep.s2, prep.grid_s2, "S2")):
+        ii, jj = _patch_index(g, xs, ys, patch_size, name)
+        out.append((arr[:, (jj[:, None] + offs)[:, :, None], (ii[:, None] + offs)[:, None, :]], ii, jj))
+    x = np.concatenate([out[0][0], out[1][0]], axis=0).transpose(1, 0, 2, 3)
+    valid = prep.centre_valid_s1[out[0][2], out[0][1]] & prep.centre_valid_s2[out[1][2], out[1][1]]
+    ii, jj = _patch_index(prep.grid_dem, xs, ys, patch_size, "DEM")
+    d = prep.dem[(jj[:, None] + offs)[:, :, None], (ii[:, None] + offs)[:, None, :]].astype(np.float32)
+    return np.ascontiguousarray(x), d[:, None], valid
 
 
 def _check_inputs(dss: dict, bands: dict, bounds) -> str:
@@ -183,7 +214,7 @@ def _check_inputs(dss: dict, bands: dict, bounds) -> str:
     return crs["S1"]
 
 
-def _prepare(dss, bands, bounds, progress: Progress) -> _Prepared:
+def _prepare(dss, bands, bounds, progress: Progress) -> PreparedInputs:
     """Steps 2-4 and 6: clip, fill, scale and quantise the Sentinel bands; clip the DEM."""
     s1, g1 = clip_nearest(dss["S1"], bounds, bands["S1"], "S1")
     valid1 = np.all(np.isfinite(s1), axis=0)
@@ -208,7 +239,22 @@ def _prepare(dss, bands, bounds, progress: Progress) -> _Prepared:
     progress.check_cancelled()
     dem, gd = clip_nearest(dss["DEM"], bounds, bands["DEM"], "DEM")
     progress.set_fraction(1.0)
-    return _Prepared(s1u8, s2u8, valid1, valid2, g1, g2, dem[0], gd)
+    return PreparedInputs(s1u8, s2u8, valid1, valid2, g1, g2, dem[0], gd)
+
+
+def prepare_inputs(s1_path, s2_path, dem_path, bounds: tuple[float, float, float, float],
+                   s1_bands=(1, 2), s2_bands=(1, 2, 3, 4), dem_band: int = 1,
+                   progress: Progress | None = None) -> tuple[PreparedInputs, str]:
+    """Open and check the three inputs, clip them to ``bounds`` (degrees, extent plus padding) and
+    preprocess them as SHAFTS does (steps 2-4, 6). Returns (inputs, CRS WKT)."""
+    progress = ensure(progress)
+    bands = {"S1": tuple(s1_bands), "S2": tuple(s2_bands), "DEM": (int(dem_band),)}
+    with contextlib.ExitStack() as stack:
+        dss = {"S1": stack.enter_context(open_raster(s1_path, "S1")),
+               "S2": stack.enter_context(open_raster(s2_path, "S2")),
+               "DEM": stack.enter_context(open_raster(dem_path, "DEM"))}
+        crs = _check_inputs(dss, bands, bounds)
+        return _prepare(dss, bands, bounds, progress), crs
 
 
 def resolve_device(device: str = "auto"):
@@ -294,36 +340,16 @@ def predict_height_footprint_shafts(
                   + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
     xmin, ymin, xmax, ymax = (float(v) for v in extent)
     bounds = (xmin - padding, ymin - padding, xmax + padding, ymax + padding)
-    bands = {"S1": tuple(s1_bands), "S2": tuple(s2_bands), "DEM": (int(dem_band),)}
-    with contextlib.ExitStack() as stack:
-        dss = {"S1": stack.enter_context(open_raster(s1_path, "S1")),
-               "S2": stack.enter_context(open_raster(s2_path, "S2")),
-               "DEM": stack.enter_context(open_raster(dem_path, "DEM"))}
-        crs = _check_inputs(dss, bands, bounds)
-        out_grid = shafts_output_grid((xmin, ymin, xmax, ymax), resolution_m, crs)
-        prep = _prepare(dss, bands, bounds, progress.span(0.0, 0.15))
+    prep, crs = prepare_inputs(s1_path, s2_path, dem_path, bounds, s1_bands, s2_bands, dem_band,
+                               progress.span(0.0, 0.15))
+    out_grid = shafts_output_grid((xmin, ymin, xmax, ymax), resolution_m, crs)
     progress.check_cancelled()
-
-    s = model.patch_size
-    before, after = s // 2 - 1, s // 2
-    offs = np.arange(-before, after + 1)
-    grids = {"s1": prep.grid_s1, "s2": prep.grid_s2, "dem": prep.grid_dem}
-    xc = out_grid.transform.c + out_grid.transform.a * (np.arange(out_grid.width) + 0.5)
-    yc = out_grid.transform.f + out_grid.transform.e * (np.arange(out_grid.height) + 0.5)
-    idx = {}
-    for key, g in grids.items():
-        ii = np.floor((xc - g.transform.c) / g.transform.a).astype(np.int64)
-        jj = np.floor((yc - g.transform.f) / g.transform.e).astype(np.int64)
-        if ii.min() - before < 0 or jj.min() - before < 0 or ii.max() + after >= g.width \
-                or jj.max() + after >= g.height:
-            name = {"s1": "S1", "s2": "S2", "dem": "DEM"}[key]
-            raise InputError("PADDING", f"{padding}° is too small: {s}-pixel {name} patches at the edge of the "
-                                        "extent reach outside the clipped raster.",
-                             f"use a padding of at least {s * max(g.res):.4f}°.")
-        idx[key] = (ii, jj)
+    # fail early (before any output is opened) if patches at the grid's corners leave the clip
+    xs_c, ys_c = out_grid.pixel_centres()
+    gather_patches(prep, xs_c[[0, -1]][:, [0, -1]].ravel(), ys_c[[0, -1]][:, [0, -1]].ravel(),
+                   model.patch_size)
 
     model = model.to(dev).eval()
-    s1u8, s2u8, dem = prep.s1, prep.s2, prep.dem
     if chunk_rows is None:
         chunk_rows = max(1, 16384 // out_grid.width)
     outputs = [k for k in ("height", "footprint") if task in ("multi", k)]
@@ -338,17 +364,14 @@ def predict_height_footprint_shafts(
         for r0 in range(0, out_grid.height, chunk_rows):
             progress.check_cancelled()
             r1 = min(r0 + chunk_rows, out_grid.height)
-            res = _predict_rows(model, dev, r0, r1, idx, offs, s1u8, s2u8, dem, prep, batch_size, outputs,
-                                progress)
+            res = _predict_rows(model, dev, out_grid, r0, r1, prep, batch_size, outputs, progress)
             for k in outputs:
                 v = res[k]
                 ok = np.isfinite(v)
-                if task == "multi":
-                    lo, hi = (h_min, h_max) if k == "height" else (f_min, f_max)
-                    v = np.where(v < lo, 0.0, v)
-                    v = np.where(v > hi, hi, v)
-                else:
-                    lo, hi = (h_min, h_max) if k == "height" else (f_min, f_max)
+                lo, hi = (h_min, h_max) if k == "height" else (f_min, f_max)
+                if task == "multi":      # below min -> 0 (not clipped to min), above max -> max
+                    v = np.where(v > hi, hi, np.where(v < lo, 0.0, v))
+                else:                    # single-task: first above max -> max, then below min -> 0
                     v = np.where(v > hi, hi, v)
                     v = np.where(v < lo, 0.0, v)
                 v = np.where(ok, v, nodata).astype(np.float32)
@@ -362,34 +385,24 @@ def predict_height_footprint_shafts(
             "device": str(dev), "pixels": stats["pixels"], "valid_pixels": stats["valid"]}
 
 
-def _predict_rows(model, dev, r0, r1, idx, offs, s1u8, s2u8, dem, prep, batch_size, outputs, progress):
+def _predict_rows(model, dev, grid: Grid, r0: int, r1: int, prep: PreparedInputs, batch_size: int,
+                  outputs, progress):
     """Model outputs (float64, NaN where not predicted) for output rows r0..r1, all columns."""
     import torch
-    ncols = len(idx["s1"][0])
-    rows = np.repeat(np.arange(r0, r1), ncols)
-    cols = np.tile(np.arange(ncols), r1 - r0)
-    out = {k: np.full(rows.size, np.nan) for k in outputs}
-    i1, j1 = idx["s1"][0][cols], idx["s1"][1][rows]
-    i2, j2 = idx["s2"][0][cols], idx["s2"][1][rows]
-    idm, jdm = idx["dem"][0][cols], idx["dem"][1][rows]
-    valid = prep.centre_valid_s1[j1, i1] & prep.centre_valid_s2[j2, i2]
-    todo = np.flatnonzero(valid)
-    scale = np.float32(255.0)
-    for b0 in range(0, todo.size, batch_size):
+    xs, ys = grid.pixel_centres(Window(0, r0, grid.width, r1 - r0))
+    xs, ys = xs.ravel(), ys.ravel()
+    out = {k: np.full(xs.size, np.nan) for k in outputs}
+    for b0 in range(0, xs.size, batch_size):
         progress.check_cancelled()
-        sel = todo[b0:b0 + batch_size]
-        rr1 = (j1[sel, None] + offs)[:, :, None]
-        cc1 = (i1[sel, None] + offs)[:, None, :]
-        rr2 = (j2[sel, None] + offs)[:, :, None]
-        cc2 = (i2[sel, None] + offs)[:, None, :]
-        x = np.concatenate([s1u8[:, rr1, cc1], s2u8[:, rr2, cc2]], axis=0)      # (6, B, s, s) uint8
-        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).astype(np.float32) / scale
-        d = dem[(jdm[sel, None] + offs)[:, :, None], (idm[sel, None] + offs)[:, None, :]]
-        d = d.astype(np.float32)[:, None]
-        dem_ok = np.isfinite(d).all(axis=(1, 2, 3))
+        sl = slice(b0, b0 + batch_size)
+        x, d, valid = gather_patches(prep, xs[sl], ys[sl], model.patch_size)
+        ok = valid & np.isfinite(d).all(axis=(1, 2, 3))
+        if not ok.any():
+            continue
+        xt = torch.from_numpy(x[ok]).to(dev).float() / 255.0
         with torch.no_grad():
-            y = model(torch.from_numpy(x).to(dev), torch.from_numpy(np.nan_to_num(d)).to(dev))
+            y = model(xt, torch.from_numpy(d[ok]).to(dev))
         for k in outputs:
-            v = y[k].float().cpu().numpy().astype(np.float64)
-            out[k][sel] = np.where(dem_ok, v, np.nan)
-    return {k: v.reshape(r1 - r0, ncols) for k, v in out.items()}
+            tgt = out[k][sl]
+            tgt[ok] = y[k].float().cpu().numpy()
+    return {k: v.reshape(r1 - r0, grid.width) for k, v in out.items()}

@@ -304,3 +304,16 @@ def test_linear_s1_warns_and_cancel_leaves_nothing(scene, tmp_path):
                                         tmp_path / "h2.tif", tmp_path / "f2.tif", padding=PAD, device="cpu",
                                         chunk_rows=1, progress=rec)
     assert not (tmp_path / "h2.tif").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_single_task_model_writes_one_output(scene, tmp_path):
+    m = _model(4, task="height")
+    with torch.no_grad():
+        m.fc_out.bias.fill_(5.0)
+    out = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, m, 100,
+                                          tmp_path / "h.tif", None, padding=PAD, device="cpu", batch_size=1,
+                                          h_min=0.0, h_max=4.0)
+    h, _ = _read(out["height"])
+    assert out["footprint"] is None and not (tmp_path / "f.tif").exists()
+    v = h[np.isfinite(h)]
+    assert v.size > 20 and np.all((v == 0) | (v <= 4.0))
