@@ -285,13 +285,16 @@ def train_shafts(train: PatchSamples, val: PatchSamples, resolution_m: int, out_
             opt.step()
             losses.append(float(loss.detach()))
         sched.step()
+        train_rmse = {}
         for k in tasks:                  # Eq. 9: δ = q90 of the epoch's absolute residuals
             r = np.concatenate(residuals[k]) if residuals[k] else np.array([])
             if r.size:
                 delta[k] = max(float(np.quantile(r, 0.9)), 1e-6)
+                train_rmse[k] = float(np.sqrt(np.mean(r.astype(np.float64) ** 2)))
         metrics = evaluate(model, val, dev)
         score = float(np.nanmean([metrics[k]["r2"] for k in tasks]))
         rec = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+               "train_rmse": train_rmse,
                "lr": opt.param_groups[0]["lr"], "delta": dict(delta), "val": metrics}
         if weigher is not None:
             rec["log_var"] = weigher.log_var.detach().cpu().tolist()

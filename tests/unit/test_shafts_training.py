@@ -44,10 +44,12 @@ def _synthetic(n, seed):
 def test_loss_decreases_on_learnable_problem(tmp_path):
     train, val = _synthetic(48, 0), _synthetic(16, 1)
     out = train_shafts(train, val, 100, tmp_path / "m.pt", task="multi", weighting="fixed", epochs=4,
-                       batch_size=16, lr=1e-3, augment=False, device="cpu")
-    losses = [h["train_loss"] for h in out["history"]]
-    assert losses[-1] < 0.7 * losses[0], losses
-    assert [h["lr"] for h in out["history"]][0] < 1e-3       # cosine annealing stepped
+                       batch_size=16, lr=1e-2, augment=False, device="cpu")
+    # δ adapts between epochs (Eq. 9), so judge learning by the training RMSE, which does not depend on it
+    for k, factor in (("footprint", 0.5), ("height", 0.95)):    # height starts far (~20 m) and moves slowly
+        rmse = [h["train_rmse"][k] for h in out["history"]]
+        assert rmse[-1] < factor * rmse[0], (k, rmse)
+    assert out["history"][0]["lr"] < 1e-2                      # cosine annealing stepped
     ck = load_shafts_checkpoint(tmp_path / "m.pt")
     assert ck.source == "edifice" and ck.resolution_m == 100 and ck.task == "multi"
     assert set(ck.card["metrics"]["val"]) == {"footprint", "height"}
