@@ -64,3 +64,37 @@ def test_uncertainty_weighting_and_single_task_run(tmp_path):
     out = train_shafts(train, val, 100, tmp_path / "s.pt", task="height", epochs=1, batch_size=6,
                        lr=1e-3, device="cpu")
     assert load_shafts_checkpoint(tmp_path / "s.pt").task == "height"
+
+
+def test_extract_training_samples_from_files(tmp_path):
+    import rasterio
+    from affine import Affine
+    from pyproj import Transformer
+    from rasterio.crs import CRS
+
+    from edifice.core.shafts_training import extract_training_samples
+
+    def write(path, data, x0, y0, res, crs, nodata=None):
+        with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                           count=data.shape[0], dtype=data.dtype, crs=crs,
+                           transform=Affine(res, 0, x0, 0, -res, y0), nodata=nodata) as d:
+            d.write(data)
+        return str(path)
+
+    rng = np.random.default_rng(0)
+    wgs = CRS.from_epsg(4326)
+    r = 8.9831528e-5
+    s1 = write(tmp_path / "s1.tif", rng.uniform(-20, 0, (2, 120, 120)).astype(np.float32), 116.315, 39.99, r, wgs)
+    s2 = write(tmp_path / "s2.tif", rng.uniform(0, 3000, (4, 120, 120)).astype(np.float32), 116.315, 39.99, r, wgs)
+    dem = write(tmp_path / "dem.tif", rng.uniform(40, 60, (1, 40, 40)).astype(np.float32), 116.315, 39.99,
+                2.7777778e-4, wgs)
+    x0, y0 = Transformer.from_crs(4326, 32650, always_xy=True).transform(116.319, 39.986)
+    lam = np.array([[[0.2, 0.001, 0.3], [0.25, 0.1, -9999]]], np.float32)   # 0.001 fails λp > 1/400
+    hav = np.array([[[10, 12, 600], [8, 30, 9]]], np.float32)               # 600 m fails H <= 500
+    utm = CRS.from_epsg(32650)
+    fp = write(tmp_path / "lp.tif", lam, x0, y0, 100.0, utm, nodata=-9999)
+    hp = write(tmp_path / "h.tif", hav, x0, y0, 100.0, utm, nodata=-9999)
+    smp = extract_training_samples(s1, s2, dem, fp, hp, 100, padding=0.004)
+    assert len(smp) == 3 and smp.x.shape == (3, 6, 20, 20) and smp.x.dtype == np.uint8
+    np.testing.assert_allclose(sorted(smp.height), [8, 10, 30])
+    assert smp.dem.shape == (3, 1, 20, 20) and np.isfinite(smp.dem).all()
