@@ -1,0 +1,408 @@
+"""Building height and footprint from Sentinel-1/2 + SRTM with a SHAFTS network,
+reproducing SHAFTS's own inference numbers (``docs/shafts-compat.md``, steps 1-9).
+
+Inputs are GeoTIFFs on one geographic CRS (EPSG:4326, degrees): Sentinel-1 (VV, VH in dB),
+Sentinel-2 (R=B4, G=B3, B=B2, NIR=B8 as reflectance x 1e4) and an SRTM DEM (metres).
+Outputs are float32 GeoTIFFs on SHAFTS's output grid: mean building height (metres) and
+building footprint fraction (0-1), with nodata.
+
+Memory: SHAFTS scales each Sentinel-2 band by statistics of the whole clipped band and fills
+gaps from anywhere in it, so the preprocessed inputs of the clipped area are held in memory as
+uint8 (6 bytes per 10 m pixel, plus one float32 band at a time while preparing them); the
+network then runs over the output in row chunks, batch by batch.
+
+Where this differs from SHAFTS on purpose: declared input nodata is honoured (SHAFTS reads it as
+a value); outputs get nodata where the patch centre has no Sentinel data or the DEM patch has
+none, instead of SHAFTS's NaN-free Float64; the DEM's coverage is checked too; a last batch of one
+pixel works. Ties in the nearest-neighbour gap fill may pick another equally near pixel.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+
+from .errors import InputError
+from .grid import Grid
+from .progress import Progress, ensure
+from .raster_io import atomic_raster, open_raster, read_masked, require_crs
+
+#: Default padding (degrees) added around the extent before clipping, as in SHAFTS.
+DEFAULT_PADDING_DEG = 0.03
+DEFAULT_NODATA = -9999.0
+
+
+# ---------------------------------------------------------------------------
+# grids
+# ---------------------------------------------------------------------------
+def shafts_output_grid(extent: tuple[float, float, float, float], resolution_m: int,
+                       crs: str | None = None) -> Grid:
+    """SHAFTS's output grid for ``extent`` (xmin, ymin, xmax, ymax in degrees): pixel size
+    0.0009/0.00225/0.0045/0.009 degrees for 100/250/500/1000 m, anchored at (xmin, ymax),
+    ``nx = ceil(round(round(xmax - xmin, 6) / res, 6))`` (same for ny), so it may extend past
+    xmax and ymin."""
+    from ..models.shafts import OUTPUT_RES_DEG
+    if int(resolution_m) not in OUTPUT_RES_DEG:
+        raise InputError("RESOLUTION", f"must be one of {sorted(OUTPUT_RES_DEG)} m, got {resolution_m}.")
+    res = OUTPUT_RES_DEG[int(resolution_m)]
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    if not (xmax > xmin and ymax > ymin):
+        raise InputError("EXTENT", f"is empty ({xmin}, {ymin}, {xmax}, {ymax}).",
+                         "give xmin < xmax and ymin < ymax in degrees.")
+    nx = int(math.ceil(round(round(xmax - xmin, 6) / res, 6)))
+    ny = int(math.ceil(round(round(ymax - ymin, 6) / res, 6)))
+    return Grid(Affine(res, 0.0, xmin, 0.0, -res, ymax), nx, ny, crs)
+
+
+def gdal_clip_grid(src_transform: Affine, bounds: tuple[float, float, float, float],
+                   crs: str | None = None) -> Grid:
+    """The grid GDAL's warp makes for ``outputBounds=bounds`` with no resolution given (same CRS):
+    bounds kept exactly, ``n = int(span / source pixel size + 0.5)`` per axis and the pixel size
+    re-derived as ``span / n``."""
+    xmin, ymin, xmax, ymax = bounds
+    sx, sy = abs(src_transform.a), abs(src_transform.e)
+    nx = max(int((xmax - xmin) / sx + 0.5), 1)
+    ny = max(int((ymax - ymin) / sy + 0.5), 1)
+    return Grid(Affine((xmax - xmin) / nx, 0.0, xmin, 0.0, -(ymax - ymin) / ny, ymax), nx, ny, crs)
+
+
+def _nearest_index(centres: np.ndarray, origin: float, step: float) -> np.ndarray:
+    # GDAL's nearest-neighbour kernel: floor of the source pixel coordinate, plus a hair.
+    return np.floor((centres - origin) / step + 1e-10).astype(np.int64)
+
+
+def clip_nearest(ds, bounds, bands, name: str) -> tuple[np.ndarray, Grid]:
+    """Resample bands of an open dataset onto :func:`gdal_clip_grid` by nearest neighbour.
+    Returns ((bands, rows, cols) float64 with NaN where the source has no data, grid)."""
+    grid = gdal_clip_grid(ds.transform, bounds, ds.crs.to_wkt() if ds.crs else None)
+    xc, yc = grid.pixel_centres(Window(0, 0, grid.width, 1))[0][0], \
+        grid.pixel_centres(Window(0, 0, 1, grid.height))[1][:, 0]
+    cols = _nearest_index(xc, ds.transform.c, ds.transform.a)
+    rows = _nearest_index(yc, ds.transform.f, ds.transform.e)
+    inside_c = (cols >= 0) & (cols < ds.width)
+    inside_r = (rows >= 0) & (rows < ds.height)
+    c0, c1 = int(cols[inside_c].min()), int(cols[inside_c].max()) + 1
+    r0, r1 = int(rows[inside_r].min()), int(rows[inside_r].max()) + 1
+    data, valid = read_masked(ds, Window(c0, r0, c1 - c0, r1 - r0), name, bands)
+    out = np.full((len(bands), grid.height, grid.width), np.nan, dtype=np.float64)
+    rr = np.clip(rows - r0, 0, r1 - r0 - 1)
+    cc = np.clip(cols - c0, 0, c1 - c0 - 1)
+    ok = inside_r[:, None] & inside_c[None, :] & valid[np.ix_(rr, cc)]
+    for b in range(len(bands)):
+        vals = data[b][np.ix_(rr, cc)].astype(np.float64)
+        out[b] = np.where(ok, vals, np.nan)
+    return out, grid
+
+
+# ---------------------------------------------------------------------------
+# preprocessing (steps 3, 4, 6)
+# ---------------------------------------------------------------------------
+def fill_nan_nearest(band: np.ndarray, name: str = "INPUT") -> np.ndarray:
+    """Fill NaNs of a 2-D array with the value of the nearest (Euclidean, pixel units) valid pixel."""
+    nan = np.isnan(band)
+    if not nan.any():
+        return band
+    if nan.all():
+        raise InputError(name, "has no valid pixel inside the extent plus padding.",
+                         "check the raster covers the area and its nodata setting.")
+    from scipy.ndimage import distance_transform_edt
+    idx = distance_transform_edt(nan, return_distances=False, return_indices=True)
+    return band[tuple(idx)]
+
+
+def s1_to_unit(db: np.ndarray) -> np.ndarray:
+    """Sentinel-1 backscatter in dB (float32) to SHAFTS's input: ``min(10^(dB/10), 1)``, float32."""
+    x = np.power(np.float32(10.0), db.astype(np.float32) / np.float32(10.0))
+    return np.minimum(x, np.float32(1.0))
+
+
+def s2_to_unit(band: np.ndarray) -> np.ndarray:
+    """Sentinel-2 band (float32, whole clipped band) scaled as SHAFTS does, in float32:
+    ``clip((x - min) / (q98 - q02), 0, 1)`` with linear ``np.quantile``."""
+    x = band.astype(np.float32)
+    lo = np.min(x)
+    q02, q98 = np.quantile(x, 0.02), np.quantile(x, 0.98)
+    denom = q98 - q02
+    if not denom > 0:
+        denom = np.float32(1.0)
+    return np.clip((x - lo) / denom, 0, 1)
+
+
+def quantise_uint8(x: np.ndarray) -> np.ndarray:
+    """``uint8(x * 255)`` with truncation (x in [0, 1], float32)."""
+    return (x * np.float32(255)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------
+@dataclass
+class PreparedInputs:
+    s1: np.ndarray             # (2, H1, W1) uint8 VV, VH on grid_s1
+    s2: np.ndarray             # (4, H2, W2) uint8 R, G, B, NIR on grid_s2
+    centre_valid_s1: np.ndarray
+    centre_valid_s2: np.ndarray
+    grid_s1: Grid
+    grid_s2: Grid
+    dem: np.ndarray            # (H, W) float64 metres, NaN where no data, on grid_dem
+    grid_dem: Grid
+
+
+def _patch_index(grid: Grid, xs: np.ndarray, ys: np.ndarray, patch_size: int, name: str):
+    ii = np.floor((xs - grid.transform.c) / grid.transform.a).astype(np.int64)
+    jj = np.floor((ys - grid.transform.f) / grid.transform.e).astype(np.int64)
+    before, after = patch_size // 2 - 1, patch_size // 2
+    if ii.size and (ii.min() - before < 0 or jj.min() - before < 0 or ii.max() + after >= grid.width
+                    or jj.max() + after >= grid.height):
+        raise InputError("PADDING", f"is too small: {patch_size}-pixel {name} patches at the edge of the "
+                                    "extent reach outside the clipped raster.",
+                         f"use a padding of at least {patch_size * max(grid.res):.4f}°.")
+    return ii, jj
+
+
+def gather_patches(prep: PreparedInputs, xs: np.ndarray, ys: np.ndarray, patch_size: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patches centred on points (xs, ys in the inputs' CRS) as SHAFTS cuts them (step 5):
+    rows/cols ``j - (s/2 - 1) … j + s/2`` around ``i = floor((x - x0)/dx)``, ``j = floor((y - y0)/dy)``
+    on each clipped grid. Returns (Sentinel (N, 6, s, s) uint8, DEM (N, 1, s, s) float32 metres with
+    NaN where no data, (N,) bool: the centre pixel has S-1 and S-2 data)."""
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    offs = np.arange(-(patch_size // 2 - 1), patch_size // 2 + 1)
+    out = []
+    for arr, g, name in ((prep.s1, prep.grid_s1, "S1"), (prep.s2, prep.grid_s2, "S2")):
+        ii, jj = _patch_index(g, xs, ys, patch_size, name)
+        out.append((arr[:, (jj[:, None] + offs)[:, :, None], (ii[:, None] + offs)[:, None, :]], ii, jj))
+    x = np.concatenate([out[0][0], out[1][0]], axis=0).transpose(1, 0, 2, 3)
+    valid = prep.centre_valid_s1[out[0][2], out[0][1]] & prep.centre_valid_s2[out[1][2], out[1][1]]
+    ii, jj = _patch_index(prep.grid_dem, xs, ys, patch_size, "DEM")
+    d = prep.dem[(jj[:, None] + offs)[:, :, None], (ii[:, None] + offs)[:, None, :]].astype(np.float32)
+    return np.ascontiguousarray(x), d[:, None], valid
+
+
+def _check_inputs(dss: dict, bands: dict, bounds) -> str:
+    crs = {}
+    for key, ds in dss.items():
+        crs[key] = require_crs(ds, key)
+        need = max(bands[key])
+        if ds.count < need or min(bands[key]) < 1:
+            raise InputError(key, f"'{ds.name}' has {ds.count} band(s); bands {list(bands[key])} are needed.",
+                             {"S1": "give a Sentinel-1 raster with VV and VH (dB) bands.",
+                              "S2": "give a Sentinel-2 raster with R (B4), G (B3), B (B2), NIR (B8) bands.",
+                              "DEM": "give a one-band SRTM DEM."}[key])
+        if ds.transform.b != 0 or ds.transform.d != 0 or ds.transform.e >= 0:
+            raise InputError(key, f"'{ds.name}' is not a north-up grid.", "warp it to a north-up EPSG:4326 grid.")
+    first = dss["S1"].crs
+    for key, ds in dss.items():
+        if ds.crs != first:
+            raise InputError(key, f"is on {ds.crs.to_string()} while S1 is on {first.to_string()}.",
+                             "warp all inputs to EPSG:4326 (gdalwarp -t_srs EPSG:4326).")
+    if not first.is_geographic:
+        raise InputError("S1", f"is on the projected CRS {first.to_string()}; SHAFTS models work in degrees.",
+                         "warp all inputs to EPSG:4326 (gdalwarp -t_srs EPSG:4326).")
+    xmin, ymin, xmax, ymax = bounds
+    tol = 1e-9
+    for key, ds in dss.items():
+        b = ds.bounds
+        if b.left > xmin + tol or b.right < xmax - tol or b.bottom > ymin + tol or b.top < ymax - tol:
+            raise InputError(key, f"'{ds.name}' covers ({b.left:.6f}, {b.bottom:.6f}, {b.right:.6f}, {b.top:.6f}), "
+                                  f"not the extent plus padding ({xmin:.6f}, {ymin:.6f}, {xmax:.6f}, {ymax:.6f}).",
+                             "download a larger raster or choose a smaller extent or padding.")
+    return crs["S1"]
+
+
+def _prepare(dss, bands, bounds, progress: Progress) -> PreparedInputs:
+    """Steps 2-4 and 6: clip, fill, scale and quantise the Sentinel bands; clip the DEM."""
+    s1, g1 = clip_nearest(dss["S1"], bounds, bands["S1"], "S1")
+    valid1 = np.all(np.isfinite(s1), axis=0)
+    finite = s1[:, valid1]
+    if finite.size and np.mean(finite >= 0) > 0.9:
+        progress.warning("S1: values look like linear backscatter, not dB (over 90 % are >= 0); "
+                         "SHAFTS models expect dB (10*log10 of the linear value).")
+    del finite
+    s1u8 = np.empty((2,) + g1.shape, dtype=np.uint8)
+    for b in range(2):
+        s1u8[b] = quantise_uint8(s1_to_unit(fill_nan_nearest(s1[b].astype(np.float32), "S1")))
+    del s1
+    progress.set_fraction(0.3)
+    progress.check_cancelled()
+    s2, g2 = clip_nearest(dss["S2"], bounds, bands["S2"], "S2")
+    valid2 = np.all(np.isfinite(s2), axis=0)
+    s2u8 = np.empty((4,) + g2.shape, dtype=np.uint8)
+    for b in range(4):
+        s2u8[b] = quantise_uint8(s2_to_unit(fill_nan_nearest(s2[b].astype(np.float32), "S2")))
+    del s2
+    progress.set_fraction(0.8)
+    progress.check_cancelled()
+    dem, gd = clip_nearest(dss["DEM"], bounds, bands["DEM"], "DEM")
+    progress.set_fraction(1.0)
+    return PreparedInputs(s1u8, s2u8, valid1, valid2, g1, g2, dem[0], gd)
+
+
+def prepare_inputs(s1_path, s2_path, dem_path, bounds: tuple[float, float, float, float],
+                   s1_bands=(1, 2), s2_bands=(1, 2, 3, 4), dem_band: int = 1,
+                   progress: Progress | None = None) -> tuple[PreparedInputs, str]:
+    """Open and check the three inputs, clip them to ``bounds`` (degrees, extent plus padding) and
+    preprocess them as SHAFTS does (steps 2-4, 6). Returns (inputs, CRS WKT)."""
+    progress = ensure(progress)
+    bands = {"S1": tuple(s1_bands), "S2": tuple(s2_bands), "DEM": (int(dem_band),)}
+    with contextlib.ExitStack() as stack:
+        dss = {"S1": stack.enter_context(open_raster(s1_path, "S1")),
+               "S2": stack.enter_context(open_raster(s2_path, "S2")),
+               "DEM": stack.enter_context(open_raster(dem_path, "DEM"))}
+        crs = _check_inputs(dss, bands, bounds)
+        return _prepare(dss, bands, bounds, progress), crs
+
+
+def resolve_device(device: str = "auto"):
+    """torch.device for "auto" | "cpu" | "cuda" | "cuda:N"; :class:`InputError` if it does not exist."""
+    import torch
+    d = (device or "auto").strip().lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(d)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError("DEVICE", f"'{device}' is not a device name.", "use auto, cpu, cuda or cuda:N.") from exc
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise InputError("DEVICE", f"'{device}' was asked for but no CUDA GPU is available to PyTorch.",
+                             "use cpu or auto, or install a CUDA build of PyTorch and a driver.")
+        if dev.index is not None and dev.index >= n:
+            raise InputError("DEVICE", f"'{device}' does not exist; {n} CUDA device(s) are available.",
+                             f"use cuda:0 … cuda:{n - 1}.")
+        return dev
+    raise InputError("DEVICE", f"'{device}' is not supported.", "use auto, cpu, cuda or cuda:N.")
+
+
+def _load_model(checkpoint, resolution_m, target):
+    from ..models.checkpoint import CheckpointError
+    from ..models.shafts import ShaftsCheckpoint, ShaftsNet, load_shafts_checkpoint
+    if isinstance(checkpoint, ShaftsNet):
+        model, res, task = checkpoint, checkpoint.resolution_m, checkpoint.task
+    elif isinstance(checkpoint, ShaftsCheckpoint):
+        model, res, task = checkpoint.model, checkpoint.resolution_m, checkpoint.task
+    else:
+        try:
+            ck = load_shafts_checkpoint(checkpoint, None, target)
+        except CheckpointError as exc:
+            if "say which resolution" not in str(exc):
+                raise InputError("CHECKPOINT", str(exc), "give a SHAFTS or Edifice height/footprint checkpoint.") from exc
+            try:
+                ck = load_shafts_checkpoint(checkpoint, resolution_m, target)
+            except CheckpointError as exc2:
+                raise InputError("CHECKPOINT", str(exc2), "give the checkpoint for the requested resolution.") from exc2
+        model, res, task = ck.model, ck.resolution_m, ck.task
+    if int(res) != int(resolution_m):
+        raise InputError("CHECKPOINT", f"is a {res} m model but {resolution_m} m was requested.",
+                         f"choose resolution {res} m or the {resolution_m} m checkpoint.")
+    return model, task
+
+
+# ---------------------------------------------------------------------------
+# main entry point
+# ---------------------------------------------------------------------------
+def predict_height_footprint_shafts(
+        s1_path, s2_path, dem_path, extent: tuple[float, float, float, float], checkpoint,
+        resolution_m: int, out_height=None, out_footprint=None, *,
+        padding: float = DEFAULT_PADDING_DEG, target: str | None = None,
+        h_min: float = 2.0, h_max: float = 1000.0, f_min: float = 0.0, f_max: float = 1.0,
+        device: str = "auto", batch_size: int = 64, chunk_rows: int | None = None,
+        nodata: float = DEFAULT_NODATA, s1_bands=(1, 2), s2_bands=(1, 2, 3, 4), dem_band: int = 1,
+        progress: Progress | None = None) -> dict:
+    """Predict mean building height (metres) and footprint fraction (0-1) on SHAFTS's output grid.
+
+    ``extent`` (xmin, ymin, xmax, ymax) and ``padding`` are in degrees of the inputs' geographic CRS
+    (EPSG:4326). ``checkpoint``: path to a SHAFTS or Edifice ``shafts_senet`` checkpoint, or a loaded
+    model. Post-processing (multi-task): height < h_min -> 0, > h_max -> h_max; footprint likewise
+    with f_min/f_max; single-task: > max -> max, then < min -> 0. Outputs are float32 GeoTIFFs with
+    ``nodata``, written atomically. Returns {"grid", "height", "footprint", "device", "pixels"}.
+    """
+    import torch
+    progress = ensure(progress)
+    model, task = _load_model(checkpoint, resolution_m, target)
+    if task in ("multi", "height") and out_height is None:
+        raise InputError("OUTPUT_HEIGHT", "is required for this model.", "give an output file name.")
+    if task in ("multi", "footprint") and out_footprint is None:
+        raise InputError("OUTPUT_FOOTPRINT", "is required for this model.", "give an output file name.")
+    if batch_size < 1:
+        raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
+    if not padding >= 0:
+        raise InputError("PADDING", f"must be >= 0 degrees, got {padding}.")
+    dev = resolve_device(device)
+    progress.info(f"SHAFTS {resolution_m} m {task}-task model on device {dev}"
+                  + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    bounds = (xmin - padding, ymin - padding, xmax + padding, ymax + padding)
+    prep, crs = prepare_inputs(s1_path, s2_path, dem_path, bounds, s1_bands, s2_bands, dem_band,
+                               progress.span(0.0, 0.15))
+    out_grid = shafts_output_grid((xmin, ymin, xmax, ymax), resolution_m, crs)
+    progress.check_cancelled()
+    # fail early (before any output is opened) if patches at the grid's corners leave the clip
+    xs_c, ys_c = out_grid.pixel_centres()
+    gather_patches(prep, xs_c[[0, -1]][:, [0, -1]].ravel(), ys_c[[0, -1]][:, [0, -1]].ravel(),
+                   model.patch_size)
+
+    model = model.to(dev).eval()
+    if chunk_rows is None:
+        chunk_rows = max(1, 16384 // out_grid.width)
+    outputs = [k for k in ("height", "footprint") if task in ("multi", k)]
+    paths = {"height": out_height, "footprint": out_footprint}
+    stats = {"pixels": 0, "valid": 0}
+    model_progress = progress.span(0.15, 1.0)
+    with contextlib.ExitStack() as stack:
+        dsts = {k: stack.enter_context(atomic_raster(paths[k], out_grid, 1, "float32", nodata=nodata,
+                                                     descriptions=[{"height": "mean building height (m)",
+                                                                    "footprint": "building footprint fraction"}[k]]))
+                for k in outputs}
+        for r0 in range(0, out_grid.height, chunk_rows):
+            progress.check_cancelled()
+            r1 = min(r0 + chunk_rows, out_grid.height)
+            res = _predict_rows(model, dev, out_grid, r0, r1, prep, batch_size, outputs, progress)
+            for k in outputs:
+                v = res[k]
+                ok = np.isfinite(v)
+                lo, hi = (h_min, h_max) if k == "height" else (f_min, f_max)
+                if task == "multi":      # below min -> 0 (not clipped to min), above max -> max
+                    v = np.where(v > hi, hi, np.where(v < lo, 0.0, v))
+                else:                    # single-task: first above max -> max, then below min -> 0
+                    v = np.where(v > hi, hi, v)
+                    v = np.where(v < lo, 0.0, v)
+                v = np.where(ok, v, nodata).astype(np.float32)
+                dsts[k].write(v[None], window=Window(0, r0, out_grid.width, r1 - r0))
+            stats["pixels"] += (r1 - r0) * out_grid.width
+            stats["valid"] += int(np.isfinite(res[outputs[0]]).sum())
+            model_progress.set_fraction(r1 / out_grid.height)
+    progress.info(f"{stats['valid']} of {stats['pixels']} output pixels predicted")
+    return {"grid": out_grid, "height": out_height if "height" in outputs else None,
+            "footprint": out_footprint if "footprint" in outputs else None,
+            "device": str(dev), "pixels": stats["pixels"], "valid_pixels": stats["valid"]}
+
+
+def _predict_rows(model, dev, grid: Grid, r0: int, r1: int, prep: PreparedInputs, batch_size: int,
+                  outputs, progress):
+    """Model outputs (float64, NaN where not predicted) for output rows r0..r1, all columns."""
+    import torch
+    xs, ys = grid.pixel_centres(Window(0, r0, grid.width, r1 - r0))
+    xs, ys = xs.ravel(), ys.ravel()
+    out = {k: np.full(xs.size, np.nan) for k in outputs}
+    for b0 in range(0, xs.size, batch_size):
+        progress.check_cancelled()
+        sl = slice(b0, b0 + batch_size)
+        x, d, valid = gather_patches(prep, xs[sl], ys[sl], model.patch_size)
+        ok = valid & np.isfinite(d).all(axis=(1, 2, 3))
+        if not ok.any():
+            continue
+        xt = torch.from_numpy(x[ok]).to(dev).float() / 255.0
+        with torch.no_grad():
+            y = model(xt, torch.from_numpy(d[ok]).to(dev))
+        for k in outputs:
+            tgt = out[k][sl]
+            tgt[ok] = y[k].float().cpu().numpy()
+    return {k: v.reshape(r1 - r0, grid.width) for k, v in out.items()}

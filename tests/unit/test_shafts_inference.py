@@ -1,0 +1,319 @@
+"""SHAFTS-compatible inference against a straightforward per-pixel reference."""
+import math
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+
+from edifice.core.errors import InputError, Cancelled
+from edifice.core.progress import Progress
+from edifice.core.shafts_inference import (gdal_clip_grid, predict_height_footprint_shafts,
+                                           resolve_device, shafts_output_grid)
+from edifice.models.shafts import build_shafts_model
+
+torch.set_num_threads(1)
+WGS84 = CRS.from_epsg(4326)
+S1_RES = 8.9831528e-5
+DEM_RES = 2.7777778e-4
+EXTENT = (116.32, 39.98, 116.3255, 39.9842)
+PAD = 0.004
+
+
+def _write(path, data, x0, y0, res, nodata=None, crs=WGS84):
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype, crs=crs, transform=Affine(res, 0, x0, 0, -res, y0), nodata=nodata) as d:
+        d.write(data)
+    return str(path)
+
+
+def _model(seed=0, res=100, task="multi"):
+    torch.manual_seed(seed)
+    m = build_shafts_model(res, task, 2 if res == 100 else 1)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for k, v in m.state_dict().items():
+            if k.endswith("running_var"):
+                v.copy_(0.5 + torch.rand(v.shape, generator=g))
+            elif k.endswith("running_mean"):
+                v.copy_(torch.rand(v.shape, generator=g) * 0.2)
+        if task == "multi":
+            m.fc_out_height.bias.fill_(8.0)
+            m.fc_out_height.weight.mul_(20.0)
+            m.fc_out_footprint.weight.mul_(5.0)
+    return m.eval()
+
+
+@pytest.fixture
+def scene(tmp_path):
+    rng = np.random.default_rng(42)
+    x0, y0 = 116.31, 39.995
+    w, h = int(0.03 / S1_RES), int(0.025 / S1_RES)
+    s1 = rng.uniform(-25, 2, size=(2, h, w)).astype(np.float32)      # dB; some > 0 dB saturate to 1
+    s2 = rng.gamma(2.0, 600.0, size=(4, h, w)).astype(np.float32)
+    # the output pixel (row 2, col 3): its centre falls in a NaN hole inside a constant block
+    cx, cy = EXTENT[0] + 0.0009 * 3.5, EXTENT[3] - 0.0009 * 2.5
+    ci, cj = int((cx - x0) / S1_RES), int((y0 - cy) / S1_RES)
+    s1[:, cj - 6:cj + 7, ci - 6:ci + 7] = -12.0
+    s1[0, cj - 1:cj + 2, ci - 1:ci + 2] = np.nan
+    s2[:, cj - 6:cj + 7, ci - 6:ci + 7] = 900.0
+    s2[2, cj - 1:cj + 2, ci - 1:ci + 2] = np.nan
+    # S-2 on a slightly different grid; DEM at 30 m with a nodata pixel under the last output column
+    s2_x0, s2_y0, s2_res = x0 + 3e-5, y0 - 2e-5, 8.98e-5
+    dw, dh = int(0.03 / DEM_RES), int(0.025 / DEM_RES)
+    dem = (50 + rng.normal(0, 5, size=(dh, dw))).astype(np.float32)
+    dx = EXTENT[0] + 0.0009 * 6.5 + 0.002
+    di, dj = int((dx - x0) / DEM_RES), int((y0 - (EXTENT[3] - 0.0009 * 0.5)) / DEM_RES)
+    dem[dj, di] = -32768
+    return {
+        "s1": _write(tmp_path / "s1.tif", s1, x0, y0, S1_RES),
+        "s2": _write(tmp_path / "s2.tif", s2, s2_x0, s2_y0, s2_res),
+        "dem": _write(tmp_path / "dem.tif", dem, x0, y0, DEM_RES, nodata=-32768),
+        "tmp": tmp_path,
+    }
+
+
+# ---------------- independent per-pixel reference ----------------
+def _ref_clip(path, bounds, band):
+    with rasterio.open(path) as ds:
+        arr = ds.read(band).astype(np.float64)
+        nd = ds.nodata
+        t = ds.transform
+    if nd is not None:
+        arr[arr == nd] = np.nan
+    xmin, ymin, xmax, ymax = bounds
+    nx = int((xmax - xmin) / t.a + 0.5)
+    ny = int((ymax - ymin) / -t.e + 0.5)
+    dx, dy = (xmax - xmin) / nx, (ymax - ymin) / ny
+    out = np.empty((ny, nx))
+    for r in range(ny):
+        for c in range(nx):
+            x, y = xmin + (c + 0.5) * dx, ymax - (r + 0.5) * dy
+            sc, sr = math.floor((x - t.c) / t.a), math.floor((t.f - y) / -t.e)
+            out[r, c] = arr[sr, sc]
+    return out, (xmin, dx, ymax, dy)
+
+
+def _ref_fill(a):
+    a = a.copy()
+    nan = np.argwhere(np.isnan(a))
+    good = np.argwhere(~np.isnan(a))
+    src = a.copy()
+    for r, c in nan:
+        d2 = (good[:, 0] - r) ** 2 + (good[:, 1] - c) ** 2
+        k = good[np.argmin(d2)]
+        a[r, c] = src[k[0], k[1]]
+    return a
+
+
+def _reference(scene, model, extent, res_deg, h_lim=(2.0, 1000.0), f_lim=(0.0, 1.0), padding=PAD):
+    xmin, ymin, xmax, ymax = extent
+    b = (xmin - padding, ymin - padding, xmax + padding, ymax + padding)
+    chans, grids, raw = [], [], []
+    for key, band in (("s1", 1), ("s1", 2), ("s2", 1), ("s2", 2), ("s2", 3), ("s2", 4)):
+        a, g = _ref_clip(scene[key], b, band)
+        raw.append(a)
+        f = _ref_fill(a.astype(np.float32).astype(np.float64)).astype(np.float32)
+        if key == "s1":
+            v = np.minimum(np.float32(10.0) ** (f / np.float32(10.0)), np.float32(1.0))
+        else:
+            lo = f.min()
+            v = np.clip((f - lo) / (np.quantile(f, 0.98) - np.quantile(f, 0.02)), 0, 1)
+        q = np.zeros(v.shape, np.uint8)
+        for r in range(v.shape[0]):
+            for c in range(v.shape[1]):
+                q[r, c] = int(np.float32(v[r, c]) * np.float32(255))
+        chans.append(q)
+        grids.append(g)
+    dem, gd = _ref_clip(scene["dem"], b, 1)
+    s = model.patch_size
+    nx = math.ceil(round(round(xmax - xmin, 6) / res_deg, 6))
+    ny = math.ceil(round(round(ymax - ymin, 6) / res_deg, 6))
+    H = np.full((ny, nx), np.nan)
+    Fp = np.full((ny, nx), np.nan)
+    for r in range(ny):
+        for c in range(nx):
+            x, y = xmin + res_deg * (c + 0.5), ymax - res_deg * (r + 0.5)
+            x_in = np.zeros((1, 6, s, s), np.float32)
+            centre_ok = True
+            for k in range(6):
+                gx0, gdx, gy0, gdy = grids[k]
+                i, j = math.floor((x - gx0) / gdx), math.floor((gy0 - y) / gdy)
+                if np.isnan(raw[k][j, i]):
+                    centre_ok = False
+                x_in[0, k] = chans[k][j - (s // 2 - 1): j + s // 2 + 1, i - (s // 2 - 1): i + s // 2 + 1] / np.float32(255)
+            gx0, gdx, gy0, gdy = gd
+            i, j = math.floor((x - gx0) / gdx), math.floor((gy0 - y) / gdy)
+            d = dem[j - (s // 2 - 1): j + s // 2 + 1, i - (s // 2 - 1): i + s // 2 + 1].astype(np.float32)
+            if not centre_ok or np.isnan(d).any():
+                continue
+            with torch.no_grad():
+                out = model(torch.from_numpy(x_in), torch.from_numpy(d[None, None].copy()))
+            h, f = float(out["height"][0]), float(out["footprint"][0])
+            h = 0.0 if h < h_lim[0] else min(h, h_lim[1])
+            f = 0.0 if f < f_lim[0] else min(f, f_lim[1])
+            H[r, c], Fp[r, c] = h, f
+    return H, Fp
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        a = ds.read(1).astype(np.float64)
+        nd = ds.nodata
+        assert ds.dtypes[0] == "float32" and nd is not None
+        a[a == nd] = np.nan
+        return a, ds.transform
+
+
+class _Rec(Progress):
+    def __init__(self, cancel_after=None):
+        self.infos, self.warnings, self.fracs = [], [], []
+        self.cancel_after = cancel_after
+        self.calls = 0
+
+    def info(self, m):
+        self.infos.append(m)
+
+    def warning(self, m):
+        self.warnings.append(m)
+
+    def set_fraction(self, f):
+        self.fracs.append(f)
+
+    def is_cancelled(self):
+        self.calls += 1
+        return self.cancel_after is not None and self.calls > self.cancel_after
+
+
+def test_matches_per_pixel_reference(scene):
+    model = _model(1)
+    rec = _Rec()
+    out = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                          scene["tmp"] / "h.tif", scene["tmp"] / "f.tif", padding=PAD,
+                                          batch_size=4, chunk_rows=2, device="cpu", progress=rec)
+    H, Fp = _reference(scene, model, EXTENT, 0.0009)
+    h, th = _read(out["height"])
+    f, _ = _read(out["footprint"])
+    assert h.shape == (5, 7)
+    assert th == Affine(0.0009, 0, EXTENT[0], 0, -0.0009, EXTENT[3])
+    np.testing.assert_array_equal(np.isnan(h), np.isnan(H))
+    assert np.isnan(h[2, 3])                        # centre on a NaN hole in S-1/S-2
+    assert np.isnan(h[0, 6])                        # DEM nodata inside the patch
+    assert np.isfinite(h).sum() >= 25 and np.nanstd(H) > 0.1
+    np.testing.assert_allclose(h, H, atol=1e-3, equal_nan=True)
+    np.testing.assert_allclose(f, Fp, atol=1e-5, equal_nan=True)
+    assert any("cpu" in m for m in rec.infos) and rec.fracs[-1] == pytest.approx(1.0)
+
+
+def test_clip_grid_matches_gdal_warp(scene):
+    gdal = pytest.importorskip("osgeo.gdal")
+    xmin, ymin, xmax, ymax = EXTENT
+    b = (xmin - PAD, ymin - PAD, xmax + PAD, ymax + PAD)
+    for key in ("s1", "s2", "dem"):
+        ds = gdal.Warp(str(scene["tmp"] / f"clip_{key}.tif"), scene[key], outputBounds=list(b), resampleAlg="near")
+        gt, w, h = ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize
+        warped = ds.GetRasterBand(1).ReadAsArray()
+        ds = None
+        with rasterio.open(scene[key]) as src:
+            g = gdal_clip_grid(src.transform, b)
+        assert (g.width, g.height) == (w, h)
+        np.testing.assert_allclose([g.transform.c, g.transform.a, g.transform.f, g.transform.e],
+                                   [gt[0], gt[1], gt[3], gt[5]], rtol=1e-12, atol=1e-12)
+        from edifice.core.shafts_inference import clip_nearest
+        with rasterio.open(scene[key]) as src:
+            ours, _ = clip_nearest(src, b, (1,), key)
+        nd = -32768 if key == "dem" else None
+        exp = warped.astype(np.float64)
+        if nd is not None:
+            exp[exp == nd] = np.nan
+        np.testing.assert_array_equal(ours[0], exp)
+
+
+def test_output_grid_formula():
+    g = shafts_output_grid((116.0, 39.0, 116.02, 39.02), 100)
+    assert (g.width, g.height) == (23, 23)                 # 0.02 / 0.0009 = 22.2 -> 23
+    assert g.transform == Affine(0.0009, 0, 116.0, 0, -0.0009, 39.02)
+    g = shafts_output_grid((0.0, 0.0, 0.018, 0.009), 100)  # exact multiple: no extra pixel
+    assert (g.width, g.height) == (20, 10)
+    g = shafts_output_grid((10.0, 50.0, 10.1, 50.05), 1000)
+    assert (g.width, g.height) == (12, 6) and g.res == (0.009, 0.009)
+    with pytest.raises(InputError):
+        shafts_output_grid((0, 0, 1, 1), 300)
+
+
+def test_postprocessing_thresholds(scene):
+    model = _model(1)
+    lim = (15.0, 20.0)
+    out = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                          scene["tmp"] / "h.tif", scene["tmp"] / "f.tif", padding=PAD,
+                                          h_min=lim[0], h_max=lim[1], f_min=0.3, f_max=0.6, device="cpu")
+    h, _ = _read(out["height"])
+    f, _ = _read(out["footprint"])
+    v = h[np.isfinite(h)]
+    assert np.all((v == 0) | ((v >= 15) & (v <= 20)))
+    v = f[np.isfinite(f)]
+    assert np.all((v == 0) | ((v >= 0.3) & (v <= 0.6)))
+
+
+def test_errors(scene, tmp_path):
+    model = _model(2)
+    args = (scene["s1"], scene["s2"], scene["dem"])
+    outs = (tmp_path / "h.tif", tmp_path / "f.tif")
+    with pytest.raises(InputError, match="250 m was requested"):
+        predict_height_footprint_shafts(*args, EXTENT, model, 250, *outs, padding=PAD, device="cpu")
+    with pytest.raises(InputError, match="S1.*not the extent"):
+        predict_height_footprint_shafts(*args, EXTENT, model, 100, *outs, padding=0.02, device="cpu")
+    small_dem = _write(tmp_path / "small_dem.tif", np.zeros((20, 20), np.float32), 116.318, 39.986, DEM_RES)
+    with pytest.raises(InputError, match="DEM.*not the extent"):
+        predict_height_footprint_shafts(*args[:2], small_dem, EXTENT, model, 100, *outs, padding=PAD,
+                                        device="cpu")
+    with pytest.raises(InputError, match="PADDING"):
+        predict_height_footprint_shafts(*args, EXTENT, model, 100, *outs, padding=0.001, device="cpu")
+    with pytest.raises(InputError, match="cuda:7|no CUDA"):
+        resolve_device("cuda:7")
+    with pytest.raises(InputError):
+        resolve_device("tpu")
+    one = _write(tmp_path / "one.tif", np.zeros((1, 300, 300), np.float32), 116.31, 39.995, S1_RES)
+    with pytest.raises(InputError, match="S1.*band"):
+        predict_height_footprint_shafts(one, scene["s2"], scene["dem"], EXTENT, model, 100, *outs,
+                                        padding=PAD, device="cpu")
+    utm = _write(tmp_path / "utm.tif", np.zeros((1, 50, 50), np.float32), 400000, 4400000, 30.0,
+                 crs=CRS.from_epsg(32650))
+    with pytest.raises(InputError, match="DEM.*EPSG:32650"):
+        predict_height_footprint_shafts(*args[:2], utm, EXTENT, model, 100, *outs, padding=PAD, device="cpu")
+    assert not list(tmp_path.glob("*.tif.*")) and not (tmp_path / "h.tif").exists()
+
+
+def test_linear_s1_warns_and_cancel_leaves_nothing(scene, tmp_path):
+    with rasterio.open(scene["s1"]) as ds:
+        lin = (10 ** (np.nan_to_num(ds.read(), nan=-12.0) / 10)).astype(np.float32)
+    s1lin = _write(tmp_path / "s1lin.tif", lin, 116.31, 39.995, S1_RES)
+    rec = _Rec()
+    predict_height_footprint_shafts(s1lin, scene["s2"], scene["dem"], EXTENT, _model(3), 100,
+                                    tmp_path / "h.tif", tmp_path / "f.tif", padding=PAD, device="cpu",
+                                    progress=rec)
+    assert any("dB" in w for w in rec.warnings)
+    rec = _Rec(cancel_after=4)
+    with pytest.raises(Cancelled):
+        predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, _model(3), 100,
+                                        tmp_path / "h2.tif", tmp_path / "f2.tif", padding=PAD, device="cpu",
+                                        chunk_rows=1, progress=rec)
+    assert not (tmp_path / "h2.tif").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_single_task_model_writes_one_output(scene, tmp_path):
+    m = _model(4, task="height")
+    with torch.no_grad():
+        m.fc_out.bias.fill_(5.0)
+    out = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, m, 100,
+                                          tmp_path / "h.tif", None, padding=PAD, device="cpu", batch_size=1,
+                                          h_min=0.0, h_max=4.0)
+    h, _ = _read(out["height"])
+    assert out["footprint"] is None and not (tmp_path / "f.tif").exists()
+    v = h[np.isfinite(h)]
+    assert v.size > 20 and np.all((v == 0) | (v <= 4.0))
