@@ -141,34 +141,36 @@ class Taxonomy:
         return seen + ([OTHER] if has_other else [])
 
     def lookup(self, label) -> tuple[str, ...] | None:
-        """Values at every level for one label; ``None`` if no row matches."""
+        """Values at every level for one label; ``None`` if no row matches.
+        Exact rows are tried before pattern rows (each in file order)."""
         s = _norm(label)
         low = s.lower()
         for pattern, values in self.rows:
-            pat = pattern.lower()
-            if _is_pattern(pat):
-                if fnmatch.fnmatchcase(low, pat):
-                    return (s,) + values[1:]
-            elif low == pat:
+            if not _is_pattern(pattern) and low == pattern.lower():
                 return values
+        for pattern, values in self.rows:
+            if _is_pattern(pattern) and fnmatch.fnmatchcase(low, pattern.lower()):
+                return (s,) + values[1:]
         return None
 
     def lookup_at(self, label, level: int) -> str | None:
-        """Class of ``label`` at level index ``level``. A label that is itself a
-        class of a coarser level than the first (e.g. a prediction already given
-        as ``commercial``) rolls up from there, if that level is not coarser
-        than ``level``. ``None`` if the label is unknown."""
-        values = self.lookup(label)
-        if values is not None:
-            return values[level]
+        """Class of ``label`` at level index ``level``; ``None`` if unknown.
+
+        Order: an exact first-level row; a class name of a level between the
+        second and ``level`` (a prediction already given as ``commercial``
+        rolls up from there); a pattern row."""
         low = _norm(label).lower()
+        for pattern, values in self.rows:
+            if not _is_pattern(pattern) and low == pattern.lower():
+                return values[level]
         if low in (OTHER, IGNORED):
             return low
         for j in range(1, level + 1):
             for _, values in self.rows:
                 if values[j].lower() == low:
                     return values[level]
-        return None
+        values = self.lookup(label)
+        return None if values is None else values[level]
 
     def map(self, labels: Sequence, level: str | int | None = None, unknown: str = "other",
             what: str = "LABELS", weights: Sequence[int] | None = None) -> MappedLabels:
