@@ -1,0 +1,98 @@
+"""Height metrics against numpy / scipy / scikit-learn, rasters and per-building."""
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from scipy.stats import gaussian_kde
+from sklearn import metrics as skm
+
+from edifice.core import height_metrics as H
+from edifice.core.errors import InputError
+
+import pyogrio.raw
+import rasterio
+
+
+def write_polys(path, geoms, fields: dict, crs="EPSG:3035"):
+    names = list(fields)
+    data = [np.asarray(fields[n], dtype=object) for n in names]
+    pyogrio.raw.write(str(path), shapely.to_wkb(np.asarray(geoms, dtype=object)), data, fields=names,
+                      crs=crs, geometry_type="Polygon", driver="GPKG")
+    return str(path)
+
+
+def write_raster(path, arr, transform, crs="EPSG:3035", nodata=None):
+    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
+                       dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata) as ds:
+        ds.write(arr, 1)
+    return str(path)
+
+
+def _pairs(n=300, seed=2):
+    rng = np.random.default_rng(seed)
+    r = rng.gamma(3, 4, n)
+    return r, r + rng.normal(0.5, 2.0, n)
+
+
+def test_metrics_against_references():
+    r, p = _pairs()
+    m = H.regression_metrics(r, p)
+    d = p - r
+    assert m["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(r, p)))
+    assert m["mae"] == pytest.approx(skm.mean_absolute_error(r, p))
+    assert m["me"] == pytest.approx(d.mean())
+    assert m["nmad"] == pytest.approx(1.4826 * np.median(np.abs(d - np.median(d))))
+    assert m["cc"] == pytest.approx(np.corrcoef(r, p)[0, 1])
+    assert m["r2"] == pytest.approx(skm.r2_score(r, p))
+    dens = gaussian_kde(np.vstack([r, p]))(np.vstack([r, p]))
+    w = (dens - dens.min()) / (dens.max() - dens.min())
+    assert H.kde_weights(r, p) == pytest.approx(w)
+    assert m["wrmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(r, p, sample_weight=w)))
+    assert m["wr2"] == pytest.approx(skm.r2_score(r, p, sample_weight=w))
+
+
+def test_kde_approximation_for_many_pairs():
+    r, p = _pairs(3000, seed=4)
+    exact = H.kde_weights(r, p)
+    approx = H.kde_weights(r, p, exact_limit=1000)
+    assert np.corrcoef(exact, approx)[0, 1] > 0.97
+
+
+def test_height_bins_by_hand():
+    r = np.array([1.0, 2.0, 4.0, 7.0, 35.0, 40.0])
+    p = np.array([2.0, 2.0, 3.0, 7.0, 30.0, 41.0])
+    bins = H.height_bin_bias(r, p)
+    assert len(bins) == 11 and bins[0]["lower"] == 0 and bins[-1]["upper"] is None
+    assert bins[0]["n"] == 2 and bins[0]["me"] == pytest.approx(0.5) and bins[0]["rmse"] == pytest.approx(np.sqrt(0.5))
+    assert bins[1]["n"] == 1 and bins[1]["me"] == pytest.approx(-1.0)
+    assert bins[2]["n"] == 1 and bins[2]["me"] == 0.0
+    assert bins[3]["n"] == 0 and bins[3]["me"] is None
+    assert bins[-1]["n"] == 2 and bins[-1]["me"] == pytest.approx(-2.0)
+
+
+def test_degenerate_inputs_are_defined():
+    m = H.regression_metrics([5, 5, 5], [5, 5, 5])
+    assert m["cc"] is None and m["r2"] == 1.0 and m["wrmse"] == 0.0
+    with pytest.raises(InputError, match="empty intersection"):
+        H.regression_metrics([np.nan], [1.0])
+
+
+def test_rasters_and_buildings(tmp_path):
+    t = Affine(1, 0, 0, 0, -1, 4)
+    ref = np.array([[3, 3, 9, 9], [3, 3, 9, 9], [0, 0, 20, 20], [0, 0, 20, -1]], dtype=np.float32)
+    pred = ref + np.float32(1.0)
+    pred[0, 0] = np.nan
+    rp = write_raster(tmp_path / "r.tif", ref, t, nodata=-1)
+    pp = write_raster(tmp_path / "p.tif", pred, t, nodata=None)
+    res = H.evaluate_height_rasters(pp, rp, min_reference=0.5)
+    assert res["n"] == 10 and res["me"] == pytest.approx(1.0) and res["rmse"] == pytest.approx(1.0)
+    # zonal mean per building: two reference polygons with heights 3 and 20
+    b = write_polys(tmp_path / "b.gpkg", [shapely.box(0, 2, 2, 4), shapely.box(2, 0, 4, 2),
+                                          shapely.box(50, 50, 51, 51)], {"h": [3.0, 20.0, 5.0]})
+    res = H.evaluate_building_heights(b, "h", prediction_raster=pp)
+    assert res["matched"] == 2 and res["unmatched_reference"] == 1
+    assert res["me"] == pytest.approx((1.0 + (21 * 3 + 0) / 4 - 20) / 2)  # pred[3, 3] = -1 + 1 = 0
+    # predicted polygons with a height attribute, matched by overlap
+    q = write_polys(tmp_path / "q.gpkg", [shapely.box(0.1, 2, 2, 4)], {"height": [6.0]})
+    res = H.evaluate_building_heights(b, "h", prediction_path=q, prediction_height_field="height")
+    assert (res["matched"], res["unmatched_reference"], res["me"]) == (1, 2, 3.0)
