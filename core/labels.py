@@ -76,13 +76,14 @@ def _polygonal(g):
     return parts[0] if len(parts) == 1 else shapely.union_all(parts)
 
 
-def prepare_buildings(geoms: Sequence, records: Sequence[dict], crs_wkt: str, use_field: str,
+def prepare_buildings(geoms: Sequence, records: Sequence[dict], crs_wkt: str, use_field: str | None,
                       mapping: CategoryMapping, target_crs_wkt: str, name: str = "BUILDINGS") -> Buildings:
     """Classify, reproject (to ``target_crs_wkt``) and repair building polygons.
 
     ``records`` are the features' attributes ``{field: value}``; with an OSM-style
     (keyed) mapping every attribute is offered as a tag. Unmapped values and
-    class ``unknown``/``none`` give code 255 (footprint kept, use ignored).
+    class ``unknown``/``none`` give code 255 (footprint kept, use ignored);
+    ``use_field=None`` gives 255 for all (footprint-only labels).
     """
     if not crs_wkt:
         raise InputError(name, "the building layer has no CRS.", "assign the layer's CRS first.")
@@ -121,9 +122,12 @@ def prepare_buildings(geoms: Sequence, records: Sequence[dict], crs_wkt: str, us
             if g is None:
                 stats["skipped_not_polygon"] += 1
                 continue
-        if mapping.keyed and use_field != "building" and "building" not in rec:
-            rec = {**rec, "building": rec.get(use_field)}  # OSM presets read the use field as building=*
-        k = mapping.classify_record(rec, use_field)
+        if use_field is None:
+            k = IGNORED
+        else:
+            if mapping.keyed and use_field != "building" and "building" not in rec:
+                rec = {**rec, "building": rec.get(use_field)}  # OSM presets read the use field as building=*
+            k = mapping.classify_record(rec, use_field)
         if k is None:
             unmapped[str(rec.get(use_field))[:40]] += 1
         out_g.append(g)
@@ -138,7 +142,7 @@ def prepare_buildings(geoms: Sequence, records: Sequence[dict], crs_wkt: str, us
     return b
 
 
-def read_buildings(path: str, use_field: str, mapping: CategoryMapping, target_crs_wkt: str,
+def read_buildings(path: str, use_field: str | None, mapping: CategoryMapping, target_crs_wkt: str,
                    layer: str | None = None, name: str = "BUILDINGS") -> Buildings:
     """Read a polygon layer (GeoPackage, GeoJSON, Shapefile, …) with pyogrio and
     :func:`prepare_buildings` it. ``use_field`` must be a field of the layer."""
@@ -152,7 +156,7 @@ def read_buildings(path: str, use_field: str, mapping: CategoryMapping, target_c
                          "give a GeoPackage, GeoJSON or Shapefile of building polygons "
                          "(convert GeoParquet with ogr2ogr if your GDAL cannot read it).") from exc
     names = list(meta["fields"])
-    if use_field not in names:
+    if use_field is not None and use_field not in names:
         raise InputError("USE_FIELD", f"field '{use_field}' is not in '{path}'.",
                          f"use one of: {', '.join(names) or '(the layer has no field)'}.")
     crs = meta.get("crs") or info.get("crs")

@@ -144,7 +144,7 @@ def _finalise(tmp: Path, final: Path, overwrite: bool) -> None:
 
 
 # ---------------------------------------------------------------- entry point
-def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: str, use_field: str,
+def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: str, use_field: str | None,
                             use_preset: str = "osm_building", mapping_file: str | None = None,
                             buildings_layer: str | None = None,
                             poi_raster_path: str | None = None,
@@ -165,7 +165,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
     metres, ``poi_max_distances`` R,C,I). Without either, chips hold imagery only
     (enough for the ``imagery_single`` variant).
     ``use_field`` / ``use_preset`` (``osm_building``, ``eubucco_type``, ``csv`` +
-    ``mapping_file``) give each building's class. ``chip_size`` in pixels;
+    ``mapping_file``) give each building's class; ``use_field=None`` makes a
+    footprint-only dataset (mask B all ignore on buildings). ``chip_size`` in pixels;
     ``split_tile_m``: edge of a split tile in metres (rounded to whole chips;
     default 4 chips).
     """
@@ -199,7 +200,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                              "check that the buildings and the imagery cover the same area and that both CRSs are right.")
         buildings = Buildings(buildings.geoms[inside], buildings.codes[inside], crs,
                               {**buildings.stats, "outside_imagery": int((~inside).sum())})
-        if not np.isin(buildings.codes, list(USE_CODES.values())).any():
+        if use_field is not None and not np.isin(buildings.codes, list(USE_CODES.values())).any():
             ex = ", ".join(f"{v} ({n})" for v, n in buildings.stats.get("unmapped_examples", []))
             raise InputError("USE_FIELD", f"no value of '{use_field}' maps to residential, commercial or "
                              f"industrial with preset '{use_preset}'" + (f" (values seen: {ex})." if ex else "."),

@@ -13,7 +13,8 @@ own final layers:
   is building.
 
 Variants (the seed's Table 2): ``imagery_single``, ``imagery_poi_single``,
-``imagery_poi_multitask`` (default).
+``imagery_poi_multitask`` (default); plus ``imagery_multitask`` (both heads,
+no POI bands) for areas without POIs or use labels.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ VARIANTS = {
     "imagery_single": (False, False),
     "imagery_poi_single": (True, False),
     "imagery_poi_multitask": (True, True),
+    # not in Table 2: imagery only with both heads (footprint-only training where no POIs exist)
+    "imagery_multitask": (False, True),
 }
 POI_BANDS = 3
 
