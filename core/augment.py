@@ -43,7 +43,7 @@ def _rescale(x, a, b, s, gen):
         return x, a, b
     xs = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
     m = torch.stack([a, b]).float()[None]
-    ms = F.interpolate(m, size=(nh, nw), mode="nearest")[0].to(a.dtype)
+    ms = F.interpolate(m, size=(nh, nw), mode="nearest-exact")[0].to(a.dtype)
     if nh >= h and nw >= w:  # zoom in: random crop
         r = int(torch.randint(0, nh - h + 1, (), generator=gen))
         c = int(torch.randint(0, nw - w + 1, (), generator=gen))

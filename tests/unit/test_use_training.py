@@ -72,7 +72,7 @@ def test_augmentation_is_synchronised():
         keep = as_ != 255
         zoom_out += int((~keep).any())
         agree = (xs[0][keep].round().long() == as_[keep]).float().mean()
-        assert agree > 0.8  # image and mask rescaled together (differences only on block edges)
+        assert agree > 0.85  # image and mask rescaled together (differences only on block edges)
     assert zoom_out > 0  # zooming out pads with ignored labels
 
 
