@@ -10,7 +10,13 @@ footprint IoU on the spatially held-out test tiles, the IoU of the trivial
 forward + backward + Adam step) for the small benchmark model and for the full
 ResNet-34 U-Net.
 
-    PYTHONPATH=<dir holding edifice> python benchmarks/bench_training.py [--epochs 40] [--threads 2]
+    PYTHONPATH=<dir holding edifice> python benchmarks/bench_training.py [--epochs 300] [--threads 2]
+
+Measured (2 shared CPU cores, torch 2.13 CPU; defaults: resnet18 width 16, 64-px chips, 32 m split
+tiles -> 118/41/47 buildings, 20/12/11 chips): 300 epochs in 61 s, test footprint IoU 0.54
+(validation 0.62) against 0.27 for "everything is building"; 150 epochs: test IoU 0.51; 40 epochs:
+0.36. Throughput (forward + backward + Adam, batch 8, 64 px): 165 samples/s for the small model,
+24-35 samples/s for the full ResNet-34 U-Net (base width 64).
 """
 from __future__ import annotations
 
@@ -52,9 +58,9 @@ def throughput(encoder: str, base_width: int, chip: int, batch: int, iters: int 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--chip", type=int, default=128)
-    ap.add_argument("--tile-m", type=float, default=64.0)
+    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--chip", type=int, default=64)
+    ap.add_argument("--tile-m", type=float, default=32.0)
     ap.add_argument("--encoder", default="resnet18")
     ap.add_argument("--base-width", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
