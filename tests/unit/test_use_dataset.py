@@ -189,3 +189,12 @@ def test_presets_follow_the_seed():
         ["residential", "commercial", "industrial", "commercial", "industrial", "unknown"]
     with pytest.raises(InputError, match="USE_PRESET"):
         load_building_mapping("nope")
+
+
+def test_footprint_only_dataset(tmp_path):
+    img, b = _small_scene(tmp_path)
+    m = create_training_dataset(img, b, str(tmp_path / "ds"), None, chip_size=32, split_tile_m=32,
+                                min_building_pixels=1)
+    assert m["buildings"]["unknown"] == m["buildings"]["kept"] == 7
+    _, a = _chip(tmp_path / "ds", m, 5, 5)
+    assert a["footprint"][5, 5] == 1 and a["use"][5, 5] == IGNORE and a["use"][0, 0] == 0
