@@ -1,0 +1,105 @@
+"""Benchmark: short CPU training of the footprint head on real data (Kampala).
+
+Data: /work/shared/data/kampala/kampala_rgb_50cm.tif (EPSG:32636, 0.5 m, RGB uint8,
+~15 % covered) and buildings_osm.geojson (206 OSM footprints, EPSG:4326, no use
+attribute; © OpenStreetMap contributors, ODbL). The dataset is footprint-only
+(no use field), split 6:2:2 by spatial tiles; the model is the ``imagery_multitask``
+variant (imagery, both heads; the use head sees only ignored labels). Prints
+footprint IoU on the spatially held-out test tiles, the IoU of the trivial
+"everything is building" answer for context, and training throughput (samples/s,
+forward + backward + Adam step) for the small benchmark model and for the full
+ResNet-34 U-Net.
+
+    PYTHONPATH=<dir holding edifice> python benchmarks/bench_training.py [--epochs 300] [--threads 2]
+
+Measured (2 shared CPU cores, torch 2.13 CPU; defaults: resnet18 width 16, 64-px chips, 32 m split
+tiles -> 118/41/47 buildings, 20/12/11 chips): 300 epochs in 61 s, test footprint IoU 0.54
+(validation 0.62) against 0.27 for "everything is building"; 150 epochs: test IoU 0.51; 40 epochs:
+0.36. Throughput (forward + backward + Adam, batch 8, 64 px): 165 samples/s for the small model,
+24-35 samples/s for the full ResNet-34 U-Net (base width 64).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from edifice.core.losses import building_use_loss
+from edifice.core.training import train_building_use
+from edifice.core.training_dataset import create_training_dataset
+from edifice.models.unet import UNetResNet
+
+DATA = Path("/work/shared/data/kampala")
+
+
+def throughput(encoder: str, base_width: int, chip: int, batch: int, iters: int = 3) -> float:
+    """Training samples per second (6-band input irrelevant here: 3 bands, both heads)."""
+    torch.manual_seed(0)
+    net = UNetResNet(encoder, 3, "imagery_multitask", base_width=base_width)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    x = torch.randn(batch, 3, chip, chip)
+    a = torch.randint(0, 2, (batch, chip, chip))
+    b = torch.full((batch, chip, chip), 255)
+    def step():
+        opt.zero_grad()
+        loss, _ = building_use_loss(net(x), a, b)
+        loss.backward()
+        opt.step()
+    step()  # warm-up
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return batch * iters / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=300)
+    ap.add_argument("--chip", type=int, default=64)
+    ap.add_argument("--tile-m", type=float, default=32.0)
+    ap.add_argument("--encoder", default="resnet18")
+    ap.add_argument("--base-width", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        m = create_training_dataset(str(DATA / "kampala_rgb_50cm.tif"), str(DATA / "buildings_osm.geojson"),
+                                    f"{tmp}/ds", None, chip_size=args.chip, split_tile_m=args.tile_m, seed=args.seed)
+        t_ds = time.perf_counter() - t0
+        sub = m["split"]["subsets"]
+        print(f"dataset: {t_ds:.1f} s; buildings train/val/test "
+              f"{sub['train']['buildings']}/{sub['val']['buildings']}/{sub['test']['buildings']}, chips "
+              f"{sub['train']['chips']}/{sub['val']['chips']}/{sub['test']['chips']}")
+        px = sub["test"]["pixels"]
+        trivial = px["building"] / max(px["building"] + px["background"], 1)
+        t0 = time.perf_counter()
+        r = train_building_use(f"{tmp}/ds", f"{tmp}/m.pt", variant="imagery_multitask", encoder=args.encoder,
+                               base_width=args.base_width, epochs=args.epochs, batch_size=args.batch,
+                               patience=args.epochs, device="cpu", seed=args.seed)
+        t_train = time.perf_counter() - t0
+    samples = sub["train"]["chips"] * r["epochs_run"]
+    out = {
+        "model": f"{args.encoder} width {args.base_width}, chip {args.chip} px (0.5 m), batch {args.batch}",
+        "epochs": r["epochs_run"], "best_epoch": r["best_epoch"], "train_seconds": round(t_train, 1),
+        "train_samples_per_s_incl_validation": round(samples / t_train, 2),
+        "val_footprint_iou": round(r["metrics"]["validation"]["footprint_iou"], 3),
+        "test_footprint_iou": round(r["metrics"]["test"]["footprint_iou"], 3),
+        "test_iou_all_building_baseline": round(trivial, 3),
+        "throughput_samples_per_s": {
+            f"{args.encoder}/w{args.base_width}": round(throughput(args.encoder, args.base_width, args.chip, args.batch), 2),
+            "resnet34/w64 (full model)": round(throughput("resnet34", 64, args.chip, args.batch, iters=2), 2),
+        },
+        "threads": args.threads,
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""``edifice:trainbuildinguse``: train the multi-task U-Net on a training-dataset
+folder (seed 000 §2.8, §3.1).
+
+Adam (lr 1e-3) with cosine annealing over all iterations, batch size 16,
+Dice losses of Eq. 5-7 (``core.losses``), synchronised augmentation
+(``core.augment``), early stopping on the validation loss, the best model kept
+as an Edifice checkpoint (``models.checkpoint``) whose card holds bands with
+scaling, gsd, window, classes with colours, the training summary and per-class
+one-vs-rest metrics (``core.metrics``) on the validation and test subsets.
+
+Next to the checkpoint, ``<output>.resume.pt`` holds the state of the last
+epoch (weights, optimiser, scheduler, counters; weights-only loadable) so that
+``resume_from`` continues a run exactly. Runs are seeded: the same data, seed
+and device give the same weights.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..models.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
+from ..models.resnet import adapt_torchvision_state
+from ..models.unet import ARCHITECTURE, USE_CLASSES, VARIANTS, UNetResNet, build_from_card, poi_band_count
+from .augment import augment_batch
+from .errors import InputError
+from .losses import IGNORE, building_use_loss, predict_labels
+from .metrics import confusion_matrix, overall_accuracy, per_class_metrics
+from .progress import Progress, ensure
+from .training_dataset import load_manifest
+
+STATE_FORMAT = "edifice-training-state"
+LABEL_NAMES = ("background",) + USE_CLASSES
+#: Keep chips in memory when the subset's float32 arrays stay under this many bytes.
+CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+
+
+# ---------------------------------------------------------------- device
+def resolve_device(spec: str | None = "auto") -> torch.device:
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``;
+    :class:`InputError` for a device this machine does not have."""
+    s = (spec or "auto").strip().lower()
+    if s == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if s == "cpu":
+        return torch.device("cpu")
+    if s == "cuda" or s.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise InputError("DEVICE", f"'{spec}' was asked for but CUDA is not available here.",
+                             "use 'cpu' or 'auto', or install a CUDA build of PyTorch.")
+        idx = 0
+        if ":" in s:
+            try:
+                idx = int(s.split(":", 1)[1])
+            except ValueError as exc:
+                raise InputError("DEVICE", f"'{spec}' is not a device name.", "write e.g. cuda:0.") from exc
+        n = torch.cuda.device_count()
+        if not 0 <= idx < n:
+            raise InputError("DEVICE", f"'{spec}' does not exist; this machine has {n} CUDA device(s) "
+                             f"(cuda:0..cuda:{n - 1}).", "pick an existing device or 'auto'.")
+        return torch.device(f"cuda:{idx}")
+    raise InputError("DEVICE", f"'{spec}' is not a device name.", "use auto, cpu, cuda or cuda:N.")
+
+
+# ---------------------------------------------------------------- data
+class ChipSet(torch.utils.data.Dataset):
+    """The chips of one subset of a dataset folder, as normalised float32 inputs
+    (bands chosen for the variant) and int64 masks A and B."""
+
+    def __init__(self, root: str | Path, manifest: dict, subset: str, band_index: Sequence[int],
+                 cache: bool | None = None):
+        self.root = Path(root)
+        self.chips = [c for c in manifest["chips"] if c["subset"] == subset]
+        bands = manifest["bands"]
+        self.band_index = list(band_index)
+        self.offset = np.array([bands[i]["offset"] for i in self.band_index], np.float32)[:, None, None]
+        self.scale = np.array([bands[i]["scale"] for i in self.band_index], np.float32)[:, None, None]
+        self.n_img = sum(1 for b in bands if b.get("source") != "poi")
+        s = manifest["chip_size"]
+        size = len(self.chips) * s * s * (len(self.band_index) * 4 + 16)
+        self._cache = [None] * len(self.chips) if (cache if cache is not None else size < CACHE_LIMIT_BYTES) else None
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def _load(self, i: int):
+        with np.load(self.root / self.chips[i]["file"]) as z:
+            parts = [z["image"].astype(np.float32)]
+            if "poi" in z.files:
+                parts.append(z["poi"].astype(np.float32))
+            x = np.concatenate(parts)[self.band_index]
+            x = (x - self.offset) * self.scale
+            return (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(z["footprint"].astype(np.int64)),
+                    torch.from_numpy(z["use"].astype(np.int64)))
+
+    def __getitem__(self, i: int):
+        if self._cache is None:
+            return self._load(i)
+        if self._cache[i] is None:
+            self._cache[i] = self._load(i)
+        return self._cache[i]
+
+
+def select_bands(manifest: dict, variant: str) -> list[int]:
+    """Indices into the manifest's bands that the variant uses: imagery bands, then
+    the three POI bands for the POI variants; :class:`InputError` when missing."""
+    if variant not in VARIANTS:
+        raise InputError("VARIANT", f"unknown variant '{variant}'.", f"use one of {', '.join(VARIANTS)}.")
+    img = [i for i, b in enumerate(manifest["bands"]) if b.get("source") != "poi"]
+    poi = [i for i, b in enumerate(manifest["bands"]) if b.get("source") == "poi"]
+    need = poi_band_count(variant)
+    if need and len(poi) != need:
+        raise InputError("VARIANT", f"variant '{variant}' needs {need} POI bands (P_R, P_C, P_I) but the dataset "
+                         f"has {len(poi)} ({len(img) + len(poi)} bands in all).",
+                         "build the dataset with POI points or a POI raster, or train 'imagery_single'.")
+    return img + (poi if need else [])
+
+
+# ---------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, device: torch.device, lambda_footprint: float = 1.0,
+             lambda_use: float = 1.0, amp: bool = False) -> dict:
+    """Loss and pixel-level metrics on a loader: per-class one-vs-rest accuracy,
+    precision, recall, F1 (background, residential, commercial, industrial; pixels of
+    unknown use ignored), overall accuracy, mean F1 over R/C/I, footprint IoU."""
+    model.eval()
+    cm = np.zeros((4, 4), np.int64)
+    inter = union = 0
+    losses, weights = 0.0, 0
+    for x, a, b in loader:
+        x, a, b = x.to(device), a.to(device), b.to(device)
+        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+            out = model(x)
+        loss, _ = building_use_loss(out, a, b, lambda_footprint, lambda_use)
+        losses += float(loss) * len(x)
+        weights += len(x)
+        lab = predict_labels(out)
+        cm += confusion_matrix(b.cpu().numpy(), lab.cpu().numpy(), 4, ignore=IGNORE)
+        pred_b = ((torch.sigmoid(out["footprint"][:, 0].float()) > 0.5) if "footprint" in out else lab > 0)
+        ok = a != IGNORE
+        inter += int(((pred_b & (a == 1)) & ok).sum())
+        union += int(((pred_b | (a == 1)) & ok).sum())
+    per = per_class_metrics(cm, LABEL_NAMES)
+    return {"loss": losses / max(weights, 1), "overall_accuracy": overall_accuracy(cm),
+            "mean_f1_use": float(np.mean([per[c]["f1"] for c in USE_CLASSES])),
+            "footprint_iou": inter / union if union else 0.0, "per_class": per,
+            "confusion_matrix": cm.tolist(), "chips": weights}
+
+
+# ---------------------------------------------------------------- training
+def _state_path(output_path: str | Path) -> Path:
+    p = Path(output_path)
+    return p.with_name(p.name + ".resume.pt")
+
+
+def _load_pretrained(model: UNetResNet, path: str) -> None:
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError("PRETRAINED_ENCODER", f"'{path}' could not be loaded as a weights-only state dict ({exc}).",
+                         "give a torchvision ResNet .pth file.") from exc
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    try:
+        enc = adapt_torchvision_state(sd, model.in_channels)
+        model.encoder.load_state_dict(enc, strict=True)
+    except (ValueError, RuntimeError) as exc:
+        raise InputError("PRETRAINED_ENCODER", f"'{path}' does not fit encoder {model.encoder.name} with "
+                         f"base width {model.encoder.base_width} ({str(exc)[:200]}).",
+                         "give the torchvision weights of the same ResNet depth (base width 64).") from exc
+
+
+def train_building_use(dataset_dir: str, output_path: str, variant: str = "imagery_poi_multitask",
+                       encoder: str = "resnet34", base_width: int = 64, epochs: int = 50,
+                       max_iterations: int | None = None, batch_size: int = 16, learning_rate: float = 1e-3,
+                       weight_decay: float = 1e-4, lambda_footprint: float = 1.0, lambda_use: float = 1.0,
+                       patience: int = 10, device: str = "auto", amp: bool = True, seed: int = 0,
+                       augment: bool = True, num_workers: int = 0, resume_from: str | None = None,
+                       pretrained_encoder: str | None = None,
+                       epoch_callback: Callable[[dict], None] | None = None,
+                       progress: Progress | None = None) -> dict:
+    """Train a building-use model on ``dataset_dir`` and write the best checkpoint
+    (lowest validation loss) to ``output_path``. Returns a summary dict
+    (device, epochs run, best epoch, history, metrics).
+
+    ``variant``: ``imagery_poi_multitask`` (default), ``imagery_poi_single`` or
+    ``imagery_single``. ``max_iterations`` caps the run (the seed trains 3700).
+    ``device``: auto | cpu | cuda | cuda:N; mixed precision (float16) is used on
+    CUDA when ``amp``. ``resume_from``: a ``.resume.pt`` state (continues the run)
+    or an Edifice checkpoint of the same architecture (weights only, fine-tuning).
+    ``pretrained_encoder``: a torchvision ResNet ``.pth`` (conv1 widened to the
+    band count). ``epoch_callback(record)`` gets one dict per epoch (epoch,
+    train_loss, val_loss, lr, seconds, improved) — e.g. for a live loss chart.
+    """
+    progress = ensure(progress)
+    manifest = load_manifest(dataset_dir)
+    band_index = select_bands(manifest, variant)
+    if batch_size < 1 or epochs < 1:
+        raise InputError("EPOCHS" if epochs < 1 else "BATCH_SIZE", "must be at least 1.")
+    dev = resolve_device(device)
+    use_amp = bool(amp and dev.type == "cuda")
+    progress.info(f"Training on {dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+                  + (", mixed precision" if use_amp else "") + ".")
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+
+    sets = {s: ChipSet(dataset_dir, manifest, s, band_index) for s in ("train", "val", "test")}
+    for s in ("train", "val"):
+        if len(sets[s]) == 0:
+            raise InputError("DATASET", f"the dataset has no {s} chip.", "recreate it with more buildings.")
+    in_ch = len(band_index)
+    params = {"encoder": encoder, "in_channels": in_ch, "variant": variant, "num_classes": 3,
+              "base_width": base_width}
+    try:
+        model = UNetResNet(**params)
+    except ValueError as exc:
+        raise InputError("ENCODER", str(exc)) from exc
+    if pretrained_encoder:
+        _load_pretrained(model, pretrained_encoder)
+    model.to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(sets["train"]) / batch_size)
+    if max_iterations:
+        epochs = min(epochs, math.ceil(max_iterations / steps_per_epoch))
+    total_steps = max(1, epochs * steps_per_epoch if not max_iterations else min(max_iterations, epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, best_loss, best_epoch, bad, history, best_state, step = 0, math.inf, -1, 0, [], None, 0
+
+    if resume_from:
+        start_epoch, best_loss, best_epoch, bad, history, best_state, step = _resume(
+            resume_from, model, opt, sched, scaler, params, progress)
+
+    bands = [{"name": manifest["bands"][i]["name"], "scale": manifest["bands"][i]["scale"],
+              "offset": manifest["bands"][i]["offset"]} for i in band_index]
+    config = {"variant": variant, "encoder": encoder, "base_width": base_width, "epochs": epochs,
+              "max_iterations": max_iterations, "batch_size": batch_size, "learning_rate": learning_rate,
+              "weight_decay": weight_decay, "lambda_footprint": lambda_footprint, "lambda_use": lambda_use,
+              "patience": patience, "seed": seed, "augment": augment, "amp": use_amp}
+
+    def loader(subset, shuffle, epoch=0):
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        return torch.utils.data.DataLoader(sets[subset], batch_size=batch_size, shuffle=shuffle, generator=g,
+                                           num_workers=num_workers, drop_last=False)
+
+    def card(metrics: dict, summary: dict) -> dict:
+        return {"task": "building_use", "architecture": {"name": ARCHITECTURE, "params": params},
+                "bands": bands, "gsd_m": manifest["gsd_m"], "window": manifest["chip_size"],
+                "classes": manifest["classes"],
+                "outputs": {"use": "3 logits per pixel; sigmoid = membership probability of residential, "
+                                   "commercial, industrial",
+                            **({"footprint": "1 logit per pixel; sigmoid > 0.5 = building"}
+                               if VARIANTS[variant][1] else {}),
+                            "label": "0 background, 1 residential, 2 commercial, 3 industrial: argmax of use where "
+                                     + ("footprint > 0.5" if VARIANTS[variant][1] else "max use probability > 0.5")},
+                "training": summary, "metrics": metrics}
+
+    t_start = time.monotonic()
+    stopped_early = False
+    epoch = start_epoch
+    for epoch in range(start_epoch, epochs):
+        if step >= total_steps:
+            break
+        t0 = time.monotonic()
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+        tot, n = 0.0, 0
+        for x, a, b in loader("train", True, epoch):
+            progress.check_cancelled()
+            if augment:
+                x, a, b = augment_batch(x, a, b, gen)
+            x, a, b = x.to(dev, non_blocking=True), a.to(dev), b.to(dev)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(dev.type, enabled=use_amp):
+                out = model(x)
+            loss, _ = building_use_loss(out, a, b, lambda_footprint, lambda_use)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            step += 1
+            tot += float(loss.detach()) * len(x)
+            n += len(x)
+            progress.set_fraction(min(step / total_steps, 1.0) * 0.95)
+            if step >= total_steps:
+                break
+        val = evaluate(model, loader("val", False), dev, lambda_footprint, lambda_use, use_amp)
+        improved = val["loss"] < best_loss - 1e-6
+        if improved:
+            best_loss, best_epoch, bad = val["loss"], epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            save_checkpoint(output_path, best_state, card({"validation": _brief(val)},
+                                                          {"status": "in progress", "best_epoch": epoch}))
+        else:
+            bad += 1
+        rec = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "val_loss": val["loss"],
+               "val_mean_f1_use": val["mean_f1_use"], "lr": opt.param_groups[0]["lr"],
+               "seconds": time.monotonic() - t0, "improved": improved}
+        history.append(rec)
+        progress.info(f"epoch {rec['epoch']}/{epochs}: train loss {rec['train_loss']:.4f}, val loss "
+                      f"{rec['val_loss']:.4f}, val mean F1 {rec['val_mean_f1_use']:.3f}, lr {rec['lr']:.2e}"
+                      + (" (best)" if improved else ""))
+        if epoch_callback is not None:
+            epoch_callback(dict(rec))
+        torch.save({"format": STATE_FORMAT, "params": params, "config": config, "epoch": epoch + 1, "step": step,
+                    "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad, "history": history,
+                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "best_model": best_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict()}, _state_path(output_path))
+        if bad >= patience:
+            stopped_early = True
+            progress.info(f"Early stopping: no validation improvement for {patience} epochs.")
+            break
+
+    if best_state is None:
+        raise InputError("EPOCHS", "no epoch was run (the resumed run had already finished).",
+                         "raise the number of epochs to continue training.")
+    model.load_state_dict(best_state)
+    val = evaluate(model, loader("val", False), dev, lambda_footprint, lambda_use, use_amp)
+    metrics = {"validation": _brief(val)}
+    if len(sets["test"]):
+        test = evaluate(model, loader("test", False), dev, lambda_footprint, lambda_use, use_amp)
+        metrics["test"] = _brief(test)
+    summary = {"status": "finished", "dataset": str(dataset_dir), "chips": {s: len(v) for s, v in sets.items()},
+               "device": str(dev), "epochs_run": len(history), "iterations": step, "best_epoch": best_epoch + 1,
+               "best_val_loss": best_loss, "stopped_early": stopped_early, "config": config,
+               "loss": "lambda_B * Dice(footprint) + lambda_U * mean Dice(R, C, I) (seed Eq. 5-7)",
+               "optimizer": "Adam + cosine annealing", "seconds": time.monotonic() - t_start,
+               "history": history, "split": {s: manifest["split"]["subsets"][s]["buildings"] for s in
+                                             ("train", "val", "test")}}
+    save_checkpoint(output_path, best_state, card(metrics, summary))
+    progress.set_fraction(1.0)
+    for sub, m in metrics.items():
+        progress.info(f"{sub}: " + ", ".join(f"{c} F1 {m['per_class'][c]['f1']:.3f}" for c in USE_CLASSES)
+                      + f", footprint IoU {m['footprint_iou']:.3f}")
+    return {"output": str(output_path), "device": str(dev), "epochs_run": len(history), "best_epoch": best_epoch + 1,
+            "best_val_loss": best_loss, "stopped_early": stopped_early, "history": history, "metrics": metrics,
+            "resume_state": str(_state_path(output_path))}
+
+
+def _brief(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k != "chips"}
+
+
+def _resume(path, model, opt, sched, scaler, params, progress):
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError("RESUME_FROM", f"'{path}' could not be loaded ({type(exc).__name__}: {exc}).",
+                         "give a .resume.pt file or an Edifice checkpoint.") from exc
+    if isinstance(raw, dict) and raw.get("format") == STATE_FORMAT:
+        if raw["params"] != params:
+            raise InputError("RESUME_FROM", f"'{path}' was trained with {raw['params']}, not {params}.",
+                             "resume with the same variant, encoder and dataset bands.")
+        model.load_state_dict(raw["model"])
+        opt.load_state_dict(raw["optimizer"])
+        sched.load_state_dict(raw["scheduler"])
+        scaler.load_state_dict(raw["scaler"])
+        progress.info(f"Resuming after epoch {raw['epoch']} (best epoch {raw['best_epoch'] + 1}).")
+        return (raw["epoch"], raw["best_loss"], raw["best_epoch"], raw["bad_epochs"], list(raw["history"]),
+                raw["best_model"], raw["step"])
+    try:
+        state, card = load_checkpoint(path)
+        other = build_from_card(card)
+        if card["architecture"]["params"].get("in_channels") != params["in_channels"]:
+            raise CheckpointError(f"the checkpoint takes {len(card['bands'])} bands, the dataset gives "
+                                  f"{params['in_channels']} for this variant")
+        load_state_strict(model, state)
+    except CheckpointError as exc:
+        raise InputError("RESUME_FROM", f"'{path}' does not fit this training run: {exc}.",
+                         "give a checkpoint of the same variant, encoder and band count.") from exc
+    del other
+    progress.info(f"Starting from the weights of {path}.")
+    return 0, math.inf, -1, 0, [], None, 0
+
+
+__all__ = ["train_building_use", "resolve_device", "evaluate", "select_bands", "ChipSet", "LABEL_NAMES"]
