@@ -89,7 +89,14 @@ def read_point_file(path: str, layer: str | None, category_field: str) -> tuple[
         raise InputError("INPUT", f"'{path}' has no CRS.", "assign the layer's CRS first.")
     from pyproj import CRS
     crs_wkt = CRS.from_user_input(crs).to_wkt()
-    g = from_wkb(geoms)
+    gtype = str(meta.get("geometry_type") or "Unknown")
+    if "Point" not in gtype and gtype != "Unknown":
+        raise InputError("INPUT", f"'{path}' holds {gtype} geometries, not points.",
+                         "give a point layer (e.g. the 'points' layer of an .osm.pbf), or take centroids first.")
+    try:
+        g = from_wkb(geoms)
+    except Exception as exc:  # GEOS raises on broken geometries
+        raise InputError("INPUT", f"'{path}' holds invalid geometries ({exc}).") from exc
     types = get_type_id(g)
     if len(g) == 0:
         raise InputError("INPUT", f"'{path}' has no feature.", "give a layer with POI points.")

@@ -41,7 +41,7 @@ def open_raster(path: str | os.PathLike, name: str = "INPUT"):
     try:
         ds = rasterio.open(p)
     except RasterioError as exc:
-        raise InputError(name, f"'{p}' is not a readable raster ({exc}).",
+        raise InputError(name, f"'{p}' is not a readable raster, or is truncated or corrupt ({exc}).",
                          "give a GeoTIFF or another GDAL-readable raster.") from exc
     if ds.width == 0 or ds.height == 0:
         ds.close()

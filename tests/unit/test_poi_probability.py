@@ -1,0 +1,163 @@
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import CRS, Geod, Transformer
+
+from edifice.core.category_mapping import parse_osm_tags
+from edifice.core.errors import InputError
+from edifice.core.grid import Grid
+from edifice.core.poi_probability import NODATA, PoiSet, poi_probability
+from edifice.core.poi_sources import classify_pois, load_poi_mapping, read_point_file
+from edifice.core.progress import Progress
+from edifice.core.raster_io import atomic_raster
+
+UTM = CRS.from_epsg(32636).to_wkt()
+LL = CRS.from_epsg(4326).to_wkt()
+GEOD = Geod(ellps="WGS84")
+
+
+class Recorder(Progress):
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+
+def _brute_force_distance(grid, pois_lonlat, cls, k):
+    """Exact WGS84 geodesic distance from every pixel centre to the nearest POI of class k."""
+    xs, ys = grid.pixel_centres()
+    lon, lat = Transformer.from_crs(grid.crs, LL, always_xy=True).transform(xs.ravel(), ys.ravel())
+    plon, plat = pois_lonlat[0][cls == k], pois_lonlat[1][cls == k]
+    d = np.full(lon.shape, np.inf)
+    for a, b in zip(plon, plat):
+        _, _, dist = GEOD.inv(lon, lat, np.full_like(lon, a), np.full_like(lat, b))
+        d = np.minimum(d, dist)
+    return d.reshape(grid.shape)
+
+
+@pytest.mark.parametrize("crs,res,origin", [(UTM, 2.0, (452000.0, 40400.0)),
+                                            (LL, 0.0001, (32.59, 0.352))])
+def test_matches_brute_force_geodesic(tmp_path, crs, res, origin):
+    grid = Grid(Affine(res, 0, origin[0], 0, -res, origin[1]), 120, 90, crs)
+    rng = np.random.default_rng(0)
+    xmin, ymin, xmax, ymax = grid.bounds
+    n = 40
+    # POIs inside and just outside the grid
+    px = rng.uniform(xmin - 0.2 * (xmax - xmin), xmax + 0.2 * (xmax - xmin), n)
+    py = rng.uniform(ymin - 0.2 * (ymax - ymin), ymax + 0.2 * (ymax - ymin), n)
+    cls = np.arange(n) % 3
+    dmax = (150.0, 100.0, 400.0)
+    poi_probability(PoiSet(px, py, cls, crs), grid, str(tmp_path / "p.tif"), dmax, block_size=50)
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read()
+        assert ds.count == 3 and ds.dtypes[0] == "float32"
+    lonlat = Transformer.from_crs(crs, LL, always_xy=True).transform(px, py)
+    for k in range(3):
+        truth = _brute_force_distance(grid, lonlat, cls, k)
+        ours = (1 - p[k]) * dmax[k]
+        near = truth < dmax[k] * 0.999
+        assert near.sum() > 100
+        assert np.all(np.abs(ours[near] - truth[near]) <= 0.005 * truth[near] + 1e-3)
+        assert np.all(p[k][truth >= dmax[k] * 1.001] == 0)
+        assert p[k].min() >= 0 and p[k].max() <= 1
+
+
+def test_pois_outside_the_grid_count(tmp_path):
+    grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 50, 50, UTM)
+    # one commercial POI 20 m east of the grid's right edge
+    pois = PoiSet([450070.0], [39975.0], [1], UTM)
+    rec = Recorder()
+    poi_probability(pois, grid, str(tmp_path / "p.tif"), (100, 100, 100), progress=rec)
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read()
+    assert p[1, 25, 49] == pytest.approx(1 - 20.5 / 100, abs=2e-3)
+    assert (p[0] == 0).all() and (p[2] == 0).all()
+    assert sum("residential" in w for w in rec.warnings) == 1
+    assert sum("industrial" in w for w in rec.warnings) == 1
+
+
+def test_points_in_another_crs_are_reprojected(tmp_path):
+    grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 40, 40, UTM)
+    lon, lat = Transformer.from_crs(UTM, LL, always_xy=True).transform(450020.5, 39979.5)
+    poi_probability(PoiSet([lon], [lat], [0], LL), grid, str(tmp_path / "p.tif"), (50, 50, 50))
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read(1)
+    assert np.unravel_index(np.argmax(p), p.shape) == (20, 20)
+    assert p[20, 20] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_reference_nodata_becomes_output_nodata(tmp_path):
+    grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 30, 20, UTM)
+    ref = np.full((1, 20, 30), 7, np.uint8)
+    ref[0, :5, :] = 0
+    with atomic_raster(tmp_path / "ref.tif", grid, 1, np.uint8, nodata=0) as dst:
+        dst.write(ref)
+    poi_probability(PoiSet([450010.0], [39990.0], [2], UTM), grid, str(tmp_path / "p.tif"),
+                    reference_path=str(tmp_path / "ref.tif"))
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read()
+        assert ds.nodata == NODATA
+    assert (p[:, :5] == NODATA).all() and (p[:, 5:] >= 0).all()
+
+
+def test_bad_inputs(tmp_path):
+    grid = Grid(Affine(1, 0, 0, 0, -1, 0), 10, 10, UTM)
+    with pytest.raises(InputError, match="no point"):
+        poi_probability(PoiSet([], [], [], UTM), grid, str(tmp_path / "p.tif"))
+    with pytest.raises(InputError, match="MAX_DISTANCES"):
+        poi_probability(PoiSet([1.0], [1.0], [0], UTM), grid, str(tmp_path / "p.tif"), "500,abc,3")
+    with pytest.raises(InputError, match="no CRS"):
+        poi_probability(PoiSet([1.0], [1.0], [0], ""), grid, str(tmp_path / "p.tif"))
+    with pytest.raises(InputError, match="unknown preset"):
+        load_poi_mapping("yelp")
+    with pytest.raises(InputError, match="MAPPING_FILE"):
+        load_poi_mapping("csv")
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_presets_map_categories():
+    gbt = load_poi_mapping("gbt35648")
+    assert [gbt.classify_record({"c": v}, "c") for v in ("110101", "120201", "220200", "230130", "21")] == [
+        "commercial", "residential", "industrial", "industrial", "residential"]
+    osm = load_poi_mapping("osm")
+    assert osm.classify_record({"other_tags": '"shop"=>"bakery","name"=>"X"'}, "other_tags") == "commercial"
+    assert osm.classify_record({"other_tags": '"craft"=>"carpenter"'}, "other_tags") == "industrial"
+    assert osm.classify_record({"man_made": "works", "other_tags": None}, "other_tags") == "industrial"
+    assert osm.classify_record({"other_tags": '"natural"=>"tree"'}, "other_tags") is None
+    assert osm.classify_record({"other_tags": '"amenity"=>"bench"'}, "other_tags") == "none"
+    ov = load_poi_mapping("overture")
+    assert ov.classify_record({"cat": "food_and_drink > restaurant"}, "cat") == "commercial"
+    assert ov.classify_record({"cat": "manufacturer"}, "cat") == "industrial"
+    gp = load_poi_mapping("google_places")
+    assert gp.classify_record({"t": "apartment_building"}, "t") == "residential"
+    assert gp.classify_record({"t": "cafe"}, "t") == "commercial"
+
+
+def test_user_csv_mapping(tmp_path):
+    f = tmp_path / "m.csv"
+    f.write_text("value,class\nhouse,residential\nmill,industrial\nshop*,commercial\n")
+    m = load_poi_mapping("csv", str(f))
+    assert m.classify_record({"k": "shop_big"}, "k") == "commercial"
+    f.write_text("value,class\nhouse,homes\n")
+    with pytest.raises(InputError, match="unknown class 'homes'"):
+        load_poi_mapping("csv", str(f))
+
+
+def test_osm_other_tags_parsing():
+    assert parse_osm_tags('"a"=>"1","b:c"=>"x \\"q\\" y"') == [("a", "1"), ("b:c", 'x "q" y')]
+    assert parse_osm_tags(None) == []
+
+
+def test_real_helsinki_pois_are_read_and_counted(helsinki_pbf):
+    xs, ys, recs, crs = read_point_file(str(helsinki_pbf), "points", "other_tags")
+    c = classify_pois(xs, ys, recs, "other_tags", load_poi_mapping("osm"), crs)
+    assert len(xs) > 5000
+    assert c.counts["commercial"] > 500 and c.counts["industrial"] > 0
+    assert c.unmapped + c.ignored + sum(c.counts.values()) == len(xs)
+    assert "unmapped" in c.summary()
+    with pytest.raises(InputError, match="CATEGORY_FIELD"):
+        read_point_file(str(helsinki_pbf), "points", "category")
+    with pytest.raises(InputError, match="not points"):
+        read_point_file(str(helsinki_pbf), "multipolygons", "other_tags")
