@@ -207,7 +207,7 @@ def main() -> None:
     print(f"POI probability benchmark: central Helsinki, EPSG:3067 1 m grid {grid.width}x{grid.height} "
           f"({mpx:.2f} Mpx), d_max {dmax} m, {os.cpu_count()} CPU(s)")
     print(f"    POIs (osm preset): {cp.counts} of {len(pois.x)} points; load + classify {t_load:.2f} s (not timed below)")
-    print("(a) throughput, 3 classes per pixel              seconds    Mpx/s   ours/x")
+    print("(a) throughput, 3 classes per pixel              seconds    Mpx/s  t/t_ours")
     print(f"    ours poi_probability (geodesic, file out)   {t_ours_best:7.2f} {mpx / t_ours_best:8.2f}     1.00x"
           f"   (runs {', '.join(f'{x:.2f}' for x in t_ours)} s, lattice step {summary['lattice_step']} px)")
     print(f"    GDAL rasterise+proximity, same grid        {gdal_same:7.2f} {mpx / gdal_same:8.2f} "
@@ -216,7 +216,7 @@ def main() -> None:
           f"   {gdal_buf / t_ours_best:6.2f}x   (planar, in memory; same POIs as ours)")
     print(f"    GDAL vs ours, max |d_gdal - d_ours| (d < d_max): "
           + ", ".join(f"{c} {e:.3f} m" for c, e in zip(CLASSES, gdal_err)))
-    print(f"(b) brute-force haversine, {n} random px x all POIs of each class")
+    print(f"(b) brute-force haversine (numpy), {n} random px x all POIs of each class, 3 classes")
     print(f"    {t_brute:7.2f} s  ->  {n / 1e6 / t_brute:8.4f} Mpx/s   (ours is {mpx / t_ours_best / (n / 1e6 / t_brute):.0f}x faster per pixel)")
     print(f"(c) ours vs exact WGS84 geodesic (pyproj Geod.inv to the brute-force nearest candidates, {t_geod:.1f} s)")
     print("    class         POIs  px with d<d_max  max rel err (d>=1 m)  max abs err (m)  p>0 vs d<d_max mismatches  haversine max rel err")

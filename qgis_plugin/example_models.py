@@ -42,3 +42,9 @@ def retinex_poi_chain() -> QgsProcessingModelAlgorithm:
     poi.setModelOutputs({"poi_maps": _output("poi_maps", "POI probability maps", "poimaps", "OUTPUT")})
     m.addChildAlgorithm(poi)
     return m
+
+
+#: name -> builder of every example model; scripts/build_example_models.py writes examples/<name>.model3
+EXAMPLES = {
+    "retinex_poi_chain": retinex_poi_chain,
+}

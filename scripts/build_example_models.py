@@ -11,13 +11,16 @@ def main() -> int:
     QgsApplication.setPrefixPath("/usr", True)
     app = QgsApplication([], False)  # noqa: F841
     app.initQgis()
-    from edifice.qgis_plugin.example_models import retinex_poi_chain
+    from edifice.qgis_plugin.example_models import EXAMPLES
 
     out = ROOT / "examples"
     out.mkdir(exist_ok=True)
-    ok = retinex_poi_chain().toFile(str(out / "retinex_poi_chain.model3"))
-    print("wrote examples/retinex_poi_chain.model3" if ok else "failed")
-    return 0 if ok else 1
+    failed = 0
+    for name, build in EXAMPLES.items():
+        ok = build().toFile(str(out / f"{name}.model3"))
+        print(f"wrote examples/{name}.model3" if ok else f"failed: {name}")
+        failed += not ok
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,36 +15,17 @@ from affine import Affine
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+EXAMPLES = [p.stem for p in (ROOT / "examples").glob("*.model3")]
 
 
-@pytest.fixture(scope="module")
-def qp_env(tmp_path_factory):
-    if not Path(QGIS_PROCESS).exists():
-        pytest.fail("qgis_process.bin is missing: run scripts/setup.sh")
-    profile = tmp_path_factory.mktemp("profile")
-    xdg = tmp_path_factory.mktemp("xdg")
-    os.chmod(xdg, 0o700)
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=str(xdg),
-               QGIS_CUSTOM_CONFIG_PATH=str(profile), QGIS_PLUGINPATH=str(ROOT / ".venv" / "qgis-plugins"),
-               PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
-    r = subprocess.run([QGIS_PROCESS, "plugins", "enable", "edifice"], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return env
-
-
-def qp(env, *args, timeout=300):
-    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def test_provider_is_listed(qp_env):
-    r = qp(qp_env, "list")
+def test_provider_is_listed(qp):
+    r = qp("list")
     assert "edifice:retinex" in r.stdout and "edifice:poiprobability" in r.stdout
 
 
-def test_retinex_json_run(qp_env, kampala_rgb, tmp_path):
+def test_retinex_json_run(qp, kampala_rgb, tmp_path):
     out = tmp_path / "r.tif"
-    r = qp(qp_env, "--json", "run", "edifice:retinex", "--", f"INPUT={kampala_rgb}", "SIGMAS=15,80,250",
+    r = qp("--json", "run", "edifice:retinex", "--", f"INPUT={kampala_rgb}", "SIGMAS=15,80,250",
            "OUTPUT_TYPE=3", f"OUTPUT={out}")
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(r.stdout[r.stdout.index("{"):])
@@ -56,9 +36,9 @@ def test_retinex_json_run(qp_env, kampala_rgb, tmp_path):
     assert 0 <= a.min() and a.max() <= 1 and a.count() > 0.1 * a.size
 
 
-def test_bad_input_exits_non_zero_without_output(qp_env, helsinki_pbf, tmp_path):
+def test_bad_input_exits_non_zero_without_output(qp, helsinki_pbf, tmp_path):
     out = tmp_path / "p.tif"
-    r = qp(qp_env, "run", "edifice:poiprobability", "--", f"INPUT={helsinki_pbf}|layername=points",
+    r = qp("run", "edifice:poiprobability", "--", f"INPUT={helsinki_pbf}|layername=points",
            "CATEGORY_FIELD=other_tags", "PRESET=4", f"OUTPUT={out}",
            "EXTENT=385000,385100,6671500,6671600 [EPSG:3067]", "TARGET_CRS=EPSG:3067")
     assert r.returncode != 0
@@ -79,13 +59,13 @@ def _helsinki_image(path: Path) -> None:
         dst.write(img)
 
 
-def test_graphical_model_chains_retinex_and_poi_maps(qp_env, helsinki_pbf, tmp_path):
+def test_graphical_model_chains_retinex_and_poi_maps(qp, helsinki_pbf, tmp_path):
     model = tmp_path / "chain.model3"
     shutil.copy(ROOT / "examples" / "retinex_poi_chain.model3", model)
     img = tmp_path / "helsinki_rgb.tif"
     _helsinki_image(img)
     corrected, maps = tmp_path / "corrected.tif", tmp_path / "maps.tif"
-    r = qp(qp_env, "run", str(model), "--", f"imagery={img}", f"pois={helsinki_pbf}|layername=points",
+    r = qp("run", str(model), "--", f"imagery={img}", f"pois={helsinki_pbf}|layername=points",
            f"retinex:corrected={corrected}", f"poimaps:poi_maps={maps}")
     assert r.returncode == 0, r.stdout + r.stderr
     with rasterio.open(img) as a, rasterio.open(corrected) as b, rasterio.open(maps) as c:
@@ -97,17 +77,18 @@ def test_graphical_model_chains_retinex_and_poi_maps(qp_env, helsinki_pbf, tmp_p
     assert p[1].max() > 0.9 and 0 <= p.min() and p.max() <= 1
 
 
-def test_example_model_file_is_current(qp_env, tmp_path):
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_example_model_files_are_current(qp_env, tmp_path, name):
     """examples/*.model3 must be what scripts/build_example_models.py writes now."""
     env = dict(qp_env)
     code = ("import os\nfrom qgis.core import QgsApplication\nQgsApplication.setPrefixPath('/usr', True)\n"
             "app = QgsApplication([], False); app.initQgis()\n"
-            "from edifice.qgis_plugin.example_models import retinex_poi_chain\n"
-            f"retinex_poi_chain().toFile({str(tmp_path / 'm.model3')!r})\nos._exit(0)\n")
+            "from edifice.qgis_plugin.example_models import EXAMPLES\n"
+            f"EXAMPLES[{name!r}]().toFile({str(tmp_path / 'm.model3')!r})\nos._exit(0)\n")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     from xml.etree.ElementTree import canonicalize  # attribute order varies between runs
 
     def canon(path):
         return canonicalize(path.read_text().split("\n", 1)[1], strip_text=True)
 
-    assert canon(tmp_path / "m.model3") == canon(ROOT / "examples" / "retinex_poi_chain.model3")
+    assert canon(tmp_path / "m.model3") == canon(ROOT / "examples" / f"{name}.model3")
