@@ -1,4 +1,5 @@
 """SHAFTS network: key names/shapes, variant detection, safe loading, numerics."""
+from pathlib import Path
 import glob
 import os
 
@@ -12,7 +13,7 @@ from edifice.models.shafts import (build_shafts_model, detect_shafts_variant, lo
                                    shafts_card)
 
 torch.set_num_threads(1)
-KEY_DIR = "/work/shared/docs/shafts-keys"
+KEY_DIR = str(Path(__file__).resolve().parents[1] / "data" / "shafts-keys")  # copied from shared/docs
 KEY_FILES = sorted(glob.glob(os.path.join(KEY_DIR, "keys_*.txt")))
 
 
