@@ -22,7 +22,7 @@ from .geodesy import (approx_pixel_metres, arc_to_chord, chord_to_arc, lonlat_to
                       to_lonlat)
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import atomic_raster, open_raster, read_masked
+from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked
 
 CLASSES = ("residential", "commercial", "industrial")
 #: Default influence radii d_max in metres (R, C, I): industrial sites reach farthest.
@@ -166,7 +166,7 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
     ref = open_raster(reference_path, "REFERENCE") if reference_path else None
     try:
         blocks = list(grid.blocks(block_size))
-        with atomic_raster(output_path, grid, 3, np.float32, nodata=NODATA,
+        with bounded_gdal_cache(), atomic_raster(output_path, grid, 3, np.float32, nodata=NODATA,
                            descriptions=[f"p_{c}" for c in CLASSES]) as dst:
             for i, block in enumerate(blocks):
                 progress.check_cancelled()

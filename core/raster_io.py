@@ -33,6 +33,16 @@ GTIFF_PROFILE = {
 }
 
 
+#: GDAL block-cache limit (bytes) while Edifice reads and writes rasters: without it
+#: GDAL keeps up to 5 % of RAM of written tiles, so peak memory grows with the raster.
+GDAL_CACHE_BYTES = 64 * 2**20
+
+
+def bounded_gdal_cache():
+    """Context in which GDAL's block cache is limited to :data:`GDAL_CACHE_BYTES`."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+
+
 def open_raster(path: str | os.PathLike, name: str = "INPUT"):
     """Open a raster for reading or raise :class:`InputError` naming ``name``."""
     p = str(path)

@@ -7,14 +7,18 @@ One linear stretch, computed once for the whole raster from a histogram of
 ``R`` (never per block), maps ``R`` onto the output data type.
 
 Large scales are blurred on a grid of cells of ``f x f`` pixels aligned to the
-raster origin (``f = sigma // 8``) and interpolated back bilinearly. Because the
-cell grid is global and every block reads a halo large enough for the
-truncated kernel, the block-wise result equals the whole-image result; memory
-depends on the block size only.
+raster origin (``f = sigma // 8``) and interpolated back bilinearly. A first
+pass sums value and validity per cell over the whole raster into scratch files
+(1/f^2 of the raster, on disk next to the output); small scales (f = 1) read a
+halo of 4 sigma. So the block-wise result equals the whole-image result, every
+pixel is read three times with small halos, and memory depends on the block
+size only.
 """
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -24,7 +28,7 @@ from scipy.ndimage import gaussian_filter
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import atomic_raster, open_raster, read_masked, require_crs
+from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked
 
 DEFAULT_SIGMAS = (15.0, 80.0, 250.0)
 #: Retinex values outside this range (natural-log units) are pooled in the end bins.
@@ -91,10 +95,29 @@ def _block_sum(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(a.shape[0] // f, f, a.shape[1] // f, f).sum(axis=(1, 3))
 
 
+def _blur_to_pixels(s: np.ndarray, n: np.ndarray, cr0: int, cc0: int,
+                    inner_rows: tuple[int, int], inner_cols: tuple[int, int],
+                    grid_shape: tuple[int, int], scale: _Scale) -> np.ndarray:
+    """Normalised Gaussian blur of cell sums ``s`` (value*valid) and ``n`` (valid
+    count), whose first cell is global cell (cr0, cc0), interpolated bilinearly
+    to the pixel centres of the inner window."""
+    f = scale.factor
+    H, W = grid_shape
+    ncr, ncc = -(-H // f), -(-W // f)
+    gs = gaussian_filter(s, scale.cell_sigma, mode="constant", cval=0.0, truncate=_TRUNCATE)
+    gn = gaussian_filter(n, scale.cell_sigma, mode="constant", cval=0.0, truncate=_TRUNCATE)
+    cells = (gs / np.maximum(gn, 1e-12)).astype(np.float32)
+    ri0, ri1, rt = _interp_axis(*inner_rows, f, ncr, cr0)
+    ci0, ci1, ct = _interp_axis(*inner_cols, f, ncc, cc0)
+    rows = cells[ri0] * (1 - rt)[:, None] + cells[ri1] * rt[:, None]
+    return rows[:, ci0] * (1 - ct)[None, :] + rows[:, ci1] * ct[None, :]
+
+
 def _illumination(values: np.ndarray, valid: np.ndarray, read_row0: int, read_col0: int,
                   inner_rows: tuple[int, int], inner_cols: tuple[int, int],
                   grid_shape: tuple[int, int], scale: _Scale) -> np.ndarray:
-    """Illumination estimate (same units as ``values``) over the inner window.
+    """Illumination estimate (same units as ``values``) over the inner window,
+    from full-resolution pixels with a halo.
 
     ``values``/``valid`` cover the read window starting at global pixel
     (``read_row0``, ``read_col0``); ``inner_rows``/``inner_cols`` are global
@@ -112,15 +135,44 @@ def _illumination(values: np.ndarray, valid: np.ndarray, read_row0: int, read_co
     v = values[pr0:pr1, pc0:pc1]
     m = valid[pr0:pr1, pc0:pc1]
     vm = np.where(m, v, 0).astype(np.float64 if f > 1 else np.float32)
-    s = _block_sum(vm, f)
-    n = _block_sum(m.astype(s.dtype), f)
-    gs = gaussian_filter(s, scale.cell_sigma, mode="constant", cval=0.0, truncate=_TRUNCATE)
-    gn = gaussian_filter(n, scale.cell_sigma, mode="constant", cval=0.0, truncate=_TRUNCATE)
-    cells = (gs / np.maximum(gn, 1e-12)).astype(np.float32)
-    ri0, ri1, rt = _interp_axis(*inner_rows, f, ncr, cr0)
-    ci0, ci1, ct = _interp_axis(*inner_cols, f, ncc, cc0)
-    rows = cells[ri0] * (1 - rt)[:, None] + cells[ri1] * rt[:, None]
-    return rows[:, ci0] * (1 - ct)[None, :] + rows[:, ci1] * ct[None, :]
+    return _blur_to_pixels(_block_sum(vm, f), _block_sum(m.astype(vm.dtype), f), cr0, cc0,
+                           inner_rows, inner_cols, grid_shape, scale)
+
+
+class _CellSums:
+    """Whole-raster sums of value*valid and of valid over the f x f cells of
+    every large scale, for each plane, kept in scratch files (np.memmap) of
+    1/f^2 of the raster's size. Blocks add their part (integers sum exactly
+    in float64), so the result does not depend on the block layout."""
+
+    def __init__(self, factors, n_planes: int, grid_shape: tuple[int, int], folder: str):
+        H, W = grid_shape
+        self.s, self.n = {}, {}
+        for f in sorted(set(factors)):
+            shape = (-(-H // f), -(-W // f))
+            self.s[f] = np.memmap(f"{folder}/s{f}.bin", np.float64, "w+", shape=(n_planes,) + shape)
+            self.n[f] = np.memmap(f"{folder}/n{f}.bin", np.float64, "w+", shape=shape)
+
+    def add(self, planes: np.ndarray, valid: np.ndarray, row0: int, col0: int) -> None:
+        """Add a block's planes (k, h, w) and validity (h, w) starting at global pixel (row0, col0)."""
+        for f in self.s:
+            pr, pc = row0 % f, col0 % f
+            m = np.pad(valid, ((pr, 0), (pc, 0))).astype(np.float64)
+            nsum = _block_sum(m, f)
+            r, c = row0 // f, col0 // f
+            self.n[f][r:r + nsum.shape[0], c:c + nsum.shape[1]] += nsum
+            for k, plane in enumerate(planes):
+                vm = np.pad(np.where(valid, plane, 0).astype(np.float64), ((pr, 0), (pc, 0)))
+                self.s[f][k, r:r + nsum.shape[0], c:c + nsum.shape[1]] += _block_sum(vm, f)
+
+    def illumination(self, k: int, inner_rows, inner_cols, grid_shape, scale: _Scale) -> np.ndarray:
+        f = scale.factor
+        ncr, ncc = self.n[f].shape
+        cr0, cr1 = _cell_range(*inner_rows, f, scale.cell_radius, ncr)
+        cc0, cc1 = _cell_range(*inner_cols, f, scale.cell_radius, ncc)
+        s = np.array(self.s[f][k, cr0:cr1, cc0:cc1])
+        n = np.array(self.n[f][cr0:cr1, cc0:cc1])
+        return _blur_to_pixels(s, n, cr0, cc0, inner_rows, inner_cols, grid_shape, scale)
 
 
 @dataclass(frozen=True)
@@ -154,21 +206,31 @@ def _offset(dtype: np.dtype) -> float:
     return 1.0 if dtype.kind in "iu" else 1e-3
 
 
-def _retinex_block(data: np.ndarray, valid: np.ndarray, block, grid_shape, scales, mode, offset):
+def _planes(data: np.ndarray, mode: str) -> list[np.ndarray]:
+    """The planes Retinex works on: the mean of the bands (luminance) or each band."""
+    x = data.astype(np.float32, copy=False)
+    return [x.mean(axis=0)] if mode == "luminance" else list(x)
+
+
+def _retinex_block(data: np.ndarray, valid: np.ndarray, block, grid_shape, scales, mode, offset,
+                   cells: "_CellSums | None" = None):
     """Retinex values over ``block.window``: (k, rows, cols) float32, k = 1 in
-    luminance mode (plus the luminance itself), else one per band."""
+    luminance mode (plus the luminance itself), else one per band. Scales with
+    cells of more than one pixel come from ``cells`` when given."""
     w = block.window
     rows = (int(w.row_off), int(w.row_off + w.height))
     cols = (int(w.col_off), int(w.col_off + w.width))
     r0, c0 = int(block.read_window.row_off), int(block.read_window.col_off)
-    x = data.astype(np.float32, copy=False)
-    planes = [x.mean(axis=0)] if mode == "luminance" else list(x)
+    planes = _planes(data, mode)
     inner = block.inner
     out = np.zeros((len(planes),) + valid[inner].shape, np.float32)
     for k, plane in enumerate(planes):
         log_i = np.log(plane[inner] + offset)
         for s in scales:
-            ill = _illumination(plane, valid, r0, c0, rows, cols, grid_shape, s)
+            if cells is not None and s.factor > 1:
+                ill = cells.illumination(k, rows, cols, grid_shape, s)
+            else:
+                ill = _illumination(plane, valid, r0, c0, rows, cols, grid_shape, s)
             out[k] += s.weight * (log_i - np.log(ill + offset))
     lum = planes[0][inner] if mode == "luminance" else None
     return out, lum
@@ -211,7 +273,7 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
     settings = settings or RetinexSettings()
     scales = settings.scales()
     progress = ensure(progress)
-    with open_raster(input_path, "INPUT") as ds:
+    with bounded_gdal_cache(), open_raster(input_path, "INPUT") as ds:
         grid = Grid.from_dataset(ds)
         if ds.crs is None:
             progress.warning("INPUT has no CRS; the output will have none either.")
@@ -220,53 +282,69 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
         if out_dtype.kind not in "uif":
             raise InputError("OUTPUT_TYPE", f"unsupported data type '{out_dtype}'.")
         offset = _offset(in_dtype)
-        halo = max(s.halo for s in scales)
+        large = [s for s in scales if s.factor > 1]
+        halo = max([s.halo for s in scales if s.factor == 1], default=0)
         blocks = list(grid.blocks(block_size, halo))
         nodata = _default_nodata(ds.nodatavals[0], out_dtype)
+        n_planes = 1 if settings.mode == "luminance" else ds.count
         progress.info(f"Retinex on {grid.width} x {grid.height} px, {ds.count} band(s), "
                       f"scales {[s.sigma for s in scales]} px, mode {settings.mode}, "
                       f"{len(blocks)} block(s) with a {halo} px halo.")
+        with tempfile.TemporaryDirectory(prefix=".edifice-retinex-",
+                                         dir=os.path.dirname(os.path.abspath(output_path))) as scratch:
+            cells = None
+            if large:
+                # Pass 0: whole-raster cell sums of the large scales (read once, no halo).
+                cells = _CellSums([s.factor for s in large], n_planes, grid.shape, scratch)
+                for i, block in enumerate(grid.blocks(block_size, 0)):
+                    progress.check_cancelled()
+                    data, valid = read_masked(ds, block.window, "INPUT")
+                    if valid.any():
+                        cells.add(np.stack(_planes(data, settings.mode)), valid,
+                                  int(block.window.row_off), int(block.window.col_off))
+                    progress.set_fraction(0.2 * (i + 1) / len(blocks))
 
-        # Pass 1: histogram of Retinex values over the whole raster -> one stretch.
-        hist = np.zeros(_HIST_BINS, np.int64)
-        n_valid = 0
-        for i, block in enumerate(blocks):
-            progress.check_cancelled()
-            data, valid = read_masked(ds, block.read_window, "INPUT")
-            v_in = valid[block.inner]
-            if v_in.any():
-                r, _ = _retinex_block(data, valid, block, grid.shape, scales, settings.mode, offset)
-                vals = r[:, v_in].ravel()
-                hist += np.histogram(vals, bins=_HIST_BINS, range=_HIST_RANGE)[0]
-                n_valid += int(v_in.sum())
-            progress.set_fraction(0.5 * (i + 1) / len(blocks))
-        if n_valid == 0:
-            raise InputError("INPUT", f"'{input_path}' holds no valid pixel (all nodata).",
-                             "check the raster and its nodata value.")
-        lo_r, hi_r = _percentiles(hist, settings.clip_percent)
-        out_lo, out_hi = _output_range(out_dtype, nodata)
-
-        # Pass 2: recompute block by block and write with the global stretch.
-        with atomic_raster(output_path, grid, ds.count, out_dtype, nodata=nodata,
-                           descriptions=[d or f"band {i + 1}" for i, d in enumerate(ds.descriptions)]) as dst:
+            # Pass 1: histogram of Retinex values over the whole raster -> one stretch.
+            hist = np.zeros(_HIST_BINS, np.int64)
+            n_valid = 0
             for i, block in enumerate(blocks):
                 progress.check_cancelled()
                 data, valid = read_masked(ds, block.read_window, "INPUT")
-                inner = block.inner
-                v_in = valid[inner]
-                out = np.full((ds.count,) + v_in.shape, nodata, dtype=out_dtype)
+                v_in = valid[block.inner]
                 if v_in.any():
-                    r, lum = _retinex_block(data, valid, block, grid.shape, scales, settings.mode, offset)
-                    s = out_lo + (r - lo_r) * ((out_hi - out_lo) / (hi_r - lo_r))
-                    if settings.mode == "luminance":
-                        ratio = (data[(slice(None),) + inner].astype(np.float32) + offset) / (lum + offset)
-                        s = s * ratio
-                    s = np.clip(s, out_lo, out_hi)
-                    if out_dtype.kind in "iu":
-                        s = np.rint(s)
-                    out[:, v_in] = s[:, v_in].astype(out_dtype)
-                dst.write(out, window=block.window)
-                progress.set_fraction(0.5 + 0.5 * (i + 1) / len(blocks))
+                    r, _ = _retinex_block(data, valid, block, grid.shape, scales, settings.mode, offset, cells)
+                    hist += np.histogram(r[:, v_in].ravel(), bins=_HIST_BINS, range=_HIST_RANGE)[0]
+                    n_valid += int(v_in.sum())
+                progress.set_fraction(0.2 + 0.4 * (i + 1) / len(blocks))
+            if n_valid == 0:
+                raise InputError("INPUT", f"'{input_path}' holds no valid pixel (all nodata).",
+                                 "check the raster and its nodata value.")
+            lo_r, hi_r = _percentiles(hist, settings.clip_percent)
+            out_lo, out_hi = _output_range(out_dtype, nodata)
+
+            # Pass 2: recompute block by block and write with the global stretch.
+            with atomic_raster(output_path, grid, ds.count, out_dtype, nodata=nodata,
+                               descriptions=[d or f"band {i + 1}" for i, d in enumerate(ds.descriptions)]) as dst:
+                for i, block in enumerate(blocks):
+                    progress.check_cancelled()
+                    data, valid = read_masked(ds, block.read_window, "INPUT")
+                    inner = block.inner
+                    v_in = valid[inner]
+                    out = np.full((ds.count,) + v_in.shape, nodata, dtype=out_dtype)
+                    if v_in.any():
+                        r, lum = _retinex_block(data, valid, block, grid.shape, scales, settings.mode, offset,
+                                                cells)
+                        s = out_lo + (r - lo_r) * ((out_hi - out_lo) / (hi_r - lo_r))
+                        if settings.mode == "luminance":
+                            ratio = (data[(slice(None),) + inner].astype(np.float32) + offset) / (lum + offset)
+                            s = s * ratio
+                        s = np.clip(s, out_lo, out_hi)
+                        if out_dtype.kind in "iu":
+                            s = np.rint(s)
+                        out[:, v_in] = s[:, v_in].astype(out_dtype)
+                    dst.write(out, window=block.window)
+                    progress.set_fraction(0.6 + 0.4 * (i + 1) / len(blocks))
+            del cells
     return {"output": output_path, "valid_pixels": n_valid, "stretch_low": lo_r, "stretch_high": hi_r,
             "nodata": nodata, "dtype": out_dtype.name, "blocks": len(blocks), "halo": halo, "bands": int(ds.count)}
 
