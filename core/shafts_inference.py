@@ -27,6 +27,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from .errors import InputError
+from .devices import resolve_device  # noqa: F401  (re-exported for callers)
 from .grid import Grid
 from .progress import Progress, ensure
 from .raster_io import atomic_raster, open_raster, read_masked, require_crs
@@ -255,30 +256,6 @@ def prepare_inputs(s1_path, s2_path, dem_path, bounds: tuple[float, float, float
                "DEM": stack.enter_context(open_raster(dem_path, "DEM"))}
         crs = _check_inputs(dss, bands, bounds)
         return _prepare(dss, bands, bounds, progress), crs
-
-
-def resolve_device(device: str = "auto"):
-    """torch.device for "auto" | "cpu" | "cuda" | "cuda:N"; :class:`InputError` if it does not exist."""
-    import torch
-    d = (device or "auto").strip().lower()
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(d)
-    except (RuntimeError, ValueError) as exc:
-        raise InputError("DEVICE", f"'{device}' is not a device name.", "use auto, cpu, cuda or cuda:N.") from exc
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise InputError("DEVICE", f"'{device}' was asked for but no CUDA GPU is available to PyTorch.",
-                             "use cpu or auto, or install a CUDA build of PyTorch and a driver.")
-        if dev.index is not None and dev.index >= n:
-            raise InputError("DEVICE", f"'{device}' does not exist; {n} CUDA device(s) are available.",
-                             f"use cuda:0 … cuda:{n - 1}.")
-        return dev
-    raise InputError("DEVICE", f"'{device}' is not supported.", "use auto, cpu, cuda or cuda:N.")
 
 
 def _load_model(checkpoint, resolution_m, target):

@@ -225,7 +225,7 @@ def train_shafts(train: PatchSamples, val: PatchSamples, resolution_m: int, out_
 
     from ..models.checkpoint import save_checkpoint
     from ..models.shafts import build_shafts_model, load_shafts_checkpoint, shafts_card
-    from .shafts_inference import resolve_device
+    from .devices import resolve_device
     progress = ensure(progress)
     if weighting not in ("uncertainty", "fixed"):
         raise InputError("WEIGHTING", f"must be 'uncertainty' or 'fixed', got '{weighting}'.")

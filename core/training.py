@@ -28,6 +28,7 @@ from ..models.resnet import adapt_torchvision_state
 from ..models.unet import ARCHITECTURE, USE_CLASSES, VARIANTS, UNetResNet, build_from_card, poi_band_count
 from .augment import augment_batch
 from .errors import InputError
+from .devices import resolve_device  # noqa: F401  (re-exported for callers)
 from .losses import IGNORE, building_use_loss, predict_labels
 from .metrics import confusion_matrix, overall_accuracy, per_class_metrics
 from .progress import Progress, ensure
@@ -40,32 +41,6 @@ CACHE_LIMIT_BYTES = 2 * 1024 ** 3
 
 
 # ---------------------------------------------------------------- device
-def resolve_device(spec: str | None = "auto") -> torch.device:
-    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``;
-    :class:`InputError` for a device this machine does not have."""
-    s = (spec or "auto").strip().lower()
-    if s == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if s == "cpu":
-        return torch.device("cpu")
-    if s == "cuda" or s.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise InputError("DEVICE", f"'{spec}' was asked for but CUDA is not available here.",
-                             "use 'cpu' or 'auto', or install a CUDA build of PyTorch.")
-        idx = 0
-        if ":" in s:
-            try:
-                idx = int(s.split(":", 1)[1])
-            except ValueError as exc:
-                raise InputError("DEVICE", f"'{spec}' is not a device name.", "write e.g. cuda:0.") from exc
-        n = torch.cuda.device_count()
-        if not 0 <= idx < n:
-            raise InputError("DEVICE", f"'{spec}' does not exist; this machine has {n} CUDA device(s) "
-                             f"(cuda:0..cuda:{n - 1}).", "pick an existing device or 'auto'.")
-        return torch.device(f"cuda:{idx}")
-    raise InputError("DEVICE", f"'{spec}' is not a device name.", "use auto, cpu, cuda or cuda:N.")
-
-
 # ---------------------------------------------------------------- data
 class ChipSet(torch.utils.data.Dataset):
     """The chips of one subset of a dataset folder, as normalised float32 inputs
