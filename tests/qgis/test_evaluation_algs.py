@@ -123,7 +123,6 @@ def test_labels_outside_the_taxonomy(provider, tmp_path):
     assert layer.commitChanges()
     with pytest.raises(QgsProcessingException, match="labels are not in taxonomy 'eubucco_type'") as err:
         processing.run("edifice:evaluateclassification", _use_params(tmp_path, prediction=layer, MIN_OVERLAP=0.0))
-    print(err.value)
     assert "castle" in str(err.value) and "spaceport" in str(err.value) and "PREDICTION" in str(err.value)
     assert not (tmp_path / "e.json").exists() and not (tmp_path / "e.csv").exists()
     res = processing.run("edifice:evaluateclassification",
