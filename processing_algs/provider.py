@@ -8,6 +8,8 @@ from pathlib import Path
 from qgis.core import QgsMessageLog, QgsProcessingProvider, Qgis
 from qgis.PyQt.QtGui import QIcon
 
+from .evaluate_classification_alg import EvaluateClassificationAlgorithm
+from .evaluate_regression_alg import EvaluateRegressionAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 
@@ -15,6 +17,8 @@ from .retinex_alg import RetinexAlgorithm
 ALGORITHMS = [
     (RetinexAlgorithm, ("numpy", "scipy", "rasterio")),
     (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
+    (EvaluateClassificationAlgorithm, ("numpy", "rasterio", "shapely", "pyogrio", "pyproj")),
+    (EvaluateRegressionAlgorithm, ("numpy", "scipy", "rasterio", "shapely", "pyogrio", "pyproj")),
 ]
 
 
