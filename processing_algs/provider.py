@@ -10,11 +10,15 @@ from qgis.PyQt.QtGui import QIcon
 
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
+from .train_building_use_alg import TrainBuildingUseAlgorithm
+from .training_dataset_alg import TrainingDatasetAlgorithm
 
 #: (algorithm class, python modules it needs at run time)
 ALGORITHMS = [
     (RetinexAlgorithm, ("numpy", "scipy", "rasterio")),
     (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
+    (TrainingDatasetAlgorithm, ("numpy", "scipy", "rasterio", "pyproj", "shapely", "pyogrio")),
+    (TrainBuildingUseAlgorithm, ("numpy", "torch")),
 ]
 
 

@@ -22,6 +22,10 @@ class EdificePlugin:
         self.initProcessing()
 
     def unload(self):
+        import sys
+        dock = sys.modules.get(__package__ + ".training_dock")  # only if a training run created it
+        if dock is not None:
+            dock.unload()
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
