@@ -40,6 +40,9 @@ class EdificeProvider(QgsProcessingProvider):
         return QIcon(str(Path(__file__).resolve().parent.parent / "icon.svg"))
 
     def loadAlgorithms(self):  # noqa: N802
+        from .native_libs import isolate_shapely
+
+        isolate_shapely()  # before any core module imports shapely (see native_libs)
         for cls, needs in ALGORITHMS:
             missing = _missing(needs)
             if missing:

@@ -15,7 +15,8 @@ from .training_dataset_alg import run_core_named
 #: (label, core variant id), in the order of the VARIANT enum
 VARIANTS = [("Imagery only, single-task (use)", "imagery_single"),
             ("Imagery + POI, single-task (use)", "imagery_poi_single"),
-            ("Imagery + POI, multi-task (use + footprint)", "imagery_poi_multitask")]
+            ("Imagery + POI, multi-task (use + footprint)", "imagery_poi_multitask"),
+            ("Imagery only, multi-task (use + footprint; e.g. footprint-only labels)", "imagery_multitask")]
 ENCODERS = ["resnet18", "resnet34", "resnet50"]
 USE_CLASSES = ("residential", "commercial", "industrial")
 
@@ -42,8 +43,8 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
     GROUP, GROUP_ID = "Building use", "buildinguse"
     HELP = ("Trains the U-Net with a ResNet encoder that maps building use (residential / commercial / "
             "industrial) on a folder made by 'Create building-use training dataset'. VARIANT: imagery only "
-            "(single-task), imagery + POI maps (single-task), or imagery + POI maps multi-task with a footprint "
-            "head (default); the POI variants need a dataset with POI maps. Adam (LEARNING_RATE, default 1e-3) "
+            "(single-task), imagery + POI maps (single-task), imagery + POI maps multi-task with a footprint "
+            "head (default), or imagery only multi-task (for datasets without POI maps); the POI variants need a dataset with POI maps. Adam (LEARNING_RATE, default 1e-3) "
             "with cosine annealing, Dice losses, augmentation, early stopping on the validation loss; the best "
             "epoch is written to OUTPUT_CHECKPOINT (.pt: weights + model card with bands, scaling, classes and "
             "metrics). Next to it, <checkpoint>.resume.pt holds the last epoch's state: give it as RESUME to "
