@@ -282,3 +282,30 @@ def test_plugin_import_does_not_import_pyqtgraph_or_torch(qgis_app):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cancel_then_resume(provider, scene, tmp_path):
+    """Cancelling in QGIS stops after the running epoch with a clear message; the last
+    epoch's state (<checkpoint>.resume.pt) continues the run through RESUME."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    ds = tmp_path / "ds"
+    processing.run("edifice:trainingdataset", _dataset_params(scene, ds))
+
+    class CancelAfterFirstEpoch(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802
+            super().pushInfo(info)
+            if info.startswith("epoch 1/"):
+                self.cancel()
+
+    ck = tmp_path / "m.pt"
+    params = {"DATASET": str(ds), "EPOCHS": 3, "OUTPUT_CHECKPOINT": str(ck), **TINY}
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run("edifice:trainbuildinguse", params, feedback=CancelAfterFirstEpoch())
+    state = Path(str(ck) + ".resume.pt")
+    assert state.is_file()
+    fb = _feedback()
+    res = processing.run("edifice:trainbuildinguse", dict(params, RESUME=str(state)), feedback=fb)
+    assert [ln.split(":")[0] for ln in fb.lines if ln.startswith("epoch ")] == ["epoch 2/3", "epoch 3/3"]
+    assert res["EPOCHS_RUN"] == 3
