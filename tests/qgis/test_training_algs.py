@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
-from affine import Affine
 from pyproj import Transformer
 
 pytestmark = pytest.mark.qgis
