@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-distances", default="500,500,1500", help="d_max in metres, R,C,I")
     q.set_defaults(func=_cmd_poi)
     from .cli_evaluation import add_commands; add_commands(sub)  # noqa: E702 - evaluate-* subcommands
+    from .cli_training import add_commands as add_training_commands; add_training_commands(sub)  # noqa: E702
     return p
 
 

@@ -12,6 +12,8 @@ from .evaluate_classification_alg import EvaluateClassificationAlgorithm
 from .evaluate_regression_alg import EvaluateRegressionAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
+from .train_building_use_alg import TrainBuildingUseAlgorithm
+from .training_dataset_alg import TrainingDatasetAlgorithm
 
 #: (algorithm class, python modules it needs at run time)
 ALGORITHMS = [
@@ -19,6 +21,8 @@ ALGORITHMS = [
     (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
     (EvaluateClassificationAlgorithm, ("numpy", "rasterio", "shapely", "pyogrio", "pyproj")),
     (EvaluateRegressionAlgorithm, ("numpy", "scipy", "rasterio", "shapely", "pyogrio", "pyproj")),
+    (TrainingDatasetAlgorithm, ("numpy", "scipy", "rasterio", "pyproj", "shapely", "pyogrio")),
+    (TrainBuildingUseAlgorithm, ("numpy", "torch")),
 ]
 
 
@@ -40,6 +44,9 @@ class EdificeProvider(QgsProcessingProvider):
         return QIcon(str(Path(__file__).resolve().parent.parent / "icon.svg"))
 
     def loadAlgorithms(self):  # noqa: N802
+        from .native_libs import isolate_shapely
+
+        isolate_shapely()  # before any core module imports shapely (see native_libs)
         for cls, needs in ALGORITHMS:
             missing = _missing(needs)
             if missing:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from qgis.core import (QgsProcessing, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
                        QgsProcessingModelChildParameterSource as Source, QgsProcessingModelOutput,
                        QgsProcessingModelParameter, QgsProcessingParameterFeatureSource,
-                       QgsProcessingParameterRasterLayer)
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterString)
 
 
 def _output(name: str, description: str, child_id: str, child_output: str) -> QgsProcessingModelOutput:
@@ -44,7 +45,76 @@ def retinex_poi_chain() -> QgsProcessingModelAlgorithm:
     return m
 
 
+def poi_dataset_training() -> QgsProcessingModelAlgorithm:
+    """POI points -> edifice:poiprobability on the imagery grid -> edifice:trainingdataset (with the
+    labelled buildings) -> edifice:trainbuildinguse (imagery + POI, multi-task). Epochs and the
+    encoder's base width are model parameters (a tiny model trains in seconds). Model outputs:
+    ``poimaps:poi_maps``, ``dataset:dataset`` (folder) and ``train:checkpoint``."""
+    m = QgsProcessingModelAlgorithm("POI maps, training dataset and building-use training", "Edifice examples",
+                                    "edifice_poi_dataset_training")
+
+    def param(definition):
+        m.addModelParameter(definition, QgsProcessingModelParameter(definition.name()))
+
+    param(QgsProcessingParameterRasterLayer("imagery", "Imagery"))
+    param(QgsProcessingParameterFeatureSource("pois", "POI points", [QgsProcessing.TypeVectorPoint]))
+    param(QgsProcessingParameterString("category_field", "POI category field", defaultValue="other_tags"))
+    param(QgsProcessingParameterString("max_distances", "POI d_max in metres (R,C,I)", defaultValue="500,500,1500"))
+    param(QgsProcessingParameterFeatureSource("buildings", "Building polygons", [QgsProcessing.TypeVectorPolygon]))
+    param(QgsProcessingParameterString("use_field", "Building use field", defaultValue="building"))
+    param(QgsProcessingParameterNumber("chip_size", "Chip size (pixels)", QgsProcessingParameterNumber.Integer,
+                                       256, minValue=16))
+    param(QgsProcessingParameterNumber("split_tile", "Split tile size (m; 0 = 4 chips)",
+                                       QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
+    param(QgsProcessingParameterNumber("epochs", "Epochs", QgsProcessingParameterNumber.Integer, 50, minValue=1))
+    param(QgsProcessingParameterNumber("base_width", "Encoder base width (64 = standard; 4 = tiny test model)",
+                                       QgsProcessingParameterNumber.Integer, 64, minValue=1))
+
+    poi = QgsProcessingModelChildAlgorithm("edifice:poiprobability")
+    poi.setChildId("poimaps")
+    poi.setDescription("POI probability maps on the imagery grid")
+    poi.addParameterSources("INPUT", [Source.fromModelParameter("pois")])
+    poi.addParameterSources("CATEGORY_FIELD", [Source.fromModelParameter("category_field")])
+    poi.addParameterSources("PRESET", [Source.fromStaticValue(0)])
+    poi.addParameterSources("REFERENCE", [Source.fromModelParameter("imagery")])
+    poi.addParameterSources("MAX_DISTANCES", [Source.fromModelParameter("max_distances")])
+    poi.setModelOutputs({"poi_maps": _output("poi_maps", "POI probability maps", "poimaps", "OUTPUT")})
+    m.addChildAlgorithm(poi)
+
+    ds = QgsProcessingModelChildAlgorithm("edifice:trainingdataset")
+    ds.setChildId("dataset")
+    ds.setDescription("Building-use training dataset")
+    ds.addParameterSources("IMAGERY", [Source.fromModelParameter("imagery")])
+    ds.addParameterSources("POI_RASTER", [Source.fromChildOutput("poimaps", "OUTPUT")])
+    ds.addParameterSources("BUILDINGS", [Source.fromModelParameter("buildings")])
+    ds.addParameterSources("USE_FIELD", [Source.fromModelParameter("use_field")])
+    ds.addParameterSources("USE_PRESET", [Source.fromStaticValue(0)])
+    ds.addParameterSources("CHIP_SIZE", [Source.fromModelParameter("chip_size")])
+    ds.addParameterSources("SPLIT_TILE", [Source.fromModelParameter("split_tile")])
+    ds.addParameterSources("SEED", [Source.fromStaticValue(0)])
+    ds.setModelOutputs({"dataset": _output("dataset", "Training dataset folder", "dataset", "OUTPUT_FOLDER")})
+    m.addChildAlgorithm(ds)
+
+    tr = QgsProcessingModelChildAlgorithm("edifice:trainbuildinguse")
+    tr.setChildId("train")
+    tr.setDescription("Train the building-use model")
+    tr.addParameterSources("DATASET", [Source.fromChildOutput("dataset", "OUTPUT_FOLDER")])
+    tr.addParameterSources("VARIANT", [Source.fromStaticValue(2)])
+    tr.addParameterSources("ENCODER", [Source.fromStaticValue(1)])
+    tr.addParameterSources("BASE_WIDTH", [Source.fromModelParameter("base_width")])
+    tr.addParameterSources("EPOCHS", [Source.fromModelParameter("epochs")])
+    tr.addParameterSources("BATCH_SIZE", [Source.fromStaticValue(16)])
+    tr.addParameterSources("LEARNING_RATE", [Source.fromStaticValue(0.001)])
+    tr.addParameterSources("DEVICE", [Source.fromStaticValue("auto")])
+    tr.addParameterSources("SEED", [Source.fromStaticValue(0)])
+    tr.setModelOutputs({"checkpoint": _output("checkpoint", "Building-use model checkpoint", "train",
+                                              "OUTPUT_CHECKPOINT")})
+    m.addChildAlgorithm(tr)
+    return m
+
+
 #: name -> builder of every example model; scripts/build_example_models.py writes examples/<name>.model3
 EXAMPLES = {
     "retinex_poi_chain": retinex_poi_chain,
+    "poi_dataset_training": poi_dataset_training,
 }

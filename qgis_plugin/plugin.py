@@ -33,6 +33,10 @@ class EdificePlugin:
 
             remove_from_interface(self.iface, self.evaluation_dock)
             self.evaluation_dock = None
+        import sys
+        dock = sys.modules.get(__package__ + ".training_dock")  # only if a training run created it
+        if dock is not None:
+            dock.unload()
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
