@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdificeError as exc:
         print(f"edifice: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, default=str))
+    if result is not None:  # None: a torchrun rank other than 0
+        print(json.dumps(result, default=str))
     return 0
 
 

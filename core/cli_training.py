@@ -2,8 +2,9 @@
 ``edifice train-building-use`` (same core functions as ``edifice:trainingdataset``
 and ``edifice:trainbuildinguse``). Registered by :func:`add_commands`.
 
-Distributed (torchrun / DistributedDataParallel) training is not supported:
-``core.training`` trains on one device."""
+Several GPUs: ``torchrun --nproc_per_node=N -m edifice.core.cli train-building-use ...``
+trains data-parallel (DistributedDataParallel; ``--batch-size`` is per process);
+only rank 0 logs and prints the result."""
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,8 @@ def _cmd_dataset(a) -> dict:
             "subsets": {s: {k: v for k, v in subsets[s].items() if k != "pixels"} for s in SUBSETS}}
 
 
-def _cmd_train(a) -> dict:
+def _cmd_train(a) -> dict | None:
+    from .distributed import is_main_process
     from .training import train_building_use
 
     r = train_building_use(a.dataset, a.output, variant=a.variant, encoder=a.encoder, base_width=a.base_width,
@@ -50,6 +52,8 @@ def _cmd_train(a) -> dict:
                            seed=a.seed, augment=not a.no_augment, num_workers=a.num_workers,
                            resume_from=a.resume, pretrained_encoder=a.pretrained_encoder,
                            progress=TerminalProgress())
+    if not is_main_process():
+        return None
     f1 = {sub: {c: m["per_class"][c]["f1"] for c in ("residential", "commercial", "industrial")}
           | {"mean_f1_use": m["mean_f1_use"]} for sub, m in r["metrics"].items()}
     return {"output": r["output"], "device": r["device"], "epochs_run": r["epochs_run"],
@@ -85,7 +89,7 @@ def add_commands(subparsers) -> None:
     d.set_defaults(func=_cmd_dataset)
 
     t = subparsers.add_parser("train-building-use", help="train the building-use U-Net on a dataset folder "
-                                                         "(single device; torchrun/DDP not supported)")
+                                                         "(one device, or several under torchrun)")
     t.add_argument("dataset", help="folder made by training-dataset")
     t.add_argument("output", help="checkpoint to write (.pt)")
     t.add_argument("--variant", default="imagery_poi_multitask", choices=VARIANTS)
@@ -93,7 +97,7 @@ def add_commands(subparsers) -> None:
     t.add_argument("--base-width", type=int, default=64, help="encoder base width (64 = standard ResNet)")
     t.add_argument("--epochs", type=int, default=50)
     t.add_argument("--max-iterations", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--batch-size", type=int, default=16, help="per process under torchrun")
     t.add_argument("--learning-rate", type=float, default=1e-3)
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

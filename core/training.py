@@ -12,6 +12,13 @@ Next to the checkpoint, ``<output>.resume.pt`` holds the state of the last
 epoch (weights, optimiser, scheduler, counters; weights-only loadable) so that
 ``resume_from`` continues a run exactly. Runs are seeded: the same data, seed
 and device give the same weights.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1, see ``core.distributed``) every process
+trains a DistributedDataParallel replica on ``cuda:LOCAL_RANK`` or the CPU with
+its shard of the training chips (DistributedSampler): the effective batch size
+is ``batch_size`` x world size. Validation is sharded and its sums reduced, so
+every rank takes the same early-stopping decisions; only rank 0 writes files and
+reports progress.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import torch
 from ..models.checkpoint import CheckpointError, load_checkpoint, load_state_strict, save_checkpoint
 from ..models.resnet import adapt_torchvision_state
 from ..models.unet import ARCHITECTURE, USE_CLASSES, VARIANTS, UNetResNet, build_from_card, poi_band_count
+from . import distributed
 from .augment import augment_batch
 from .errors import InputError
 from .devices import resolve_device  # noqa: F401  (re-exported for callers)
@@ -98,10 +106,12 @@ def select_bands(manifest: dict, variant: str) -> list[int]:
 # ---------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, device: torch.device, lambda_footprint: float = 1.0,
-             lambda_use: float = 1.0, amp: bool = False) -> dict:
+             lambda_use: float = 1.0, amp: bool = False, ctx: distributed.DistContext | None = None) -> dict:
     """Loss and pixel-level metrics on a loader: per-class one-vs-rest accuracy,
     precision, recall, F1 (background, residential, commercial, industrial; pixels of
-    unknown use ignored), overall accuracy, mean F1 over R/C/I, footprint IoU."""
+    unknown use ignored), overall accuracy, mean F1 over R/C/I, footprint IoU.
+    With a distributed ``ctx`` the loader holds this rank's shard and the sums are
+    reduced over all ranks."""
     model.eval()
     cm = np.zeros((4, 4), np.int64)
     inter = union = 0
@@ -119,6 +129,10 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, lambda_footpr
         ok = a != IGNORE
         inter += int(((pred_b & (a == 1)) & ok).sum())
         union += int(((pred_b | (a == 1)) & ok).sum())
+    if ctx is not None and ctx.enabled:
+        tot = ctx.sum_all([losses, weights, inter, union] + cm.ravel().tolist())
+        losses, weights, inter, union = tot[0], int(tot[1]), int(tot[2]), int(tot[3])
+        cm = np.rint(tot[4:]).astype(np.int64).reshape(4, 4)
     per = per_class_metrics(cm, LABEL_NAMES)
     return {"loss": losses / max(weights, 1), "overall_accuracy": overall_accuracy(cm),
             "mean_f1_use": float(np.mean([per[c]["f1"] for c in USE_CLASSES])),
@@ -170,16 +184,33 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
     ``pretrained_encoder``: a torchvision ResNet ``.pth`` (conv1 widened to the
     band count). ``epoch_callback(record)`` gets one dict per epoch (epoch,
     train_loss, val_loss, lr, seconds, improved) — e.g. for a live loss chart.
+
+    Under torchrun (``WORLD_SIZE`` > 1) this runs data-parallel on every rank
+    (see the module doc); ranks other than 0 report nothing and write nothing.
     """
-    progress = ensure(progress)
+    args = dict(locals())
+    ctx = distributed.from_env(device)
+    try:
+        return _train(ctx=ctx, **args)
+    finally:
+        ctx.close()
+
+
+def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_iterations, batch_size,
+           learning_rate, weight_decay, lambda_footprint, lambda_use, patience, device, amp, seed, augment,
+           num_workers, resume_from, pretrained_encoder, epoch_callback, progress, ctx) -> dict:
+    progress = ensure(progress) if ctx.is_main else ensure(None)
+    if not ctx.is_main:
+        epoch_callback = None
     manifest = load_manifest(dataset_dir)
     band_index = select_bands(manifest, variant)
     if batch_size < 1 or epochs < 1:
         raise InputError("EPOCHS" if epochs < 1 else "BATCH_SIZE", "must be at least 1.")
-    dev = resolve_device(device)
+    dev = ctx.device if ctx.enabled else resolve_device(device)
     use_amp = bool(amp and dev.type == "cuda")
     progress.info(f"Training on {dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
-                  + (", mixed precision" if use_amp else "") + ".")
+                  + (", mixed precision" if use_amp else "") + (ctx.describe(batch_size) if ctx.enabled else "")
+                  + ".")
     torch.manual_seed(seed)
     np.random.seed(seed % 2 ** 32)
 
@@ -198,7 +229,11 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
         _load_pretrained(model, pretrained_encoder)
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    steps_per_epoch = math.ceil(len(sets["train"]) / batch_size)
+    sampler = None
+    if ctx.enabled:  # each rank trains on its shard: same number of steps on every rank
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            sets["train"], num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=False)
+    steps_per_epoch = math.ceil((len(sampler) if sampler else len(sets["train"])) / batch_size)
     if max_iterations:
         epochs = min(epochs, math.ceil(max_iterations / steps_per_epoch))
     total_steps = max(1, epochs * steps_per_epoch if not max_iterations else min(max_iterations, epochs * steps_per_epoch))
@@ -208,7 +243,10 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
 
     if resume_from:
         start_epoch, best_loss, best_epoch, bad, history, best_state, step = _resume(
-            resume_from, model, opt, sched, scaler, params, progress)
+            resume_from, model, opt, sched, scaler, params, progress, ctx.world_size)
+    net = model  # what trains: the model, or its DDP wrapper (same parameters)
+    if ctx.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
 
     bands = [{"name": manifest["bands"][i]["name"], "scale": manifest["bands"][i]["scale"],
               "offset": manifest["bands"][i]["offset"]} for i in band_index]
@@ -219,7 +257,14 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
 
     def loader(subset, shuffle, epoch=0):
         g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        return torch.utils.data.DataLoader(sets[subset], batch_size=batch_size, shuffle=shuffle, generator=g,
+        if ctx.enabled and subset == "train":
+            sampler.set_epoch(epoch)
+            return torch.utils.data.DataLoader(sets[subset], batch_size=batch_size, sampler=sampler,
+                                               num_workers=num_workers, drop_last=False)
+        data = sets[subset]
+        if ctx.enabled:  # evaluation shard of this rank (no padding); evaluate() reduces the sums
+            data = torch.utils.data.Subset(data, range(ctx.rank, len(data), ctx.world_size))
+        return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g,
                                            num_workers=num_workers, drop_last=False)
 
     def card(metrics: dict, summary: dict) -> dict:
@@ -241,8 +286,11 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
         if step >= total_steps:
             break
         t0 = time.monotonic()
-        model.train()
-        gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+        net.train()
+        gen = torch.Generator().manual_seed(seed * 7919 + epoch + 104729 * ctx.rank)
+        if ctx.enabled and epoch == start_epoch:
+            sampler.set_epoch(epoch)
+            ctx.debug["first_epoch_chips"] = list(iter(sampler))
         tot, n = 0.0, 0
         for x, a, b in loader("train", True, epoch):
             progress.check_cancelled()
@@ -251,7 +299,7 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
             x, a, b = x.to(dev, non_blocking=True), a.to(dev), b.to(dev)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(dev.type, enabled=use_amp):
-                out = model(x)
+                out = net(x)
             loss, _ = building_use_loss(out, a, b, lambda_footprint, lambda_use)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -263,13 +311,17 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
             progress.set_fraction(min(step / total_steps, 1.0) * 0.95)
             if step >= total_steps:
                 break
-        val = evaluate(model, loader("val", False), dev, lambda_footprint, lambda_use, use_amp)
+        if ctx.enabled:
+            tot, n = ctx.sum_all([tot, n])
+            ctx.average_buffers(model)
+        val = evaluate(model, loader("val", False), dev, lambda_footprint, lambda_use, use_amp, ctx)
         improved = val["loss"] < best_loss - 1e-6
         if improved:
             best_loss, best_epoch, bad = val["loss"], epoch, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            save_checkpoint(output_path, best_state, card({"validation": _brief(val)},
-                                                          {"status": "in progress", "best_epoch": epoch}))
+            if ctx.is_main:
+                save_checkpoint(output_path, best_state, card({"validation": _brief(val)},
+                                                              {"status": "in progress", "best_epoch": epoch}))
         else:
             bad += 1
         rec = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "val_loss": val["loss"],
@@ -281,11 +333,13 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
                       + (" (best)" if improved else ""))
         if epoch_callback is not None:
             epoch_callback(dict(rec))
-        torch.save({"format": STATE_FORMAT, "params": params, "config": config, "epoch": epoch + 1, "step": step,
-                    "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad, "history": history,
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "best_model": best_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict()}, _state_path(output_path))
+        if ctx.is_main:
+            torch.save({"format": STATE_FORMAT, "params": params, "config": config, "epoch": epoch + 1,
+                        "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
+                        "history": history, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                        "best_model": best_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "scaler": scaler.state_dict(), **({"world_size": ctx.world_size} if ctx.enabled else {})},
+                       _state_path(output_path))
         if bad >= patience:
             stopped_early = True
             progress.info(f"Early stopping: no validation improvement for {patience} epochs.")
@@ -294,20 +348,25 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
     if best_state is None:
         raise InputError("EPOCHS", "no epoch was run (the resumed run had already finished).",
                          "raise the number of epochs to continue training.")
+    if ctx.enabled:
+        ctx.write_debug(final_state=distributed.state_hash(model.state_dict()),
+                        best_state=distributed.state_hash(best_state), history=history)
     model.load_state_dict(best_state)
-    val = evaluate(model, loader("val", False), dev, lambda_footprint, lambda_use, use_amp)
+    val = evaluate(model, loader("val", False), dev, lambda_footprint, lambda_use, use_amp, ctx)
     metrics = {"validation": _brief(val)}
     if len(sets["test"]):
-        test = evaluate(model, loader("test", False), dev, lambda_footprint, lambda_use, use_amp)
+        test = evaluate(model, loader("test", False), dev, lambda_footprint, lambda_use, use_amp, ctx)
         metrics["test"] = _brief(test)
     summary = {"status": "finished", "dataset": str(dataset_dir), "chips": {s: len(v) for s, v in sets.items()},
-               "device": str(dev), "epochs_run": len(history), "iterations": step, "best_epoch": best_epoch + 1,
+               "device": str(dev), "world_size": ctx.world_size, "effective_batch_size": batch_size * ctx.world_size,
+               "epochs_run": len(history), "iterations": step, "best_epoch": best_epoch + 1,
                "best_val_loss": best_loss, "stopped_early": stopped_early, "config": config,
                "loss": "lambda_B * Dice(footprint) + lambda_U * mean Dice(R, C, I) (seed Eq. 5-7)",
                "optimizer": "Adam + cosine annealing", "seconds": time.monotonic() - t_start,
                "history": history, "split": {s: manifest["split"]["subsets"][s]["buildings"] for s in
                                              ("train", "val", "test")}}
-    save_checkpoint(output_path, best_state, card(metrics, summary))
+    if ctx.is_main:
+        save_checkpoint(output_path, best_state, card(metrics, summary))
     progress.set_fraction(1.0)
     for sub, m in metrics.items():
         progress.info(f"{sub}: " + ", ".join(f"{c} F1 {m['per_class'][c]['f1']:.3f}" for c in USE_CLASSES)
@@ -321,7 +380,7 @@ def _brief(m: dict) -> dict:
     return {k: v for k, v in m.items() if k != "chips"}
 
 
-def _resume(path, model, opt, sched, scaler, params, progress):
+def _resume(path, model, opt, sched, scaler, params, progress, world_size=1):
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -331,6 +390,10 @@ def _resume(path, model, opt, sched, scaler, params, progress):
         if raw["params"] != params:
             raise InputError("RESUME_FROM", f"'{path}' was trained with {raw['params']}, not {params}.",
                              "resume with the same variant, encoder and dataset bands.")
+        if raw.get("world_size", 1) != world_size:
+            raise InputError("RESUME_FROM", f"'{path}' was trained by {raw.get('world_size', 1)} process(es), "
+                             f"this run has {world_size}; the schedule depends on it.",
+                             f"resume with {raw.get('world_size', 1)} process(es) (torchrun --nproc_per_node).")
         model.load_state_dict(raw["model"])
         opt.load_state_dict(raw["optimizer"])
         sched.load_state_dict(raw["scheduler"])
