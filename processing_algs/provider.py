@@ -8,6 +8,8 @@ from pathlib import Path
 from qgis.core import QgsMessageLog, QgsProcessingProvider, Qgis
 from qgis.PyQt.QtGui import QIcon
 
+from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
+                                    TrainHeightFootprintAlgorithm)
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 
@@ -15,6 +17,10 @@ from .retinex_alg import RetinexAlgorithm
 ALGORITHMS = [
     (RetinexAlgorithm, ("numpy", "scipy", "rasterio")),
     (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
+    (HeightFootprintAlgorithm, ("numpy", "scipy", "rasterio", "torch")),
+    (CcapAlgorithm, ("numpy", "scipy", "rasterio")),
+    (ReferenceGridsAlgorithm, ("numpy", "rasterio", "shapely", "pyogrio", "pyproj")),
+    (TrainHeightFootprintAlgorithm, ("numpy", "scipy", "rasterio", "pyproj", "torch")),
 ]
 
 
