@@ -50,6 +50,21 @@ def _int(name, text, default, minimum=None, maximum=None):
 
 class _HeightFootprintBase(EdificeAlgorithm):
     GROUP, GROUP_ID = "Height and footprint", "heightfootprint"
+    #: core input names -> this algorithm's parameter names, so messages name what the user sees
+    CORE_NAMES = {"S1": "SENTINEL1", "S2": "SENTINEL2", "FOOTPRINT_REFERENCE": "REFERENCE_FOOTPRINT",
+                  "HEIGHT_REFERENCE": "REFERENCE_HEIGHT"}
+
+    def run_core(self, fn, *args, **kwargs):
+        """As the base class, with core input names replaced by this algorithm's parameter names."""
+        from ..core.errors import InputError
+        try:
+            return EdificeAlgorithm.run_core(fn, *args, **kwargs)
+        except QgsProcessingException as exc:
+            cause = exc.__cause__
+            if isinstance(cause, InputError) and cause.name in self.CORE_NAMES:
+                renamed = InputError(self.CORE_NAMES[cause.name], cause.problem, cause.fix)
+                raise QgsProcessingException(str(renamed)) from cause
+            raise
 
     def _sentinel_inputs(self, parameters, context):
         layers = {k: self.parameterAsRasterLayer(parameters, k, context) for k in ("SENTINEL1", "SENTINEL2", "DEM")}
