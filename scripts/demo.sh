@@ -14,6 +14,20 @@ run edifice:retinex -- INPUT=samples/kampala/kampala_rgb_50cm.tif SIGMAS=15,80,2
 run edifice:poiprobability -- "INPUT=samples/helsinki/Helsinki.osm.pbf|layername=points" \
     CATEGORY_FIELD=other_tags PRESET=0 MAX_DISTANCES=300,300,1000 TARGET_CRS=EPSG:3067 PIXEL_SIZE=2 \
     "EXTENT=384900,386300,6671300,6672900 [EPSG:3067]" OUTPUT=out/helsinki_poi_probability.tif
+
+# THU (Beijing) height/footprint + CCAP. No trained SHAFTS weights are available offline: the checkpoint below
+# has RANDOM weights (seed 0; output layers rescaled for contrast) -- the numbers are NOT meaningful heights.
+echo; echo "== RANDOM-WEIGHTS checkpoint for the THU height/footprint demo (not a trained model)"
+THU=samples/thu; THU_EXTENT=116.305,39.987,116.335,40.017
+python scripts/make_random_shafts_checkpoint.py out/thu_random_weights_100m.pth --spread-on \
+    $THU/thu_s1_2020.tif $THU/thu_s2_synthetic.tif $THU/thu_srtm.tif $THU_EXTENT --padding 0.005
+run edifice:heightfootprint -- SENTINEL1=$THU/thu_s1_2020.tif SENTINEL2=$THU/thu_s2_synthetic.tif \
+    DEM=$THU/thu_srtm.tif CHECKPOINT=out/thu_random_weights_100m.pth RESOLUTION=0 PADDING=0.005 DEVICE=auto \
+    "EXTENT=116.305,116.335,39.987,40.017 [EPSG:4326]" \
+    OUTPUT_HEIGHT=out/thu_height_random_weights.tif OUTPUT_FOOTPRINT=out/thu_footprint_random_weights.tif
+run edifice:ccap -- HEIGHTS=out/thu_height_random_weights.tif FOOTPRINTS=out/thu_footprint_random_weights.tif \
+    H_MIN=2 OUTPUT_MASK=out/thu_ccap_mask_random_weights.tif OUTPUT_HEIGHT=out/thu_urban_height_random_weights.tif \
+    OUTPUT_FOOTPRINT=out/thu_urban_footprint_random_weights.tif
 echo
 echo "Demo outputs in $ROOT/out:"
 ls -l out/*.tif
