@@ -380,7 +380,8 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             seed=self.parameterAsInt(parameters, self.SEED, context), init_checkpoint=init,
             progress=self.progress(feedback))
-        metrics = json.dumps(summary["best_metrics"])
+        metrics = json.dumps({task: {k: (None if isinstance(v, float) and v != v else v) for k, v in m.items()}
+                              for task, m in summary["best_metrics"].items()})   # NaN (e.g. constant target) -> null
         feedback.pushInfo(f"Device used: {summary['device']}. Best epoch {summary['best_epoch']}: {metrics}")
         return {self.OUTPUT: out, "BEST_EPOCH": summary["best_epoch"], "METRICS": metrics,
                 "DEVICE_USED": summary["device"]}

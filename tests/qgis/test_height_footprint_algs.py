@@ -2,8 +2,8 @@
 edifice:ccap, edifice:referencegrids, edifice:trainheightfootprint, on the bundled THU sample (real
 Sentinel-1 and SRTM crops, synthetic Sentinel-2) with a random-weights checkpoint (not trained: the tests
 check grids, nodata, consistency and errors, not the values' realism)."""
+import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -343,6 +343,8 @@ def test_train_writes_a_checkpoint_the_predictor_loads(provider, thu_dir, thu_re
     assert ck.source == "edifice" and ck.resolution_m == 100 and ck.task == "multi"
     assert tr["samples_train"] + tr["samples_val"] == 64 and tr["weighting"] == "fixed" and tr["seed"] == 3
     assert set(ck.card["metrics"]["val"]) == {"height", "footprint"}
+    metrics = json.loads(res["METRICS"], parse_constant=lambda c: pytest.fail(f"METRICS holds {c}"))
+    assert set(metrics) == {"height", "footprint"}                        # strict JSON (NaN -> null)
 
 
 def test_train_cancel_writes_nothing(provider, thu_dir, thu_reference, tmp_path):
@@ -370,3 +372,30 @@ def test_train_bad_reference(provider, thu_dir, thu_reference, tmp_path):
         processing.run("edifice:trainheightfootprint", _train_params(
             thu_dir, (thu_reference[0], thu_dir / "thu_srtm.tif"), tmp_path / "x.pth"))
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_heightfootprint_default_extent_and_cancel(provider, thu_dir, thu_checkpoint, tmp_path):
+    """No EXTENT: the S-1 extent shrunk by PADDING anchors the grid. Cancel: no output file."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    p = _hf_params(thu_dir, thu_checkpoint, (0, 0, 1, 1), 0.015, tmp_path)
+    del p["EXTENT"]
+    res = processing.run("edifice:heightfootprint", p)
+    with rasterio.open(thu_dir / "thu_s1_2020.tif") as s1, rasterio.open(res["OUTPUT_HEIGHT"]) as out:
+        b = s1.bounds
+        assert out.transform.c == pytest.approx(b.left + 0.015) and out.transform.f == pytest.approx(b.top - 0.015)
+        assert out.width == math.ceil(round(round(b.right - b.left - 0.03, 6) / 0.0009, 6))
+
+    class CancelAtModel(QgsProcessingFeedback):
+        def pushInfo(self, info):  # noqa: N802 - cancel when the model starts
+            if "on device" in info:
+                self.cancel()
+            super().pushInfo(info)
+
+    d = tmp_path / "cancel"
+    d.mkdir()
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run("edifice:heightfootprint", dict(p, OUTPUT_HEIGHT=str(d / "h.tif"),
+                                                       OUTPUT_FOOTPRINT=str(d / "f.tif")), feedback=CancelAtModel())
+    assert list(d.iterdir()) == []
