@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_poi)
     from .cli_evaluation import add_commands; add_commands(sub)  # noqa: E702 - evaluate-* subcommands
     from .cli_training import add_commands as add_training_commands; add_training_commands(sub)  # noqa: E702
+    from .cli_height import add_commands; add_commands(sub)  # noqa: E702 height/footprint tools
     return p
 
 

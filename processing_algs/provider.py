@@ -10,6 +10,8 @@ from qgis.PyQt.QtGui import QIcon
 
 from .evaluate_classification_alg import EvaluateClassificationAlgorithm
 from .evaluate_regression_alg import EvaluateRegressionAlgorithm
+from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
+                                    TrainHeightFootprintAlgorithm)
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
@@ -23,6 +25,10 @@ ALGORITHMS = [
     (EvaluateRegressionAlgorithm, ("numpy", "scipy", "rasterio", "shapely", "pyogrio", "pyproj")),
     (TrainingDatasetAlgorithm, ("numpy", "scipy", "rasterio", "pyproj", "shapely", "pyogrio")),
     (TrainBuildingUseAlgorithm, ("numpy", "torch")),
+    (HeightFootprintAlgorithm, ("numpy", "scipy", "rasterio", "torch")),
+    (CcapAlgorithm, ("numpy", "scipy", "rasterio")),
+    (ReferenceGridsAlgorithm, ("numpy", "rasterio", "shapely", "pyogrio", "pyproj")),
+    (TrainHeightFootprintAlgorithm, ("numpy", "scipy", "rasterio", "pyproj", "torch")),
 ]
 
 

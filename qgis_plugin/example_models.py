@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
                        QgsProcessingModelChildParameterSource as Source, QgsProcessingModelOutput,
-                       QgsProcessingModelParameter, QgsProcessingParameterFeatureSource,
+                       QgsProcessingModelParameter, QgsProcessingParameterExtent,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
 
@@ -110,6 +111,50 @@ def poi_dataset_training() -> QgsProcessingModelAlgorithm:
     tr.setModelOutputs({"checkpoint": _output("checkpoint", "Building-use model checkpoint", "train",
                                               "OUTPUT_CHECKPOINT")})
     m.addChildAlgorithm(tr)
+def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
+    """Sentinel-1/2 + DEM -> edifice:heightfootprint (SHAFTS, 100 m) -> edifice:ccap (urban mask).
+    Model parameters: ``s1``, ``s2``, ``dem``, ``checkpoint``, ``extent``, ``padding`` (degrees). Model outputs:
+    ``heightfootprint:height``, ``heightfootprint:footprint``, ``ccap:mask``, ``ccap:urban_height``,
+    ``ccap:urban_footprint``; the CCAP threshold is written to the log."""
+    m = QgsProcessingModelAlgorithm("Height, footprint and CCAP urban mask", "Edifice examples",
+                                    "edifice_height_footprint_ccap")
+    for name, text in (("s1", "Sentinel-1 (VV, VH dB)"), ("s2", "Sentinel-2 (R, G, B, NIR)"), ("dem", "DEM (SRTM)")):
+        m.addModelParameter(QgsProcessingParameterRasterLayer(name, text), QgsProcessingModelParameter(name))
+    m.addModelParameter(QgsProcessingParameterFile("checkpoint", "Checkpoint (SHAFTS .pth or Edifice)", extension="pth"),
+                        QgsProcessingModelParameter("checkpoint"))
+    m.addModelParameter(QgsProcessingParameterExtent("extent", "Extent"), QgsProcessingModelParameter("extent"))
+    m.addModelParameter(QgsProcessingParameterNumber("padding", "Padding (degrees)", QgsProcessingParameterNumber.Double,
+                                                     defaultValue=0.03, minValue=0.0),
+                        QgsProcessingModelParameter("padding"))
+
+    hf = QgsProcessingModelChildAlgorithm("edifice:heightfootprint")
+    hf.setChildId("heightfootprint")
+    hf.setDescription("Building height and footprint (SHAFTS, 100 m)")
+    for param, source in (("SENTINEL1", "s1"), ("SENTINEL2", "s2"), ("DEM", "dem"), ("CHECKPOINT", "checkpoint"),
+                          ("EXTENT", "extent"), ("PADDING", "padding")):
+        hf.addParameterSources(param, [Source.fromModelParameter(source)])
+    hf.addParameterSources("RESOLUTION", [Source.fromStaticValue(0)])
+    hf.addParameterSources("MODE", [Source.fromStaticValue(0)])
+    hf.addParameterSources("DEVICE", [Source.fromStaticValue("auto")])
+    hf.addParameterSources("BATCH_SIZE", [Source.fromStaticValue(64)])
+    hf.setModelOutputs({"height": _output("height", "Building height (m)", "heightfootprint", "OUTPUT_HEIGHT"),
+                        "footprint": _output("footprint", "Building footprint fraction", "heightfootprint",
+                                             "OUTPUT_FOOTPRINT")})
+    m.addChildAlgorithm(hf)
+
+    ccap = QgsProcessingModelChildAlgorithm("edifice:ccap")
+    ccap.setChildId("ccap")
+    ccap.setDescription("CCAP urban mask")
+    ccap.addParameterSources("HEIGHTS", [Source.fromChildOutput("heightfootprint", "OUTPUT_HEIGHT")])
+    ccap.addParameterSources("FOOTPRINTS", [Source.fromChildOutput("heightfootprint", "OUTPUT_FOOTPRINT")])
+    ccap.addParameterSources("H_MIN", [Source.fromStaticValue(2.0)])
+    ccap.addParameterSources("CRITERION", [Source.fromStaticValue(0)])
+    ccap.addParameterSources("FUSION_RATIO", [Source.fromStaticValue(0.5)])
+    ccap.setModelOutputs({"mask": _output("mask", "Urban mask", "ccap", "OUTPUT_MASK"),
+                          "urban_height": _output("urban_height", "Height, urban only", "ccap", "OUTPUT_HEIGHT"),
+                          "urban_footprint": _output("urban_footprint", "Footprint, urban only", "ccap",
+                                                     "OUTPUT_FOOTPRINT")})
+    m.addChildAlgorithm(ccap)
     return m
 
 
@@ -117,4 +162,5 @@ def poi_dataset_training() -> QgsProcessingModelAlgorithm:
 EXAMPLES = {
     "retinex_poi_chain": retinex_poi_chain,
     "poi_dataset_training": poi_dataset_training,
+    "height_footprint_ccap": height_footprint_ccap,
 }

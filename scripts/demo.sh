@@ -20,6 +20,25 @@ run edifice:trainingdataset -- IMAGERY=samples/kampala/kampala_rgb_50cm.tif \
     BUILDINGS=samples/kampala/buildings_osm.geojson USE_FIELD= CHIP_SIZE=128 OUTPUT_FOLDER=out/kampala_training_dataset
 run edifice:trainbuildinguse -- DATASET=out/kampala_training_dataset VARIANT=3 ENCODER=0 BASE_WIDTH=8 EPOCHS=2 \
     BATCH_SIZE=4 DEVICE=cpu OUTPUT_CHECKPOINT=out/kampala_building_use_smoke.pt
+
+# THU (Beijing) height/footprint + CCAP. No trained SHAFTS weights are available offline: the checkpoint below
+# has RANDOM weights (seed 0; output layers rescaled for contrast) -- the numbers are NOT meaningful heights.
+echo; echo "== RANDOM-WEIGHTS checkpoint for the THU height/footprint demo (not a trained model)"
+THU=samples/thu; THU_EXTENT=116.305,39.987,116.335,40.017
+python scripts/make_random_shafts_checkpoint.py out/thu_random_weights_100m.pth --spread-on \
+    $THU/thu_s1_2020.tif $THU/thu_s2_synthetic.tif $THU/thu_srtm.tif $THU_EXTENT --padding 0.005
+run edifice:heightfootprint -- SENTINEL1=$THU/thu_s1_2020.tif SENTINEL2=$THU/thu_s2_synthetic.tif \
+    DEM=$THU/thu_srtm.tif CHECKPOINT=out/thu_random_weights_100m.pth RESOLUTION=0 PADDING=0.005 DEVICE=auto \
+    "EXTENT=116.305,116.335,39.987,40.017 [EPSG:4326]" \
+    OUTPUT_HEIGHT=out/thu_height_random_weights.tif OUTPUT_FOOTPRINT=out/thu_footprint_random_weights.tif
+run edifice:ccap -- HEIGHTS=out/thu_height_random_weights.tif FOOTPRINTS=out/thu_footprint_random_weights.tif \
+    H_MIN=2 OUTPUT_MASK=out/thu_ccap_mask_random_weights.tif OUTPUT_HEIGHT=out/thu_urban_height_random_weights.tif \
+    OUTPUT_FOOTPRINT=out/thu_urban_footprint_random_weights.tif
+# Evaluation: official building use (EUBUCCO, government sources) vs OpenStreetMap use, matched by overlap, R/C/I.
+run edifice:evaluateclassification -- LEVEL=0 PREDICTION=samples/eubucco/buildings_osm.gpkg PREDICTION_FIELD=type \
+    REFERENCE=samples/eubucco/buildings_gov.gpkg REFERENCE_FIELD=type REFERENCE_TAXONOMY=2 SCORE_LEVEL=rci \
+    UNKNOWN_LABELS=1 MIN_OVERLAP=0.5 OUTPUT_JSON=out/eubucco_use_eval.json OUTPUT_HTML=out/eubucco_use_eval.html \
+    OUTPUT_TABLE=out/eubucco_use_eval.csv
 echo
 echo "Demo outputs in $ROOT/out:"
 ls -l out/*.tif

@@ -1,0 +1,93 @@
+"""Height/footprint + CCAP end to end through /usr/bin/qgis_process.bin and the example graphical model
+examples/height_footprint_ccap.model3, on the bundled THU sample (real Sentinel-1 and SRTM crops,
+synthetic Sentinel-2) with a random-weights checkpoint (not trained: values are not real heights)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _extent_text(ext):
+    return f"{ext[0]},{ext[2]},{ext[1]},{ext[3]} [EPSG:4326]"
+
+
+def _json(r):
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(r.stdout[r.stdout.index("{"):])
+
+
+def _check_prediction_and_mask(height, footprint, mask, threshold, extent, h_min=2.0):
+    rdeg = 0.0009
+    nx = math.ceil(round(round(extent[2] - extent[0], 6) / rdeg, 6))
+    ny = math.ceil(round(round(extent[3] - extent[1], 6) / rdeg, 6))
+    with rasterio.open(height) as dh, rasterio.open(footprint) as df, rasterio.open(mask) as dm:
+        for ds in (dh, df, dm):
+            assert (ds.width, ds.height) == (nx, ny)
+            assert ds.transform.almost_equals(rasterio.Affine(rdeg, 0, extent[0], 0, -rdeg, extent[3]))
+        assert dh.dtypes[0] == df.dtypes[0] == "float32" and dh.nodata == df.nodata == -9999
+        h, f, m = dh.read(1), df.read(1), dm.read(1)
+    valid = h != -9999
+    assert valid.all()                      # the sample has no NaN inside this extent
+    assert (f >= 0).all() and (f <= 1).all() and (h >= 0).all()
+    expect = (f >= threshold) & (h >= h_min)
+    assert (m[valid] == expect[valid].astype(np.uint8)).all()
+    assert 0 < expect.sum() < expect.size
+
+
+def test_heightfootprint_then_ccap_via_qgis_process(qp, thu_dir, thu_checkpoint, thu_extent, tmp_path):
+    extent, pad = thu_extent
+    h, f, m = tmp_path / "h.tif", tmp_path / "f.tif", tmp_path / "m.tif"
+    res = _json(qp("--json", "run", "edifice:heightfootprint", "--", f"SENTINEL1={thu_dir / 'thu_s1_2020.tif'}",
+                   f"SENTINEL2={thu_dir / 'thu_s2_synthetic.tif'}", f"DEM={thu_dir / 'thu_srtm.tif'}",
+                   f"CHECKPOINT={thu_checkpoint}", "RESOLUTION=0", f"EXTENT={_extent_text(extent)}",
+                   f"PADDING={pad}", "MODE=0", "DEVICE=cpu", "BATCH_SIZE=100",
+                   f"OUTPUT_HEIGHT={h}", f"OUTPUT_FOOTPRINT={f}"))
+    assert res["results"]["DEVICE_USED"] == "cpu" and res["results"]["VALID_PIXELS"] == 34 * 34
+    assert any("device cpu" in line for line in res["log"]["info"])
+    c = _json(qp("--json", "run", "edifice:ccap", "--", f"HEIGHTS={h}", f"FOOTPRINTS={f}", "H_MIN=2",
+                 "CRITERION=0", "FUSION_RATIO=0.5", f"OUTPUT_MASK={m}", f"OUTPUT_HEIGHT={tmp_path / 'uh.tif'}",
+                 f"OUTPUT_FOOTPRINT={tmp_path / 'uf.tif'}"))
+    t = c["results"]["THRESHOLD"]
+    assert c["results"]["THRESHOLDS"] == f"{t:.3f}"
+    assert any(f"threshold {t:.3f}" in line for line in c["log"]["info"])
+    _check_prediction_and_mask(h, f, m, t, extent)
+
+
+def test_heightfootprint_wrong_resolution_checkpoint_fails_cleanly(qp, thu_dir, thu_checkpoint, thu_extent,
+                                                                   tmp_path):
+    extent, pad = thu_extent
+    r = qp("run", "edifice:heightfootprint", "--", f"SENTINEL1={thu_dir / 'thu_s1_2020.tif'}",
+           f"SENTINEL2={thu_dir / 'thu_s2_synthetic.tif'}", f"DEM={thu_dir / 'thu_srtm.tif'}",
+           f"CHECKPOINT={thu_checkpoint}", "RESOLUTION=1", f"EXTENT={_extent_text(extent)}", f"PADDING={pad}",
+           f"OUTPUT_HEIGHT={tmp_path / 'h.tif'}", f"OUTPUT_FOOTPRINT={tmp_path / 'f.tif'}")
+    assert r.returncode != 0
+    assert "CHECKPOINT: is a 100 m model but 250 m was requested" in r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_graphical_model_height_footprint_ccap(qp, thu_dir, thu_checkpoint, thu_extent, tmp_path):
+    extent, pad = thu_extent
+    model = tmp_path / "hf.model3"
+    shutil.copy(ROOT / "examples" / "height_footprint_ccap.model3", model)
+    out = {k: tmp_path / f"{k}.tif" for k in ("h", "f", "m", "uh", "uf")}
+    r = qp("run", str(model), "--", f"s1={thu_dir / 'thu_s1_2020.tif'}", f"s2={thu_dir / 'thu_s2_synthetic.tif'}",
+           f"dem={thu_dir / 'thu_srtm.tif'}", f"checkpoint={thu_checkpoint}", f"extent={_extent_text(extent)}",
+           f"padding={pad}", f"heightfootprint:height={out['h']}", f"heightfootprint:footprint={out['f']}",
+           f"ccap:mask={out['m']}", f"ccap:urban_height={out['uh']}", f"ccap:urban_footprint={out['uf']}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    found = re.findall(r"CCAP footprint threshold ([0-9.]+)", r.stdout + r.stderr)
+    assert len(found) == 1
+    _check_prediction_and_mask(out["h"], out["f"], out["m"], float(found[0]), extent)
+    with rasterio.open(out["m"]) as dm, rasterio.open(out["uh"]) as du:
+        m, uh = dm.read(1), du.read(1)
+    assert (uh[m == 0] == -9999).all() and (uh[m == 1] != -9999).any()
