@@ -20,20 +20,6 @@ REFUSE, TO_OTHER = 1, 0
 
 
 @pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from qgis.core import QgsApplication
-
-    from edifice.processing_algs.provider import EdificeProvider
-
-    reg = QgsApplication.processingRegistry()
-    prov = reg.providerById("edifice")
-    if prov is None:
-        prov = EdificeProvider()
-        reg.addProvider(prov)
-    yield prov
-
-
-@pytest.fixture(scope="module")
 def expected():
     return truth.eubucco_expected(min_overlap=0.5)
 

@@ -12,20 +12,6 @@ import rasterio
 pytestmark = pytest.mark.qgis
 
 
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from qgis.core import QgsApplication
-
-    from edifice.processing_algs.provider import EdificeProvider
-
-    reg = QgsApplication.processingRegistry()
-    prov = reg.providerById("edifice")
-    if prov is None:
-        prov = EdificeProvider()
-        reg.addProvider(prov)
-    yield prov
-
-
 def _extent_text(ext):
     return f"{ext[0]},{ext[2]},{ext[1]},{ext[3]} [EPSG:4326]"
 

@@ -6,20 +6,6 @@ import rasterio
 pytestmark = pytest.mark.qgis
 
 
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from qgis.core import QgsApplication
-
-    from edifice.processing_algs.provider import EdificeProvider
-
-    reg = QgsApplication.processingRegistry()
-    prov = reg.providerById("edifice")
-    if prov is None:
-        prov = EdificeProvider()
-        reg.addProvider(prov)
-    yield prov
-
-
 def test_provider_lists_both_algorithms(provider):
     ids = sorted(a.id() for a in provider.algorithms())
     assert "edifice:retinex" in ids and "edifice:poiprobability" in ids

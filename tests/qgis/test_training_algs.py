@@ -23,20 +23,6 @@ TINY = {"ENCODER": 0, "BASE_WIDTH": 4, "BATCH_SIZE": 4, "DEVICE": "cpu", "SEED":
 
 
 @pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from qgis.core import QgsApplication
-
-    from edifice.processing_algs.provider import EdificeProvider
-
-    reg = QgsApplication.processingRegistry()
-    prov = reg.providerById("edifice")
-    if prov is None:
-        prov = EdificeProvider()
-        reg.addProvider(prov)
-    yield prov
-
-
-@pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     d = tmp_path_factory.mktemp("scene")
     sc = S.make_scene(d, size=256, seed=1)
