@@ -111,6 +111,9 @@ def poi_dataset_training() -> QgsProcessingModelAlgorithm:
     tr.setModelOutputs({"checkpoint": _output("checkpoint", "Building-use model checkpoint", "train",
                                               "OUTPUT_CHECKPOINT")})
     m.addChildAlgorithm(tr)
+    return m
+
+
 def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
     """Sentinel-1/2 + DEM -> edifice:heightfootprint (SHAFTS, 100 m) -> edifice:ccap (urban mask).
     Model parameters: ``s1``, ``s2``, ``dem``, ``checkpoint``, ``extent``, ``padding`` (degrees). Model outputs:
