@@ -647,7 +647,7 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
                 progress.check_cancelled()
         if not errors:
             flush_batch()
-        put(out_q, _STOP)
+        out_q.put(_STOP)  # blocking: the writer is draining the queue
         writer.join()
         if errors:
             raise errors[0]
