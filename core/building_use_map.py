@@ -304,7 +304,8 @@ def map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = No
                                                                             0.9 if polygons else 1.0))
         summary.update(device=str(dev), device_description=desc, precision=predictor.precision,
                        grid={"width": grid.width, "height": grid.height, "resampled": resampled},
-                       outputs=dict(wanted))
+                       outputs=dict(wanted),
+                       default_colours=all(class_colormap(card)[k] == _hex_rgba(DEFAULT_COLOURS[k]) for k in range(4)))
         if polygons:
             from .vectorize import polygonize_buildings
 

@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--crs", default=None, help="e.g. EPSG:3067")
     q.add_argument("--max-distances", default="500,500,1500", help="d_max in metres, R,C,I")
     q.set_defaults(func=_cmd_poi)
+    from .cli_inference import add_commands; add_commands(sub)  # noqa: E702 - inference tools
     return p
 
 

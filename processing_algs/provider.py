@@ -8,6 +8,9 @@ from pathlib import Path
 from qgis.core import QgsMessageLog, QgsProcessingProvider, Qgis
 from qgis.PyQt.QtGui import QIcon
 
+from .assign_building_use_alg import AssignBuildingUseAlgorithm
+from .builtup_mask_alg import BuiltupMaskAlgorithm
+from .map_building_use_alg import MapBuildingUseAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 
@@ -15,6 +18,9 @@ from .retinex_alg import RetinexAlgorithm
 ALGORITHMS = [
     (RetinexAlgorithm, ("numpy", "scipy", "rasterio")),
     (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
+    (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
 ]
 
 
