@@ -61,7 +61,7 @@ def _write(path, geoms_px, attrs, transform: Affine, crs, append: bool) -> None:
                                                       transform.f + transform.e * xy[:, 1]]))
     fields = list(FIELDS)
     data = [attrs[f] for f in fields]
-    pyogrio.raw.write(str(path), shapely.to_wkb(g), data, fields, driver="GPKG", layer="buildings",
+    pyogrio.raw.write(str(path), shapely.to_wkb(g, output_dimension=2), data, fields, driver="GPKG", layer="buildings",
                       geometry_type="Polygon", crs=crs, append=append, promote_to_multi=False)
 
 

@@ -89,3 +89,9 @@ def kampala_pois(tmp_path) -> Path:
     pyogrio.raw.write(str(dst), geoms, [np.array([t for *_, t in pts], dtype=object)], ["other_tags"],
                       driver="GPKG", geometry_type="Point", crs="EPSG:32636")
     return dst
+
+
+@pytest.fixture
+def tiny_use_checkpoint_1024(tmp_path) -> Path:
+    """As :func:`tiny_use_checkpoint` with the seed's 1024 px window in its card."""
+    return make_tiny_use_checkpoint(tmp_path / "tiny_use_1024.pt", window=1024)
