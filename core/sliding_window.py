@@ -595,6 +595,8 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             errors.append(exc)
             stop.set()
+            while out_q.get() is not _STOP:  # keep draining so that the main thread never blocks
+                pass
 
     readers = [threading.Thread(target=reader_loop, name=f"edifice-reader-{k}", daemon=True) for k in range(workers)]
     writer = threading.Thread(target=writer_loop, name="edifice-writer", daemon=True)
@@ -647,7 +649,12 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
                 progress.check_cancelled()
         if not errors:
             flush_batch()
-        out_q.put(_STOP)  # blocking: the writer is draining the queue
+        while writer.is_alive():  # the writer drains the queue until it sees _STOP
+            try:
+                out_q.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                continue
         writer.join()
         if errors:
             raise errors[0]
@@ -692,10 +699,14 @@ def _drain(in_q, out_q, readers, writer) -> None:
                 q.get_nowait()
         except queue.Empty:
             pass
-    try:
-        out_q.put_nowait(_STOP)
-    except queue.Full:
-        pass
+    for _ in range(50):
+        if not writer.is_alive():
+            break
+        try:
+            out_q.put(_STOP, timeout=0.1)
+            break
+        except queue.Full:
+            continue
     for th in readers:
         th.join(timeout=5)
     writer.join(timeout=5)
