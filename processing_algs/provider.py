@@ -12,6 +12,9 @@ from .evaluate_classification_alg import EvaluateClassificationAlgorithm
 from .evaluate_regression_alg import EvaluateRegressionAlgorithm
 from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
                                     TrainHeightFootprintAlgorithm)
+from .assign_building_use_alg import AssignBuildingUseAlgorithm
+from .builtup_mask_alg import BuiltupMaskAlgorithm
+from .map_building_use_alg import MapBuildingUseAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
@@ -29,6 +32,9 @@ ALGORITHMS = [
     (CcapAlgorithm, ("numpy", "scipy", "rasterio")),
     (ReferenceGridsAlgorithm, ("numpy", "rasterio", "shapely", "pyogrio", "pyproj")),
     (TrainHeightFootprintAlgorithm, ("numpy", "scipy", "rasterio", "pyproj", "torch")),
+    (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
 ]
 
 

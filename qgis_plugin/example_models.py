@@ -161,9 +161,49 @@ def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
     return m
 
 
+def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
+    """imagery + POI points -> edifice:poiprobability (imagery grid) -> edifice:mapbuildinguse
+    (checkpoint) -> building polygons. Model outputs: ``usemap:use_class`` and ``usemap:buildings``."""
+    m = QgsProcessingModelAlgorithm("Building use map from imagery and POIs", "Edifice examples",
+                                    "edifice_imagery_poi_use_map")
+    m.addModelParameter(QgsProcessingParameterRasterLayer("imagery", "Imagery"), QgsProcessingModelParameter("imagery"))
+    m.addModelParameter(QgsProcessingParameterFeatureSource("pois", "POI points", [QgsProcessing.TypeVectorPoint]),
+                        QgsProcessingModelParameter("pois"))
+    m.addModelParameter(QgsProcessingParameterFile("checkpoint", "Building-use checkpoint",
+                                                   fileFilter="Edifice checkpoint (*.pt *.pth)"),
+                        QgsProcessingModelParameter("checkpoint"))
+
+    poi = QgsProcessingModelChildAlgorithm("edifice:poiprobability")
+    poi.setChildId("poimaps")
+    poi.setDescription("POI probability maps on the imagery grid")
+    poi.addParameterSources("INPUT", [Source.fromModelParameter("pois")])
+    poi.addParameterSources("CATEGORY_FIELD", [Source.fromStaticValue("other_tags")])
+    poi.addParameterSources("PRESET", [Source.fromStaticValue(0)])
+    poi.addParameterSources("REFERENCE", [Source.fromModelParameter("imagery")])
+    poi.addParameterSources("MAX_DISTANCES", [Source.fromStaticValue("500,500,1500")])
+    poi.addParameterSources("OUTPUT", [Source.fromStaticValue("TEMPORARY_OUTPUT")])
+    m.addChildAlgorithm(poi)
+
+    use = QgsProcessingModelChildAlgorithm("edifice:mapbuildinguse")
+    use.setChildId("usemap")
+    use.setDescription("Building use (sliding window)")
+    use.addParameterSources("IMAGERY", [Source.fromModelParameter("imagery")])
+    use.addParameterSources("POI_MAPS", [Source.fromChildOutput("poimaps", "OUTPUT")])
+    use.addParameterSources("CHECKPOINT", [Source.fromModelParameter("checkpoint")])
+    use.addParameterSources("DEVICE", [Source.fromStaticValue("auto")])
+    use.addParameterSources("BATCH_SIZE", [Source.fromStaticValue(4)])
+    use.addParameterSources("WINDOW", [Source.fromStaticValue(0)])
+    use.addParameterSources("OVERLAP", [Source.fromStaticValue(128)])
+    use.setModelOutputs({"use_class": _output("use_class", "Building use class", "usemap", "USE_CLASS"),
+                         "buildings": _output("buildings", "Building polygons with use", "usemap", "POLYGONS")})
+    m.addChildAlgorithm(use)
+    return m
+
+
 #: name -> builder of every example model; scripts/build_example_models.py writes examples/<name>.model3
 EXAMPLES = {
     "retinex_poi_chain": retinex_poi_chain,
     "poi_dataset_training": poi_dataset_training,
     "height_footprint_ccap": height_footprint_ccap,
+    "imagery_poi_use_map": imagery_poi_use_map,
 }

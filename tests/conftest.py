@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,3 +66,71 @@ def thu_checkpoint(thu_dir, tmp_path_factory) -> Path:
 def thu_extent() -> tuple[tuple[float, float, float, float], float]:
     """(extent xmin, ymin, xmax, ymax in degrees, padding in degrees) used with the THU sample."""
     return THU_EXTENT, THU_PADDING
+def make_tiny_use_checkpoint(path: Path, variant: str = "imagery_poi_multitask", window: int = 256,
+                             seed: int = 0) -> Path:
+    """A random-weights building-use checkpoint (tiny ResNet-18 U-Net) whose card says
+    RGB uint8 scaled by 1/255 (+ 3 POI bands for POI variants), 0.5 m, ``window`` px."""
+    import torch
+
+    from edifice.models.checkpoint import save_checkpoint
+    from edifice.models.unet import ARCHITECTURE, UNetResNet, poi_band_count
+
+    torch.manual_seed(seed)
+    npoi = poi_band_count(variant)
+    params = {"encoder": "resnet18", "in_channels": 3 + npoi, "variant": variant, "base_width": 4}
+    net = UNetResNet(**params).eval()
+    with torch.no_grad():
+        # calibrate BatchNorm on smooth random images (random BN statistics give a constant
+        # output), then centre the logits so that buildings, background and all classes occur
+        g = torch.Generator().manual_seed(seed)
+        x = torch.nn.functional.interpolate(torch.rand(4, 3 + npoi, 16, 16, generator=g), size=(128, 128),
+                                            mode="bilinear", align_corners=False)
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.momentum = None
+        net.train()
+        net(x)
+        net.eval()
+        out = net(x)
+        for key, head in (("use", net.use_head), ("footprint", net.footprint_head)):
+            if head is not None:
+                med = out[key].transpose(0, 1).flatten(1).median(dim=1).values
+                head.out.bias.sub_(med)
+    bands = [{"name": n, "scale": 1 / 255, "offset": 0.0} for n in ("red", "green", "blue")]
+    bands += [{"name": f"p_{c}", "scale": 1.0, "offset": 0.0} for c in ("residential", "commercial", "industrial")][:npoi]
+    classes = [{"index": 0, "name": "background", "color": "#000000"},
+               {"index": 1, "name": "residential", "color": "#e8c547"},
+               {"index": 2, "name": "commercial", "color": "#d7263d"},
+               {"index": 3, "name": "industrial", "color": "#6a4c93"}]
+    card = {"task": "building_use", "architecture": {"name": ARCHITECTURE, "params": params}, "bands": bands,
+            "gsd_m": 0.5, "window": window, "classes": classes, "outputs": {}, "training": {"note": "random weights"}}
+    save_checkpoint(path, net.state_dict(), card)
+    return path
+
+
+@pytest.fixture
+def tiny_use_checkpoint(tmp_path) -> Path:
+    """A random-weights imagery_poi_multitask checkpoint (see :func:`make_tiny_use_checkpoint`)."""
+    return make_tiny_use_checkpoint(tmp_path / "tiny_use.pt")
+
+
+@pytest.fixture
+def kampala_pois(tmp_path) -> Path:
+    """A few OSM-style POIs (field other_tags) inside the Kampala sample, EPSG:32636."""
+    import pyogrio.raw
+    import shapely
+
+    pts = [(454400, 38800, '"shop"=>"supermarket"'), (454700, 38600, '"amenity"=>"school"'),
+           (454900, 38520, '"craft"=>"carpenter"'), (454500, 38700, '"building"=>"house"'),
+           (454950, 38800, '"landuse"=>"industrial"')]
+    dst = tmp_path / "kampala_pois.gpkg"
+    geoms = shapely.to_wkb(shapely.points([(x, y) for x, y, _ in pts]))
+    pyogrio.raw.write(str(dst), geoms, [np.array([t for *_, t in pts], dtype=object)], ["other_tags"],
+                      driver="GPKG", geometry_type="Point", crs="EPSG:32636")
+    return dst
+
+
+@pytest.fixture
+def tiny_use_checkpoint_1024(tmp_path) -> Path:
+    """As :func:`tiny_use_checkpoint` with the seed's 1024 px window in its card."""
+    return make_tiny_use_checkpoint(tmp_path / "tiny_use_1024.pt", window=1024)

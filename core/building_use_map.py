@@ -1,0 +1,414 @@
+"""``edifice:mapbuildinguse`` and ``edifice:assignbuildinguse``: a building-use checkpoint
+run over imagery (+ POI maps) with the sliding-window engine (seed 000 §2.1, §2.3.4).
+
+Inputs follow the model card: band count and order, scaling ``(value - offset) * scale``,
+GSD (imagery at another resolution is resampled bilinearly to the card's GSD, with a
+warning; the outputs are then on that grid) and window size (default ``WINDOW``). POI maps
+are a 3-band raster (R, C, I; warped onto the imagery grid when needed) or computed on the
+fly from a POI point layer.
+
+Outputs (each optional): footprint probability (float32), footprint mask (uint8 0/1,
+nodata 255), use class (uint8 0 non-building, 1 R, 2 C, 3 I, nodata 255, colour table
+from the card), per-class probabilities (float32 x 3), building polygons (GeoPackage, with
+use_class, use_name, p_residential, p_commercial, p_industrial, confidence, area_m2).
+A pixel is a building where the footprint probability is > ``threshold`` (models without
+a footprint head: where the largest use probability is > ``threshold``); its class is the
+argmax of the use probabilities.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+import numpy as np
+from pyproj import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+
+from .errors import InputError
+from .grid import Grid
+from .progress import Progress, ensure
+from .raster_io import open_raster, read_masked, require_crs
+from .sliding_window import (Predictor, RasterOutput, WindowLayout, file_fingerprint, resolve_device,
+                             run_sliding_window)
+
+USE_NAMES = ("residential", "commercial", "industrial")
+DEFAULT_COLOURS = {0: "#000000", 1: "#e8c547", 2: "#d7263d", 3: "#6a4c93"}
+PROB_NODATA = -1.0
+CLASS_NODATA = 255
+#: relative GSD difference tolerated before resampling
+GSD_TOLERANCE = 0.05
+
+
+def _hex_rgba(text: str) -> tuple[int, int, int, int]:
+    t = text.lstrip("#")
+    return int(t[0:2], 16), int(t[2:4], 16), int(t[4:6], 16), 255
+
+
+def class_colormap(card: dict) -> dict[int, tuple[int, int, int, int]]:
+    """Colour table of the use-class raster from the card's classes (defaults for gaps)."""
+    cmap = {k: _hex_rgba(v) for k, v in DEFAULT_COLOURS.items()}
+    for c in card.get("classes") or []:
+        try:
+            idx = int(c["index"])
+            if 0 <= idx <= 3:
+                cmap[idx] = _hex_rgba(c.get("color") or DEFAULT_COLOURS[idx])
+        except (KeyError, ValueError, TypeError):
+            continue
+    cmap[CLASS_NODATA] = (0, 0, 0, 0)
+    return cmap
+
+
+def grid_gsd_m(grid: Grid) -> float:
+    from .training_dataset import _gsd_m
+
+    return _gsd_m(grid)
+
+
+def load_use_model(checkpoint: str):
+    """(model, card, variant, n_imagery_bands, has_footprint) or a clear InputError."""
+    from ..models.checkpoint import CheckpointError
+    from ..models.unet import VARIANTS, load_model, poi_band_count
+
+    try:
+        model, card = load_model(checkpoint)
+    except CheckpointError as exc:
+        raise InputError("CHECKPOINT", str(exc), "choose an Edifice building-use checkpoint "
+                         "(made by edifice:trainbuildinguse).") from exc
+    if card.get("task") != "building_use":
+        raise InputError("CHECKPOINT", f"is a '{card.get('task')}' model, not a building-use model.",
+                         "choose a building-use checkpoint.")
+    variant = card["architecture"]["params"].get("variant", "imagery_poi_multitask")
+    npoi = poi_band_count(variant)
+    return model, card, variant, len(card["bands"]) - npoi, VARIANTS[variant][1]
+
+
+class _Reader:
+    """Imagery (+ POI maps) scaled as the card says, and the optional mask, on ``grid``."""
+
+    def __init__(self, imagery: str, grid: Grid, scales, offsets, poi_path: str | None, mask_path: str | None):
+        self._stack = contextlib.ExitStack()
+        self.img = self._on_grid(imagery, grid, Resampling.bilinear, "IMAGERY")
+        self.poi = self._on_grid(poi_path, grid, Resampling.bilinear, "POI_MAPS") if poi_path else None
+        self.mask = self._on_grid(mask_path, grid, Resampling.nearest, "MASK") if mask_path else None
+        self.scales = np.asarray(scales, np.float32)[:, None, None]
+        self.offsets = np.asarray(offsets, np.float32)[:, None, None]
+
+    def _on_grid(self, path, grid, resampling, name):
+        ds = self._stack.enter_context(open_raster(path, name))
+        if _same_grid(ds, grid):
+            return ds
+        if ds.crs is None:
+            raise InputError(name, f"'{path}' has no CRS, so it cannot be aligned with the imagery.",
+                             "assign its CRS first.")
+        return self._stack.enter_context(WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width,
+                                                   height=grid.height, resampling=resampling))
+
+    def read(self, window):
+        data, valid = read_masked(self.img, window, "IMAGERY")
+        if self.poi is not None:
+            p, pv = read_masked(self.poi, window, "POI_MAPS")
+            data = np.concatenate([data.astype(np.float32), p.astype(np.float32)])
+            valid &= pv
+        return (data.astype(np.float32) - self.offsets) * self.scales, valid
+
+    def read_mask(self, window):
+        if self.mask is None:
+            return None
+        return self.mask.read(1, window=window) == 1
+
+    def close(self):
+        self._stack.close()
+
+
+def _same_grid(ds, grid: Grid) -> bool:
+    return (ds.width == grid.width and ds.height == grid.height and ds.crs is not None and grid.crs is not None
+            and CRS.from_user_input(ds.crs.to_wkt()) == CRS.from_user_input(grid.crs)
+            and ds.transform.almost_equals(grid.transform, precision=1e-9 * max(grid.res)))
+
+
+def imagery_grid(imagery: str, card: dict, progress: Progress) -> tuple[Grid, bool]:
+    """The inference grid: the imagery's own, or (GSD off by > 5 %) the imagery's extent at
+    the card's GSD. Returns (grid, resampled)."""
+    with open_raster(imagery, "IMAGERY") as ds:
+        crs = require_crs(ds, "IMAGERY")
+        grid = Grid.from_dataset(ds)
+    if CRS.from_user_input(crs).is_geographic:
+        raise InputError("IMAGERY", "is in a geographic CRS (degrees); the model works on metric pixels of "
+                         f"{card['gsd_m']:g} m.", "reproject it to a projected CRS such as the local UTM zone "
+                         "(Raster > Projections > Warp).")
+    gsd, want = grid_gsd_m(grid), float(card["gsd_m"])
+    if abs(gsd - want) <= GSD_TOLERANCE * want:
+        return grid, False
+    factor = want / gsd
+    if factor > 8 or factor < 1 / 8:
+        raise InputError("IMAGERY", f"has {gsd:.3g} m pixels but the model was trained at {want:g} m "
+                         f"({factor:.3g}x); resampling that far would not give meaningful results.",
+                         f"use imagery near {want:g} m resolution.")
+    px = grid.res[0] * factor
+    xmin, ymin, xmax, ymax = grid.bounds
+    new = Grid.from_extent(xmin, ymin, xmax, ymax, px, grid.crs)
+    progress.warning(f"IMAGERY has {gsd:.3g} m pixels, the model expects {want:g} m: it is resampled "
+                     f"(bilinear) to {want:g} m, and the outputs are on that grid ({new.width} x {new.height} px).")
+    return new, True
+
+
+def _check_imagery(imagery: str, card: dict, n_img: int) -> None:
+    with open_raster(imagery, "IMAGERY") as ds:
+        names = ", ".join(b["name"] for b in card["bands"][:n_img])
+        if ds.count != n_img:
+            raise InputError("IMAGERY", f"has {ds.count} band(s); the model takes {n_img} imagery band(s) "
+                             f"({names}).", "give imagery with those bands in that order.")
+        dt = ds.dtypes[0]
+        want = card.get("imagery_dtype")
+        if want and want != dt:
+            raise InputError("IMAGERY", f"is {dt}; the model was trained on {want} imagery and scales it so.",
+                             f"give {want} imagery (or retrain on {dt}).")
+        scales = [float(b["scale"]) for b in card["bands"][:n_img]]
+        if not want and all(abs(s - 1 / 255) < 1e-9 for s in scales) and dt != "uint8":
+            raise InputError("IMAGERY", f"is {dt}, but the model scales its bands by 1/255 as for 8-bit "
+                             "imagery.", "convert the imagery to 8-bit (Raster > Conversion > Translate, "
+                             "scale to 0-255) or use a model trained on this kind of imagery.")
+
+
+def _check_mask(mask_path: str, grid: Grid) -> None:
+    r = _Reader.__new__(_Reader)
+    r._stack = contextlib.ExitStack()
+    try:
+        m = r._on_grid(mask_path, grid, Resampling.nearest, "MASK")
+        for blk in grid.blocks(4096):
+            if (m.read(1, window=blk.window) == 1).any():
+                return
+    finally:
+        r._stack.close()
+    raise InputError("MASK", "covers none of the imagery (no pixel is 1 there): nothing would be mapped.",
+                     "check the mask is the built-up mask of this area (edifice:builtupmask), or leave it out.")
+
+
+def _hidden(path: Path, tag: str) -> str:
+    return str(path.with_name(f".{path.stem}.{tag}.tif"))
+
+
+def map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = None,
+                     poi_points: str | None = None, poi_layer: str | None = None,
+                     poi_category_field: str | None = None, poi_preset: str = "osm",
+                     poi_mapping_file: str | None = None, poi_max_distances=None,
+                     mask: str | None = None,
+                     footprint_probability: str | None = None, footprint_mask: str | None = None,
+                     use_class: str | None = None, use_probabilities: str | None = None,
+                     polygons: str | None = None,
+                     device: str = "auto", batch_size: int = 4, window: int | None = None, overlap: int = 128,
+                     blend: bool = False, threshold: float = 0.5, workers: int = 1, precision: str = "auto",
+                     resume: bool = True, progress: Progress | None = None) -> dict:
+    """Map building use over ``imagery`` with ``checkpoint``; writes the outputs given.
+    ``overlap`` is the margin discarded on each side of a window (seed: 128 of 1024)."""
+    progress = ensure(progress)
+    wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
+                                "use_class": use_class, "use_probabilities": use_probabilities,
+                                "polygons": polygons}.items() if v}
+    if not wanted:
+        raise InputError("OUTPUT", "no output was asked for.", "give at least one output path.")
+    if not (0 < threshold < 1):
+        raise InputError("THRESHOLD", f"must be between 0 and 1, got {threshold}.")
+    model, card, variant, n_img, has_fp = load_use_model(checkpoint)
+    _check_imagery(imagery, card, n_img)
+    npoi = len(card["bands"]) - n_img
+    if npoi and not (poi_maps or poi_points):
+        raise InputError("POI_MAPS", f"the model ({variant}) takes POI probability maps as input.",
+                         "give a POI probability raster or a POI point layer with its category field.")
+    if not npoi and (poi_maps or poi_points):
+        progress.warning(f"the model ({variant}) does not use POIs; the POI input is ignored.")
+        poi_maps = poi_points = None
+    if poi_maps:
+        with open_raster(poi_maps, "POI_MAPS") as ds:
+            if ds.count != 3:
+                raise InputError("POI_MAPS", f"has {ds.count} band(s); POI probability maps have 3 (R, C, I).",
+                                 "give the output of edifice:poiprobability.")
+    win = int(window or card.get("window") or 1024)
+    layout = WindowLayout(win, int(overlap), bool(blend))
+    if win < 32 or win % 32:
+        raise InputError("WINDOW", f"must be a multiple of 32 pixels (the network's stride), got {win}.")
+    grid, resampled = imagery_grid(imagery, card, progress)
+    if mask:
+        _check_mask(mask, grid)
+    dev, desc = resolve_device(device)
+    progress.info(f"Device: {desc}.")
+    anchor = Path(next(iter(wanted.values())))
+    created: list[str] = []
+    try:
+        if poi_points:
+            from .poi_probability import poi_probability
+            from .poi_sources import classify_pois, load_poi_mapping, read_point_file
+
+            if not poi_category_field:
+                raise InputError("CATEGORY_FIELD", "is required with a POI point layer.",
+                                 "name the field holding the POI category (e.g. other_tags for OSM).")
+            xs, ys, recs, crs = read_point_file(poi_points, poi_layer, poi_category_field)
+            classified = classify_pois(xs, ys, recs, poi_category_field,
+                                       load_poi_mapping(poi_preset, poi_mapping_file), crs)
+            progress.info(classified.summary())
+            poi_maps = _hidden(anchor, "poi")
+            created.append(poi_maps)
+            kwargs = {} if poi_max_distances is None else {"max_distances": poi_max_distances}
+            poi_probability(classified.pois, grid, poi_maps, reference_path=None if resampled else imagery,
+                            progress=progress.span(0.0, 0.1), **kwargs)
+        # outputs of the engine (hidden ones where polygons need what was not asked for)
+        fp_mask_path = footprint_mask or (_hidden(Path(polygons), "footprint") if polygons else None)
+        probs_path = use_probabilities or (_hidden(Path(polygons), "useprob") if polygons else None)
+        for p, asked in ((fp_mask_path, footprint_mask), (probs_path, use_probabilities)):
+            if p and not asked:
+                created.append(p)
+        specs: list[tuple[str, RasterOutput]] = []
+        if footprint_probability:
+            specs.append(("fp_prob", RasterOutput(footprint_probability, 1, "float32", PROB_NODATA,
+                                                  ["p_building"])))
+        if fp_mask_path:
+            specs.append(("fp_mask", RasterOutput(fp_mask_path, 1, "uint8", CLASS_NODATA, ["building"],
+                                                  colormap={0: (0, 0, 0, 0), 1: (220, 60, 40, 255),
+                                                            CLASS_NODATA: (0, 0, 0, 0)})))
+        if use_class:
+            specs.append(("use_class", RasterOutput(use_class, 1, "uint8", CLASS_NODATA, ["use_class"],
+                                                    colormap=class_colormap(card))))
+        if probs_path:
+            specs.append(("use_probs", RasterOutput(probs_path, 3, "float32", PROB_NODATA,
+                                                    [f"p_{c}" for c in USE_NAMES])))
+
+        def finalize(vals: np.ndarray, valid: np.ndarray):
+            use = vals[:3]
+            pb = vals[3] if has_fp else use.max(axis=0)
+            building = pb > threshold
+            cls = np.where(building, np.argmax(use, axis=0) + 1, 0).astype(np.uint8)
+            res = {"fp_prob": pb[None], "fp_mask": building[None].astype(np.uint8), "use_class": cls[None],
+                   "use_probs": use}
+            return [res[name] for name, _ in specs]
+
+        scales = [float(b["scale"]) for b in card["bands"][:n_img]]
+        offsets = [float(b["offset"]) for b in card["bands"][:n_img]]
+        poi_scales = [float(b["scale"]) for b in card["bands"][n_img:]]
+        poi_offsets = [float(b["offset"]) for b in card["bands"][n_img:]]
+        predictor = Predictor(model, dev, precision=precision, progress=progress)
+        fingerprint = {"imagery": file_fingerprint(imagery), "checkpoint": file_fingerprint(checkpoint),
+                       "poi_maps": file_fingerprint(poi_maps) if not poi_points else None,
+                       "poi_points": [file_fingerprint(poi_points), poi_layer, poi_category_field, poi_preset,
+                                      file_fingerprint(poi_mapping_file), str(poi_max_distances)]
+                       if poi_points else None,
+                       "mask": file_fingerprint(mask), "threshold": threshold, "precision": predictor.precision,
+                       "device": dev.type}
+        progress.info(f"Windows of {layout.window} px, {layout.margin} px margin (stride {layout.stride} px, "
+                      f"{'blended' if layout.blend else 'central part kept'}); batch {batch_size}.")
+        summary = run_sliding_window(
+            grid, layout,
+            lambda: _Reader(imagery, grid, scales + poi_scales, offsets + poi_offsets, poi_maps, mask),
+            predictor, [s for _, s in specs], finalize, batch_size=batch_size, workers=workers,
+            fingerprint=fingerprint, resume=resume, progress=progress.span(0.1 if poi_points else 0.0,
+                                                                            0.9 if polygons else 1.0))
+        summary.update(device=str(dev), device_description=desc, precision=predictor.precision,
+                       grid={"width": grid.width, "height": grid.height, "resampled": resampled},
+                       outputs=dict(wanted),
+                       default_colours=all(class_colormap(card)[k] == _hex_rgba(DEFAULT_COLOURS[k]) for k in range(4)))
+        if polygons:
+            from .vectorize import polygonize_buildings
+
+            gsd = grid_gsd_m(grid)
+            summary["polygons"] = polygonize_buildings(fp_mask_path, probs_path, polygons, gsd * gsd,
+                                                       progress=progress.span(0.9, 1.0))
+        progress.info(f"{summary['tiles_run']} window(s) run, {summary['tiles_skipped']} skipped (nodata or "
+                      f"outside the mask) in {summary['seconds']:.1f} s on {dev}.")
+        return summary
+    finally:
+        for p in created:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+
+
+# ---------------------------------------------------------------- assign to existing footprints
+def assign_building_use(buildings: str, probabilities: str, output: str, layer: str | None = None,
+                        progress: Progress | None = None) -> dict:
+    """Give each polygon of ``buildings`` the mean use probabilities of the pixels whose
+    centres it holds (the pixel under its representative point when it holds none) from the
+    3-band ``probabilities`` raster; writes a GeoPackage with the layer's own fields plus
+    use_class, use_name, p_residential, p_commercial, p_industrial, confidence, pixels."""
+    import pyogrio
+    import pyogrio.raw
+    import shapely
+    from pyproj import Transformer
+    from rasterio import features
+    from rasterio.windows import Window
+
+    from .raster_io import atomic_output
+    from .vectorize import attributes
+
+    progress = ensure(progress)
+    try:
+        info = pyogrio.read_info(buildings, layer=layer)
+        meta, _, wkb, fields = pyogrio.raw.read(buildings, layer=layer)
+    except Exception as exc:  # pyogrio raises several types
+        raise InputError("INPUT", f"'{buildings}' could not be read as a vector layer ({exc}).",
+                         "give a GeoPackage, GeoJSON or Shapefile of building polygons.") from exc
+    crs = meta.get("crs") or info.get("crs")
+    if not crs:
+        raise InputError("INPUT", f"'{buildings}' has no CRS.", "assign the layer's CRS first.")
+    geoms = shapely.from_wkb(wkb)
+    names = [str(n) for n in meta["fields"]]
+    clash = sorted(set(names) & {"use_class", "use_name", "p_residential", "p_commercial", "p_industrial",
+                                 "confidence", "pixels"})
+    if clash:
+        raise InputError("INPUT", f"already has field(s) {', '.join(clash)}.", "rename or drop them first.")
+    with open_raster(probabilities, "PROBABILITIES") as ds:
+        rcrs = require_crs(ds, "PROBABILITIES")
+        if ds.count != 3:
+            raise InputError("PROBABILITIES", f"has {ds.count} band(s); use probabilities have 3 (R, C, I).",
+                             "give the per-class probability output of edifice:mapbuildinguse.")
+        grid = Grid.from_dataset(ds)
+        g = geoms
+        if CRS.from_user_input(crs) != CRS.from_user_input(rcrs):
+            tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_user_input(rcrs), always_xy=True)
+            g = shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        n = len(g)
+        sums, nprob, counts = np.zeros((n, 3)), np.zeros(n), np.zeros(n)
+        inv = ~grid.transform
+        for k in range(n):
+            if k % 200 == 0:
+                progress.check_cancelled()
+                progress.set_fraction(0.9 * k / max(n, 1))
+            geom = g[k]
+            if geom is None or shapely.is_empty(geom) or shapely.get_type_id(geom) not in (3, 6):
+                continue
+            xmin, ymin, xmax, ymax = shapely.bounds(geom)
+            t = grid.transform
+            cs = sorted([(xmin - t.c) / t.a, (xmax - t.c) / t.a])
+            rs = sorted([(ymax - t.f) / t.e, (ymin - t.f) / t.e])
+            c0, c1 = max(int(np.floor(cs[0])), 0), min(int(np.ceil(cs[1])), grid.width)
+            r0, r1 = max(int(np.floor(rs[0])), 0), min(int(np.ceil(rs[1])), grid.height)
+            if c1 <= c0 or r1 <= r0:
+                continue
+            w = Window(c0, r0, c1 - c0, r1 - r0)
+            inside = features.geometry_mask([geom], (r1 - r0, c1 - c0), grid.window_transform(w), invert=True)
+            if not inside.any():
+                pt = shapely.point_on_surface(geom)
+                cc, rr = inv * (pt.x, pt.y)
+                cc, rr = int(np.floor(cc)), int(np.floor(rr))
+                if not (0 <= cc < grid.width and 0 <= rr < grid.height):
+                    continue
+                w = Window(cc, rr, 1, 1)
+                inside = np.ones((1, 1), bool)
+            p, pv = read_masked(ds, w, "PROBABILITIES")
+            sel = inside & pv
+            counts[k] = inside.sum()
+            nprob[k] = sel.sum()
+            if sel.any():
+                sums[k] = p[:, sel].astype(np.float64).sum(axis=1)
+    att = attributes(sums, nprob, counts, 1.0)
+    new_names = ["use_class", "use_name", "p_residential", "p_commercial", "p_industrial", "confidence", "pixels"]
+    data = list(fields) + [att[f] for f in new_names]
+    progress.check_cancelled()
+    gtype = info.get("geometry_type") or "Unknown"
+    with atomic_output(output) as tmp:
+        pyogrio.raw.write(str(tmp), wkb, data, names + new_names, driver="GPKG", layer="buildings",
+                          geometry_type=gtype, crs=CRS.from_user_input(crs).to_wkt())
+    progress.set_fraction(1.0)
+    counts_by = {USE_NAMES[c - 1]: int(np.sum(att["use_class"] == c)) for c in (1, 2, 3)}
+    return {"output": output, "buildings": n, "without_probabilities": int(np.sum(nprob == 0)), **counts_by}
+
+
+__all__ = ["map_building_use", "assign_building_use", "class_colormap", "load_use_model", "imagery_grid"]

@@ -1,0 +1,712 @@
+"""The sliding-window inference engine (seed 000 §2.3.4): any raster size, bounded memory,
+seamless, resumable.
+
+Layout (:class:`WindowLayout`)
+------------------------------
+The output grid is cut into square *tiles* of ``stride = window - 2 * margin`` pixels.
+Each tile is predicted from one model window of ``window`` x ``window`` pixels centred on
+it, i.e. the tile grown by ``margin`` pixels of context on every side; only the tile (the
+window's central ``stride`` x ``stride`` part) is kept. Consecutive windows therefore
+start ``stride`` pixels apart and share ``2 * margin`` pixels. The seed's setting — 1024 px
+windows, "128 px overlap", central 768 x 768 kept — is ``window=1024, margin=128``
+(stride 768). Where a window reaches past the raster, the missing part is filled by
+reflecting the raster at its border, so every output pixel, border pixels included, is
+predicted with ``margin`` pixels of context.
+
+``blend=True`` replaces the hard seams by a linear cross-fade of width ``2 * ramp``
+(``ramp = margin // 2``) centred on each seam: a pixel there is the weighted mean of the
+two (or four) windows that hold it, weights summing to one; every pixel with a non-zero
+weight still has at least ``margin - ramp`` pixels of context.
+
+Pipeline
+--------
+reader thread(s) (read + reflect-pad + scale, skip tiles that are all nodata or outside the
+mask) → main thread (batches, model on the chosen device, autocast + channels_last on CUDA,
+halving the batch on out-of-memory) → writer thread (blend, per-tile post-processing,
+write). Queues are bounded, so memory is independent of the raster's size (in blend mode
+it holds up to two rows of tile results). The result of every tile depends only on the
+data (never on batch size, number of readers or arrival order).
+
+Outputs and resume
+------------------
+Every output raster is written tile by tile into a temporary sibling
+``.<name>.partial.tif``; a sidecar ``.<first output>.resume.json`` lists the tile rows
+that are complete (and flushed to disk) with a fingerprint of the inputs and settings.
+On success the temporaries are moved into place and the sidecar is removed. When a run is
+cancelled (or killed) the partial files stay; running the same command again skips the
+finished rows and ends with the same output. Any other error removes them.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.windows import Window
+
+from .errors import Cancelled, EdificeError, InputError
+from .grid import Grid
+from .progress import Progress, ensure
+from .raster_io import GTIFF_PROFILE
+
+__all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device",
+           "run_sliding_window", "pad_reflect", "file_fingerprint", "DiskFullError"]
+
+
+class DiskFullError(EdificeError):
+    """The disk filled up while writing; nothing was left behind."""
+
+
+# ---------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class Tile:
+    """One tile (row ``i``, column ``j`` of the tile grid): ``out`` the part of the grid it
+    produces, ``ext`` that part grown by the blend ramp (clipped to the grid), ``row0,
+    col0`` the grid position of its model window's top-left pixel (may be negative)."""
+
+    index: int
+    i: int
+    j: int
+    out: Window
+    ext: Window
+    row0: int
+    col0: int
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Window size, discarded margin and merge mode (see the module docstring)."""
+
+    window: int = 1024
+    margin: int = 128
+    blend: bool = False
+
+    def __post_init__(self):
+        if self.window < 8:
+            raise InputError("WINDOW", f"must be at least 8 pixels, got {self.window}.")
+        if self.margin < 0 or self.window - 2 * self.margin < 8:
+            raise InputError("OVERLAP", f"{self.margin} px on each side leaves less than 8 px of a "
+                             f"{self.window} px window to keep.",
+                             "use an overlap (margin) smaller than a third of the window, e.g. 128 for 1024.")
+
+    @property
+    def stride(self) -> int:
+        return self.window - 2 * self.margin
+
+    @property
+    def ramp(self) -> int:
+        return min(self.margin // 2, self.stride // 2) if self.blend else 0
+
+    def shape(self, grid: Grid) -> tuple[int, int]:
+        return math.ceil(grid.height / self.stride), math.ceil(grid.width / self.stride)
+
+    def tiles(self, grid: Grid) -> list[Tile]:
+        s, m, b = self.stride, self.margin, self.ramp
+        ni, nj = self.shape(grid)
+        out = []
+        for i in range(ni):
+            for j in range(nj):
+                r, c = i * s, j * s
+                h, w = min(s, grid.height - r), min(s, grid.width - c)
+                er0, ec0 = max(r - b, 0), max(c - b, 0)
+                er1, ec1 = min(r + h + b, grid.height), min(c + w + b, grid.width)
+                out.append(Tile(i * nj + j, i, j, Window(c, r, w, h), Window(ec0, er0, ec1 - ec0, er1 - er0),
+                                r - m, c - m))
+        return out
+
+
+def pad_reflect(a: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
+    """Pad the last two axes of ``a`` by (top, bottom, left, right) pixels, mirroring the
+    array at its edges (``numpy`` 'reflect', repeated for pads longer than the array;
+    'edge' for an axis of length one)."""
+    top, bottom, left, right = pads
+    if not any(pads):
+        return a
+    lead = [(0, 0)] * (a.ndim - 2)
+    rows_mode = "reflect" if a.shape[-2] > 1 else "edge"
+    cols_mode = "reflect" if a.shape[-1] > 1 else "edge"
+    a = np.pad(a, lead + [(top, bottom), (0, 0)], mode=rows_mode)
+    return np.pad(a, lead + [(0, 0), (left, right)], mode=cols_mode)
+
+
+# ---------------------------------------------------------------- inputs
+class WindowReader(Protocol):
+    """Reads model-ready inputs on the output grid; one instance per reader thread."""
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(C, h, w) float32 model input and (h, w) bool validity for ``window`` (inside the grid)."""
+
+    def read_mask(self, window: Window) -> np.ndarray | None:
+        """(h, w) bool 'process here' mask, or None when there is no mask."""
+
+    def close(self) -> None:
+        ...
+
+
+# ---------------------------------------------------------------- device and model
+def resolve_device(spec: str | None = "auto"):
+    """(torch.device, description). ``auto`` takes CUDA when available (and says so),
+    else CPU; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are taken as asked or refused with
+    a clear error — never a silent fallback."""
+    import torch
+
+    s = (spec or "auto").strip().lower()
+    if s == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise InputError("DEVICE", "'mps' was asked for but Apple's Metal backend is not available here.",
+                             "use 'cpu' or 'auto'.")
+        return torch.device("mps"), "mps (Apple Metal)"
+    from .training import resolve_device as _resolve
+
+    dev = _resolve(s)
+    if dev.type == "cuda":
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        dev = torch.device(f"cuda:{idx}")
+        desc = f"{dev} ({torch.cuda.get_device_name(idx)})"
+    else:
+        desc = f"cpu ({torch.get_num_threads()} threads)"
+        if s == "auto":
+            desc += "; auto chose the CPU because CUDA is not available"
+    return dev, desc
+
+
+def _channels_from_output(out) -> "torch.Tensor":
+    import torch
+
+    if isinstance(out, dict):
+        parts = [torch.sigmoid(out["use"])]
+        if "footprint" in out:
+            parts.append(torch.sigmoid(out["footprint"]))
+        return torch.cat(parts, dim=1)
+    return out
+
+
+class Predictor:
+    """Runs ``model`` on batches of windows: ``predictor(x)`` with x (N, C, H, W) float32
+    numpy → (N, K, H, W) float32 numpy. ``to_channels`` turns the model's output into K
+    channels (default: sigmoid of ``use`` then of ``footprint``). On CUDA: autocast
+    (bf16 where supported, else fp16) and channels_last. On out-of-memory the batch is
+    halved (and stays halved) and the work goes on."""
+
+    def __init__(self, model, device, to_channels: Callable | None = None, precision: str = "auto",
+                 progress: Progress | None = None):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.to_channels = to_channels or _channels_from_output
+        self.progress = ensure(progress)
+        self.max_batch: int | None = None
+        cuda = self.device.type == "cuda"
+        if precision == "auto":
+            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise InputError("PRECISION", f"'{precision}' is not one of auto, fp32, bf16, fp16.")
+        self.precision = precision
+        self.channels_last = cuda
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
+        if self.channels_last:
+            t = t.contiguous(memory_format=torch.channels_last)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.inference_mode():
+            if dtype is not None:
+                with torch.autocast(self.device.type, dtype=dtype):
+                    y = self.to_channels(self.model(t))
+            else:
+                y = self.to_channels(self.model(t))
+            return y.float().cpu().numpy()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        n = len(x)
+        step = min(n, self.max_batch or n)
+        outs, k = [], 0
+        while k < n:
+            try:
+                outs.append(self._run(x[k:k + step]))
+                k += step
+            except torch.OutOfMemoryError as exc:
+                if step == 1:
+                    raise EdificeError(f"Out of memory on {self.device} with a single window; use a smaller "
+                                       "WINDOW or another device.") from exc
+                step = max(1, step // 2)
+                self.max_batch = step
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.progress.warning(f"out of memory on {self.device}: batch size lowered to {step}.")
+        return np.concatenate(outs, axis=0)
+
+
+# ---------------------------------------------------------------- outputs
+@dataclass
+class RasterOutput:
+    """One output raster: ``count`` bands of ``dtype`` with ``nodata`` written outside valid pixels."""
+
+    path: str
+    count: int
+    dtype: str
+    nodata: float | int
+    descriptions: Sequence[str] | None = None
+    colormap: dict | None = None
+    resampling: Resampling = Resampling.average
+
+    @property
+    def partial(self) -> Path:
+        p = Path(self.path)
+        return p.with_name(f".{p.stem}.partial{p.suffix or '.tif'}")
+
+
+def file_fingerprint(path: str | os.PathLike | None) -> list | None:
+    """(path, size, mtime) of a file, for the resume fingerprint."""
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+        return [str(Path(path).resolve()), st.st_size, int(st.st_mtime_ns)]
+    except OSError:
+        return [str(path)]
+
+
+def _profile(grid: Grid, o: RasterOutput) -> dict:
+    p = dict(GTIFF_PROFILE)
+    dt = np.dtype(o.dtype)
+    p.update(width=grid.width, height=grid.height, count=o.count, dtype=dt.name, crs=grid.crs,
+             transform=grid.transform, nodata=o.nodata, predictor=3 if dt.kind == "f" else 2)
+    if grid.width < 256 or grid.height < 256:
+        p.update(tiled=False)
+        p.pop("blockxsize"), p.pop("blockysize")
+    return p
+
+
+class _Outputs:
+    """The temporary output datasets plus the resume sidecar."""
+
+    def __init__(self, grid: Grid, outputs: Sequence[RasterOutput], fingerprint: dict, resume: bool,
+                 progress: Progress):
+        self.grid, self.outputs, self.progress = grid, list(outputs), progress
+        first = Path(outputs[0].path)
+        self.sidecar = first.with_name(f".{first.stem}.resume.json")
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.done: set[int] = set()
+        self.ds: list = []
+        old = self._load_sidecar() if resume else None
+        if old is not None and old.get("fingerprint") == self.fingerprint and \
+                all(o.partial.exists() for o in self.outputs):
+            self.done = set(int(r) for r in old.get("done_rows", []))
+            self.ds = [rasterio.open(o.partial, "r+") for o in self.outputs]
+            progress.info(f"Resuming: {len(self.done)} tile row(s) already done ({self.sidecar.name}).")
+        else:
+            if old is not None:
+                progress.info("Partial results of an earlier run with other inputs or settings are discarded.")
+            self.remove()
+            for o in self.outputs:
+                Path(o.path).parent.mkdir(parents=True, exist_ok=True)
+                ds = rasterio.open(o.partial, "w", **_profile(grid, o))
+                if o.descriptions:
+                    for b, d in enumerate(o.descriptions, start=1):
+                        ds.set_band_description(b, d)
+                if o.colormap is not None:
+                    ds.write_colormap(1, o.colormap)
+                    ds.colorinterp = [ColorInterp.palette]
+                self.ds.append(ds)
+            self._save()
+
+    def _load_sidecar(self) -> dict | None:
+        try:
+            return json.loads(self.sidecar.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save(self) -> None:
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "done_rows": sorted(self.done),
+                                   "partials": [str(o.partial) for o in self.outputs]}))
+        os.replace(tmp, self.sidecar)
+
+    def write(self, k: int, data: np.ndarray, window: Window) -> None:
+        _write_block(self.ds[k], data, window)
+
+    def row_done(self, i: int) -> None:
+        """Flush everything written so far (close and reopen), then record row ``i`` as done."""
+        self.flush()
+        self.done.add(i)
+        self._save()
+
+    def flush(self) -> None:
+        for k, o in enumerate(self.outputs):
+            self.ds[k].close()
+            self.ds[k] = rasterio.open(o.partial, "r+")
+
+    def close(self) -> None:
+        for ds in self.ds:
+            try:
+                ds.close()
+            except Exception:  # noqa: BLE001 - closing after an error
+                pass
+        self.ds = []
+
+    def finish(self) -> None:
+        """Overviews, then move every temporary into place and drop the sidecar."""
+        self.close()
+        g = self.grid
+        for o in self.outputs:
+            if max(g.width, g.height) > 1024:
+                factors = [f for f in (2, 4, 8, 16, 32, 64) if max(g.width, g.height) / f >= 256]
+                if factors:
+                    with rasterio.open(o.partial, "r+") as ds:
+                        ds.build_overviews(factors, Resampling.nearest if o.colormap else o.resampling)
+        for o in self.outputs:
+            os.replace(o.partial, o.path)
+        self.sidecar.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        self.close()
+        for o in self.outputs:
+            for p in (o.partial, Path(str(o.partial) + ".aux.xml"), Path(str(o.partial) + ".ovr")):
+                p.unlink(missing_ok=True)
+        self.sidecar.unlink(missing_ok=True)
+        Path(str(self.sidecar) + ".tmp").unlink(missing_ok=True)
+
+
+def _write_block(ds, data: np.ndarray, window: Window) -> None:
+    """The single place tiles reach the disk (tests replace it to simulate a full disk)."""
+    ds.write(data, window=window)
+
+
+# ---------------------------------------------------------------- the engine
+def _ramp_weights(n0: int, n1: int, start: int, stop_next: int | None, first: bool, ramp: int) -> np.ndarray:
+    """1-D blend weights for absolute positions n0..n1-1 of a tile starting at ``start``
+    whose next tile starts at ``stop_next`` (None: last tile)."""
+    p = np.arange(n0, n1, dtype=np.float64)
+    w = np.ones_like(p)
+    if ramp > 0:
+        if not first:
+            w = np.minimum(w, np.clip((p - start + ramp + 0.5) / (2 * ramp), 0.0, 1.0))
+        if stop_next is not None:
+            w = np.minimum(w, np.clip((stop_next + ramp - p - 0.5) / (2 * ramp), 0.0, 1.0))
+    return w
+
+
+_STOP = object()
+
+
+def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[], WindowReader],
+                       predictor: Callable[[np.ndarray], np.ndarray], outputs: Sequence[RasterOutput],
+                       finalize: Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]],
+                       batch_size: int = 4, workers: int = 1, fingerprint: dict | None = None,
+                       resume: bool = True, order: str = "rows", progress: Progress | None = None) -> dict:
+    """Predict every tile of ``grid`` and write ``outputs``.
+
+    ``open_reader()`` gives a :class:`WindowReader` (one per reader thread);
+    ``predictor(x)`` maps (N, C, window, window) inputs to (N, K, window, window)
+    per-pixel values (e.g. probabilities); ``finalize(values (K, h, w), valid (h, w))``
+    turns a merged tile into one array per output ((count, h, w) each, any values at
+    invalid pixels — they become nodata). ``order``: 'rows' or 'reverse' (reading order;
+    the result does not depend on it). Returns a summary (tiles run, skipped, resumed, s).
+    """
+    progress = ensure(progress)
+    if batch_size < 1:
+        raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
+    if workers < 1:
+        raise InputError("WORKERS", f"must be at least 1, got {workers}.")
+    tiles = layout.tiles(grid)
+    ni, nj = layout.shape(grid)
+    by_ij = {(t.i, t.j): t for t in tiles}
+    b = layout.ramp
+    reach = 1 if b > 0 else 0
+
+    def neighbours(t: Tile) -> list[Tile]:
+        return [by_ij[(t.i + di, t.j + dj)] for di in range(-reach, reach + 1) for dj in range(-reach, reach + 1)
+                if (t.i + di, t.j + dj) in by_ij]
+
+    fp = {"engine": 1, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
+          "layout": [layout.window, layout.margin, layout.blend],
+          "outputs": [[o.path, o.count, o.dtype, o.nodata] for o in outputs], "caller": fingerprint or {}}
+    t_start = time.perf_counter()
+    outs = _Outputs(grid, outputs, fp, resume, progress)
+    todo_tiles = [t for t in tiles if t.i not in outs.done]
+    todo_set = {t.index for t in todo_tiles}
+    # windows to run: the tiles to write and (blend) their neighbours
+    needed = sorted({n.index for t in todo_tiles for n in neighbours(t)})
+    if order == "reverse":
+        needed = needed[::-1]
+    elif order != "rows":
+        raise ValueError(f"unknown order '{order}'")
+    # which unfinished tiles use each window (to free its result when they are written)
+    users: dict[int, int] = {}
+    for t in todo_tiles:
+        for n in neighbours(t):
+            users[n.index] = users.get(n.index, 0) + 1
+    row_left = {}
+    for t in todo_tiles:
+        row_left[t.i] = row_left.get(t.i, 0) + 1
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    in_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
+    out_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
+    feed = iter(needed)
+    feed_lock = threading.Lock()
+    stats = {"run": 0, "skipped": 0, "written": 0}
+
+    def put(q, item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader_loop():
+        rd = None
+        try:
+            rd = open_reader()
+            while not stop.is_set():
+                with feed_lock:
+                    idx = next(feed, None)
+                if idx is None:
+                    break
+                t = tiles[idx]
+                e = t.ext
+                m = rd.read_mask(e)
+                if m is not None and not m.any():
+                    if not put(in_q, (idx, None, None)):
+                        return
+                    continue
+                r0, c0 = max(t.row0, 0), max(t.col0, 0)
+                r1, c1 = min(t.row0 + layout.window, grid.height), min(t.col0 + layout.window, grid.width)
+                win = Window(c0, r0, c1 - c0, r1 - r0)
+                x, valid = rd.read(win)
+                er, ec = int(e.row_off) - r0, int(e.col_off) - c0
+                eh, ew = int(e.height), int(e.width)
+                ev = valid[er:er + eh, ec:ec + ew]
+                if m is not None:
+                    ev = ev & m
+                if not ev.any():
+                    if not put(in_q, (idx, None, None)):
+                        return
+                    continue
+                x = np.where(valid[None], x, 0).astype(np.float32, copy=False)
+                x = pad_reflect(x, (r0 - t.row0, t.row0 + layout.window - r1, c0 - t.col0,
+                                    t.col0 + layout.window - c1))
+                if not put(in_q, (idx, x, ev)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+            stop.set()
+        finally:
+            if rd is not None:
+                rd.close()
+            put(in_q, _STOP)
+
+    cache: dict[int, tuple | None] = {}
+
+    def finish_tile(t: Tile) -> None:
+        own = cache[t.index]
+        h, w = int(t.out.height), int(t.out.width)
+        if own is None:
+            valid = np.zeros((h, w), bool)
+            vals = None
+        else:
+            ev = own[1]
+            oy, ox = int(t.out.row_off - t.ext.row_off), int(t.out.col_off - t.ext.col_off)
+            valid = ev[oy:oy + h, ox:ox + w]
+            if b == 0:
+                vals = own[0][:, oy:oy + h, ox:ox + w]
+            else:
+                acc = None
+                wsum = np.zeros((h, w), np.float64)
+                r0, c0 = int(t.out.row_off), int(t.out.col_off)
+                for n in neighbours(t):
+                    entry = cache.get(n.index)
+                    if entry is None:
+                        continue
+                    e = n.ext
+                    rr0, rr1 = max(r0, int(e.row_off)), min(r0 + h, int(e.row_off + e.height))
+                    cc0, cc1 = max(c0, int(e.col_off)), min(c0 + w, int(e.col_off + e.width))
+                    if rr0 >= rr1 or cc0 >= cc1:
+                        continue
+                    s = layout.stride
+                    wy = _ramp_weights(rr0, rr1, n.i * s, (n.i + 1) * s if n.i < ni - 1 else None, n.i == 0, b)
+                    wx = _ramp_weights(cc0, cc1, n.j * s, (n.j + 1) * s if n.j < nj - 1 else None, n.j == 0, b)
+                    wgt = wy[:, None] * wx[None, :]
+                    part = entry[0][:, rr0 - int(e.row_off):rr1 - int(e.row_off), cc0 - int(e.col_off):cc1 - int(e.col_off)]
+                    if acc is None:
+                        acc = np.zeros((part.shape[0], h, w), np.float64)
+                    acc[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] += part * wgt
+                    wsum[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] += wgt
+                vals = (acc / np.maximum(wsum, 1e-12)).astype(np.float32)
+        results = finalize(vals, valid) if vals is not None else [None] * len(outputs)
+        for k, o in enumerate(outputs):
+            arr = results[k]
+            if arr is None:
+                arr = np.full((o.count, h, w), o.nodata, dtype=o.dtype)
+            else:
+                arr = np.asarray(arr).reshape(o.count, h, w).astype(o.dtype, copy=True)
+                arr[:, ~valid] = o.nodata
+            outs.write(k, arr, t.out)
+        stats["written"] += 1
+        row_left[t.i] -= 1
+        if row_left[t.i] == 0:
+            outs.row_done(t.i)
+        progress.set_fraction(stats["written"] / max(1, len(todo_tiles)))
+
+    def writer_loop():
+        try:
+            arrived: set[int] = set()
+            written: set[int] = set()
+            while True:
+                item = out_q.get()
+                if item is _STOP:
+                    break
+                if stop.is_set():
+                    continue
+                idx, entry = item
+                cache[idx] = entry
+                arrived.add(idx)
+                t = tiles[idx]
+                for cand in neighbours(t):
+                    if cand.index in todo_set and cand.index not in written and \
+                            all(n.index in arrived for n in neighbours(cand)):
+                        finish_tile(cand)
+                        written.add(cand.index)
+                        for n in neighbours(cand):
+                            users[n.index] -= 1
+                            if users[n.index] == 0:
+                                cache.pop(n.index, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+            stop.set()
+            while out_q.get() is not _STOP:  # keep draining so that the main thread never blocks
+                pass
+
+    readers = [threading.Thread(target=reader_loop, name=f"edifice-reader-{k}", daemon=True) for k in range(workers)]
+    writer = threading.Thread(target=writer_loop, name="edifice-writer", daemon=True)
+    for th in readers:
+        th.start()
+    writer.start()
+    t_model = 0.0
+    ok = False
+    try:
+        finished_readers = 0
+        batch: list = []
+
+        def flush_batch():
+            nonlocal t_model
+            if not batch:
+                return
+            x = np.stack([it[1] for it in batch])
+            t0 = time.perf_counter()
+            y = predictor(x)
+            t_model += time.perf_counter() - t0
+            for (idx, _, ev), yy in zip(batch, y):
+                t = tiles[idx]
+                e = t.ext
+                oy, ox = int(e.row_off) - t.row0, int(e.col_off) - t.col0
+                part = np.ascontiguousarray(yy[:, oy:oy + int(e.height), ox:ox + int(e.width)], dtype=np.float32)
+                if not put(out_q, (idx, (part, ev))):
+                    break
+            stats["run"] += len(batch)
+            batch.clear()
+
+        while finished_readers < workers:
+            progress.check_cancelled()
+            if errors:
+                break
+            try:
+                item = in_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _STOP:
+                finished_readers += 1
+                continue
+            idx, x, ev = item
+            if x is None:
+                stats["skipped"] += 1
+                put(out_q, (idx, None))
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush_batch()
+                progress.check_cancelled()
+        if not errors:
+            flush_batch()
+        while writer.is_alive():  # the writer drains the queue until it sees _STOP
+            try:
+                out_q.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        writer.join()
+        if errors:
+            raise errors[0]
+        progress.check_cancelled()
+        if any(v for v in row_left.values()):
+            raise EdificeError("internal error: some tiles were not written")
+        outs.finish()
+        ok = True
+    except (Cancelled, KeyboardInterrupt):
+        stop.set()
+        _drain(in_q, out_q, readers, writer)
+        outs.close()
+        progress.info(f"Stopped; {len(outs.done)} finished tile row(s) are kept in {outs.sidecar.parent} so that "
+                      "running the same command again resumes.")
+        raise
+    except OSError as exc:
+        stop.set()
+        _drain(in_q, out_q, readers, writer)
+        outs.remove()
+        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+            raise DiskFullError(f"OUTPUT: the disk is full while writing to '{Path(outputs[0].path).parent}'; "
+                                "nothing was written. Fix: free some space or choose another folder.") from exc
+        raise
+    except BaseException:
+        stop.set()
+        _drain(in_q, out_q, readers, writer)
+        outs.remove()
+        raise
+    finally:
+        if not ok:
+            stop.set()
+    elapsed = time.perf_counter() - t_start
+    return {"tiles": len(tiles), "tiles_run": stats["run"], "tiles_skipped": stats["skipped"],
+            "rows_resumed": ni - len(row_left), "seconds": elapsed, "model_seconds": t_model,
+            "tile_rows": ni, "tile_cols": nj}
+
+
+def _drain(in_q, out_q, readers, writer) -> None:
+    for q in (in_q, out_q):
+        try:
+            while True:
+                q.get_nowait()
+        except queue.Empty:
+            pass
+    for _ in range(50):
+        if not writer.is_alive():
+            break
+        try:
+            out_q.put(_STOP, timeout=0.1)
+            break
+        except queue.Full:
+            continue
+    for th in readers:
+        th.join(timeout=5)
+    writer.join(timeout=5)

@@ -1,0 +1,152 @@
+"""edifice:mapbuildinguse — sliding-window building-use mapping (adapter over
+core.building_use_map.map_building_use)."""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
+                       QgsProcessingParameterVectorDestination, QgsProcessingOutputString, QgsWkbTypes)
+
+from .base import EdificeAlgorithm
+
+PRESETS = ["osm", "gbt35648", "overture", "google_places", "csv"]
+RASTER_OUTPUTS = [("FOOTPRINT_PROBABILITY", "footprint_probability", "Footprint probability", "footprint_probability.qml"),
+                  ("FOOTPRINT_MASK", "footprint_mask", "Footprint mask", "footprint_mask.qml"),
+                  ("USE_CLASS", "use_class", "Building use class", "use_class.qml"),
+                  ("USE_PROBABILITIES", "use_probabilities", "Building use probabilities (R, C, I)",
+                   "use_probabilities.qml")]
+
+
+class MapBuildingUseAlgorithm(EdificeAlgorithm):
+    IMAGERY, POI_MAPS, POI_LAYER, CATEGORY_FIELD = "IMAGERY", "POI_MAPS", "POI_LAYER", "CATEGORY_FIELD"
+    PRESET, MAPPING_FILE, MASK, CHECKPOINT, DEVICE = "PRESET", "MAPPING_FILE", "MASK", "CHECKPOINT", "DEVICE"
+    BATCH_SIZE, WINDOW, OVERLAP, BLEND, THRESHOLD, WORKERS = ("BATCH_SIZE", "WINDOW", "OVERLAP", "BLEND",
+                                                              "THRESHOLD", "WORKERS")
+    POLYGONS = "POLYGONS"
+    GROUP, GROUP_ID = "Building use", "buildinguse"
+    HELP = ("Runs a building-use checkpoint over imagery with overlapping windows (seed: 1024 px windows, "
+            "128 px OVERLAP = the margin discarded on each side, central 768 px kept; stride = WINDOW - "
+            "2 x OVERLAP). Borders are padded by reflection; BLEND cross-fades neighbouring windows instead "
+            "of cutting. Band order, scaling, GSD and default window come from the model card; imagery at "
+            "another resolution is resampled with a warning. POI models need POI_MAPS (3-band output of "
+            "POI probability maps) or a POI_LAYER (computed on the imagery grid on the fly). MASK (e.g. "
+            "from Built-up mask) limits the work: windows outside it are skipped, pixels outside it are "
+            "nodata. Outputs (each optional): footprint probability, footprint mask, use class "
+            "(0 non-building, 1 residential, 2 commercial, 3 industrial, 255 nodata; colours from the "
+            "card), per-class probabilities and building polygons with use_class, use_name, "
+            "p_residential, p_commercial, p_industrial, confidence, area_m2. DEVICE: auto (CUDA when "
+            "available), cpu, cuda, cuda:N or mps; the device used is reported. A cancelled run keeps its "
+            "finished rows and resumes when run again with the same inputs.")
+
+    def name(self):
+        return "mapbuildinguse"
+
+    def displayName(self):  # noqa: N802
+        return "Map building use (sliding window)"
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.IMAGERY, "Imagery"))
+        self.addParameter(QgsProcessingParameterFile(self.CHECKPOINT, "Building-use checkpoint",
+                                                     fileFilter="Edifice checkpoint (*.pt *.pth)"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.POI_MAPS, "POI probability maps (3 bands R, C, I)",
+                                                            optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(self.POI_LAYER, "POI points (instead of POI maps)",
+                                                              [QgsProcessing.TypeVectorPoint], optional=True))
+        # a string, not QgsProcessingParameterField (QGIS 3.22 qgis_process aborts on field parameters)
+        self.addParameter(QgsProcessingParameterString(self.CATEGORY_FIELD, "POI category field (name)",
+                                                       defaultValue="other_tags", optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.PRESET, "POI category mapping preset", options=PRESETS,
+                                                     defaultValue=0))
+        self.addParameter(QgsProcessingParameterFile(self.MAPPING_FILE, "POI mapping file (CSV value,class) for preset csv",
+                                                     extension="csv", optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.MASK, "Built-up mask (1 = process)", optional=True))
+        self.addParameter(QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N, mps)",
+                                                       defaultValue="auto"))
+        self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (windows per model call)",
+                                                       QgsProcessingParameterNumber.Integer, defaultValue=4, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.WINDOW, "Window size in pixels (0 = the model card's)",
+                                                       QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, "Overlap: margin discarded on each side (px)",
+                                                       QgsProcessingParameterNumber.Integer, defaultValue=128, minValue=0))
+        for p in (QgsProcessingParameterBoolean(self.BLEND, "Blend neighbouring windows (instead of keeping centres)",
+                                                defaultValue=False),
+                  QgsProcessingParameterNumber(self.THRESHOLD, "Building probability threshold",
+                                               QgsProcessingParameterNumber.Double, defaultValue=0.5,
+                                               minValue=0.01, maxValue=0.99),
+                  QgsProcessingParameterNumber(self.WORKERS, "Reader threads", QgsProcessingParameterNumber.Integer,
+                                               defaultValue=1, minValue=1, maxValue=8)):
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(p)
+        for name, _, desc, _ in RASTER_OUTPUTS:
+            self.addParameter(QgsProcessingParameterRasterDestination(name, desc, optional=True,
+                                                                      createByDefault=name == "USE_CLASS"))
+        self.addParameter(QgsProcessingParameterVectorDestination(self.POLYGONS, "Building polygons",
+                                                                  QgsProcessing.TypeVectorPolygon, optional=True,
+                                                                  createByDefault=False))
+        self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.building_use_map import map_building_use
+
+        imagery = self.raster_path(self.parameterAsRasterLayer(parameters, self.IMAGERY, context), self.IMAGERY)
+        poi_layer = self.parameterAsRasterLayer(parameters, self.POI_MAPS, context)
+        poi_maps = self.raster_path(poi_layer, self.POI_MAPS) if poi_layer is not None else None
+        mask_layer = self.parameterAsRasterLayer(parameters, self.MASK, context)
+        mask = self.raster_path(mask_layer, self.MASK) if mask_layer is not None else None
+        poi_points, field = None, None
+        if parameters.get(self.POI_LAYER) not in (None, ""):
+            source = self.parameterAsSource(parameters, self.POI_LAYER, context)
+            if source is None:
+                raise QgsProcessingException("POI_LAYER: the layer could not be opened. Fix: choose a point layer.")
+            if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PointGeometry:
+                raise QgsProcessingException("POI_LAYER: the layer does not hold points. Fix: use a point layer.")
+            field = self.parameterAsString(parameters, self.CATEGORY_FIELD, context)
+            names = source.fields().names()
+            if field not in names:
+                raise QgsProcessingException(f"CATEGORY_FIELD: field '{field}' is not in the POI layer. "
+                                             f"Fix: use one of {', '.join(names)}.")
+            poi_points = self.parameterAsCompatibleSourceLayerPath(parameters, self.POI_LAYER, context,
+                                                                   ["gpkg", "shp", "geojson"], "gpkg", feedback)
+            poi_points = poi_points.split("|")[0]
+        outs = {}
+        for name, key, _, _ in RASTER_OUTPUTS:
+            path = self.parameterAsOutputLayer(parameters, name, context)
+            if path:
+                outs[key] = path
+        poly = self.parameterAsOutputLayer(parameters, self.POLYGONS, context)
+        if poly:
+            if not poly.lower().endswith(".gpkg"):
+                raise QgsProcessingException("POLYGONS: building polygons are written as GeoPackage. "
+                                             "Fix: give a .gpkg file name.")
+            outs["polygons"] = poly
+        if not outs:
+            raise QgsProcessingException("No output was asked for. Fix: set at least one output.")
+        summary = self.run_core(
+            map_building_use, imagery, self.parameterAsFile(parameters, self.CHECKPOINT, context),
+            poi_maps=poi_maps, poi_points=poi_points, poi_category_field=field,
+            poi_preset=PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)],
+            poi_mapping_file=self.parameterAsFile(parameters, self.MAPPING_FILE, context) or None, mask=mask,
+            device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            window=self.parameterAsInt(parameters, self.WINDOW, context) or None,
+            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            blend=self.parameterAsBool(parameters, self.BLEND, context),
+            threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
+            workers=self.parameterAsInt(parameters, self.WORKERS, context),
+            progress=self.progress(feedback), **outs)
+        results = {"DEVICE_USED": summary["device_description"]}
+        for name, key, _, qml in RASTER_OUTPUTS:
+            if key in outs:
+                results[name] = outs[key]
+                if not (key == "use_class" and not self._default_colours(summary)):
+                    self.style_output(context, outs[key], qml)
+        if poly:
+            results[self.POLYGONS] = poly
+            self.style_output(context, poly, "building_use_polygons.qml")
+        return results
+
+    @staticmethod
+    def _default_colours(summary) -> bool:
+        return summary.get("default_colours", True)

@@ -1,0 +1,47 @@
+"""qgis_process: the building-use algorithms and the imagery_poi_use_map graphical model."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_algorithms_listed(qp):
+    out = qp("list").stdout
+    for alg in ("edifice:builtupmask", "edifice:mapbuildinguse", "edifice:assignbuildinguse"):
+        assert alg in out
+
+
+def test_graphical_model_imagery_pois_to_use_polygons(qp, kampala_rgb, kampala_pois, tiny_use_checkpoint_1024,
+                                                      tmp_path):
+    model = tmp_path / "m.model3"
+    shutil.copy(ROOT / "examples" / "imagery_poi_use_map.model3", model)
+    uc, poly = tmp_path / "uc.tif", tmp_path / "buildings.gpkg"
+    r = qp("run", str(model), "--", f"imagery={kampala_rgb}", f"pois={kampala_pois}",
+           f"checkpoint={tiny_use_checkpoint_1024}", f"usemap:use_class={uc}", f"usemap:buildings={poly}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Device: cpu" in r.stdout + r.stderr
+    with rasterio.open(kampala_rgb) as src, rasterio.open(uc) as ds:
+        assert ds.transform == src.transform and ds.shape == src.shape
+        c = ds.read(1)
+        nodata = (src.read() == 0).any(axis=0)
+    assert (c[nodata] == 255).all() and set(np.unique(c[~nodata])) <= {0, 1, 2, 3}
+    info = pyogrio.read_info(poly)
+    assert info["features"] > 0 and {"use_class", "use_name", "area_m2", "confidence"} <= set(info["fields"])
+
+
+def test_bad_device_exits_non_zero_without_output(qp, kampala_rgb, tiny_use_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    r = qp("run", "edifice:mapbuildinguse", "--", f"IMAGERY={kampala_rgb}", f"CHECKPOINT={tiny_use_checkpoint}",
+           "DEVICE=cuda:9", f"POI_MAPS={kampala_rgb}", f"USE_CLASS={out / 'uc.tif'}")
+    assert r.returncode != 0
+    assert "DEVICE" in r.stdout + r.stderr or "POI_MAPS" in r.stdout + r.stderr
+    assert list(out.iterdir()) == []

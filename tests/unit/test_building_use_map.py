@@ -1,0 +1,222 @@
+"""edifice:mapbuildinguse / assignbuildinguse / builtupmask cores on the Kampala sample
+with a random-weights checkpoint; bad input gives clear errors and no output."""
+from __future__ import annotations
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import torch
+from affine import Affine
+from scipy import ndimage
+
+from edifice.core.building_use_map import assign_building_use, map_building_use
+from edifice.core.builtup_mask import builtup_mask, parse_values
+from edifice.core.errors import InputError
+from edifice.core.vectorize import polygonize_buildings
+from edifice.models.checkpoint import save_checkpoint
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+BUILDINGS = ROOT / "samples" / "kampala" / "buildings_osm.geojson"
+
+
+@pytest.fixture
+def mask(tmp_path, kampala_rgb):
+    out = tmp_path / "mask.tif"
+    builtup_mask(str(kampala_rgb), str(out), polygons=[str(BUILDINGS)])
+    return out
+
+
+def test_builtup_mask_union_of_rasters_and_polygons(tmp_path, kampala_rgb):
+    with rasterio.open(kampala_rgb) as ds:
+        t, crs, h, w = ds.transform, ds.crs, ds.height, ds.width
+    # a 10 m class raster: value 80 built-up in its left half, 190 in one cell, 10 elsewhere
+    cls = np.full((h // 20 + 1, w // 20 + 1), 10, np.uint8)
+    cls[:, : cls.shape[1] // 2] = 80
+    cls[5, -3] = 190
+    coarse = tmp_path / "classes.tif"
+    with rasterio.open(coarse, "w", driver="GTiff", width=cls.shape[1], height=cls.shape[0], count=1, dtype="uint8",
+                       crs=crs, transform=t * Affine.scale(20)) as dst:
+        dst.write(cls[None])
+    out = tmp_path / "m.tif"
+    s = builtup_mask(str(kampala_rgb), str(out), rasters=[(str(coarse), "80,190")], polygons=[str(BUILDINGS)])
+    with rasterio.open(out) as ds:
+        m = ds.read(1)
+        assert ds.transform == t and ds.shape == (h, w)
+    assert m[:, : (cls.shape[1] // 2) * 20].all()            # the raster's built-up half
+    assert m[100:120, (cls.shape[1] - 3) * 20:(cls.shape[1] - 2) * 20].all()                        # the single 190 cell
+    right = m[:, (cls.shape[1] // 2) * 20:]
+    assert 0 < right.mean() < 0.5                             # polygons only
+    assert 0 < s["builtup_fraction"] < 1
+    assert list(parse_values("10-12, 80")) == [10, 11, 12, 80]
+    with pytest.raises(InputError, match="VALUES"):
+        parse_values("built")
+
+
+def test_map_building_use_outputs(tmp_path, kampala_rgb, kampala_pois, tiny_use_checkpoint, mask):
+    o = {k: tmp_path / f"{k}.tif" for k in ("fp", "fm", "uc", "up")}
+    poly = tmp_path / "b.gpkg"
+    s = map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), poi_points=str(kampala_pois),
+                         poi_category_field="other_tags", mask=str(mask), footprint_probability=str(o["fp"]),
+                         footprint_mask=str(o["fm"]), use_class=str(o["uc"]), use_probabilities=str(o["up"]),
+                         polygons=str(poly), window=256, overlap=32, batch_size=3, device="cpu")
+    assert s["device"] == "cpu" and s["tiles_skipped"] > 0
+    with rasterio.open(kampala_rgb) as src, rasterio.open(o["fp"]) as fp, rasterio.open(o["fm"]) as fm, \
+            rasterio.open(o["uc"]) as uc, rasterio.open(o["up"]) as up, rasterio.open(mask) as mk:
+        assert src.transform == fp.transform == uc.transform and src.shape == up.shape
+        valid = (src.read() != 0).all(axis=0) & (mk.read(1) == 1)
+        p, b, c, u = fp.read(1), fm.read(1), uc.read(1), up.read()
+        cmap = uc.colormap(1)
+    assert (c[~valid] == 255).all() and (b[~valid] == 255).all() and (p[~valid] == -1).all()
+    assert set(np.unique(c[valid])) <= {0, 1, 2, 3} and len(np.unique(c[valid])) >= 3
+    assert ((p[valid] > 0.5) == (b[valid] == 1)).all()
+    arg = np.argmax(u, axis=0) + 1
+    bld = valid & (b == 1)
+    assert (c[bld] == arg[bld]).all() and (c[valid & (b == 0)] == 0).all()
+    assert cmap[2][:3] == (0xd7, 0x26, 0x3d)
+    # polygons: one per 4-connected component of the mask, pixel counts and mean probabilities agree
+    info = pyogrio.read_info(poly)
+    _, _, _, fields = pyogrio.raw.read(poly)
+    names = list(info["fields"])
+    lab, n = ndimage.label(b == 1, structure=[[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+    assert info["features"] == n == s["polygons"]["buildings"]
+    pix = fields[names.index("pixels")]
+    assert pix.sum() == bld.sum()
+    assert np.allclose(fields[names.index("area_m2")], pix * 0.25)
+    big = int(np.argmax(pix))
+    comp = np.bincount(lab.ravel())[1:]
+    k = int(np.argmax(comp)) + 1
+    assert comp[k - 1] == pix[big]
+    assert np.isclose(fields[names.index("p_commercial")][big], u[1][lab == k].mean(), atol=1e-5)
+    assert fields[names.index("use_name")][big] in ("residential", "commercial", "industrial")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_polygons_merged_across_blocks(tmp_path, tiny_use_checkpoint, kampala_rgb):
+    fm, up = tmp_path / "fm.tif", tmp_path / "up.tif"
+    map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), footprint_mask=str(fm),
+                     use_probabilities=str(up), window=256, overlap=32, **_pois_raster(tmp_path, kampala_rgb))
+    one = polygonize_buildings(str(fm), str(up), str(tmp_path / "one.gpkg"), 0.25, block_size=4096)
+    many = polygonize_buildings(str(fm), str(up), str(tmp_path / "many.gpkg"), 0.25, block_size=100)
+    assert many["merged_across_blocks"] > 0 and one["buildings"] == many["buildings"]
+
+    def table(p):
+        info = pyogrio.read_info(p)
+        _, _, wkb, f = pyogrio.raw.read(p)
+        names = list(info["fields"])
+        rows = sorted(zip(f[names.index("pixels")], np.round(f[names.index("p_residential")], 5),
+                          f[names.index("use_class")]))
+        return rows, sum(__import__("shapely").area(__import__("shapely").from_wkb(wkb)))
+
+    (r1, a1), (r2, a2) = table(tmp_path / "one.gpkg"), table(tmp_path / "many.gpkg")
+    assert r1 == r2 and np.isclose(a1, a2)
+
+
+def _pois_raster(tmp_path, kampala_rgb):
+    with rasterio.open(kampala_rgb) as src:
+        prof = dict(driver="GTiff", width=src.width, height=src.height, count=3, dtype="float32", crs=src.crs,
+                    transform=src.transform, nodata=-1.0)
+        yy, xx = np.mgrid[0:src.height, 0:src.width]
+    p = np.stack([xx / xx.max(), yy / yy.max(), 0.5 * np.ones_like(xx, float)]).astype(np.float32)
+    path = tmp_path / "poi.tif"
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(p)
+    return {"poi_maps": str(path)}
+
+
+def test_resampled_when_the_gsd_differs(tmp_path, kampala_rgb, tiny_use_checkpoint):
+    coarse = tmp_path / "k1m.tif"
+    with rasterio.open(kampala_rgb) as src:
+        a = src.read(out_shape=(3, src.height // 2, src.width // 2))
+        prof = dict(src.profile, width=a.shape[2], height=a.shape[1], transform=src.transform * Affine.scale(2))
+    with rasterio.open(coarse, "w", **prof) as dst:
+        dst.write(a)
+    msgs = []
+
+    class P(__import__("edifice.core.progress", fromlist=["Progress"]).Progress):
+        def warning(self, m):
+            msgs.append(m)
+
+    out = tmp_path / "uc.tif"
+    map_building_use(str(coarse), str(tiny_use_checkpoint), use_class=str(out), window=256, overlap=32,
+                     progress=P(), **_pois_raster(tmp_path, kampala_rgb))
+    assert any("resampled" in m for m in msgs)
+    with rasterio.open(out) as ds:
+        assert ds.res == (0.5, 0.5) and abs(ds.width - 2 * a.shape[2]) <= 1
+
+
+def test_assign_building_use_keeps_attributes(tmp_path, kampala_rgb, tiny_use_checkpoint):
+    up = tmp_path / "up.tif"
+    map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_probabilities=str(up), window=256,
+                     overlap=32, **_pois_raster(tmp_path, kampala_rgb))
+    out = tmp_path / "assigned.gpkg"
+    s = assign_building_use(str(BUILDINGS), str(up), str(out))
+    src_info, out_info = pyogrio.read_info(BUILDINGS), pyogrio.read_info(out)
+    assert out_info["features"] == src_info["features"] == s["buildings"]
+    assert set(src_info["fields"]) < set(out_info["fields"])
+    _, _, wkb, f = pyogrio.raw.read(out)
+    names = list(out_info["fields"])
+    cls = f[names.index("use_class")]
+    assert s["without_probabilities"] < len(cls) and set(np.unique(cls)) <= {0, 1, 2, 3}
+    # one building checked by hand: the mean over the pixels whose centres it holds
+    import shapely
+    from rasterio import features
+    from pyproj import Transformer
+
+    k = int(np.argmax(f[names.index("pixels")]))
+    g = shapely.from_wkb(wkb[k])
+    with rasterio.open(up) as ds:
+        tr = Transformer.from_crs(src_info["crs"], ds.crs.to_wkt(), always_xy=True)
+        g = shapely.transform(g, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        inside = features.geometry_mask([g], ds.shape, ds.transform, invert=True)
+        p = ds.read()
+    ok = inside & (p[0] != -1)
+    assert np.isclose(f[names.index("p_industrial")][k], p[2][ok].mean(), atol=1e-5)
+
+
+# ---------------------------------------------------------------- bad input
+def _bad(tmp_path, imagery, ck, match, **kw):
+    out = tmp_path / "out" / "uc.tif"
+    with pytest.raises(InputError, match=match):
+        map_building_use(str(imagery), str(ck), use_class=str(out), window=256, overlap=32, **kw)
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_bad_inputs_have_clear_messages(tmp_path, kampala_rgb, tiny_use_checkpoint):
+    pois = _pois_raster(tmp_path, kampala_rgb)
+    with rasterio.open(kampala_rgb) as src:
+        prof, a = src.profile, src.read()
+    four = tmp_path / "four.tif"
+    with rasterio.open(four, "w", **dict(prof, count=4)) as dst:
+        dst.write(np.concatenate([a, a[:1]]))
+    _bad(tmp_path, four, tiny_use_checkpoint, "IMAGERY.*4 band", **pois)
+    u16 = tmp_path / "u16.tif"
+    with rasterio.open(u16, "w", **dict(prof, dtype="uint16")) as dst:
+        dst.write(a.astype(np.uint16) * 100)
+    _bad(tmp_path, u16, tiny_use_checkpoint, "IMAGERY.*uint16", **pois)
+    geo = tmp_path / "geo.tif"
+    with rasterio.open(geo, "w", **dict(prof, crs="EPSG:4326", transform=Affine(1e-5, 0, 32, 0, -1e-5, 0.35))) as dst:
+        dst.write(a)
+    _bad(tmp_path, geo, tiny_use_checkpoint, "geographic", **pois)
+    _bad(tmp_path, kampala_rgb, tiny_use_checkpoint, "POI_MAPS")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    _bad(tmp_path, kampala_rgb, corrupt, "CHECKPOINT", **pois)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    _bad(tmp_path, kampala_rgb, foreign, "CHECKPOINT.*not an Edifice checkpoint", **pois)
+    other = tmp_path / "height.pt"
+    from edifice.models.checkpoint import load_checkpoint
+    state, card = load_checkpoint(tiny_use_checkpoint)
+    save_checkpoint(other, state, dict(card, task="height_footprint"))
+    _bad(tmp_path, kampala_rgb, other, "CHECKPOINT.*not a building-use", **pois)
+    if not torch.cuda.is_available():
+        _bad(tmp_path, kampala_rgb, tiny_use_checkpoint, "DEVICE", device="cuda:7", **pois)
+    _bad(tmp_path, kampala_rgb, tiny_use_checkpoint, "DEVICE", device="gpu0", **pois)
+    empty = tmp_path / "empty_mask.tif"
+    with rasterio.open(empty, "w", **dict(prof, count=1, nodata=None)) as dst:
+        dst.write(np.zeros((1,) + a.shape[1:], np.uint8))
+    _bad(tmp_path, kampala_rgb, tiny_use_checkpoint, "MASK.*covers none", mask=str(empty), **pois)
+    with pytest.raises(InputError, match="WINDOW"):
+        map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_class=str(tmp_path / "x.tif"),
+                         window=250, overlap=32, **pois)
