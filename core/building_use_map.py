@@ -28,7 +28,7 @@ from rasterio.vrt import WarpedVRT
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import open_raster, read_masked, require_crs
+from .raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
 from .sliding_window import (Predictor, RasterOutput, WindowLayout, file_fingerprint, resolve_device,
                              run_sliding_window)
 
@@ -189,7 +189,15 @@ def _hidden(path: Path, tag: str) -> str:
     return str(path.with_name(f".{path.stem}.{tag}.tif"))
 
 
-def map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = None,
+def map_building_use(imagery: str, checkpoint: str, **kwargs) -> dict:
+    """Map building use over ``imagery`` with ``checkpoint`` (see :func:`_map_building_use`
+    for the keyword arguments), with GDAL's block cache bounded so that peak memory does
+    not grow with the raster."""
+    with bounded_gdal_cache():
+        return _map_building_use(imagery, checkpoint, **kwargs)
+
+
+def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = None,
                      poi_points: str | None = None, poi_layer: str | None = None,
                      poi_category_field: str | None = None, poi_preset: str = "osm",
                      poi_mapping_file: str | None = None, poi_max_distances=None,
