@@ -205,11 +205,12 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                      footprint_probability: str | None = None, footprint_mask: str | None = None,
                      use_class: str | None = None, use_probabilities: str | None = None,
                      polygons: str | None = None,
-                     device: str = "auto", batch_size: int = 4, window: int | None = None, overlap: int = 128,
+                     device: str = "auto", batch_size: int = 4, window: int | None = None, overlap: int | None = None,
                      blend: bool = False, threshold: float = 0.5, workers: int = 1, precision: str = "auto",
                      resume: bool = True, progress: Progress | None = None) -> dict:
     """Map building use over ``imagery`` with ``checkpoint``; writes the outputs given.
-    ``overlap`` is the margin discarded on each side of a window (seed: 128 of 1024)."""
+    ``overlap`` is the margin discarded on each side of a window (seed: 128 of 1024); ``None`` or a
+    negative value means window / 8."""
     progress = ensure(progress)
     wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
                                 "use_class": use_class, "use_probabilities": use_probabilities,
@@ -233,6 +234,8 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                 raise InputError("POI_MAPS", f"has {ds.count} band(s); POI probability maps have 3 (R, C, I).",
                                  "give the output of edifice:poiprobability.")
     win = int(window or card.get("window") or 1024)
+    if overlap is None or overlap < 0:
+        overlap = win // 8
     layout = WindowLayout(win, int(overlap), bool(blend))
     if win < 32 or win % 32:
         raise InputError("WINDOW", f"must be a multiple of 32 pixels (the network's stride), got {win}.")

@@ -54,7 +54,8 @@ def add_commands(subparsers) -> None:
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     m.add_argument("--batch-size", type=int, default=4)
     m.add_argument("--window", type=int, default=None, help="window size in px (default: the model card's)")
-    m.add_argument("--overlap", type=int, default=128, help="margin discarded on each side of a window (px)")
+    m.add_argument("--overlap", type=int, default=None,
+                   help="margin discarded on each side of a window (px; default window / 8)")
     m.add_argument("--blend", action="store_true", help="cross-fade neighbouring windows")
     m.add_argument("--threshold", type=float, default=0.5)
     m.add_argument("--workers", type=int, default=1, help="reader threads")

@@ -68,8 +68,9 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                                                        QgsProcessingParameterNumber.Integer, defaultValue=4, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(self.WINDOW, "Window size in pixels (0 = the model card's)",
                                                        QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, "Overlap: margin discarded on each side (px)",
-                                                       QgsProcessingParameterNumber.Integer, defaultValue=128, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, "Overlap: margin discarded on each side "
+                                                       "(px; -1 = window / 8, i.e. 128 for 1024)",
+                                                       QgsProcessingParameterNumber.Integer, defaultValue=-1, minValue=-1))
         for p in (QgsProcessingParameterBoolean(self.BLEND, "Blend neighbouring windows (instead of keeping centres)",
                                                 defaultValue=False),
                   QgsProcessingParameterNumber(self.THRESHOLD, "Building probability threshold",

@@ -20,6 +20,10 @@ run edifice:trainingdataset -- IMAGERY=samples/kampala/kampala_rgb_50cm.tif \
     BUILDINGS=samples/kampala/buildings_osm.geojson USE_FIELD= CHIP_SIZE=128 OUTPUT_FOLDER=out/kampala_training_dataset
 run edifice:trainbuildinguse -- DATASET=out/kampala_training_dataset VARIANT=3 ENCODER=0 BASE_WIDTH=8 EPOCHS=2 \
     BATCH_SIZE=4 DEVICE=cpu OUTPUT_CHECKPOINT=out/kampala_building_use_smoke.pt
+# ... and map the imagery with that smoke model by sliding windows -> footprint probability, use classes, polygons.
+run edifice:mapbuildinguse -- IMAGERY=samples/kampala/kampala_rgb_50cm.tif CHECKPOINT=out/kampala_building_use_smoke.pt \
+    DEVICE=auto BATCH_SIZE=4 FOOTPRINT_PROBABILITY=out/kampala_footprint_probability_smoke.tif \
+    USE_CLASS=out/kampala_use_class_smoke.tif POLYGONS=out/kampala_buildings_smoke.gpkg
 
 # THU (Beijing) height/footprint + CCAP. No trained SHAFTS weights are available offline: the checkpoint below
 # has RANDOM weights (seed 0; output layers rescaled for contrast) -- the numbers are NOT meaningful heights.
@@ -41,4 +45,4 @@ run edifice:evaluateclassification -- LEVEL=0 PREDICTION=samples/eubucco/buildin
     OUTPUT_TABLE=out/eubucco_use_eval.csv
 echo
 echo "Demo outputs in $ROOT/out:"
-ls -l out/*.tif
+ls -l out/*.tif out/*.gpkg out/*.html
