@@ -10,11 +10,11 @@ Prints, in one run:
 
     python benchmarks/bench_inference.py [--size 512] [--window 256] [--margin 32] [--width 4]
 
-Measured on the shared 2-core CPU machine (torch 2.13 CPU, other jobs running, so noisy):
-  --size 512 --width 4:  model 0.925 Mpx/s (832 km²/h), pipeline 0.822 Mpx/s (740 km²/h), ratio 0.89;
-                         VmHWM 396 MiB at 1x, 435 MiB at 16x area
-  --size 768 --width 8:  model 2.08 Mpx/s, pipeline 1.28 Mpx/s, ratio 0.61 (the reader/writer threads
-                         compete with torch for the 2 cores); VmHWM 403 MiB at 1x, 546 MiB at 16x
+Measured on the shared 2-core CPU machine (torch 2.13 CPU; noisy), after outputs were switched to
+DEFLATE level 1 and GDAL's block cache was capped:
+  --size 1024 --width 4:  model 0.855 Mpx/s, pipeline 0.877 Mpx/s, ratio 1.03; VmHWM 443 -> 495 MiB (1.12x)
+  --size 768 --width 32:  model 0.379 Mpx/s, pipeline 0.370 Mpx/s, ratio 0.98
+Before (DEFLATE level 6, uncapped cache): ratios 0.45-0.89, the writer's compression competing with torch.
 """
 from __future__ import annotations
 
