@@ -10,20 +10,6 @@ pytestmark = pytest.mark.qgis
 BUILDINGS = __import__("pathlib").Path(__file__).resolve().parents[2] / "samples" / "kampala" / "buildings_osm.geojson"
 
 
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from qgis.core import QgsApplication
-
-    from edifice.processing_algs.provider import EdificeProvider
-
-    reg = QgsApplication.processingRegistry()
-    prov = reg.providerById("edifice")
-    if prov is None:
-        prov = EdificeProvider()
-        reg.addProvider(prov)
-    yield prov
-
-
 def test_algorithms_are_listed(provider):
     ids = {a.id() for a in provider.algorithms()}
     assert {"edifice:builtupmask", "edifice:mapbuildinguse", "edifice:assignbuildinguse"} <= ids
