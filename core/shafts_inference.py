@@ -35,6 +35,9 @@ from .raster_io import atomic_raster, open_raster, read_masked, require_crs
 #: Default padding (degrees) added around the extent before clipping, as in SHAFTS.
 DEFAULT_PADDING_DEG = 0.03
 DEFAULT_NODATA = -9999.0
+#: Largest extent side (degrees) processed as one SHAFTS clip; larger extents are cut into tiles of this
+#: size, each preprocessed on its own (as when SHAFTS is run tile by tile), so memory stays bounded.
+DEFAULT_MAX_TILE_DEG = 0.5
 
 
 # ---------------------------------------------------------------------------
@@ -292,8 +295,13 @@ def predict_height_footprint_shafts(
         h_min: float = 2.0, h_max: float = 1000.0, f_min: float = 0.0, f_max: float = 1.0,
         device: str = "auto", batch_size: int = 64, chunk_rows: int | None = None,
         nodata: float = DEFAULT_NODATA, s1_bands=(1, 2), s2_bands=(1, 2, 3, 4), dem_band: int = 1,
-        progress: Progress | None = None) -> dict:
+        max_tile_deg: float | None = DEFAULT_MAX_TILE_DEG, progress: Progress | None = None) -> dict:
     """Predict mean building height (metres) and footprint fraction (0-1) on SHAFTS's output grid.
+
+    An extent wider or taller than ``max_tile_deg`` degrees is cut into tiles of that size on the
+    output grid; each tile is clipped (with ``padding``) and preprocessed on its own, exactly as
+    SHAFTS does for one extent, so the result equals running SHAFTS tile by tile and memory is
+    bounded by the tile size. ``None`` processes any extent as one clip.
 
     ``extent`` (xmin, ymin, xmax, ymax) and ``padding`` are in degrees of the inputs' geographic CRS
     (EPSG:4326). ``checkpoint``: path to a SHAFTS or Edifice ``shafts_senet`` checkpoint, or a loaded
@@ -316,57 +324,82 @@ def predict_height_footprint_shafts(
     progress.info(f"SHAFTS {resolution_m} m {task}-task model on device {dev}"
                   + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
     xmin, ymin, xmax, ymax = (float(v) for v in extent)
-    bounds = (xmin - padding, ymin - padding, xmax + padding, ymax + padding)
-    prep, crs = prepare_inputs(s1_path, s2_path, dem_path, bounds, s1_bands, s2_bands, dem_band,
-                               progress.span(0.0, 0.15))
+    with contextlib.ExitStack() as stack:  # check all three inputs cover the whole extent before any work
+        dss = {"S1": stack.enter_context(open_raster(s1_path, "S1")),
+               "S2": stack.enter_context(open_raster(s2_path, "S2")),
+               "DEM": stack.enter_context(open_raster(dem_path, "DEM"))}
+        crs = _check_inputs(dss, {"S1": tuple(s1_bands), "S2": tuple(s2_bands), "DEM": (int(dem_band),)},
+                            (xmin - padding, ymin - padding, xmax + padding, ymax + padding))
     out_grid = shafts_output_grid((xmin, ymin, xmax, ymax), resolution_m, crs)
-    progress.check_cancelled()
-    # fail early (before any output is opened) if patches at the grid's corners leave the clip
-    xs_c, ys_c = out_grid.pixel_centres()
-    gather_patches(prep, xs_c[[0, -1]][:, [0, -1]].ravel(), ys_c[[0, -1]][:, [0, -1]].ravel(),
-                   model.patch_size)
-
+    res = out_grid.res[0]
+    tile_px = max(out_grid.width, out_grid.height)
+    if max_tile_deg is not None and max(xmax - xmin, ymax - ymin) > max_tile_deg:
+        tile_px = max(1, int(max_tile_deg // res))
+    tiles = list(out_grid.blocks(tile_px))
+    if len(tiles) > 1:
+        progress.warning(f"extent larger than {max_tile_deg} degrees: processed as {len(tiles)} tiles of "
+                         f"{tile_px} x {tile_px} output pixels, each preprocessed on its own (Sentinel-2 "
+                         f"scaling per tile, as when SHAFTS is run tile by tile).")
     model = model.to(dev).eval()
     if chunk_rows is None:
-        chunk_rows = max(1, 16384 // out_grid.width)
+        chunk_rows = max(1, 16384 // min(tile_px, out_grid.width))
     outputs = [k for k in ("height", "footprint") if task in ("multi", k)]
     paths = {"height": out_height, "footprint": out_footprint}
     stats = {"pixels": 0, "valid": 0}
-    model_progress = progress.span(0.15, 1.0)
     with contextlib.ExitStack() as stack:
         dsts = {k: stack.enter_context(atomic_raster(paths[k], out_grid, 1, "float32", nodata=nodata,
                                                      descriptions=[{"height": "mean building height (m)",
                                                                     "footprint": "building footprint fraction"}[k]]))
                 for k in outputs}
-        for r0 in range(0, out_grid.height, chunk_rows):
+        for t, tile in enumerate(tiles):
+            tile_progress = progress.span(t / len(tiles), (t + 1) / len(tiles))
+            w = tile.window
+            c0, r0, tw, th = int(w.col_off), int(w.row_off), int(w.width), int(w.height)
+            tx0 = out_grid.transform.c + c0 * res
+            ty1 = out_grid.transform.f - r0 * res
+            # the tile's part of the extent (the output grid may reach past xmax and ymin)
+            bounds = (tx0 - padding, max(ty1 - th * res, ymin) - padding,
+                      min(tx0 + tw * res, xmax) + padding, ty1 + padding)
+            prep, _ = prepare_inputs(s1_path, s2_path, dem_path, bounds, s1_bands, s2_bands, dem_band,
+                                     tile_progress.span(0.0, 0.15))
             progress.check_cancelled()
-            r1 = min(r0 + chunk_rows, out_grid.height)
-            res = _predict_rows(model, dev, out_grid, r0, r1, prep, batch_size, outputs, progress)
-            for k in outputs:
-                v = res[k]
-                ok = np.isfinite(v)
-                lo, hi = (h_min, h_max) if k == "height" else (f_min, f_max)
-                if task == "multi":      # below min -> 0 (not clipped to min), above max -> max
-                    v = np.where(v > hi, hi, np.where(v < lo, 0.0, v))
-                else:                    # single-task: first above max -> max, then below min -> 0
-                    v = np.where(v > hi, hi, v)
-                    v = np.where(v < lo, 0.0, v)
-                v = np.where(ok, v, nodata).astype(np.float32)
-                dsts[k].write(v[None], window=Window(0, r0, out_grid.width, r1 - r0))
-            stats["pixels"] += (r1 - r0) * out_grid.width
-            stats["valid"] += int(np.isfinite(res[outputs[0]]).sum())
-            model_progress.set_fraction(r1 / out_grid.height)
+            # patches at the tile's corners must lie inside its clip (clear error otherwise)
+            xs_c, ys_c = out_grid.pixel_centres(w)
+            gather_patches(prep, xs_c[[0, -1]][:, [0, -1]].ravel(), ys_c[[0, -1]][:, [0, -1]].ravel(),
+                           model.patch_size)
+            model_progress = tile_progress.span(0.15, 1.0)
+            for a in range(r0, r0 + th, chunk_rows):
+                progress.check_cancelled()
+                b = min(a + chunk_rows, r0 + th)
+                chunk = Window(c0, a, tw, b - a)
+                pred = _predict_window(model, dev, out_grid, chunk, prep, batch_size, outputs, progress)
+                for k in outputs:
+                    v = pred[k]
+                    ok = np.isfinite(v)
+                    lo, hi = (h_min, h_max) if k == "height" else (f_min, f_max)
+                    if task == "multi":      # below min -> 0 (not clipped to min), above max -> max
+                        v = np.where(v > hi, hi, np.where(v < lo, 0.0, v))
+                    else:                    # single-task: first above max -> max, then below min -> 0
+                        v = np.where(v > hi, hi, v)
+                        v = np.where(v < lo, 0.0, v)
+                    v = np.where(ok, v, nodata).astype(np.float32)
+                    dsts[k].write(v[None], window=chunk)
+                stats["pixels"] += (b - a) * tw
+                stats["valid"] += int(np.isfinite(pred[outputs[0]]).sum())
+                model_progress.set_fraction((b - r0) / th)
+            del prep
     progress.info(f"{stats['valid']} of {stats['pixels']} output pixels predicted")
     return {"grid": out_grid, "height": out_height if "height" in outputs else None,
             "footprint": out_footprint if "footprint" in outputs else None,
-            "device": str(dev), "pixels": stats["pixels"], "valid_pixels": stats["valid"]}
+            "device": str(dev), "pixels": stats["pixels"], "valid_pixels": stats["valid"],
+            "tiles": len(tiles)}
 
 
-def _predict_rows(model, dev, grid: Grid, r0: int, r1: int, prep: PreparedInputs, batch_size: int,
-                  outputs, progress):
-    """Model outputs (float64, NaN where not predicted) for output rows r0..r1, all columns."""
+def _predict_window(model, dev, grid: Grid, window: Window, prep: PreparedInputs, batch_size: int,
+                    outputs, progress):
+    """Model outputs (float64, NaN where not predicted) for ``window`` of the output grid."""
     import torch
-    xs, ys = grid.pixel_centres(Window(0, r0, grid.width, r1 - r0))
+    xs, ys = grid.pixel_centres(window)
     xs, ys = xs.ravel(), ys.ravel()
     out = {k: np.full(xs.size, np.nan) for k in outputs}
     for b0 in range(0, xs.size, batch_size):
@@ -382,4 +415,4 @@ def _predict_rows(model, dev, grid: Grid, r0: int, r1: int, prep: PreparedInputs
         for k in outputs:
             tgt = out[k][sl]
             tgt[ok] = y[k].float().cpu().numpy()
-    return {k: v.reshape(r1 - r0, grid.width) for k, v in out.items()}
+    return {k: v.reshape(int(window.height), int(window.width)) for k, v in out.items()}

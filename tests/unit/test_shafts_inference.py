@@ -317,3 +317,29 @@ def test_single_task_model_writes_one_output(scene, tmp_path):
     assert out["footprint"] is None and not (tmp_path / "f.tif").exists()
     v = h[np.isfinite(h)]
     assert v.size > 20 and np.all((v == 0) | (v <= 4.0))
+
+
+def test_large_extents_are_tiled_like_separate_shafts_runs(scene):
+    """With tiles of 3 x 3 output pixels, each tile must equal a SHAFTS run on that tile's extent."""
+    model = _model(1)
+    res = 0.0009
+    out = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                          scene["tmp"] / "th.tif", scene["tmp"] / "tf.tif", padding=PAD,
+                                          batch_size=4, device="cpu", max_tile_deg=3 * res)
+    assert out["tiles"] == 6  # 5 x 7 output pixels in 3 x 3 tiles
+    h, _ = _read(out["height"])
+    whole = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                            scene["tmp"] / "wh.tif", scene["tmp"] / "wf.tif", padding=PAD,
+                                            batch_size=4, device="cpu", max_tile_deg=None)
+    assert whole["tiles"] == 1
+    hw, _ = _read(whole["height"])
+    assert np.array_equal(np.isnan(h), np.isnan(hw))
+    xmin, ymin, xmax, ymax = EXTENT
+    for r0 in (0, 3):
+        for c0 in (0, 3, 6):
+            ext = (xmin + c0 * res, max(ymax - (r0 + 3) * res, ymin), min(xmin + (c0 + 3) * res, xmax), ymax - r0 * res)
+            one = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], ext, model, 100,
+                                                  scene["tmp"] / "oh.tif", scene["tmp"] / "of.tif", padding=PAD,
+                                                  batch_size=4, device="cpu", max_tile_deg=None)
+            t, _ = _read(one["height"])
+            np.testing.assert_allclose(h[r0:r0 + t.shape[0], c0:c0 + t.shape[1]], t, atol=1e-5, equal_nan=True)
