@@ -178,7 +178,8 @@ class _CellSums:
 @dataclass(frozen=True)
 class RetinexSettings:
     """``sigmas`` in pixels; ``weights`` default to equal; ``mode`` is
-    ``"luminance"`` (colour-preserving) or ``"bands"`` (each band on its own);
+    ``"luminance"`` (MSRCP: Retinex on the band mean, every band scaled by the same per-pixel
+    factor, so hues are kept and no band clips) or ``"bands"`` (each band on its own);
     ``clip_percent`` is cut from each tail of the Retinex histogram for the stretch."""
 
     sigmas: Sequence[float] = DEFAULT_SIGMAS
@@ -336,8 +337,11 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
                                                 cells)
                         s = out_lo + (r - lo_r) * ((out_hi - out_lo) / (hi_r - lo_r))
                         if settings.mode == "luminance":
-                            ratio = (data[(slice(None),) + inner].astype(np.float32) + offset) / (lum + offset)
-                            s = s * ratio
+                            # MSRCP (Petro et al. 2014): scale every band by one factor per pixel, the
+                            # stretched/original luminance ratio, capped so the largest band does not clip
+                            bands = data[(slice(None),) + inner].astype(np.float32) + offset
+                            gain = np.minimum(s[0] / (lum + offset), out_hi / bands.max(axis=0))
+                            s = bands * gain
                         s = np.clip(s, out_lo, out_hi)
                         if out_dtype.kind in "iu":
                             s = np.rint(s)
