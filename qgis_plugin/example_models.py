@@ -9,40 +9,59 @@ from qgis.core import (QgsProcessing, QgsProcessingModelAlgorithm, QgsProcessing
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
 
+Number = QgsProcessingParameterNumber
 
-def _output(name: str, description: str, child_id: str, child_output: str) -> QgsProcessingModelOutput:
-    out = QgsProcessingModelOutput(name, description)
-    out.setChildId(child_id)
-    out.setChildOutputName(child_output)
-    return out
+
+def _params(m: QgsProcessingModelAlgorithm, *definitions) -> None:
+    """Add model inputs (each under its own name)."""
+    for d in definitions:
+        m.addModelParameter(d, QgsProcessingModelParameter(d.name()))
+
+
+def _model_input(name: str) -> Source:
+    return Source.fromModelParameter(name)
+
+
+def _from(child_id: str, output: str) -> Source:
+    return Source.fromChildOutput(child_id, output)
+
+
+def _child(m: QgsProcessingModelAlgorithm, alg_id: str, child_id: str, description: str, sources: dict,
+           outputs: dict | None = None) -> None:
+    """Add a child algorithm. ``sources``: parameter -> Source, or a static value; ``outputs``: model
+    output name -> (description, the child's output name)."""
+    c = QgsProcessingModelChildAlgorithm(alg_id)
+    c.setChildId(child_id)
+    c.setDescription(description)
+    for name, src in sources.items():
+        c.addParameterSources(name, [src if isinstance(src, Source) else Source.fromStaticValue(src)])
+    model_outputs = {}
+    for name, (text, child_output) in (outputs or {}).items():
+        out = QgsProcessingModelOutput(name, text)
+        out.setChildId(child_id)
+        out.setChildOutputName(child_output)
+        model_outputs[name] = out
+    c.setModelOutputs(model_outputs)
+    m.addChildAlgorithm(c)
+
+
+def _imagery_and_pois(m: QgsProcessingModelAlgorithm) -> None:
+    _params(m, QgsProcessingParameterRasterLayer("imagery", "Imagery"),
+            QgsProcessingParameterFeatureSource("pois", "POI points", [QgsProcessing.TypeVectorPoint]))
 
 
 def retinex_poi_chain() -> QgsProcessingModelAlgorithm:
     """imagery -> edifice:retinex -> its grid -> edifice:poiprobability (OSM POIs).
     Model outputs: ``retinex:corrected`` and ``poimaps:poi_maps``."""
     m = QgsProcessingModelAlgorithm("Retinex and POI probability maps", "Edifice examples", "edifice_retinex_poi")
-    m.addModelParameter(QgsProcessingParameterRasterLayer("imagery", "Imagery"), QgsProcessingModelParameter("imagery"))
-    m.addModelParameter(QgsProcessingParameterFeatureSource("pois", "POI points", [QgsProcessing.TypeVectorPoint]),
-                        QgsProcessingModelParameter("pois"))
-
-    retinex = QgsProcessingModelChildAlgorithm("edifice:retinex")
-    retinex.setChildId("retinex")
-    retinex.setDescription("Retinex illumination correction")
-    retinex.addParameterSources("INPUT", [Source.fromModelParameter("imagery")])
-    retinex.addParameterSources("SIGMAS", [Source.fromStaticValue("15,80,250")])
-    retinex.setModelOutputs({"corrected": _output("corrected", "Corrected imagery", "retinex", "OUTPUT")})
-    m.addChildAlgorithm(retinex)
-
-    poi = QgsProcessingModelChildAlgorithm("edifice:poiprobability")
-    poi.setChildId("poimaps")
-    poi.setDescription("POI probability maps on the imagery grid")
-    poi.addParameterSources("INPUT", [Source.fromModelParameter("pois")])
-    poi.addParameterSources("CATEGORY_FIELD", [Source.fromStaticValue("other_tags")])
-    poi.addParameterSources("PRESET", [Source.fromStaticValue(0)])
-    poi.addParameterSources("REFERENCE", [Source.fromChildOutput("retinex", "OUTPUT")])
-    poi.addParameterSources("MAX_DISTANCES", [Source.fromStaticValue("500,500,1500")])
-    poi.setModelOutputs({"poi_maps": _output("poi_maps", "POI probability maps", "poimaps", "OUTPUT")})
-    m.addChildAlgorithm(poi)
+    _imagery_and_pois(m)
+    _child(m, "edifice:retinex", "retinex", "Retinex illumination correction",
+           {"INPUT": _model_input("imagery"), "SIGMAS": "15,80,250"},
+           {"corrected": ("Corrected imagery", "OUTPUT")})
+    _child(m, "edifice:poiprobability", "poimaps", "POI probability maps on the imagery grid",
+           {"INPUT": _model_input("pois"), "CATEGORY_FIELD": "other_tags", "PRESET": 0,
+            "REFERENCE": _from("retinex", "OUTPUT"), "MAX_DISTANCES": "500,500,1500"},
+           {"poi_maps": ("POI probability maps", "OUTPUT")})
     return m
 
 
@@ -53,64 +72,31 @@ def poi_dataset_training() -> QgsProcessingModelAlgorithm:
     ``poimaps:poi_maps``, ``dataset:dataset`` (folder) and ``train:checkpoint``."""
     m = QgsProcessingModelAlgorithm("POI maps, training dataset and building-use training", "Edifice examples",
                                     "edifice_poi_dataset_training")
-
-    def param(definition):
-        m.addModelParameter(definition, QgsProcessingModelParameter(definition.name()))
-
-    param(QgsProcessingParameterRasterLayer("imagery", "Imagery"))
-    param(QgsProcessingParameterFeatureSource("pois", "POI points", [QgsProcessing.TypeVectorPoint]))
-    param(QgsProcessingParameterString("category_field", "POI category field", defaultValue="other_tags"))
-    param(QgsProcessingParameterString("max_distances", "POI d_max in metres (R,C,I)", defaultValue="500,500,1500"))
-    param(QgsProcessingParameterFeatureSource("buildings", "Building polygons", [QgsProcessing.TypeVectorPolygon]))
-    param(QgsProcessingParameterString("use_field", "Building use field", defaultValue="building"))
-    param(QgsProcessingParameterNumber("chip_size", "Chip size (pixels)", QgsProcessingParameterNumber.Integer,
-                                       256, minValue=16))
-    param(QgsProcessingParameterNumber("split_tile", "Split tile size (m; 0 = 4 chips)",
-                                       QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
-    param(QgsProcessingParameterNumber("epochs", "Epochs", QgsProcessingParameterNumber.Integer, 50, minValue=1))
-    param(QgsProcessingParameterNumber("base_width", "Encoder base width (64 = standard; 4 = tiny test model)",
-                                       QgsProcessingParameterNumber.Integer, 64, minValue=1))
-
-    poi = QgsProcessingModelChildAlgorithm("edifice:poiprobability")
-    poi.setChildId("poimaps")
-    poi.setDescription("POI probability maps on the imagery grid")
-    poi.addParameterSources("INPUT", [Source.fromModelParameter("pois")])
-    poi.addParameterSources("CATEGORY_FIELD", [Source.fromModelParameter("category_field")])
-    poi.addParameterSources("PRESET", [Source.fromStaticValue(0)])
-    poi.addParameterSources("REFERENCE", [Source.fromModelParameter("imagery")])
-    poi.addParameterSources("MAX_DISTANCES", [Source.fromModelParameter("max_distances")])
-    poi.setModelOutputs({"poi_maps": _output("poi_maps", "POI probability maps", "poimaps", "OUTPUT")})
-    m.addChildAlgorithm(poi)
-
-    ds = QgsProcessingModelChildAlgorithm("edifice:trainingdataset")
-    ds.setChildId("dataset")
-    ds.setDescription("Building-use training dataset")
-    ds.addParameterSources("IMAGERY", [Source.fromModelParameter("imagery")])
-    ds.addParameterSources("POI_RASTER", [Source.fromChildOutput("poimaps", "OUTPUT")])
-    ds.addParameterSources("BUILDINGS", [Source.fromModelParameter("buildings")])
-    ds.addParameterSources("USE_FIELD", [Source.fromModelParameter("use_field")])
-    ds.addParameterSources("USE_PRESET", [Source.fromStaticValue(0)])
-    ds.addParameterSources("CHIP_SIZE", [Source.fromModelParameter("chip_size")])
-    ds.addParameterSources("SPLIT_TILE", [Source.fromModelParameter("split_tile")])
-    ds.addParameterSources("SEED", [Source.fromStaticValue(0)])
-    ds.setModelOutputs({"dataset": _output("dataset", "Training dataset folder", "dataset", "OUTPUT_FOLDER")})
-    m.addChildAlgorithm(ds)
-
-    tr = QgsProcessingModelChildAlgorithm("edifice:trainbuildinguse")
-    tr.setChildId("train")
-    tr.setDescription("Train the building-use model")
-    tr.addParameterSources("DATASET", [Source.fromChildOutput("dataset", "OUTPUT_FOLDER")])
-    tr.addParameterSources("VARIANT", [Source.fromStaticValue(2)])
-    tr.addParameterSources("ENCODER", [Source.fromStaticValue(1)])
-    tr.addParameterSources("BASE_WIDTH", [Source.fromModelParameter("base_width")])
-    tr.addParameterSources("EPOCHS", [Source.fromModelParameter("epochs")])
-    tr.addParameterSources("BATCH_SIZE", [Source.fromStaticValue(16)])
-    tr.addParameterSources("LEARNING_RATE", [Source.fromStaticValue(0.001)])
-    tr.addParameterSources("DEVICE", [Source.fromStaticValue("auto")])
-    tr.addParameterSources("SEED", [Source.fromStaticValue(0)])
-    tr.setModelOutputs({"checkpoint": _output("checkpoint", "Building-use model checkpoint", "train",
-                                              "OUTPUT_CHECKPOINT")})
-    m.addChildAlgorithm(tr)
+    _imagery_and_pois(m)
+    _params(m,
+            QgsProcessingParameterString("category_field", "POI category field", defaultValue="other_tags"),
+            QgsProcessingParameterString("max_distances", "POI d_max in metres (R,C,I)", defaultValue="500,500,1500"),
+            QgsProcessingParameterFeatureSource("buildings", "Building polygons", [QgsProcessing.TypeVectorPolygon]),
+            QgsProcessingParameterString("use_field", "Building use field", defaultValue="building"),
+            Number("chip_size", "Chip size (pixels)", Number.Integer, 256, minValue=16),
+            Number("split_tile", "Split tile size (m; 0 = 4 chips)", Number.Double, 0.0, minValue=0.0),
+            Number("epochs", "Epochs", Number.Integer, 50, minValue=1),
+            Number("base_width", "Encoder base width (64 = standard; 4 = tiny test model)", Number.Integer, 64,
+                   minValue=1))
+    _child(m, "edifice:poiprobability", "poimaps", "POI probability maps on the imagery grid",
+           {"INPUT": _model_input("pois"), "CATEGORY_FIELD": _model_input("category_field"), "PRESET": 0,
+            "REFERENCE": _model_input("imagery"), "MAX_DISTANCES": _model_input("max_distances")},
+           {"poi_maps": ("POI probability maps", "OUTPUT")})
+    _child(m, "edifice:trainingdataset", "dataset", "Building-use training dataset",
+           {"IMAGERY": _model_input("imagery"), "POI_RASTER": _from("poimaps", "OUTPUT"),
+            "BUILDINGS": _model_input("buildings"), "USE_FIELD": _model_input("use_field"), "USE_PRESET": 0,
+            "CHIP_SIZE": _model_input("chip_size"), "SPLIT_TILE": _model_input("split_tile"), "SEED": 0},
+           {"dataset": ("Training dataset folder", "OUTPUT_FOLDER")})
+    _child(m, "edifice:trainbuildinguse", "train", "Train the building-use model",
+           {"DATASET": _from("dataset", "OUTPUT_FOLDER"), "VARIANT": 2, "ENCODER": 1,
+            "BASE_WIDTH": _model_input("base_width"), "EPOCHS": _model_input("epochs"), "BATCH_SIZE": 16,
+            "LEARNING_RATE": 0.001, "DEVICE": "auto", "SEED": 0},
+           {"checkpoint": ("Building-use model checkpoint", "OUTPUT_CHECKPOINT")})
     return m
 
 
@@ -121,43 +107,24 @@ def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
     ``ccap:urban_footprint``; the CCAP threshold is written to the log."""
     m = QgsProcessingModelAlgorithm("Height, footprint and CCAP urban mask", "Edifice examples",
                                     "edifice_height_footprint_ccap")
-    for name, text in (("s1", "Sentinel-1 (VV, VH dB)"), ("s2", "Sentinel-2 (R, G, B, NIR)"), ("dem", "DEM (SRTM)")):
-        m.addModelParameter(QgsProcessingParameterRasterLayer(name, text), QgsProcessingModelParameter(name))
-    m.addModelParameter(QgsProcessingParameterFile("checkpoint", "Checkpoint (SHAFTS .pth or Edifice)", extension="pth"),
-                        QgsProcessingModelParameter("checkpoint"))
-    m.addModelParameter(QgsProcessingParameterExtent("extent", "Extent"), QgsProcessingModelParameter("extent"))
-    m.addModelParameter(QgsProcessingParameterNumber("padding", "Padding (degrees)", QgsProcessingParameterNumber.Double,
-                                                     defaultValue=0.03, minValue=0.0),
-                        QgsProcessingModelParameter("padding"))
-
-    hf = QgsProcessingModelChildAlgorithm("edifice:heightfootprint")
-    hf.setChildId("heightfootprint")
-    hf.setDescription("Building height and footprint (SHAFTS, 100 m)")
-    for param, source in (("SENTINEL1", "s1"), ("SENTINEL2", "s2"), ("DEM", "dem"), ("CHECKPOINT", "checkpoint"),
-                          ("EXTENT", "extent"), ("PADDING", "padding")):
-        hf.addParameterSources(param, [Source.fromModelParameter(source)])
-    hf.addParameterSources("RESOLUTION", [Source.fromStaticValue(0)])
-    hf.addParameterSources("MODE", [Source.fromStaticValue(0)])
-    hf.addParameterSources("DEVICE", [Source.fromStaticValue("auto")])
-    hf.addParameterSources("BATCH_SIZE", [Source.fromStaticValue(64)])
-    hf.setModelOutputs({"height": _output("height", "Building height (m)", "heightfootprint", "OUTPUT_HEIGHT"),
-                        "footprint": _output("footprint", "Building footprint fraction", "heightfootprint",
-                                             "OUTPUT_FOOTPRINT")})
-    m.addChildAlgorithm(hf)
-
-    ccap = QgsProcessingModelChildAlgorithm("edifice:ccap")
-    ccap.setChildId("ccap")
-    ccap.setDescription("CCAP urban mask")
-    ccap.addParameterSources("HEIGHTS", [Source.fromChildOutput("heightfootprint", "OUTPUT_HEIGHT")])
-    ccap.addParameterSources("FOOTPRINTS", [Source.fromChildOutput("heightfootprint", "OUTPUT_FOOTPRINT")])
-    ccap.addParameterSources("H_MIN", [Source.fromStaticValue(2.0)])
-    ccap.addParameterSources("CRITERION", [Source.fromStaticValue(0)])
-    ccap.addParameterSources("FUSION_RATIO", [Source.fromStaticValue(0.5)])
-    ccap.setModelOutputs({"mask": _output("mask", "Urban mask", "ccap", "OUTPUT_MASK"),
-                          "urban_height": _output("urban_height", "Height, urban only", "ccap", "OUTPUT_HEIGHT"),
-                          "urban_footprint": _output("urban_footprint", "Footprint, urban only", "ccap",
-                                                     "OUTPUT_FOOTPRINT")})
-    m.addChildAlgorithm(ccap)
+    _params(m, QgsProcessingParameterRasterLayer("s1", "Sentinel-1 (VV, VH dB)"),
+            QgsProcessingParameterRasterLayer("s2", "Sentinel-2 (R, G, B, NIR)"),
+            QgsProcessingParameterRasterLayer("dem", "DEM (SRTM)"),
+            QgsProcessingParameterFile("checkpoint", "Checkpoint (SHAFTS .pth or Edifice)", extension="pth"),
+            QgsProcessingParameterExtent("extent", "Extent"),
+            Number("padding", "Padding (degrees)", Number.Double, defaultValue=0.03, minValue=0.0))
+    _child(m, "edifice:heightfootprint", "heightfootprint", "Building height and footprint (SHAFTS, 100 m)",
+           {"SENTINEL1": _model_input("s1"), "SENTINEL2": _model_input("s2"), "DEM": _model_input("dem"),
+            "CHECKPOINT": _model_input("checkpoint"), "EXTENT": _model_input("extent"),
+            "PADDING": _model_input("padding"), "RESOLUTION": 0, "MODE": 0, "DEVICE": "auto", "BATCH_SIZE": 64},
+           {"height": ("Building height (m)", "OUTPUT_HEIGHT"),
+            "footprint": ("Building footprint fraction", "OUTPUT_FOOTPRINT")})
+    _child(m, "edifice:ccap", "ccap", "CCAP urban mask",
+           {"HEIGHTS": _from("heightfootprint", "OUTPUT_HEIGHT"),
+            "FOOTPRINTS": _from("heightfootprint", "OUTPUT_FOOTPRINT"),
+            "H_MIN": 2.0, "CRITERION": 0, "FUSION_RATIO": 0.5},
+           {"mask": ("Urban mask", "OUTPUT_MASK"), "urban_height": ("Height, urban only", "OUTPUT_HEIGHT"),
+            "urban_footprint": ("Footprint, urban only", "OUTPUT_FOOTPRINT")})
     return m
 
 
@@ -166,37 +133,17 @@ def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     (checkpoint) -> building polygons. Model outputs: ``usemap:use_class`` and ``usemap:buildings``."""
     m = QgsProcessingModelAlgorithm("Building use map from imagery and POIs", "Edifice examples",
                                     "edifice_imagery_poi_use_map")
-    m.addModelParameter(QgsProcessingParameterRasterLayer("imagery", "Imagery"), QgsProcessingModelParameter("imagery"))
-    m.addModelParameter(QgsProcessingParameterFeatureSource("pois", "POI points", [QgsProcessing.TypeVectorPoint]),
-                        QgsProcessingModelParameter("pois"))
-    m.addModelParameter(QgsProcessingParameterFile("checkpoint", "Building-use checkpoint",
-                                                   fileFilter="Edifice checkpoint (*.pt *.pth)"),
-                        QgsProcessingModelParameter("checkpoint"))
-
-    poi = QgsProcessingModelChildAlgorithm("edifice:poiprobability")
-    poi.setChildId("poimaps")
-    poi.setDescription("POI probability maps on the imagery grid")
-    poi.addParameterSources("INPUT", [Source.fromModelParameter("pois")])
-    poi.addParameterSources("CATEGORY_FIELD", [Source.fromStaticValue("other_tags")])
-    poi.addParameterSources("PRESET", [Source.fromStaticValue(0)])
-    poi.addParameterSources("REFERENCE", [Source.fromModelParameter("imagery")])
-    poi.addParameterSources("MAX_DISTANCES", [Source.fromStaticValue("500,500,1500")])
-    poi.addParameterSources("OUTPUT", [Source.fromStaticValue("TEMPORARY_OUTPUT")])
-    m.addChildAlgorithm(poi)
-
-    use = QgsProcessingModelChildAlgorithm("edifice:mapbuildinguse")
-    use.setChildId("usemap")
-    use.setDescription("Building use (sliding window)")
-    use.addParameterSources("IMAGERY", [Source.fromModelParameter("imagery")])
-    use.addParameterSources("POI_MAPS", [Source.fromChildOutput("poimaps", "OUTPUT")])
-    use.addParameterSources("CHECKPOINT", [Source.fromModelParameter("checkpoint")])
-    use.addParameterSources("DEVICE", [Source.fromStaticValue("auto")])
-    use.addParameterSources("BATCH_SIZE", [Source.fromStaticValue(4)])
-    use.addParameterSources("WINDOW", [Source.fromStaticValue(0)])
-    use.addParameterSources("OVERLAP", [Source.fromStaticValue(128)])
-    use.setModelOutputs({"use_class": _output("use_class", "Building use class", "usemap", "USE_CLASS"),
-                         "buildings": _output("buildings", "Building polygons with use", "usemap", "POLYGONS")})
-    m.addChildAlgorithm(use)
+    _imagery_and_pois(m)
+    _params(m, QgsProcessingParameterFile("checkpoint", "Building-use checkpoint",
+                                          fileFilter="Edifice checkpoint (*.pt *.pth)"))
+    _child(m, "edifice:poiprobability", "poimaps", "POI probability maps on the imagery grid",
+           {"INPUT": _model_input("pois"), "CATEGORY_FIELD": "other_tags", "PRESET": 0,
+            "REFERENCE": _model_input("imagery"), "MAX_DISTANCES": "500,500,1500", "OUTPUT": "TEMPORARY_OUTPUT"})
+    _child(m, "edifice:mapbuildinguse", "usemap", "Building use (sliding window)",
+           {"IMAGERY": _model_input("imagery"), "POI_MAPS": _from("poimaps", "OUTPUT"),
+            "CHECKPOINT": _model_input("checkpoint"), "DEVICE": "auto", "BATCH_SIZE": 4, "WINDOW": 0,
+            "OVERLAP": 128},
+           {"use_class": ("Building use class", "USE_CLASS"), "buildings": ("Building polygons with use", "POLYGONS")})
     return m
 
 
