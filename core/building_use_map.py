@@ -339,7 +339,6 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     centres it holds (the pixel under its representative point when it holds none) from the
     3-band ``probabilities`` raster; writes a GeoPackage with the layer's own fields plus
     use_class, use_name, p_residential, p_commercial, p_industrial, confidence, pixels."""
-    import pyogrio
     import pyogrio.raw
     import shapely
     from pyproj import Transformer
@@ -347,20 +346,13 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     from rasterio.windows import Window
 
     from .raster_io import atomic_output
+    from .vector_io import read_vector
     from .vectorize import attributes
 
     progress = ensure(progress)
-    try:
-        info = pyogrio.read_info(buildings, layer=layer)
-        meta, _, wkb, fields = pyogrio.raw.read(buildings, layer=layer)
-    except Exception as exc:  # pyogrio raises several types
-        raise InputError("INPUT", f"'{buildings}' could not be read as a vector layer ({exc}).",
-                         "give a GeoPackage, GeoJSON or Shapefile of building polygons.") from exc
-    crs = meta.get("crs") or info.get("crs")
-    if not crs:
-        raise InputError("INPUT", f"'{buildings}' has no CRS.", "assign the layer's CRS first.")
-    geoms = shapely.from_wkb(wkb)
-    names = [str(n) for n in meta["fields"]]
+    lyr = read_vector(buildings, "INPUT", layer, what="a GeoPackage, GeoJSON or Shapefile of building polygons")
+    crs, geoms, names = lyr.crs_wkt, lyr.geoms, list(lyr.fields)
+    fields = list(lyr.fields.values())
     clash = sorted(set(names) & {"use_class", "use_name", "p_residential", "p_commercial", "p_industrial",
                                  "confidence", "pixels"})
     if clash:
@@ -413,10 +405,9 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     new_names = ["use_class", "use_name", "p_residential", "p_commercial", "p_industrial", "confidence", "pixels"]
     data = list(fields) + [att[f] for f in new_names]
     progress.check_cancelled()
-    gtype = info.get("geometry_type") or "Unknown"
     with atomic_output(output) as tmp:
-        pyogrio.raw.write(str(tmp), wkb, data, names + new_names, driver="GPKG", layer="buildings",
-                          geometry_type=gtype, crs=CRS.from_user_input(crs).to_wkt())
+        pyogrio.raw.write(str(tmp), lyr.wkb, data, names + new_names, driver="GPKG", layer="buildings",
+                          geometry_type=lyr.geometry_type, crs=crs)
     progress.set_fraction(1.0)
     counts_by = {USE_NAMES[c - 1]: int(np.sum(att["use_class"] == c)) for c in (1, 2, 3)}
     return {"output": output, "buildings": n, "without_probabilities": int(np.sum(nprob == 0)), **counts_by}

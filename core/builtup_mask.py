@@ -50,20 +50,13 @@ def parse_values(text: str | Sequence[int] | None, name: str = "VALUES") -> np.n
 
 
 def _read_polygons(path: str, layer: str | None, crs_wkt: str):
-    import pyogrio
-    import pyogrio.raw
     import shapely
 
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-        meta, _, wkb, _ = pyogrio.raw.read(path, layer=layer, columns=[])
-    except Exception as exc:  # pyogrio raises several types
-        raise InputError("POLYGONS", f"'{path}' could not be read as a vector layer ({exc}).",
-                         "give a GeoPackage, GeoJSON or Shapefile of polygons.") from exc
-    crs = meta.get("crs") or info.get("crs")
-    if not crs:
-        raise InputError("POLYGONS", f"'{path}' has no CRS.", "assign the layer's CRS first.")
-    g = shapely.from_wkb(wkb)
+    from .vector_io import read_vector
+
+    lyr = read_vector(path, "POLYGONS", layer, columns=[], what="a GeoPackage, GeoJSON or Shapefile of polygons")
+    crs = lyr.crs_wkt
+    g = lyr.geoms
     g = g[~shapely.is_missing(g)]
     g = g[np.isin(shapely.get_type_id(g), (3, 6))]
     if CRS.from_user_input(crs) != CRS.from_user_input(crs_wkt):

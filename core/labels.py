@@ -146,25 +146,15 @@ def read_buildings(path: str, use_field: str | None, mapping: CategoryMapping, t
                    layer: str | None = None, name: str = "BUILDINGS") -> Buildings:
     """Read a polygon layer (GeoPackage, GeoJSON, Shapefile, …) with pyogrio and
     :func:`prepare_buildings` it. ``use_field`` must be a field of the layer."""
-    import pyogrio
+    from .vector_io import read_vector
 
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-        meta, _, wkb, fields = pyogrio.raw.read(path, layer=layer)
-    except Exception as exc:  # pyogrio raises several error types
-        raise InputError(name, f"'{path}' could not be read as a vector layer ({exc}).",
-                         "give a GeoPackage, GeoJSON or Shapefile of building polygons "
-                         "(convert GeoParquet with ogr2ogr if your GDAL cannot read it).") from exc
-    names = list(meta["fields"])
-    if use_field is not None and use_field not in names:
+    lyr = read_vector(path, name, layer,
+                      what="a GeoPackage, GeoJSON or Shapefile of building polygons "
+                           "(convert GeoParquet with ogr2ogr if your GDAL cannot read it)")
+    if use_field is not None and use_field not in lyr.fields:
         raise InputError("USE_FIELD", f"field '{use_field}' is not in '{path}'.",
-                         f"use one of: {', '.join(names) or '(the layer has no field)'}.")
-    crs = meta.get("crs") or info.get("crs")
-    if not crs:
-        raise InputError(name, f"'{path}' has no CRS.", "assign the layer's CRS first.")
-    geoms = shapely.from_wkb(wkb)
-    records = [{n: fields[j][i] for j, n in enumerate(names)} for i in range(len(geoms))]
-    return prepare_buildings(geoms, records, CRS.from_user_input(crs).to_wkt(), use_field, mapping,
+                         f"use one of: {', '.join(lyr.fields) or '(the layer has no field)'}.")
+    return prepare_buildings(lyr.geoms, lyr.records(), lyr.crs_wkt, use_field, mapping,
                              target_crs_wkt, name)
 
 

@@ -71,47 +71,29 @@ def read_point_file(path: str, layer: str | None, category_field: str) -> tuple[
     """Read points of a vector file (GeoPackage, GeoJSON, OSM PBF's ``points``
     layer, …) with pyogrio: x, y, records, CRS WKT. Multipoints give one point
     per part; other geometry types are refused."""
-    import pyogrio
-    from shapely import from_wkb, get_coordinates, get_type_id
+    from shapely import get_coordinates, get_type_id
 
-    try:
-        info = pyogrio.read_info(path, layer=layer)
-        meta, _, geoms, fields = pyogrio.raw.read(path, layer=layer)
-    except Exception as exc:  # pyogrio raises several error types
-        raise InputError("INPUT", f"'{path}' could not be read as a vector layer ({exc}).",
-                         "give a GeoPackage, GeoJSON, Shapefile or .osm.pbf (layer 'points').") from exc
-    names = list(meta["fields"])
-    if category_field not in names:
+    from .vector_io import read_vector
+
+    lyr = read_vector(path, "INPUT", layer, kind="Point",
+                      what="a point layer (GeoPackage, GeoJSON, or the 'points' layer of an .osm.pbf), "
+                           "or take centroids first")
+    if category_field not in lyr.fields:
         raise InputError("CATEGORY_FIELD", f"field '{category_field}' is not in '{path}'.",
-                         f"use one of: {', '.join(names)}.")
-    crs = meta.get("crs") or info.get("crs")
-    if not crs:
-        raise InputError("INPUT", f"'{path}' has no CRS.", "assign the layer's CRS first.")
-    from pyproj import CRS
-    crs_wkt = CRS.from_user_input(crs).to_wkt()
-    gtype = str(meta.get("geometry_type") or "Unknown")
-    if "Point" not in gtype and gtype != "Unknown":
-        raise InputError("INPUT", f"'{path}' holds {gtype} geometries, not points.",
-                         "give a point layer (e.g. the 'points' layer of an .osm.pbf), or take centroids first.")
-    try:
-        g = from_wkb(geoms)
-    except Exception as exc:  # GEOS raises on broken geometries
-        raise InputError("INPUT", f"'{path}' holds invalid geometries ({exc}).") from exc
-    types = get_type_id(g)
+                         f"use one of: {', '.join(lyr.fields)}.")
+    g = lyr.geoms
     if len(g) == 0:
         raise InputError("INPUT", f"'{path}' has no feature.", "give a layer with POI points.")
-    if not np.all(np.isin(types, (0, 4))):  # Point, MultiPoint
+    if not np.all(np.isin(get_type_id(g), (0, 4))):  # Point, MultiPoint
         raise InputError("INPUT", f"'{path}' holds non-point geometries.",
                          "give a point layer (e.g. the 'points' layer of an .osm.pbf), or take centroids first.")
     xs, ys, recs = [], [], []
-    for i, geom in enumerate(g):
-        coords = get_coordinates(geom)
-        rec = {n: (fields[j][i] if fields[j][i] is not None else None) for j, n in enumerate(names)}
-        for x, y in coords:
+    for geom, rec in zip(g, lyr.records()):
+        for x, y in get_coordinates(geom):
             xs.append(x)
             ys.append(y)
             recs.append(rec)
-    return np.asarray(xs), np.asarray(ys), recs, crs_wkt
+    return np.asarray(xs), np.asarray(ys), recs, lyr.crs_wkt
 
 
 __all__ = ["PRESETS", "load_poi_mapping", "classify_pois", "read_point_file", "ClassifiedPois", "list_presets"]
