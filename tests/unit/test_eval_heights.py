@@ -1,4 +1,7 @@
 """Height metrics against numpy / scipy / scikit-learn, rasters and per-building."""
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import shapely
@@ -9,23 +12,12 @@ from sklearn import metrics as skm
 from edifice.core import height_metrics as H
 from edifice.core.errors import InputError
 
-import pyogrio.raw
-import rasterio
 
 
-def write_polys(path, geoms, fields: dict, crs="EPSG:3035"):
-    names = list(fields)
-    data = [np.asarray(fields[n], dtype=object) for n in names]
-    pyogrio.raw.write(str(path), shapely.to_wkb(np.asarray(geoms, dtype=object)), data, fields=names,
-                      crs=crs, geometry_type="Polygon", driver="GPKG")
-    return str(path)
-
-
-def write_raster(path, arr, transform, crs="EPSG:3035", nodata=None):
-    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[1], height=arr.shape[0], count=1,
-                       dtype=arr.dtype, crs=crs, transform=transform, nodata=nodata) as ds:
-        ds.write(arr, 1)
-    return str(path)
+_spec = importlib.util.spec_from_file_location("_eval_files", Path(__file__).with_name("_eval_files.py"))
+_files = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_files)
+write_polys, write_raster = _files.write_polys, _files.write_raster
 
 
 def _pairs(n=300, seed=2):
