@@ -83,11 +83,17 @@ class DistContext:
                 b.div_(self.world_size)
                 dist.broadcast(b, 0)
 
-    def close(self) -> None:
+    def close(self, wait_for_all: bool = False) -> None:
+        """Destroy the process group this context created. ``wait_for_all`` (after
+        success) first waits at a barrier so that no rank tears the group down while
+        another still uses it. Never wait after an error (a rank could wait for one
+        that died). The CLI then ends worker processes with ``os._exit``."""
         if self.owns_group:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if wait_for_all:
+                    dist.barrier()
                 dist.destroy_process_group()
             self.owns_group = False
 

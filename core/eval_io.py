@@ -1,41 +1,18 @@
-"""Vector and table reading for evaluation (pyogrio + shapely, no GeoPandas).
+"""Table reading and CRS helpers for evaluation (over :mod:`core.vector_io`).
 
 Geometries come back as numpy arrays of shapely geometries in the layer's CRS
 (or reprojected with pyproj to a target CRS); attributes as numpy arrays.
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
-import pyogrio
-import pyogrio.raw
 import shapely
 from pyproj import CRS, Transformer
 
 from .errors import InputError
-
-
-def _check_path(path, what: str) -> str:
-    p = str(path)
-    if not os.path.exists(p) and "://" not in p and not p.startswith("/vsi"):
-        raise InputError(what, f"file '{p}' does not exist.", "check the path.")
-    return p
-
-
-def _resolve_fields(available: Sequence[str], wanted: Sequence[str], what: str, path: str) -> list[str]:
-    lower = {a.lower(): a for a in available}
-    out = []
-    for w in wanted:
-        if w in available:
-            out.append(w)
-        elif w.lower() in lower:
-            out.append(lower[w.lower()])
-        else:
-            raise InputError(what, f"'{path}' has no field '{w}'.",
-                             f"use one of: {', '.join(available) or '(no fields)'}.")
-    return out
+from .vector_io import read_vector
 
 
 def read_table(path, fields: Sequence[str], layer=None, what: str = "INPUT",
@@ -45,31 +22,16 @@ def read_table(path, fields: Sequence[str], layer=None, what: str = "INPUT",
     Returns ``(columns, geoms, crs)``: ``columns`` {requested name: ndarray},
     ``geoms`` an ndarray of shapely geometries (made valid) or None, ``crs`` the
     layer's CRS as WKT (None if it has none or ``geometry`` is False)."""
-    p = _check_path(path, what)
-    try:
-        info = pyogrio.read_info(p, layer=layer)
-    except Exception as exc:  # pyogrio raises DataSourceError, DataLayerError, ...
-        raise InputError(what, f"'{p}' is not a readable vector layer or table ({exc}).",
-                         "give a GeoPackage, shapefile, GeoJSON or CSV.") from exc
-    available = [str(f) for f in info["fields"]]
-    real = _resolve_fields(available, fields, what, p)
-    try:
-        meta, _fids, wkb, data = pyogrio.raw.read(p, layer=layer, columns=list(dict.fromkeys(real)),
-                                                  read_geometry=geometry)
-    except Exception as exc:
-        raise InputError(what, f"'{p}' could not be read ({exc}).") from exc
-    names = [str(f) for f in meta["fields"]]
-    columns = {w: np.asarray(data[names.index(r)]) for w, r in zip(fields, real)}
-    geoms, crs = None, None
-    if geometry:
-        if wkb is None or info.get("geometry_type") in (None, "None"):
-            raise InputError(what, f"'{p}' has no geometries.", "give a polygon layer.")
-        geoms = shapely.from_wkb(wkb)
-        bad = ~shapely.is_valid(geoms) & ~shapely.is_missing(geoms)
-        if bad.any():
-            geoms[bad] = shapely.make_valid(geoms[bad])
-        crs = meta.get("crs")
-    return columns, geoms, crs
+    lyr = read_vector(path, what, layer, columns=list(fields), geometry=geometry,
+                      what="a GeoPackage, shapefile, GeoJSON or CSV")
+    columns = {w: np.asarray(v) for w, v in lyr.fields.items()}
+    if not geometry:
+        return columns, None, None
+    geoms = lyr.geoms
+    bad = ~shapely.is_valid(geoms) & ~shapely.is_missing(geoms)
+    if bad.any():
+        geoms[bad] = shapely.make_valid(geoms[bad])
+    return columns, geoms, lyr.crs_wkt
 
 
 def same_crs(a, b) -> bool:

@@ -98,24 +98,18 @@ def reference_grids_from_file(buildings_path, height_field: str, resolution_m: f
     """Fishnet λp and H_ave GeoTIFFs (float32, ``nodata``) from a building polygon file whose CRS is
     projected in metres. ``extent`` defaults to the layer's bounds; with ``patch_size`` the paper's
     sample filters are applied (rejected cells become nodata in both outputs)."""
-    import pyogrio
     from pyproj import CRS
 
     from .raster_io import atomic_raster
+    from .vector_io import read_vector
     progress = ensure(progress)
-    try:
-        meta, _, wkb, fields = pyogrio.raw.read(buildings_path, layer=layer, columns=[height_field])
-    except Exception as exc:  # noqa: BLE001 - any driver error becomes a clear input error
-        raise InputError("BUILDINGS", f"'{buildings_path}' could not be read ({exc}).",
-                         "give a GeoPackage, shapefile or another OGR-readable polygon layer.") from exc
-    if height_field not in list(meta["fields"]):
-        raise InputError("HEIGHT_FIELD", f"'{height_field}' is not a field of '{buildings_path}'.",
-                         f"choose one of {', '.join(map(str, meta['fields']))}.")
-    geoms = shapely.from_wkb(wkb)
-    h = np.array([np.nan if v is None else v for v in fields[0]], dtype=np.float64) \
-        if fields[0].dtype == object else np.asarray(fields[0], dtype=np.float64)
-    crs_wkt = meta["crs"]
-    if not crs_wkt or not CRS.from_user_input(crs_wkt).is_projected:
+    lyr = read_vector(buildings_path, "BUILDINGS", layer, columns=[height_field], fields_name="HEIGHT_FIELD",
+                      what="a GeoPackage, shapefile or another OGR-readable polygon layer")
+    geoms, values = lyr.geoms, lyr.fields[height_field]
+    h = np.array([np.nan if v is None else v for v in values], dtype=np.float64) \
+        if values.dtype == object else np.asarray(values, dtype=np.float64)
+    crs_wkt = lyr.crs_wkt
+    if not CRS.from_user_input(crs_wkt).is_projected:
         raise InputError("BUILDINGS", "is not on a projected CRS in metres.",
                          "reproject it to a local UTM zone first (Vector > Data Management > Reproject Layer).")
     crs = CRS.from_user_input(crs_wkt)

@@ -191,7 +191,9 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
     args = dict(locals())
     ctx = distributed.from_env(device)
     try:
-        return _train(ctx=ctx, **args)
+        result = _train(ctx=ctx, **args)
+        ctx.close(wait_for_all=True)
+        return result
     finally:
         ctx.close()
 

@@ -19,38 +19,77 @@ class VectorLayer:
     declared geometry type (e.g. ``"Point"``, ``"MultiPolygon"``, ``"Unknown"``) and the geometries
     as read (WKB, to write them back unchanged)."""
 
-    geoms: np.ndarray
+    geoms: np.ndarray | None
     fields: dict
-    crs_wkt: str
+    crs_wkt: str | None
     geometry_type: str
-    wkb: np.ndarray
+    wkb: np.ndarray | None
 
     def records(self) -> list[dict]:
         """One ``{field: value}`` dict per feature."""
         names = list(self.fields)
         cols = [self.fields[n] for n in names]
-        return [{n: c[i] for n, c in zip(names, cols)} for i in range(len(self.geoms))]
+        n = len(cols[0]) if cols else (0 if self.geoms is None else len(self.geoms))
+        return [{k: c[i] for k, c in zip(names, cols)} for i in range(n)]
+
+
+def resolve_fields(available, wanted, name: str, path: str) -> list[str]:
+    """The layer's names for the ``wanted`` fields, matched exactly, else ignoring case;
+    a field the layer lacks is an :class:`InputError` that lists the fields it has."""
+    lower = {a.lower(): a for a in available}
+    out = []
+    for w in wanted:
+        real = w if w in available else lower.get(str(w).lower())
+        if real is None:
+            raise InputError(name, f"'{path}' has no field '{w}'.",
+                             f"use one of: {', '.join(available) or '(no fields)'}.")
+        out.append(real)
+    return out
 
 
 def read_vector(path: str, name: str = "INPUT", layer: str | None = None, columns: list[str] | None = None,
-                what: str = "a GeoPackage, GeoJSON or Shapefile", kind: str | None = None) -> VectorLayer:
-    """Read ``layer`` of ``path``; ``columns`` limits the fields read (``[]``: none).
-    ``name`` is the parameter named in errors, ``what`` the kind of file suggested as a fix;
-    ``kind`` (``"Point"`` or ``"Polygon"``) refuses layers declared with another geometry type."""
+                what: str = "a GeoPackage, GeoJSON or Shapefile", kind: str | None = None,
+                geometry: bool = True, fields_name: str | None = None) -> VectorLayer:
+    """Read ``layer`` of ``path``; ``columns`` limits the fields read (``[]``: none) and
+    matches names ignoring case (the returned ``fields`` are keyed by the requested names).
+    ``name`` is the parameter named in errors (``fields_name`` in missing-field errors),
+    ``what`` the kind of file suggested as a fix; ``kind`` (``"Point"`` or ``"Polygon"``)
+    refuses layers declared with another geometry type. ``geometry=False`` reads attributes
+    only (a CSV or any table; ``geoms``/``wkb`` are None and no CRS is required)."""
+    import os
+
     import pyogrio
     import pyogrio.raw
     import shapely
     from pyproj import CRS
 
+    path = str(path)
+    if not os.path.exists(path) and "://" not in path and not path.startswith("/vsi"):
+        raise InputError(name, f"file '{path}' does not exist.", "check the path.")
     try:
         info = pyogrio.read_info(path, layer=layer)
-        meta, _, wkb, data = pyogrio.raw.read(path, layer=layer, columns=columns)
+        real = None if columns is None else resolve_fields([str(f) for f in info["fields"]], columns,
+                                                           fields_name or name, path)
+        meta, _, wkb, data = pyogrio.raw.read(path, layer=layer, read_geometry=geometry,
+                                              columns=None if real is None else list(dict.fromkeys(real)))
+    except InputError:
+        raise
     except Exception as exc:  # pyogrio raises several error types
         raise InputError(name, f"'{path}' could not be read as a vector layer ({exc}).", f"give {what}.") from exc
+    names = [str(n) for n in meta["fields"]]
+    if real is None:
+        fields = dict(zip(names, data))
+    else:
+        fields = {w: data[names.index(r)] for w, r in zip(columns, real)}
+    gtype = str(meta.get("geometry_type") or info.get("geometry_type") or "Unknown")
+    if not geometry:
+        crs = meta.get("crs") or info.get("crs")
+        return VectorLayer(None, fields, CRS.from_user_input(crs).to_wkt() if crs else None, gtype, None)
+    if wkb is None or info.get("geometry_type") in (None, "None"):
+        raise InputError(name, f"'{path}' has no geometries.", f"give {what}.")
     crs = meta.get("crs") or info.get("crs")
     if not crs:
         raise InputError(name, f"'{path}' has no CRS.", "assign the layer's CRS first.")
-    gtype = str(meta.get("geometry_type") or "Unknown")
     if kind and kind not in gtype and gtype != "Unknown":
         raise InputError(name, f"'{path}' holds {gtype} geometries, not {kind.lower()}s.", f"give {what}.")
     try:
@@ -58,5 +97,4 @@ def read_vector(path: str, name: str = "INPUT", layer: str | None = None, column
     except Exception as exc:  # GEOS raises on broken geometries
         raise InputError(name, f"'{path}' holds invalid geometries ({exc}).",
                          "repair them (Vector > Geometry Tools > Fix Geometries).") from exc
-    names = [str(n) for n in meta["fields"]]
-    return VectorLayer(geoms, dict(zip(names, data)), CRS.from_user_input(crs).to_wkt(), gtype, wkb)
+    return VectorLayer(geoms, fields, CRS.from_user_input(crs).to_wkt(), gtype, wkb)

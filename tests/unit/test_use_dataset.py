@@ -186,7 +186,7 @@ def test_presets_follow_the_seed():
     eu = load_building_mapping("eubucco_type")
     assert [eu.classify_record({"type": t}, "type") for t in
             ("residential", "commercial", "industrial", "public", "agricultural", "others")] == \
-        ["residential", "commercial", "industrial", "commercial", "industrial", "unknown"]
+        ["residential", "commercial", "industrial", "commercial", "unknown", "unknown"]
     with pytest.raises(InputError, match="USE_PRESET"):
         load_building_mapping("nope")
 
