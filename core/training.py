@@ -40,6 +40,7 @@ from .devices import resolve_device  # noqa: F401  (re-exported for callers)
 from .losses import IGNORE, building_use_loss, predict_labels
 from .metrics import confusion_matrix, overall_accuracy, per_class_metrics
 from .progress import Progress, ensure
+from .raster_io import atomic_output
 from .training_dataset import load_manifest
 
 STATE_FORMAT = "edifice-training-state"
@@ -144,6 +145,13 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, lambda_footpr
 def _state_path(output_path: str | Path) -> Path:
     p = Path(output_path)
     return p.with_name(p.name + ".resume.pt")
+
+
+def _save_state(state: dict, path: Path) -> None:
+    """Write the resume state atomically: a temporary sibling moved into place,
+    so an interrupted write never leaves a truncated ``.resume.pt``."""
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_pretrained(model: UNetResNet, path: str) -> None:
@@ -336,12 +344,12 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
         if epoch_callback is not None:
             epoch_callback(dict(rec))
         if ctx.is_main:
-            torch.save({"format": STATE_FORMAT, "params": params, "config": config, "epoch": epoch + 1,
-                        "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
-                        "history": history, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "best_model": best_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict(), **({"world_size": ctx.world_size} if ctx.enabled else {})},
-                       _state_path(output_path))
+            _save_state({"format": STATE_FORMAT, "params": params, "config": config, "epoch": epoch + 1,
+                         "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
+                         "history": history, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                         "best_model": best_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "scaler": scaler.state_dict(), **({"world_size": ctx.world_size} if ctx.enabled else {})},
+                        _state_path(output_path))
         if bad >= patience:
             stopped_early = True
             progress.info(f"Early stopping: no validation improvement for {patience} epochs.")
