@@ -147,6 +147,18 @@ def _state_path(output_path: str | Path) -> Path:
     return p.with_name(p.name + ".resume.pt")
 
 
+def _check_lambdas(lambda_footprint: float, lambda_use: float, variant: str) -> None:
+    """λ_B and λ_U of Eq. 7: finite, not negative, and not both (or the only one used) zero."""
+    for name, v in (("LAMBDA_FOOTPRINT", lambda_footprint), ("LAMBDA_USE", lambda_use)):
+        if not math.isfinite(v) or v < 0:
+            raise InputError(name, f"{v:g} is not a loss weight.", "give a number >= 0 (default 1).")
+    multitask = bool(VARIANTS[variant][1])
+    if lambda_use == 0 and (lambda_footprint == 0 or not multitask):
+        raise InputError("LAMBDA_USE", "the loss would be zero (" + ("both weights are 0" if multitask else
+                         f"variant '{variant}' has no footprint head, so only the use loss counts") + ").",
+                         "give LAMBDA_USE > 0" + (" or LAMBDA_FOOTPRINT > 0." if multitask else "."))
+
+
 def _save_state(state: dict, path: Path) -> None:
     """Write the resume state atomically: a temporary sibling moved into place,
     so an interrupted write never leaves a truncated ``.resume.pt``."""
@@ -216,6 +228,7 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
     band_index = select_bands(manifest, variant)
     if batch_size < 1 or epochs < 1:
         raise InputError("EPOCHS" if epochs < 1 else "BATCH_SIZE", "must be at least 1.")
+    _check_lambdas(lambda_footprint, lambda_use, variant)
     dev = ctx.device if ctx.enabled else resolve_device(device)
     use_amp = bool(amp and dev.type == "cuda")
     progress.info(f"Training on {dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
