@@ -81,7 +81,8 @@ def score_raw_counts(ref_labels: Sequence[str], pred_labels: Sequence[str], coun
                    f"({', '.join(tax.levels)}) in its header")
             raise InputError("SCORE_LEVEL",
                              f"the prediction taxonomy '{ptax.name}' has no level "
-                             f"{', '.join(repr(m) for m in missing)} (its levels: {', '.join(ptax.levels)}), so predictions cannot be mapped to it.",
+                             f"{', '.join(repr(m) for m in missing)} (its levels: {', '.join(ptax.levels)}), "
+                             "so predictions cannot be mapped to it.",
                              fix + ", or use the same taxonomy for both sides.")
     ref_w = counts.sum(axis=1)
     pred_w = counts.sum(axis=0)
