@@ -48,7 +48,8 @@ def _cmd_train(a) -> dict | None:
 
     r = train_building_use(a.dataset, a.output, variant=a.variant, encoder=a.encoder, base_width=a.base_width,
                            epochs=a.epochs, max_iterations=a.max_iterations, batch_size=a.batch_size,
-                           learning_rate=a.learning_rate, patience=a.patience, device=a.device, amp=not a.no_amp,
+                           learning_rate=a.learning_rate, lambda_footprint=a.lambda_footprint,
+                           lambda_use=a.lambda_use, patience=a.patience, device=a.device, amp=not a.no_amp,
                            seed=a.seed, augment=not a.no_augment, num_workers=a.num_workers,
                            resume_from=a.resume, pretrained_encoder=a.pretrained_encoder,
                            progress=TerminalProgress())
@@ -99,6 +100,9 @@ def add_commands(subparsers) -> None:
     t.add_argument("--max-iterations", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=16, help="per process under torchrun")
     t.add_argument("--learning-rate", type=float, default=1e-3)
+    t.add_argument("--lambda-footprint", type=float, default=1.0,
+                   help="weight λ_B of the footprint Dice loss (multi-task variants; seed Eq. 7)")
+    t.add_argument("--lambda-use", type=float, default=1.0, help="weight λ_U of the use Dice loss (seed Eq. 7)")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")

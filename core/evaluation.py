@@ -57,22 +57,39 @@ def score_raw_counts(ref_labels: Sequence[str], pred_labels: Sequence[str], coun
     ``ref_labels[i]`` and predicted label ``pred_labels[j]`` (raw labels, before
     the taxonomy). ``taxonomy`` maps reference labels (and prediction labels
     unless ``prediction_taxonomy`` is given); None with ``classes`` None uses
-    the distinct labels themselves. ``levels`` default to all levels, fine to
-    coarse; the first is repeated at the top of the result.
+    the distinct labels themselves (then a ``prediction_taxonomy`` maps the
+    predictions to its coarsest level). ``levels`` default to all levels, fine
+    to coarse (with a different prediction taxonomy: those both have); the
+    first is repeated at the top of the result. A level the prediction
+    taxonomy lacks is refused (InputError SCORE_LEVEL), never replaced.
     """
     counts = np.asarray(counts, dtype=np.int64)
     tax = resolve_taxonomy(taxonomy, list(ref_labels) + list(pred_labels), classes)
     ptax = resolve_taxonomy(prediction_taxonomy, (), None) if prediction_taxonomy not in (None, "") else tax
+    flat_ref = taxonomy in (None, "")  # reference labels as they are: predictions go to ptax's coarsest level
     if levels is None or len(levels) == 0:
         levels = list(tax.levels)
+        if ptax is not tax and not flat_ref:  # default: every level both taxonomies have
+            levels = [lv for lv in levels if lv in ptax.levels] or levels
     names = [tax.levels[tax.level_index(lv)] for lv in levels]
+    if ptax is not tax and not flat_ref:
+        missing = [n for n in names if n not in ptax.levels]
+        if missing:
+            shared = [lv for lv in tax.levels if lv in ptax.levels]
+            fix = (f"score at a level both have ({', '.join(shared)})" if shared else
+                   f"give the prediction taxonomy a level named like one of the reference's "
+                   f"({', '.join(tax.levels)}) in its header")
+            raise InputError("SCORE_LEVEL",
+                             f"the prediction taxonomy '{ptax.name}' has no level "
+                             f"{', '.join(repr(m) for m in missing)} (its levels: {', '.join(ptax.levels)}), "
+                             "so predictions cannot be mapped to it.",
+                             fix + ", or use the same taxonomy for both sides.")
     ref_w = counts.sum(axis=1)
     pred_w = counts.sum(axis=0)
     by_level = {}
     for name in names:
-        pl = name if ptax is tax else (name if name in ptax.levels else None)
         mr = tax.map(ref_labels, name, unknown, "REFERENCE labels", ref_w)
-        mp = ptax.map(pred_labels, pl, unknown, "PREDICTION labels", pred_w)
+        mp = ptax.map(pred_labels, None if flat_ref and ptax is not tax else name, unknown, "PREDICTION labels", pred_w)
         cls = tax.classes(name, extra=mr.labels + mp.labels)
         index = {c: k for k, c in enumerate(cls)}
         ri = np.array([index.get(x, -1) for x in mr.labels], dtype=np.int64)

@@ -174,29 +174,42 @@ def confusion_svg(classes: list[str], cm: list[list[int]]) -> str:
     return "".join(out)
 
 
-def bars_svg(classes: list[str], series: dict[str, list[float]], ymax: float = 1.0) -> str:
-    """Grouped vertical bar chart (one group per class), values in [0, ymax]."""
+def bars_svg(classes: list[str], series: dict[str, list[float]], ymax: float = 1.0, ymin: float = 0.0) -> str:
+    """Grouped vertical bar chart (one group per class), values in [ymin, ymax].
+
+    The bars start at the zero line (drawn, ``class="zero"``): positive values
+    rise above it, negative ones (``ymin < 0``) hang below it."""
     colours = ["#4c78a8", "#f58518", "#54a24b", "#b279a2"]
     k, s = len(classes), len(series)
     gw = max(30, 14 * s + 10)
     ph, top, left, bottom = 200, 20, 40, 110
     w, h = left + k * gw + 130, top + ph + bottom
+    span = (ymax - ymin) or 1.0
+
+    def yof(v):
+        return top + ph - ph * (min(max(v, ymin), ymax) - ymin) / span
+
     out = [f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">']
     for t in range(0, 6):
-        v = ymax * t / 5
+        v = ymin + span * t / 5
         y = top + ph - ph * t / 5
         out.append(f'<line x1="{left}" x2="{left + k * gw}" y1="{y}" y2="{y}" stroke="#e5e5e5"/>'
                    f'<text x="{left - 4}" y="{y + 4}" font-size="10" text-anchor="end">{v:.2g}</text>')
+    y0 = yof(0.0)
     for i, c in enumerate(classes):
         x0 = left + i * gw + 5
         for n, (name, vals) in enumerate(series.items()):
             v = vals[i] or 0.0
-            bh = ph * min(max(v / ymax, 0), 1) if ymax else 0
-            out.append(f'<rect x="{x0 + n * 14}" y="{top + ph - bh}" width="12" height="{bh}" '
+            yv = yof(v)
+            y, bh = min(y0, yv), abs(yv - y0)
+            out.append(f'<rect x="{x0 + n * 14}" y="{y:.2f}" width="12" height="{bh:.2f}" '
                        f'fill="{colours[n % 4]}"><title>{_e(c)} {_e(name)}: {v:.3f}</title></rect>')
         xc = left + i * gw + gw / 2
         out.append(f'<text x="{xc}" y="{top + ph + 12}" font-size="10" text-anchor="end" '
                    f'transform="rotate(-45 {xc} {top + ph + 12})">{_e(c)}</text>')
+    if ymin <= 0 <= ymax:
+        out.append(f'<line class="zero" x1="{left}" x2="{left + k * gw}" y1="{y0:.2f}" y2="{y0:.2f}" '
+                   f'stroke="#333" stroke-width="1"/>')
     for n, name in enumerate(series):
         y = top + 12 + n * 16
         out.append(f'<rect x="{left + k * gw + 15}" y="{y - 9}" width="10" height="10" fill="{colours[n % 4]}"/>'
@@ -315,11 +328,14 @@ def _regression_html(result: dict) -> str:
             name = f"{b['lower']:g}–{b['upper']:g} m" if b["upper"] is not None else f"≥ {b['lower']:g} m"
             rows.append([_e(name), _f(b["n"]), _f(b["me"]), _f(b["mae"]), _f(b["rmse"])])
             names.append(name)
-            bias.append(abs(b["me"]) if b["me"] is not None else 0.0)
+            bias.append(float(b["me"]) if b["me"] is not None else 0.0)
         parts.append("<h2>Bias by reference height</h2>")
         parts.append(_table(["reference height", "n", "ME", "MAE", "RMSE"], rows))
-        top = max(bias) or 1.0
-        parts.append(bars_svg(names, {"|ME| (m)": bias}, ymax=top))
+        # signed ME (prediction − reference), as in the table: bars below the zero line under-estimate
+        hi, lo = max(max(bias), 0.0), min(min(bias), 0.0)
+        if hi == lo:
+            hi = 1.0
+        parts.append(bars_svg(names, {"ME (m), prediction − reference": bias}, ymax=hi, ymin=lo))
     return "".join(parts)
 
 

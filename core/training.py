@@ -40,6 +40,7 @@ from .devices import resolve_device  # noqa: F401  (re-exported for callers)
 from .losses import IGNORE, building_use_loss, predict_labels
 from .metrics import confusion_matrix, overall_accuracy, per_class_metrics
 from .progress import Progress, ensure
+from .raster_io import atomic_output
 from .training_dataset import load_manifest
 
 STATE_FORMAT = "edifice-training-state"
@@ -146,6 +147,25 @@ def _state_path(output_path: str | Path) -> Path:
     return p.with_name(p.name + ".resume.pt")
 
 
+def _check_lambdas(lambda_footprint: float, lambda_use: float, variant: str) -> None:
+    """λ_B and λ_U of Eq. 7: finite, not negative, and not both (or the only one used) zero."""
+    for name, v in (("LAMBDA_FOOTPRINT", lambda_footprint), ("LAMBDA_USE", lambda_use)):
+        if not math.isfinite(v) or v < 0:
+            raise InputError(name, f"{v:g} is not a loss weight.", "give a number >= 0 (default 1).")
+    multitask = bool(VARIANTS[variant][1])
+    if lambda_use == 0 and (lambda_footprint == 0 or not multitask):
+        raise InputError("LAMBDA_USE", "the loss would be zero (" + ("both weights are 0" if multitask else
+                         f"variant '{variant}' has no footprint head, so only the use loss counts") + ").",
+                         "give LAMBDA_USE > 0" + (" or LAMBDA_FOOTPRINT > 0." if multitask else "."))
+
+
+def _save_state(state: dict, path: Path) -> None:
+    """Write the resume state atomically: a temporary sibling moved into place,
+    so an interrupted write never leaves a truncated ``.resume.pt``."""
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
 def _load_pretrained(model: UNetResNet, path: str) -> None:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -208,6 +228,7 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
     band_index = select_bands(manifest, variant)
     if batch_size < 1 or epochs < 1:
         raise InputError("EPOCHS" if epochs < 1 else "BATCH_SIZE", "must be at least 1.")
+    _check_lambdas(lambda_footprint, lambda_use, variant)
     dev = ctx.device if ctx.enabled else resolve_device(device)
     use_amp = bool(amp and dev.type == "cuda")
     progress.info(f"Training on {dev}" + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
@@ -336,12 +357,12 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
         if epoch_callback is not None:
             epoch_callback(dict(rec))
         if ctx.is_main:
-            torch.save({"format": STATE_FORMAT, "params": params, "config": config, "epoch": epoch + 1,
-                        "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
-                        "history": history, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "best_model": best_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "scaler": scaler.state_dict(), **({"world_size": ctx.world_size} if ctx.enabled else {})},
-                       _state_path(output_path))
+            _save_state({"format": STATE_FORMAT, "params": params, "config": config, "epoch": epoch + 1,
+                         "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
+                         "history": history, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                         "best_model": best_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "scaler": scaler.state_dict(), **({"world_size": ctx.world_size} if ctx.enabled else {})},
+                        _state_path(output_path))
         if bad >= patience:
             stopped_early = True
             progress.info(f"Early stopping: no validation improvement for {patience} epochs.")

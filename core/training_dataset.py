@@ -79,6 +79,38 @@ def spatial_split(tile_of_building: np.ndarray, ratios: Sequence[float] = (0.6, 
     return out
 
 
+#: A subset's share of the buildings this far (fraction) from its target ratio is reported.
+RATIO_TOLERANCE = 0.10
+
+
+def _check_split_ratios(b_subset: np.ndarray, ratios: Sequence[float], tile_m: float, chip_m: float,
+                        n_tiles: int, progress: Progress) -> dict:
+    """Achieved building shares of train/val/test; a warning (also returned, for
+    the manifest) when one is more than :data:`RATIO_TOLERANCE` off its target."""
+    target = np.asarray(ratios, float) / float(np.sum(ratios))
+    n = max(len(b_subset), 1)
+    achieved = np.bincount(np.asarray(b_subset, int), minlength=3)[:3] / n
+    out = {"achieved_ratios": [round(float(v), 4) for v in achieved]}
+    worst = int(np.argmax(np.abs(achieved - target)))
+    if abs(achieved[worst] - target[worst]) <= RATIO_TOLERANCE:
+        return out
+    shares = "/".join(f"{100 * v:.0f}" for v in achieved)
+    wanted = "/".join(f"{100 * v:.0f}" for v in target)
+    if tile_m > chip_m * 1.0001:
+        smaller = max(chip_m, tile_m / 2)
+        fix = (f"use a smaller split tile (SPLIT_TILE / --split-tile, now {tile_m:g} m; e.g. {smaller:g} m, at "
+               f"least one chip = {chip_m:g} m) so that more tiles can be balanced, or give buildings over a "
+               "larger area.")
+    else:
+        fix = "give buildings over a larger area (the split tile is already one chip)."
+    text = (f"The train/val/test split holds {shares} % of the buildings, not the {wanted} % asked for "
+            f"({SUBSETS[worst]} is {100 * abs(achieved[worst] - target[worst]):.0f} points off): whole split tiles "
+            f"go to one subset and there are only {n_tiles}. Fix: {fix}")
+    progress.warning(text)
+    out["ratio_warning"] = text
+    return out
+
+
 # ---------------------------------------------------------------- helpers
 def _band_names(ds) -> list[str]:
     names = []
@@ -261,6 +293,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                                    "tiles": int(sum(1 for v in tile_subset.values() if v == s)),
                                    "chips": int(sum(1 for c in manifest_chips if c["subset"] == sub)),
                                    "pixels": pix[sub]}
+            ratio_note = _check_split_ratios(b_subset, split_ratios, tile_px * gsd, chip_size * gsd,
+                                             len(tile_subset), progress)
             bands = [{"name": n, "scale": s, "offset": o, "source": "imagery"} for n, (s, o) in zip(names, scaling)]
             if poi_ds is not None or poi_info is not None:
                 bands += [{"name": f"p_{c}", "scale": 1.0, "offset": 0.0, "source": "poi"} for c in USE_CLASSES]
@@ -277,7 +311,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                                 "use": {"0": "background", "1": "residential", "2": "commercial",
                                         "3": "industrial", "255": "ignore (unknown use or other subset)"}},
                 "split": {"ratios": list(split_ratios), "seed": seed, "tile_size_px": tile_px,
-                          "tile_size_m": tile_px * gsd, "subsets": per_subset},
+                          "tile_size_m": tile_px * gsd, "subsets": per_subset, **ratio_note},
                 "buildings": {**buildings.stats, "in_imagery": int(len(buildings)), **buildings.class_counts()},
                 "chips": manifest_chips,
             }

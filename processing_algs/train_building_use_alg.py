@@ -40,6 +40,7 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
     DATASET, VARIANT, ENCODER, BASE_WIDTH = "DATASET", "VARIANT", "ENCODER", "BASE_WIDTH"
     EPOCHS, BATCH_SIZE, LEARNING_RATE, DEVICE, SEED = "EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "DEVICE", "SEED"
     RESUME, PRETRAINED_ENCODER, OUTPUT_CHECKPOINT = "RESUME", "PRETRAINED_ENCODER", "OUTPUT_CHECKPOINT"
+    LAMBDA_FOOTPRINT, LAMBDA_USE = "LAMBDA_FOOTPRINT", "LAMBDA_USE"
     GROUP, GROUP_ID = "Building use", "buildinguse"
     HELP = ("Trains the U-Net with a ResNet encoder that maps building use (residential / commercial / "
             "industrial) on a folder made by 'Create building-use training dataset'. VARIANT: imagery only "
@@ -51,7 +52,9 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
             "metrics). Next to it, <checkpoint>.resume.pt holds the last epoch's state: give it as RESUME to "
             "continue an interrupted run (an Edifice checkpoint of the same architecture fine-tunes from its "
             "weights). PRETRAINED_ENCODER: a local torchvision ResNet .pth file of the same depth. DEVICE: auto, "
-            "cpu, cuda or cuda:N (the device used is reported). The loss of every epoch and the per-class F1 on "
+            "cpu, cuda or cuda:N (the device used is reported). Advanced: LAMBDA_FOOTPRINT and LAMBDA_USE weight "
+            "the footprint and use Dice losses (loss = λ_B · L_B + λ_U · L_U, default 1 and 1; λ_B only counts "
+            "for the multi-task variants). The loss of every epoch and the per-class F1 on "
             "the validation and test subsets are written to the log.")
 
     def name(self):
@@ -89,6 +92,12 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
                                          defaultValue=64, minValue=1)
         p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(p)
+        for name, label in ((self.LAMBDA_FOOTPRINT, "Footprint loss weight λ_B (multi-task variants)"),
+                            (self.LAMBDA_USE, "Use loss weight λ_U")):
+            p = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Double, defaultValue=1.0,
+                                             minValue=0.0)
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(p)
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_CHECKPOINT, "Model checkpoint",
                                                                 fileFilter="PyTorch checkpoint (*.pt)"))
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
@@ -113,6 +122,8 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
+            lambda_footprint=self.parameterAsDouble(parameters, self.LAMBDA_FOOTPRINT, context),
+            lambda_use=self.parameterAsDouble(parameters, self.LAMBDA_USE, context),
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             seed=self.parameterAsInt(parameters, self.SEED, context),
             resume_from=self.parameterAsFile(parameters, self.RESUME, context) or None,
@@ -121,7 +132,8 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
         if kwargs["learning_rate"] <= 0:
             raise QgsProcessingException("LEARNING_RATE: must be positive. Fix: e.g. 0.001.")
         feedback.pushInfo(f"Variant {variant}, encoder {kwargs['encoder']} (base width {kwargs['base_width']}), "
-                          f"{kwargs['epochs']} epochs, batch {kwargs['batch_size']}, lr {kwargs['learning_rate']:g}.")
+                          f"{kwargs['epochs']} epochs, batch {kwargs['batch_size']}, lr {kwargs['learning_rate']:g}, "
+                          f"λ_B {kwargs['lambda_footprint']:g}, λ_U {kwargs['lambda_use']:g}.")
         names = {"RESUME_FROM": self.RESUME, "DATASET": self.DATASET}
         try:
             r = run_core_named(train_building_use, names, dataset, out, **kwargs)

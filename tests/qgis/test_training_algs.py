@@ -61,6 +61,10 @@ def test_provider_lists_training_algorithms(provider):
     assert alg.parameterDefinition("LEARNING_RATE").defaultValue() == pytest.approx(1e-3)
     assert alg.parameterDefinition("VARIANT").defaultValue() == 2
     assert alg.parameterDefinition("OUTPUT_CHECKPOINT").type() == "fileDestination"
+    from qgis.core import QgsProcessingParameterDefinition
+    for name in ("LAMBDA_FOOTPRINT", "LAMBDA_USE"):
+        d = alg.parameterDefinition(name)
+        assert d.defaultValue() == 1.0 and d.flags() & QgsProcessingParameterDefinition.FlagAdvanced
     ds = provider.algorithm("trainingdataset")
     assert ds.parameterDefinition("USE_FIELD").type() == "string"
     assert ds.parameterDefinition("OUTPUT_FOLDER").type() == "folderDestination"
@@ -89,7 +93,7 @@ def test_dataset_then_training(provider, scene, tmp_path):
     fb = _feedback()
     ck = tmp_path / "m.pt"
     res = processing.run("edifice:trainbuildinguse", {"DATASET": str(out), "EPOCHS": 2, "OUTPUT_CHECKPOINT": str(ck),
-                                                      **TINY}, feedback=fb)
+                                                      "LAMBDA_FOOTPRINT": 0.5, "LAMBDA_USE": 2.0, **TINY}, feedback=fb)
     assert res["OUTPUT_CHECKPOINT"] == str(ck) and res["DEVICE_USED"] == "cpu" and res["EPOCHS_RUN"] == 2
     epochs = [ln for ln in fb.lines if ln.startswith("epoch ")]
     assert [ln.split(":")[0] for ln in epochs] == ["epoch 1/2", "epoch 2/2"] and all("train loss" in ln for ln in epochs)
@@ -100,6 +104,9 @@ def test_dataset_then_training(provider, scene, tmp_path):
     model, card = load_model(ck)
     assert model.variant == "imagery_poi_multitask" and model.in_channels == 6
     assert card["training"]["device"] == "cpu" and len(card["training"]["history"]) == 2
+    cfg = card["training"]["config"]
+    assert (cfg["lambda_footprint"], cfg["lambda_use"]) == (0.5, 2.0)
+    assert any("λ_B 0.5, λ_U 2" in ln for ln in fb.lines)
     assert Path(res["RESUME_STATE"]).is_file()
 
 
@@ -196,6 +203,9 @@ def test_training_bad_input(provider, rgb_dataset, tmp_path):
     with pytest.raises(QgsProcessingException, match="DATASET: .*holds no manifest.json"):
         processing.run("edifice:trainbuildinguse", {"DATASET": str(tmp_path), "EPOCHS": 1,
                                                     "OUTPUT_CHECKPOINT": str(ck), **TINY})
+    with pytest.raises(QgsProcessingException, match="LAMBDA_USE: the loss would be zero .*no footprint head"):
+        processing.run("edifice:trainbuildinguse", {"DATASET": str(rgb_dataset), "EPOCHS": 1, "VARIANT": 0,
+                                                    "LAMBDA_USE": 0.0, "OUTPUT_CHECKPOINT": str(ck), **TINY})
     with pytest.raises(QgsProcessingException, match="DEVICE"):
         processing.run("edifice:trainbuildinguse", {"DATASET": str(rgb_dataset), "EPOCHS": 1, "VARIANT": 0,
                                                     "OUTPUT_CHECKPOINT": str(ck), **dict(TINY, DEVICE="tpu")})

@@ -117,3 +117,34 @@ def test_pixel_raster_vs_raster_and_polygons(tmp_path):
     far = write_polys(tmp_path / "far.gpkg", [shapely.box(0, 0, 1, 1)], {"use": ["house"]})
     with pytest.raises(InputError, match="empty intersection"):
         E.evaluate_class_raster(pp, reference_vector=far, reference_field="use")
+
+
+def test_prediction_taxonomy_without_the_scored_level_is_refused():
+    ref = ["A1", "O4", "E1", "D6"]           # NYC building classes
+    pred = ["house", "retail", "industrial", "apartments"]   # OSM building tags
+    # rci is in both: scored normally, each side through its own taxonomy
+    res = E.score_labels(ref, pred, "nyc_building_class", ["rci"], prediction_taxonomy="osm_building", n_boot=0)
+    assert res["overall_accuracy"] == pytest.approx(1.0)
+    # default levels: only those both taxonomies have (rci), not the reference's land_use
+    res = E.score_labels(ref, pred, "nyc_building_class", None, prediction_taxonomy="osm_building", n_boot=0)
+    assert res["levels"] == ["rci"]
+    # land_use is only in the reference taxonomy: refused, not silently scored at osm's coarsest level
+    with pytest.raises(InputError) as e:
+        E.score_labels(ref, pred, "nyc_building_class", ["land_use", "rci"], prediction_taxonomy="osm_building",
+                       n_boot=0)
+    assert e.value.name == "SCORE_LEVEL"
+    assert "'land_use'" in e.value.problem and "osm_building" in e.value.problem
+    assert "rci" in e.value.fix
+
+
+def test_prediction_taxonomy_without_common_level(tmp_path):
+    p = tmp_path / "mine.csv"
+    p.write_text("label,use\nhouse,residential\nshop,commercial\n")
+    with pytest.raises(InputError) as e:
+        E.score_labels(["A1"], ["house"], "nyc_building_class", None, prediction_taxonomy=str(p), n_boot=0)
+    assert e.value.name == "SCORE_LEVEL" and "'rci'" in e.value.problem
+    assert "level named like one of the reference's" in e.value.fix
+    # reference labels used as they are: the prediction taxonomy's coarsest level, as documented
+    res = E.score_labels(["residential", "commercial"], ["house", "shop"], None, None, prediction_taxonomy=str(p),
+                         n_boot=0)
+    assert res["overall_accuracy"] == pytest.approx(1.0)
