@@ -40,7 +40,7 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
     DATASET, VARIANT, ENCODER, BASE_WIDTH = "DATASET", "VARIANT", "ENCODER", "BASE_WIDTH"
     EPOCHS, BATCH_SIZE, LEARNING_RATE, DEVICE, SEED = "EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "DEVICE", "SEED"
     RESUME, PRETRAINED_ENCODER, OUTPUT_CHECKPOINT = "RESUME", "PRETRAINED_ENCODER", "OUTPUT_CHECKPOINT"
-    LAMBDA_FOOTPRINT, LAMBDA_USE = "LAMBDA_FOOTPRINT", "LAMBDA_USE"
+    LAMBDA_FOOTPRINT, LAMBDA_USE, PATIENCE = "LAMBDA_FOOTPRINT", "LAMBDA_USE", "PATIENCE"
     GROUP, GROUP_ID = "Building use", "buildinguse"
     HELP = ("Trains the U-Net with a ResNet encoder that maps building use (residential / commercial / "
             "industrial) on a folder made by 'Create building-use training dataset'. VARIANT: imagery only "
@@ -52,7 +52,8 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
             "metrics). Next to it, <checkpoint>.resume.pt holds the last epoch's state: give it as RESUME to "
             "continue an interrupted run (an Edifice checkpoint of the same architecture fine-tunes from its "
             "weights). PRETRAINED_ENCODER: a local torchvision ResNet .pth file of the same depth. DEVICE: auto, "
-            "cpu, cuda or cuda:N (the device used is reported). Advanced: LAMBDA_FOOTPRINT and LAMBDA_USE weight "
+            "cpu, cuda or cuda:N (the device used is reported). Advanced: PATIENCE (epochs without a lower "
+            "validation loss before stopping, default 10); LAMBDA_FOOTPRINT and LAMBDA_USE weight "
             "the footprint and use Dice losses (loss = λ_B · L_B + λ_U · L_U, default 1 and 1; λ_B only counts "
             "for the multi-task variants). The loss of every epoch and the per-class F1 on "
             "the validation and test subsets are written to the log.")
@@ -92,6 +93,11 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
                                          defaultValue=64, minValue=1)
         p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(p)
+        p = QgsProcessingParameterNumber(self.PATIENCE, "Early stopping patience (epochs without a lower "
+                                         "validation loss)", QgsProcessingParameterNumber.Integer,
+                                         defaultValue=10, minValue=1)
+        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(p)
         for name, label in ((self.LAMBDA_FOOTPRINT, "Footprint loss weight λ_B (multi-task variants)"),
                             (self.LAMBDA_USE, "Use loss weight λ_U")):
             p = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Double, defaultValue=1.0,
@@ -120,6 +126,7 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
             variant=variant, encoder=ENCODERS[self.parameterAsEnum(parameters, self.ENCODER, context)],
             base_width=self.parameterAsInt(parameters, self.BASE_WIDTH, context),
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            patience=self.parameterAsInt(parameters, self.PATIENCE, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             lambda_footprint=self.parameterAsDouble(parameters, self.LAMBDA_FOOTPRINT, context),

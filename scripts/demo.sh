@@ -37,7 +37,7 @@ done
 run edifice:trainingdataset -- IMAGERY=$SYN/train/imagery.tif POI_RASTER=$SYN/train/poi_maps.tif \
     BUILDINGS=$SYN/train/buildings.gpkg USE_FIELD=building USE_PRESET=0 CHIP_SIZE=64 SPLIT_TILE=64 \
     OUTPUT_FOLDER=$SYN/dataset
-run edifice:trainbuildinguse -- DATASET=$SYN/dataset ENCODER=0 BASE_WIDTH=8 EPOCHS=60 BATCH_SIZE=8 \
+run edifice:trainbuildinguse -- DATASET=$SYN/dataset ENCODER=0 BASE_WIDTH=8 EPOCHS=60 PATIENCE=60 BATCH_SIZE=8 \
     DEVICE=cpu OUTPUT_CHECKPOINT=$SYN/building_use.pt
 run edifice:mapbuildinguse -- IMAGERY=$SYN/new/imagery.tif POI_MAPS=$SYN/new/poi_maps.tif CHECKPOINT=$SYN/building_use.pt \
     DEVICE=auto USE_CLASS=$SYN/new/use_class.tif POLYGONS=$SYN/new/buildings_predicted.gpkg

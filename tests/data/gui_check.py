@@ -58,7 +58,7 @@ if inputs:
         from qgis.PyQt.QtWidgets import QDockWidget
 
         out = processing.run("edifice:trainbuildinguse", {
-            "DATASET": inputs["dataset"], "ENCODER": 0, "BASE_WIDTH": 4, "EPOCHS": 2, "BATCH_SIZE": 4,
+            "DATASET": inputs["dataset"], "VARIANT": 3, "ENCODER": 0, "BASE_WIDTH": 4, "EPOCHS": 2, "BATCH_SIZE": 4,
             "DEVICE": "cpu", "OUTPUT_CHECKPOINT": inputs["checkpoint"]})
         QgsApplication.processEvents()
         dock = iface.mainWindow().findChild(QDockWidget, "EdificeLossCurveDock")

@@ -62,9 +62,9 @@ def test_provider_lists_training_algorithms(provider):
     assert alg.parameterDefinition("VARIANT").defaultValue() == 2
     assert alg.parameterDefinition("OUTPUT_CHECKPOINT").type() == "fileDestination"
     from qgis.core import QgsProcessingParameterDefinition
-    for name in ("LAMBDA_FOOTPRINT", "LAMBDA_USE"):
+    for name, default in (("LAMBDA_FOOTPRINT", 1.0), ("LAMBDA_USE", 1.0), ("PATIENCE", 10)):
         d = alg.parameterDefinition(name)
-        assert d.defaultValue() == 1.0 and d.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+        assert d.defaultValue() == default and d.flags() & QgsProcessingParameterDefinition.FlagAdvanced
     ds = provider.algorithm("trainingdataset")
     assert ds.parameterDefinition("USE_FIELD").type() == "string"
     assert ds.parameterDefinition("OUTPUT_FOLDER").type() == "folderDestination"
@@ -93,7 +93,8 @@ def test_dataset_then_training(provider, scene, tmp_path):
     fb = _feedback()
     ck = tmp_path / "m.pt"
     res = processing.run("edifice:trainbuildinguse", {"DATASET": str(out), "EPOCHS": 2, "OUTPUT_CHECKPOINT": str(ck),
-                                                      "LAMBDA_FOOTPRINT": 0.5, "LAMBDA_USE": 2.0, **TINY}, feedback=fb)
+                                                      "LAMBDA_FOOTPRINT": 0.5, "LAMBDA_USE": 2.0, "PATIENCE": 3,
+                                                      **TINY}, feedback=fb)
     assert res["OUTPUT_CHECKPOINT"] == str(ck) and res["DEVICE_USED"] == "cpu" and res["EPOCHS_RUN"] == 2
     epochs = [ln for ln in fb.lines if ln.startswith("epoch ")]
     assert [ln.split(":")[0] for ln in epochs] == ["epoch 1/2", "epoch 2/2"] and all("train loss" in ln for ln in epochs)
@@ -105,7 +106,7 @@ def test_dataset_then_training(provider, scene, tmp_path):
     assert model.variant == "imagery_poi_multitask" and model.in_channels == 6
     assert card["training"]["device"] == "cpu" and len(card["training"]["history"]) == 2
     cfg = card["training"]["config"]
-    assert (cfg["lambda_footprint"], cfg["lambda_use"]) == (0.5, 2.0)
+    assert (cfg["lambda_footprint"], cfg["lambda_use"], cfg["patience"]) == (0.5, 2.0, 3)
     assert any("λ_B 0.5, λ_U 2" in ln for ln in fb.lines)
     assert Path(res["RESUME_STATE"]).is_file()
 
