@@ -171,18 +171,47 @@ def _check_imagery(imagery: str, card: dict, n_img: int) -> None:
                              "scale to 0-255) or use a model trained on this kind of imagery.")
 
 
-def _check_mask(mask_path: str, grid: Grid) -> None:
+def _check_on_grid(path: str, grid: Grid, name: str, progress: Progress, imagery: str | None = None) -> None:
+    """Say so when the ``name`` raster is not on the inference grid (it is then warped onto
+    it: nearest for the MASK, bilinear for POI_MAPS), and refuse it when it covers none of
+    the grid: MASK with no pixel 1 there, POI_MAPS with no valid pixel where ``imagery`` is
+    valid."""
+    resampling = Resampling.nearest if name == "MASK" else Resampling.bilinear
     r = _Reader.__new__(_Reader)
     r._stack = contextlib.ExitStack()
     try:
-        m = r._on_grid(mask_path, grid, Resampling.nearest, "MASK")
+        with open_raster(path, name) as raw:
+            same = _same_grid(raw, grid)
+            if not same:
+                crs = raw.crs.to_string() if raw.crs else "no CRS"
+                res = f"{abs(raw.transform.a):.3g} x {abs(raw.transform.e):.3g}"
+                progress.warning(f"{name} ('{Path(path).name}': {crs}, {raw.width} x {raw.height} px of {res}) is not "
+                                 f"on the grid of the imagery ({grid.width} x {grid.height} px): it is reprojected/"
+                                 f"resampled onto it ({resampling.name}).")
+        ds = r._on_grid(path, grid, resampling, name)
+        img = r._on_grid(imagery, grid, Resampling.bilinear, "IMAGERY") if imagery else None
         for blk in grid.blocks(4096):
-            if (m.read(1, window=blk.window) == 1).any():
-                return
+            if name == "MASK":
+                if (ds.read(1, window=blk.window) == 1).any():
+                    return
+            else:
+                _, ok = read_masked(ds, blk.window, name)
+                if img is not None:
+                    ok &= read_masked(img, blk.window, "IMAGERY")[1]
+                if ok.any():
+                    return
     finally:
         r._stack.close()
-    raise InputError("MASK", "covers none of the imagery (no pixel is 1 there): nothing would be mapped.",
-                     "check the mask is the built-up mask of this area (edifice:builtupmask), or leave it out.")
+    if name == "MASK":
+        raise InputError("MASK", "covers none of the imagery (no pixel is 1 there): nothing would be mapped.",
+                         "check the mask is the built-up mask of this area (edifice:builtupmask), or leave it out.")
+    raise InputError(name, f"'{Path(path).name}' covers none of the imagery's valid pixels (it lies elsewhere, "
+                     "or is nodata there): nothing would be mapped.",
+                     "give POI probability maps of this area (edifice:poiprobability on the imagery grid).")
+
+
+def _check_mask(mask_path: str, grid: Grid, progress: Progress | None = None) -> None:
+    _check_on_grid(mask_path, grid, "MASK", ensure(progress))
 
 
 def _hidden(path: Path, tag: str) -> str:
@@ -241,7 +270,9 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
         raise InputError("WINDOW", f"must be a multiple of 32 pixels (the network's stride), got {win}.")
     grid, resampled = imagery_grid(imagery, card, progress)
     if mask:
-        _check_mask(mask, grid)
+        _check_mask(mask, grid, progress)
+    if poi_maps:
+        _check_on_grid(poi_maps, grid, "POI_MAPS", progress, imagery)
     dev, desc = resolve_device(device)
     progress.info(f"Device: {desc}.")
     anchor = Path(next(iter(wanted.values())))
@@ -321,8 +352,17 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
             from .vectorize import polygonize_buildings
 
             gsd = grid_gsd_m(grid)
-            summary["polygons"] = polygonize_buildings(fp_mask_path, probs_path, polygons, gsd * gsd,
-                                                       progress=progress.span(0.9, 1.0))
+            try:
+                summary["polygons"] = polygonize_buildings(fp_mask_path, probs_path, polygons, gsd * gsd,
+                                                           progress=progress.span(0.9, 1.0))
+            except BaseException:
+                # all or nothing: the rasters of this run were moved into place already
+                for key in ("footprint_probability", "footprint_mask", "use_class", "use_probabilities"):
+                    if key in wanted:
+                        for p in (wanted[key], wanted[key] + ".aux.xml"):
+                            with contextlib.suppress(OSError):
+                                os.unlink(p)
+                raise
         progress.info(f"{summary['tiles_run']} window(s) run, {summary['tiles_skipped']} skipped (nodata or "
                       f"outside the mask) in {summary['seconds']:.1f} s on {dev}.")
         return summary

@@ -60,7 +60,7 @@ from .grid import Grid
 from .progress import Progress, ensure
 from .raster_io import GTIFF_PROFILE
 
-__all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device",
+__all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "file_fingerprint", "DiskFullError"]
 
 
@@ -156,20 +156,18 @@ class WindowReader(Protocol):
 
 # ---------------------------------------------------------------- device and model
 def resolve_device(spec: str | None = "auto"):
-    """(torch.device, description). ``auto`` takes CUDA when available (and says so),
-    else CPU; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are taken as asked or refused with
-    a clear error — never a silent fallback."""
+    """(torch.device, description). The choice itself is :func:`core.devices.resolve_device`
+    (``auto`` takes CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` and ``mps``
+    are taken as asked or refused with a clear error — never a silent fallback); this adds
+    the description that is reported to the user."""
     import torch
 
-    s = (spec or "auto").strip().lower()
-    if s == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise InputError("DEVICE", "'mps' was asked for but Apple's Metal backend is not available here.",
-                             "use 'cpu' or 'auto'.")
-        return torch.device("mps"), "mps (Apple Metal)"
-    from .training import resolve_device as _resolve
+    from .devices import resolve_device as _resolve
 
+    s = (spec or "auto").strip().lower()
     dev = _resolve(s)
+    if dev.type == "mps":
+        return dev, "mps (Apple Metal)"
     if dev.type == "cuda":
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         dev = torch.device(f"cuda:{idx}")
@@ -284,12 +282,24 @@ def file_fingerprint(path: str | os.PathLike | None) -> list | None:
         return [str(path)]
 
 
-def _profile(grid: Grid, o: RasterOutput) -> dict:
+def block_size_for(stride: int) -> int:
+    """GeoTIFF block edge for outputs written in tiles ``stride`` px apart: the largest of
+    256, 128, 64, 32, 16 dividing ``stride`` (GeoTIFF blocks are multiples of 16), so that every
+    tile write covers whole blocks and no compressed block is written twice (a rewritten
+    block leaves its old copy as dead space in the file). 256 when none divides it."""
+    for b in (256, 128, 64, 32, 16):
+        if stride % b == 0:
+            return b
+    return 256
+
+
+def _profile(grid: Grid, o: RasterOutput, block: int = 256) -> dict:
     p = dict(GTIFF_PROFILE)
     dt = np.dtype(o.dtype)
     p.update(width=grid.width, height=grid.height, count=o.count, dtype=dt.name, crs=grid.crs,
-             transform=grid.transform, nodata=o.nodata, predictor=3 if dt.kind == "f" else 2)
-    if grid.width < 256 or grid.height < 256:
+             transform=grid.transform, nodata=o.nodata, predictor=3 if dt.kind == "f" else 2,
+             blockxsize=block, blockysize=block)
+    if grid.width < block or grid.height < block:
         p.update(tiled=False)
         p.pop("blockxsize"), p.pop("blockysize")
     return p
@@ -299,7 +309,7 @@ class _Outputs:
     """The temporary output datasets plus the resume sidecar."""
 
     def __init__(self, grid: Grid, outputs: Sequence[RasterOutput], fingerprint: dict, resume: bool,
-                 progress: Progress):
+                 progress: Progress, block: int = 256):
         self.grid, self.outputs, self.progress = grid, list(outputs), progress
         first = Path(outputs[0].path)
         self.sidecar = first.with_name(f".{first.stem}.resume.json")
@@ -318,7 +328,7 @@ class _Outputs:
             self.remove()
             for o in self.outputs:
                 Path(o.path).parent.mkdir(parents=True, exist_ok=True)
-                ds = rasterio.open(o.partial, "w", **_profile(grid, o))
+                ds = rasterio.open(o.partial, "w", **_profile(grid, o, block))
                 if o.descriptions:
                     for b, d in enumerate(o.descriptions, start=1):
                         ds.set_band_description(b, d)
@@ -438,9 +448,10 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
 
     fp = {"engine": 1, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
           "layout": [layout.window, layout.margin, layout.blend],
-          "outputs": [[o.path, o.count, o.dtype, o.nodata] for o in outputs], "caller": fingerprint or {}}
+          "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata] for o in outputs],
+          "caller": fingerprint or {}}
     t_start = time.perf_counter()
-    outs = _Outputs(grid, outputs, fp, resume, progress)
+    outs = _Outputs(grid, outputs, fp, resume, progress, block_size_for(layout.stride))
     todo_tiles = [t for t in tiles if t.i not in outs.done]
     todo_set = {t.index for t in todo_tiles}
     # windows to run: the tiles to write and (blend) their neighbours
@@ -693,20 +704,25 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
 
 
 def _drain(in_q, out_q, readers, writer) -> None:
-    for q in (in_q, out_q):
+    """After ``stop`` was set: make sure every thread ends, and wait for them (no timeout:
+    the writer holds the output datasets, which the caller closes or removes next)."""
+    def empty(q):
         try:
             while True:
                 q.get_nowait()
         except queue.Empty:
             pass
-    for _ in range(50):
-        if not writer.is_alive():
-            break
+
+    empty(in_q)
+    while writer.is_alive():
+        empty(out_q)  # only this thread puts into out_q, so after emptying it there is room
         try:
             out_q.put(_STOP, timeout=0.1)
             break
         except queue.Full:
             continue
     for th in readers:
-        th.join(timeout=5)
-    writer.join(timeout=5)
+        while th.is_alive():
+            empty(in_q)  # readers stop putting once ``stop`` is set; never leave one blocked
+            th.join(timeout=0.1)
+    writer.join()

@@ -11,6 +11,8 @@ plus the parts lying on seams.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,31 @@ def _write(path, geoms_px, attrs, transform: Affine, crs, append: bool) -> None:
                       geometry_type="Polygon", crs=crs, append=append, promote_to_multi=False)
 
 
+@contextlib.contextmanager
+def _clear_write_errors(output_path):
+    """Turn a failure of the GeoPackage driver while writing ``output_path`` (e.g. pyogrio's
+    'Failed to commit transaction' when the disk fills up) into a clear error."""
+    from pyogrio.errors import DataSourceError, FieldError, GeometryError
+
+    from .sliding_window import DiskFullError
+
+    folder = Path(output_path).parent
+    try:
+        yield
+    except (DataSourceError, FieldError, GeometryError, OSError) as exc:
+        text = str(exc)
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT) and \
+                "No space left" not in text:
+            raise
+        if (isinstance(exc, OSError) or "commit" in text.lower() or "No space left" in text
+                or "disk" in text.lower() or "write" in text.lower()):
+            raise DiskFullError(f"POLYGONS: writing the building polygons to '{output_path}' failed ({text}); "
+                                f"the disk is probably full. Nothing was written. Fix: free some space in "
+                                f"'{folder}' or choose another folder.") from exc
+        raise InputError("POLYGONS", f"the building polygons could not be written to '{output_path}' ({text}); "
+                         "nothing was written.", "choose another GeoPackage file name or folder.") from exc
+
+
 def polygonize_buildings(mask_path: str, probs_path: str, output_path: str, pixel_area_m2: float,
                          block_size: int = 2048, progress: Progress | None = None) -> dict:
     """Vectorise the building pixels (value 1) of ``mask_path`` into a GeoPackage layer
@@ -82,7 +109,7 @@ def polygonize_buildings(mask_path: str, probs_path: str, output_path: str, pixe
         started = False
         blocks = list(grid.blocks(block_size))
         merged = 0
-        with atomic_output(output_path) as tmp:
+        with _clear_write_errors(output_path), atomic_output(output_path) as tmp:
             for n, blk in enumerate(blocks):
                 progress.check_cancelled()
                 w = blk.window

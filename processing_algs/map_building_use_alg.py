@@ -96,7 +96,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
         poi_maps = self.raster_path(poi_layer, self.POI_MAPS) if poi_layer is not None else None
         mask_layer = self.parameterAsRasterLayer(parameters, self.MASK, context)
         mask = self.raster_path(mask_layer, self.MASK) if mask_layer is not None else None
-        poi_points, field = None, None
+        poi_points, poi_layer_name, field = None, None, None
         if parameters.get(self.POI_LAYER) not in (None, ""):
             source = self.parameterAsSource(parameters, self.POI_LAYER, context)
             if source is None:
@@ -108,9 +108,12 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             if field not in names:
                 raise QgsProcessingException(f"CATEGORY_FIELD: field '{field}' is not in the POI layer. "
                                              f"Fix: use one of {', '.join(names)}.")
-            poi_points = self.parameterAsCompatibleSourceLayerPath(parameters, self.POI_LAYER, context,
-                                                                   ["gpkg", "shp", "geojson"], "gpkg", feedback)
-            poi_points = poi_points.split("|")[0]
+            # path and layer name (a GeoPackage may hold several layers; memory layers are written out)
+            poi_points, poi_layer_name = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+                parameters, self.POI_LAYER, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
+            poi_points, _, rest = poi_points.partition("|")
+            if not poi_layer_name and "layername=" in rest:
+                poi_layer_name = rest.split("layername=", 1)[1].split("|")[0]
         outs = {}
         for name, key, _, _ in RASTER_OUTPUTS:
             path = self.parameterAsOutputLayer(parameters, name, context)
@@ -126,7 +129,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             raise QgsProcessingException("No output was asked for. Fix: set at least one output.")
         summary = self.run_core(
             map_building_use, imagery, self.parameterAsFile(parameters, self.CHECKPOINT, context),
-            poi_maps=poi_maps, poi_points=poi_points, poi_category_field=field,
+            poi_maps=poi_maps, poi_points=poi_points, poi_layer=poi_layer_name or None, poi_category_field=field,
             poi_preset=PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)],
             poi_mapping_file=self.parameterAsFile(parameters, self.MAPPING_FILE, context) or None, mask=mask,
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",

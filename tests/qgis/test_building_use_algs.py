@@ -25,16 +25,23 @@ def test_mask_map_assign_and_styles(provider, kampala_rgb, kampala_pois, tiny_us
     with rasterio.open(mask) as ds:
         assert 0 < ds.read(1).mean() < 1
     uc, up, poly = tmp_path / "uc.tif", tmp_path / "up.tif", tmp_path / "b.gpkg"
+    fp, fm = tmp_path / "fp.tif", tmp_path / "fm.tif"
+    pois = _multi_layer_pois(tmp_path, kampala_pois)
     QgsProject.instance().removeAllMapLayers()
     res = processing.runAndLoadResults("edifice:mapbuildinguse", {
-        "IMAGERY": str(kampala_rgb), "CHECKPOINT": str(tiny_use_checkpoint), "POI_LAYER": str(kampala_pois),
+        "IMAGERY": str(kampala_rgb), "CHECKPOINT": str(tiny_use_checkpoint), "POI_LAYER": f"{pois}|layername=pois",
         "CATEGORY_FIELD": "other_tags", "MASK": str(mask), "DEVICE": "cpu", "BATCH_SIZE": 2, "WINDOW": 256,
-        "OVERLAP": 32, "USE_CLASS": str(uc), "USE_PROBABILITIES": str(up), "POLYGONS": str(poly)})
+        "OVERLAP": 32, "USE_CLASS": str(uc), "USE_PROBABILITIES": str(up), "POLYGONS": str(poly),
+        "FOOTPRINT_PROBABILITY": str(fp), "FOOTPRINT_MASK": str(fm)})
     assert res["DEVICE_USED"].startswith("cpu")
     layers = {lyr.source().split("|")[0]: lyr for lyr in QgsProject.instance().mapLayers().values()}
     assert layers[str(uc)].renderer().type() == "paletted"
     assert layers[str(up)].renderer().type() == "multibandcolor"
     assert layers[str(poly)].renderer().type() == "categorizedSymbol"
+    assert layers[str(fp)].renderer().type() == "singlebandpseudocolor"
+    assert layers[str(fm)].renderer().type() == "paletted"
+    # the styles' own classes, not QGIS's defaults for a palette raster
+    assert "building" in {c.label for c in layers[str(fm)].renderer().classes()}
     QgsProject.instance().removeAllMapLayers()
     with rasterio.open(uc) as ds:
         c = ds.read(1)
@@ -47,6 +54,42 @@ def test_mask_map_assign_and_styles(provider, kampala_rgb, kampala_pois, tiny_us
     info = pyogrio.read_info(out)
     assert info["features"] == pyogrio.read_info(BUILDINGS)["features"]
     assert {"use_class", "p_residential", "confidence"} <= set(info["fields"])
+
+
+def _multi_layer_pois(tmp_path, kampala_pois):
+    """A GeoPackage whose first layer is not the POIs: 'roads' (points without other_tags),
+    then 'pois'."""
+    import shapely
+
+    path = tmp_path / "multi.gpkg"
+    pyogrio.raw.write(str(path), shapely.to_wkb(shapely.points([(454300.0, 38700.0), (454800.0, 38650.0)])),
+                      [np.array(["a", "b"], dtype=object)], ["name"], driver="GPKG", layer="roads",
+                      geometry_type="Point", crs="EPSG:32636")
+    meta, _, wkb, fields = pyogrio.raw.read(str(kampala_pois))
+    pyogrio.raw.write(str(path), wkb, fields, list(meta["fields"]), driver="GPKG", layer="pois",
+                      geometry_type="Point", crs="EPSG:32636", append=True)
+    assert [n for n, _ in pyogrio.list_layers(path)] == ["roads", "pois"]
+    return path
+
+
+def test_builtup_mask_takes_memory_layers(provider, kampala_rgb, tmp_path):
+    """Polygons from a memory layer (as in a graphical model) give the same mask as the file."""
+    import processing
+    from qgis.core import QgsFeatureRequest, QgsVectorLayer
+
+    src = QgsVectorLayer(str(BUILDINGS), "buildings", "ogr")
+    mem = src.materialize(QgsFeatureRequest())
+    assert mem.providerType() == "memory" and mem.featureCount() == src.featureCount() > 0
+    a, b = tmp_path / "file.tif", tmp_path / "mem.tif"
+    try:
+        processing.run("edifice:builtupmask", {"REFERENCE": str(kampala_rgb), "POLYGONS": [str(BUILDINGS)],
+                                               "OUTPUT": str(a)})
+        processing.run("edifice:builtupmask", {"REFERENCE": str(kampala_rgb), "POLYGONS": [mem], "OUTPUT": str(b)})
+    finally:
+        del mem, src
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        ma, mb = x.read(1), y.read(1)
+    assert ma.any() and (ma == mb).all()
 
 
 def test_bad_checkpoint_is_a_processing_exception(provider, kampala_rgb, tmp_path):

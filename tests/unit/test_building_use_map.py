@@ -220,3 +220,80 @@ def test_bad_inputs_have_clear_messages(tmp_path, kampala_rgb, tiny_use_checkpoi
     with pytest.raises(InputError, match="WINDOW"):
         map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_class=str(tmp_path / "x.tif"),
                          window=250, overlap=32, **pois)
+
+
+# ---------------------------------------------------------------- layers not on the imagery grid
+class _Warnings(__import__("edifice.core.progress", fromlist=["Progress"]).Progress):
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, m):
+        self.warnings.append(m)
+
+
+def _poi_like(tmp_path, kampala_rgb, name, shift=0.0, scale=1.0, crs=None):
+    with rasterio.open(kampala_rgb) as src:
+        t, h, w, c = src.transform, src.height, src.width, src.crs
+    t2 = Affine(t.a * scale, 0, t.c + shift, 0, t.e * scale, t.f)
+    p = np.full((3, int(h / scale), int(w / scale)), 0.3, np.float32)
+    path = tmp_path / name
+    with rasterio.open(path, "w", driver="GTiff", width=p.shape[2], height=p.shape[1], count=3, dtype="float32",
+                       crs=crs or c, transform=t2, nodata=-1.0) as dst:
+        dst.write(p)
+    return path
+
+
+def test_poi_maps_off_grid_are_announced_and_refused_when_elsewhere(tmp_path, kampala_rgb, tiny_use_checkpoint):
+    uc = tmp_path / "uc.tif"
+    coarse = _poi_like(tmp_path, kampala_rgb, "poi_2x.tif", scale=2.0)
+    pr = _Warnings()
+    map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), poi_maps=str(coarse), use_class=str(uc),
+                     window=256, overlap=32, device="cpu", progress=pr)
+    assert uc.exists()
+    assert any("POI_MAPS" in w and "not on the grid of the imagery" in w for w in pr.warnings), pr.warnings
+    # on the grid: no such warning
+    pr2 = _Warnings()
+    map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_class=str(tmp_path / "uc2.tif"),
+                     window=256, overlap=32, device="cpu", progress=pr2, **_pois_raster(tmp_path, kampala_rgb))
+    assert not any("not on the grid" in w for w in pr2.warnings), pr2.warnings
+    # 50 km away: covers nothing of the imagery
+    far = _poi_like(tmp_path, kampala_rgb, "poi_far.tif", shift=50_000)
+    _bad(tmp_path, kampala_rgb, tiny_use_checkpoint, "POI_MAPS.*covers none", poi_maps=str(far))
+
+
+def test_mask_off_grid_is_announced(tmp_path, kampala_rgb, tiny_use_checkpoint):
+    with rasterio.open(kampala_rgb) as src:
+        t, h, w, c = src.transform, src.height, src.width, src.crs
+    m = tmp_path / "mask_1m.tif"
+    with rasterio.open(m, "w", driver="GTiff", width=w // 2, height=h // 2, count=1, dtype="uint8", crs=c,
+                       transform=t @ Affine.scale(2)) as dst:
+        dst.write(np.ones((1, h // 2, w // 2), np.uint8))
+    pr = _Warnings()
+    map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), mask=str(m), use_class=str(tmp_path / "uc.tif"),
+                     window=256, overlap=32, device="cpu", progress=pr, **_pois_raster(tmp_path, kampala_rgb))
+    assert any(w.startswith("MASK") and "not on the grid" in w for w in pr.warnings), pr.warnings
+
+
+# ---------------------------------------------------------------- polygon write failure
+def test_polygon_write_failure_is_clear_and_leaves_nothing(tmp_path, kampala_rgb, tiny_use_checkpoint, monkeypatch):
+    import pyogrio.raw
+    from pyogrio.errors import DataSourceError
+
+    from edifice.core.sliding_window import DiskFullError
+
+    real = pyogrio.raw.write
+
+    def fail(path, *a, **k):
+        real(path, *a, **k)  # the GeoPackage exists, then the commit fails as on a full disk
+        raise DataSourceError("Failed to commit transaction")
+
+    pois = _pois_raster(tmp_path, kampala_rgb)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(pyogrio.raw, "write", fail)
+    with pytest.raises(DiskFullError, match=r"POLYGONS: writing the building polygons .* failed \(Failed to commit "
+                                            r"transaction\); the disk is probably full.*Fix: free some space"):
+        map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_class=str(out / "uc.tif"),
+                         footprint_probability=str(out / "fp.tif"), polygons=str(out / "b.gpkg"),
+                         window=256, overlap=32, device="cpu", **pois)
+    assert sorted(p.name for p in out.iterdir()) == []

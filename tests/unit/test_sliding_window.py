@@ -3,6 +3,10 @@ of their input, independence from batch size / readers / order, resume, OOM, dis
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,8 +18,8 @@ from edifice.core import sliding_window as sw
 from edifice.core.errors import Cancelled, InputError
 from edifice.core.grid import Grid
 from edifice.core.progress import Progress
-from edifice.core.sliding_window import (DiskFullError, Predictor, RasterOutput, WindowLayout, pad_reflect,
-                                         resolve_device, run_sliding_window)
+from edifice.core.sliding_window import (DiskFullError, Predictor, RasterOutput, WindowLayout, block_size_for,
+                                         pad_reflect, resolve_device, run_sliding_window)
 
 H, W = 181, 263  # several windows each way, ragged last tiles
 
@@ -268,3 +272,84 @@ def test_device_choice_is_explicit():
             resolve_device("cuda:3")
     with pytest.raises(InputError, match="DEVICE"):
         resolve_device("tpu")
+
+
+def test_resolve_device_uses_core_devices_only():
+    """The engine's device choice is core/devices.py's (no import of the training module)."""
+    code = ("import sys; from edifice.core.sliding_window import resolve_device; d, _ = resolve_device('cpu'); "
+            "assert d.type == 'cpu'; print('edifice.core.training' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_errors_wait_for_the_writer_before_closing_the_outputs(tmp_path, scene, monkeypatch):
+    """A tile write slower than any join timeout (here 5.5 s) ends before the outputs it
+    writes to are closed and removed (closing GDAL handles under the writer can crash QGIS)."""
+    real = sw._write_block
+    seen = {"n": 0, "closed": None}
+
+    def slow(ds, data, window):
+        seen["n"] += 1
+        if seen["n"] == 1:
+            time.sleep(5.5)
+            seen["closed"] = ds.closed
+        real(ds, data, window)
+
+    calls = {"n": 0}
+    conv = Predictor(Conv3(), "cpu")
+
+    def boom_second(x):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            t0 = time.perf_counter()
+            while seen["n"] == 0 and time.perf_counter() - t0 < 10:  # the writer is inside its first write
+                time.sleep(0.01)
+            raise RuntimeError("boom")
+        return conv(x)
+
+    monkeypatch.setattr(sw, "_write_block", slow)
+    with pytest.raises(RuntimeError, match="boom"):
+        _run(tmp_path, scene, "slow", predictor=boom_second, batch=2)
+    assert seen["closed"] is False
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_block_size_follows_the_stride():
+    assert [block_size_for(s) for s in (768, 192, 96, 48, 40, 36)] == [256, 64, 32, 16, 256, 256]
+
+
+def test_outputs_are_not_bloated_by_rewritten_blocks(tmp_path):
+    """A 128/16 run (stride 96, not a multiple of 256): the output is about as small as the
+    same raster re-encoded in one go with the same creation options (no dead block copies)."""
+    import rasterio.shutil
+
+    h, w = 700, 900
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(2, h, w)).astype(np.float32)
+    valid = np.ones((h, w), bool)
+    grid = Grid(Affine(0.5, 0, 1000, 0, -0.5, 2000), w, h, "EPSG:32636")
+    outs = [RasterOutput(str(tmp_path / "a.tif"), 2, "float32", -9999.0),
+            RasterOutput(str(tmp_path / "b.tif"), 1, "uint8", 255)]
+    run_sliding_window(grid, WindowLayout(128, 16), lambda: ArrayReader(data, valid), Predictor(Conv3(), "cpu"),
+                       outs, lambda v, ok: [v, (v[1:2] > 0).astype(np.uint8)], batch_size=4)
+    for o in outs:
+        with rasterio.open(o.path) as ds:
+            bs = ds.block_shapes[0]
+            pred = 3 if o.dtype == "float32" else 2
+        copy = tmp_path / "copy.tif"
+        rasterio.shutil.copy(o.path, copy, driver="GTiff", tiled=True, blockysize=bs[0], blockxsize=bs[1],
+                             compress="deflate", zlevel=1, predictor=pred)
+        assert os.path.getsize(o.path) < 1.1 * os.path.getsize(copy), o.path
+
+
+def test_relative_output_paths_resume_from_another_directory(tmp_path, scene, monkeypatch):
+    work = tmp_path / "w"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(Cancelled):
+        _run(__import__("pathlib").Path("out"), scene, "o", progress=CancelAfter(0.4))
+    monkeypatch.chdir(tmp_path)
+    _, _, s = _run(work / "out", scene, "o")
+    assert s["rows_resumed"] >= 1
