@@ -30,9 +30,8 @@ def _cmd_poi(a) -> dict:
     from pyproj import CRS
 
     from .grid import Grid
-    from .poi_probability import poi_probability
+    from .poi_probability import poi_probability, reference_grid
     from .poi_sources import classify_pois, load_poi_mapping, read_point_file
-    from .raster_io import open_raster, require_crs
 
     progress = TerminalProgress()
     mapping = load_poi_mapping(a.preset, a.mapping_file)
@@ -40,9 +39,7 @@ def _cmd_poi(a) -> dict:
     classified = classify_pois(xs, ys, recs, a.category_field, mapping, crs)
     progress.info(classified.summary())
     if a.reference:
-        with open_raster(a.reference, "REFERENCE") as ds:
-            require_crs(ds, "REFERENCE")
-            grid = Grid.from_dataset(ds)
+        grid = reference_grid(a.reference)
     else:
         if not (a.extent and a.pixel_size and a.crs):
             raise EdificeError("REFERENCE: give --reference, or --extent, --pixel-size and --crs.")
