@@ -316,7 +316,11 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
                       f"scales {[s.sigma for s in scales]} px, mode {settings.mode}, "
                       f"{len(blocks)} block(s) with a {halo} px halo.")
         out_dir = os.path.dirname(os.path.abspath(output_path))
-        os.makedirs(out_dir, exist_ok=True)  # the scratch folder lives there, before atomic_raster runs
+        try:  # the scratch folder lives there, before atomic_raster runs
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as exc:
+            raise InputError("OUTPUT", f"the folder '{out_dir}' cannot be created ({exc.strerror or exc}).",
+                             "choose an output in a folder you can write to.") from exc
         with tempfile.TemporaryDirectory(prefix=".edifice-retinex-", dir=out_dir) as scratch:
             cells = None
             shift = 0.0
