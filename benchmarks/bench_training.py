@@ -1,6 +1,7 @@
 """Benchmark: short CPU training of the footprint head on real data (Kampala).
 
-Data: /work/shared/data/kampala/kampala_rgb_50cm.tif (EPSG:32636, 0.5 m, RGB uint8,
+Data: kampala_rgb_50cm.tif from ../shared/data/kampala next to the repository when
+present, else the bundled samples/kampala (the same files) (EPSG:32636, 0.5 m, RGB uint8,
 ~15 % covered) and buildings_osm.geojson (206 OSM footprints, EPSG:4326, no use
 attribute; © OpenStreetMap contributors, ODbL). The dataset is footprint-only
 (no use field), split 6:2:2 by spatial tiles; the model is the ``imagery_multitask``
@@ -33,7 +34,16 @@ from edifice.core.training import train_building_use
 from edifice.core.training_dataset import create_training_dataset
 from edifice.models.unet import UNetResNet
 
-DATA = Path("/work/shared/data/kampala")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir(name: str) -> Path:
+    """``../shared/data/<name>`` next to the repository when present, else the bundled ``samples/<name>``."""
+    shared = ROOT.parent / "shared" / "data" / name
+    return shared if shared.is_dir() else ROOT / "samples" / name
+
+
+DATA = data_dir("kampala")
 
 
 def throughput(encoder: str, base_width: int, chip: int, batch: int, iters: int = 3) -> float:

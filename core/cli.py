@@ -1,5 +1,6 @@
 """Command-line interface: ``edifice <tool> ...`` runs the same core functions
-as the QGIS Processing algorithms. Errors print one line and exit non-zero."""
+as the QGIS Processing algorithms. Errors print one line and exit non-zero:
+2 for bad input and I/O errors (``edifice: error: ...``), 130 when cancelled."""
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,8 @@ def _cmd_poi(a) -> dict:
     from pyproj import CRS
 
     from .grid import Grid
-    from .poi_probability import poi_probability
+    from .poi_probability import poi_probability, reference_grid
     from .poi_sources import classify_pois, load_poi_mapping, read_point_file
-    from .raster_io import open_raster, require_crs
 
     progress = TerminalProgress()
     mapping = load_poi_mapping(a.preset, a.mapping_file)
@@ -40,9 +40,7 @@ def _cmd_poi(a) -> dict:
     classified = classify_pois(xs, ys, recs, a.category_field, mapping, crs)
     progress.info(classified.summary())
     if a.reference:
-        with open_raster(a.reference, "REFERENCE") as ds:
-            require_crs(ds, "REFERENCE")
-            grid = Grid.from_dataset(ds)
+        grid = reference_grid(a.reference)
     else:
         if not (a.extent and a.pixel_size and a.crs):
             raise EdificeError("REFERENCE: give --reference, or --extent, --pixel-size and --crs.")
@@ -100,6 +98,31 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
+def _io_errors() -> tuple[type[BaseException], ...]:
+    """Expected I/O errors (reported in one line, no traceback): OSError and the
+    errors of the raster and vector libraries when they are installed."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from rasterio.errors import RasterioError
+        errors.append(RasterioError)
+    except ImportError:
+        pass
+    try:
+        from pyogrio.errors import DataLayerError, DataSourceError
+        errors += [DataSourceError, DataLayerError]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        text = f"{exc.strerror}: '{exc.filename}'"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -111,7 +134,10 @@ def _run(argv: list[str] | None) -> int:
         print("edifice: interrupted; no output was written.", file=sys.stderr)
         return 130
     except EdificeError as exc:
-        print(f"edifice: error: {exc}", file=sys.stderr)
+        print(f"edifice: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except _io_errors() as exc:  # evaluated only when an exception gets here
+        print(f"edifice: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     if result is not None:  # None: a torchrun rank other than 0
         print(json.dumps(result, default=str))

@@ -22,7 +22,7 @@ from .geodesy import (approx_pixel_metres, arc_to_chord, chord_to_arc, lonlat_to
                       to_lonlat)
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked
+from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked, require_crs
 
 CLASSES = ("residential", "commercial", "industrial")
 #: Default influence radii d_max in metres (R, C, I): industrial sites reach farthest.
@@ -111,6 +111,28 @@ class _EcefLattice:
         return top * (1 - tu) + bot * tu
 
 
+def reference_grid(path: str, name: str = "REFERENCE") -> Grid:
+    """The grid of the reference raster at ``path``; :class:`InputError` naming
+    ``name`` when it cannot be read or has no CRS."""
+    with open_raster(path, name) as ds:
+        require_crs(ds, name)
+        return Grid.from_dataset(ds)
+
+
+def _open_reference(path: str, grid: Grid):
+    """Open the reference raster and check it is on ``grid`` and has a CRS."""
+    ref = open_raster(path, "REFERENCE")
+    try:
+        require_crs(ref, "REFERENCE")
+        if (ref.width, ref.height) != (grid.width, grid.height) or not ref.transform.almost_equals(grid.transform):
+            raise InputError("REFERENCE", f"'{path}' ({ref.width} x {ref.height} px) is not on the target grid "
+                             f"({grid.width} x {grid.height} px).", "use the reference raster's own grid.")
+    except BaseException:
+        ref.close()
+        raise
+    return ref
+
+
 def _grid_ecef_bounds(lattice: _EcefLattice) -> tuple[np.ndarray, np.ndarray]:
     """ECEF bounding box of the grid (its outline plus the surface's bulge)."""
     g = lattice.grid
@@ -131,8 +153,10 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
     """Write the three POI probability bands (R, C, I) on ``grid`` to ``output_path``.
 
     ``reference_path``: when given, pixels that are nodata in that raster are
-    nodata in the output. POIs outside the grid still count. Returns a summary
-    with the POI count per class used.
+    nodata in the output; it must be on ``grid``, have a CRS and at least one
+    valid pixel (else :class:`InputError` naming REFERENCE, and no output).
+    POIs outside the grid still count. Returns a summary with the POI count per
+    class used.
     """
     progress = ensure(progress)
     dmax = parse_max_distances(max_distances)
@@ -141,6 +165,8 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
     if len(pois.x) == 0:
         raise InputError("INPUT", "the POI layer has no point.", "give a layer with POI points.")
     lattice = _EcefLattice(grid)
+    if reference_path:
+        _open_reference(reference_path, grid).close()  # fail before any work
     lon, lat = to_lonlat(pois.crs_wkt).transform(pois.x, pois.y)
     ok = np.isfinite(lon) & np.isfinite(lat)
     if not ok.any():
@@ -163,7 +189,8 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
             trees.append(cKDTree(sel))
     chords = [arc_to_chord(d) for d in dmax]
 
-    ref = open_raster(reference_path, "REFERENCE") if reference_path else None
+    ref = _open_reference(reference_path, grid) if reference_path else None
+    any_valid = False
     try:
         blocks = list(grid.blocks(block_size))
         with bounded_gdal_cache(), atomic_raster(output_path, grid, 3, np.float32, nodata=NODATA,
@@ -173,6 +200,7 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
                 w = block.window
                 out = np.zeros((3, int(w.height), int(w.width)), np.float32)
                 valid = read_masked(ref, w, "REFERENCE")[1] if ref is not None else None
+                any_valid = any_valid or valid is None or bool(valid.any())
                 if valid is None or valid.any():
                     pts = lattice.block(w).reshape(-1, 3)
                     if valid is not None:
@@ -191,6 +219,10 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
                     out[:, ~valid] = NODATA
                 dst.write(out, window=w)
                 progress.set_fraction((i + 1) / len(blocks))
+            if not any_valid:  # inside atomic_raster: nothing is written
+                raise InputError("REFERENCE", f"'{reference_path}' holds no valid pixel (all nodata).",
+                                 "check the raster and its nodata value, or give no reference "
+                                 "(extent, pixel size and CRS) to map every pixel.")
     finally:
         if ref is not None:
             ref.close()

@@ -2,14 +2,21 @@
 
 For every scale sigma (pixels) the illumination ``L`` is a nodata-aware
 Gaussian blur of the image (normalised convolution: blur(value*valid) /
-blur(valid)); the reflectance is ``R = sum_s w_s * (log(I + c) - log(L_s + c))``.
+blur(valid)); the reflectance is ``R = sum_s w_s * (log(I - m + c) - log(L_s - m + c))``
+with ``c`` one grey level for integers, 1e-3 for floats, and ``m = min(0, global
+minimum of the valid values of all bands)``. So rasters without negative values
+are corrected as they are (the ratio model ``I = R * L``), and a raster with
+negative values (float noise, signed integers, calibrated data) is corrected as
+the raster minus its minimum: its result does not change when a constant that
+keeps the minimum negative is added, and equals the result of ``I - m``.
 One linear stretch, computed once for the whole raster from a histogram of
 ``R`` (never per block), maps ``R`` onto the output data type.
 
 Large scales are blurred on a grid of cells of ``f x f`` pixels aligned to the
 raster origin (``f = sigma // 8``) and interpolated back bilinearly. A first
 pass sums value and validity per cell over the whole raster into scratch files
-(1/f^2 of the raster, on disk next to the output); small scales (f = 1) read a
+(1/f^2 of the raster, on disk next to the output) and finds the global minimum
+(for signed and float rasters); small scales (f = 1) read a
 halo of 4 sigma. So the block-wise result equals the whole-image result, every
 pixel is read three times with small halos, and memory depends on the block
 size only.
@@ -97,16 +104,20 @@ def _block_sum(a: np.ndarray, f: int) -> np.ndarray:
 
 def _blur_to_pixels(s: np.ndarray, n: np.ndarray, cr0: int, cc0: int,
                     inner_rows: tuple[int, int], inner_cols: tuple[int, int],
-                    grid_shape: tuple[int, int], scale: _Scale) -> np.ndarray:
+                    grid_shape: tuple[int, int], scale: _Scale, shift: float = 0.0) -> np.ndarray:
     """Normalised Gaussian blur of cell sums ``s`` (value*valid) and ``n`` (valid
     count), whose first cell is global cell (cr0, cc0), interpolated bilinearly
-    to the pixel centres of the inner window."""
+    to the pixel centres of the inner window. ``shift`` is subtracted from the
+    values (the blur of ``value - shift``; never below 0 when shift is the minimum)."""
     f = scale.factor
     H, W = grid_shape
     ncr, ncc = -(-H // f), -(-W // f)
     gs = gaussian_filter(s, scale.cell_sigma, mode="constant", cval=0.0, truncate=_TRUNCATE)
     gn = gaussian_filter(n, scale.cell_sigma, mode="constant", cval=0.0, truncate=_TRUNCATE)
-    cells = (gs / np.maximum(gn, 1e-12)).astype(np.float32)
+    if shift:
+        cells = np.maximum((gs - shift * gn) / np.maximum(gn, 1e-12), 0.0).astype(np.float32)
+    else:
+        cells = (gs / np.maximum(gn, 1e-12)).astype(np.float32)
     ri0, ri1, rt = _interp_axis(*inner_rows, f, ncr, cr0)
     ci0, ci1, ct = _interp_axis(*inner_cols, f, ncc, cc0)
     rows = cells[ri0] * (1 - rt)[:, None] + cells[ri1] * rt[:, None]
@@ -165,14 +176,16 @@ class _CellSums:
                 vm = np.pad(np.where(valid, plane, 0).astype(np.float64), ((pr, 0), (pc, 0)))
                 self.s[f][k, r:r + nsum.shape[0], c:c + nsum.shape[1]] += _block_sum(vm, f)
 
-    def illumination(self, k: int, inner_rows, inner_cols, grid_shape, scale: _Scale) -> np.ndarray:
+    def illumination(self, k: int, inner_rows, inner_cols, grid_shape, scale: _Scale,
+                     shift: float = 0.0) -> np.ndarray:
+        """Illumination of plane ``k`` minus ``shift`` (the sums hold the unshifted values)."""
         f = scale.factor
         ncr, ncc = self.n[f].shape
         cr0, cr1 = _cell_range(*inner_rows, f, scale.cell_radius, ncr)
         cc0, cc1 = _cell_range(*inner_cols, f, scale.cell_radius, ncc)
         s = np.array(self.s[f][k, cr0:cr1, cc0:cc1])
         n = np.array(self.n[f][cr0:cr1, cc0:cc1])
-        return _blur_to_pixels(s, n, cr0, cc0, inner_rows, inner_cols, grid_shape, scale)
+        return _blur_to_pixels(s, n, cr0, cc0, inner_rows, inner_cols, grid_shape, scale, shift)
 
 
 @dataclass(frozen=True)
@@ -207,29 +220,38 @@ def _offset(dtype: np.dtype) -> float:
     return 1.0 if dtype.kind in "iu" else 1e-3
 
 
-def _planes(data: np.ndarray, mode: str) -> list[np.ndarray]:
-    """The planes Retinex works on: the mean of the bands (luminance) or each band."""
+def _bands(data: np.ndarray, valid: np.ndarray, shift: float = 0.0) -> np.ndarray:
+    """float32 bands minus ``shift`` where valid, 0 elsewhere (values under nodata never
+    reach a sum, a logarithm or an overflow)."""
     x = data.astype(np.float32, copy=False)
-    return [x.mean(axis=0)] if mode == "luminance" else list(x)
+    if shift:
+        x = x - np.float32(shift)
+    return np.where(valid, x, np.float32(0))
 
 
-def _retinex_block(data: np.ndarray, valid: np.ndarray, block, grid_shape, scales, mode, offset,
-                   cells: "_CellSums | None" = None):
+def _planes(bands: np.ndarray, mode: str) -> list[np.ndarray]:
+    """The planes Retinex works on: the mean of the bands (luminance) or each band."""
+    return [bands.mean(axis=0)] if mode == "luminance" else list(bands)
+
+
+def _retinex_block(bands: np.ndarray, valid: np.ndarray, block, grid_shape, scales, mode, offset,
+                   cells: "_CellSums | None" = None, shift: float = 0.0):
     """Retinex values over ``block.window``: (k, rows, cols) float32, k = 1 in
-    luminance mode (plus the luminance itself), else one per band. Scales with
-    cells of more than one pixel come from ``cells`` when given."""
+    luminance mode (plus the luminance itself), else one per band. ``bands`` come
+    from :func:`_bands` (already minus ``shift``). Scales with cells of more than
+    one pixel come from ``cells`` when given (unshifted sums: ``shift`` is taken off there)."""
     w = block.window
     rows = (int(w.row_off), int(w.row_off + w.height))
     cols = (int(w.col_off), int(w.col_off + w.width))
     r0, c0 = int(block.read_window.row_off), int(block.read_window.col_off)
-    planes = _planes(data, mode)
+    planes = _planes(bands, mode)
     inner = block.inner
     out = np.zeros((len(planes),) + valid[inner].shape, np.float32)
     for k, plane in enumerate(planes):
         log_i = np.log(plane[inner] + offset)
         for s in scales:
             if cells is not None and s.factor > 1:
-                ill = cells.illumination(k, rows, cols, grid_shape, s)
+                ill = cells.illumination(k, rows, cols, grid_shape, s, shift)
             else:
                 ill = _illumination(plane, valid, r0, c0, rows, cols, grid_shape, s)
             out[k] += s.weight * (log_i - np.log(ill + offset))
@@ -269,7 +291,9 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
 
     ``output_dtype``: ``None`` keeps the input's type; integers are stretched
     to their full range, floats to [0, 1]. Returns a summary dict with the
-    stretch (in natural-log Retinex units), pixel counts and the nodata value.
+    stretch (in natural-log Retinex units), pixel counts, the nodata value and
+    the shift ``m`` (0, or the raster's negative minimum; see the module docstring).
+    The output's folder is created when missing.
     """
     settings = settings or RetinexSettings()
     scales = settings.scales()
@@ -291,19 +315,37 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
         progress.info(f"Retinex on {grid.width} x {grid.height} px, {ds.count} band(s), "
                       f"scales {[s.sigma for s in scales]} px, mode {settings.mode}, "
                       f"{len(blocks)} block(s) with a {halo} px halo.")
-        with tempfile.TemporaryDirectory(prefix=".edifice-retinex-",
-                                         dir=os.path.dirname(os.path.abspath(output_path))) as scratch:
+        out_dir = os.path.dirname(os.path.abspath(output_path))
+        try:  # the scratch folder lives there, before atomic_raster runs
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as exc:
+            raise InputError("OUTPUT", f"the folder '{out_dir}' cannot be created ({exc.strerror or exc}).",
+                             "choose an output in a folder you can write to.") from exc
+        with tempfile.TemporaryDirectory(prefix=".edifice-retinex-", dir=out_dir) as scratch:
             cells = None
-            if large:
-                # Pass 0: whole-raster cell sums of the large scales (read once, no halo).
-                cells = _CellSums([s.factor for s in large], n_planes, grid.shape, scratch)
-                for i, block in enumerate(grid.blocks(block_size, 0)):
+            shift = 0.0
+            signed = in_dtype.kind != "u"
+            if large or signed:
+                # Pass 0 (read once, no halo): whole-raster cell sums of the large scales,
+                # and the global minimum of signed and float rasters.
+                if large:
+                    cells = _CellSums([s.factor for s in large], n_planes, grid.shape, scratch)
+                lowest = math.inf
+                pass0 = list(grid.blocks(block_size, 0))
+                for i, block in enumerate(pass0):
                     progress.check_cancelled()
                     data, valid = read_masked(ds, block.window, "INPUT")
                     if valid.any():
-                        cells.add(np.stack(_planes(data, settings.mode)), valid,
-                                  int(block.window.row_off), int(block.window.col_off))
-                    progress.set_fraction(0.2 * (i + 1) / len(blocks))
+                        if signed:
+                            lowest = min(lowest, float(data[:, valid].min()))
+                        if cells is not None:
+                            cells.add(np.stack(_planes(_bands(data, valid), settings.mode)), valid,
+                                      int(block.window.row_off), int(block.window.col_off))
+                    progress.set_fraction(0.2 * (i + 1) / len(pass0))
+                if lowest < 0:
+                    shift = lowest
+                    progress.info(f"INPUT has negative values (minimum {lowest:g}): Retinex works on "
+                                  "the raster minus its minimum.")
 
             # Pass 1: histogram of Retinex values over the whole raster -> one stretch.
             hist = np.zeros(_HIST_BINS, np.int64)
@@ -313,7 +355,8 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
                 data, valid = read_masked(ds, block.read_window, "INPUT")
                 v_in = valid[block.inner]
                 if v_in.any():
-                    r, _ = _retinex_block(data, valid, block, grid.shape, scales, settings.mode, offset, cells)
+                    r, _ = _retinex_block(_bands(data, valid, shift), valid, block, grid.shape, scales,
+                                          settings.mode, offset, cells, shift)
                     hist += np.histogram(r[:, v_in].ravel(), bins=_HIST_BINS, range=_HIST_RANGE)[0]
                     n_valid += int(v_in.sum())
                 progress.set_fraction(0.2 + 0.4 * (i + 1) / len(blocks))
@@ -333,13 +376,14 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
                     v_in = valid[inner]
                     out = np.full((ds.count,) + v_in.shape, nodata, dtype=out_dtype)
                     if v_in.any():
-                        r, lum = _retinex_block(data, valid, block, grid.shape, scales, settings.mode, offset,
-                                                cells)
+                        x = _bands(data, valid, shift)
+                        r, lum = _retinex_block(x, valid, block, grid.shape, scales, settings.mode, offset,
+                                                cells, shift)
                         s = out_lo + (r - lo_r) * ((out_hi - out_lo) / (hi_r - lo_r))
                         if settings.mode == "luminance":
                             # MSRCP (Petro et al. 2014): scale every band by one factor per pixel, the
                             # stretched/original luminance ratio, capped so the largest band does not clip
-                            bands = data[(slice(None),) + inner].astype(np.float32) + offset
+                            bands = x[(slice(None),) + inner] + np.float32(offset)
                             gain = np.minimum(s[0] / (lum + offset), out_hi / bands.max(axis=0))
                             s = bands * gain
                         s = np.clip(s, out_lo, out_hi)
@@ -350,7 +394,8 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
                     progress.set_fraction(0.6 + 0.4 * (i + 1) / len(blocks))
             del cells
     return {"output": output_path, "valid_pixels": n_valid, "stretch_low": lo_r, "stretch_high": hi_r,
-            "nodata": nodata, "dtype": out_dtype.name, "blocks": len(blocks), "halo": halo, "bands": int(ds.count)}
+            "nodata": nodata, "dtype": out_dtype.name, "blocks": len(blocks), "halo": halo, "bands": int(ds.count),
+            "shift": shift}
 
 
 def _percentiles(hist: np.ndarray, clip_percent: float) -> tuple[float, float]:

@@ -58,9 +58,8 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.grid import Grid
-        from ..core.poi_probability import parse_max_distances, poi_probability
+        from ..core.poi_probability import parse_max_distances, poi_probability, reference_grid
         from ..core.poi_sources import classify_pois, load_poi_mapping
-        from ..core.raster_io import open_raster, require_crs
 
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
@@ -105,9 +104,7 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
         ref_layer = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
         if ref_layer is not None:
             ref_path = self.raster_path(ref_layer, self.REFERENCE)
-            with self.run_core(open_raster, ref_path, self.REFERENCE) as ds:
-                self.run_core(require_crs, ds, self.REFERENCE)
-                grid = Grid.from_dataset(ds)
+            grid = self.run_core(reference_grid, ref_path, self.REFERENCE)
         else:
             ref_path = None
             crs = self.parameterAsCrs(parameters, self.TARGET_CRS, context)

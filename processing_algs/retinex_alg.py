@@ -21,7 +21,8 @@ class RetinexAlgorithm(EdificeAlgorithm):
             "(default 15,80,250; one value gives single-scale Retinex). MODE 'luminance' corrects the "
             "brightness and keeps colours; 'bands' corrects each band. One stretch is computed for the "
             "whole raster (no seams between blocks); nodata pixels are neither used nor filled. "
-            "Works on 8-bit, 16-bit and float rasters with any band count, in bounded memory.")
+            "Works on 8-bit, 16-bit, signed and float rasters with any band count, in bounded memory; "
+            "a raster with negative values is corrected as the raster minus its minimum.")
 
     def name(self):
         return "retinex"

@@ -161,3 +161,56 @@ def test_real_helsinki_pois_are_read_and_counted(helsinki_pbf):
         read_point_file(str(helsinki_pbf), "points", "category")
     with pytest.raises(InputError, match="not points"):
         read_point_file(str(helsinki_pbf), "multipolygons", "other_tags")
+
+
+def _reference(path, grid, arr, nodata=0, crs=True):
+    """Write a reference raster; ``crs=False`` writes one without a CRS."""
+    if not crs:
+        grid = Grid(grid.transform, grid.width, grid.height, None)
+    with atomic_raster(path, grid, 1, arr.dtype, nodata=nodata) as dst:
+        dst.write(arr)
+    return str(path)
+
+
+def test_reference_without_valid_pixel_is_refused(tmp_path):
+    grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 30, 20, UTM)
+    ref = _reference(tmp_path / "ref.tif", grid, np.zeros((1, 20, 30), np.uint8))
+    with pytest.raises(InputError, match=r"^REFERENCE: .*no valid pixel"):
+        poi_probability(PoiSet([450010.0], [39990.0], [2], UTM), grid, str(tmp_path / "p.tif"),
+                        reference_path=ref, block_size=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.tif"]
+
+
+def test_reference_without_crs_is_refused(tmp_path):
+    from edifice.core.poi_probability import reference_grid
+    grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 30, 20, UTM)
+    ref = _reference(tmp_path / "ref.tif", grid, np.full((1, 20, 30), 7, np.uint8), crs=False)
+    with pytest.raises(InputError, match=r"^REFERENCE: .*has no coordinate reference system.*Fix: assign one"):
+        reference_grid(ref)
+    with pytest.raises(InputError, match=r"^REFERENCE: .*has no coordinate reference system"):
+        poi_probability(PoiSet([450010.0], [39990.0], [2], UTM), grid, str(tmp_path / "p.tif"), reference_path=ref)
+    with pytest.raises(InputError, match=r"^REFERENCE: the target grid has no CRS"):
+        poi_probability(PoiSet([450010.0], [39990.0], [2], UTM), Grid(grid.transform, 30, 20, None),
+                        str(tmp_path / "p.tif"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ref.tif"]
+
+
+def test_reference_on_another_grid_is_refused(tmp_path):
+    grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 30, 20, UTM)
+    ref = _reference(tmp_path / "ref.tif", grid, np.full((1, 20, 30), 7, np.uint8))
+    other = Grid(Affine(1, 0, 450000, 0, -1, 40000), 31, 20, UTM)
+    with pytest.raises(InputError, match=r"^REFERENCE: .*grid"):
+        poi_probability(PoiSet([450010.0], [39990.0], [2], UTM), other, str(tmp_path / "p.tif"), reference_path=ref)
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_poi_file_without_crs_is_refused(tmp_path):
+    import pyogrio
+    import shapely
+    pts = shapely.points([450010.0, 450020.0], [39990.0, 39980.0])
+    f = tmp_path / "nocrs.gpkg"
+    with pytest.warns(UserWarning, match="crs"):
+        pyogrio.raw.write(str(f), shapely.to_wkb(pts), [np.array(["shop", "house"], dtype=object)], ["kind"],
+                          driver="GPKG", geometry_type="Point")
+    with pytest.raises(InputError, match=r"^INPUT: .*has no CRS.*Fix: assign the layer's CRS"):
+        read_point_file(str(f), None, "kind")

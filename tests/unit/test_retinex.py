@@ -85,15 +85,12 @@ def test_nodata_neither_feeds_nor_receives(tmp_path):
     img = rng.integers(1, 255, (3, 200, 300)).astype(np.uint8)
     img[:, 50:120, 80:200] = 0  # nodata hole
     a = _write(tmp_path / "a.tif", img, nodata=0)
-    img_b = img.copy()
-    img_b[:, 50:120, 80:200] = 0
     retinex(str(a), str(tmp_path / "oa.tif"), RetinexSettings(sigmas=[20.0, 60.0]), block_size=64)
     out, nd, _ = _read(tmp_path / "oa.tif")
     assert (out[:, 50:120, 80:200] == nd).all()
     assert (out[:, img[0] != 0] != nd).all()
-    # values hidden under a nodata declaration do not change the result
+    # an extra hole changes nothing beyond the kernels' reach
     img_c = img.copy()
-    img_c[:, 50:120, 80:200] = 0
     img_c[:, 60:70, 100:110] = 0
     c = _write(tmp_path / "c.tif", img_c, nodata=0)
     retinex(str(c), str(tmp_path / "oc.tif"), RetinexSettings(sigmas=[20.0, 60.0]), block_size=64)
@@ -101,6 +98,31 @@ def test_nodata_neither_feeds_nor_receives(tmp_path):
     far = np.ones(img[0].shape, bool)
     far[:130, :230] = False  # far from the extra hole: unaffected beyond the kernels' reach
     assert np.abs(out.astype(int) - out_c.astype(int))[:, far].max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["luminance", "bands"])
+def test_values_under_nodata_do_not_influence_the_output(tmp_path, mode):
+    """The same valid pixels with extreme values under the nodata mask (the nodata
+    value itself: 0, -1e30, +3e38, NaN) give identical valid output pixels."""
+    rng = np.random.default_rng(2)
+    img = rng.uniform(1, 255, (3, 200, 300)).astype(np.float32)
+    hole = np.zeros(img.shape[1:], bool)
+    hole[50:120, 80:200] = True
+    hole[150:, 250:] = True  # touches two edges and several blocks
+    outs = []
+    for nd in (0.0, -1e30, 3e38, float("nan")):
+        x = img.copy()
+        x[:, hole] = nd
+        src = _write(tmp_path / f"in{len(outs)}.tif", x, nodata=nd)
+        s = retinex(str(src), str(tmp_path / f"o{len(outs)}.tif"), RetinexSettings(sigmas=[20.0, 60.0], mode=mode),
+                    block_size=64)
+        assert s["valid_pixels"] == (~hole).sum()
+        o, o_nd, _ = _read(tmp_path / f"o{len(outs)}.tif")
+        assert np.all(np.isfinite(o[:, ~hole]))
+        assert np.isnan(o_nd) if np.isnan(nd) else o_nd == np.float32(nd)
+        outs.append(o[:, ~hole])
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
 
 
 @pytest.mark.parametrize("dtype,out_type,top", [("uint16", None, 65535), ("float32", None, 1.0),
@@ -129,3 +151,62 @@ def test_bad_settings():
         RetinexSettings(sigmas=[15, -2]).scales()
     with pytest.raises(InputError, match="MODE"):
         RetinexSettings(mode="hsv").scales()
+
+
+def test_float_with_negative_values_is_fully_valid(tmp_path):
+    """float32 normal(0, 1) noise: every pixel is valid (before the fix 78 % became nodata)."""
+    rng = np.random.default_rng(4)
+    img = rng.normal(0, 1, (3, 180, 220)).astype(np.float32)
+    for mode in ("luminance", "bands"):
+        src = _write(tmp_path / "n.tif", img)
+        s = retinex(str(src), str(tmp_path / f"o_{mode}.tif"), RetinexSettings(mode=mode), block_size=64)
+        out, nd, dt = _read(tmp_path / f"o_{mode}.tif")
+        assert dt == "float32" and np.isnan(nd)
+        assert np.isfinite(out).all() and s["valid_pixels"] == 180 * 220
+        assert out.min() >= 0 and out.max() <= 1 and out.std() > 0.05
+
+
+@pytest.mark.parametrize("mode", ["luminance", "bands"])
+def test_negative_rasters_are_shifted_by_their_minimum(tmp_path, mode):
+    """A raster whose minimum m < 0 is corrected as the raster minus m: so the result
+    does not change when a constant keeps the minimum negative (x - 5), and equals the
+    result of x - m (minimum 0, no shift). Rasters with minimum >= 0 are not shifted
+    (the ratio model I = R * L then holds as is)."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 1, (3, 150, 170)).astype(np.float32)
+    x[:, :20, :20] = np.nan  # a nodata corner does not enter the minimum
+    m = np.nanmin(x)
+    s = RetinexSettings(sigmas=[10.0, 40.0], mode=mode)
+
+    def run(arr, name):
+        src = _write(tmp_path / f"{name}.tif", arr.astype(np.float32))
+        summary = retinex(str(src), str(tmp_path / f"o{name}.tif"), s, block_size=64)
+        return _read(tmp_path / f"o{name}.tif")[0], summary
+
+    base, sb = run(x, "x")
+    moved, sm = run(x - np.float32(5), "x5")
+    zero, sz = run(x - m, "xm")
+    valid = np.isfinite(x[0])
+    assert np.isnan(base[:, ~valid]).all() and np.isfinite(base[:, valid]).all()
+    # float32 rounding of x - 5 and x - m moves values by ~1e-7 of 5: far below 1e-3 of the [0, 1] output
+    np.testing.assert_allclose(moved[:, valid], base[:, valid], atol=1e-3)
+    np.testing.assert_allclose(zero[:, valid], base[:, valid], atol=1e-3)
+    assert sb["stretch_low"] == pytest.approx(sm["stretch_low"], abs=1e-3)
+    assert sb["stretch_high"] == pytest.approx(sz["stretch_high"], abs=1e-3)
+
+
+def test_signed_integers_with_negative_values(tmp_path):
+    """int16 with negative values is corrected as the raster minus its minimum."""
+    rng = np.random.default_rng(6)
+    img = rng.integers(-3000, 3000, (1, 120, 130)).astype(np.int16)
+    m = int(img.min())
+    for name, arr in (("raw", img), ("shifted", (img.astype(np.int32) - m).astype(np.int16))):
+        src = _write(tmp_path / f"{name}.tif", arr, nodata=-32768)
+        s = retinex(str(src), str(tmp_path / f"o_{name}.tif"), RetinexSettings(sigmas=[15.0, 60.0]), block_size=64)
+        assert s["valid_pixels"] == 120 * 130
+    out, nd, dt = _read(tmp_path / "o_raw.tif")
+    ref, _, _ = _read(tmp_path / "o_shifted.tif")
+    assert dt == "int16" and nd == -32768 and (out != nd).all()
+    assert out.min() >= 0 and out.max() > 30000
+    # the large scale (60 px, on cells) subtracts the shift from float64 sums: rounding may move 1 level
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
