@@ -8,14 +8,16 @@ building footprint fraction (0-1), with nodata.
 
 Memory: SHAFTS scales each Sentinel-2 band by statistics of the whole clipped band and fills
 gaps from anywhere in it, so each clip (extent plus padding, or one tile of ``max_tile_deg``) is
-held whole. While one sensor is prepared, its clipped bands are held as float32 (Sentinel-2: 4
-bands, 16 bytes per 10 m pixel; Sentinel-1: 8), clipped band by band, plus per-band temporaries:
-the source window of one band in its own type, the gathered band (4 bytes per pixel) and the
-nearest-neighbour fill's index arrays (8 bytes per pixel, only where a band has gaps); the
-scaling then makes float32 copies of one band at a time. What stays is uint8 (6 bytes per 10 m
-pixel, both sensors) plus a bool validity mask per sensor and the float32 DEM at 30 m. The
-network then runs over the output in row chunks, batch by batch. Peak resident memory measured
-by ``benchmarks/bench_shafts.py --memory``.
+held whole while it is prepared. The Sentinel bands are clipped band by band into float32; the
+peak comes while the Sentinel-2 bands are filled and scaled one at a time: the four clipped
+bands (16 bytes per 10 m pixel of the clip), the nearest-neighbour fill's index arrays (8) and
+the band being filled and scaled (4-12), beside the six uint8 channels and masks already made:
+about 37 bytes per 10 m pixel in all, plus GDAL's block cache (up to GDAL_CACHEMAX, by default
+5 % of RAM). Measured (``benchmarks/bench_shafts.py --memory``): a 0.5° extent with 0.03°
+padding (38.9 M pixels) peaks at 2.0 GiB resident, 1.4 GiB with GDAL_CACHEMAX=16 (3.0 GiB when
+the clips were float64). What stays for the network is uint8 (6 bytes per pixel), two bool
+masks (2) and the float32 DEM at 30 m; the network then runs over the output in row chunks,
+batch by batch.
 
 Where this differs from SHAFTS on purpose: declared input nodata is honoured (SHAFTS reads it as
 a value); outputs get nodata where the patch centre has no Sentinel data or the DEM patch has
