@@ -11,6 +11,20 @@ Checkpoint: a 100 m multi-task network with RANDOM weights (scripts/make_random_
 output layers rescaled): the figures are about speed and agreement, not accuracy.
 
     PYTHONPATH=<dir holding edifice> python benchmarks/bench_shafts.py [--device cpu] [--threads 2] [--repeat 3]
+    PYTHONPATH=<dir holding edifice> python benchmarks/bench_shafts.py --memory [--sides 0.1,0.5]
+
+--memory: peak resident memory (VmHWM of a fresh subprocess) of preparing the inputs of one SHAFTS clip
+(clip, NaN fill, scaling, uint8 quantisation: the memory-heavy part; the network then runs in row chunks)
+for square extents of the given sides plus 0.03° padding, on SYNTHETIC 10 m inputs written to a temporary
+folder (S-1 float32 dB, S-2 uint16 reflectance x 1e4, each with a small NaN/nodata hole so the fill runs;
+SRTM int16 at 30 m). Prints VmHWM and VmHWM minus the resident size after imports.
+
+Measured --memory (2-core machine, 23 GiB RAM, so GDAL's default block cache is up to ~1.1 GiB; numpy 1.26):
+  0.1° + 0.03° padding (3.2 M px):  VmHWM 279 MiB, 206 MiB above imports (68 bytes/px);
+                                     float64 clips before this change: 344 MiB (90 bytes/px)
+  0.5° + 0.03° padding (38.9 M px): VmHWM 2049 MiB, 1976 MiB above imports (53 bytes/px);
+                                     float64 clips before: 3049 MiB (80 bytes/px);
+                                     with GDAL_CACHEMAX=16: 1440 MiB (37 bytes/px, the numpy arrays)
 
 Measured (2 CPU cores shared with other jobs, torch 2.13 CPU, 2 threads, best of 3; 1156 patches):
 ours 1.17 s (990 patches/s) at batch 64, 1.20 s at batch 256; SHAFTS-style loop with one batch per
@@ -132,12 +146,90 @@ def reference_map(model, device, per_pixel: bool):
     return hgt, fp
 
 
+# ---------------------------------------------------------------------------------------------------
+# peak memory of preparing one clip (--memory)
+# ---------------------------------------------------------------------------------------------------
+S1_PX, DEM_PX, MEM_PADDING = 8.9831528e-5, 2.7777778e-4, 0.03
+
+_CHILD = """
+import sys
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024.0
+import numpy, rasterio, scipy.ndimage
+from edifice.core.shafts_inference import prepare_inputs
+base = status('VmRSS')
+s1, s2, dem, xmin, ymin, xmax, ymax = sys.argv[1:]
+prep, _ = prepare_inputs(s1, s2, dem, tuple(map(float, (xmin, ymin, xmax, ymax))))
+print(base, status('VmHWM'), prep.s2.shape[1] * prep.s2.shape[2], flush=True)
+"""
+
+
+def _synthetic_inputs(folder: Path, side: float):
+    """S-1/S-2/SRTM GeoTIFFs covering a ``side``-degree square plus padding (and a 0.01° margin)."""
+    from rasterio.transform import from_origin
+    span = side + 2 * MEM_PADDING + 0.02
+    x0, y1 = 10.0, 50.0 + span
+    rng = np.random.default_rng(0)
+    n = int(span / S1_PX) + 1
+    out = []
+    for name, count, dtype, px, nodata in (("s1", 2, "float32", S1_PX, None), ("s2", 4, "uint16", S1_PX, 0),
+                                            ("dem", 1, "int16", DEM_PX, -32768)):
+        m = n if px == S1_PX else int(span / DEM_PX) + 1
+        path = folder / f"{name}_{side}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=m, height=m, count=count, dtype=dtype, tiled=True,
+                           crs="EPSG:4326", transform=from_origin(x0, y1, px, px), nodata=nodata) as dst:
+            for b in range(1, count + 1):
+                if name == "s1":
+                    a = rng.uniform(-25, 0, (m, m)).astype(np.float32)
+                    a[m // 2:m // 2 + 50, m // 2:m // 2 + 50] = np.nan
+                elif name == "s2":
+                    a = rng.integers(1, 6000, (m, m), dtype=np.uint16)
+                    a[m // 3:m // 3 + 50, m // 3:m // 3 + 50] = 0
+                else:
+                    a = rng.integers(0, 100, (m, m), dtype=np.int16)
+                dst.write(a, b)
+                del a
+        out.append(str(path))
+    bounds = (x0 + 0.01, 50.01, x0 + 0.01 + side + 2 * MEM_PADDING, 50.01 + side + 2 * MEM_PADDING)
+    return out, bounds
+
+
+def memory(sides) -> int:
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ)
+    print("peak resident memory of preparing one clip (fresh subprocess; synthetic 10 m inputs)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for side in sides:
+            paths, bounds = _synthetic_inputs(Path(tmp), side)
+            r = subprocess.run([sys.executable, "-c", _CHILD, *paths, *map(str, bounds)], env=env,
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                print(r.stderr[-2000:])
+                return 1
+            base, hwm, px = r.stdout.split()
+            base, hwm, px = float(base), float(hwm), int(px)
+            print(f"  extent {side}° + {MEM_PADDING}° padding: clip {px / 1e6:.1f} M px at 10 m; VmHWM {hwm:.0f} MiB, "
+                  f"{hwm - base:.0f} MiB above the {base:.0f} MiB after imports "
+                  f"({(hwm - base) * 2 ** 20 / px:.1f} bytes per 10 m pixel)")
+            for p in paths:
+                Path(p).unlink()
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--memory", action="store_true", help="peak memory of preparing one clip instead")
+    ap.add_argument("--sides", default="0.1,0.5", help="extent sides in degrees for --memory (0.1,0.5)")
     a = ap.parse_args()
+    if a.memory:
+        return memory([float(v) for v in a.sides.split(",")])
     torch.set_num_threads(a.threads)
     spec = importlib.util.spec_from_file_location("mk", ROOT / "scripts" / "make_random_shafts_checkpoint.py")
     mk = importlib.util.module_from_spec(spec)

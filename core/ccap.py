@@ -3,7 +3,10 @@
 For each footprint threshold d in ``linspace(0.01, 0.9, 891)`` the urban pixels are those with
 footprint >= d and height >= h_min (metres); their 8-connected clusters give a criterion curve
 (``Σ p_i ln p_i`` over cluster shares p_i, or the largest cluster's share), whose knee
-(Kneedle, convex decreasing, online, S = 1) is the threshold. Several predictions are fused by
+(Kneedle, convex decreasing, online, S = 1) is the threshold. The knees follow **kneed <= 0.8.5
+semantics**: :func:`find_knees` reimplements ``kneed.KneeLocator(...).all_knees`` as kneed 0.8.5
+(the version SHAFTS's environment resolves to) computes it, without depending on kneed; a later
+kneed release that changed its algorithm could pick other knees, and this module would not follow. Several predictions are fused by
 averaging their masks. Connected components need the whole raster, so it is held in memory
 (the outputs this is meant for are 100-1000 m grids).
 """
@@ -70,7 +73,8 @@ def _arg_rel_extrema(y: np.ndarray, comparator) -> np.ndarray:
 def find_knees(x: Sequence[float], y: Sequence[float], sensitivity: float = 1.0) -> list[float]:
     """All knees of a convex, decreasing curve by Kneedle (Satopää et al. 2011) as the ``kneed``
     package computes them with ``KneeLocator(x, y, S=sensitivity, curve="convex",
-    direction="decreasing", online=True).all_knees``, in the order found; [] if none."""
+    direction="decreasing", online=True).all_knees``, in the order found; [] if none.
+    kneed <= 0.8.5 semantics (checked against kneed 0.8.5); kneed itself is not imported."""
     from scipy.interpolate import interp1d
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)

@@ -27,11 +27,21 @@ def _extent(text: str) -> tuple[float, float, float, float]:
 
 
 def _cmd_height_footprint(a) -> dict:
+    try:
+        return _height_footprint(a)
+    except InputError as exc:          # name the CLI option, not the Processing parameter
+        opt = {"TARGET": "--target", "MAX_TILE_DEG": "--max-tile-deg"}.get(exc.name)
+        if opt is None:
+            raise
+        raise InputError(opt, exc.problem, (exc.fix or "").replace("set TARGET", "set --target")) from exc
+
+
+def _height_footprint(a) -> dict:
     from .shafts_inference import predict_height_footprint_shafts
     out = predict_height_footprint_shafts(
         a.s1, a.s2, a.dem, a.extent, a.checkpoint, a.resolution, a.height, a.footprint, padding=a.padding,
         target=a.target, h_min=a.h_min, h_max=a.h_max, device=a.device, batch_size=a.batch_size,
-        progress=TerminalProgress())
+        max_tile_deg=a.max_tile_deg, progress=TerminalProgress())
     g = out.pop("grid")
     out["grid"] = {"width": g.width, "height": g.height, "transform": list(g.transform)[:6]}
     return out
@@ -98,6 +108,9 @@ def add_commands(subparsers) -> None:
                    help="what a single-task SHAFTS checkpoint predicts")
     h.add_argument("--h-min", type=float, default=2.0, help="heights below are set to 0 (m)")
     h.add_argument("--h-max", type=float, default=1000.0, help="heights above are capped (m)")
+    h.add_argument("--max-tile-deg", type=float, default=0.5,
+                   help="largest clip side in degrees; larger extents are tiled, each tile scaled on its own "
+                        "(0.5; 0 = the whole extent as one clip, identical to one SHAFTS run)")
     h.set_defaults(func=_cmd_height_footprint)
 
     c = subparsers.add_parser("ccap", help="CCAP urban mask from height/footprint predictions")

@@ -7,9 +7,17 @@ Outputs are float32 GeoTIFFs on SHAFTS's output grid: mean building height (metr
 building footprint fraction (0-1), with nodata.
 
 Memory: SHAFTS scales each Sentinel-2 band by statistics of the whole clipped band and fills
-gaps from anywhere in it, so the preprocessed inputs of the clipped area are held in memory as
-uint8 (6 bytes per 10 m pixel, plus one float32 band at a time while preparing them); the
-network then runs over the output in row chunks, batch by batch.
+gaps from anywhere in it, so each clip (extent plus padding, or one tile of ``max_tile_deg``) is
+held whole while it is prepared. The Sentinel bands are clipped band by band into float32; the
+peak comes while the Sentinel-2 bands are filled and scaled one at a time: the four clipped
+bands (16 bytes per 10 m pixel of the clip), the nearest-neighbour fill's index arrays (8) and
+the band being filled and scaled (4-12), beside the six uint8 channels and masks already made:
+about 37 bytes per 10 m pixel in all, plus GDAL's block cache (up to GDAL_CACHEMAX, by default
+5 % of RAM). Measured (``benchmarks/bench_shafts.py --memory``): a 0.5° extent with 0.03°
+padding (38.9 M pixels) peaks at 2.0 GiB resident, 1.4 GiB with GDAL_CACHEMAX=16 (3.0 GiB when
+the clips were float64). What stays for the network is uint8 (6 bytes per pixel), two bool
+masks (2) and the float32 DEM at 30 m; the network then runs over the output in row chunks,
+batch by batch.
 
 Where this differs from SHAFTS on purpose: declared input nodata is honoured (SHAFTS reads it as
 a value); outputs get nodata where the patch centre has no Sentinel data or the DEM patch has
@@ -37,6 +45,7 @@ DEFAULT_PADDING_DEG = 0.03
 DEFAULT_NODATA = -9999.0
 #: Largest extent side (degrees) processed as one SHAFTS clip; larger extents are cut into tiles of this
 #: size, each preprocessed on its own (as when SHAFTS is run tile by tile), so memory stays bounded.
+#: 0 (or None) processes any extent as one clip, exactly as one SHAFTS run over the whole extent.
 DEFAULT_MAX_TILE_DEG = 0.5
 
 
@@ -80,8 +89,11 @@ def _nearest_index(centres: np.ndarray, origin: float, step: float) -> np.ndarra
 
 
 def clip_nearest(ds, bounds, bands, name: str) -> tuple[np.ndarray, Grid]:
-    """Resample bands of an open dataset onto :func:`gdal_clip_grid` by nearest neighbour.
-    Returns ((bands, rows, cols) float64 with NaN where the source has no data, grid)."""
+    """Resample bands of an open dataset onto :func:`gdal_clip_grid` by nearest neighbour, band by band.
+    Returns ((bands, rows, cols) float32 with NaN where the source has no data in any of the bands, grid).
+
+    float32 gives SHAFTS's numbers: it casts the Sentinel bands to float32 before any arithmetic, and the
+    DEM ends as float32 in the patches; a source value goes to float32 in one rounding either way."""
     grid = gdal_clip_grid(ds.transform, bounds, ds.crs.to_wkt() if ds.crs else None)
     xc, yc = grid.pixel_centres(Window(0, 0, grid.width, 1))[0][0], \
         grid.pixel_centres(Window(0, 0, 1, grid.height))[1][:, 0]
@@ -91,14 +103,18 @@ def clip_nearest(ds, bounds, bands, name: str) -> tuple[np.ndarray, Grid]:
     inside_r = (rows >= 0) & (rows < ds.height)
     c0, c1 = int(cols[inside_c].min()), int(cols[inside_c].max()) + 1
     r0, r1 = int(rows[inside_r].min()), int(rows[inside_r].max()) + 1
-    data, valid = read_masked(ds, Window(c0, r0, c1 - c0, r1 - r0), name, bands)
-    out = np.full((len(bands), grid.height, grid.width), np.nan, dtype=np.float64)
+    window = Window(c0, r0, c1 - c0, r1 - r0)
     rr = np.clip(rows - r0, 0, r1 - r0 - 1)
     cc = np.clip(cols - c0, 0, c1 - c0 - 1)
-    ok = inside_r[:, None] & inside_c[None, :] & valid[np.ix_(rr, cc)]
-    for b in range(len(bands)):
-        vals = data[b][np.ix_(rr, cc)].astype(np.float64)
-        out[b] = np.where(ok, vals, np.nan)
+    out = np.empty((len(bands), grid.height, grid.width), dtype=np.float32)
+    ok = inside_r[:, None] & inside_c[None, :]
+    for b, band in enumerate(bands):           # one source band in memory at a time
+        data, valid = read_masked(ds, window, name, (band,))
+        ok &= valid[np.ix_(rr, cc)]
+        del valid
+        out[b] = data[0][np.ix_(rr, cc)]       # cast to float32 on assignment
+        del data
+    out[:, ~ok] = np.nan                       # no data in any band -> NaN in all, as before
     return out, grid
 
 
@@ -120,14 +136,14 @@ def fill_nan_nearest(band: np.ndarray, name: str = "INPUT") -> np.ndarray:
 
 def s1_to_unit(db: np.ndarray) -> np.ndarray:
     """Sentinel-1 backscatter in dB (float32) to SHAFTS's input: ``min(10^(dB/10), 1)``, float32."""
-    x = np.power(np.float32(10.0), db.astype(np.float32) / np.float32(10.0))
+    x = np.power(np.float32(10.0), db.astype(np.float32, copy=False) / np.float32(10.0))
     return np.minimum(x, np.float32(1.0))
 
 
 def s2_to_unit(band: np.ndarray) -> np.ndarray:
     """Sentinel-2 band (float32, whole clipped band) scaled as SHAFTS does, in float32:
     ``clip((x - min) / (q98 - q02), 0, 1)`` with linear ``np.quantile``."""
-    x = band.astype(np.float32)
+    x = band.astype(np.float32, copy=False)
     lo = np.min(x)
     q02, q98 = np.quantile(x, 0.02), np.quantile(x, 0.98)
     denom = q98 - q02
@@ -152,7 +168,7 @@ class PreparedInputs:
     centre_valid_s2: np.ndarray
     grid_s1: Grid
     grid_s2: Grid
-    dem: np.ndarray            # (H, W) float64 metres, NaN where no data, on grid_dem
+    dem: np.ndarray            # (H, W) float32 metres, NaN where no data, on grid_dem
     grid_dem: Grid
 
 
@@ -218,26 +234,38 @@ def _check_inputs(dss: dict, bands: dict, bounds) -> str:
     return crs["S1"]
 
 
+def sentinel_grid_note(s1_ds, s2_ds) -> str | None:
+    """A note when Sentinel-1 and Sentinel-2 are not on one grid (pixel size, origin or size differ),
+    else None. SHAFTS accepts it (each is clipped on its own grid), and so do we."""
+    t1, t2 = s1_ds.transform, s2_ds.transform
+    if t1.almost_equals(t2, precision=1e-12) and (s1_ds.width, s1_ds.height) == (s2_ds.width, s2_ds.height):
+        return None
+    return (f"S1 and S2 are on different grids (S1 pixel {abs(t1.a):.6g} x {abs(t1.e):.6g}, origin "
+            f"({t1.c:.6f}, {t1.f:.6f}), {s1_ds.width} x {s1_ds.height} px; S2 pixel {abs(t2.a):.6g} x "
+            f"{abs(t2.e):.6g}, origin ({t2.c:.6f}, {t2.f:.6f}), {s2_ds.width} x {s2_ds.height} px). Accepted "
+            "as SHAFTS does: each is clipped on its own grid and patches are cut from each, so S-1 and S-2 "
+            "pixels of a patch need not coincide. For aligned patches, export both on one grid.")
+
+
 def _prepare(dss, bands, bounds, progress: Progress) -> PreparedInputs:
     """Steps 2-4 and 6: clip, fill, scale and quantise the Sentinel bands; clip the DEM."""
     s1, g1 = clip_nearest(dss["S1"], bounds, bands["S1"], "S1")
-    valid1 = np.all(np.isfinite(s1), axis=0)
-    finite = s1[:, valid1]
-    if finite.size and np.mean(finite >= 0) > 0.9:
+    valid1 = np.isfinite(s1[0])                # clip_nearest sets NaN in all bands alike
+    n_valid = int(valid1.sum())
+    if n_valid and sum(int(np.count_nonzero(s1[b][valid1] >= 0)) for b in range(2)) > 0.9 * 2 * n_valid:
         progress.warning("S1: values look like linear backscatter, not dB (over 90 % are >= 0); "
                          "SHAFTS models expect dB (10*log10 of the linear value).")
-    del finite
     s1u8 = np.empty((2,) + g1.shape, dtype=np.uint8)
     for b in range(2):
-        s1u8[b] = quantise_uint8(s1_to_unit(fill_nan_nearest(s1[b].astype(np.float32), "S1")))
+        s1u8[b] = quantise_uint8(s1_to_unit(fill_nan_nearest(s1[b], "S1")))
     del s1
     progress.set_fraction(0.3)
     progress.check_cancelled()
     s2, g2 = clip_nearest(dss["S2"], bounds, bands["S2"], "S2")
-    valid2 = np.all(np.isfinite(s2), axis=0)
+    valid2 = np.isfinite(s2[0])
     s2u8 = np.empty((4,) + g2.shape, dtype=np.uint8)
     for b in range(4):
-        s2u8[b] = quantise_uint8(s2_to_unit(fill_nan_nearest(s2[b].astype(np.float32), "S2")))
+        s2u8[b] = quantise_uint8(s2_to_unit(fill_nan_nearest(s2[b], "S2")))
     del s2
     progress.set_fraction(0.8)
     progress.check_cancelled()
@@ -272,11 +300,19 @@ def _load_model(checkpoint, resolution_m, target):
         try:
             ck = load_shafts_checkpoint(checkpoint, None, target)
         except CheckpointError as exc:
+            if "single-task" in str(exc):
+                raise InputError("TARGET", f"is not set, but {exc}.",
+                                 "set TARGET (what a single-task SHAFTS checkpoint predicts) to height or "
+                                 "footprint.") from exc
             if "say which resolution" not in str(exc):
                 raise InputError("CHECKPOINT", str(exc), "give a SHAFTS or Edifice height/footprint checkpoint.") from exc
             try:
                 ck = load_shafts_checkpoint(checkpoint, resolution_m, target)
             except CheckpointError as exc2:
+                if "single-task" in str(exc2):
+                    raise InputError("TARGET", f"is not set, but {exc2}.",
+                                     "set TARGET (what a single-task SHAFTS checkpoint predicts) to height or "
+                                     "footprint.") from exc2
                 raise InputError("CHECKPOINT", str(exc2), "give the checkpoint for the requested resolution.") from exc2
         model, res, task = ck.model, ck.resolution_m, ck.task
     if int(res) != int(resolution_m):
@@ -301,7 +337,8 @@ def predict_height_footprint_shafts(
     An extent wider or taller than ``max_tile_deg`` degrees is cut into tiles of that size on the
     output grid; each tile is clipped (with ``padding``) and preprocessed on its own, exactly as
     SHAFTS does for one extent, so the result equals running SHAFTS tile by tile and memory is
-    bounded by the tile size. ``None`` processes any extent as one clip.
+    bounded by the tile size. ``0`` (or ``None``) processes any extent as one clip, identical to one
+    SHAFTS run over the whole extent (memory grows with the extent).
 
     ``extent`` (xmin, ymin, xmax, ymax) and ``padding`` are in degrees of the inputs' geographic CRS
     (EPSG:4326). ``checkpoint``: path to a SHAFTS or Edifice ``shafts_senet`` checkpoint, or a loaded
@@ -320,6 +357,8 @@ def predict_height_footprint_shafts(
         raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
     if not padding >= 0:
         raise InputError("PADDING", f"must be >= 0 degrees, got {padding}.")
+    if max_tile_deg is not None and not max_tile_deg >= 0:
+        raise InputError("MAX_TILE_DEG", f"must be >= 0 degrees (0: one clip), got {max_tile_deg}.")
     dev = resolve_device(device)
     progress.info(f"SHAFTS {resolution_m} m {task}-task model on device {dev}"
                   + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
@@ -330,10 +369,13 @@ def predict_height_footprint_shafts(
                "DEM": stack.enter_context(open_raster(dem_path, "DEM"))}
         crs = _check_inputs(dss, {"S1": tuple(s1_bands), "S2": tuple(s2_bands), "DEM": (int(dem_band),)},
                             (xmin - padding, ymin - padding, xmax + padding, ymax + padding))
+        note = sentinel_grid_note(dss["S1"], dss["S2"])
+        if note:
+            progress.warning(note)
     out_grid = shafts_output_grid((xmin, ymin, xmax, ymax), resolution_m, crs)
     res = out_grid.res[0]
     tile_px = max(out_grid.width, out_grid.height)
-    if max_tile_deg is not None and max(xmax - xmin, ymax - ymin) > max_tile_deg:
+    if max_tile_deg and max(xmax - xmin, ymax - ymin) > max_tile_deg:
         tile_px = max(1, int(max_tile_deg // res))
     tiles = list(out_grid.blocks(tile_px))
     if len(tiles) > 1:

@@ -197,10 +197,15 @@ def detect_shafts_variant(state_dict: dict) -> ShaftsVariant:
     return ShaftsVariant(res, multi, nb)
 
 
-# numpy scalar types SHAFTS's files may hold in their metric fields ('best_pred' etc.).
+# numpy scalar types SHAFTS's files may hold in their metric fields ('best_pred' etc.). numpy 2 renamed
+# numpy.core to numpy._core, so a pickle names the scalar reconstructor after the numpy that saved it:
+# both names are allowed, whichever numpy loads the file (each maps to the one function loaded here).
+SCALAR_NAMES = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar")
+
+
 def _numpy_allow_list() -> list:
-    scalar = np.core.multiarray.scalar
-    allow = [scalar, (scalar, "numpy._core.multiarray.scalar"), np.dtype]
+    scalar = np.float64(0).__reduce__()[0]        # the reconstructor itself, under numpy 1.x and 2.x alike
+    allow = [(scalar, name) for name in SCALAR_NAMES] + [np.dtype]
     for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
               np.uint8, np.uint16, np.uint32, np.uint64, np.bool_):
         allow.append(type(np.dtype(t)))

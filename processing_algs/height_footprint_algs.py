@@ -26,6 +26,8 @@ MODES = ["shafts"]
 CRITERIA = ["entropy", "largest_cluster"]
 WEIGHTINGS = ["uncertainty", "fixed"]
 TARGETS = [None, "height", "footprint"]
+#: SHAFTS publishes ``check_pt_*.pth`` and ``checkpoint.pth.tar`` names; QGIS 3.22's extension="pth" refuses the latter.
+CHECKPOINT_FILTER = "PyTorch checkpoints (*.pth *.pth.tar *.pt);;All files (*)"
 
 
 def _advanced(param):
@@ -39,6 +41,12 @@ def _double(name, text, default, minimum=None, maximum=None, optional=False):
         kw["maxValue"] = maximum
     return QgsProcessingParameterNumber(name, text, QgsProcessingParameterNumber.Double, defaultValue=default,
                                         optional=optional, **kw)
+
+
+def _resolution_param(name, text):
+    """RESOLUTION as static strings: the value is "100", "250", "500" or "1000" (metres), not an index."""
+    return QgsProcessingParameterEnum(name, text, options=[str(r) for r in RESOLUTIONS], defaultValue="100",
+                                      usesStaticStrings=True)
 
 
 def _int(name, text, default, minimum=None, maximum=None):
@@ -71,6 +79,26 @@ class _HeightFootprintBase(EdificeAlgorithm):
         paths = {k: self.raster_path(v, k) for k, v in layers.items()}
         return layers, paths
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """RESOLUTION is a static-string enum ("100" … "1000"); QGIS 3.22 refuses a number there, so
+        processing.run(..., {"RESOLUTION": 100}) is taken as "100" and an old option index gets a clear message."""
+        value = parameters.get("RESOLUTION") if self.parameterDefinition("RESOLUTION") else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value in RESOLUTIONS:
+            parameters = dict(parameters)
+            parameters["RESOLUTION"] = str(int(value))
+        elif value not in (None, "") and not isinstance(value, bool) and str(value) not in map(str, RESOLUTIONS) \
+                and isinstance(value, (int, float, str)):
+            return False, (f"RESOLUTION: {value} is not a resolution in metres. Fix: give 100, 250, 500 or "
+                           "1000 (the value, not an option index).")
+        return super().checkParameterValues(parameters, context)
+
+    def _resolution(self, parameters, context):
+        text = self.parameterAsEnumString(parameters, "RESOLUTION", context)
+        if text not in [str(r) for r in RESOLUTIONS]:
+            raise QgsProcessingException(f"RESOLUTION: '{text}' is not a SHAFTS resolution. "
+                                         "Fix: give 100, 250, 500 or 1000 (metres).")
+        return int(text)
+
     def _checkpoint(self, parameters, context, name="CHECKPOINT"):
         path = self.parameterAsFile(parameters, name, context)
         if not path or not Path(path).is_file():
@@ -82,16 +110,22 @@ class _HeightFootprintBase(EdificeAlgorithm):
 class HeightFootprintAlgorithm(_HeightFootprintBase):
     SENTINEL1, SENTINEL2, DEM, CHECKPOINT, RESOLUTION = "SENTINEL1", "SENTINEL2", "DEM", "CHECKPOINT", "RESOLUTION"
     EXTENT, PADDING, MODE, DEVICE, BATCH_SIZE = "EXTENT", "PADDING", "MODE", "DEVICE", "BATCH_SIZE"
-    TARGET, H_MIN, H_MAX = "TARGET", "H_MIN", "H_MAX"
+    TARGET, H_MIN, H_MAX, MAX_TILE_DEG = "TARGET", "H_MIN", "H_MAX", "MAX_TILE_DEG"
     OUTPUT_HEIGHT, OUTPUT_FOOTPRINT = "OUTPUT_HEIGHT", "OUTPUT_FOOTPRINT"
     HELP = ("Mean building height (m) and building footprint fraction (0-1) from annual Sentinel-1 (VV, VH in dB), "
             "Sentinel-2 (R=B4, G=B3, B=B2, NIR=B8, reflectance x 1e4) and SRTM DEM rasters in EPSG:4326, with a "
-            "SHAFTS network (Li et al., GMD 2023). CHECKPOINT: a published SHAFTS .pth for the chosen RESOLUTION "
-            "or an Edifice checkpoint (edifice:trainheightfootprint). MODE 'shafts' reproduces SHAFTS's own "
+            "SHAFTS network (Li et al., GMD 2023). CHECKPOINT: a published SHAFTS checkpoint (.pth or .pth.tar) for "
+            "the chosen RESOLUTION or an Edifice checkpoint (edifice:trainheightfootprint). RESOLUTION is given in "
+            "metres: 100, 250, 500 or 1000 (in scripts and qgis_process the value itself, e.g. RESOLUTION=250). "
+            "TARGET (advanced) says what a single-task SHAFTS checkpoint predicts. MODE 'shafts' reproduces SHAFTS's own "
             "inference: inputs clipped to EXTENT plus PADDING degrees, SHAFTS's scaling, patches and output grid "
             "(pixel 0.0009/0.00225/0.0045/0.009° for 100/250/500/1000 m, anchored at the extent's top-left "
             "corner; it may reach past the right and bottom edges). EXTENT defaults to the Sentinel-1 raster "
             "shrunk by PADDING. DEVICE: auto, cpu, cuda or cuda:N (the device used is written to the log). "
+            "MAX_TILE_DEG (advanced, default 0.5): an extent wider or taller than this many degrees is cut into "
+            "tiles of that size, each clipped and scaled on its own (as running SHAFTS tile by tile), so memory "
+            "stays bounded; 0 processes the whole extent as one clip, identical to one SHAFTS run (memory grows "
+            "with the extent). "
             "Outputs are float32 with nodata where an input has no data at the pixel.")
 
     def name(self):
@@ -104,10 +138,9 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
         self.addParameter(QgsProcessingParameterRasterLayer(self.SENTINEL1, "Sentinel-1 (band 1 VV, band 2 VH, dB)"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.SENTINEL2, "Sentinel-2 (bands R, G, B, NIR)"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.DEM, "DEM (SRTM, metres)"))
-        self.addParameter(QgsProcessingParameterFile(self.CHECKPOINT, "Checkpoint (SHAFTS .pth or Edifice)",
-                                                     extension="pth"))
-        self.addParameter(QgsProcessingParameterEnum(self.RESOLUTION, "Target resolution (m)",
-                                                     options=[str(r) for r in RESOLUTIONS], defaultValue=0))
+        self.addParameter(QgsProcessingParameterFile(self.CHECKPOINT, "Checkpoint (SHAFTS .pth/.pth.tar or Edifice)",
+                                                     fileFilter=CHECKPOINT_FILTER))
+        self.addParameter(_resolution_param(self.RESOLUTION, "Target resolution (m)"))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: Sentinel-1 minus padding)",
                                                        optional=True))
         self.addParameter(_double(self.PADDING, "Padding around the extent (degrees)", 0.03, 0.0, 1.0))
@@ -120,6 +153,8 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
             options=["(multi-task checkpoint)", "height", "footprint"])))
         self.addParameter(_advanced(_double(self.H_MIN, "Heights below this are set to 0 (m)", 2.0, 0.0)))
         self.addParameter(_advanced(_double(self.H_MAX, "Heights above this are capped (m)", 1000.0, 0.0)))
+        self.addParameter(_advanced(_double(self.MAX_TILE_DEG, "Largest clip side (degrees; 0 = one clip, as SHAFTS)",
+                                            0.5, 0.0)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_HEIGHT, "Building height (m)"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_FOOTPRINT, "Building footprint fraction"))
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
@@ -130,7 +165,7 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
 
         layers, paths = self._sentinel_inputs(parameters, context)
         ckpt = self._checkpoint(parameters, context)
-        res = RESOLUTIONS[self.parameterAsEnum(parameters, self.RESOLUTION, context)]
+        res = self._resolution(parameters, context)
         padding = self.parameterAsDouble(parameters, self.PADDING, context)
         s1 = layers["SENTINEL1"]
         if parameters.get(self.EXTENT) not in (None, ""):
@@ -150,7 +185,9 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
             out_h, out_f, padding=padding, target=target, device=device,
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             h_min=self.parameterAsDouble(parameters, self.H_MIN, context),
-            h_max=self.parameterAsDouble(parameters, self.H_MAX, context), progress=self.progress(feedback))
+            h_max=self.parameterAsDouble(parameters, self.H_MAX, context),
+            max_tile_deg=self.parameterAsDouble(parameters, self.MAX_TILE_DEG, context),
+            progress=self.progress(feedback))
         g = summary["grid"]
         feedback.pushInfo(f"Device used: {summary['device']}. Output grid {g.width} x {g.height} px of "
                           f"{g.res[0]}°, origin ({g.transform.c}, {g.transform.f}).")
@@ -168,7 +205,9 @@ class CcapAlgorithm(_HeightFootprintBase):
     OUTPUT_MASK, OUTPUT_HEIGHT, OUTPUT_FOOTPRINT = "OUTPUT_MASK", "OUTPUT_HEIGHT", "OUTPUT_FOOTPRINT"
     HELP = ("CCAP urban mask (SHAFTS post-processing; Cao et al. 2020). For each (height, footprint) prediction "
             "- HEIGHTS and FOOTPRINTS are paired in order, all on one grid - the footprint threshold is the knee "
-            "of the urban-cluster criterion over thresholds 0.01-0.9 (urban = footprint >= t and height >= H_MIN "
+            "of the urban-cluster criterion over thresholds 0.01-0.9, found with kneed <= 0.8.5 semantics (Kneedle, "
+            "convex decreasing, online, S=1, as the kneed version SHAFTS used; kneed itself is not needed), "
+            "rounded to 3 decimals, the smallest >= 0.05 (urban = footprint >= t and height >= H_MIN "
             "metres; CRITERION entropy = sum p ln p of the 8-connected cluster shares, or the largest cluster's "
             "share). Several predictions are fused: urban where the share of masks saying urban is >= "
             "FUSION_RATIO. Outputs: the mask (1 urban, 0 not, 255 nodata), the chosen thresholds, and the first "
@@ -262,8 +301,7 @@ class ReferenceGridsAlgorithm(_HeightFootprintBase):
         # A string, not QgsProcessingParameterField (QGIS 3.22's qgis_process aborts on field parameters).
         self.addParameter(QgsProcessingParameterString(self.HEIGHT_FIELD, "Height field (name, metres)",
                                                        defaultValue="height"))
-        self.addParameter(QgsProcessingParameterEnum(self.RESOLUTION, "Cell size (m)",
-                                                     options=[str(r) for r in RESOLUTIONS], defaultValue=0))
+        self.addParameter(_resolution_param(self.RESOLUTION, "Cell size (m)"))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the layer's)", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(self.APPLY_FILTERS, "Apply the paper's sample filters",
                                                         defaultValue=True))
@@ -287,7 +325,7 @@ class ReferenceGridsAlgorithm(_HeightFootprintBase):
             raise QgsProcessingException(f"HEIGHT_FIELD: field '{field}' is not in the layer. "
                                          f"Fix: use one of {', '.join(names)}.")
         uri = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
-        res = RESOLUTIONS[self.parameterAsEnum(parameters, self.RESOLUTION, context)]
+        res = self._resolution(parameters, context)
         extent = None
         if parameters.get(self.EXTENT) not in (None, ""):
             e = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
@@ -333,8 +371,7 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
         self.addParameter(QgsProcessingParameterRasterLayer(self.DEM, "DEM (SRTM, metres)"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE_FOOTPRINT, "Reference footprint fraction"))
         self.addParameter(QgsProcessingParameterRasterLayer(self.REFERENCE_HEIGHT, "Reference average height (m)"))
-        self.addParameter(QgsProcessingParameterEnum(self.RESOLUTION, "Target resolution (m)",
-                                                     options=[str(r) for r in RESOLUTIONS], defaultValue=0))
+        self.addParameter(_resolution_param(self.RESOLUTION, "Target resolution (m)"))
         self.addParameter(_double(self.PADDING, "Padding around the samples (degrees)", 0.03, 0.0, 1.0))
         self.addParameter(QgsProcessingParameterEnum(self.WEIGHTING, "Task weighting", options=WEIGHTINGS,
                                                      defaultValue=0))
@@ -349,7 +386,7 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
                                                        defaultValue="auto"))
         self.addParameter(_int(self.SEED, "Random seed", 0, 0))
         self.addParameter(_advanced(QgsProcessingParameterFile(self.INIT_CHECKPOINT, "Start from checkpoint",
-                                                               extension="pth", optional=True)))
+                                                               optional=True, fileFilter=CHECKPOINT_FILTER)))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Checkpoint",
                                                                 fileFilter="PyTorch checkpoint (*.pth)"))
         self.addOutput(QgsProcessingOutputNumber("BEST_EPOCH", "Best epoch"))
@@ -366,7 +403,7 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
         if init is not None:
             init = self._checkpoint(parameters, context, self.INIT_CHECKPOINT)
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        res = RESOLUTIONS[self.parameterAsEnum(parameters, self.RESOLUTION, context)]
+        res = self._resolution(parameters, context)
         summary = self.run_core(
             train_shafts_from_rasters, paths["SENTINEL1"], paths["SENTINEL2"], paths["DEM"],
             refs[self.REFERENCE_FOOTPRINT], refs[self.REFERENCE_HEIGHT], res, out,

@@ -110,13 +110,14 @@ def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
     _params(m, QgsProcessingParameterRasterLayer("s1", "Sentinel-1 (VV, VH dB)"),
             QgsProcessingParameterRasterLayer("s2", "Sentinel-2 (R, G, B, NIR)"),
             QgsProcessingParameterRasterLayer("dem", "DEM (SRTM)"),
-            QgsProcessingParameterFile("checkpoint", "Checkpoint (SHAFTS .pth or Edifice)", extension="pth"),
+            QgsProcessingParameterFile("checkpoint", "Checkpoint (SHAFTS .pth/.pth.tar or Edifice)",
+                                       fileFilter="PyTorch checkpoints (*.pth *.pth.tar *.pt);;All files (*)"),
             QgsProcessingParameterExtent("extent", "Extent"),
             Number("padding", "Padding (degrees)", Number.Double, defaultValue=0.03, minValue=0.0))
     _child(m, "edifice:heightfootprint", "heightfootprint", "Building height and footprint (SHAFTS, 100 m)",
            {"SENTINEL1": _model_input("s1"), "SENTINEL2": _model_input("s2"), "DEM": _model_input("dem"),
             "CHECKPOINT": _model_input("checkpoint"), "EXTENT": _model_input("extent"),
-            "PADDING": _model_input("padding"), "RESOLUTION": 0, "MODE": 0, "DEVICE": "auto", "BATCH_SIZE": 64},
+            "PADDING": _model_input("padding"), "RESOLUTION": "100", "MODE": 0, "DEVICE": "auto", "BATCH_SIZE": 64},
            {"height": ("Building height (m)", "OUTPUT_HEIGHT"),
             "footprint": ("Building footprint fraction", "OUTPUT_FOOTPRINT")})
     _child(m, "edifice:ccap", "ccap", "CCAP urban mask",

@@ -49,7 +49,7 @@ def test_heightfootprint_then_ccap_via_qgis_process(qp, thu_dir, thu_checkpoint,
     h, f, m = tmp_path / "h.tif", tmp_path / "f.tif", tmp_path / "m.tif"
     res = _json(qp("--json", "run", "edifice:heightfootprint", "--", f"SENTINEL1={thu_dir / 'thu_s1_2020.tif'}",
                    f"SENTINEL2={thu_dir / 'thu_s2_synthetic.tif'}", f"DEM={thu_dir / 'thu_srtm.tif'}",
-                   f"CHECKPOINT={thu_checkpoint}", "RESOLUTION=0", f"EXTENT={_extent_text(extent)}",
+                   f"CHECKPOINT={thu_checkpoint}", "RESOLUTION=100", f"EXTENT={_extent_text(extent)}",
                    f"PADDING={pad}", "MODE=0", "DEVICE=cpu", "BATCH_SIZE=100",
                    f"OUTPUT_HEIGHT={h}", f"OUTPUT_FOOTPRINT={f}"))
     assert res["results"]["DEVICE_USED"] == "cpu" and res["results"]["VALID_PIXELS"] == 34 * 34
@@ -68,11 +68,33 @@ def test_heightfootprint_wrong_resolution_checkpoint_fails_cleanly(qp, thu_dir, 
     extent, pad = thu_extent
     r = qp("run", "edifice:heightfootprint", "--", f"SENTINEL1={thu_dir / 'thu_s1_2020.tif'}",
            f"SENTINEL2={thu_dir / 'thu_s2_synthetic.tif'}", f"DEM={thu_dir / 'thu_srtm.tif'}",
-           f"CHECKPOINT={thu_checkpoint}", "RESOLUTION=1", f"EXTENT={_extent_text(extent)}", f"PADDING={pad}",
+           f"CHECKPOINT={thu_checkpoint}", "RESOLUTION=250", f"EXTENT={_extent_text(extent)}", f"PADDING={pad}",
            f"OUTPUT_HEIGHT={tmp_path / 'h.tif'}", f"OUTPUT_FOOTPRINT={tmp_path / 'f.tif'}")
     assert r.returncode != 0
     assert "CHECKPOINT: is a 100 m model but 250 m was requested" in r.stdout + r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pth_tar_checkpoint_resolution_in_metres_and_one_clip(qp, thu_dir, thu_checkpoint, tmp_path):
+    """qgis_process takes SHAFTS's checkpoint.pth.tar name, RESOLUTION=100 (metres) and MAX_TILE_DEG=0; an
+    old option index (RESOLUTION=0) is refused with a message saying what to give."""
+    tar = tmp_path / "ck" / "checkpoint.pth.tar"
+    tar.parent.mkdir()
+    shutil.copy(thu_checkpoint, tar)
+    out = tmp_path / "out"
+    args = ["run", "edifice:heightfootprint", "--", f"SENTINEL1={thu_dir / 'thu_s1_2020.tif'}",
+            f"SENTINEL2={thu_dir / 'thu_s2_synthetic.tif'}", f"DEM={thu_dir / 'thu_srtm.tif'}", f"CHECKPOINT={tar}",
+            f"EXTENT={_extent_text((116.31, 39.99, 116.32, 40.0))}", "PADDING=0.005", "DEVICE=cpu",
+            f"OUTPUT_HEIGHT={out / 'h.tif'}", f"OUTPUT_FOOTPRINT={out / 'f.tif'}"]
+    res = _json(qp("--json", *args, "RESOLUTION=100", "MAX_TILE_DEG=0"))
+    assert res["results"]["VALID_PIXELS"] == 144
+    with rasterio.open(out / "h.tif") as ds:
+        assert (ds.width, ds.height) == (12, 12)
+    (out / "h.tif").unlink()
+    (out / "f.tif").unlink()
+    r = qp(*args, "RESOLUTION=0")
+    assert r.returncode != 0 and "RESOLUTION: 0 is not a resolution in metres" in r.stdout + r.stderr
+    assert list(out.iterdir()) == []
 
 
 def test_graphical_model_height_footprint_ccap(qp, thu_dir, thu_checkpoint, thu_extent, tmp_path):

@@ -18,7 +18,7 @@ def _extent_text(ext):
 
 def _hf_params(thu_dir, ckpt, extent, padding, tmp_path, **kw):
     p = {"SENTINEL1": str(thu_dir / "thu_s1_2020.tif"), "SENTINEL2": str(thu_dir / "thu_s2_synthetic.tif"),
-         "DEM": str(thu_dir / "thu_srtm.tif"), "CHECKPOINT": str(ckpt), "RESOLUTION": 0,
+         "DEM": str(thu_dir / "thu_srtm.tif"), "CHECKPOINT": str(ckpt), "RESOLUTION": "100",
          "EXTENT": _extent_text(extent), "PADDING": padding, "MODE": 0, "DEVICE": "cpu", "BATCH_SIZE": 64,
          "OUTPUT_HEIGHT": str(tmp_path / "h.tif"), "OUTPUT_FOOTPRINT": str(tmp_path / "f.tif")}
     p.update(kw)
@@ -262,7 +262,7 @@ def test_referencegrids_hand_checked(provider, tmp_path):
     gpkg = tmp_path / "b.gpkg"
     xmin, ymin, xmax, ymax = _thu_buildings(gpkg, n=4)
     res = processing.run("edifice:referencegrids", {
-        "INPUT": f"{gpkg}|layername=buildings", "HEIGHT_FIELD": "height", "RESOLUTION": 0,
+        "INPUT": f"{gpkg}|layername=buildings", "HEIGHT_FIELD": "height", "RESOLUTION": "100",
         "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [EPSG:32650]", "APPLY_FILTERS": True,
         "OUTPUT_FOOTPRINT": str(tmp_path / "lam.tif"), "OUTPUT_HEIGHT": str(tmp_path / "hav.tif")})
     with rasterio.open(tmp_path / "lam.tif") as a, rasterio.open(tmp_path / "hav.tif") as b:
@@ -301,7 +301,7 @@ def thu_reference(provider, tmp_path_factory):
     d = tmp_path_factory.mktemp("ref")
     xmin, ymin, xmax, ymax = _thu_buildings(d / "b.gpkg", n=8)
     processing.run("edifice:referencegrids", {
-        "INPUT": f"{d / 'b.gpkg'}|layername=buildings", "HEIGHT_FIELD": "height", "RESOLUTION": 0,
+        "INPUT": f"{d / 'b.gpkg'}|layername=buildings", "HEIGHT_FIELD": "height", "RESOLUTION": 100,
         "EXTENT": f"{xmin},{xmax},{ymin},{ymax} [EPSG:32650]",
         "OUTPUT_FOOTPRINT": str(d / "lam.tif"), "OUTPUT_HEIGHT": str(d / "hav.tif")})
     return d / "lam.tif", d / "hav.tif"
@@ -310,7 +310,7 @@ def thu_reference(provider, tmp_path_factory):
 def _train_params(thu_dir, ref, out, **kw):
     p = {"SENTINEL1": str(thu_dir / "thu_s1_2020.tif"), "SENTINEL2": str(thu_dir / "thu_s2_synthetic.tif"),
          "DEM": str(thu_dir / "thu_srtm.tif"), "REFERENCE_FOOTPRINT": str(ref[0]), "REFERENCE_HEIGHT": str(ref[1]),
-         "RESOLUTION": 0, "PADDING": 0.005, "WEIGHTING": 1, "EPOCHS": 2, "BATCH_SIZE": 16, "DEVICE": "cpu",
+         "RESOLUTION": "100", "PADDING": 0.005, "WEIGHTING": 1, "EPOCHS": 2, "BATCH_SIZE": 16, "DEVICE": "cpu",
          "SEED": 3, "OUTPUT": str(out)}
     p.update(kw)
     return p
@@ -385,3 +385,63 @@ def test_heightfootprint_default_extent_and_cancel(provider, thu_dir, thu_checkp
         processing.run("edifice:heightfootprint", dict(p, OUTPUT_HEIGHT=str(d / "h.tif"),
                                                        OUTPUT_FOOTPRINT=str(d / "f.tif")), feedback=CancelAtModel())
     assert list(d.iterdir()) == []
+
+
+SMALL = (116.31, 39.99, 116.32, 40.0)                  # 12 x 12 output pixels inside the THU sample
+
+
+def test_checkpoint_pth_tar_accepted_and_runs(provider, thu_dir, thu_checkpoint, thu_extent, tmp_path):
+    """SHAFTS publishes checkpoint.pth.tar names: the file parameters (and the example model's input) take
+    them, and the run works; RESOLUTION is given in metres; MAX_TILE_DEG 0 is one clip."""
+    import shutil
+
+    import processing
+    from qgis.core import QgsApplication
+
+    reg = QgsApplication.processingRegistry()
+    tar = tmp_path / "checkpoint.pth.tar"
+    shutil.copy(thu_checkpoint, tar)
+    for alg_id, name in (("edifice:heightfootprint", "CHECKPOINT"), ("edifice:trainheightfootprint", "INIT_CHECKPOINT")):
+        param = reg.algorithmById(alg_id).parameterDefinition(name)
+        assert param.extension() == "" and "*.pth.tar" in param.fileFilter()
+        assert param.checkValueIsAcceptable(str(tar)) and param.checkValueIsAcceptable(str(thu_checkpoint))
+    res = processing.run("edifice:heightfootprint", _hf_params(thu_dir, tar, SMALL, 0.005, tmp_path,
+                                                               RESOLUTION="100", MAX_TILE_DEG=0))
+    assert res["VALID_PIXELS"] == 144
+    with rasterio.open(res["OUTPUT_HEIGHT"]) as ds:
+        assert (ds.width, ds.height) == (12, 12) and ds.transform.a == pytest.approx(0.0009)
+
+
+def test_resolution_is_given_in_metres(provider, thu_dir, thu_checkpoint, tmp_path):
+    import processing
+    from qgis.core import QgsApplication, QgsProcessingException
+
+    for alg_id in ("edifice:heightfootprint", "edifice:trainheightfootprint", "edifice:referencegrids"):
+        param = QgsApplication.processingRegistry().algorithmById(alg_id).parameterDefinition("RESOLUTION")
+        assert param.usesStaticStrings() and param.options() == ["100", "250", "500", "1000"]
+        assert param.defaultValue() == "100"
+    # 250 reaches the core as 250 m (the 100 m checkpoint then refuses it by name)
+    with pytest.raises(QgsProcessingException, match="CHECKPOINT: is a 100 m model but 250 m was requested"):
+        processing.run("edifice:heightfootprint", _hf_params(thu_dir, thu_checkpoint, SMALL, 0.005, tmp_path,
+                                                             RESOLUTION="250"))
+    with pytest.raises(QgsProcessingException, match="CHECKPOINT: is a 100 m model but 1000 m was requested"):
+        processing.run("edifice:heightfootprint", _hf_params(thu_dir, thu_checkpoint, SMALL, 0.005, tmp_path,
+                                                             RESOLUTION=1000))          # a number works too
+    with pytest.raises(QgsProcessingException, match="RESOLUTION: 0 is not a resolution in metres"):
+        processing.run("edifice:heightfootprint", _hf_params(thu_dir, thu_checkpoint, SMALL, 0.005, tmp_path,
+                                                             RESOLUTION=0))             # an old option index
+    assert not (tmp_path / "h.tif").exists()
+
+
+def test_single_task_checkpoint_without_target_names_target(provider, thu_dir, tmp_path):
+    import processing
+    import torch
+    from qgis.core import QgsProcessingException
+
+    from edifice.models.shafts import build_shafts_model
+
+    ckpt = tmp_path / "check_pt_senet_100m_STL.pth"
+    torch.save({"epoch": 1, "state_dict": build_shafts_model(100, "height").state_dict()}, ckpt)
+    with pytest.raises(QgsProcessingException, match="TARGET: is not set.* Fix: set TARGET"):
+        processing.run("edifice:heightfootprint", _hf_params(thu_dir, ckpt, SMALL, 0.005, tmp_path))
+    assert not (tmp_path / "h.tif").exists()

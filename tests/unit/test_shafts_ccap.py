@@ -146,3 +146,19 @@ def test_ccap_files_roundtrip(tmp_path):
 def test_no_knee_is_a_clear_error():
     with pytest.raises(InputError, match="no knee"):
         ccap_threshold(np.zeros((5, 5)), np.zeros((5, 5)))
+
+
+def test_find_knees_matches_kneed_085_when_installed():
+    """kneed <= 0.8.5 semantics: same knees as kneed 0.8.5 on random convex decreasing curves (skipped
+    without kneed 0.8.5; Edifice does not depend on it)."""
+    kneed = pytest.importorskip("kneed")
+    if kneed.__version__ != "0.8.5":
+        pytest.skip(f"kneed {kneed.__version__} installed, the comparison is with 0.8.5")
+    from edifice.core.ccap import THRESHOLDS, find_knees
+    rng = np.random.default_rng(0)
+    x = THRESHOLDS
+    for t in range(60):
+        y = np.exp(-rng.uniform(2, 40) * x) * rng.uniform(0.5, 3) + rng.normal(0, (0, 1e-3, 1e-2)[t % 3], x.size)
+        expected = sorted(kneed.KneeLocator(x, y, S=1.0, curve="convex", direction="decreasing",
+                                            online=True).all_knees)
+        assert sorted(find_knees(x, y)) == pytest.approx(expected)

@@ -343,3 +343,138 @@ def test_large_extents_are_tiled_like_separate_shafts_runs(scene):
                                                   batch_size=4, device="cpu", max_tile_deg=None)
             t, _ = _read(one["height"])
             np.testing.assert_allclose(h[r0:r0 + t.shape[0], c0:c0 + t.shape[1]], t, atol=1e-5, equal_nan=True)
+
+
+# ---------------- clip memory layout, tiling switch, bad input ----------------
+def test_clip_nearest_is_float32_band_by_band_with_a_joint_mask(scene):
+    from edifice.core.shafts_inference import clip_nearest
+    b = (EXTENT[0] - PAD, EXTENT[1] - PAD, EXTENT[2] + PAD, EXTENT[3] + PAD)
+    with rasterio.open(scene["s2"]) as src:
+        four, _ = clip_nearest(src, b, (1, 2, 3, 4), "S2")
+        third, _ = clip_nearest(src, b, (3,), "S2")
+        first, _ = clip_nearest(src, b, (1,), "S2")
+    assert four.dtype == np.float32 and third.dtype == np.float32
+    hole = np.isnan(third[0])                    # the scene's S-2 hole is in band 3 only
+    assert hole.any() and not np.isnan(first[0]).any()
+    for k in range(4):                           # a pixel without data in any band is NaN in all
+        np.testing.assert_array_equal(np.isnan(four[k]), hole)
+    np.testing.assert_array_equal(four[0][~hole], first[0][~hole])
+
+
+def _spy_prepare(monkeypatch):
+    import edifice.core.shafts_inference as si
+    calls = []
+    real = si.prepare_inputs
+
+    def spy(s1, s2, dem, bounds, *a, **kw):
+        calls.append(bounds)
+        return real(s1, s2, dem, bounds, *a, **kw)
+    monkeypatch.setattr(si, "prepare_inputs", spy)
+    return calls
+
+
+def test_max_tile_deg_zero_is_one_clip_identical_to_shafts(scene, monkeypatch):
+    model = _model(1)
+    calls = _spy_prepare(monkeypatch)
+    out = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                          scene["tmp"] / "h0.tif", scene["tmp"] / "f0.tif", padding=PAD,
+                                          batch_size=4, device="cpu", max_tile_deg=0)
+    assert out["tiles"] == 1 and len(calls) == 1
+    np.testing.assert_allclose(calls[0], (EXTENT[0] - PAD, EXTENT[1] - PAD, EXTENT[2] + PAD, EXTENT[3] + PAD))
+    H, Fp = _reference(scene, model, EXTENT, 0.0009)          # SHAFTS over the whole extent
+    h, _ = _read(out["height"])
+    np.testing.assert_allclose(h, H, atol=1e-3, equal_nan=True)
+    calls.clear()                                             # a positive value does tile
+    tiled = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                            scene["tmp"] / "h1.tif", scene["tmp"] / "f1.tif", padding=PAD,
+                                            batch_size=4, device="cpu", max_tile_deg=3 * 0.0009)
+    assert tiled["tiles"] == 6 and len(calls) == 6
+    with pytest.raises(InputError, match="MAX_TILE_DEG"):
+        predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                        scene["tmp"] / "h2.tif", scene["tmp"] / "f2.tif", padding=PAD,
+                                        device="cpu", max_tile_deg=-1)
+
+
+def test_max_tile_deg_zero_on_an_extent_above_half_a_degree(tmp_path, monkeypatch):
+    """0.6° extent (coarse synthetic inputs, model run skipped): the default 0.5 tiles it, 0 makes one clip."""
+    import edifice.core.shafts_inference as si
+    monkeypatch.setattr(si, "_predict_window", lambda model, dev, grid, window, prep, bs, outputs, progress: {
+        k: np.full((int(window.height), int(window.width)), np.nan) for k in outputs})
+    rng = np.random.default_rng(0)
+    x0, y0, px = 10.0, 50.8, 0.002                            # 0.8° x 0.8° at 0.002° (400 x 400 px)
+    s1 = _write(tmp_path / "s1.tif", rng.uniform(-20, 0, (2, 400, 400)).astype(np.float32), x0, y0, px)
+    s2 = _write(tmp_path / "s2.tif", rng.uniform(0, 3000, (4, 400, 400)).astype(np.float32), x0, y0, px)
+    dem = _write(tmp_path / "dem.tif", rng.uniform(0, 50, (400, 400)).astype(np.float32), x0, y0, px)
+    extent = (10.1, 50.1, 10.7, 50.7)
+    calls = _spy_prepare(monkeypatch)
+    kw = dict(padding=0.05, device="cpu", batch_size=4096)
+    out = predict_height_footprint_shafts(s1, s2, dem, extent, _model(0), 100, tmp_path / "h.tif",
+                                          tmp_path / "f.tif", **kw)
+    assert out["tiles"] == 4 and len(calls) == 4              # default 0.5°: 556 x 556 px tiles
+    calls.clear()
+    out = predict_height_footprint_shafts(s1, s2, dem, extent, _model(0), 100, tmp_path / "h.tif",
+                                          tmp_path / "f.tif", max_tile_deg=0, **kw)
+    assert out["tiles"] == 1 and len(calls) == 1
+    np.testing.assert_allclose(calls[0], (10.05, 50.05, 10.75, 50.75))
+
+
+def test_sentinel_grids_differ_is_noted_and_accepted(scene, tmp_path):
+    with rasterio.open(scene["s1"]) as s1, rasterio.open(scene["s2"]) as s2:
+        data = s2.read(window=rasterio.windows.Window(0, 0, s1.width, s1.height))
+        t1 = s1.transform
+    same = _write(tmp_path / "s2_on_s1_grid.tif", data, t1.c, t1.f, t1.a)
+    model = _model(1)
+    rec = _Rec()
+    out = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                          tmp_path / "h.tif", tmp_path / "f.tif", padding=PAD, device="cpu",
+                                          progress=rec)
+    assert out["valid_pixels"] > 0
+    noted = [w for w in rec.warnings if "different grids" in w]
+    assert len(noted) == 1 and "S1 pixel 8.98315e-05" in noted[0] and "S2 pixel 8.98e-05" in noted[0]
+    rec = _Rec()
+    predict_height_footprint_shafts(scene["s1"], same, scene["dem"], EXTENT, model, 100, tmp_path / "h2.tif",
+                                    tmp_path / "f2.tif", padding=PAD, device="cpu", progress=rec)
+    assert not [w for w in rec.warnings if "different grids" in w]
+
+
+@pytest.mark.parametrize("key", ["s1", "s2"])
+def test_all_nan_clip_is_a_clear_error(scene, tmp_path, key):
+    from edifice.core.shafts_inference import fill_nan_nearest
+    with pytest.raises(InputError, match="^S2: has no valid pixel"):
+        fill_nan_nearest(np.full((4, 4), np.nan, np.float32), "S2")
+    with rasterio.open(scene[key]) as ds:
+        data, t = ds.read(), ds.transform
+    data[:] = -9999.0                                         # every pixel is nodata
+    empty = _write(tmp_path / f"{key}_empty.tif", data, t.c, t.f, t.a, nodata=-9999.0)
+    paths = {"s1": scene["s1"], "s2": scene["s2"], key: empty}
+    with pytest.raises(InputError, match=f"^{key.upper()}: has no valid pixel inside the extent plus padding"):
+        predict_height_footprint_shafts(paths["s1"], paths["s2"], scene["dem"], EXTENT, _model(1), 100,
+                                        tmp_path / "h.tif", tmp_path / "f.tif", padding=PAD, device="cpu")
+    assert not (tmp_path / "h.tif").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("res", [100, 250])
+def test_single_task_checkpoint_without_target_names_target(scene, tmp_path, res):
+    path = tmp_path / "single.pth"
+    torch.save({"epoch": 1, "state_dict": build_shafts_model(res, "height").state_dict(),
+                "best_pred": np.float64(0.5)}, path)
+    with pytest.raises(InputError, match=r"^TARGET: is not set, but .*single-task.* Fix: set TARGET"):
+        predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, str(path), res,
+                                        tmp_path / "h.tif", tmp_path / "f.tif", padding=PAD, device="cpu")
+
+
+def test_cli_max_tile_deg_and_target(scene, tmp_path, capsys):
+    import json as _json
+    from edifice.core.cli import main
+    path = tmp_path / "single.pth"
+    torch.save({"state_dict": build_shafts_model(100, "height").state_dict()}, path)
+    args = ["height-footprint", scene["s1"], scene["s2"], scene["dem"], str(path), str(tmp_path / "h.tif"),
+            str(tmp_path / "f.tif"), "--extent", ",".join(map(str, EXTENT)), "--padding", str(PAD), "--device", "cpu"]
+    capsys.readouterr()
+    assert main(args) == 2 and "--target: is not set" in capsys.readouterr().err
+    assert main(args + ["--max-tile-deg", "-1", "--target", "height"]) == 2
+    assert "--max-tile-deg: must be >= 0" in capsys.readouterr().err
+    assert main(args + ["--max-tile-deg", "0", "--target", "height"]) == 0
+    out = capsys.readouterr().out
+    assert _json.loads(out.strip().splitlines()[-1])["tiles"] == 1
+    assert (tmp_path / "h.tif").exists() and not (tmp_path / "f.tif").exists()

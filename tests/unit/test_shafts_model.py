@@ -208,3 +208,48 @@ def test_edifice_format_roundtrip(tmp_path):
     assert ck.card["metrics"]["val"]["r2_height"] == 0.7
     with pytest.raises(CheckpointError):
         load_shafts_checkpoint(path, resolution_m=100)
+
+
+def _rewrite_pickle(path, old: bytes, new: bytes):
+    """Replace ``old`` by ``new`` in the pickle (data.pkl) of a torch zip checkpoint; other entries kept."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        entries = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    out = path.with_suffix(".tmp")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for name, data in entries:
+            if name.endswith("/data.pkl"):
+                assert old in data
+                data = data.replace(old, new)
+            z.writestr(name, data)
+    out.replace(path)
+
+
+@pytest.mark.parametrize("alias", ["numpy.core.multiarray", "numpy._core.multiarray"])
+def test_load_numpy_scalar_saved_under_either_numpy(tmp_path, alias):
+    """numpy 1.x pickles name the scalar reconstructor numpy.core.multiarray.scalar, numpy 2.x
+    numpy._core.multiarray.scalar: a SHAFTS file saved under either loads (weights_only) under either."""
+    sd = build_shafts_model(100, "multi", 1).state_dict()
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 3, "state_dict": sd, "best_pred_height": np.float64(0.728)}, path)
+    native = np.float64(0).__reduce__()[0].__module__.encode()
+    if native != alias.encode():
+        _rewrite_pickle(path, native + b"\nscalar", alias.encode() + b"\nscalar")
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+    assert (alias.encode() + b"\nscalar") in pkl
+    other = {"numpy.core.multiarray", "numpy._core.multiarray"} - {alias}
+    assert (other.pop().encode() + b"\nscalar") not in pkl
+    with pytest.raises(Exception, match="Unsupported global"):   # a plain weights-only load refuses it
+        torch.load(path, map_location="cpu", weights_only=True)
+    ck = load_shafts_checkpoint(path)
+    assert ck.metadata["best_pred_height"] == pytest.approx(0.728) and ck.metadata["epoch"] == 3
+    for k, v in sd.items():
+        assert torch.equal(ck.model.state_dict()[k], v)
+
+
+def test_numpy_allow_list_names_both_aliases():
+    from edifice.models.shafts import _numpy_allow_list
+    named = {n for e in _numpy_allow_list() if isinstance(e, tuple) for n in e[1:]}
+    assert {"numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar"} <= named
