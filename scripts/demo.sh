@@ -53,7 +53,7 @@ THU=samples/thu; THU_EXTENT=116.305,39.987,116.335,40.017
 python scripts/make_random_shafts_checkpoint.py out/thu_random_weights_100m.pth --spread-on \
     $THU/thu_s1_2020.tif $THU/thu_s2_synthetic.tif $THU/thu_srtm.tif $THU_EXTENT --padding 0.005
 run edifice:heightfootprint -- SENTINEL1=$THU/thu_s1_2020.tif SENTINEL2=$THU/thu_s2_synthetic.tif \
-    DEM=$THU/thu_srtm.tif CHECKPOINT=out/thu_random_weights_100m.pth RESOLUTION=0 PADDING=0.005 DEVICE=auto \
+    DEM=$THU/thu_srtm.tif CHECKPOINT=out/thu_random_weights_100m.pth RESOLUTION=100 PADDING=0.005 DEVICE=auto \
     "EXTENT=116.305,116.335,39.987,40.017 [EPSG:4326]" \
     OUTPUT_HEIGHT=out/thu_height_random_weights.tif OUTPUT_FOOTPRINT=out/thu_footprint_random_weights.tif
 run edifice:ccap -- HEIGHTS=out/thu_height_random_weights.tif FOOTPRINTS=out/thu_footprint_random_weights.tif \
