@@ -150,7 +150,7 @@ def test_no_knee_is_a_clear_error():
 
 def test_find_knees_matches_kneed_085_when_installed():
     """kneed <= 0.8.5 semantics: same knees as kneed 0.8.5 on random convex decreasing curves (skipped
-    without kneed 0.8.5; Edifice does not depend on it)."""
+    without kneed 0.8.5, which requirements.lock installs for the tests; Edifice does not import it)."""
     kneed = pytest.importorskip("kneed")
     if kneed.__version__ != "0.8.5":
         pytest.skip(f"kneed {kneed.__version__} installed, the comparison is with 0.8.5")
