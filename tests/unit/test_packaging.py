@@ -22,3 +22,16 @@ def test_pip_install_includes_data_and_cli(tmp_path):
                          env=env, capture_output=True, text=True, cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith(str(pkg))
+    # the `edifice` console script ([project.scripts]) is installed and runs: --help lists the tools
+    script = target / "bin" / "edifice"
+    assert script.is_file() and os.access(script, os.X_OK)
+    out = subprocess.run([str(script), "--help"], env=env, capture_output=True, text=True, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: edifice")
+    listed = set(out.stdout.split("{", 1)[1].split("}", 1)[0].split(","))    # {retinex,poi-probability,...}
+    assert {"retinex", "poi-probability", "train-building-use", "map-building-use", "height-footprint",
+            "evaluate-classification"} <= listed, listed
+    # a subcommand's own parser is reachable through the script
+    out = subprocess.run([str(script), "retinex", "--help"], env=env, capture_output=True, text=True,
+                         cwd=str(tmp_path))
+    assert out.returncode == 0 and "--sigmas" in out.stdout, out.stderr
