@@ -32,18 +32,13 @@ class AssignBuildingUseAlgorithm(EdificeAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.building_use_map import assign_building_use
 
-        path = self.parameterAsCompatibleSourceLayerPath(parameters, self.INPUT, context, ["gpkg", "shp", "geojson"],
-                                                         "gpkg", feedback)
-        layer = None
-        if "|layername=" in path:
-            path, layer = path.split("|layername=", 1)
-            layer = layer.split("|")[0]
+        path, layer = self.vector_source(parameters, self.INPUT, context, feedback)
         probs = self.raster_path(self.parameterAsRasterLayer(parameters, self.PROBABILITIES, context),
                                  self.PROBABILITIES)
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         if not out.lower().endswith(".gpkg"):
             raise QgsProcessingException("OUTPUT: written as GeoPackage. Fix: give a .gpkg file name.")
-        summary = self.run_core(assign_building_use, path.split("|")[0], probs, out, layer=layer,
+        summary = self.run_core(assign_building_use, path, probs, out, layer=layer,
                                 progress=self.progress(feedback))
         feedback.pushInfo(f"{summary['buildings']} buildings: {summary['residential']} residential, "
                           f"{summary['commercial']} commercial, {summary['industrial']} industrial, "

@@ -87,6 +87,28 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
                 details.name = layer_name
             details.setPostProcessor(_StylePostProcessor.create(STYLE_DIR / qml_name, layer_name))
 
+    def vector_source(self, parameters, name: str, context, feedback) -> tuple[str | None, str | None]:
+        """(path, layer name or None) of the vector input ``name``, readable by pyogrio; QGIS
+        exports selections, filtered and non-file (e.g. memory) layers to a temporary
+        GeoPackage. (None, None) when the parameter is not set."""
+        if parameters.get(name) in (None, ""):
+            return None, None
+        path, layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(parameters, name, context,
+                                                                           VECTOR_FORMATS, "gpkg", feedback)
+        if not path:
+            raise QgsProcessingException(f"{name}: the layer could not be opened. Fix: choose a vector layer or file.")
+        return _file_and_layer(path, layer)
+
+    @staticmethod
+    def vector_layer_file(layer, context, feedback, tag: str) -> tuple[str, str | None]:
+        """(path, layer name or None) of a vector layer object (e.g. one of a multiple-layers
+        parameter), written to a temporary GeoPackage named after ``tag`` when it is not a plain file."""
+        from qgis.core import QgsProcessingUtils
+
+        path, name = QgsProcessingUtils.convertToCompatibleFormatAndLayerName(
+            layer, False, tag, VECTOR_FORMATS, "gpkg", context, feedback)
+        return _file_and_layer(path, name)
+
     @staticmethod
     def raster_path(layer, name: str) -> str:
         """File path of a GDAL raster layer, or a clear error."""
@@ -97,3 +119,25 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
                 f"{name}: layer '{layer.name()}' is not a file-based raster ({layer.providerType()}). "
                 "Fix: save it as GeoTIFF first (Export > Save As).")
         return layer.source().split("|")[0]
+
+
+#: Vector formats the core reads as they are (others are exported to a GeoPackage first).
+VECTOR_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "pbf", "csv", "gml", "kml", "sqlite", "tab", "xlsx", "ods"]
+
+
+def _file_and_layer(path: str, layer: str | None) -> tuple[str, str | None]:
+    """Split QGIS's ``file|layername=x|...`` source into (file, layer name); a layer name
+    the file does not hold (e.g. a GeoJSON's name is its file stem) means its only layer."""
+    path, _, rest = path.partition("|")
+    if not layer and "layername=" in rest:
+        layer = rest.split("layername=", 1)[1].split("|")[0]
+    if layer:
+        import pyogrio
+
+        try:
+            layers = [str(x[0]) for x in pyogrio.list_layers(path)]
+        except Exception:  # noqa: BLE001 - unreadable: the core reports it with the parameter name
+            layers = [layer]
+        if layer not in layers:
+            layer = None
+    return path, layer or None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParameterMultipleLayers,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterString, QgsProcessingUtils)
+                       QgsProcessingParameterString)
 
 from .base import EdificeAlgorithm
 
@@ -49,12 +49,7 @@ class BuiltupMaskAlgorithm(EdificeAlgorithm):
         for k, lyr in enumerate(self.parameterAsLayerList(parameters, self.POLYGONS, context)):
             # a file path and layer name; memory or other non-file layers (e.g. in a graphical
             # model) are first written to a temporary GeoPackage
-            path, layer = QgsProcessingUtils.convertToCompatibleFormatAndLayerName(
-                lyr, False, f"builtup_polygons_{k}", ["gpkg", "shp", "geojson"], "gpkg", context, feedback)
-            path, _, rest = path.partition("|")
-            if not layer and "layername=" in rest:
-                layer = rest.split("layername=", 1)[1].split("|")[0]
-            polys.append((path, layer or None))
+            polys.append(self.vector_layer_file(lyr, context, feedback, f"builtup_polygons_{k}"))
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         summary = self.run_core(builtup_mask, ref, out, rasters=pairs, polygons=polys, progress=self.progress(feedback))
         feedback.pushInfo(f"Built-up: {100 * summary['builtup_fraction']:.1f} % of the grid.")

@@ -9,7 +9,6 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsField, QgsFi
 from qgis.PyQt.QtCore import QObject, QVariant, pyqtSignal
 
 #: extensions read directly (by pyogrio/OGR); other layers (memory, PostGIS, filtered) are exported first
-VECTOR_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "csv", "gml", "kml", "sqlite", "tab", "xlsx", "ods"]
 
 OUTPUT_JSON, OUTPUT_HTML, OUTPUT_TABLE = "OUTPUT_JSON", "OUTPUT_HTML", "OUTPUT_TABLE"
 
@@ -54,12 +53,8 @@ def layer_input(alg, parameters, name: str, context, feedback, optional: bool = 
         return "raster", alg.raster_path(layer, name), None
     if layer.type() != QgsMapLayerType.VectorLayer:
         raise QgsProcessingException(f"{name}: '{layer.name()}' is neither a vector nor a raster layer.")
-    path, layer_name = alg.parameterAsCompatibleSourceLayerPathAndLayerName(
-        parameters, name, context, VECTOR_FORMATS, "gpkg", feedback)
-    if not path:
-        raise QgsProcessingException(f"{name}: layer '{layer.name()}' could not be read as a file. "
-                                     "Fix: save it as a GeoPackage first.")
-    return "vector", path, (layer_name or None)
+    path, layer_name = alg.vector_source(parameters, name, context, feedback)
+    return "vector", path, layer_name
 
 
 def vector_path(alg, parameters, name: str, context, feedback) -> str | None:

@@ -109,11 +109,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                 raise QgsProcessingException(f"CATEGORY_FIELD: field '{field}' is not in the POI layer. "
                                              f"Fix: use one of {', '.join(names)}.")
             # path and layer name (a GeoPackage may hold several layers; memory layers are written out)
-            poi_points, poi_layer_name = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-                parameters, self.POI_LAYER, context, ["gpkg", "shp", "geojson"], "gpkg", feedback)
-            poi_points, _, rest = poi_points.partition("|")
-            if not poi_layer_name and "layername=" in rest:
-                poi_layer_name = rest.split("layername=", 1)[1].split("|")[0]
+            poi_points, poi_layer_name = self.vector_source(parameters, self.POI_LAYER, context, feedback)
         outs = {}
         for name, key, _, _ in RASTER_OUTPUTS:
             path = self.parameterAsOutputLayer(parameters, name, context)

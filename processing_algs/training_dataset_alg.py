@@ -15,7 +15,6 @@ from .base import EdificeAlgorithm
 USE_PRESETS = ["osm_building", "eubucco_type", "csv"]
 POI_PRESETS = ["osm", "gbt35648", "overture", "google_places", "csv"]
 #: formats the core reads directly (others, selections and filtered layers are exported first)
-VECTOR_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "pbf", "sqlite"]
 
 
 def run_core_named(fn, names: dict, *args, **kwargs):
@@ -31,27 +30,6 @@ def run_core_named(fn, names: dict, *args, **kwargs):
             text = f"{names[cause.name]}: {cause.problem}" + (f" Fix: {cause.fix}" if cause.fix else "")
             raise QgsProcessingException(text) from cause
         raise
-
-
-def vector_path(alg, parameters, name, context, feedback):
-    """(path, layer name or None) of a vector input the core can read with pyogrio;
-    QGIS exports selections, filtered and non-file layers to a temporary GeoPackage."""
-    if parameters.get(name) in (None, ""):
-        return None, None
-    path, layer = alg.parameterAsCompatibleSourceLayerPathAndLayerName(parameters, name, context, VECTOR_FORMATS,
-                                                                       "gpkg", feedback)
-    if not path:
-        raise QgsProcessingException(f"{name}: the layer could not be opened. Fix: choose a vector layer or file.")
-    if layer:
-        import pyogrio
-
-        try:
-            layers = [str(x[0]) for x in pyogrio.list_layers(path)]
-        except Exception:  # unreadable: the core reports it with the parameter name
-            layers = []
-        if layer not in layers:
-            layer = None  # e.g. a GeoJSON's layer name is the file stem: read the only layer
-    return path, layer or None
 
 
 class TrainingDatasetAlgorithm(EdificeAlgorithm):
@@ -131,7 +109,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         imagery = self.raster_path(self.parameterAsRasterLayer(parameters, self.IMAGERY, context), self.IMAGERY)
         poi_layer = self.parameterAsRasterLayer(parameters, self.POI_RASTER, context)
         poi_raster = self.raster_path(poi_layer, self.POI_RASTER) if poi_layer is not None else None
-        poi_points, poi_points_layer = vector_path(self, parameters, self.POI_POINTS, context, feedback)
+        poi_points, poi_points_layer = self.vector_source(parameters, self.POI_POINTS, context, feedback)
         if poi_raster and poi_points:
             raise QgsProcessingException("POI_RASTER, POI_POINTS: both were given. Fix: give one of them.")
         field = self.parameterAsString(parameters, self.CATEGORY_FIELD, context).strip()
@@ -144,7 +122,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
             if preset == "csv" and not poi_mapping:
                 raise QgsProcessingException("POI_MAPPING_FILE: is required with PRESET=csv. "
                                              "Fix: give a CSV with columns value,class.")
-        buildings, buildings_layer = vector_path(self, parameters, self.BUILDINGS, context, feedback)
+        buildings, buildings_layer = self.vector_source(parameters, self.BUILDINGS, context, feedback)
         if not buildings:
             raise QgsProcessingException("BUILDINGS: no layer given. Fix: choose a polygon layer of buildings.")
         use_field = self.parameterAsString(parameters, self.USE_FIELD, context).strip() or None
