@@ -10,7 +10,6 @@ the result dict (reports written when paths are given). The QGIS adapters and
 from __future__ import annotations
 
 import os
-from typing import Sequence
 
 from .errors import InputError
 from .progress import Progress

@@ -31,7 +31,7 @@ import numpy as np
 import rasterio
 import rasterio.features
 import shapely
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from . import metrics
 from .errors import InputError

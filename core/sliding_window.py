@@ -39,16 +39,15 @@ finished rows and ends with the same output. Any other error removes them.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import math
 import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import rasterio

@@ -1,5 +1,4 @@
 """Write the example graphical models to examples/*.model3 (run inside the .venv)."""
-import sys
 from pathlib import Path
 
 from qgis.core import QgsApplication

@@ -28,10 +28,6 @@ def qp_env(tmp_path_factory):
     return env
 
 
-def qp(env, *args, timeout=300):
-    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def qp(qp_env):
     """``qp(*args, timeout=300)`` runs qgis_process.bin with ``args`` in ``qp_env``

@@ -1,5 +1,4 @@
 """Integration tests in real QGIS through processing.run (pytest-qgis)."""
-import numpy as np
 import pytest
 import rasterio
 

@@ -1,5 +1,4 @@
 """CCAP urban mask: clusters, Kneedle knees (hand-checked), thresholds, fusion, files."""
-import math
 
 import numpy as np
 import pytest

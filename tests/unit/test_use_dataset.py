@@ -1,6 +1,5 @@
 """Training-dataset creation: masks, reprojection/repair, split without leakage, errors, atomicity."""
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
