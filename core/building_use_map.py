@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 import numpy as np
 from pyproj import CRS
@@ -153,12 +154,40 @@ def imagery_grid(imagery: str, card: dict, progress: Progress) -> tuple[Grid, bo
     return new, True
 
 
-def _check_imagery(imagery: str, card: dict, n_img: int) -> None:
+#: band descriptions that say nothing about the band ("Band 1", "band_2", "band3", "3", "Layer 1")
+_GENERIC_BAND = re.compile(r"^\s*(band|layer)?[\s_-]*\d+\s*$", re.IGNORECASE)
+
+
+def _informative(name) -> bool:
+    return bool(name and str(name).strip()) and not _GENERIC_BAND.match(str(name))
+
+
+def band_order_warning(descriptions, card_names) -> str | None:
+    """A warning when the imagery's band descriptions are all set (none empty or generic like
+    "Band 1") and differ from the model card's imagery band names (compared without case or
+    surrounding spaces), else None. Only band count is enforced: many rasters have no or
+    generic descriptions, and a card may hold generic names too (then nothing is said)."""
+    descriptions, card_names = list(descriptions or []), list(card_names)
+    if len(descriptions) != len(card_names) or not descriptions:
+        return None
+    if not all(_informative(d) for d in descriptions) or not all(_informative(n) for n in card_names):
+        return None
+    if [str(d).strip().lower() for d in descriptions] == [str(n).strip().lower() for n in card_names]:
+        return None
+    return (f"IMAGERY band descriptions ({', '.join(map(str, descriptions))}) differ from the bands the model "
+            f"was trained on ({', '.join(map(str, card_names))}): check the band order (the imagery is used "
+            "as it is, band by band).")
+
+
+def _check_imagery(imagery: str, card: dict, n_img: int, progress: Progress | None = None) -> None:
     with open_raster(imagery, "IMAGERY") as ds:
         names = ", ".join(b["name"] for b in card["bands"][:n_img])
         if ds.count != n_img:
             raise InputError("IMAGERY", f"has {ds.count} band(s); the model takes {n_img} imagery band(s) "
                              f"({names}).", "give imagery with those bands in that order.")
+        text = band_order_warning(ds.descriptions, [b["name"] for b in card["bands"][:n_img]])
+        if text:
+            ensure(progress).warning(text)
         dt = ds.dtypes[0]
         want = card.get("imagery_dtype")
         if want and want != dt:
@@ -249,7 +278,7 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
     if not (0 < threshold < 1):
         raise InputError("THRESHOLD", f"must be between 0 and 1, got {threshold}.")
     model, card, variant, n_img, has_fp = load_use_model(checkpoint)
-    _check_imagery(imagery, card, n_img)
+    _check_imagery(imagery, card, n_img, progress)
     npoi = len(card["bands"]) - n_img
     if npoi and not (poi_maps or poi_points):
         raise InputError("POI_MAPS", f"the model ({variant}) takes POI probability maps as input.",

@@ -297,3 +297,87 @@ def test_polygon_write_failure_is_clear_and_leaves_nothing(tmp_path, kampala_rgb
                          footprint_probability=str(out / "fp.tif"), polygons=str(out / "b.gpkg"),
                          window=256, overlap=32, device="cpu", **pois)
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+# ---------------------------------------------------------------- band order and GSD checks
+def _crop_with_descriptions(tmp_path, kampala_rgb, name, descriptions, size=256):
+    """A ``size`` px crop of the Kampala sample whose bands carry ``descriptions`` (None: unset)."""
+    with rasterio.open(kampala_rgb) as src:
+        win = rasterio.windows.Window(928, 32, size, size)
+        a = src.read(window=win)
+        prof = dict(src.profile, width=size, height=size, transform=src.window_transform(win))
+    assert (a != 0).all(axis=0).mean() > 0.5  # mostly valid, so windows are run
+    path = tmp_path / name
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(a)
+        for i, d in enumerate(descriptions or [], start=1):
+            if d is not None:
+                dst.set_band_description(i, d)
+    return path
+
+
+def test_band_order_warning_rules():
+    from edifice.core.building_use_map import band_order_warning
+
+    card = ["red", "green", "blue"]
+    text = band_order_warning(["blue", "green", "red"], card)
+    assert text and "blue, green, red" in text and "red, green, blue" in text
+    assert band_order_warning(["Red", " green ", "BLUE"], card) is None           # same names, other case
+    assert band_order_warning(["nir", "red", "green"], card)                      # other bands
+    for generic in (["Band 1", "Band 2", "Band 3"], ["band_1", "band2", "3"], ["Layer 1", "Layer 2", "Layer 3"]):
+        assert band_order_warning(generic, card) is None, generic
+    assert band_order_warning(["blue", "", "red"], card) is None                  # not all set
+    assert band_order_warning([None, None, None], card) is None
+    assert band_order_warning(["blue", "green", "red"], ["band1", "band2", "band3"]) is None  # generic card
+    assert band_order_warning(["B04", "B03", "B02"], ["B02", "B03", "B04"])       # Sentinel-2 names compared
+
+
+def test_band_order_mismatch_is_warned_not_refused(tmp_path, kampala_rgb, tiny_use_checkpoint):
+    swapped = _crop_with_descriptions(tmp_path, kampala_rgb, "bgr.tif", ["blue", "green", "red"])
+    pr = _Warnings()
+    out = tmp_path / "uc.tif"
+    map_building_use(str(swapped), str(tiny_use_checkpoint), use_class=str(out), window=256, overlap=32,
+                     device="cpu", progress=pr, **_pois_raster(tmp_path, swapped))
+    assert out.exists()
+    hits = [w for w in pr.warnings if "band descriptions" in w]
+    assert len(hits) == 1 and "(blue, green, red)" in hits[0] and "(red, green, blue)" in hits[0], pr.warnings
+    # matching names, no descriptions, generic ones: nothing said
+    for name, desc in (("rgb.tif", ["Red", "Green", "Blue"]), ("none.tif", None),
+                       ("generic.tif", ["Band 1", "Band 2", "Band 3"]), ("partial.tif", ["blue", None, "red"])):
+        img = _crop_with_descriptions(tmp_path, kampala_rgb, name, desc)
+        with rasterio.open(img) as ds:
+            assert list(ds.descriptions) == [d if d else None for d in (desc or [None] * 3)]
+        pr = _Warnings()
+        map_building_use(str(img), str(tiny_use_checkpoint), use_class=str(tmp_path / f"uc_{name}"), window=256,
+                         overlap=32, device="cpu", progress=pr, **_pois_raster(tmp_path, img))
+        assert not any("band descriptions" in w for w in pr.warnings), (name, pr.warnings)
+
+
+def _at_gsd(tmp_path, kampala_rgb, gsd, size=64):
+    """A ``size`` px raster from the Kampala sample with ``gsd`` m pixels (same corner and CRS)."""
+    with rasterio.open(kampala_rgb) as src:
+        a = src.read(window=rasterio.windows.Window(928, 32, size, size))
+        t = src.transform
+        prof = dict(src.profile, width=size, height=size, transform=Affine(gsd, 0, t.c, 0, -gsd, t.f))
+    path = tmp_path / f"gsd_{gsd:g}.tif"
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(a)
+    return path
+
+
+def test_gsd_far_from_the_card_is_refused(tmp_path, kampala_rgb, tiny_use_checkpoint):
+    from edifice.core.building_use_map import imagery_grid
+    from edifice.core.progress import Progress
+
+    pois = _pois_raster(tmp_path, kampala_rgb)
+    # the card says 0.5 m: 5 m pixels (10x) and 0.05 m pixels (1/10x) are refused, nothing written
+    _bad(tmp_path, _at_gsd(tmp_path, kampala_rgb, 5.0), tiny_use_checkpoint,
+         r"IMAGERY: has 5 m pixels but the model was trained at 0.5 m \(0.1x\)", **pois)
+    _bad(tmp_path, _at_gsd(tmp_path, kampala_rgb, 0.05), tiny_use_checkpoint,
+         r"IMAGERY: has 0.05 m pixels but the model was trained at 0.5 m \(10x\).*near 0.5 m", **pois)
+    # just inside the 8x limit both ways: resampled to the card's GSD instead
+    from edifice.models.checkpoint import load_checkpoint
+    _, card = load_checkpoint(tiny_use_checkpoint)
+    for gsd in (3.9, 0.0635):
+        grid, resampled = imagery_grid(str(_at_gsd(tmp_path, kampala_rgb, gsd)), card, Progress())
+        assert resampled and np.isclose(grid.res[0], 0.5, rtol=0.02), (gsd, grid.res)
