@@ -144,7 +144,8 @@ def imagery_grid(imagery: str, card: dict, progress: Progress) -> tuple[Grid, bo
     factor = want / gsd
     if factor > 8 or factor < 1 / 8:
         raise InputError("IMAGERY", f"has {gsd:.3g} m pixels but the model was trained at {want:g} m "
-                         f"({factor:.3g}x); resampling that far would not give meaningful results.",
+                         f"({gsd / want:.3g}x its pixel size); resampling that far would not give meaningful "
+                         "results.",
                          f"use imagery near {want:g} m resolution.")
     px = grid.res[0] * factor
     xmin, ymin, xmax, ymax = grid.bounds

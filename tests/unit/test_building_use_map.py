@@ -372,9 +372,9 @@ def test_gsd_far_from_the_card_is_refused(tmp_path, kampala_rgb, tiny_use_checkp
     pois = _pois_raster(tmp_path, kampala_rgb)
     # the card says 0.5 m: 5 m pixels (10x) and 0.05 m pixels (1/10x) are refused, nothing written
     _bad(tmp_path, _at_gsd(tmp_path, kampala_rgb, 5.0), tiny_use_checkpoint,
-         r"IMAGERY: has 5 m pixels but the model was trained at 0.5 m \(0.1x\)", **pois)
+         r"IMAGERY: has 5 m pixels but the model was trained at 0.5 m \(10x its pixel size\)", **pois)
     _bad(tmp_path, _at_gsd(tmp_path, kampala_rgb, 0.05), tiny_use_checkpoint,
-         r"IMAGERY: has 0.05 m pixels but the model was trained at 0.5 m \(10x\).*near 0.5 m", **pois)
+         r"IMAGERY: has 0.05 m pixels but the model was trained at 0.5 m \(0.1x its pixel size\).*near 0.5 m", **pois)
     # just inside the 8x limit both ways: resampled to the card's GSD instead
     from edifice.models.checkpoint import load_checkpoint
     _, card = load_checkpoint(tiny_use_checkpoint)
