@@ -55,8 +55,10 @@ def spatial_split(tile_of_building: np.ndarray, ratios: Sequence[float] = (0.6, 
                   seed: int = 0) -> dict[tuple, int]:
     """Assign whole tiles to subsets 0 (train), 1 (val), 2 (test) so that the
     building counts approach ``ratios``. ``tile_of_building``: (n, 2) tile index
-    per building. Tiles are visited in a seeded random order and each goes to the
-    subset furthest below its target (relative deficit). Returns {tile: subset}."""
+    per building. Tiles are visited from the most to the fewest buildings (ties in a
+    seeded random order) and each goes to the subset furthest below its target
+    (relative deficit): big tiles placed first, small ones even the counts out.
+    Returns {tile: subset}."""
     r = np.asarray(ratios, float)
     if r.shape != (3,) or np.any(r <= 0):
         raise InputError("SPLIT_RATIOS", f"needs three positive numbers, got {list(ratios)}.", "write e.g. 6,2,2.")
@@ -68,7 +70,8 @@ def spatial_split(tile_of_building: np.ndarray, ratios: Sequence[float] = (0.6, 
                          f"train/val/test split ({':'.join(f'{x:g}' for x in ratios)}); each subset needs "
                          "at least one tile of buildings.",
                          "give more labelled buildings, or a smaller split tile size.")
-    order = np.random.default_rng(seed).permutation(len(tiles))
+    shuffled = np.random.default_rng(seed).permutation(len(tiles))
+    order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
     target = r * n
     have = np.zeros(3)
     out = {}

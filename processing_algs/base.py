@@ -28,7 +28,7 @@ class _StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
             return
         ok_msg, ok = layer.loadNamedStyle(str(self.qml))
         if not ok and feedback is not None:
-            feedback.reportError(f"Style {self.qml.name} could not be applied: {ok_msg}", fatalError=False)
+            feedback.pushWarning(f"Style {self.qml.name} could not be applied: {ok_msg}")
         if isinstance(layer, QgsRasterLayer):
             layer.triggerRepaint()
 

@@ -170,9 +170,9 @@ class EvaluateClassificationAlgorithm(EdificeAlgorithm):
         for side in ("reference", "prediction"):
             unk = result.get(f"unknown_{side}") or {}
             if unk:
-                feedback.reportError(f"{sum(unk.values())} {side} labels are not in the taxonomy and were "
+                feedback.pushWarning(f"{sum(unk.values())} {side} labels are not in the taxonomy and were "
                                      f"treated as '{unknown}': " + ", ".join(f"{k} ({n})" for k, n in
-                                                                           list(unk.items())[:20]), fatalError=False)
+                                                                           list(unk.items())[:20]))
         table = ec.write_metrics_table(self, parameters, context, result)
         self._json = json_path
         out = {ec.OUTPUT_TABLE: table, ec.OUTPUT_JSON: json_path, ec.OUTPUT_HTML: html_path}

@@ -25,4 +25,4 @@ class FeedbackProgress(Progress):
 
     def warning(self, message: str) -> None:
         if self.feedback is not None:
-            self.feedback.reportError(message, fatalError=False)
+            self.feedback.pushWarning(message)  # a warning, not an error (QGIS >= 3.16)

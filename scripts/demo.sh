@@ -17,7 +17,8 @@ run edifice:poiprobability -- "INPUT=samples/helsinki/Helsinki.osm.pbf|layername
 # Building use, SMOKE RUN ONLY (~30 s on 2 cores): training dataset from the Kampala footprints (OSM,
 # footprint-only labels, no POIs), then 2 epochs of a tiny model. Proves the chain; the model is not useful.
 run edifice:trainingdataset -- IMAGERY=samples/kampala/kampala_rgb_50cm.tif \
-    BUILDINGS=samples/kampala/buildings_osm.geojson USE_FIELD= CHIP_SIZE=128 OUTPUT_FOLDER=out/kampala_training_dataset
+    BUILDINGS=samples/kampala/buildings_osm.geojson USE_FIELD= CHIP_SIZE=128 SPLIT_TILE=64 \
+    OUTPUT_FOLDER=out/kampala_training_dataset
 run edifice:trainbuildinguse -- DATASET=out/kampala_training_dataset VARIANT=3 ENCODER=0 BASE_WIDTH=8 EPOCHS=2 \
     BATCH_SIZE=4 DEVICE=cpu OUTPUT_CHECKPOINT=out/kampala_building_use_smoke.pt
 # ... and map the imagery with that smoke model by sliding windows -> footprint probability, use classes, polygons.

@@ -80,3 +80,32 @@ def test_outputs_are_styled_when_loaded(provider, kampala_rgb, helsinki_pbf, tmp
     assert r.redContrastEnhancement().maximumValue() == renderer_max
     assert r.blueContrastEnhancement().minimumValue() == 0
     QgsProject.instance().removeAllMapLayers()
+
+
+def test_core_warnings_reach_the_log_as_warnings_not_errors(provider, kampala_rgb, tmp_path):
+    """A core ``progress.warning`` (here the split warning: the Kampala sample in 256 m split
+    tiles (6 of them) comes out 48/36/16 %, not 6:2:2) arrives through pushWarning, so qgis_process prints
+    it as a WARNING and the dialog shows it in orange, not as an error."""
+    from pathlib import Path
+
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    class Log(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.warnings, self.errors = [], []
+
+        def pushWarning(self, text):  # noqa: N802
+            self.warnings.append(text)
+
+        def reportError(self, text, fatalError=False):  # noqa: N802, N803
+            self.errors.append(text)
+
+    buildings = Path(__file__).parents[2] / "samples" / "kampala" / "buildings_osm.geojson"
+    fb = Log()
+    processing.run("edifice:trainingdataset", {"IMAGERY": str(kampala_rgb), "BUILDINGS": str(buildings),
+                                               "USE_FIELD": "", "CHIP_SIZE": 128, "SPLIT_TILE": 256,
+                                               "OUTPUT_FOLDER": str(tmp_path / "ds")}, feedback=fb)
+    assert any("split" in w and "SPLIT_TILE" in w for w in fb.warnings), fb.warnings
+    assert not any("split" in e for e in fb.errors), fb.errors
