@@ -353,3 +353,21 @@ def test_relative_output_paths_resume_from_another_directory(tmp_path, scene, mo
     monkeypatch.chdir(tmp_path)
     _, _, s = _run(work / "out", scene, "o")
     assert s["rows_resumed"] >= 1
+
+
+def test_reduced_precision_runs_through_autocast():
+    """precision bf16 (on the CPU here; CUDA takes the same code) runs the network under
+    autocast: the result is float32, close to fp32 (bf16 keeps ~3 significant digits) but not
+    bit-identical (so autocast really ran); an unknown precision is refused."""
+    from edifice.models.unet import UNetResNet
+
+    torch.manual_seed(0)
+    model = UNetResNet(encoder="resnet18", in_channels=3, variant="imagery_multitask", num_classes=3, base_width=8)
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    fp32 = Predictor(model, "cpu", precision="fp32")(x)
+    bf16 = Predictor(model, "cpu", precision="bf16")(x)
+    assert fp32.dtype == bf16.dtype == np.float32 and fp32.shape == bf16.shape == (2, 4, 64, 64)
+    assert np.abs(bf16 - fp32).max() < 0.05
+    assert not np.array_equal(bf16, fp32)
+    with pytest.raises(InputError, match="PRECISION"):
+        Predictor(model, "cpu", precision="int8")
