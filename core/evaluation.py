@@ -114,13 +114,18 @@ def score_raw_counts(ref_labels: Sequence[str], pred_labels: Sequence[str], coun
 
 def pair_counts(reference: Sequence[str], prediction: Sequence[str]) -> tuple[list[str], list[str], np.ndarray]:
     """Raw contingency table of paired labels: (ref labels, pred labels, counts)."""
-    c = Counter(zip(reference, prediction))
-    rl = sorted({r for r, _ in c})
-    pl = sorted({p for _, p in c})
+    return contingency(Counter(zip(reference, prediction)))
+
+
+def contingency(joint: Counter) -> tuple[list, list, np.ndarray]:
+    """{(reference key, prediction key): count} as (sorted reference keys, sorted
+    prediction keys, counts[reference, prediction])."""
+    rl = sorted({r for r, _ in joint})
+    pl = sorted({p for _, p in joint})
     ri = {x: i for i, x in enumerate(rl)}
     pi = {x: i for i, x in enumerate(pl)}
     counts = np.zeros((len(rl), len(pl)), dtype=np.int64)
-    for (r, p), n in c.items():
+    for (r, p), n in joint.items():
         counts[ri[r], pi[p]] += n
     return rl, pl, counts
 
@@ -306,6 +311,16 @@ def evaluate_buildings(reference_path, reference_field: str, prediction_path=Non
 # pixel level
 # --------------------------------------------------------------------------
 
+def overlap_blocks(grid: Grid, window: Window, block_size: int):
+    """Blocks of ``window`` (a window of ``grid``, e.g. the overlap from :func:`aligned_window`):
+    yields (block number, number of blocks, block window in ``grid``'s pixels)."""
+    sub = Grid(grid.window_transform(window), int(window.width), int(window.height), grid.crs)
+    blocks = list(sub.blocks(block_size))
+    for n, blk in enumerate(blocks):
+        w = blk.window
+        yield n, len(blocks), Window(w.col_off + window.col_off, w.row_off + window.row_off, w.width, w.height)
+
+
 def aligned_window(ds, grid: Grid, what: str = "REFERENCE") -> tuple[Window, Window]:
     """Windows (in ``grid``, in ``ds``) of the overlap of an open raster with
     ``grid``, which must share its CRS, pixel size and pixel alignment."""
@@ -398,6 +413,9 @@ def evaluate_class_raster(prediction_raster, reference_raster=None, reference_ve
             cols, rgeoms, keep = _read_polygons(reference_vector, reference_field, reference_layer, grid, "REFERENCE")
             rlab = np.array(as_str_labels(cols[reference_field]), dtype=object)
             uniq, inv = np.unique(rlab, return_inverse=True)
+
+            def ref_labels_of(v):  # polygon label index -> label
+                return str(uniq[int(v) - 1])
             rgeoms, rvals = rgeoms[keep], (inv + 1).astype(np.int32)[keep]
             rtree = shapely.STRtree(rgeoms)
         if building_mask not in (None, ""):
@@ -405,18 +423,14 @@ def evaluate_class_raster(prediction_raster, reference_raster=None, reference_ve
             mgeoms = mgeoms[mkeep]
             mtree = shapely.STRtree(mgeoms)
             mvals = np.ones(len(mgeoms), dtype=np.int32)
-        sub = Grid(grid.window_transform(out_win), int(out_win.width), int(out_win.height), grid.crs)
         joint: Counter = Counter()
-        blocks = list(sub.blocks(block_size))
-        for n, blk in enumerate(blocks):
+        for n, n_blocks, gw in overlap_blocks(grid, out_win, block_size):
             progress.check_cancelled()
-            w = blk.window
-            gw = Window(w.col_off + out_win.col_off, w.row_off + out_win.row_off, w.width, w.height)
             pdata, pvalid = read_masked(pds, gw, "PREDICTION", [band])
             pv = pdata[0]
             valid = pvalid.copy()
             if rds is not None:
-                rw = Window(gw.col_off + ref_off[1], gw.row_off + ref_off[0], w.width, w.height)
+                rw = Window(gw.col_off + ref_off[1], gw.row_off + ref_off[0], gw.width, gw.height)
                 rdata, rvalid = read_masked(rds, rw, "REFERENCE", [1])
                 rv = rdata[0]
                 valid &= rvalid
@@ -430,22 +444,13 @@ def evaluate_class_raster(prediction_raster, reference_raster=None, reference_ve
                 u, c = np.unique(pairs, axis=0, return_counts=True)
                 for (a, b), k in zip(u.tolist(), c.tolist()):
                     joint[(a, b)] += k
-            progress.set_fraction(0.9 * (n + 1) / len(blocks))
+            progress.set_fraction(0.9 * (n + 1) / n_blocks)
         if not joint:
             raise InputError("REFERENCE", "no pixel has both a valid prediction and a reference "
                                           "(empty intersection).",
                              "check that the layers cover the same area and that nodata is set correctly.")
         pred_labels_of = _value_labels(class_names)
-        if rds is None:
-            def ref_labels_of(v):  # noqa: E306 - polygon label index -> label
-                return str(uniq[int(v) - 1])
-        rkeys = sorted({a for a, _ in joint})
-        pkeys = sorted({b for _, b in joint})
-        ri = {a: i for i, a in enumerate(rkeys)}
-        pi = {b: i for i, b in enumerate(pkeys)}
-        counts = np.zeros((len(rkeys), len(pkeys)), dtype=np.int64)
-        for (a, b), k in joint.items():
-            counts[ri[a], pi[b]] += k
+        rkeys, pkeys, counts = contingency(joint)
         rl = [ref_labels_of(a) for a in rkeys]
         pl = [pred_labels_of(b) for b in pkeys]
         rl, pl, counts = _merge_duplicate_labels(rl, pl, counts)
@@ -488,5 +493,5 @@ def _merge_duplicate_labels(rl, pl, counts):
 
 
 __all__ = ["score_raw_counts", "score_labels", "pair_counts", "join_on_ids", "evaluate_table",
-           "match_largest_overlap", "evaluate_buildings", "aligned_window", "evaluate_class_raster",
+           "match_largest_overlap", "evaluate_buildings", "aligned_window", "overlap_blocks", "evaluate_class_raster",
            "IGNORED"]

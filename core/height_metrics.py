@@ -29,7 +29,7 @@ from scipy import stats
 
 from .errors import InputError
 from .eval_io import as_float, read_table, reproject_geoms
-from .evaluation import aligned_window, match_largest_overlap
+from .evaluation import aligned_window, match_largest_overlap, overlap_blocks
 from .grid import Grid
 from .progress import Progress
 from .raster_io import open_raster, read_masked, require_crs
@@ -190,15 +190,11 @@ def evaluate_height_rasters(prediction_raster, reference_raster, building_mask=N
         if building_mask not in (None, ""):
             _, mg, crs = read_table(building_mask, [], None, "BUILDING_MASK", geometry=True)
             mask_geoms = reproject_geoms(mg, crs, grid.crs, "BUILDING_MASK")
-        sub = Grid(grid.window_transform(out_win), int(out_win.width), int(out_win.height), grid.crs)
         rs, ps = [], []
-        blocks = list(sub.blocks(block_size))
-        for n, blk in enumerate(blocks):
+        for n, n_blocks, gw in overlap_blocks(grid, out_win, block_size):
             progress.check_cancelled()
-            w = blk.window
-            gw = Window(w.col_off + out_win.col_off, w.row_off + out_win.row_off, w.width, w.height)
             pv, pok = read_masked(pds, gw, "PREDICTION", [band])
-            rv, rok = read_masked(rds, Window(gw.col_off + dc, gw.row_off + dr, w.width, w.height),
+            rv, rok = read_masked(rds, Window(gw.col_off + dc, gw.row_off + dr, gw.width, gw.height),
                                   "REFERENCE", [reference_band])
             ok = pok & rok
             if mask_geoms is not None:
@@ -208,7 +204,7 @@ def evaluate_height_rasters(prediction_raster, reference_raster, building_mask=N
                 ok &= rv[0] >= min_reference
             rs.append(rv[0][ok].astype(np.float64))
             ps.append(pv[0][ok].astype(np.float64))
-            progress.set_fraction(0.8 * (n + 1) / len(blocks))
+            progress.set_fraction(0.8 * (n + 1) / n_blocks)
     finally:
         pds.close()
         rds.close()

@@ -99,6 +99,26 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"{name}: the layer could not be opened. Fix: choose a vector layer or file.")
         return _file_and_layer(path, layer)
 
+    def point_source(self, parameters, name: str, field_param: str, context):
+        """(QgsProcessingFeatureSource, category field name) of a POI point layer, checked:
+        it opens, holds points, has a CRS, and has the field named by ``field_param``."""
+        from qgis.core import QgsWkbTypes
+
+        source = self.parameterAsSource(parameters, name, context)
+        if source is None:
+            raise QgsProcessingException(f"{name}: the POI layer could not be opened. Fix: choose a point layer.")
+        if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PointGeometry:
+            raise QgsProcessingException(f"{name}: the layer does not hold points. Fix: use a point layer "
+                                         "(e.g. the 'points' layer of an .osm.pbf) or take centroids.")
+        if not source.sourceCrs().isValid():
+            raise QgsProcessingException(f"{name}: the POI layer has no CRS. Fix: set the layer's CRS.")
+        field = self.parameterAsString(parameters, field_param, context).strip()
+        names = source.fields().names()
+        if field not in names:
+            raise QgsProcessingException(f"{field_param}: field '{field}' is not in the POI layer. "
+                                         f"Fix: use one of {', '.join(names)}.")
+        return source, field
+
     @staticmethod
     def vector_layer_file(layer, context, feedback, tag: str) -> tuple[str, str | None]:
         """(path, layer name or None) of a vector layer object (e.g. one of a multiple-layers

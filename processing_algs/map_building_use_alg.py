@@ -7,7 +7,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParam
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
-                       QgsProcessingParameterVectorDestination, QgsProcessingOutputString, QgsWkbTypes)
+                       QgsProcessingParameterVectorDestination, QgsProcessingOutputString)
 
 from .base import EdificeAlgorithm
 
@@ -98,16 +98,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
         mask = self.raster_path(mask_layer, self.MASK) if mask_layer is not None else None
         poi_points, poi_layer_name, field = None, None, None
         if parameters.get(self.POI_LAYER) not in (None, ""):
-            source = self.parameterAsSource(parameters, self.POI_LAYER, context)
-            if source is None:
-                raise QgsProcessingException("POI_LAYER: the layer could not be opened. Fix: choose a point layer.")
-            if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PointGeometry:
-                raise QgsProcessingException("POI_LAYER: the layer does not hold points. Fix: use a point layer.")
-            field = self.parameterAsString(parameters, self.CATEGORY_FIELD, context)
-            names = source.fields().names()
-            if field not in names:
-                raise QgsProcessingException(f"CATEGORY_FIELD: field '{field}' is not in the POI layer. "
-                                             f"Fix: use one of {', '.join(names)}.")
+            _, field = self.point_source(parameters, self.POI_LAYER, self.CATEGORY_FIELD, context)
             # path and layer name (a GeoPackage may hold several layers; memory layers are written out)
             poi_points, poi_layer_name = self.vector_source(parameters, self.POI_LAYER, context, feedback)
         outs = {}

@@ -6,7 +6,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
-                       QgsProcessingParameterString, QgsProcessingOutputNumber, QgsWkbTypes)
+                       QgsProcessingParameterString, QgsProcessingOutputNumber)
 
 from .base import EdificeAlgorithm
 
@@ -61,19 +61,8 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
         from ..core.poi_probability import parse_max_distances, poi_probability, reference_grid
         from ..core.poi_sources import classify_pois, load_poi_mapping
 
-        source = self.parameterAsSource(parameters, self.INPUT, context)
-        if source is None:
-            raise QgsProcessingException("INPUT: the POI layer could not be opened. Fix: choose a point layer.")
-        if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PointGeometry:
-            raise QgsProcessingException("INPUT: the layer does not hold points. "
-                                         "Fix: use a point layer (e.g. the 'points' layer of an .osm.pbf) or take centroids.")
-        if not source.sourceCrs().isValid():
-            raise QgsProcessingException("INPUT: the POI layer has no CRS. Fix: set the layer's CRS.")
-        field = self.parameterAsString(parameters, self.CATEGORY_FIELD, context)
+        source, field = self.point_source(parameters, self.INPUT, self.CATEGORY_FIELD, context)
         names = source.fields().names()
-        if field not in names:
-            raise QgsProcessingException(f"CATEGORY_FIELD: field '{field}' is not in the layer. "
-                                         f"Fix: use one of {', '.join(names)}.")
         preset = PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)]
         mapping = self.run_core(load_poi_mapping, preset, self.parameterAsFile(parameters, self.MAPPING_FILE, context))
         dmax = self.run_core(parse_max_distances, self.parameterAsString(parameters, self.MAX_DISTANCES, context))
