@@ -162,3 +162,75 @@ def standin(tmp_path_factory):
     yield factory
     for server in started:
         server.stop()
+
+
+# --- Earth Engine stand-in (tests/servers/ee_standin.py) ---------------------------------------------------
+EE_STANDIN = ROOT / "tests" / "servers" / "ee_standin.py"
+#: Project the Earth Engine stand-in treats as registered.
+EE_PROJECT = "edifice-test"
+
+
+class EarthEngineStandIn:
+    """A running Earth Engine stand-in and a fake service-account key for it: ``url``, ``server``
+    (the :class:`StandIn`), ``key_path`` (JSON key file whose token_uri is the stand-in), ``key_info``."""
+
+    def __init__(self, server, key_path: Path, key_info: dict):
+        self.server, self.key_path, self.key_info = server, key_path, key_info
+        self.url = server.url
+        self.state_dir = server.state_dir
+
+    def wrong_key(self) -> str:
+        """JSON of a key for the same account with another private key (the stand-in refuses its JWTs)."""
+        import json
+        import tempfile
+        info, _ = fake_service_account(Path(tempfile.mkdtemp(dir=self.key_path.parent)))
+        return json.dumps({**info, "client_email": self.key_info["client_email"],
+                           "token_uri": self.key_info["token_uri"]})
+
+    def expire_tokens(self) -> None:
+        import urllib.request
+        urllib.request.urlopen(urllib.request.Request(self.url + "/test/expire-tokens", data=b""), timeout=10).read()
+
+    def computepixels(self) -> list[dict]:
+        """computePixels requests served so far, each with its parsed ``grid`` (None when faulted early)."""
+        import json
+        out = []
+        for r in self.server.requests():
+            if r["path"].endswith("image:computePixels"):
+                body = json.loads(r["body"]) if r.get("body") else {}
+                out.append({**r, "grid": body.get("grid")})
+        return out
+
+
+def fake_service_account(folder: Path, email: str = "edifice@edifice-test.iam.gserviceaccount.com"):
+    """(private PEM, public PEM path, key dict without token_uri) of a locally generated RSA key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    pub = folder / "sa_public.pem"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    info = {"type": "service_account", "project_id": EE_PROJECT, "private_key_id": "9f1c2e7a44b0d1e5f3a6",
+            "private_key": pem, "client_email": email, "client_id": "104200000000000000001"}
+    return info, pub
+
+
+@pytest.fixture
+def ee_standin(standin, tmp_path_factory):
+    """Factory: ``ee_standin(*extra_args)`` starts the Earth Engine stand-in (extra args e.g.
+    ``--max-request-bytes 100000``) and writes a service-account key for it."""
+    import json
+
+    def factory(*extra):
+        folder = tmp_path_factory.mktemp("ee_key")
+        info, pub = fake_service_account(folder)
+        server = standin(EE_STANDIN, "--public-key", pub, "--client-email", info["client_email"], *extra)
+        info["token_uri"] = server.url + "/token"
+        key_path = folder / "service_account.json"
+        key_path.write_text(json.dumps(info))
+        return EarthEngineStandIn(server, key_path, info)
+
+    return factory

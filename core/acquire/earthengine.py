@@ -21,6 +21,7 @@ import io
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 from rasterio.windows import Window
@@ -28,6 +29,7 @@ from rasterio.windows import Window
 from ..errors import EdificeError, InputError
 from ..grid import Grid
 from .composites import DEM, NODATA_SENTINEL, S1, S2, Product, RequestTooLarge
+from .http import redact
 
 #: Earth Engine collections of the recipe.
 S1_COLLECTION = "COPERNICUS/S1_GRD"
@@ -42,17 +44,11 @@ _NOT_REGISTERED = re.compile(r"not registered|not signed up|has not been used in
 _TOO_LARGE = re.compile(r"request size|too large|must be less than or equal to \d+ bytes", re.I)
 
 
-def redact(text: str, secrets) -> str:
-    """``text`` with every non-empty secret replaced by ``***``."""
-    for s in secrets:
-        if s and len(s) >= 6:
-            text = text.replace(s, "***")
-    return text
-
-
 def _import_ee():
     try:
-        import ee
+        with warnings.catch_warnings():   # google.api_core warns about future Python support on import
+            warnings.simplefilter("ignore", FutureWarning)
+            import ee
     except ImportError as exc:
         raise EdificeError("The Earth Engine source needs the earthengine-api package "
                            "(pip install earthengine-api).") from exc
