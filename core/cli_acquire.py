@@ -23,10 +23,10 @@ COMPOSITE_FILES = {"S1": "s1_{year}.tif", "S2": "s2_{year}.tif", "DEM": "dem.tif
 
 
 def _source(a):
+    from .acquire.composites import open_source
     from .acquire.credentials import secret_from_env_or_file
-    from .acquire.earthengine import EarthEngineSource
     key = a.key_file or secret_from_env_or_file(EE_KEY_ENV)
-    return EarthEngineSource(a.year, key=key, project=a.project, url=a.ee_url, max_retries=a.max_retries)
+    return open_source(a.source, a.year, key=key, project=a.project, url=a.ee_url, max_retries=a.max_retries)
 
 
 def _options(a):

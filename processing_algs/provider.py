@@ -17,6 +17,7 @@ from .builtup_mask_alg import BuiltupMaskAlgorithm
 from .map_building_use_alg import MapBuildingUseAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
+from .sentinel_composites_alg import SentinelCompositesAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
 from .training_dataset_alg import TrainingDatasetAlgorithm
 
@@ -35,6 +36,7 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (SentinelCompositesAlgorithm, ("numpy", "rasterio", "ee", "google.auth")),
 ]
 
 

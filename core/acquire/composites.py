@@ -361,3 +361,19 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
         result[key] = download_composite(source.fetch, product, grid, outputs[key], spec, options,
                                          progress.span(i / len(keys), (i + 1) / len(keys)))
     return result
+
+
+#: Names of the composite sources (``open_source``).
+SOURCES = ("earthengine",)
+
+
+def open_source(name: str, year: int, *, key: str | None = None, project: str | None = None,
+                url: str | None = None, max_retries: int = 5):
+    """The composite source ``name`` for ``year``: "earthengine" (``key``: service-account key JSON or
+    file path, None for stored credentials; ``project``: Earth Engine project; ``url``: endpoint)."""
+    if not 2015 <= int(year) <= 2100:
+        raise InputError("YEAR", f"{year} is outside the Sentinel era.", "give a year from 2015 (Sentinel-1/2).")
+    if name == "earthengine":
+        from .earthengine import EarthEngineSource
+        return EarthEngineSource(year, key=key, project=project, url=url, max_retries=max_retries)
+    raise InputError("SOURCE", f"'{name}' is not a composite source.", f"use one of {', '.join(SOURCES)}.")
