@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
                        QgsProcessingModelChildParameterSource as Source, QgsProcessingModelOutput,
-                       QgsProcessingModelParameter, QgsProcessingParameterExtent,
+                       QgsProcessingModelParameter, QgsProcessingParameterAuthConfig, QgsProcessingParameterExtent,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
@@ -129,6 +129,43 @@ def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
     return m
 
 
+def sentinel_height_footprint() -> QgsProcessingModelAlgorithm:
+    """extent + year -> edifice:sentinelcomposites (Earth Engine) -> edifice:heightfootprint (SHAFTS,
+    100 m) -> edifice:ccap. Model parameters: ``extent``, ``year``, ``project``, ``auth`` (service-account
+    key in QGIS's authentication database; empty = stored Earth Engine credentials), ``checkpoint``,
+    ``service_url`` (empty = Earth Engine itself). Model outputs: the three composites, ``height``,
+    ``footprint`` and ``ccap:mask``."""
+    m = QgsProcessingModelAlgorithm("Sentinel composites, height, footprint and CCAP", "Edifice examples",
+                                    "edifice_sentinel_height_footprint")
+    _params(m, QgsProcessingParameterExtent("extent", "Extent"),
+            Number("year", "Year", Number.Integer, 2020, minValue=2015, maxValue=2100),
+            QgsProcessingParameterString("project", "Earth Engine project", optional=True),
+            QgsProcessingParameterAuthConfig("auth", "Service-account key (authentication configuration)",
+                                             optional=True),
+            QgsProcessingParameterFile("checkpoint", "Checkpoint, 100 m (SHAFTS .pth/.pth.tar or Edifice)",
+                                       fileFilter="PyTorch checkpoints (*.pth *.pth.tar *.pt);;All files (*)"),
+            QgsProcessingParameterString("service_url", "Earth Engine URL (empty = default)", optional=True))
+    _child(m, "edifice:sentinelcomposites", "composites", "Sentinel-1/2 and DEM composites",
+           {"EXTENT": _model_input("extent"), "YEAR": _model_input("year"), "RESOLUTION": "100", "SOURCE": 0,
+            "PROJECT": _model_input("project"), "AUTH": _model_input("auth"),
+            "SERVICE_URL": _model_input("service_url"), "WORKERS": 4, "MAX_REQUEST_MB": 32},
+           {"s1": ("Sentinel-1 composite", "OUTPUT_S1"), "s2": ("Sentinel-2 composite", "OUTPUT_S2"),
+            "dem": ("DEM", "OUTPUT_DEM")})
+    _child(m, "edifice:heightfootprint", "heightfootprint", "Building height and footprint (SHAFTS, 100 m)",
+           {"SENTINEL1": _from("composites", "OUTPUT_S1"), "SENTINEL2": _from("composites", "OUTPUT_S2"),
+            "DEM": _from("composites", "OUTPUT_DEM"), "CHECKPOINT": _model_input("checkpoint"),
+            "EXTENT": _model_input("extent"), "PADDING": 0.03, "RESOLUTION": "100", "MODE": 0, "DEVICE": "auto",
+            "BATCH_SIZE": 64},
+           {"height": ("Building height (m)", "OUTPUT_HEIGHT"),
+            "footprint": ("Building footprint fraction", "OUTPUT_FOOTPRINT")})
+    _child(m, "edifice:ccap", "ccap", "CCAP urban mask",
+           {"HEIGHTS": _from("heightfootprint", "OUTPUT_HEIGHT"),
+            "FOOTPRINTS": _from("heightfootprint", "OUTPUT_FOOTPRINT"),
+            "H_MIN": 2.0, "CRITERION": 0, "FUSION_RATIO": 0.5},
+           {"mask": ("Urban mask", "OUTPUT_MASK")})
+    return m
+
+
 def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     """imagery + POI points -> edifice:poiprobability (imagery grid) -> edifice:mapbuildinguse
     (checkpoint) -> building polygons. Model outputs: ``usemap:use_class`` and ``usemap:buildings``."""
@@ -154,4 +191,5 @@ EXAMPLES = {
     "poi_dataset_training": poi_dataset_training,
     "height_footprint_ccap": height_footprint_ccap,
     "imagery_poi_use_map": imagery_poi_use_map,
+    "sentinel_height_footprint": sentinel_height_footprint,
 }
