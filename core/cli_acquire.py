@@ -3,6 +3,7 @@ edifice:sentinelcomposites and the example model sentinel_height_footprint):
 
     edifice sentinel-composites OUT_DIR --extent xmin,ymin,xmax,ymax --year 2020 --source earthengine \
         --project my-ee-project [--key-file key.json]
+    edifice sentinel-composites OUT_DIR --extent ... --year 2020 --source stac --catalogue planetary-computer
     edifice sentinel-height-footprint OUT_DIR CKPT.pth --extent ... --year 2020 --project my-ee-project
 
 Earth Engine credentials: ``--key-file`` (a service-account JSON key), else ``$EDIFICE_EE_KEY`` (the key
@@ -26,6 +27,8 @@ def _source(a):
     from .acquire.composites import open_source
     from .acquire.credentials import secret_from_env_or_file
     key = a.key_file or secret_from_env_or_file(EE_KEY_ENV)
+    if a.source == "stac":
+        return open_source("stac", a.year, url=a.stac_url, catalogue=a.catalogue, token_url=a.token_url)
     return open_source(a.source, a.year, key=key, project=a.project, url=a.ee_url, max_retries=a.max_retries)
 
 
@@ -64,7 +67,11 @@ def _common(p) -> None:
     p.add_argument("--year", type=int, required=True, help="calendar year of the annual composites")
     p.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=100,
                    help="height model resolution in metres; sets the padding the model needs (100)")
-    p.add_argument("--source", choices=["earthengine"], default="earthengine")
+    p.add_argument("--source", choices=["earthengine", "stac"], default="earthengine")
+    p.add_argument("--catalogue", choices=["earth-search", "planetary-computer"], default="earth-search",
+                   help="STAC preset (earth-search: S-2 and DEM only; planetary-computer: S-1 RTC too)")
+    p.add_argument("--stac-url", default=None, help="another STAC API with the preset's collections")
+    p.add_argument("--token-url", default=None, help="SAS token endpoint of --stac-url ({collection} filled in)")
     p.add_argument("--project", default=None, help="Google Cloud project registered for Earth Engine")
     p.add_argument("--key-file", default=None, help=f"service-account JSON key (else ${EE_KEY_ENV}, else the "
                                                     "credentials of 'earthengine authenticate')")

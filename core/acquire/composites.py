@@ -26,7 +26,7 @@ import os
 import shutil
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -351,6 +351,9 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
     if not pad >= 0:
         raise InputError("PADDING", f"must be >= 0 degrees, got {pad}.")
     check_extent(extent)
+    options = options or DownloadOptions()
+    if getattr(source, "max_chunk_bytes", None):   # a source that computes chunks locally bounds their size
+        options = replace(options, max_request_bytes=min(options.max_request_bytes, source.max_chunk_bytes))
     result = {"source": source.name, "padding_deg": pad, "extent": list(extent)}
     keys = [k for k in PRODUCTS if k in outputs]
     for i, key in enumerate(keys):
@@ -364,16 +367,22 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
 
 
 #: Names of the composite sources (``open_source``).
-SOURCES = ("earthengine",)
+SOURCES = ("earthengine", "stac")
 
 
 def open_source(name: str, year: int, *, key: str | None = None, project: str | None = None,
-                url: str | None = None, max_retries: int = 5):
+                url: str | None = None, max_retries: int = 5, catalogue: str = "earth-search",
+                token_url: str | None = None, progress: Progress | None = None):
     """The composite source ``name`` for ``year``: "earthengine" (``key``: service-account key JSON or
-    file path, None for stored credentials; ``project``: Earth Engine project; ``url``: endpoint)."""
+    file path, None for stored credentials; ``project``: Earth Engine project; ``url``: endpoint) or
+    "stac" (``catalogue``: a preset of ``stac.PRESETS``; ``url``: another STAC API with the preset's
+    layout; ``token_url``: its SAS token endpoint, if it signs asset URLs)."""
     if not 2015 <= int(year) <= 2100:
         raise InputError("YEAR", f"{year} is outside the Sentinel era.", "give a year from 2015 (Sentinel-1/2).")
     if name == "earthengine":
         from .earthengine import EarthEngineSource
         return EarthEngineSource(year, key=key, project=project, url=url, max_retries=max_retries)
+    if name == "stac":
+        from .stac import StacSource
+        return StacSource(year, catalogue, url=url, token_url=token_url, progress=progress)
     raise InputError("SOURCE", f"'{name}' is not a composite source.", f"use one of {', '.join(SOURCES)}.")
