@@ -36,7 +36,7 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
-    (SentinelCompositesAlgorithm, ("numpy", "rasterio", "ee", "google.auth")),
+    (SentinelCompositesAlgorithm, ("numpy", "rasterio")),  # ee / pystac_client: checked when a source is used
 ]
 
 

@@ -9,7 +9,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingParameterAuthC
 from .base import EdificeAlgorithm
 from .height_footprint_algs import _advanced, _double, _int, _resolution_param
 
-SOURCES = ["earthengine"]
+SOURCES = ["earthengine", "stac"]
+CATALOGUES = ["earth-search", "planetary-computer"]
 OUTPUTS = {"S1": ("OUTPUT_S1", "sentinel1_db.qml"), "S2": ("OUTPUT_S2", "sentinel2_rgb.qml"),
            "DEM": ("OUTPUT_DEM", "dem_m.qml")}
 
@@ -18,6 +19,7 @@ class SentinelCompositesAlgorithm(EdificeAlgorithm):
     GROUP, GROUP_ID = "Data acquisition", "acquire"
     EXTENT, YEAR, RESOLUTION, SOURCE, PROJECT, AUTH = "EXTENT", "YEAR", "RESOLUTION", "SOURCE", "PROJECT", "AUTH"
     PADDING, WORKERS, MAX_REQUEST_MB, SERVICE_URL = "PADDING", "WORKERS", "MAX_REQUEST_MB", "SERVICE_URL"
+    CATALOGUE, TOKEN_URL = "CATALOGUE", "TOKEN_URL"
     HELP = ("Annual Sentinel-1, Sentinel-2 and SRTM composites for EXTENT and YEAR, named and banded as "
             "edifice:heightfootprint expects: S-1 VV_p50, VH_p50 (median dB, IW scenes with both polarisations), "
             "S-2 B4_p50, B3_p50, B2_p50, B8_p50 (median reflectance x 1e4 of S2_SR_HARMONIZED scenes under 20 % "
@@ -28,7 +30,13 @@ class SentinelCompositesAlgorithm(EdificeAlgorithm):
             "running again after a cancel resumes. AUTH: a QGIS authentication configuration whose password "
             "holds the service-account key (the JSON text or the path of the key file); empty = the credentials "
             "stored by 'earthengine authenticate'. PROJECT: the Google Cloud project registered for Earth Engine "
-            "(default: the service account's project).")
+            "(default: the service account's project). Leave an output unset (skip) to not make it. "
+            "SOURCE stac needs no account: CATALOGUE earth-search (Sentinel-2 L2A and Copernicus DEM; it has no "
+            "Sentinel-1 readable over HTTP) or planetary-computer (also Sentinel-1 RTC; asset URLs are signed "
+            "through its token endpoint); the annual median is computed here chunk by chunk, Sentinel-2 pixels "
+            "masked by the scene classification (clouds, shadows, cirrus), Sentinel-1 RTC converted to dB, "
+            "reading only the parts of each scene the extent needs. SERVICE_URL (advanced) replaces the "
+            "Earth Engine endpoint or the STAC API; TOKEN_URL its SAS token endpoint.")
 
     def name(self):
         return "sentinelcomposites"
@@ -41,6 +49,8 @@ class SentinelCompositesAlgorithm(EdificeAlgorithm):
         self.addParameter(_int(self.YEAR, "Year", 2020, 2015, 2100))
         self.addParameter(_resolution_param(self.RESOLUTION, "Height model resolution (m)"))
         self.addParameter(QgsProcessingParameterEnum(self.SOURCE, "Source", options=SOURCES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.CATALOGUE, "STAC catalogue", options=CATALOGUES,
+                                                     defaultValue=0))
         self.addParameter(QgsProcessingParameterString(self.PROJECT, "Earth Engine project", optional=True))
         self.addParameter(QgsProcessingParameterAuthConfig(self.AUTH, "Service-account key (authentication "
                                                                       "configuration)", optional=True))
@@ -50,10 +60,13 @@ class SentinelCompositesAlgorithm(EdificeAlgorithm):
         self.addParameter(_advanced(_int(self.MAX_REQUEST_MB, "First chunk size (MB, uncompressed)", 32, 1, 48)))
         self.addParameter(_advanced(QgsProcessingParameterString(self.SERVICE_URL, "Service URL (empty = default)",
                                                                  optional=True)))
+        self.addParameter(_advanced(QgsProcessingParameterString(self.TOKEN_URL, "STAC SAS token endpoint "
+                                                                 "(empty = the catalogue's)", optional=True)))
         for key, (name, _) in OUTPUTS.items():
             text = {"S1": "Sentinel-1 composite (VV, VH dB)", "S2": "Sentinel-2 composite (B4, B3, B2, B8)",
                     "DEM": "DEM (SRTM, m)"}[key]
-            self.addParameter(QgsProcessingParameterRasterDestination(name, text))
+            self.addParameter(QgsProcessingParameterRasterDestination(name, text, optional=True,
+                                                                      createByDefault=True))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.acquire.composites import DownloadOptions, make_composites, open_source
@@ -68,14 +81,19 @@ class SentinelCompositesAlgorithm(EdificeAlgorithm):
         padding = parameters.get(self.PADDING)
         padding = None if padding in (None, "") else self.parameterAsDouble(parameters, self.PADDING, context)
         outputs = {k: self.parameterAsOutputLayer(parameters, name, context) for k, (name, _) in OUTPUTS.items()}
+        outputs = {k: path for k, path in outputs.items() if path}     # a skipped output is not made
         options = DownloadOptions(workers=self.parameterAsInt(parameters, self.WORKERS, context),
                                   max_request_bytes=self.parameterAsInt(parameters, self.MAX_REQUEST_MB, context) * 2**20)
         source = self.run_core(open_source, SOURCES[self.parameterAsEnum(parameters, self.SOURCE, context)],
-                               self.parameterAsInt(parameters, self.YEAR, context), key=key, project=project, url=url)
+                               self.parameterAsInt(parameters, self.YEAR, context), key=key, project=project, url=url,
+                               catalogue=CATALOGUES[self.parameterAsEnum(parameters, self.CATALOGUE, context)],
+                               token_url=self.parameterAsString(parameters, self.TOKEN_URL, context).strip() or None)
         summary = self.run_core(make_composites, source, extent, outputs, resolution_m=res, padding=padding,
                                 options=options, progress=self.progress(feedback))
         result = {}
         for k, (name, qml) in OUTPUTS.items():
+            if k not in outputs:
+                continue
             self.style_output(context, outputs[k], qml)
             result[name] = outputs[k]
             feedback.pushInfo(f"{k}: {summary[k]['width']} x {summary[k]['height']} px, {summary[k]['chunks']} "

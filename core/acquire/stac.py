@@ -173,8 +173,12 @@ class StacSource:
 
     def _open(self):
         if self._client is None:
-            from pystac_client import Client
-            from pystac_client.exceptions import APIError
+            try:
+                from pystac_client import Client
+                from pystac_client.exceptions import APIError
+            except ImportError as exc:
+                raise EdificeError("The STAC source needs the pystac-client package (pip install pystac-client)."
+                                   ) from exc
             try:
                 self._client = Client.open(self.url, headers={"User-Agent": self.http.headers["User-Agent"]})
             except (APIError, OSError, ValueError) as exc:

@@ -110,3 +110,35 @@ def test_unregistered_project_is_a_clear_error_without_secrets(provider, auth_ma
     tokens = {r["headers"]["authorization"][7:] for r in ee.server.requests() if "authorization" in r["headers"]}
     assert tokens and not any(t in msg for t in tokens)
     assert not list(tmp_path.glob("*.tif"))
+
+
+def test_stac_source_needs_no_credentials(provider, standin, tmp_path):
+    """SOURCE stac against a static STAC API on 127.0.0.1 holding one DEM tile (the THU SRTM crop)."""
+    import json
+    import shutil
+
+    import processing
+
+    cat = tmp_path / "cat"
+    (cat / "files").mkdir(parents=True)
+    shutil.copy(THU_S1.parent / "thu_srtm.tif", cat / "files" / "dem.tif")
+    with rasterio.open(THU_S1.parent / "thu_srtm.tif") as ds:
+        b = ds.bounds
+        bbox = [b.left, b.bottom, b.right, b.top]
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "dem", "collection": "cop-dem-glo-30", "bbox": bbox,
+            "geometry": {"type": "Polygon", "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
+                                                             [bbox[0], bbox[3]], [bbox[0], bbox[1]]]]},
+            "properties": {"datetime": "2021-04-22T00:00:00Z"}, "links": [],
+            "assets": {"data": {"href": "{base}/files/dem.tif", "type": "image/tiff"}}}
+    (cat / "items.json").write_text(json.dumps([item]))
+    server = standin(Path(__file__).resolve().parents[1] / "servers" / "stac_standin.py", "--catalog", cat)
+    res = processing.run("edifice:sentinelcomposites", {
+        "EXTENT": f"{EXTENT[0]},{EXTENT[2]},{EXTENT[1]},{EXTENT[3]} [EPSG:4326]", "YEAR": 2020, "RESOLUTION": "100",
+        "SOURCE": 1, "CATALOGUE": 0, "SERVICE_URL": server.url + "/", "PADDING": 0.004,
+        "OUTPUT_S1": None, "OUTPUT_S2": None, "OUTPUT_DEM": str(tmp_path / "dem.tif")})
+    assert res["OUTPUT_DEM"] == str(tmp_path / "dem.tif") and not res.get("OUTPUT_S1")
+    with rasterio.open(res["OUTPUT_DEM"]) as dem, rasterio.open(THU_S1.parent / "thu_srtm.tif") as src:
+        assert dem.descriptions == ("elevation",)
+        r, c = src.index(dem.bounds.left + dem.res[0] / 2, dem.bounds.top - dem.res[1] / 2)
+        np.testing.assert_array_equal(dem.read(1), src.read(1)[r:r + dem.height, c:c + dem.width])
+    assert any(q["headers"].get("range") for q in server.requests() if q["path"] == "/files/dem.tif")

@@ -237,3 +237,19 @@ def test_no_item_over_the_extent_is_named(stac, tmp_path):
     with pytest.raises(InputError) as exc:
         make_composites(_source(server), (10.0, 50.0, 10.01, 50.01), {"S2": str(tmp_path / "s2.tif")}, padding=0.0)
     assert exc.value.name == "EXTENT" and "sentinel-2-l2a" in str(exc.value)
+
+
+def test_cli_stac_source(stac, tmp_path, capsys):
+    from edifice.core.cli import main
+
+    server = stac("--sas")
+    rc = main(["sentinel-composites", str(tmp_path), "--extent", ",".join(map(str, EXTENT)), "--year", "2020",
+               "--padding", str(PADDING), "--source", "stac", "--catalogue", "planetary-computer",
+               "--stac-url", server.url + "/", "--token-url", server.url + "/api/sas/v1/token/{collection}",
+               "--products", "DEM"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["source"] == "stac" and Path(out["DEM"]["path"]) == tmp_path / "dem.tif"
+    rc = main(["sentinel-composites", str(tmp_path / "es"), "--extent", ",".join(map(str, EXTENT)), "--year", "2020",
+               "--source", "stac", "--catalogue", "earth-search", "--stac-url", server.url + "/", "--products", "S1"])
+    assert rc == 2 and "sentinel-1-rtc" in capsys.readouterr().err
