@@ -202,20 +202,13 @@ class EarthEngineStandIn:
         return out
 
 
-def fake_service_account(folder: Path, email: str = "edifice@edifice-test.iam.gserviceaccount.com"):
-    """(private PEM, public PEM path, key dict without token_uri) of a locally generated RSA key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    pub = folder / "sa_public.pem"
-    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
-    info = {"type": "service_account", "project_id": EE_PROJECT, "private_key_id": "9f1c2e7a44b0d1e5f3a6",
-            "private_key": pem, "client_email": email, "client_id": "104200000000000000001"}
-    return info, pub
+def fake_service_account(folder: Path):
+    """(key dict without token_uri, public PEM path) of a locally generated service-account key."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("edifice_tests_ee_standin", EE_STANDIN)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.fake_service_account(folder, EE_PROJECT)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import base64
 import importlib.util
 import io
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -46,6 +47,24 @@ PRODUCTS = {  # product -> (collection id in the expression, sample file, requir
     "S2": ("COPERNICUS/S2_SR_HARMONIZED", "thu_s2_synthetic.tif", ("CLOUDY_PIXEL_PERCENTAGE", "B4", "B8")),
     "DEM": ("USGS/SRTMGL1_003", "thu_srtm.tif", ("elevation",)),
 }
+
+
+def fake_service_account(folder: Path, project: str = "edifice-test",
+                         email: str = "edifice@edifice-test.iam.gserviceaccount.com"):
+    """(key dict without token_uri, public PEM path) of a locally generated RSA service-account key, for
+    tests and benchmarks: start the stand-in with ``--public-key`` and set ``token_uri`` to its /token."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    pub = Path(folder) / "sa_public.pem"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    info = {"type": "service_account", "project_id": project, "private_key_id": os.urandom(10).hex(),
+            "private_key": pem, "client_email": email, "client_id": "104200000000000000001"}
+    return info, pub
 
 
 def setup(args, state_dir):
