@@ -136,7 +136,8 @@ class _Signer:
 
 class StacSource:
     """Annual composites from a STAC API. ``catalogue``: a preset name (``earth-search``,
-    ``planetary-computer``) or a :class:`Catalogue`; ``url`` / ``token_url`` replace the preset's."""
+    ``planetary-computer``) or a :class:`Catalogue`; ``url`` replaces the preset's API (then asset URLs
+    are signed only when ``token_url`` is given)."""
 
     name = "stac"
     #: chunks of at most 512 x 512 px of four float32 bands: a chunk's stack of one band over n scenes is
@@ -155,7 +156,8 @@ class StacSource:
         self.year = int(year)
         self.cloud_threshold = float(cloud_threshold)
         self.http = HttpClient(f"STAC {catalogue.name}", progress=progress)
-        self.signer = _Signer(token_url or catalogue.token_url, self.http)
+        own = url in (None, catalogue.url)      # the preset's token endpoint signs only the preset's own API
+        self.signer = _Signer(token_url or (catalogue.token_url if own else None), self.http)
         self._scenes: dict[str, list[Scene]] = {}
         self._lock = threading.Lock()
         self._client = None
