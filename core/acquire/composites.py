@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
@@ -38,7 +39,7 @@ from rasterio.windows import Window
 from ..errors import EdificeError, InputError
 from ..grid import Grid
 from ..progress import Progress, ensure
-from ..raster_io import atomic_raster, bounded_gdal_cache
+from ..raster_io import GDAL_CACHE_BYTES, atomic_raster
 
 #: Degrees per metre at the equator of the WGS 84 sphere Earth Engine uses for ``scale`` in EPSG:4326.
 DEG_PER_M = 360.0 / (2 * math.pi * 6378137.0)
@@ -327,8 +328,11 @@ def mosaic_chunks(store: ChunkStore, product: Product, grid: Grid, windows: list
                   output: str | os.PathLike, progress: Progress | None = None) -> None:
     """Write the stored chunks of ``windows`` into ``output`` one at a time (memory: one chunk)."""
     progress = ensure(progress)
-    with bounded_gdal_cache(), atomic_raster(output, grid, len(product.bands), product.dtype,
-                                             nodata=product.nodata, descriptions=product.bands) as dst:
+    largest = max(int(w.width * w.height) for w in windows) * len(product.bands) * np.dtype(product.dtype).itemsize
+    # chunks are tile-aligned, so GDAL's cache need only hold the tiles of about two chunks
+    cache = int(min(GDAL_CACHE_BYTES, max(8 * 2**20, 2 * largest)))
+    with rasterio.Env(GDAL_CACHEMAX=cache), atomic_raster(output, grid, len(product.bands), product.dtype,
+                                                          nodata=product.nodata, descriptions=product.bands) as dst:
         for i, w in enumerate(windows):
             progress.check_cancelled()
             dst.write(to_output_values(store.load(w), product), window=w)

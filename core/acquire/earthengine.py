@@ -41,7 +41,10 @@ CLOUD_THRESHOLD = 20
 REGISTER_URL = "https://code.earthengine.google.com/register"
 _NOT_REGISTERED = re.compile(r"not registered|not signed up|has not been used in project|"
                              r"does not have required permission to use project|no project found", re.I)
-_TOO_LARGE = re.compile(r"request size|too large|must be less than or equal to \d+ bytes", re.I)
+#: errors after which a smaller chunk can succeed: the request size limit, and the per-request memory and
+#: time limits of the server
+_TOO_LARGE = re.compile(r"request size|too large|must be less than or equal to \d+ bytes|"
+                        r"memory limit exceeded|computation timed out", re.I)
 
 
 def _import_ee():

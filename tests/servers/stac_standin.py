@@ -139,14 +139,17 @@ def _search(p, base):
 def _file(path: Path, headers):
     if not path.is_file():
         return 404, {"Content-Type": "text/plain"}, b"no such file"
-    data = path.read_bytes()
+    size = path.stat().st_size
     rng = headers.get("range", "")
     common = {"Content-Type": "image/tiff", "Accept-Ranges": "bytes"}
     if rng.startswith("bytes="):
         a, _, b = rng[6:].split(",")[0].partition("-")
         start = int(a)
-        end = min(int(b) if b else len(data) - 1, len(data) - 1)
-        if start >= len(data):
-            return 416, {"Content-Range": f"bytes */{len(data)}"}, b""
-        return 206, {**common, "Content-Range": f"bytes {start}-{end}/{len(data)}"}, data[start:end + 1]
-    return 200, common, data
+        end = min(int(b) if b else size - 1, size - 1)
+        if start >= size:
+            return 416, {"Content-Range": f"bytes */{size}"}, b""
+        with open(path, "rb") as f:          # only the range is read from disk
+            f.seek(start)
+            part = f.read(end - start + 1)
+        return 206, {**common, "Content-Range": f"bytes {start}-{end}/{size}"}, part
+    return 200, common, path.read_bytes()

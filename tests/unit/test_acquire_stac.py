@@ -252,3 +252,16 @@ def test_cli_stac_source(stac, tmp_path, capsys):
     rc = main(["sentinel-composites", str(tmp_path / "es"), "--extent", ",".join(map(str, EXTENT)), "--year", "2020",
                "--source", "stac", "--catalogue", "earth-search", "--stac-url", server.url + "/", "--products", "S1"])
     assert rc == 2 and "sentinel-1-rtc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 20])
+def test_sorted_nanmedian_equals_numpy(n):
+    from edifice.core.acquire.stac import nanmedian_first_axis
+
+    rng = np.random.default_rng(n)
+    a = rng.integers(0, 5000, size=(n, 40, 30)).astype(np.float32) + rng.random((n, 40, 30), np.float32)
+    a[rng.random(a.shape) < 0.4] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanmedian(a, axis=0) if n else np.full((40, 30), np.nan, np.float32)
+    np.testing.assert_array_equal(nanmedian_first_axis(a.copy()), want)
