@@ -114,10 +114,19 @@ def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
                                        fileFilter="PyTorch checkpoints (*.pth *.pth.tar *.pt);;All files (*)"),
             QgsProcessingParameterExtent("extent", "Extent"),
             Number("padding", "Padding (degrees)", Number.Double, defaultValue=0.03, minValue=0.0))
+    _height_footprint_then_ccap(m, _model_input("s1"), _model_input("s2"), _model_input("dem"),
+                                _model_input("padding"))
+    return m
+
+
+def _height_footprint_then_ccap(m: QgsProcessingModelAlgorithm, s1: Source, s2: Source, dem: Source,
+                                padding) -> None:
+    """Children ``heightfootprint`` (SHAFTS, 100 m, model inputs ``checkpoint`` and ``extent``) and ``ccap``
+    on its outputs; model outputs height, footprint, the mask and the urban-only height and footprint."""
     _child(m, "edifice:heightfootprint", "heightfootprint", "Building height and footprint (SHAFTS, 100 m)",
-           {"SENTINEL1": _model_input("s1"), "SENTINEL2": _model_input("s2"), "DEM": _model_input("dem"),
-            "CHECKPOINT": _model_input("checkpoint"), "EXTENT": _model_input("extent"),
-            "PADDING": _model_input("padding"), "RESOLUTION": "100", "MODE": 0, "DEVICE": "auto", "BATCH_SIZE": 64},
+           {"SENTINEL1": s1, "SENTINEL2": s2, "DEM": dem, "CHECKPOINT": _model_input("checkpoint"),
+            "EXTENT": _model_input("extent"), "PADDING": padding, "RESOLUTION": "100", "MODE": 0, "DEVICE": "auto",
+            "BATCH_SIZE": 64},
            {"height": ("Building height (m)", "OUTPUT_HEIGHT"),
             "footprint": ("Building footprint fraction", "OUTPUT_FOOTPRINT")})
     _child(m, "edifice:ccap", "ccap", "CCAP urban mask",
@@ -126,15 +135,14 @@ def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
             "H_MIN": 2.0, "CRITERION": 0, "FUSION_RATIO": 0.5},
            {"mask": ("Urban mask", "OUTPUT_MASK"), "urban_height": ("Height, urban only", "OUTPUT_HEIGHT"),
             "urban_footprint": ("Footprint, urban only", "OUTPUT_FOOTPRINT")})
-    return m
 
 
 def sentinel_height_footprint() -> QgsProcessingModelAlgorithm:
     """extent + year -> edifice:sentinelcomposites (Earth Engine) -> edifice:heightfootprint (SHAFTS,
     100 m) -> edifice:ccap. Model parameters: ``extent``, ``year``, ``project``, ``auth`` (service-account
     key in QGIS's authentication database; empty = stored Earth Engine credentials), ``checkpoint``,
-    ``service_url`` (empty = Earth Engine itself). Model outputs: the three composites, ``height``,
-    ``footprint`` and ``ccap:mask``."""
+    ``service_url`` (empty = Earth Engine itself). Model outputs: the three composites and those of
+    :func:`height_footprint_ccap`."""
     m = QgsProcessingModelAlgorithm("Sentinel composites, height, footprint and CCAP", "Edifice examples",
                                     "edifice_sentinel_height_footprint")
     _params(m, QgsProcessingParameterExtent("extent", "Extent"),
@@ -151,18 +159,8 @@ def sentinel_height_footprint() -> QgsProcessingModelAlgorithm:
             "SERVICE_URL": _model_input("service_url"), "WORKERS": 4, "MAX_REQUEST_MB": 32},
            {"s1": ("Sentinel-1 composite", "OUTPUT_S1"), "s2": ("Sentinel-2 composite", "OUTPUT_S2"),
             "dem": ("DEM", "OUTPUT_DEM")})
-    _child(m, "edifice:heightfootprint", "heightfootprint", "Building height and footprint (SHAFTS, 100 m)",
-           {"SENTINEL1": _from("composites", "OUTPUT_S1"), "SENTINEL2": _from("composites", "OUTPUT_S2"),
-            "DEM": _from("composites", "OUTPUT_DEM"), "CHECKPOINT": _model_input("checkpoint"),
-            "EXTENT": _model_input("extent"), "PADDING": 0.03, "RESOLUTION": "100", "MODE": 0, "DEVICE": "auto",
-            "BATCH_SIZE": 64},
-           {"height": ("Building height (m)", "OUTPUT_HEIGHT"),
-            "footprint": ("Building footprint fraction", "OUTPUT_FOOTPRINT")})
-    _child(m, "edifice:ccap", "ccap", "CCAP urban mask",
-           {"HEIGHTS": _from("heightfootprint", "OUTPUT_HEIGHT"),
-            "FOOTPRINTS": _from("heightfootprint", "OUTPUT_FOOTPRINT"),
-            "H_MIN": 2.0, "CRITERION": 0, "FUSION_RATIO": 0.5},
-           {"mask": ("Urban mask", "OUTPUT_MASK")})
+    _height_footprint_then_ccap(m, _from("composites", "OUTPUT_S1"), _from("composites", "OUTPUT_S2"),
+                                _from("composites", "OUTPUT_DEM"), 0.03)
     return m
 
 

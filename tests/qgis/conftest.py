@@ -15,3 +15,14 @@ def provider(qgis_app, qgis_processing):
         prov = EdificeProvider()
         reg.addProvider(prov)
     yield prov
+
+
+@pytest.fixture(scope="session")
+def auth_manager(qgis_app):
+    """QGIS's authentication manager with a master password set (for tests that store secrets)."""
+    from qgis.core import QgsApplication
+
+    manager = QgsApplication.authManager()
+    if not manager.masterPasswordIsSet():
+        assert manager.setMasterPassword("edifice-test-master", True)
+    return manager

@@ -15,16 +15,6 @@ THU_S1 = Path(__file__).resolve().parents[2] / "samples" / "thu" / "thu_s1_2020.
 EXTENT = (116.315, 39.995, 116.325, 40.005)
 
 
-@pytest.fixture(scope="module")
-def auth_manager(qgis_app):
-    from qgis.core import QgsApplication
-
-    manager = QgsApplication.authManager()
-    if not manager.masterPasswordIsSet():
-        assert manager.setMasterPassword("edifice-test-master", True)
-    return manager
-
-
 def _store_key(manager, key_json: str) -> str:
     from qgis.core import QgsAuthMethodConfig
 
