@@ -162,7 +162,8 @@ def bench_resume(a, tmp: Path, srv, common, whole: dict) -> None:
     done = manifest.read_text().count('"done"')
     r = _sub("--worker", "ee", "--side", 4 * a.side, "--out", out, *common)
     same = hashlib.sha256(out.read_bytes()).hexdigest() == hashlib.sha256((tmp / "ee_16x.tif").read_bytes()).hexdigest()
-    print(f"EE resume after a kill at {done}/{whole['chunks']} chunks: {r['seconds']:.1f} s vs {whole['seconds']:.1f} s "
+    print(f"EE resume after a kill at {done}/{whole['chunks']} chunks: {r['seconds']:.1f} s vs "
+          f"{whole['seconds']:.1f} s "
           f"uninterrupted ({r['seconds'] / whole['seconds']:.2f}x), {r['resumed']} chunks reused; "
           f"output bytes identical: {same}")
 
@@ -232,8 +233,9 @@ def bench_stac(a, tmp: Path, standin) -> None:
     diff = np.nanmax(np.abs(got.astype(np.float64) - want)) if got.shape == want.shape else float("nan")
     same_nan = bool(np.array_equal(np.isnan(got), np.isnan(want))) if got.shape == want.shape else False
     print(f"STAC median of {a.scenes} scenes x {a.size}^2 px x 4 bands: ours {ours['seconds']:.1f} s, peak "
-          f"{ours['peak_mib']:.0f} MiB; numpy stack loaded whole {ref['seconds']:.1f} s, peak {ref['peak_mib']:.0f} MiB; "
-          f"time ratio {ours['seconds'] / ref['seconds']:.2f}x, memory ratio {ours['peak_mib'] / ref['peak_mib']:.2f}x; "
+          f"{ours['peak_mib']:.0f} MiB; numpy stack loaded whole {ref['seconds']:.1f} s, peak "
+          f"{ref['peak_mib']:.0f} MiB; time ratio {ours['seconds'] / ref['seconds']:.2f}x, memory ratio "
+          f"{ours['peak_mib'] / ref['peak_mib']:.2f}x; "
           f"largest difference {diff:g} DN, same empty pixels: {same_nan}")
 
 

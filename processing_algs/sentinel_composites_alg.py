@@ -82,8 +82,9 @@ class SentinelCompositesAlgorithm(EdificeAlgorithm):
         padding = None if padding in (None, "") else self.parameterAsDouble(parameters, self.PADDING, context)
         outputs = {k: self.parameterAsOutputLayer(parameters, name, context) for k, (name, _) in OUTPUTS.items()}
         outputs = {k: path for k, path in outputs.items() if path}     # a skipped output is not made
+        request_mb = self.parameterAsInt(parameters, self.MAX_REQUEST_MB, context)
         options = DownloadOptions(workers=self.parameterAsInt(parameters, self.WORKERS, context),
-                                  max_request_bytes=self.parameterAsInt(parameters, self.MAX_REQUEST_MB, context) * 2**20)
+                                  max_request_bytes=request_mb * 2**20)
         source = self.run_core(open_source, SOURCES[self.parameterAsEnum(parameters, self.SOURCE, context)],
                                self.parameterAsInt(parameters, self.YEAR, context), key=key, project=project, url=url,
                                catalogue=CATALOGUES[self.parameterAsEnum(parameters, self.CATALOGUE, context)],

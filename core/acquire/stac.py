@@ -30,7 +30,6 @@ from rasterio.windows import Window
 
 from ..errors import EdificeError, InputError
 from ..grid import Grid
-from ..raster_io import GDAL_CACHE_BYTES
 from .composites import NODATA_SENTINEL, Product
 from .http import HttpClient, redact
 
@@ -50,8 +49,8 @@ GDAL_HTTP_OPTIONS = {
     "GDAL_HTTP_MAX_RETRY": "5",
     "GDAL_HTTP_RETRY_DELAY": "1",
     "GDAL_HTTP_TIMEOUT": "60",
-    "CPL_VSIL_CURL_CACHE_SIZE": str(32 * 2**20),
-    "GDAL_CACHEMAX": GDAL_CACHE_BYTES,
+    "CPL_VSIL_CURL_CACHE_SIZE": str(16 * 2**20),
+    "GDAL_CACHEMAX": 16 * 2**20,      # each scene block is read once per chunk: a large cache buys nothing
 }
 
 

@@ -15,7 +15,8 @@ client makes, with pixels made from the THU samples (``samples/thu/``).
 - ``POST /test/expire-tokens``: every token issued so far is answered 401 from now on.
 
 Errors as Earth Engine words them: 401 for a missing/expired token, 403 for a project not in
-``--registered`` (quoting the caller's token with ``--echo-credentials``), 400 "Total request size (...) must be less than or equal to N bytes" above
+``--registered`` (quoting the caller's token with ``--echo-credentials``), 400 "Total request size (...)
+must be less than or equal to N bytes" above
 ``--max-request-bytes``, 400 for an expression that does not follow the recipe.
 """
 from __future__ import annotations
@@ -79,7 +80,8 @@ def setup(args, state_dir):
     a = p.parse_args(args)
     ee_dir = Path(importlib.util.find_spec("ee").origin).parent / "tests"
     _CFG.update(state=Path(state_dir), public_key=Path(a.public_key).read_bytes(), email=a.client_email,
-                registered=set(a.registered.split(",")), echo=a.echo_credentials, max_bytes=a.max_request_bytes, samples=Path(a.samples),
+                registered=set(a.registered.split(",")), echo=a.echo_credentials, max_bytes=a.max_request_bytes,
+                samples=Path(a.samples),
                 discovery=(ee_dir / "cloud_api_discovery_document.json").read_bytes(),
                 algorithms=(ee_dir / "algorithms.json").read_bytes())
 
