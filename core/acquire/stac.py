@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,10 +95,12 @@ PRESETS = {
 
 @dataclass
 class Scene:
-    """One item of a product: its bounding box (degrees), band hrefs (signed), mask href, offset."""
+    """One item of a product: its bounding box (degrees), collection, band hrefs and mask href (as the
+    catalogue gives them: signed when read), DN offset."""
 
     id: str
     bbox: tuple[float, float, float, float]
+    collection: str
     hrefs: tuple[str, ...]
     mask_href: str | None
     offset: float = 0.0
@@ -223,9 +226,9 @@ class StacSource:
         if missing:
             raise InputError("SOURCE", f"item {item.id} of {col.id} has no asset(s) {missing}.",
                              "check the catalogue preset matches the API.")
-        hrefs = tuple(self.signer.sign(item.assets[a].href, col.id) for a in col.assets)
-        mask = self.signer.sign(item.assets[col.mask_asset].href, col.id) if col.mask_asset else None
-        return Scene(item.id, tuple(item.bbox), hrefs, mask, _s2_offset(p) if product.key == "S2" else 0.0)
+        hrefs = tuple(item.assets[a].href for a in col.assets)
+        mask = item.assets[col.mask_asset].href if col.mask_asset else None
+        return Scene(item.id, tuple(item.bbox), col.id, hrefs, mask, _s2_offset(p) if product.key == "S2" else 0.0)
 
     # -- pixels ---------------------------------------------------------------
     def fetch(self, product: Product, grid: Grid, window: Window) -> np.ndarray:
@@ -236,15 +239,44 @@ class StacSource:
         try:
             with rasterio.Env(**GDAL_HTTP_OPTIONS):
                 if product.key == "DEM":
-                    return _first_valid(scenes, target)
+                    return self._first_valid(scenes, target)
                 clear = [self._clear(s, target) for s in scenes] if product.key == "S2" else None
-                return np.stack([_median(scenes, b, target, clear, product.key) for b in range(len(product.bands))])
+                return np.stack([self._median(scenes, b, target, clear, product.key)
+                                 for b in range(len(product.bands))])
         except RasterioError as exc:
             raise EdificeError(f"{product.key}: a scene could not be read ({self.http.redact(str(exc))}).") from None
 
+    def _read(self, scene: Scene, href: str, target: Grid) -> np.ndarray:
+        return _read_on(_open_cached(self.signer.sign(href, scene.collection)), target)
+
     def _clear(self, scene: Scene, target: Grid) -> np.ndarray:
-        scl = _read_on(scene.mask_href, target, Resampling.nearest)
-        return np.isin(scl, SCL_CLEAR)
+        return np.isin(self._read(scene, scene.mask_href, target), SCL_CLEAR)
+
+    def _median(self, scenes: list[Scene], band: int, target: Grid, clear: list[np.ndarray] | None,
+                key: str) -> np.ndarray:
+        """Per-pixel median over ``scenes`` of band ``band`` (S-1 in dB; S-2 harmonised and SCL-masked)."""
+        stack = np.full((len(scenes), target.height, target.width), np.nan, dtype=np.float32)
+        for i, s in enumerate(scenes):
+            v = self._read(s, s.hrefs[band], target)
+            if key == "S1":
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    v = np.where(v > 0, 10.0 * np.log10(v), np.nan)
+            else:
+                v = np.where(clear[i] & (v > 0), v - s.offset, np.nan)
+            stack[i] = v
+        med = nanmedian_first_axis(stack)
+        return np.where(np.isfinite(med), med, NODATA_SENTINEL).astype(np.float32)
+
+    def _first_valid(self, scenes: list[Scene], target: Grid) -> np.ndarray:
+        """DEM tiles mosaicked: each pixel from the first tile that has it, rounded to whole metres."""
+        out = np.full(target.shape, np.nan)
+        for s in scenes:
+            empty = np.isnan(out)
+            if not empty.any():
+                break
+            v = self._read(s, s.hrefs[0], target)
+            out[empty] = v[empty]
+        return np.where(np.isfinite(out), np.round(out), NODATA_SENTINEL).astype(np.int16)[None]
 
 
 def _s2_offset(props: dict) -> float:
@@ -262,35 +294,45 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _read_on(href: str, target: Grid, resampling=Resampling.nearest) -> np.ndarray:
-    """Band 1 of the raster at ``href`` on ``target`` (nearest neighbour), as float64 with NaN where the
-    raster has no data or does not reach. Only the blocks that ``target`` needs are read."""
+class _OpenRasters(threading.local):
+    """Rasters opened by this thread, most recently used last (GDAL handles are not shared across
+    threads): a scene read for one chunk is not opened again (HEAD + header) for the next."""
+
+    limit = 256
+
+    def __init__(self):
+        self.datasets: OrderedDict[str, object] = OrderedDict()
+
+
+_OPEN = _OpenRasters()
+
+
+def _open_cached(href: str):
+    """An open rasterio dataset of ``href`` (an URL is read through /vsicurl/), reused by this thread."""
     path = href if "://" not in href else "/vsicurl/" + href
-    with rasterio.open(path) as src:
-        nodata = src.nodata
-        if nodata is None:       # pixels beyond the raster need a value no real pixel has
-            dt = np.dtype(src.dtypes[0])
-            nodata = float("nan") if dt.kind == "f" else (np.iinfo(dt).min if dt.kind == "i" else np.iinfo(dt).max)
-        with WarpedVRT(src, crs=target.crs, transform=target.transform, width=target.width,
-                       height=target.height, resampling=resampling, src_nodata=nodata, nodata=nodata,
-                       warp_mem_limit=16) as vrt:
-            data = vrt.read(1, masked=True)
+    cache = _OPEN.datasets
+    if path in cache:
+        cache.move_to_end(path)
+        return cache[path]
+    ds = rasterio.open(path)
+    cache[path] = ds
+    while len(cache) > _OPEN.limit:
+        cache.popitem(last=False)[1].close()
+    return ds
+
+
+def _read_on(src, target: Grid, resampling=Resampling.nearest) -> np.ndarray:
+    """Band 1 of the open raster ``src`` on ``target`` (nearest neighbour), as float64 with NaN where the
+    raster has no data or does not reach. Only the blocks that ``target`` needs are read."""
+    nodata = src.nodata
+    if nodata is None:       # pixels beyond the raster need a value no real pixel has
+        dt = np.dtype(src.dtypes[0])
+        nodata = float("nan") if dt.kind == "f" else (np.iinfo(dt).min if dt.kind == "i" else np.iinfo(dt).max)
+    with WarpedVRT(src, crs=target.crs, transform=target.transform, width=target.width,
+                   height=target.height, resampling=resampling, src_nodata=nodata, nodata=nodata,
+                   warp_mem_limit=16) as vrt:
+        data = vrt.read(1, masked=True)
     return data.astype(np.float64).filled(np.nan)
-
-
-def _median(scenes: list[Scene], band: int, target: Grid, clear: list[np.ndarray] | None, key: str) -> np.ndarray:
-    """Per-pixel median over ``scenes`` of band ``band`` (S-1 in dB; S-2 harmonised and SCL-masked)."""
-    stack = np.full((len(scenes), target.height, target.width), np.nan, dtype=np.float32)
-    for i, s in enumerate(scenes):
-        v = _read_on(s.hrefs[band], target)
-        if key == "S1":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                v = np.where(v > 0, 10.0 * np.log10(v), np.nan)
-        else:
-            v = np.where(clear[i] & (v > 0), v - s.offset, np.nan)
-        stack[i] = v
-    med = nanmedian_first_axis(stack)
-    return np.where(np.isfinite(med), med, NODATA_SENTINEL).astype(np.float32)
 
 
 def nanmedian_first_axis(stack: np.ndarray) -> np.ndarray:
@@ -307,15 +349,3 @@ def nanmedian_first_axis(stack: np.ndarray) -> np.ndarray:
         med = (lo + hi) / stack.dtype.type(2)
     med[n == 0] = np.nan
     return med
-
-
-def _first_valid(scenes: list[Scene], target: Grid) -> np.ndarray:
-    """DEM tiles mosaicked: each pixel from the first tile that has it, rounded to whole metres."""
-    out = np.full(target.shape, np.nan)
-    for s in scenes:
-        empty = np.isnan(out)
-        if not empty.any():
-            break
-        v = _read_on(s.hrefs[0], target)
-        out[empty] = v[empty]
-    return np.where(np.isfinite(out), np.round(out), NODATA_SENTINEL).astype(np.int16)[None]
