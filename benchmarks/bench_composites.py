@@ -214,25 +214,31 @@ def make_scenes(root: Path, n: int, size: int) -> tuple[list[dict], tuple]:
 
 
 def bench_stac(a, tmp: Path, standin) -> None:
-    import numpy as np
-    import rasterio
-
     root = tmp / "stac"
     _, ext = make_scenes(root, a.scenes, a.size)
     srv = standin.start_standin(SERVERS / "stac_standin.py", tmp / "stac_state", ["--catalog", root])
     try:
-        ours = _sub("--worker", "stac_ours", "--url", srv.url, "--extent", json.dumps(ext), "--out",
-                    tmp / "stac_s2.tif", "--workers", a.workers)
         ref = _sub("--worker", "stac_numpy", "--url", srv.url, "--items", root / "items.json", "--out",
                    tmp / "ref.npy")
+        for workers in sorted({1, a.workers}):
+            ours = _sub("--worker", "stac_ours", "--url", srv.url, "--extent", json.dumps(ext), "--out",
+                        tmp / "stac_s2.tif", "--workers", workers)
+            _report_stac(a, tmp, ours, ref, workers)
     finally:
         srv.stop()
+
+
+def _report_stac(a, tmp: Path, ours: dict, ref: dict, workers: int) -> None:
+    import numpy as np
+    import rasterio
+
     with rasterio.open(tmp / "stac_s2.tif") as ds:
         got = ds.read()
     want = np.load(tmp / "ref.npy")
     diff = np.nanmax(np.abs(got.astype(np.float64) - want)) if got.shape == want.shape else float("nan")
     same_nan = bool(np.array_equal(np.isnan(got), np.isnan(want))) if got.shape == want.shape else False
-    print(f"STAC median of {a.scenes} scenes x {a.size}^2 px x 4 bands: ours {ours['seconds']:.1f} s, peak "
+    print(f"STAC median of {a.scenes} scenes x {a.size}^2 px x 4 bands: ours ({workers} worker(s)) "
+          f"{ours['seconds']:.1f} s, peak "
           f"{ours['peak_mib']:.0f} MiB; numpy stack loaded whole {ref['seconds']:.1f} s, peak "
           f"{ref['peak_mib']:.0f} MiB; time ratio {ours['seconds'] / ref['seconds']:.2f}x, memory ratio "
           f"{ours['peak_mib'] / ref['peak_mib']:.2f}x; "

@@ -17,9 +17,9 @@ by the chunk size times the number of scenes that cover the chunk (one band at a
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -247,7 +247,8 @@ class StacSource:
             raise EdificeError(f"{product.key}: a scene could not be read ({self.http.redact(str(exc))}).") from None
 
     def _read(self, scene: Scene, href: str, target: Grid) -> np.ndarray:
-        return _read_on(_open_cached(self.signer.sign(href, scene.collection)), target)
+        with _open(self.signer.sign(href, scene.collection)) as src:
+            return _read_on(src, target)
 
     def _clear(self, scene: Scene, target: Grid) -> np.ndarray:
         return np.isin(self._read(scene, scene.mask_href, target), SCL_CLEAR)
@@ -294,31 +295,12 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-class _OpenRasters(threading.local):
-    """Rasters opened by this thread, most recently used last (GDAL handles are not shared across
-    threads): a scene read for one chunk is not opened again (HEAD + header) for the next."""
-
-    limit = 256
-
-    def __init__(self):
-        self.datasets: OrderedDict[str, object] = OrderedDict()
-
-
-_OPEN = _OpenRasters()
-
-
-def _open_cached(href: str):
-    """An open rasterio dataset of ``href`` (an URL is read through /vsicurl/), reused by this thread."""
-    path = href if "://" not in href else "/vsicurl/" + href
-    cache = _OPEN.datasets
-    if path in cache:
-        cache.move_to_end(path)
-        return cache[path]
-    ds = rasterio.open(path)
-    cache[path] = ds
-    while len(cache) > _OPEN.limit:
-        cache.popitem(last=False)[1].close()
-    return ds
+@contextlib.contextmanager
+def _open(href: str):
+    """The raster at ``href`` opened (an URL through /vsicurl/). Not kept open between chunks: measured,
+    keeping each thread's scenes open saved little time and cost ~0.8 MiB per open scene."""
+    with rasterio.open(href if "://" not in href else "/vsicurl/" + href) as ds:
+        yield ds
 
 
 def _read_on(src, target: Grid, resampling=Resampling.nearest) -> np.ndarray:
