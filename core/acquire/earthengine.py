@@ -43,6 +43,8 @@ _NOT_REGISTERED = re.compile(r"not registered|not signed up|has not been used in
                              r"does not have required permission to use project|no project found", re.I)
 #: errors after which a smaller chunk can succeed: the request size limit, and the per-request memory and
 #: time limits of the server
+#: an annual collection with no scene gives a composite without bands
+_NO_BANDS = re.compile(r"did not match any bands|image with no bands", re.I)
 _TOO_LARGE = re.compile(r"request size|too large|must be less than or equal to \d+ bytes|"
                         r"memory limit exceeded|computation timed out", re.I)
 
@@ -137,6 +139,10 @@ class EarthEngineSource:
     def _translate(self, message: str) -> EdificeError:
         if _TOO_LARGE.search(message):
             return RequestTooLarge(message)
+        if _NO_BANDS.search(message):
+            return InputError("YEAR", f"Earth Engine found no scene of the recipe over the extent in {self.year} "
+                                      f"(server: {message}).",
+                              "check the extent and the year (Sentinel-1 GRD from 2014, Sentinel-2 SR from 2017).")
         if _NOT_REGISTERED.search(message):
             return InputError("PROJECT", f"the account or project '{self.project}' is not registered for "
                                          f"Earth Engine (server: {message}).",

@@ -75,12 +75,14 @@ def setup(args, state_dir):
     p.add_argument("--registered", default="edifice-test", help="comma-separated projects registered for EE")
     p.add_argument("--max-request-bytes", type=int, default=50331648)
     p.add_argument("--samples", default=str(ROOT / "samples" / "thu"))
+    p.add_argument("--no-scenes-in", type=int, default=None,
+                   help="a year whose collections are empty (the composite then has no bands)")
     p.add_argument("--echo-credentials", action="store_true",
                    help="quote the caller's Authorization header in 403 messages (as a careless server might)")
     a = p.parse_args(args)
     ee_dir = Path(importlib.util.find_spec("ee").origin).parent / "tests"
     _CFG.update(state=Path(state_dir), public_key=Path(a.public_key).read_bytes(), email=a.client_email,
-                registered=set(a.registered.split(",")), echo=a.echo_credentials, max_bytes=a.max_request_bytes,
+                registered=set(a.registered.split(",")), echo=a.echo_credentials, empty_year=a.no_scenes_in, max_bytes=a.max_request_bytes,
                 samples=Path(a.samples),
                 discovery=(ee_dir / "cloud_api_discovery_document.json").read_bytes(),
                 algorithms=(ee_dir / "algorithms.json").read_bytes())
@@ -187,9 +189,11 @@ def _compute_pixels(req: dict):
     if missing:
         return _error(400, f"stand-in: the {key} expression lacks {missing}.", "INVALID_ARGUMENT")
     (_CFG["state"] / f"expression_{key}.json").write_text(json.dumps(req["expression"], sort_keys=True))
+    bands = req.get("bandIds") or []
+    if key != "DEM" and _CFG["empty_year"] and f'"{_CFG["empty_year"]}-01-01"' in expression:
+        return _error(400, f"Image.select: Pattern '{bands[0]}' did not match any bands.", "INVALID_ARGUMENT")
     grid = req["grid"]
     w, h = int(grid["dimensions"]["width"]), int(grid["dimensions"]["height"])
-    bands = req.get("bandIds") or []
     dtype = np.int16 if key == "DEM" else np.float32
     size = w * h * len(bands) * np.dtype(dtype).itemsize
     if size > _CFG["max_bytes"]:

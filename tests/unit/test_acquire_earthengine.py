@@ -225,3 +225,33 @@ def test_key_and_tokens_never_in_logs_outputs_or_errors(ee_standin, tmp_path):
     for text in texts:
         for s in secrets:
             assert s not in text
+
+
+def test_stored_application_default_credentials(ee_standin, tmp_path, monkeypatch):
+    """No key given: the client's stored credentials (here Application Default Credentials naming the
+    service-account key file, as ``gcloud auth application-default`` leaves them) are used."""
+    ee = ee_standin()
+    monkeypatch.setenv("HOME", str(tmp_path))                    # no ~/.config/earthengine/credentials
+    monkeypatch.setenv("NO_GCE_CHECK", "True")                   # never probe a metadata server
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(ee.key_path))
+    out = run(EarthEngineSource(2020, key=None, url=ee.url), tmp_path, products=("DEM",))
+    grid = composite_grid(EXTENT, DEM, PADDING)
+    np.testing.assert_array_equal(read(out["DEM"]["path"])[0], expected("DEM", grid))
+
+
+def test_no_credentials_at_all_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    with pytest.raises(InputError) as exc:
+        EarthEngineSource(2020, key=None, url="http://127.0.0.1:9")
+    assert exc.value.name == "CREDENTIALS" and "earthengine authenticate" in str(exc.value)
+
+
+def test_a_year_without_scenes_is_named(ee_standin, tmp_path):
+    ee = ee_standin("--no-scenes-in", "2016")
+    with pytest.raises(InputError) as exc:
+        run(EarthEngineSource(2016, key=str(ee.key_path), url=ee.url), tmp_path, products=("S2",))
+    assert exc.value.name == "YEAR" and "no scene of the recipe" in str(exc.value) and "2016" in str(exc.value)
+    assert not (tmp_path / "S2.tif").exists()
