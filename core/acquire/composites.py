@@ -363,6 +363,8 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
     for i, key in enumerate(keys):
         product = PRODUCTS[key]
         grid = composite_grid(extent, product, pad)
+        if hasattr(source, "prepare"):      # e.g. a catalogue search: fails early, before any chunk is kept
+            source.prepare(product, grid)
         progress.info(f"{key}: {grid.width} x {grid.height} px of {product.pixel_m:g} m from {source.name}")
         spec = {**source.spec(), "extent": list(extent), "padding": pad}
         result[key] = download_composite(source.fetch, product, grid, outputs[key], spec, options,

@@ -186,6 +186,10 @@ class StacSource:
                 raise EdificeError(f"STAC API {self.url} could not be opened ({redact(str(exc))}).") from None
         return self._client
 
+    def prepare(self, product: Product, grid: Grid) -> None:
+        """Search the scenes of ``product`` before any chunk is fetched (errors come before any work)."""
+        self.scenes(product, grid)
+
     def scenes(self, product: Product, grid: Grid) -> list[Scene]:
         """Items of ``product``'s collection over ``grid`` in the year (and under the cloud threshold for
         Sentinel-2), found once per product."""

@@ -226,11 +226,12 @@ def test_unsigned_reads_are_refused_by_a_signing_catalogue(stac, tmp_path):
     assert "could not be read" in str(exc.value) and not (tmp_path / "dem.tif").exists()
 
 
-def test_catalogue_without_a_product_says_what_to_use():
+def test_catalogue_without_a_product_says_what_to_use(tmp_path):
     src = StacSource(2020, "earth-search", url="http://127.0.0.1:9/")
     with pytest.raises(InputError) as exc:
-        make_composites(src, EXTENT, {"S1": "unused.tif"}, padding=PADDING)
+        make_composites(src, EXTENT, {"S1": str(tmp_path / "s1.tif")}, padding=PADDING)
     assert exc.value.name == "SOURCE" and "sentinel-1-rtc" in str(exc.value) and "Earth Engine" in str(exc.value)
+    assert list(tmp_path.iterdir()) == []                    # refused before any chunk folder is made
 
 
 def test_no_item_over_the_extent_is_named(stac, tmp_path):
