@@ -58,7 +58,8 @@ def building_ids(fields: dict, id_field: str | None, n: int, what: str = "ID_FIE
     ``1..n`` (the feature order) when ``id_field`` is empty."""
     if not id_field:
         return [str(i + 1) for i in range(n)]
-    values = ["" if v is None else str(v).strip() for v in fields[id_field]]
+    values = ["" if v is None or (isinstance(v, float) and not np.isfinite(v)) else str(v).strip()
+              for v in fields[id_field]]
     values = [v[:-2] if v.endswith(".0") and v[:-2].lstrip("-").isdigit() else v for v in values]
     empty = sum(1 for v in values if not v)
     if empty:
