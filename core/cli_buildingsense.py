@@ -3,9 +3,8 @@ the same core runs as ``edifice:streetviewpoints``, ``edifice:buildingsamples`` 
 ``edifice:classifybuildingfunction`` (:mod:`edifice.core.buildingsense`)."""
 from __future__ import annotations
 
+from .buildingsense import KEY_ENV
 from .progress import TerminalProgress
-
-KEY_ENV = "EDIFICE_LLM_API_KEY"
 
 
 def _cmd_points(a) -> dict:

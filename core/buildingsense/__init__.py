@@ -9,3 +9,6 @@
 - :mod:`.classify`: an OpenAI-compatible chat-completions client over
   :class:`edifice.core.acquire.http.HttpClient` that writes a GeoPackage of functions.
 """
+
+#: Environment variable holding the endpoint's API key on the CLI (and in QGIS when no AUTHCFG is given).
+KEY_ENV = "EDIFICE_LLM_API_KEY"
