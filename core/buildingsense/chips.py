@@ -105,7 +105,7 @@ def encode(img: np.ndarray, driver: str = "PNG") -> bytes:
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with MemoryFile() as mem:
             with mem.open(driver=driver, width=w, height=h, count=count, dtype="uint8",
-                          **({"QUALITY": 90} if driver == "JPEG" else {})) as dst:
+                          **({"QUALITY": 90} if driver == "JPEG" else {"ZLEVEL": 1})) as dst:
                 dst.write(img)
             return mem.read()
 

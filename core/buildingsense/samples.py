@@ -309,7 +309,7 @@ def _copy_file(tmp: Path, folder: str, name: str, src: Path) -> str:
 def _write_manifest(tmp: Path, samples: list[dict], crs_wkt: str, s: SampleSettings, imagery) -> None:
     doc = {"format": MANIFEST_FORMAT, "version": 1, "crs": crs_wkt, "buffer_m": s.buffer_m,
            "poi_near_m": s.poi_near_m, "imagery": str(imagery) if imagery else None, "samples": samples}
-    (tmp / MANIFEST).write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    (tmp / MANIFEST).write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
 
 
 @contextlib.contextmanager
