@@ -4,6 +4,7 @@ id), the POIs within and near the footprint with names and categories, and the b
 attributes (height, year, address ...) with its location -> a folder of samples plus
 ``manifest.json``, the form :mod:`.classify` reads.
 
+Street-view images can also be fetched from a configured API (:mod:`.streetview_fetch`).
 Folder layout: ``<output>/manifest.json`` and ``<output>/<building id>/{rooftop,buffer}.png``,
 ``street_view_1.jpg`` ... The folder is built under a temporary name and moved into place when
 complete, so a failed or cancelled run leaves nothing half-written.
@@ -15,7 +16,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from ..progress import Progress, ensure
 from ._geo import (building_ids, centre_lonlat, metric_crs, safe_name, transform_geoms, transformer,
                    unit_metres)
 from .chips import FORMATS, open_imagery
+from .streetview_fetch import StreetViewApi, fetch_street_views
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "edifice-buildingsense-samples"
@@ -170,9 +172,12 @@ def building_samples(buildings: str, output_folder: str, *, buildings_layer: str
                      id_field: str | None = None, imagery: str | None = None,
                      street_view_folder: str | None = None, street_view_points: str | None = None,
                      pois: PoiSource | None = None, attribute_fields: list[str] | tuple = (),
+                     street_view_api: StreetViewApi | None = None,
                      settings: SampleSettings | None = None, progress: Progress | None = None) -> dict:
     """Build the samples folder (see the module docstring) for every building of ``buildings``
-    (polygons; ``id_field`` names the folders, else the feature number). Returns counts."""
+    (polygons; ``id_field`` names the folders, else the feature number). ``street_view_api``
+    fetches an image for each building that has a point in ``street_view_points`` and no image in
+    ``street_view_folder``. Returns counts."""
     import shapely
 
     from ..vector_io import read_vector
@@ -201,16 +206,22 @@ def building_samples(buildings: str, output_folder: str, *, buildings_layer: str
     poi_lists = _pois(pois, geoms_m, work, s, unit)
     sv_images = index_street_view_folder(street_view_folder)
     sv_points = read_street_view_points(street_view_points)
+    if street_view_api is not None and not sv_points:
+        raise InputError("STREET_VIEW_POINTS", "fetching street-view images needs the sampling points.",
+                         "give the output of edifice:streetviewpoints.")
     progress.set_fraction(0.05)
     ctx = _BuildContext(lyr, ids, folders, geoms, geoms_m, buffers_m, work, lon, lat, poi_lists, sv_images,
                         sv_points, attribute_fields)
     with open_imagery(imagery, s.chip_max_px, s.image_format) as reader, _atomic_folder(output_folder) as tmp:
         img_geoms = _imagery_geoms(reader, geoms, buffers_m, lyr.crs_wkt, work)
+        if street_view_api is not None:
+            ctx.fetched = _fetch(ctx, street_view_api, tmp, valid, progress.span(0.05, 0.3))
+        start = 0.3 if street_view_api is not None else 0.05
         samples = []
         for k in np.flatnonzero(valid):
             if k % 50 == 0:
                 progress.check_cancelled()
-                progress.set_fraction(0.05 + 0.9 * k / max(len(ids), 1))
+                progress.set_fraction(start + (0.95 - start) * k / max(len(ids), 1))
             samples.append(_one_sample(ctx, int(k), reader, img_geoms, tmp, s))
         _write_manifest(tmp, samples, lyr.crs_wkt, s, imagery)
     result = _summary(samples, len(ids), int((~valid).sum()), output_folder)
@@ -233,6 +244,14 @@ class _BuildContext:
     sv_images: dict
     sv_points: dict
     attribute_fields: list
+    fetched: dict = field(default_factory=dict)
+
+
+def _fetch(ctx: _BuildContext, api: StreetViewApi, tmp: Path, valid: np.ndarray, progress: Progress) -> dict:
+    """Fetch the street-view image of every valid building without one in the folder (id -> file in ``tmp``)."""
+    targets = {ctx.ids[k]: tmp / ctx.folders[k] / "street_view_1" for k in np.flatnonzero(valid)
+               if not (ctx.sv_images.get(ctx.ids[k]) or ctx.sv_images.get(ctx.folders[k]))}
+    return fetch_street_views(api, ctx.sv_points, targets, progress)
 
 
 def _check_settings(s: SampleSettings) -> None:
@@ -284,6 +303,8 @@ def _one_sample(ctx: _BuildContext, k: int, reader, img_geoms, tmp: Path, s: Sam
                 images[name] = _write_file(tmp, folder, f"{name}.{reader.ext}", data)
     for n, src in enumerate(ctx.sv_images.get(bid, []) or ctx.sv_images.get(folder, []), start=1):
         images["street_view"].append(_copy_file(tmp, folder, f"street_view_{n}{src.suffix.lower()}", src))
+    if bid in ctx.fetched:
+        images["street_view"].append(f"{folder}/{ctx.fetched[bid].name}")
     return {"id": bid, "folder": folder, "geometry": ctx.geoms[k].wkt,
             "lon": round(float(ctx.lon[k]), 7), "lat": round(float(ctx.lat[k]), 7),
             "area_m2": round(float(ctx.geoms_m[k].area) * unit_metres(ctx.work) ** 2, 1), "images": images,

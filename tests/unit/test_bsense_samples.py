@@ -1,6 +1,7 @@
 """edifice:buildingsamples core: rooftop / 60.96 m buffer chips, street-view images, POIs, manifest."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -11,29 +12,23 @@ import pytest
 import rasterio
 import shapely
 from pyproj import Transformer
-from rasterio.transform import from_origin
 
 from edifice.core.buildingsense.samples import PoiSource, SampleSettings, building_samples, load_manifest, poi_category
 from edifice.core.errors import Cancelled, InputError
 from edifice.core.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
-UTM = "EPSG:32633"
-X0, Y0, PX = 500000.0, 5540400.0, 0.5  # raster origin (top left) and pixel size (m); 800 x 800 px
+_spec = importlib.util.spec_from_file_location("_bsense_scene", Path(__file__).with_name("_bsense_scene.py"))
+_scene_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_scene_mod)
+UTM, X0, Y0, PX = _scene_mod.UTM, _scene_mod.X0, _scene_mod.Y0, _scene_mod.PX  # raster: 800 x 800 px
 
 
-def pattern(rows, cols):
-    """The synthetic raster's values: band 1 = col % 251, band 2 = row % 251, band 3 = (row + col) % 7 + 1."""
-    return np.stack([cols % 251, rows % 251, (rows + cols) % 7 + 1]).astype(np.uint8)
+pattern = _scene_mod.pattern
 
 
 def write_raster(path: Path, dtype="uint8"):
-    rows, cols = np.mgrid[0:800, 0:800]
-    data = pattern(rows, cols).astype(dtype)
-    with rasterio.open(path, "w", driver="GTiff", width=800, height=800, count=3, dtype=dtype, crs=UTM,
-                       transform=from_origin(X0, Y0, PX, PX)) as ds:
-        ds.write(data)
-    return str(path)
+    return _scene_mod.write_pattern_raster(path, 800, dtype)
 
 
 # id, polygon (UTM), height, year
@@ -64,6 +59,10 @@ def write_pois(path: Path):
                       [np.array([p[2] for p in pts], object), np.array([p[3] for p in pts], object)],
                       ["name", "other_tags"], driver="GPKG", geometry_type="Point", crs=UTM)
     return str(path)
+
+
+def _scene(tmp_path, n):
+    return _scene_mod.make_scene(tmp_path / "scene", n)
 
 
 def read_png(path):
@@ -184,3 +183,55 @@ def test_kampala_real_imagery(tmp_path):
             assert abs(chip.shape[2] - (xmax - xmin) / 0.5) <= 2 and abs(chip.shape[1] - (ymax - ymin) / 0.5) <= 2
             assert chip.any()
     assert json.loads((out / "manifest.json").read_text())["buffer_m"] == 60.96
+
+
+def test_street_view_api_fetch_cache_and_key(tmp_path, standin):
+    """Images fetched from a street-view API (stand-in process) at the sampling points' location, heading
+    and pitch; a 429 is retried; a rerun downloads nothing (cache); the key is in no file or message."""
+    from edifice.core.buildingsense.streetview import street_view_points
+    from edifice.core.buildingsense.streetview_fetch import StreetViewApi
+
+    key = "AIza-test-0d9c8b7a6f5e4d3c"
+    server = standin(ROOT / "tests" / "servers" / "streetview_standin.py", "--key", key)
+    server.set_faults([{"match": "streetview", "kind": "status", "status": 429, "retry_after": 0, "times": 1}])
+    sc = _scene(tmp_path, 4)
+    for f in Path(sc["street_view"]).glob("*.png"):
+        if f.name != "b000.png":
+            f.unlink()  # b000 keeps its own image; b001..b003 are fetched
+    pts = tmp_path / "pts.gpkg"
+    street_view_points(sc["buildings"], sc["roads"], str(pts), id_field="bid", height_field="height")
+    api = StreetViewApi(server.url + "/streetview?size={size}&location={lat},{lon}&heading={heading}"
+                        "&pitch={pitch}&fov={fov}", key=key, size="32x16", cache_dir=str(tmp_path / "cache"))
+    log = []
+
+    class P(Progress):
+        def info(self, m):
+            log.append(m)
+
+        def warning(self, m):
+            log.append(m)
+
+    for run in (1, 2):
+        out = tmp_path / f"s{run}"
+        building_samples(sc["buildings"], str(out), id_field="bid", street_view_folder=sc["street_view"],
+                         street_view_points=str(pts), street_view_api=api, progress=P())
+        folder, doc = load_manifest(str(out))
+        by_id = {s["id"]: s for s in doc["samples"]}
+        assert by_id["b000"]["images"]["street_view"] == ["b000/street_view_1.png"]
+        for bid in ("b001", "b002", "b003"):
+            assert by_id[bid]["images"]["street_view"] == [f"{bid}/street_view_1.png"]
+            assert read_png(folder / by_id[bid]["images"]["street_view"][0]).shape == (1, 16, 32)
+    got = [r for r in server.requests() if r["path"] == "/streetview"]
+    assert len(got) == 4 and got[0]["fault"] == "status"  # 3 images + one 429 retried; run 2 from the cache
+    for r in got[1:]:
+        bid = next(b for b, s in by_id.items() if s["street_view_point"] and
+                   r["query"]["location"] == f"{s['street_view_point']['lat']},{s['street_view_point']['lon']}")
+        p = by_id[bid]["street_view_point"]
+        assert float(r["query"]["heading"]) == p["heading"] and float(r["query"]["pitch"]) == p["pitch"]
+        assert r["query"]["fov"] == "90" and r["query"]["key"] == key
+    assert not any(key in m for m in log)
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert key.encode() not in f.read_bytes(), f
+    with pytest.raises(InputError, match="STREET_VIEW_POINTS"):
+        building_samples(sc["buildings"], str(tmp_path / "x"), street_view_api=api)
