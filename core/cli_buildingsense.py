@@ -19,15 +19,19 @@ def _cmd_points(a) -> dict:
 
 
 def _cmd_samples(a) -> dict:
+    from .acquire.credentials import secret_from_env_or_file
     from .buildingsense.samples import PoiSource, SampleSettings, building_samples
+    from .buildingsense.streetview_fetch import STREET_VIEW_KEY_ENV, StreetViewApi
 
     pois = PoiSource(a.pois, a.pois_layer, a.poi_name_field, a.poi_category_field) if a.pois else None
+    api = StreetViewApi(a.street_view_url, secret_from_env_or_file(STREET_VIEW_KEY_ENV, a.street_view_key_file),
+                        a.street_view_key_param, a.street_view_size, a.street_view_fov) if a.street_view_url else None
     s = SampleSettings(a.buffer, a.chip_max_px, a.image_format, a.poi_near, a.max_pois)
     return building_samples(a.buildings, a.output_folder, buildings_layer=a.buildings_layer, id_field=a.id_field,
                             imagery=a.imagery, street_view_folder=a.street_view_folder,
                             street_view_points=a.street_view_points, pois=pois,
                             attribute_fields=[x for x in (a.attributes or "").split(",") if x.strip()],
-                            settings=s, progress=TerminalProgress())
+                            street_view_api=api, settings=s, progress=TerminalProgress())
 
 
 def _cmd_classify(a) -> dict:
@@ -76,6 +80,13 @@ def add_commands(subparsers) -> None:
     s.add_argument("--image-format", choices=["png", "jpeg"], default="png")
     s.add_argument("--poi-near", type=float, default=30.0, help="POIs this close (m) are listed as near")
     s.add_argument("--max-pois", type=int, default=20)
+    s.add_argument("--street-view-url", default=None,
+                   help="fetch street views: URL template with {lat} {lon} {heading} {pitch} {fov} {size} "
+                        "(key from $EDIFICE_STREETVIEW_API_KEY or --street-view-key-file)")
+    s.add_argument("--street-view-key-file", default=None)
+    s.add_argument("--street-view-key-param", default="key", help="query parameter carrying the key")
+    s.add_argument("--street-view-size", default="640x640")
+    s.add_argument("--street-view-fov", type=float, default=90.0)
     s.set_defaults(func=_cmd_samples)
 
     c = subparsers.add_parser("classify-building-function",

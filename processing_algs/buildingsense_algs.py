@@ -34,6 +34,14 @@ def _gpkg(path: str, name: str) -> str:
     return path
 
 
+def _secret(alg, parameters, name: str, env_var: str, context) -> str | None:
+    """The key of the authentication configuration ``name``, else of the environment variable ``env_var``."""
+    from ..core.acquire.credentials import secret_from_env_or_file
+
+    authcfg = alg.parameterAsString(parameters, name, context)
+    return alg.secret_from_authcfg(authcfg, name) if authcfg else secret_from_env_or_file(env_var)
+
+
 def _text(alg, parameters, name, context) -> str | None:
     return (alg.parameterAsString(parameters, name, context) or "").strip() or None
 
@@ -106,6 +114,8 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
     POIS, POI_NAME_FIELD, POI_CATEGORY_FIELD, ATTRIBUTES = "POIS", "POI_NAME_FIELD", "POI_CATEGORY_FIELD", "ATTRIBUTES"
     BUFFER, CHIP_MAX_PX, IMAGE_FORMAT, POI_NEAR, MAX_POIS = "BUFFER", "CHIP_MAX_PX", "IMAGE_FORMAT", "POI_NEAR", \
         "MAX_POIS"
+    STREET_VIEW_URL, STREET_VIEW_AUTHCFG, STREET_VIEW_SIZE, STREET_VIEW_FOV = (
+        "STREET_VIEW_URL", "STREET_VIEW_AUTHCFG", "STREET_VIEW_SIZE", "STREET_VIEW_FOV")
     OUTPUT_FOLDER, MANIFEST, SAMPLES = "OUTPUT_FOLDER", "MANIFEST", "SAMPLES"
     GROUP, GROUP_ID = GROUP, GROUP_ID
     FORMATS = ["png", "jpeg"]
@@ -116,7 +126,10 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
             "the footprint and within POI_NEAR metres with their names and categories (OSM other_tags are "
             "turned into key=value categories); the ATTRIBUTES fields (e.g. height,year,address) and the "
             "location. Writes one sub-folder per building and manifest.json into OUTPUT_FOLDER (which must be new, "
-            "empty or an earlier samples folder) — the input of Classify building function.")
+            "empty or an earlier samples folder) — the input of Classify building function. With STREET_VIEW_URL "
+            "(a URL template with {lat} {lon} {heading} {pitch} {fov} {size}, e.g. Google's Street View Static "
+            "API), the image of each sampling point without a folder image is fetched; its key comes from "
+            "STREET_VIEW_AUTHCFG, else $EDIFICE_STREETVIEW_API_KEY, and is sent as the 'key' parameter.")
 
     def name(self):
         return "buildingsamples"
@@ -147,7 +160,13 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
             Number(self.CHIP_MAX_PX, "Longest chip side (px)", Number.Integer, 512, minValue=16),
             QgsProcessingParameterEnum(self.IMAGE_FORMAT, "Chip format", options=self.FORMATS, defaultValue=0),
             Number(self.POI_NEAR, "POIs near the building: within (m)", Number.Double, 30.0, minValue=0.0),
-            Number(self.MAX_POIS, "Most near POIs listed", Number.Integer, 20, minValue=0)])
+            Number(self.MAX_POIS, "Most near POIs listed", Number.Integer, 20, minValue=0),
+            QgsProcessingParameterString(self.STREET_VIEW_URL, "Street-view API URL template (fetch images)",
+                                         optional=True),
+            QgsProcessingParameterAuthConfig(self.STREET_VIEW_AUTHCFG, "Street-view API key", optional=True),
+            QgsProcessingParameterString(self.STREET_VIEW_SIZE, "Street-view image size", defaultValue="640x640"),
+            Number(self.STREET_VIEW_FOV, "Street-view field of view (°)", Number.Double, 90.0, minValue=1.0,
+                   maxValue=120.0)])
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Samples folder"))
         self.addOutput(QgsProcessingOutputFile(self.MANIFEST, "Samples manifest (JSON)"))
         self.addOutput(QgsProcessingOutputNumber(self.SAMPLES, "Samples written"))
@@ -168,6 +187,7 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
                            self.parameterAsInt(parameters, self.MAX_POIS, context))
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
         res = self.run_core(building_samples, bpath, folder, buildings_layer=blayer,
+                            street_view_api=self._street_view_api(parameters, context),
                             id_field=_text(self, parameters, self.ID_FIELD, context),
                             imagery=self.raster_path(img, self.IMAGERY) if img else None,
                             street_view_folder=_text(self, parameters, self.STREET_VIEW_FOLDER, context),
@@ -175,6 +195,16 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
                             attribute_fields=(self.parameterAsString(parameters, self.ATTRIBUTES, context) or "").split(","),
                             settings=s, progress=self.progress(feedback))
         return {self.OUTPUT_FOLDER: folder, self.MANIFEST: res["manifest"], self.SAMPLES: res["samples"]}
+
+    def _street_view_api(self, parameters, context):
+        from ..core.buildingsense.streetview_fetch import STREET_VIEW_KEY_ENV, StreetViewApi
+
+        url = _text(self, parameters, self.STREET_VIEW_URL, context)
+        if not url:
+            return None
+        key = _secret(self, parameters, self.STREET_VIEW_AUTHCFG, STREET_VIEW_KEY_ENV, context)
+        return StreetViewApi(url, key, size=self.parameterAsString(parameters, self.STREET_VIEW_SIZE, context),
+                             fov=self.parameterAsDouble(parameters, self.STREET_VIEW_FOV, context))
 
 
 class ClassifyBuildingFunctionAlgorithm(EdificeAlgorithm):
@@ -253,14 +283,8 @@ class ClassifyBuildingFunctionAlgorithm(EdificeAlgorithm):
                                          "Fix: choose the file, or a shipped taxonomy.")
         return path
 
-    def _key(self, parameters, context) -> str | None:
-        from ..core.acquire.credentials import secret_from_env_or_file
-        from ..core.buildingsense import KEY_ENV
-
-        authcfg = self.parameterAsString(parameters, self.AUTHCFG, context)
-        return self.secret_from_authcfg(authcfg, self.AUTHCFG) if authcfg else secret_from_env_or_file(KEY_ENV)
-
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..core.buildingsense import KEY_ENV
         from ..core.buildingsense.classify import LlmSettings, classify_building_function
 
         out = _gpkg(self.parameterAsOutputLayer(parameters, self.OUTPUT, context), self.OUTPUT)
@@ -278,6 +302,6 @@ class ClassifyBuildingFunctionAlgorithm(EdificeAlgorithm):
             cache_dir=_text(self, parameters, self.CACHE_FOLDER, context),
             use_cache=self.parameterAsBool(parameters, self.USE_CACHE, context))
         res = self.run_core(classify_building_function, self.parameterAsFile(parameters, self.SAMPLES, context), out,
-                            s, api_key=self._key(parameters, context), progress=self.progress(feedback))
+                            s, api_key=_secret(self, parameters, self.AUTHCFG, KEY_ENV, context), progress=self.progress(feedback))
         self.style_output(context, out, "building_function.qml")
         return {self.OUTPUT: out, self.CLASSIFIED: res["classified"], self.REQUESTS_SENT: res["requests_sent"]}

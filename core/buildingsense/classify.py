@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,10 +206,8 @@ def classify_building_function(samples: str, output: str, settings: LlmSettings,
     outcomes: dict[str, Outcome] = {}
     progress.info(f"Classifying {len(items)} buildings with '{s.model}' at {client.redact(job.url)} "
                   f"(data combination {s.combination}, {len(categories)} categories, {s.concurrency} at a time).")
-    lock = threading.Lock()
-    for sample, outcome in run_bounded(job, items, s.concurrency, progress):
-        with lock:
-            outcomes[outcome.building_id] = outcome
+    for _, outcome in run_bounded(job, items, s.concurrency, progress):  # yields in this thread
+        outcomes[outcome.building_id] = outcome
         progress.set_fraction(0.98 * len(outcomes) / max(len(items), 1))
     progress.check_cancelled()
     ordered = [outcomes[str(x["id"])] for x in items]
