@@ -172,12 +172,15 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=10000, help="buildings for the sample preparation")
     ap.add_argument("--requests", type=int, default=200, help="buildings for the request benchmark")
     ap.add_argument("--latency", type=float, default=0.05, help="stand-in latency (s) of the second request run")
+    ap.add_argument("--only", choices=["requests", "samples"], default=None, help="run one part")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_bsense_"))
     try:
-        bench_requests(tmp / "r0", args.requests, 0.0)
-        bench_requests(tmp / "r1", args.requests, args.latency)
-        bench_samples(tmp / "s", args.n)
+        if args.only != "samples":
+            bench_requests(tmp / "r0", args.requests, 0.0)
+            bench_requests(tmp / "r1", args.requests, args.latency)
+        if args.only != "requests":
+            bench_samples(tmp / "s", args.n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

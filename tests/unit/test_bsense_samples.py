@@ -235,3 +235,18 @@ def test_street_view_api_fetch_cache_and_key(tmp_path, standin):
             assert key.encode() not in f.read_bytes(), f
     with pytest.raises(InputError, match="STREET_VIEW_POINTS"):
         building_samples(sc["buildings"], str(tmp_path / "x"), street_view_api=api)
+
+
+def test_png_chips_decode_exactly():
+    """The stdlib PNG writer of the chips ("Up" filter, zlib) decodes (GDAL) to the same pixels."""
+    from rasterio.io import MemoryFile
+
+    from edifice.core.buildingsense.chips import encode
+
+    rng = np.random.default_rng(1)
+    for shape in [(3, 37, 53), (1, 20, 31), (3, 1, 5), (1, 1, 1)]:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with MemoryFile(encode(img)) as mem, mem.open() as ds:
+                assert ds.driver == "PNG" and (ds.read() == img).all(), shape
