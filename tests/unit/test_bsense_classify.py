@@ -233,3 +233,20 @@ def test_parse_answer_and_settings_errors(tmp_path):
     with pytest.raises(InputError, match="TEMPLATE"):
         classify_building_function(samples, str(tmp_path / "o.gpkg"),
                                    LlmSettings("http://127.0.0.1:9", "m", template=str(tmp_path / "none.toml")))
+
+
+def test_failed_request_recorded_and_only_it_resent(tmp_path, standin):
+    """A building whose request keeps failing (500 after the retries) gets status 'error' and no function;
+    the others are classified; a rerun sends only its request (failures are not cached)."""
+    samples, sc = make_samples(tmp_path, n=4)
+    server = standin(SERVER)
+    server.set_faults([{"match": "chat", "kind": "status", "status": 500, "times": 2}])
+    log = Log()
+    res = classify_building_function(samples, str(tmp_path / "a.gpkg"),
+                                     settings(server.url, tmp_path, concurrency=1, max_retries=1), progress=log)
+    rec = read_output(tmp_path / "a.gpkg")
+    assert rec["status"][0].startswith("error: LLM endpoint: no valid answer") and rec["function"][0] == ""
+    assert list(rec["function"][1:]) == sc["uses"][1:4] and res["errors"] == 1
+    assert any("a rerun sends only their requests again" in m for m in log.lines)
+    res2 = classify_building_function(samples, str(tmp_path / "b.gpkg"), settings(server.url, tmp_path))
+    assert res2["requests_sent"] == 1 and res2["classified"] == 4
