@@ -109,9 +109,10 @@ def test_chain_with_authcfg_key_never_written(provider, standin, auth_key, tmp_p
             assert KEY.encode() not in f.read_bytes(), f
 
 
-def test_example_model_runs_to_the_evaluation_report(provider, standin, tmp_path):
+def test_example_model_runs_to_the_evaluation_report(provider, standin, tmp_path, monkeypatch):
     import processing
 
+    monkeypatch.setenv("EDIFICE_CACHE_DIR", str(tmp_path / "cache"))  # the model uses the default answer cache
     from edifice.qgis_plugin.example_models import buildingsense_function
 
     sc = scene_mod.make_scene(tmp_path / "scene", 8)
@@ -130,3 +131,18 @@ def test_example_model_runs_to_the_evaluation_report(provider, standin, tmp_path
     rec = dict(zip(meta["fields"], data))
     assert list(rec["function"]) == sc["uses"]  # the stand-in read each building's use from the text
     assert len([r for r in server.requests() if r["path"].endswith("/chat/completions")]) == 8
+
+
+def test_errors_are_clear(provider, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    base = {"SAMPLES": str(tmp_path), "MODEL": "m", "OUTPUT": str(tmp_path / "o.gpkg")}
+    with pytest.raises(QgsProcessingException, match="URL: 'ftp://x' is not an http"):
+        processing.run("edifice:classifybuildingfunction", {**base, "URL": "ftp://x"})
+    with pytest.raises(QgsProcessingException, match="AUTHCFG: authentication configuration 'nope123'"):
+        processing.run("edifice:classifybuildingfunction", {**base, "URL": "http://127.0.0.1:9/v1",
+                                                            "AUTHCFG": "nope123"})
+    with pytest.raises(QgsProcessingException, match="SAMPLES: .*is not a readable samples manifest"):
+        processing.run("edifice:classifybuildingfunction", {**base, "URL": "http://127.0.0.1:9/v1"})
+    assert not (tmp_path / "o.gpkg").exists()
