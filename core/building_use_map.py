@@ -26,6 +26,7 @@ from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
+from .outputs import refuse_input_as_output
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
@@ -276,6 +277,9 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                                 "polygons": polygons}.items() if v}
     if not wanted:
         raise InputError("OUTPUT", "no output was asked for.", "give at least one output path.")
+    refuse_input_as_output({k.upper(): v for k, v in wanted.items()},
+                           {"IMAGERY": imagery, "CHECKPOINT": checkpoint, "POI_MAPS": poi_maps, "MASK": mask,
+                            "POI_LAYER": poi_points if isinstance(poi_points, str) else None})
     if not (0 < threshold < 1):
         raise InputError("THRESHOLD", f"must be between 0 and 1, got {threshold}.")
     model, card, variant, n_img, has_fp = load_use_model(checkpoint)
@@ -419,6 +423,7 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     from .vector_io import read_vector
     from .vectorize import attributes
 
+    refuse_input_as_output({"OUTPUT": output}, {"INPUT": buildings, "PROBABILITIES": probabilities})
     progress = ensure(progress)
     lyr = read_vector(buildings, "INPUT", layer, what="a GeoPackage, GeoJSON or Shapefile of building polygons")
     crs, geoms, names = lyr.crs_wkt, lyr.geoms, list(lyr.fields)

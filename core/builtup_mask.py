@@ -21,6 +21,7 @@ from rasterio.vrt import WarpedVRT
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
+from .outputs import refuse_input_as_output
 from .raster_io import atomic_raster, open_raster, require_crs
 
 
@@ -73,6 +74,8 @@ def builtup_mask(reference: str, output: str, rasters: Sequence[tuple[str, str |
     values); ``polygons``: paths (or (path, layer)). Returns the built-up fraction."""
     import shapely
 
+    refuse_input_as_output({"OUTPUT": output}, {"REFERENCE": reference, "RASTERS": [r[0] for r in rasters],
+                                                "POLYGONS": [p if isinstance(p, str) else p[0] for p in polygons]})
     progress = ensure(progress)
     if not rasters and not polygons:
         raise InputError("LAYERS", "no reference layer was given.", "give at least one class raster or polygon layer.")

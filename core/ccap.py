@@ -20,6 +20,7 @@ import numpy as np
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
+from .outputs import refuse_input_as_output
 from .raster_io import atomic_raster, open_raster, read_masked
 
 #: Candidate footprint thresholds, as SHAFTS.
@@ -189,6 +190,9 @@ def ccap_files(pairs: Sequence[tuple[str, str]], out_mask, masked_outputs: Seque
     mask or where the value is 0). All files are written atomically. Returns
     {"thresholds": [per pair], "urban_pixels": int, "mask": out_mask}.
     """
+    refuse_input_as_output({"OUTPUT": out_mask, **{f"OUTPUT_{k + 1}": list(o) for k, o in
+                                                  enumerate(masked_outputs or [])}},
+                           {"HEIGHTS": [p[0] for p in pairs], "FOOTPRINTS": [p[1] for p in pairs]})
     progress = ensure(progress)
     arrays, grid0 = [], None
     for k, (hp, fp) in enumerate(pairs):

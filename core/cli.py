@@ -124,9 +124,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run(argv: list[str] | None) -> int:
+    from .outputs import Terminated, install_termination_handler
+
     args = build_parser().parse_args(argv)
+    install_termination_handler()
     try:
         result = args.func(args)
+    except Terminated:
+        print("edifice: terminated (SIGTERM); no output was written.", file=sys.stderr)
+        return 143
     except Cancelled as exc:
         print(f"edifice: {exc}", file=sys.stderr)
         return 130

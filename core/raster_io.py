@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 
+from rasterio.windows import Window
+
 from .errors import InputError
 from .grid import Grid
+from .outputs import atomic_output, temporary_sibling  # noqa: F401 (the output contract; re-exported)
 
 #: Default GeoTIFF creation profile: tiled, DEFLATE-compressed (fast level), BigTIFF when needed.
 GTIFF_PROFILE = {
@@ -88,38 +89,25 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
     return data, valid
 
 
-def temporary_sibling(path: str | os.PathLike) -> Path:
-    """A temporary file name in the same folder as ``path`` (so the final move is atomic)."""
-    p = Path(path)
-    return p.with_name(f".{p.stem}.{uuid.uuid4().hex[:8]}.partial{p.suffix or '.tif'}")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path; on success it is moved onto ``path``, on any
-    error (or cancellation) it is removed and ``path`` is left untouched."""
-    final = Path(path)
-    if final.parent and not final.parent.exists():
-        final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        for leftover in (tmp, Path(str(tmp) + ".aux.xml"), Path(str(tmp) + ".ovr")):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-        raise
+def verify_raster(path: str | os.PathLike) -> None:
+    """Reopen a just-written raster and read the first and last pixel of every band (so the first and
+    last blocks are decoded): a file that a failed write left truncated raises here."""
+    with rasterio.open(path) as ds:
+        last = Window(max(ds.width - 1, 0), max(ds.height - 1, 0), 1, 1)
+        for band in range(1, ds.count + 1):
+            ds.read(band, window=Window(0, 0, 1, 1))
+            ds.read(band, window=last)
 
 
 @contextlib.contextmanager
 def atomic_raster(path: str | os.PathLike, grid: Grid, count: int, dtype, nodata=None,
                   descriptions: Sequence[str] | None = None,
                   colormap: dict[int, tuple[int, ...]] | None = None,
-                  overviews: bool = True, **profile_overrides):
+                  overviews: bool = True, name: str = "OUTPUT", inputs=None, **profile_overrides):
     """Open a tiled, compressed GeoTIFF for writing on ``grid``; it appears at
-    ``path`` only if the ``with`` block completes. Overviews are built on close
-    for rasters larger than 1024 pixels on a side."""
+    ``path`` only if the ``with`` block completes and the written file reads back
+    (:func:`verify_raster`). Overviews are built on close for rasters larger than
+    1024 pixels on a side. ``name``/``inputs``: see :func:`.outputs.atomic_output`."""
     dtype = np.dtype(dtype)
     profile = dict(GTIFF_PROFILE)
     profile.update(width=grid.width, height=grid.height, count=count, dtype=dtype.name,
@@ -129,7 +117,8 @@ def atomic_raster(path: str | os.PathLike, grid: Grid, count: int, dtype, nodata
         profile.update(tiled=False)
         profile.pop("blockxsize"), profile.pop("blockysize")
     profile.update(profile_overrides)
-    with atomic_output(path) as tmp:
+    need = grid.width * grid.height * count * dtype.itemsize // 20  # DEFLATE rarely beats 20:1 on imagery
+    with atomic_output(path, name, inputs, verify=verify_raster, need_bytes=need) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             if descriptions:
                 for i, d in enumerate(descriptions, start=1):

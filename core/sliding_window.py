@@ -57,14 +57,11 @@ from rasterio.windows import Window
 from .errors import Cancelled, EdificeError, InputError
 from .grid import Grid
 from .progress import Progress, ensure
+from .outputs import DiskFullError
 from .raster_io import GTIFF_PROFILE
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "file_fingerprint", "DiskFullError"]
-
-
-class DiskFullError(EdificeError):
-    """The disk filled up while writing; nothing was left behind."""
 
 
 # ---------------------------------------------------------------- layout
