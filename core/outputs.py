@@ -226,15 +226,30 @@ def _verify(verify, tmp: Path, final: Path, name: str, folder: Path) -> None:
                           "kept. Fix: check the disk and the folder, then run again.") from exc
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def install_termination_handler() -> None:
     """In the CLI's main thread: turn SIGTERM into :class:`Terminated`, so outputs unwind as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+@contextlib.contextmanager
+def terminate_cleanly():
+    """While the block runs on the main thread of a process where nothing else handles SIGTERM (e.g. a
+    tool under qgis_process), SIGTERM unwinds it like an error so its temporaries are removed; the
+    previous handling is restored afterwards. Elsewhere (worker threads, the QGIS desktop) a no-op."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
         return
-
-    def _raise(signum, frame):
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, _raise)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def output_paths(values: Iterable[object]) -> list[str]:

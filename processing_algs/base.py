@@ -61,6 +61,51 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """QGIS's checks, then the output contract's first rule before any work: no output may be an
+        input (same file, also through links) and no two outputs may share a file."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        from ..core.outputs import refuse_input_as_output
+
+        try:
+            refuse_input_as_output(self._destination_paths(parameters, context),
+                                   self._input_paths(parameters, context))
+        except EdificeError as exc:
+            return False, str(exc)
+        return True, ""
+
+    def _destination_paths(self, parameters, context) -> dict[str, str]:
+        paths = {}
+        for definition in self.destinationParameterDefinitions():
+            if parameters.get(definition.name()) in (None, ""):
+                continue
+            value = self.parameterAsOutputLayer(parameters, definition.name(), context) \
+                or self.parameterAsFileOutput(parameters, definition.name(), context)
+            if value and not value.startswith(("memory:", "ogr:", "postgres:")):
+                paths[definition.name()] = value.split("|")[0]
+        return paths
+
+    def _input_paths(self, parameters, context) -> dict[str, list[str]]:
+        from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterMultipleLayers
+
+        paths = {}
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            if definition.isDestination() or parameters.get(name) in (None, ""):
+                continue
+            if isinstance(definition, QgsProcessingParameterMultipleLayers):
+                layers = self.parameterAsLayerList(parameters, name, context) or []
+                paths[name] = [lyr.source().split("|")[0] for lyr in layers]
+            elif isinstance(definition, QgsProcessingParameterFile):
+                paths[name] = [self.parameterAsFile(parameters, name, context)]
+            elif definition.type() in ("raster", "vector", "source", "layer", "mesh", "pointcloud"):
+                layer = self.parameterAsLayer(parameters, name, context)
+                if layer is not None:
+                    paths[name] = [layer.source().split("|")[0]]
+        return paths
+
     @staticmethod
     def progress(feedback) -> FeedbackProgress:
         return FeedbackProgress(feedback)
@@ -69,8 +114,13 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def run_core(fn, *args, **kwargs):
         """Call a core function; Edifice errors become a QgsProcessingException
         with the user-facing message (no traceback)."""
+        from ..core.outputs import Terminated, terminate_cleanly
+
         try:
-            return fn(*args, **kwargs)
+            with terminate_cleanly():
+                return fn(*args, **kwargs)
+        except Terminated as exc:
+            raise QgsProcessingException("Terminated (SIGTERM); no output was written.") from exc
         except EdificeError as exc:
             raise QgsProcessingException(str(exc)) from exc
         except MemoryError as exc:
