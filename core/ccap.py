@@ -21,7 +21,7 @@ from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .outputs import refuse_input_as_output
-from .raster_io import atomic_raster, open_raster, read_masked
+from .raster_io import atomic_raster, open_raster, read_masked, require_band_count, require_real
 
 #: Candidate footprint thresholds, as SHAFTS.
 THRESHOLDS = np.linspace(0.01, 0.9, 891)
@@ -174,9 +174,15 @@ def ccap_arrays(pairs: Sequence[tuple[np.ndarray, np.ndarray]], h_min: float = 2
 
 
 def _read_all(path, name):
+    """Band 1 of a single-band height or footprint raster as float64 with NaN for nodata, and its grid."""
     with open_raster(path, name) as ds:
+        require_real(ds, name)
+        require_band_count(ds, name, 1, "a height or footprint prediction")
         data, valid = read_masked(ds, None, name, [1])
         grid = Grid.from_dataset(ds)
+    if not valid.any():
+        raise InputError(name, f"'{path}' has no valid pixels (all nodata).",
+                         "give a prediction that covers the area (check its nodata value).")
     return np.where(valid, data[0].astype(np.float64), np.nan), grid
 
 

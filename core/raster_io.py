@@ -61,6 +61,20 @@ def open_raster(path: str | os.PathLike, name: str = "INPUT"):
     return ds
 
 
+def require_real(ds, name: str = "INPUT") -> None:
+    """:class:`InputError` for complex-valued rasters (e.g. SAR SLC), which hold no image values."""
+    if any(np.dtype(d).kind == "c" for d in ds.dtypes):
+        raise InputError(name, f"'{ds.name}' holds complex numbers ({ds.dtypes[0]}), not image values.",
+                         "give a real-valued raster (e.g. its amplitude, abs() in the Raster Calculator).")
+
+
+def require_band_count(ds, name: str, count: int, what: str) -> None:
+    """:class:`InputError` unless ``ds`` has exactly ``count`` bands (``what`` says what they hold)."""
+    if ds.count != count:
+        raise InputError(name, f"'{ds.name}' has {ds.count} band(s); {what} has {count}.",
+                         f"give a {count}-band raster of {what} (or extract the band first).")
+
+
 def require_crs(ds, name: str = "INPUT") -> str:
     """The dataset's CRS as WKT, or :class:`InputError` if it has none."""
     if ds.crs is None:

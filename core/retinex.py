@@ -36,7 +36,7 @@ from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .outputs import refuse_input_as_output, scratch_prefix
-from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked
+from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked, require_real
 
 DEFAULT_SIGMAS = (15.0, 80.0, 250.0)
 #: Retinex values outside this range (natural-log units) are pooled in the end bins.
@@ -301,6 +301,7 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
     scales = settings.scales()
     progress = ensure(progress)
     with bounded_gdal_cache(), open_raster(input_path, "INPUT") as ds:
+        require_real(ds, "INPUT")
         grid = Grid.from_dataset(ds)
         if ds.crs is None:
             progress.warning("INPUT has no CRS; the output will have none either.")

@@ -64,6 +64,9 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """QGIS's checks, then the output contract's first rule before any work: no output may be an
         input (same file, also through links) and no two outputs may share a file."""
+        out_of_range = self._number_out_of_range(parameters, context)
+        if out_of_range:
+            return False, out_of_range
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
@@ -75,6 +78,24 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
         except EdificeError as exc:
             return False, str(exc)
         return True, ""
+
+    def _number_out_of_range(self, parameters, context) -> str:
+        """A message naming the numeric parameter, its value and its accepted range (QGIS's own says
+        only "Incorrect parameter value"); empty when every number is acceptable."""
+        from qgis.core import QgsProcessingParameterNumber
+
+        for definition in self.parameterDefinitions():
+            value = parameters.get(definition.name())
+            if definition.type() != "number" or value in (None, "") or \
+                    definition.checkValueIsAcceptable(value, context):
+                continue
+            whole = definition.dataType() == QgsProcessingParameterNumber.Integer
+            lo, hi = definition.minimum(), definition.maximum()
+            bounds = [f"at least {lo:g}" if abs(lo) < 1e300 else "", f"at most {hi:g}" if abs(hi) < 1e300 else ""]
+            wanted = " and ".join(b for b in bounds if b)
+            return (f"{definition.name()} ({definition.description()}): {value!r} is not accepted. Fix: give "
+                    f"{'a whole number' if whole else 'a number'}{' ' + wanted if wanted else ''}.")
+        return ""
 
     def _destination_paths(self, parameters, context) -> dict[str, str]:
         paths = {}
