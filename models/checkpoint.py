@@ -24,10 +24,12 @@ Checkpoints are untrusted input: they are only ever read with
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,11 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, card: dict) -> No
     try:
         torch.save(payload, tmp)
         os.replace(tmp, final)
+    except RuntimeError as exc:  # torch's zip writer reports a failed write (e.g. a full disk) this way
+        tmp.unlink(missing_ok=True)
+        full = shutil.disk_usage(final.parent).free < 2**20
+        raise OSError(errno.ENOSPC if full else errno.EIO, f"writing the checkpoint failed "
+                      f"({str(exc).splitlines()[0][:160]})", str(final)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProject,
                        QgsProcessingLayerPostProcessorInterface, QgsRasterLayer)
 
 from ..core.errors import EdificeError
@@ -64,9 +64,9 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """QGIS's checks, then the output contract's first rule before any work: no output may be an
         input (same file, also through links) and no two outputs may share a file."""
-        out_of_range = self._number_out_of_range(parameters, context)
-        if out_of_range:
-            return False, out_of_range
+        problem = self._number_out_of_range(parameters, context) or self._unreadable_file(parameters, context)
+        if problem:
+            return False, problem
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
@@ -95,6 +95,31 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
             wanted = " and ".join(b for b in bounds if b)
             return (f"{definition.name()} ({definition.description()}): {value!r} is not accepted. Fix: give "
                     f"{'a whole number' if whole else 'a number'}{' ' + wanted if wanted else ''}.")
+        return ""
+
+    def _unreadable_file(self, parameters, context) -> str:
+        """A message for a layer parameter given as a file path that is missing, or present but not
+        readable (empty, truncated, corrupt) — QGIS reports both as 'not found'; empty when all open."""
+        import os
+
+        for definition in self.parameterDefinitions():
+            value = parameters.get(definition.name())
+            kind = definition.type()
+            if kind not in ("raster", "vector", "source") or not isinstance(value, str) or not value:
+                continue
+            path = value.split("|")[0]
+            if "://" in path or path.startswith(("/vsi", "memory:", "postgres", "dbname=")) or \
+                    QgsProject.instance().mapLayer(value) is not None or not os.path.splitext(path)[1]:
+                continue  # a layer id, a URI or a layer name: QGIS resolves those itself
+            if not os.path.exists(path):
+                return f"{definition.name()}: file '{path}' does not exist. Fix: check the path."
+            layer = self.parameterAsLayer(parameters, definition.name(), context)
+            if layer is None or not layer.isValid():
+                what = "raster" if kind == "raster" else "vector layer"
+                size = os.path.getsize(path) if os.path.isfile(path) else -1
+                why = "it is empty (0 bytes)" if size == 0 else "it may be truncated or corrupt"
+                return (f"{definition.name()}: '{path}' is not a readable {what}: {why}. Fix: re-export or "
+                        "re-download the file.")
         return ""
 
     def _destination_paths(self, parameters, context) -> dict[str, str]:
@@ -147,6 +172,11 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
         except MemoryError as exc:
             raise QgsProcessingException("Out of memory; try a smaller block size or extent.") from exc
         except OSError as exc:
+            from ..core.outputs import is_disk_full
+
+            if is_disk_full(exc):
+                raise QgsProcessingException(f"The disk is full writing '{exc.filename or ''}'; nothing was kept. "
+                                             "Fix: free space or choose another folder.") from exc
             raise QgsProcessingException(f"File system error: {exc}") from exc
 
     @staticmethod
