@@ -21,7 +21,11 @@ from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .outputs import refuse_input_as_output
-from .raster_io import atomic_raster, open_raster, read_masked, require_band_count, require_real
+from .raster_io import (atomic_raster, open_raster, read_masked, require_band_count, require_memory,
+                        require_real)
+
+#: memory CCAP holds per pixel of one height/footprint pair: two float64 arrays, the raw reads, masks
+CCAP_BYTES_PER_PIXEL = 40
 
 #: Candidate footprint thresholds, as SHAFTS.
 THRESHOLDS = np.linspace(0.01, 0.9, 891)
@@ -178,6 +182,9 @@ def _read_all(path, name):
     with open_raster(path, name) as ds:
         require_real(ds, name)
         require_band_count(ds, name, 1, "a height or footprint prediction")
+        require_memory(name, ds.width * ds.height * CCAP_BYTES_PER_PIXEL, f"CCAP on {ds.width} x {ds.height} px",
+                       "CCAP works on whole rasters: clip the predictions to the area of interest or use a "
+                       "coarser resolution.")
         data, valid = read_masked(ds, None, name, [1])
         grid = Grid.from_dataset(ds)
     if not valid.any():

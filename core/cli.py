@@ -142,6 +142,10 @@ def _run(argv: list[str] | None) -> int:
     except EdificeError as exc:
         print(f"edifice: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except MemoryError as exc:
+        print(f"edifice: error: out of memory ({_one_line(exc) or 'MemoryError'}); nothing was written. Fix: "
+              "work on a smaller extent or block size, or on a machine with more memory.", file=sys.stderr)
+        return 2
     except _io_errors() as exc:  # evaluated only when an exception gets here
         print(f"edifice: error: {_one_line(exc)}", file=sys.stderr)
         return 2

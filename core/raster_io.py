@@ -75,6 +75,26 @@ def require_band_count(ds, name: str, count: int, what: str) -> None:
                          f"give a {count}-band raster of {what} (or extract the band first).")
 
 
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give (Linux ``MemAvailable``); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def require_memory(name: str, need_bytes: int, what: str, fix: str) -> None:
+    """:class:`InputError` before a whole-raster tool allocates more than the system has."""
+    have = available_memory_bytes()
+    if have is not None and need_bytes > have:
+        raise InputError(name, f"{what} needs about {need_bytes / 2**30:.1f} GiB of memory; "
+                               f"{have / 2**30:.1f} GiB are available.", fix)
+
+
 def require_crs(ds, name: str = "INPUT") -> str:
     """The dataset's CRS as WKT, or :class:`InputError` if it has none."""
     if ds.crs is None:
@@ -88,6 +108,10 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
     """Read ``window`` of ``ds`` as (bands, rows, cols) values and a (rows, cols)
     boolean mask that is True where every band holds valid data (not nodata, not NaN)."""
     idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
+    wrong = [b for b in idx if not 1 <= int(b) <= ds.count]
+    if wrong:
+        raise InputError(name, f"band {wrong[0]} does not exist: '{ds.name}' has {ds.count} band(s).",
+                         f"choose a band from 1 to {ds.count}.")
     try:
         data = ds.read(idx, window=window)
     except RasterioError as exc:

@@ -125,3 +125,28 @@ def test_retinex_blames_a_complex_input_not_the_output_type(tmp_path):
     c = raster(tmp_path / "c.tif", np.ones((20, 20), np.complex64))
     with pytest.raises(InputError, match="^INPUT: .* holds complex numbers"):
         retinex(str(c), str(tmp_path / "out.tif"))
+
+
+def test_ccap_refuses_before_allocating_more_memory_than_available(tmp_path):
+    """A 200,000 x 200,000 px prediction (sparse: tiny on disk) would need terabytes in memory."""
+    from edifice.core.raster_io import available_memory_bytes
+
+    if available_memory_bytes() is None:
+        pytest.skip("no /proc/meminfo on this system")
+    paths = []
+    for n in ("h", "f"):
+        p = tmp_path / f"{n}.tif"
+        with rasterio.open(p, "w", driver="GTiff", width=200_000, height=200_000, count=1, dtype="float32",
+                           crs="EPSG:4326", transform=from_origin(116, 40, 1e-6, 1e-6), tiled=True,
+                           compress="deflate", sparse_ok=True):
+            pass
+        paths.append(str(p))
+    with pytest.raises(InputError, match=r"HEIGHT_1: CCAP on 200000 x 200000 px needs about \d+\.\d GiB"):
+        ccap_files([tuple(paths)], str(tmp_path / "m.tif"))
+
+
+def test_band_out_of_range_is_named(tmp_path, kampala_rgb):
+    from edifice.core.eval_run import evaluate_regression
+
+    with pytest.raises(InputError, match="PREDICTION: band 9 does not exist: .* has 3 band"):
+        evaluate_regression(str(kampala_rgb), str(kampala_rgb), band=9)
