@@ -150,3 +150,24 @@ def test_band_out_of_range_is_named(tmp_path, kampala_rgb):
 
     with pytest.raises(InputError, match="PREDICTION: band 9 does not exist: .* has 3 band"):
         evaluate_regression(str(kampala_rgb), str(kampala_rgb), band=9)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
+def test_bad_initial_height_checkpoint_is_named_before_work(tmp_path, content):
+    """Any bad INIT_CHECKPOINT used to end in a traceback, after the training patches were cut."""
+    from edifice.core.shafts_workflows import train_shafts_from_rasters
+
+    ck = tmp_path / "init.pt"
+    if content is None:  # a building-use checkpoint: the wrong network
+        import importlib.util
+        from pathlib import Path
+        spec = importlib.util.spec_from_file_location("c", Path(__file__).resolve().parents[1] / "conftest.py")
+        conf = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(conf)
+        conf.make_tiny_use_checkpoint(ck)
+    else:
+        ck.write_bytes(content)
+    with pytest.raises(InputError, match="INIT_CHECKPOINT: "):
+        train_shafts_from_rasters("absent_s1.tif", "absent_s2.tif", "absent_dem.tif", "absent_f.tif",
+                                     "absent_h.tif", 100, str(tmp_path / "out.pt"), init_checkpoint=str(ck))
+    assert not (tmp_path / "out.pt").exists()
