@@ -201,6 +201,18 @@ def _check_imagery(imagery: str, card: dict, n_img: int, progress: Progress | No
             raise InputError("IMAGERY", f"is {dt}, but the model scales its bands by 1/255 as for 8-bit "
                              "imagery.", "convert the imagery to 8-bit (Raster > Conversion > Translate, "
                              "scale to 0-255) or use a model trained on this kind of imagery.")
+        _require_valid_pixels(ds, "IMAGERY")
+
+
+def _require_valid_pixels(ds, name: str, block: int = 4096) -> None:
+    """:class:`InputError` when every pixel of ``ds`` is nodata (stops at the first valid block, so a
+    normal raster costs one block read)."""
+    grid = Grid.from_dataset(ds)
+    for blk in grid.blocks(block):
+        if read_masked(ds, blk.window, name)[1].any():
+            return
+    raise InputError(name, f"'{Path(ds.name).name}' has no valid pixels: every pixel is nodata, so nothing "
+                           "would be mapped.", "check the raster's nodata value, or give imagery of the area.")
 
 
 def _check_on_grid(path: str, grid: Grid, name: str, progress: Progress, imagery: str | None = None) -> None:

@@ -171,3 +171,13 @@ def test_bad_initial_height_checkpoint_is_named_before_work(tmp_path, content):
         train_shafts_from_rasters("absent_s1.tif", "absent_s2.tif", "absent_dem.tif", "absent_f.tif",
                                      "absent_h.tif", 100, str(tmp_path / "out.pt"), init_checkpoint=str(ck))
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_map_building_use_refuses_all_nodata_imagery(tmp_path, tiny_use_checkpoint, kampala_pois):
+    from edifice.core.building_use_map import map_building_use
+
+    img = raster(tmp_path / "empty.tif", np.zeros((3, 300, 300), np.uint8), nodata=0)
+    with pytest.raises(InputError, match="IMAGERY: 'empty.tif' has no valid pixels"):
+        map_building_use(str(img), str(tiny_use_checkpoint), poi_points=str(kampala_pois),
+                         poi_category_field="other_tags", use_class=str(tmp_path / "u.tif"))
+    assert not (tmp_path / "u.tif").exists()
