@@ -197,7 +197,7 @@ def atomic_output(path: str | os.PathLike, name: str = "OUTPUT", inputs: Mapping
     try:
         yield tmp
         if verify is not None:
-            _verify(verify, tmp, final, name, folder)
+            verify_written(verify, tmp, final, name, folder)
         os.replace(tmp, final)
     except EdificeError:
         remove_temporary(tmp)
@@ -213,7 +213,7 @@ def atomic_output(path: str | os.PathLike, name: str = "OUTPUT", inputs: Mapping
         raise
 
 
-def _verify(verify, tmp: Path, final: Path, name: str, folder: Path) -> None:
+def verify_written(verify, tmp: Path, final: Path, name: str, folder: Path) -> None:
     """Run ``verify(tmp)``; a failure is a full disk when the disk is (nearly) full, else an OutputError
     that names the output (not the hidden temporary)."""
     try:

@@ -104,6 +104,18 @@ def test_full_disk_qgis_process_poi_maps_leave_nothing(qp_env, small_disk, kampa
     assert not (folder / "poi.tif").exists() and leftovers(folder) == []
 
 
+def test_full_disk_qgis_process_map_building_use_leaves_nothing(qp_env, small_disk, kampala_rgb, kampala_pois,
+                                                               tiny_use_checkpoint):
+    folder, preexec = small_disk
+    outs = {"FOOTPRINT_PROBABILITY": folder / "fp.tif", "USE_PROBABILITIES": folder / "up.tif"}
+    r = subprocess.run(["/usr/bin/qgis_process.bin", "run", "edifice:mapbuildinguse", "--", f"IMAGERY={kampala_rgb}",
+                        f"CHECKPOINT={tiny_use_checkpoint}", f"POI_LAYER={kampala_pois}",
+                        *[f"{k}={v}" for k, v in outs.items()]], env=qp_env, capture_output=True, text=True,
+                       timeout=300, preexec_fn=preexec)
+    assert_refused(r, "full", front="qp")
+    assert not any(p.exists() for p in outs.values()) and leftovers(folder) == []
+
+
 # ------------------------------------------------------------------ output = input
 def test_output_equal_to_input_is_refused_cli(tmp_path, kampala_rgb):
     before = md5(kampala_rgb)
