@@ -125,9 +125,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run(argv: list[str] | None) -> int:
+    from .outputs import Terminated, install_termination_handler
+
     args = build_parser().parse_args(argv)
+    install_termination_handler()
     try:
         result = args.func(args)
+    except Terminated:
+        print("edifice: terminated (SIGTERM); no output was written.", file=sys.stderr)
+        return 143
     except Cancelled as exc:
         print(f"edifice: {exc}", file=sys.stderr)
         return 130
@@ -136,6 +142,10 @@ def _run(argv: list[str] | None) -> int:
         return 130
     except EdificeError as exc:
         print(f"edifice: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        print(f"edifice: error: out of memory ({_one_line(exc) or 'MemoryError'}); nothing was written. Fix: "
+              "work on a smaller extent or block size, or on a machine with more memory.", file=sys.stderr)
         return 2
     except _io_errors() as exc:  # evaluated only when an exception gets here
         print(f"edifice: error: {_one_line(exc)}", file=sys.stderr)
