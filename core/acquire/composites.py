@@ -39,6 +39,7 @@ from rasterio.windows import Window
 from ..errors import EdificeError, InputError
 from ..grid import Grid
 from ..progress import Progress, ensure
+from ..outputs import check_output_folder, refuse_input_as_output
 from ..raster_io import GDAL_CACHE_BYTES, atomic_raster
 
 #: Degrees per metre at the equator of the WGS 84 sphere Earth Engine uses for ``scale`` in EPSG:4326.
@@ -332,7 +333,8 @@ def mosaic_chunks(store: ChunkStore, product: Product, grid: Grid, windows: list
     # chunks are tile-aligned, so GDAL's cache need only hold the tiles of about two chunks
     cache = int(min(GDAL_CACHE_BYTES, max(8 * 2**20, 2 * largest)))
     with rasterio.Env(GDAL_CACHEMAX=cache), atomic_raster(output, grid, len(product.bands), product.dtype,
-                                                          nodata=product.nodata, descriptions=product.bands) as dst:
+                                                          nodata=product.nodata, descriptions=product.bands,
+                                                          name=f"OUTPUT_{product.key}") as dst:
         for i, w in enumerate(windows):
             progress.check_cancelled()
             dst.write(to_output_values(store.load(w), product), window=w)
@@ -360,9 +362,13 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
         options = replace(options, max_request_bytes=min(options.max_request_bytes, source.max_chunk_bytes))
     result = {"source": source.name, "padding_deg": pad, "extent": list(extent)}
     keys = [k for k in PRODUCTS if k in outputs]
+    grids = {k: composite_grid(extent, PRODUCTS[k], pad) for k in keys}
+    refuse_input_as_output({f"OUTPUT_{k}": outputs[k] for k in keys}, {})
+    for k in keys:   # the chunks are kept uncompressed until the mosaic: room for them and the output
+        check_output_folder(f"OUTPUT_{k}", outputs[k], 2 * grids[k].width * grids[k].height
+                            * PRODUCTS[k].bytes_per_pixel)
     for i, key in enumerate(keys):
-        product = PRODUCTS[key]
-        grid = composite_grid(extent, product, pad)
+        product, grid = PRODUCTS[key], grids[key]
         if hasattr(source, "prepare"):      # e.g. a catalogue search: fails early, before any chunk is kept
             source.prepare(product, grid)
         progress.info(f"{key}: {grid.width} x {grid.height} px of {product.pixel_m:g} m from {source.name}")

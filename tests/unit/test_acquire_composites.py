@@ -117,3 +117,27 @@ def test_unknown_product_refused():
     with pytest.raises(InputError) as exc:
         make_composites(Src(), (0, 0, 1, 1), {"S3": "a.tif"})
     assert exc.value.name == "OUTPUTS"
+
+
+def test_outputs_checked_before_any_fetch(tmp_path):
+    calls = []
+
+    class Src:
+        name = "fake"
+
+        def spec(self):
+            return {}
+
+        def fetch(self, *a):
+            calls.append(a)
+            return _fake_fetch(*a)
+
+    same = str(tmp_path / "x.tif")
+    with pytest.raises(InputError) as exc:
+        make_composites(Src(), (116.30, 39.98, 116.31, 39.99), {"S1": same, "S2": same}, padding=0.0)
+    assert exc.value.name == "OUTPUT_S2" and not calls
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with pytest.raises(InputError) as exc:
+        make_composites(Src(), (116.30, 39.98, 116.31, 39.99), {"DEM": str(blocked / "dem.tif")}, padding=0.0)
+    assert exc.value.name == "OUTPUT_DEM" and not calls
