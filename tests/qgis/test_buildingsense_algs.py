@@ -21,57 +21,18 @@ KEY = "sk-qgis-4e8d2a6c0b1f3e5d7a9c"
 
 
 @pytest.fixture(scope="module")
-def auth_key(qgis_app):
+def auth_key(basic_authcfg):
     """An authentication configuration (Basic, the key as its password) -> its id."""
-    from qgis.core import QgsApplication, QgsAuthMethodConfig
-
-    manager = QgsApplication.authManager()
-    if not manager.masterPasswordIsSet():
-        assert manager.setMasterPassword("edifice-test-master", True)
-    config = QgsAuthMethodConfig()
-    config.setName("edifice llm test")
-    config.setMethod("Basic")
-    config.setConfig("username", "llm")
-    config.setConfig("password", KEY)
-    assert manager.storeAuthenticationConfig(config)
-    return config.id()
+    return basic_authcfg(KEY, "llm")
 
 
-class _Feedback:
-    """A QgsProcessingFeedback that keeps every message."""
-
-    def __new__(cls):
-        from qgis.core import QgsProcessingFeedback
-
-        class F(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.lines = []
-
-            def pushInfo(self, m):  # noqa: N802
-                self.lines.append(m)
-
-            def pushWarning(self, m):  # noqa: N802
-                self.lines.append(m)
-
-            def reportError(self, m, fatal=False):  # noqa: N802
-                self.lines.append(m)
-
-        return F()
-
-
-def test_algorithms_are_listed(provider):
-    ids = {a.id() for a in provider.algorithms()}
-    assert {"edifice:streetviewpoints", "edifice:buildingsamples", "edifice:classifybuildingfunction"} <= ids
-
-
-def test_chain_with_authcfg_key_never_written(provider, standin, auth_key, tmp_path):
+def test_chain_with_authcfg_key_never_written(provider, standin, auth_key, recording_feedback, tmp_path):
     import processing
     from qgis.core import QgsProject
 
     sc = scene_mod.make_scene(tmp_path / "scene", 6)
     server = standin(SERVER, "--key", KEY, "--combination", "RST")
-    fb = _Feedback()
+    fb = recording_feedback()
     QgsProject.instance().removeAllMapLayers()
     pts = tmp_path / "points.gpkg"
     processing.runAndLoadResults("edifice:streetviewpoints", {

@@ -15,44 +15,6 @@ THU_S1 = Path(__file__).resolve().parents[2] / "samples" / "thu" / "thu_s1_2020.
 EXTENT = (116.315, 39.995, 116.325, 40.005)
 
 
-def _store_key(manager, key_json: str) -> str:
-    from qgis.core import QgsAuthMethodConfig
-
-    config = QgsAuthMethodConfig()
-    config.setName("earth engine service account")
-    config.setMethod("Basic")
-    config.setConfig("username", "service-account")
-    config.setConfig("password", key_json)
-    assert manager.storeAuthenticationConfig(config)
-    return config.id()
-
-
-class _Log:
-    """A Processing feedback that keeps every line it is given."""
-
-    def __new__(cls):
-        from qgis.core import QgsProcessingFeedback
-
-        class Feedback(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.lines = []
-
-            def pushInfo(self, text):  # noqa: N802
-                self.lines.append(text)
-
-            def pushWarning(self, text):  # noqa: N802
-                self.lines.append(text)
-
-            def pushDebugInfo(self, text):  # noqa: N802
-                self.lines.append(text)
-
-            def reportError(self, text, fatal=False):  # noqa: N802
-                self.lines.append(text)
-
-        return Feedback()
-
-
 def _params(ee, cfg, tmp_path, **kw):
     p = {"EXTENT": f"{EXTENT[0]},{EXTENT[2]},{EXTENT[1]},{EXTENT[3]} [EPSG:4326]", "YEAR": 2020,
          "RESOLUTION": "100", "SOURCE": 0, "PROJECT": "", "AUTH": cfg, "SERVICE_URL": ee.url, "PADDING": 0.004,
@@ -62,12 +24,12 @@ def _params(ee, cfg, tmp_path, **kw):
     return p
 
 
-def test_composites_from_the_auth_database(provider, auth_manager, ee_standin, tmp_path):
+def test_composites_from_the_auth_database(provider, basic_authcfg, recording_feedback, ee_standin, tmp_path):
     import processing
 
     ee = ee_standin()
-    cfg = _store_key(auth_manager, ee.key_path.read_text())
-    feedback = _Log()
+    cfg = basic_authcfg(ee.key_path.read_text(), "service-account")
+    feedback = recording_feedback()
     res = processing.run("edifice:sentinelcomposites", _params(ee, cfg, tmp_path), feedback=feedback)
     with rasterio.open(res["OUTPUT_S1"]) as s1, rasterio.open(res["OUTPUT_S2"]) as s2, \
             rasterio.open(res["OUTPUT_DEM"]) as dem:
@@ -87,12 +49,12 @@ def test_composites_from_the_auth_database(provider, auth_manager, ee_standin, t
         assert secret not in log
 
 
-def test_unregistered_project_is_a_clear_error_without_secrets(provider, auth_manager, ee_standin, tmp_path):
+def test_unregistered_project_is_a_clear_error_without_secrets(provider, basic_authcfg, ee_standin, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
 
     ee = ee_standin("--echo-credentials")
-    cfg = _store_key(auth_manager, ee.key_path.read_text())
+    cfg = basic_authcfg(ee.key_path.read_text(), "service-account")
     with pytest.raises(QgsProcessingException) as exc:
         processing.run("edifice:sentinelcomposites", _params(ee, cfg, tmp_path, PROJECT="not-on-ee"))
     msg = str(exc.value)
