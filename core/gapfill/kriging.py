@@ -84,8 +84,9 @@ class Neighbours:
 
 
 def find_neighbours(tree: cKDTree, targets: np.ndarray, n: int, radius: float) -> Neighbours:
-    """The ``n`` nearest known points (of ``tree``) within ``radius`` pixels of each target."""
-    d, i = tree.query(targets, k=n, distance_upper_bound=radius * (1 + 1e-12))
+    """The ``n`` nearest known points (of ``tree``) within ``radius`` pixels of each target
+    (a pixel exactly at ``radius`` counts as within, whatever its tie-breaking offset)."""
+    d, i = tree.query(targets, k=n, distance_upper_bound=radius + 2 * TIE_BREAK_PX)
     if n == 1:
         d, i = d[:, None], i[:, None]
     return Neighbours(d, i)

@@ -19,7 +19,10 @@ and ``(4 a / 7) * sqrt(pi) / 2`` (Gaussian, whose GSTools form is ``exp(-(pi/4) 
 
 The fit is weighted least squares with weights ``N_j / h_j^2`` (pairs per lag over
 the squared lag, gstat's default ``fit.method = 7``): short lags, which decide the
-kriging weights of near neighbours, count most.
+kriging weights of near neighbours, count most. The nugget is kept at or above
+:data:`MIN_NUGGET` times the largest empirical semivariance: without any nugget a
+Gaussian model makes the kriging systems so ill-conditioned (condition numbers of
+1e10 and more on a pixel grid) that round-off alone changes predictions in the 5th digit.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ import numpy as np
 from scipy.optimize import least_squares
 
 MODELS = ("spherical", "exponential", "gaussian")
+#: Smallest nugget, as a fraction of the largest empirical semivariance (numerical stability).
+MIN_NUGGET = 1e-6
 
 
 def model_values(model: str, h: np.ndarray, nugget: float, psill: float, range_: float) -> np.ndarray:
@@ -164,10 +169,10 @@ def _fit_one(model: str, emp: EmpiricalVariogram, w: np.ndarray) -> tuple[Variog
     def resid(p):
         return sw * (model_values(model, emp.lag, p[0], p[1], p[2]) - g)
 
-    lo, hi = [0.0, 0.0, 1e-3], [1.0, 4.0, 4.0 * hmax]
+    lo, hi = [MIN_NUGGET, 0.0, 1e-3], [1.0, 4.0, 4.0 * hmax]
     best = None
     for a0 in (0.1 * hmax, 0.4 * hmax, hmax):
-        x0 = [min(0.5 * g[0], 0.99), max(1.0 - 0.5 * g[0], 1e-3), a0]
+        x0 = [min(max(0.5 * g[0], 2 * MIN_NUGGET), 0.99), max(1.0 - 0.5 * g[0], 1e-3), a0]
         r = least_squares(resid, x0, bounds=(lo, hi), x_scale=[1.0, 1.0, hmax])
         if best is None or r.cost < best.cost:
             best = r
