@@ -14,6 +14,7 @@ from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, Ref
                                     TrainHeightFootprintAlgorithm)
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
 from .builtup_mask_alg import BuiltupMaskAlgorithm
+from .cloud_gap_fill_alg import CloudGapFillAlgorithm
 from .map_building_use_alg import MapBuildingUseAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
@@ -23,6 +24,7 @@ from .training_dataset_alg import TrainingDatasetAlgorithm
 #: (algorithm class, python modules it needs at run time)
 ALGORITHMS = [
     (RetinexAlgorithm, ("numpy", "scipy", "rasterio")),
+    (CloudGapFillAlgorithm, ("numpy", "scipy", "rasterio")),
     (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
     (EvaluateClassificationAlgorithm, ("numpy", "rasterio", "shapely", "pyogrio", "pyproj")),
     (EvaluateRegressionAlgorithm, ("numpy", "scipy", "rasterio", "shapely", "pyogrio", "pyproj")),
