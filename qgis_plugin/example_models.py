@@ -148,10 +148,29 @@ def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     return m
 
 
+def gapfill_retinex_chain() -> QgsProcessingModelAlgorithm:
+    """imagery + cloud mask -> edifice:cloudgapfill (kriging) -> edifice:retinex. Model parameters:
+    ``imagery``, ``clouds`` (non-zero = gap, on the imagery grid), ``dilation`` (pixels). Model outputs:
+    ``gapfill:filled`` and ``retinex:corrected`` (the gap-free image is what training and mapping take)."""
+    m = QgsProcessingModelAlgorithm("Cloud gap filling and Retinex", "Edifice examples", "edifice_gapfill_retinex")
+    _params(m, QgsProcessingParameterRasterLayer("imagery", "Imagery"),
+            QgsProcessingParameterRasterLayer("clouds", "Cloud/shadow mask (non-zero = gap)"),
+            Number("dilation", "Grow the clouds by (pixels)", Number.Integer, 0, minValue=0))
+    _child(m, "edifice:cloudgapfill", "gapfill", "Cloud gap filling (kriging)",
+           {"INPUT": _model_input("imagery"), "MASK": _model_input("clouds"), "DILATION": _model_input("dilation"),
+            "NEIGHBOURS": 32, "SEARCH_RADIUS": 256.0, "MODEL": 0, "BEYOND_RANGE": 0},
+           {"filled": ("Gap-filled imagery", "OUTPUT")})
+    _child(m, "edifice:retinex", "retinex", "Retinex illumination correction",
+           {"INPUT": _from("gapfill", "OUTPUT"), "SIGMAS": "15,80,250"},
+           {"corrected": ("Corrected imagery", "OUTPUT")})
+    return m
+
+
 #: name -> builder of every example model; scripts/build_example_models.py writes examples/<name>.model3
 EXAMPLES = {
     "retinex_poi_chain": retinex_poi_chain,
     "poi_dataset_training": poi_dataset_training,
     "height_footprint_ccap": height_footprint_ccap,
     "imagery_poi_use_map": imagery_poi_use_map,
+    "gapfill_retinex_chain": gapfill_retinex_chain,
 }
