@@ -106,16 +106,24 @@ def _solve(variogram: Variogram, pair_d: np.ndarray, target_d: np.ndarray, prese
            values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Solve the stacked OK systems of one band: (prediction, variance) per target."""
     t, n = present.shape
-    a = np.zeros((t, n + 1, n + 1))
-    both = present[:, :, None] & present[:, None, :]
-    a[:, :n, :n] = np.where(both, variogram(pair_d), 0.0)
+    a = np.empty((t, n + 1, n + 1))
+    a[:, :n, :n] = variogram.at_positive(pair_d)
     diag = np.arange(n)
-    a[:, diag, diag] = np.where(present, 0.0, 1.0)           # missing neighbour: identity row, weight 0
-    a[:, :n, n] = present
-    a[:, n, :n] = present
-    b = np.zeros((t, n + 1))
-    b[:, :n] = np.where(present, variogram(np.where(present, target_d, 0.0)), 0.0)
+    a[:, diag, diag] = 0.0
+    a[:, :n, n] = 1.0
+    a[:, n, :n] = 1.0
+    a[:, n, n] = 0.0
+    b = np.empty((t, n + 1))
+    b[:, :n] = variogram.at_positive(np.where(present, target_d, 1.0))
     b[:, n] = 1.0
+    missing = ~present
+    if missing.any():  # padded systems: a missing neighbour gets an identity row and weight 0
+        both = present[:, :, None] & present[:, None, :]
+        a[:, :n, :n] *= both
+        a[:, diag, diag] = missing
+        a[:, :n, n] = present
+        a[:, n, :n] = present
+        b[:, :n] *= present
     x = np.linalg.solve(a, b[:, :, None])[:, :, 0]
     w, mu = x[:, :n], x[:, n]
     return (w * values).sum(axis=1), (w * b[:, :n]).sum(axis=1) + mu

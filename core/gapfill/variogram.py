@@ -37,20 +37,24 @@ MODELS = ("spherical", "exponential", "gaussian")
 MIN_NUGGET = 1e-6
 
 
+def _shape(model: str, h: np.ndarray, range_: float) -> np.ndarray:
+    """The model's normalised shape (0 at h = 0, 1 at the sill) at distances ``h`` (pixels)."""
+    a = max(float(range_), 1e-12)
+    if model == "spherical":
+        r = np.minimum(h * (1.0 / a), 1.0)
+        return r * (1.5 - 0.5 * r * r)
+    if model == "exponential":
+        return -np.expm1(h * (-3.0 / a))
+    if model == "gaussian":
+        s = h * (7.0 / (4.0 * a))
+        return -np.expm1(-(s * s))
+    raise ValueError(f"unknown variogram model '{model}'")
+
+
 def model_values(model: str, h: np.ndarray, nugget: float, psill: float, range_: float) -> np.ndarray:
     """Semivariance of ``model`` at distances ``h`` (pixels); 0 at h == 0."""
     h = np.asarray(h, dtype=np.float64)
-    a = max(float(range_), 1e-12)
-    if model == "spherical":
-        r = np.minimum(h / a, 1.0)
-        shape = 1.5 * r - 0.5 * r ** 3
-    elif model == "exponential":
-        shape = 1.0 - np.exp(-3.0 * h / a)
-    elif model == "gaussian":
-        shape = 1.0 - np.exp(-(h / (a * 4.0 / 7.0)) ** 2)
-    else:
-        raise ValueError(f"unknown variogram model '{model}'")
-    return np.where(h > 0, nugget + psill * shape, 0.0)
+    return np.where(h > 0, nugget + psill * _shape(model, h, range_), 0.0)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,14 @@ class Variogram:
 
     def __call__(self, h: np.ndarray) -> np.ndarray:
         return model_values(self.model, h, self.nugget, self.psill, self.range_px)
+
+    def at_positive(self, h: np.ndarray) -> np.ndarray:
+        """Semivariance at distances known to be > 0 (the nugget included), without the
+        test for h == 0: the hot path of the kriging systems."""
+        g = _shape(self.model, h, self.range_px)
+        g *= self.psill
+        g += self.nugget
+        return g
 
     def pykrige_parameters(self) -> dict:
         """The same model for ``pykrige.ok.OrdinaryKriging(variogram_model=self.model,
