@@ -376,3 +376,13 @@ def test_cancel_leaves_nothing(tmp_path):
         cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask), variance_path=str(tmp_path / "v.tif"),
                        report_path=str(tmp_path / "r.html"), block_size=16, progress=CancelLate())
     assert _files(tmp_path) == before
+
+
+def test_gapfill_never_imports_qgis():
+    import subprocess
+    import sys
+
+    code = ("import sys, edifice.core.gapfill, edifice.core.gapfill.report, edifice.core.cli_gapfill\n"
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('qgis', 'PyQt5', 'pykrige')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "[]"
