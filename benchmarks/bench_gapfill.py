@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_retinex import _proc_status_mb  # noqa: E402  (VmRSS / VmHWM from /proc)
+from bench_retinex import _proc_status_mb, reset_high_water_mark  # noqa: E402  (VmRSS / VmHWM from /proc)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path("/work/shared/data")
@@ -199,12 +199,7 @@ def child(src: str, mask: str, dst: str, block_size: int) -> None:
 
     from edifice.core.gapfill import GapSpec, KrigingSettings, cloud_gap_fill
 
-    base = _proc_status_mb("VmRSS")
-    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    base = reset_high_water_mark()
     t = time.perf_counter()
     s = cloud_gap_fill(src, dst, GapSpec(mask_path=mask), KrigingSettings(), block_size=block_size)
     sec = time.perf_counter() - t
@@ -270,8 +265,9 @@ def main() -> None:
         for f, r in runs.items():
             print(f"    {r['side']:>5}^2 px: baseline {r['base_mb']:.0f} MiB, peak {r['peak_mb']:.0f} MiB, "
                   f"{r['seconds']:.1f} s")
+        above = [runs[f]["peak_mb"] - runs[f]["base_mb"] for f in (4, 1)]
         print(f"    16x / 1x peak: {runs[4]['peak_mb'] / runs[1]['peak_mb']:.2f} "
-              f"(above baseline: {(runs[4]['peak_mb'] - runs[4]['base_mb']) / (runs[1]['peak_mb'] - runs[1]['base_mb']):.2f})")
+              f"(above baseline: {above[0] / above[1]:.2f})")
 
 
 if __name__ == "__main__":

@@ -377,7 +377,8 @@ def _summary(ds, input_path, output_path, gaps: GapSpec, settings, counts, vario
 
 def _warn(progress: Progress, counts: _Counts, variograms, settings, no_input_nodata: bool) -> None:
     if counts.unfilled:
-        progress.warning(f"{counts.unfilled} gap pixel(s) have no cloud-free pixel within {settings.search_radius:g} px "
+        progress.warning(f"{counts.unfilled} gap pixel(s) have no cloud-free pixel within "
+                         f"{settings.search_radius:g} px "
                          "and were left as nodata (raise SEARCH_RADIUS to fill them).")
     for b, v in enumerate(variograms):
         n = counts.beyond[b] if counts.beyond else 0

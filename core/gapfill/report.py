@@ -26,7 +26,8 @@ def variogram_svg(empirical: dict, variogram: dict, width: int = 420, height: in
     for t in range(6):
         x, _ = xy(hmax * t / 5, 0)
         _, y = xy(0, gmax * t / 5)
-        out.append(f'<text x="{x:.1f}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{hmax * t / 5:.3g}</text>'
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 14}" font-size="10" '
+                   f'text-anchor="middle">{hmax * t / 5:.3g}</text>'
                    f'<text x="{left - 4}" y="{y + 3:.1f}" font-size="10" text-anchor="end">{gmax * t / 5:.3g}</text>')
     pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in (xy(x, y) for x, y in zip(h, g)))
     out.append(f'<polyline points="{pts}" fill="none" stroke="#d62728" stroke-width="1.5"/>')
@@ -51,7 +52,8 @@ def variogram_report_html(summary: dict) -> str:
             html_table(["band", "model", "nugget", "sill", "range (px)", "range (CRS units)", "fit RMSE"], rows),
             html_table(["pixels", "count"], [["gaps", summary["gap_pixels"]],
                                              ["cloud-free", summary["cloud_free_pixels"]],
-                                             ["no neighbour within the search radius", summary["unfilled_no_neighbour"]],
+                                             ["no neighbour within the search radius",
+                                              summary["unfilled_no_neighbour"]],
                                              ["filled (per band)", summary["filled_per_band"]],
                                              ["beyond the range (per band)", summary["beyond_range_per_band"]]])]
     for b in summary["bands"]:

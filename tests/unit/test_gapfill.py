@@ -55,6 +55,19 @@ def _files(tmp_path):
     return sorted(p.name for p in tmp_path.iterdir())
 
 
+class Log(Progress):
+    """Progress that keeps the info lines and warnings."""
+
+    def __init__(self):
+        self.infos, self.warnings = [], []
+
+    def info(self, m):
+        self.infos.append(m)
+
+    def warning(self, m):
+        self.warnings.append(m)
+
+
 # -- equivalence with PyKrige ------------------------------------------------------------------
 @pytest.mark.parametrize("model", ["spherical", "exponential", "gaussian"])
 def test_predictions_and_variances_equal_pykrige(tmp_path, model):
@@ -242,14 +255,9 @@ def test_beyond_range_left_as_nodata_counts_match_distances(tmp_path):
     gap = _blobs(shape, [(40, 40, 25)])
     src = _write(tmp_path / "img.tif", img, nodata=-1.0)
     mask = _write(tmp_path / "mask.tif", gap.astype(np.uint8))
-    messages = []
-
-    class Log(Progress):
-        def warning(self, m):
-            messages.append(m)
-
+    log = Log()
     s = cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask),
-                       KrigingSettings(max_lag=12, beyond_range="nodata"), progress=Log())
+                       KrigingSettings(max_lag=12, beyond_range="nodata"), progress=log)
     rng_px = json.loads(sidecar_path(str(tmp_path / "o.tif")).read_text())["bands"][0]["variogram"]["range_px"]
     dist = ndimage.distance_transform_edt(gap)  # distance (px) to the nearest cloud-free pixel centre
     expected = int((dist[gap] > rng_px).sum())
@@ -257,7 +265,7 @@ def test_beyond_range_left_as_nodata_counts_match_distances(tmp_path):
     out, nd = _read(tmp_path / "o.tif")
     assert s["beyond_range_per_band"] == [expected]
     assert int((out[0] == nd).sum()) == expected
-    assert any(f"{expected} gap pixel(s) are farther" in m and "left as nodata" in m for m in messages)
+    assert any(f"{expected} gap pixel(s) are farther" in m and "left as nodata" in m for m in log.warnings)
 
 
 def test_pixels_without_neighbour_in_radius_stay_nodata_with_a_warning(tmp_path):
@@ -266,20 +274,15 @@ def test_pixels_without_neighbour_in_radius_stay_nodata_with_a_warning(tmp_path)
     gap = _blobs(shape, [(30, 30, 20)])
     src = _write(tmp_path / "img.tif", img)
     mask = _write(tmp_path / "mask.tif", gap.astype(np.uint8))
-    warnings = []
-
-    class Log(Progress):
-        def warning(self, m):
-            warnings.append(m)
-
+    log = Log()
     s = cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask),
-                       KrigingSettings(search_radius=10, max_lag=8), progress=Log())
+                       KrigingSettings(search_radius=10, max_lag=8), progress=log)
     dist = ndimage.distance_transform_edt(gap)
     expected = int((dist[gap] > 10).sum())
     assert s["unfilled_no_neighbour"] == expected > 0
     out, nd = _read(tmp_path / "o.tif")
     assert np.isnan(nd) and int(np.isnan(out[0]).sum()) == expected
-    assert any(str(expected) in w and "SEARCH_RADIUS" in w for w in warnings)
+    assert any(str(expected) in w and "SEARCH_RADIUS" in w for w in log.warnings)
 
 
 def test_outputs_sidecar_variance_and_report(tmp_path):
@@ -326,17 +329,12 @@ def test_no_cloud_copies_the_input_without_fitting(tmp_path):
     img = np.clip(_smooth_field((300, 260), 3, seed=14), 1, 250).astype(np.uint8)
     src = _write(tmp_path / "img.tif", img, nodata=0)
     mask = _write(tmp_path / "mask.tif", np.zeros((300, 260), np.uint8))
-    infos = []
-
-    class Log(Progress):
-        def info(self, m):
-            infos.append(m)
-
-    s = cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask), progress=Log(), block_size=128)
+    log = Log()
+    s = cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask), progress=log, block_size=128)
     out, nd = _read(tmp_path / "o.tif")
     assert np.array_equal(out[0], img) and nd == 0
     assert s["gap_pixels"] == 0 and s["bands"] == []
-    assert any("No gap pixel" in m for m in infos)
+    assert any("No gap pixel" in m for m in log.infos)
 
 
 def test_constant_band_is_refused_and_nothing_written(tmp_path):
