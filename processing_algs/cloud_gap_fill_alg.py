@@ -67,12 +67,13 @@ class CloudGapFillAlgorithm(EdificeAlgorithm):
         self.addOutput(QgsProcessingOutputString("VARIOGRAMS", "Variogram sidecar (JSON)"))
 
     def _settings(self, parameters, context):
+        from ..core.errors import EdificeError
         from ..core.gapfill import GapSpec, KrigingSettings, parse_ranges
 
         mask = self.parameterAsRasterLayer(parameters, self.MASK, context)
         try:
             ranges = parse_ranges(self.parameterAsString(parameters, self.RANGES, context) or "")
-        except Exception as exc:  # InputError: shown as it is
+        except EdificeError as exc:  # the InputError's message, as it is
             raise QgsProcessingException(str(exc)) from exc
         gaps = GapSpec(mask_path=self.raster_path(mask, self.MASK) if mask is not None else None,
                        use_nodata=self.parameterAsBool(parameters, self.NODATA_GAPS, context), ranges=ranges,
