@@ -112,7 +112,8 @@ def accuracy_case(name, path, sizes_m, metres_per_px, tmp: Path, seed=0):
     rows = []
     for size in sizes_m:
         gap = blob_mask(valid, size / metres_per_px, 0.2, np.random.default_rng(seed))
-        mask_path, out = tmp / f"{name}_{size}_mask.tif", tmp / f"{name}_{size}_out.tif"
+        slug = "".join(ch if ch.isalnum() else "_" for ch in name)
+        mask_path, out = tmp / f"{slug}_{size}_mask.tif", tmp / f"{slug}_{size}_out.tif"
         write_like(mask_path, profile, gap.astype(np.uint8)[None])
         krige_file(path, mask_path, out)
         with rasterio.open(out) as ds:
