@@ -194,7 +194,8 @@ def _known_points(known: np.ndarray, gap_in: np.ndarray, block: Block, job: _Blo
     r_in, c_in = block.inner[0].start, block.inner[1].start
     h = halo_for(job.settings.search_radius)
     box = np.zeros_like(known)
-    box[max(rr.min() + r_in - h, 0):rr.max() + r_in + h + 1, max(cc.min() + c_in - h, 0):cc.max() + c_in + h + 1] = True
+    box[max(rr.min() + r_in - h, 0):rr.max() + r_in + h + 1,
+        max(cc.min() + c_in - h, 0):cc.max() + c_in + h + 1] = True
     kr, kc = np.nonzero(known & box)
     r0, c0 = int(block.read_window.row_off), int(block.read_window.col_off)
     aspect = job.grid.res[1] / job.grid.res[0]
@@ -236,16 +237,16 @@ def fill_block(data: np.ndarray, valid: np.ndarray, gap: np.ndarray, block: Bloc
 
 
 # -- the tool -------------------------------------------------------------------
-def _open_inputs(input_path: str, gaps: GapSpec):
-    ds = open_raster(input_path, "INPUT")
+def _open_inputs(stack: contextlib.ExitStack, input_path: str, gaps: GapSpec):
+    """Open (into ``stack``, so they are closed on any error) and check the image and the mask."""
+    ds = stack.enter_context(open_raster(input_path, "INPUT"))
     dtype = np.dtype(ds.dtypes[0])
     if dtype.kind not in "uif" or len(set(ds.dtypes)) > 1:
-        ds.close()
         raise InputError("INPUT", f"data type {ds.dtypes[0]} is not supported (or bands differ in type).",
                          "give an 8/16/32-bit integer or float raster.")
     gaps.check(ds.count)
     grid = Grid.from_dataset(ds)
-    mask = open_mask(gaps.mask_path, grid) if gaps.mask_path else None
+    mask = stack.enter_context(open_mask(gaps.mask_path, grid)) if gaps.mask_path else None
     return ds, mask, grid, dtype
 
 
@@ -267,10 +268,7 @@ def cloud_gap_fill(input_path: str, output_path: str, gaps: GapSpec, settings: K
     progress = ensure(progress)
     with contextlib.ExitStack() as stack:
         stack.enter_context(bounded_gdal_cache())
-        ds, mask, grid, dtype = _open_inputs(input_path, gaps)
-        stack.enter_context(ds)
-        if mask is not None:
-            stack.enter_context(mask)
+        ds, mask, grid, dtype = _open_inputs(stack, input_path, gaps)
         reader = GapReader(ds, mask, gaps, grid)
         halo = halo_for(settings.search_radius)
         progress.info(f"Cloud gap filling on {grid.width} x {grid.height} px, {ds.count} band(s), "
@@ -284,7 +282,7 @@ def cloud_gap_fill(input_path: str, output_path: str, gaps: GapSpec, settings: K
         summary = _summary(ds, input_path, output_path, gaps, settings, counts, variograms, tried, emps)
         _write_all(ds, reader, grid, job, set(with_gaps), block_size, counts, output_path, variance_path,
                    report_path, summary, progress.span(0.2, 1.0))
-    _warn(progress, counts, variograms, settings, ds.nodatavals[0] is None)
+        _warn(progress, counts, variograms, settings, ds.nodatavals[0] is None)
     return summary
 
 
