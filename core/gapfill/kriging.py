@@ -78,10 +78,6 @@ class Neighbours:
     dist: np.ndarray
     index: np.ndarray
 
-    @property
-    def count(self) -> np.ndarray:
-        return np.isfinite(self.dist).sum(axis=1)
-
 
 def find_neighbours(tree: cKDTree, targets: np.ndarray, n: int, radius: float) -> Neighbours:
     """The ``n`` nearest known points (of ``tree``) within ``radius`` pixels of each target

@@ -114,6 +114,25 @@ def test_tie_break_offsets_are_tiny_deterministic_and_distinct():
     assert np.unique(dist).size == dist.size
 
 
+def test_padded_system_equals_the_smaller_system():
+    """A target with 5 known points inside the radius (n = 32 asked) gets exactly the kriging of those 5."""
+    from edifice.core.gapfill.kriging import krige
+    from edifice.core.gapfill.variogram import Variogram
+
+    rng = np.random.default_rng(2)
+    near = rng.uniform(-3, 3, (5, 2)) + 50
+    far = rng.uniform(0, 100, (300, 2))
+    far = far[np.hypot(*(far - 50).T) > 8]
+    xy = np.vstack([near, far])
+    z = rng.normal(size=(1, len(xy)))
+    v = [Variogram("spherical", 0.2, 1.5, 6.0)]
+    target = np.array([[50.0, 50.0]])
+    padded = krige(xy, z, target, v, n=32, radius=5.0)
+    small = krige(near, z[:, :5], target, v, n=5, radius=1e9)
+    np.testing.assert_allclose(padded[0], small[0], rtol=1e-12)
+    np.testing.assert_allclose(padded[1], small[1], rtol=1e-12)
+
+
 # -- variogram fits -----------------------------------------------------------------------------
 def _grf(n, model, nugget, psill, range_, seed):
     """A Gaussian random field on an n x n grid with a known variogram (Cholesky of its covariance)."""
