@@ -15,11 +15,14 @@ speed against PyKrige and GDAL FillNodata, peak memory at 1x and 16x image area.
     mode still builds the n x n kriging matrix of *all* known points (8 bytes x n^2: a 1,000^2 crop
     with 80 % known pixels would need ~5 TB), so the crop is --pk-side px (default 80).
 (c) Whole tool against FillNodata on the 16x image (3 bands, 20 % cloud): ours end to end from
-    GeoTIFF to GeoTIFF in a fresh process; FillNodata in memory on the three bands (reading excluded).
-(d) Peak memory (VmHWM, fresh process per size, block size --mem-block) at 1x and 16x area.
-    The 1x image is a --side px (<= 438) crop of the fully covered part of the Kampala 7.5 cm mosaic;
-    16x mirrors it to 4x the side (real pixels, reflected). The issue's 10,000^2 image was not
-    run: on 2 shared cores it would take hours (see the extrapolation line).
+    GeoTIFF to GeoTIFF in a fresh process; FillNodata in memory on the three bands (reading excluded),
+    both with the search distance --radius (px).
+(d) Peak memory (VmHWM, fresh process per size, block size --mem-block, search radius --radius) at
+    1x and 16x area. The 1x image is a --side px (<= 438) crop of the fully covered part of the
+    Kampala 7.5 cm mosaic; 16x mirrors it to 4x the side (real pixels, reflected). The 1x side should
+    be at least block + 2 x (radius + 1), so that its blocks read as much as the 16x image's (else the
+    1x run reads clipped halos and the ratio measures that, not growth with the image). The issue's
+    10,000^2 image was not run: on 2 shared cores it would take hours (see the extrapolation line).
 
     source scripts/env.sh && nice python benchmarks/bench_gapfill.py [--side 384] [--mem-block 256]
 """
@@ -193,7 +196,7 @@ def speed_vs_pykrige(side: int):
     return t_ours, t_pk, float(np.max(np.abs(ours[0] - z) / np.abs(z))), len(gr)
 
 
-def child(src: str, mask: str, dst: str, block_size: int) -> None:
+def child(src: str, mask: str, dst: str, block_size: int, radius: float) -> None:
     """Entry point of a fresh process: one cloud_gap_fill run, then its peak memory."""
     import rasterio  # noqa: F401  (imports counted in the baseline)
     import scipy.spatial  # noqa: F401
@@ -202,40 +205,42 @@ def child(src: str, mask: str, dst: str, block_size: int) -> None:
 
     base = reset_high_water_mark()
     t = time.perf_counter()
-    s = cloud_gap_fill(src, dst, GapSpec(mask_path=mask), KrigingSettings(), block_size=block_size)
+    s = cloud_gap_fill(src, dst, GapSpec(mask_path=mask), KrigingSettings(search_radius=radius),
+                       block_size=block_size)
     sec = time.perf_counter() - t
     print(json.dumps({"base_mb": base, "peak_mb": _proc_status_mb("VmHWM"), "seconds": sec,
                       "gap_pixels": s["gap_pixels"]}))
 
 
-def run_child(src, mask, dst, block_size) -> dict:
+def run_child(src, mask, dst, block_size, radius) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT.parent) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(src), str(mask), str(dst),
-                          str(block_size)], check=True, capture_output=True, text=True, env=env)
+                          str(block_size), str(radius)], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def fillnodata_seconds(src, mask) -> float:
+def fillnodata_seconds(src, mask, radius) -> float:
     import rasterio
 
     with rasterio.open(src) as a, rasterio.open(mask) as m:
         img, gap = a.read(), m.read(1) != 0
     t = time.perf_counter()
-    fillnodata(img, ~gap, 1000)
+    fillnodata(img, ~gap, radius)
     return time.perf_counter() - t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--side", type=int, default=384, help="1x image side (px); 16x is 4x this side")
+    ap.add_argument("--side", type=int, default=400, help="1x image side (px, <= 438); 16x is 4x this side")
+    ap.add_argument("--radius", type=float, default=64.0, help="search radius (px) of (c) and (d)")
     ap.add_argument("--mem-block", type=int, default=256)
     ap.add_argument("--pk-side", type=int, default=80, help="crop side for the PyKrige comparison")
     ap.add_argument("--skip-accuracy", action="store_true")
-    ap.add_argument("--child", nargs=4, metavar=("SRC", "MASK", "DST", "BLOCK"))
+    ap.add_argument("--child", nargs=5, metavar=("SRC", "MASK", "DST", "BLOCK", "RADIUS"))
     args = ap.parse_args()
     if args.child:
-        child(*args.child[:3], int(args.child[3]))
+        child(*args.child[:3], int(args.child[3]), float(args.child[4]))
         return
     with tempfile.TemporaryDirectory(prefix="bench-gapfill-") as d:
         tmp = Path(d)
@@ -252,17 +257,19 @@ def main() -> None:
         runs = {}
         for factor in (1, 4):
             src, mask = make_scene(args.side, factor, tmp)
-            runs[factor] = run_child(src, mask, tmp / f"out{factor}.tif", args.mem_block)
+            runs[factor] = run_child(src, mask, tmp / f"out{factor}.tif", args.mem_block, args.radius)
             runs[factor]["side"] = args.side * factor
             if factor == 4:
-                runs[factor]["fillnodata_s"] = fillnodata_seconds(src, mask)
+                runs[factor]["fillnodata_s"] = fillnodata_seconds(src, mask, args.radius)
         big = runs[4]
-        print(f"\n(c) {big['side']}^2 px, 3 bands, {big['gap_pixels']} gap px: ours {big['seconds']:.1f} s "
+        print(f"\n(c) {big['side']}^2 px, 3 bands, {big['gap_pixels']} gap px, radius {args.radius:g} px: "
+              f"ours {big['seconds']:.1f} s "
               f"(GeoTIFF to GeoTIFF), FillNodata {big['fillnodata_s']:.2f} s (in memory) -> ours / FillNodata = "
               f"{big['seconds'] / big['fillnodata_s']:.1f}x")
         per_px = big["seconds"] / big["gap_pixels"]
         print(f"    at this rate 10,000^2 px x 3 bands with 20 % cloud: ~{per_px * 2e7 / 60:.0f} min")
-        print(f"\n(d) peak RSS = VmHWM (fresh process per size, block_size={args.mem_block})")
+        print(f"\n(d) peak RSS = VmHWM (fresh process per size, block_size={args.mem_block}, "
+              f"search radius {args.radius:g} px)")
         for f, r in runs.items():
             print(f"    {r['side']:>5}^2 px: baseline {r['base_mb']:.0f} MiB, peak {r['peak_mb']:.0f} MiB, "
                   f"{r['seconds']:.1f} s")
