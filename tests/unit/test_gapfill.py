@@ -324,23 +324,33 @@ def test_outputs_sidecar_variance_and_report(tmp_path):
 
 
 # -- bad input -----------------------------------------------------------------------------------
-def test_mask_on_another_grid_is_refused_and_nothing_written(tmp_path):
+def _another_grid_case():
     img = _smooth_field((30, 30), 3, seed=12).astype(np.float32)
+    return img, np.ones((30, 30), np.uint8), Affine(10, 0, 450005, 0, -10, 40000)
+
+
+def _all_cloud_case():
+    return _smooth_field((30, 30), 3, seed=13).astype(np.float32), np.ones((30, 30), np.uint8), TRANSFORM
+
+
+def _constant_band_case():
+    img = np.stack([_smooth_field((40, 40), 3, seed=15), np.full((40, 40), 7.0)]).astype(np.float32)
+    return img, _blobs((40, 40), [(20, 20, 5)]).astype(np.uint8), TRANSFORM
+
+
+@pytest.mark.parametrize("case,match", [
+    (_another_grid_case, "MASK.*another grid.*gdalwarp"),
+    (_all_cloud_case, "no cloud-free pixel"),
+    (_constant_band_case, "band 2 has the same value.*degenerate"),
+])
+def test_bad_input_is_refused_and_nothing_written(tmp_path, case, match):
+    img, mask_values, mask_transform = case()
     src = _write(tmp_path / "img.tif", img)
-    mask = _write(tmp_path / "mask.tif", np.ones((30, 30), np.uint8),
-                  transform=Affine(10, 0, 450005, 0, -10, 40000))
+    mask = _write(tmp_path / "mask.tif", mask_values, transform=mask_transform)
     before = _files(tmp_path)
-    with pytest.raises(InputError, match="MASK.*another grid.*gdalwarp"):
-        cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask), variance_path=str(tmp_path / "v.tif"))
-    assert _files(tmp_path) == before
-
-
-def test_all_cloud_is_refused_and_nothing_written(tmp_path):
-    src = _write(tmp_path / "img.tif", _smooth_field((30, 30), 3, seed=13).astype(np.float32))
-    mask = _write(tmp_path / "mask.tif", np.ones((30, 30), np.uint8))
-    before = _files(tmp_path)
-    with pytest.raises(InputError, match="no cloud-free pixel"):
-        cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask))
+    with pytest.raises(InputError, match=match):
+        cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask), variance_path=str(tmp_path / "v.tif"),
+                       report_path=str(tmp_path / "r.html"))
     assert _files(tmp_path) == before
 
 
@@ -354,16 +364,6 @@ def test_no_cloud_copies_the_input_without_fitting(tmp_path):
     assert np.array_equal(out[0], img) and nd == 0
     assert s["gap_pixels"] == 0 and s["bands"] == []
     assert any("No gap pixel" in m for m in log.infos)
-
-
-def test_constant_band_is_refused_and_nothing_written(tmp_path):
-    img = np.stack([_smooth_field((40, 40), 3, seed=15), np.full((40, 40), 7.0)]).astype(np.float32)
-    src = _write(tmp_path / "img.tif", img)
-    mask = _write(tmp_path / "mask.tif", _blobs((40, 40), [(20, 20, 5)]).astype(np.uint8))
-    before = _files(tmp_path)
-    with pytest.raises(InputError, match="band 2 has the same value.*degenerate"):
-        cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask), report_path=str(tmp_path / "r.html"))
-    assert _files(tmp_path) == before
 
 
 def test_no_gap_definition_and_bad_settings_are_refused(tmp_path):
