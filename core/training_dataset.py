@@ -427,9 +427,12 @@ def load_manifest(dataset_dir: str) -> dict:
                          "give a folder written by the training-dataset tool.")
     try:
         m = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError("DATASET", f"'{p}' could not be read ({exc}).") from exc
-    if m.get("format") != FORMAT:
+    except OSError as exc:
+        raise InputError("DATASET", f"'{p}' could not be read ({exc.strerror}).") from exc
+    except ValueError as exc:
+        raise InputError("DATASET", f"'{p}' is truncated or damaged (not complete JSON).",
+                         "write the dataset again with the training-dataset tool.") from exc
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise InputError("DATASET", f"'{p}' is not an Edifice training-dataset manifest.")
     return m
 

@@ -15,6 +15,8 @@ from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, Ref
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
 from .builtup_mask_alg import BuiltupMaskAlgorithm
 from .cloud_gap_fill_alg import CloudGapFillAlgorithm
+from .buildingsense_algs import (BuildingSamplesAlgorithm, ClassifyBuildingFunctionAlgorithm,
+                                 StreetViewPointsAlgorithm)
 from .map_building_use_alg import MapBuildingUseAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
@@ -37,6 +39,9 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (StreetViewPointsAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (BuildingSamplesAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (ClassifyBuildingFunctionAlgorithm, ("numpy", "shapely", "pyproj", "pyogrio", "requests")),
 ]
 
 

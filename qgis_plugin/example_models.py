@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
                        QgsProcessingModelChildParameterSource as Source, QgsProcessingModelOutput,
-                       QgsProcessingModelParameter, QgsProcessingParameterExtent,
+                       QgsProcessingModelParameter, QgsProcessingParameterAuthConfig, QgsProcessingParameterExtent,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
@@ -166,6 +166,52 @@ def gapfill_retinex_chain() -> QgsProcessingModelAlgorithm:
     return m
 
 
+def buildingsense_function() -> QgsProcessingModelAlgorithm:
+    """buildings + roads -> edifice:streetviewpoints; + imagery + POIs (+ street-view folder) ->
+    edifice:buildingsamples -> edifice:classifybuildingfunction (OpenAI-compatible endpoint, data
+    combination RST, buildingsense_template categories) -> edifice:evaluateclassification against the
+    buildings' reference field (building level, every taxonomy level) with the HTML report. Model outputs:
+    ``points:points``, ``samples:samples``, ``classify:functions``, ``evaluate:report``."""
+    m = QgsProcessingModelAlgorithm("Building function by a multimodal model, evaluated", "Edifice examples",
+                                    "edifice_buildingsense_function")
+    _imagery_and_pois(m)
+    _params(m, QgsProcessingParameterFeatureSource("buildings", "Building polygons", [QgsProcessing.TypeVectorPolygon]),
+            QgsProcessingParameterFeatureSource("roads", "Road lines", [QgsProcessing.TypeVectorLine]),
+            QgsProcessingParameterString("id_field", "Building id field", defaultValue="id"),
+            QgsProcessingParameterString("height_field", "Building height field (m)", defaultValue="height"),
+            QgsProcessingParameterString("attributes", "Building fields for the text", defaultValue="height"),
+            QgsProcessingParameterFile("street_view_folder", "Street-view images folder",
+                                       behavior=QgsProcessingParameterFile.Folder, optional=True),
+            QgsProcessingParameterString("reference_field", "Reference function field", defaultValue="function"),
+            QgsProcessingParameterString("url", "Endpoint base URL", defaultValue="http://127.0.0.1:8080/v1"),
+            QgsProcessingParameterString("model", "Model name"),
+            QgsProcessingParameterAuthConfig("authcfg", "API key (authentication configuration)", optional=True))
+    _child(m, "edifice:streetviewpoints", "points", "Street-view sampling points",
+           {"BUILDINGS": _model_input("buildings"), "ROADS": _model_input("roads"),
+            "ID_FIELD": _model_input("id_field"), "HEIGHT_FIELD": _model_input("height_field"),
+            "MAX_DISTANCE": 100.0, "DEFAULT_HEIGHT": 10.0},
+           {"points": ("Street-view points", "OUTPUT")})
+    _child(m, "edifice:buildingsamples", "samples", "Building samples",
+           {"BUILDINGS": _model_input("buildings"), "ID_FIELD": _model_input("id_field"),
+            "IMAGERY": _model_input("imagery"), "STREET_VIEW_FOLDER": _model_input("street_view_folder"),
+            "STREET_VIEW_POINTS": _from("points", "OUTPUT"), "POIS": _model_input("pois"),
+            "POI_NAME_FIELD": "name", "POI_CATEGORY_FIELD": "other_tags", "ATTRIBUTES": _model_input("attributes"),
+            "BUFFER": 60.96},
+           {"samples": ("Samples folder", "OUTPUT_FOLDER")})
+    _child(m, "edifice:classifybuildingfunction", "classify", "Classify building function",
+           {"SAMPLES": _from("samples", "OUTPUT_FOLDER"), "URL": _model_input("url"), "MODEL": _model_input("model"),
+            "AUTHCFG": _model_input("authcfg"), "COMBINATION": 6, "TAXONOMY": 4, "CATEGORY_LEVEL": 0,
+            "CONCURRENCY": 4},
+           {"functions": ("Building function", "OUTPUT")})
+    _child(m, "edifice:evaluateclassification", "evaluate", "Evaluate against the reference",
+           {"LEVEL": 0, "PREDICTION": _from("classify", "OUTPUT"), "PREDICTION_FIELD": "function",
+            "REFERENCE": _model_input("buildings"), "REFERENCE_FIELD": _model_input("reference_field"),
+            "REFERENCE_TAXONOMY": 5, "PREDICTION_TAXONOMY": 0, "SCORE_LEVEL": "all", "UNKNOWN_LABELS": 0,
+            "MIN_OVERLAP": 0.5, "N_BOOT": 0},
+           {"report": ("Evaluation report (HTML)", "OUTPUT_HTML")})
+    return m
+
+
 #: name -> builder of every example model; scripts/build_example_models.py writes examples/<name>.model3
 EXAMPLES = {
     "retinex_poi_chain": retinex_poi_chain,
@@ -173,4 +219,5 @@ EXAMPLES = {
     "height_footprint_ccap": height_footprint_ccap,
     "imagery_poi_use_map": imagery_poi_use_map,
     "gapfill_retinex_chain": gapfill_retinex_chain,
+    "buildingsense_function": buildingsense_function,
 }
