@@ -11,7 +11,8 @@ from .progress import TerminalProgress
 #: Processing parameter name -> CLI option, for error messages.
 _OPTIONS = {"MASK": "--mask", "RANGES": "--ranges", "DILATION": "--dilation", "NEIGHBOURS": "--neighbours",
             "SEARCH_RADIUS": "--search-radius", "MODEL": "--model", "MAX_LAG": "--max-lag",
-            "BEYOND_RANGE": "--beyond-range", "SAMPLE_WINDOWS": "--sample-windows"}
+            "BEYOND_RANGE": "--beyond-range", "SAMPLE_WINDOWS": "--sample-windows",
+            "OUTPUT_VARIANCE": "--variance", "OUTPUT_HTML": "--report"}
 
 
 def _cmd_cloud_gap_fill(a) -> dict:

@@ -26,6 +26,7 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 from ..grid import Block, Grid
 from ..progress import Progress, ensure
+from ..outputs import refuse_input_as_output
 from ..raster_io import atomic_output, atomic_raster, bounded_gdal_cache, open_raster
 from .gaps import GapReader, GapSpec, halo_for, open_mask
 from .kriging import krige, pixel_xy, tie_break_xy
@@ -266,6 +267,8 @@ def cloud_gap_fill(input_path: str, output_path: str, gaps: GapSpec, settings: K
     settings = settings or KrigingSettings()
     settings.check()
     progress = ensure(progress)
+    refuse_input_as_output({"OUTPUT": output_path, "OUTPUT_VARIANCE": variance_path, "OUTPUT_HTML": report_path,
+                            "VARIOGRAMS": sidecar_path(output_path)}, {"INPUT": input_path, "MASK": gaps.mask_path})
     with contextlib.ExitStack() as stack:
         stack.enter_context(bounded_gdal_cache())
         ds, mask, grid, dtype = _open_inputs(stack, input_path, gaps)
@@ -309,14 +312,14 @@ def _write_all(ds, reader, grid, job, with_gaps: set, block_size, counts, output
     descriptions = [d or f"band {i + 1}" for i, d in enumerate(ds.descriptions)]
     with contextlib.ExitStack() as outputs:
         # entered first, so moved last: the sidecar and report appear only after the rasters
-        side_tmp = outputs.enter_context(atomic_output(sidecar_path(output_path)))
-        report_tmp = outputs.enter_context(atomic_output(report_path)) if report_path else None
+        side_tmp = outputs.enter_context(atomic_output(sidecar_path(output_path), "OUTPUT"))
+        report_tmp = outputs.enter_context(atomic_output(report_path, "OUTPUT_HTML")) if report_path else None
         dst = outputs.enter_context(atomic_raster(output_path, grid, ds.count, job.dtype, nodata=ds.nodatavals[0],
                                                   descriptions=descriptions))
         vdst = None
         if variance_path:
             vdst = outputs.enter_context(atomic_raster(variance_path, grid, ds.count, np.float32,
-                                                       nodata=float("nan"),
+                                                       nodata=float("nan"), name="OUTPUT_VARIANCE",
                                                        descriptions=[f"kriging variance, {d}" for d in descriptions]))
         for i, block in enumerate(blocks):
             progress.check_cancelled()

@@ -433,3 +433,15 @@ def test_kriging_beats_nearest_neighbour_on_real_sentinel1(tmp_path):
     rmse_k = np.sqrt(np.mean((out[:, gap] - img[:, gap]) ** 2))
     rmse_nn = np.sqrt(np.mean((img[:, ir, ic][:, gap] - img[:, gap]) ** 2))
     assert rmse_k < rmse_nn
+
+
+def test_an_output_that_is_an_input_is_refused(tmp_path):
+    img = _smooth_field((30, 30), 3, seed=18).astype(np.float32)
+    src = _write(tmp_path / "img.tif", img)
+    mask = _write(tmp_path / "mask.tif", _blobs((30, 30), [(15, 15, 3)]).astype(np.uint8))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(InputError, match="OUTPUT_VARIANCE.*also the input MASK"):
+        cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask), variance_path=mask)
+    with pytest.raises(InputError, match="OUTPUT.*also the input INPUT"):
+        cloud_gap_fill(src, src, GapSpec(mask_path=mask))
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
