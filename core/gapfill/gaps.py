@@ -47,7 +47,8 @@ def parse_ranges(text: str) -> tuple[BandRange, ...]:
 class GapSpec:
     """The gap definition: any of ``mask_path`` (non-zero = gap; its nodata counts as clear),
     ``use_nodata`` (the image's nodata pixels are gaps, filled like clouds) and ``ranges``;
-    a pixel is a gap when any of them says so. ``dilation`` grows the gaps (pixels)."""
+    a pixel is a gap when any of them says so. The mask and the ranges mark only pixels that hold
+    data: the image's nodata stays nodata unless ``use_nodata``. ``dilation`` grows the gaps (pixels)."""
 
     mask_path: str | None = None
     use_nodata: bool = False
@@ -125,6 +126,8 @@ class GapReader:
         gap = self._raw_gaps(outer, data, valid)
         if d > 0 and gap.any():
             gap = ndimage.binary_dilation(gap, structure=_disk(d))
+            if not self.spec.use_nodata:
+                gap &= valid  # grown clouds do not reach into the image's nodata
         r0, c0 = int(window.row_off - outer.row_off), int(window.col_off - outer.col_off)
         inner = (slice(r0, r0 + int(window.height)), slice(c0, c0 + int(window.width)))
         return data[(slice(None),) + inner], valid[inner], gap[inner]
@@ -133,7 +136,7 @@ class GapReader:
         gap = np.zeros(valid.shape, dtype=bool)
         if self.mask is not None:
             m, m_valid = read_masked(self.mask, window, "MASK", bands=[1])
-            gap |= (m[0] != 0) & m_valid
+            gap |= (m[0] != 0) & m_valid & valid
         if self.spec.use_nodata:
             gap |= ~valid
         for r in self.spec.ranges:

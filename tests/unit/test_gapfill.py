@@ -198,9 +198,12 @@ def test_valid_pixels_are_unchanged_and_type_kept(tmp_path, dtype, nodata):
     img = np.stack([img, (img * 0.5).astype(dtype)])
     if nodata is not None:
         img[:, :3, :] = nodata
-    gap = _blobs(shape, [(30, 40, 9), (55, 70, 6)])
+    clouds = _blobs(shape, [(30, 40, 9), (55, 70, 6), (2, 20, 4)])  # the last one also over the nodata rows
+    gap = clouds.copy()
+    if nodata is not None:
+        gap[:3, :] = False  # the image's nodata stays nodata under a cloud mask
     src = _write(tmp_path / "img.tif", img, nodata)
-    mask = _write(tmp_path / "mask.tif", gap.astype(np.uint8))
+    mask = _write(tmp_path / "mask.tif", clouds.astype(np.uint8))
     out = tmp_path / "out.tif"
     s = cloud_gap_fill(src, str(out), GapSpec(mask_path=mask), KrigingSettings(max_lag=10), block_size=32)
     res, nd = _read(out)
@@ -260,6 +263,13 @@ def test_nodata_as_gaps_ranges_and_dilation(tmp_path):
     assert a[0, 20, 20] != 0 and a[0, 5, 30] < 250
     s = cloud_gap_fill(src, str(tmp_path / "b.tif"), GapSpec(use_nodata=True, dilation=2), KrigingSettings(max_lag=8))
     assert s["gap_pixels"] == 13  # a disk of radius 2 px: 13 pixels
+    # a range gap grown by 2 px next to the nodata pixel: the nodata pixel itself is not filled
+    img[20, 22] = 255
+    src = _write(tmp_path / "img2.tif", img, nodata=0)
+    s = cloud_gap_fill(src, str(tmp_path / "c.tif"), GapSpec(ranges=parse_ranges("1:250:255"), dilation=2),
+                       KrigingSettings(max_lag=8))
+    c, _ = _read(tmp_path / "c.tif")
+    assert s["gap_pixels"] == 13 + 13 - 1 and c[0, 20, 20] == 0  # two disks, less the nodata pixel
 
 
 def test_parse_ranges_refuses_bad_text():
