@@ -162,3 +162,32 @@ def standin(tmp_path_factory):
     yield factory
     for server in started:
         server.stop()
+
+
+# --- Overpass stand-in (tests/servers/overpass_standin.py) over the Helsinki extract ---------------------------
+#: The Helsinki sample's extent (lon/lat) and a 600 m square inside it in EPSG:3067 (ETRS-TM35FIN).
+HELSINKI_LONLAT = (24.935, 60.164, 24.953, 60.179)
+HELSINKI_3067 = (385600.0, 6671400.0, 386200.0, 6672000.0)
+
+
+@pytest.fixture(scope="session")
+def overpass_db(tmp_path_factory) -> Path:
+    """A recorded Overpass database (JSON) of every element of samples/helsinki/Helsinki.osm.pbf."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("overpass_extract", ROOT / "tests" / "servers" / "overpass_extract.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return Path(mod.write_extract(SAMPLES / "helsinki" / "Helsinki.osm.pbf",
+                                  tmp_path_factory.mktemp("overpass") / "helsinki_overpass.json"))
+
+
+@pytest.fixture
+def helsinki_3067() -> tuple:
+    """A 600 m square (EPSG:3067) inside the Helsinki sample's extent."""
+    return HELSINKI_3067
+
+
+@pytest.fixture
+def overpass(standin, overpass_db):
+    """The Overpass stand-in serving the Helsinki extract (``.url + '/api/interpreter'``)."""
+    return standin(ROOT / "tests" / "servers" / "overpass_standin.py", overpass_db)

@@ -24,7 +24,6 @@ import os
 import re
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,31 +139,33 @@ class _Fetcher:
         return road_query(bbox, self.request.timeout_s)
 
     def layer(self, name: str) -> OsmElements:
+        """Every tile's answer to the ``name`` query, merged."""
+        from .http import run_bounded
+
         make = getattr(self, self.QUERIES[name])
-        queries = [make(b) for b in self.tiles]
+        queries = [(i, make(b)) for i, b in enumerate(self.tiles)]
         store = OsmElements()
-        if self.request.parallel == 1:
-            answers = (self._ask(q) for q in queries)
-            for i, resp in enumerate(answers):
-                self._take(resp, store, name, i)
-        else:
-            with ThreadPoolExecutor(self.request.parallel) as pool:
-                for i, resp in enumerate(pool.map(self._ask, queries)):
-                    self._take(resp, store, name, i)
+        for (i, _), (from_cache, answer) in run_bounded(lambda q: self._ask(name, *q), queries,
+                                                        self.request.parallel, self.progress):
+            store.update(answer)
+            self.cached += int(from_cache)
+            self.sent += int(not from_cache)
+            self.done += 1
+            self.progress.set_fraction(0.9 * self.done / self.total)
         return store
 
-    def _ask(self, query: str):
-        self.progress.check_cancelled()
-        return self.client.post(self.request.endpoint, data={"data": query}, use_cache=self.request.use_cache,
-                                accept=("application/json",))
+    def _ask(self, name: str, i: int, query: str) -> tuple[bool, OsmElements]:
+        """(answered from the cache, parsed answer) of one query; an answer that is not valid Overpass
+        JSON raises before it is cached."""
+        what = f"{name} (tile {i + 1} of {len(self.tiles)})"
+        parsed = {}
 
-    def _take(self, resp, store: OsmElements, name: str, i: int) -> None:
-        self.sent += 0 if resp.from_cache else 1
-        self.cached += 1 if resp.from_cache else 0
-        parse_answer(resp.content, store, f"{name} (tile {i + 1} of {len(self.tiles)})")
-        self.done += 1
-        self.progress.set_fraction(0.9 * self.done / self.total)
+        def check(resp):
+            parsed["store"] = parse_answer(resp.content, what)
         self.progress.check_cancelled()
+        resp = self.client.post(self.request.endpoint, data={"data": query}, use_cache=self.request.use_cache,
+                                accept=("application/json",), validate=check)
+        return resp.from_cache, parsed.get("store") or parse_answer(resp.content, what)
 
 
 class _ExtentClip:

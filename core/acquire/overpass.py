@@ -139,6 +139,15 @@ class OsmElements:
         if element.get("tags"):
             self.tags[(kind, eid)] = {str(k): str(v) for k, v in element["tags"].items()}
 
+    def update(self, other: "OsmElements") -> None:
+        """Add every element of ``other`` (tags of a skeleton never erase tags already known)."""
+        self.nodes.update(other.nodes)
+        self.ways.update(other.ways)
+        self.relations.update(other.relations)
+        self.centres.update(other.centres)
+        self.tags.update(other.tags)
+        self.merge_timestamp(other.timestamp)
+
     def point_of(self, kind: str, eid: int) -> tuple[float, float] | None:
         """(lon, lat) of a node, or the centre Overpass gave a way or relation."""
         return self.nodes.get(eid) if kind == "node" else self.centres.get((kind, eid))
@@ -148,8 +157,8 @@ class OsmElements:
             self.timestamp = stamp
 
 
-def parse_answer(content: bytes, store: OsmElements, query_name: str) -> int:
-    """Add the elements of one Overpass JSON answer to ``store``; returns their count.
+def parse_answer(content: bytes, query_name: str) -> OsmElements:
+    """The elements of one Overpass JSON answer.
     An answer that is not Overpass JSON, or that reports a runtime error (Overpass answers 200 with a
     ``remark`` when a query times out or runs out of memory), raises :class:`EdificeError`."""
     try:
@@ -164,13 +173,14 @@ def parse_answer(content: bytes, store: OsmElements, query_name: str) -> int:
     if "error" in remark.lower():
         raise EdificeError(f"Overpass: the {query_name} query failed on the server ({remark.strip()[:200]}). "
                            "Fix: use a smaller MAX_TILE_KM2 or a longer timeout.")
+    store = OsmElements()
     try:
         for el in elements:
             store.add(el)
     except (ValueError, KeyError, TypeError) as exc:
         raise EdificeError(f"Overpass: the answer to the {query_name} query holds a malformed element ({exc}).") from exc
     store.merge_timestamp(_timestamp(doc))
-    return len(elements)
+    return store
 
 
 def _timestamp(doc: dict) -> str | None:

@@ -2,30 +2,27 @@
 that Edifice sends, for the bounding boxes in the query, from a recorded Overpass database
 (JSON of all elements of a real extract, see ``overpass_extract.py``).
 
-The data file is the first harness argument (or ``$OVERPASS_STANDIN_DATA``). Understood QL:
+The data file is the first harness argument. Understood QL:
 ``[out:json][timeout:N];``, unions ``( ... );``, queries ``node|way|relation`` with filters
 ``["k"]``, ``["k"="v"]``, ``[~"key regex"~"value regex"]`` and a ``(south,west,north,east)``
 box, ``>;`` (recurse down: the members and nodes replace the set), ``out [body|skel|center]
 [qt];``. A way is in a box when one of its segments touches it, a relation when one of its
-member nodes or ways is. Anything else is answered 400 like Overpass's static errors.
+member nodes or ways is. Anything else is answered 400 like Overpass's static errors; a
+``[timeout:1]`` (or 0) query gets Overpass's 200 answer with a "runtime error" remark.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from urllib.parse import parse_qs
 
 _DB = None
-DATA_PATH = os.environ.get("OVERPASS_STANDIN_DATA")
 
 
-def configure(args) -> None:
-    """Harness hook: the first argument is the recorded database (JSON)."""
-    global DATA_PATH
-    if args:
-        DATA_PATH = args[0]
+def setup(args, state_dir) -> None:
+    """Harness hook: ``args[0]`` is the recorded database (JSON), loaded once."""
+    global _DB
+    _DB = _Db(args[0])
 
 
 class _Db:
@@ -67,14 +64,6 @@ class _Db:
                (m["type"] == "way" and ("way", m["ref"]) in self.el and self.way_in(m["ref"], box)):
                 return True
         return False
-
-
-def _db() -> _Db:
-    global _DB
-    if _DB is None:
-        path = DATA_PATH or (sys.argv[1] if len(sys.argv) > 1 and sys.argv[1].endswith(".json") else None)
-        _DB = _Db(path)
-    return _DB
 
 
 _QUERY = re.compile(r'^(node|way|relation)((?:\[[^\]]*\])*)\(([-\d.,\s]+)\)$')
@@ -195,13 +184,14 @@ def handle(method, path, query, headers, body):
     """Overpass's ``/api/interpreter``: the QL in the form field ``data`` (POST body or GET query)."""
     if not path.rstrip("/").endswith("/interpreter"):
         return 404, {"Content-Type": "text/plain"}, b"not found"
-    form = parse_qs(body.decode("utf-8") if body else "") if method == "POST" else {}
-    if not form and isinstance(query, dict):
-        form = {k: (v if isinstance(v, list) else [v]) for k, v in query.items()}
-    elif not form and query:
-        form = parse_qs(query)
-    ql = (form.get("data") or [""])[0]
-    db = _db()
+    form = parse_qs(body.decode("utf-8")) if method == "POST" and body else {}
+    ql = (form.get("data") or [query.get("data", "")])[0]
+    db = _DB
+    timeout = re.search(r"\[timeout:(\d+)\]", ql)
+    if timeout and int(timeout.group(1)) <= 1:  # as Overpass does when a query runs out of time
+        return 200, {"Content-Type": "application/json"}, json.dumps(
+            {"version": 0.6, "osm3s": {"timestamp_osm_base": db.timestamp}, "elements": [],
+             "remark": "runtime error: Query timed out in \"query\" at line 3 after 1 seconds."}).encode()
     try:
         elements = run_query(db, ql)
     except QlError as exc:
