@@ -15,6 +15,7 @@ from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, Ref
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
 from .builtup_mask_alg import BuiltupMaskAlgorithm
 from .map_building_use_alg import MapBuildingUseAlgorithm
+from .osm_download_alg import OsmDownloadAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
@@ -35,6 +36,7 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (OsmDownloadAlgorithm, ("numpy", "requests", "shapely", "pyproj", "pyogrio")),
 ]
 
 
