@@ -280,3 +280,9 @@ def test_pois_feed_poi_probability_and_buildings_feed_training_dataset(overpass,
     for cls in ("residential", "commercial", "industrial"):
         assert got[cls] == int(np.sum(use == cls))
     assert got["residential"] + got["commercial"] > 0
+    # the held-back labelled buildings: the test subset's buildings of known use
+    test = manifest["split"]["subsets"]["test"]
+    _, _, _, (held,) = pyogrio.raw.read(str(tmp_path / "ds" / manifest["test_buildings"]), columns=["use"],
+                                        read_geometry=False)
+    for cls in ("residential", "commercial", "industrial"):
+        assert int(np.sum(held == cls)) == test[cls]
