@@ -130,6 +130,34 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
         return _file_and_layer(path, name)
 
     @staticmethod
+    def secret_from_authcfg(authcfg_id: str | None, parameter_name: str) -> str | None:
+        """The secret of a QGIS authentication configuration (None when ``authcfg_id`` is empty):
+        the password of a Basic config, or the single value of an API-header / key config.
+        The secret is never put in a message; give it to core as one of the client's ``secrets``."""
+        if not authcfg_id:
+            return None
+        from qgis.core import QgsApplication, QgsAuthMethodConfig
+
+        manager = QgsApplication.authManager()
+        config = QgsAuthMethodConfig()
+        if not manager.loadAuthenticationConfig(authcfg_id, config, True) or not config.isValid(True):
+            raise QgsProcessingException(
+                f"{parameter_name}: authentication configuration '{authcfg_id}' was not found or could not be "
+                "decrypted. Fix: choose a configuration from Settings > Options > Authentication "
+                "(and enter the master password when QGIS asks).")
+        values = dict(config.configMap())
+        for key in ("password", "token", "apikey", "api_key", "key", "value"):
+            if values.get(key):
+                return values[key]
+        filled = [v for k, v in values.items() if v and k not in ("username", "realm")]
+        if len(filled) == 1:
+            return filled[0]
+        raise QgsProcessingException(
+            f"{parameter_name}: authentication configuration '{authcfg_id}' ({config.method()}) holds no key. "
+            "Fix: use a Basic configuration with the key as its password, or an API-header configuration "
+            "with one header.")
+
+    @staticmethod
     def raster_path(layer, name: str) -> str:
         """File path of a GDAL raster layer, or a clear error."""
         if layer is None:

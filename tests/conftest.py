@@ -134,3 +134,31 @@ def kampala_pois(tmp_path) -> Path:
 def tiny_use_checkpoint_1024(tmp_path) -> Path:
     """As :func:`tiny_use_checkpoint` with the seed's 1024 px window in its card."""
     return make_tiny_use_checkpoint(tmp_path / "tiny_use_1024.pt", window=1024)
+
+
+# --- stand-in HTTP services (tests/servers/standin.py): real processes on 127.0.0.1 ---------------------
+def _standin_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("edifice_tests_standin", ROOT / "tests" / "servers" / "standin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def standin(tmp_path_factory):
+    """Factory: ``standin(module_path, *args, env=None)`` starts a stand-in service (a subprocess on
+    127.0.0.1) and returns its :class:`StandIn` (``.url``, ``.set_faults``, ``.requests()``, ``.kill()``);
+    every one started is stopped at teardown."""
+    started = []
+    start = _standin_module().start_standin
+
+    def factory(module_path, *args, env=None):
+        state = tmp_path_factory.mktemp("standin")
+        server = start(module_path, state, list(args), env=env)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()

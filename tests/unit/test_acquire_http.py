@@ -1,0 +1,173 @@
+"""The shared HTTP client (core/acquire/http.py) against a real stand-in process on 127.0.0.1:
+retries with Retry-After, dropped connections, truncated bodies, wrong content types, the cache,
+cancel during a wait, bounded concurrency, and secrets never shown."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edifice.core.acquire.credentials import secret_from_env_or_file
+from edifice.core.acquire.http import (USER_AGENT, HttpClient, HttpError, ResponseCache, redact,
+                                       run_bounded)
+from edifice.core.errors import Cancelled, InputError
+from edifice.core.progress import Progress
+
+ECHO = Path(__file__).resolve().parents[1] / "servers" / "echo_service.py"
+PATTERN_1000 = bytes(i % 256 for i in range(1000))
+
+
+class Recorder(Progress):
+    def __init__(self, cancel_after_s: float | None = None):
+        self.lines: list[str] = []
+        self._t0 = time.monotonic()
+        self._cancel_after = cancel_after_s
+
+    def info(self, message):
+        self.lines.append(message)
+
+    warning = info
+
+    def is_cancelled(self):
+        return self._cancel_after is not None and time.monotonic() - self._t0 > self._cancel_after
+
+
+@pytest.fixture
+def echo(standin):
+    return standin(ECHO)
+
+
+def client(**kw) -> HttpClient:
+    kw.setdefault("backoff_s", 0.05)
+    return HttpClient("Echo", **kw)
+
+
+def test_plain_get_sends_user_agent_and_returns_body(echo):
+    r = client().post(echo.url + "/echo", data=b"hello")
+    assert r.status == 200 and r.content == b"hello"
+    assert r.headers["x-seen-user-agent"] == USER_AGENT and "Edifice" in USER_AGENT
+    assert client().get(echo.url + "/json", params={"a": "1"}).json() == {"ok": True, "query": {"a": "1"}}
+
+
+@pytest.mark.parametrize("fault", [
+    {"kind": "status", "status": 429, "retry_after": 1},
+    {"kind": "status", "status": 504, "retry_after": 1},
+    {"kind": "status", "status": 500},
+    {"kind": "drop"},
+    {"kind": "truncate"},
+])
+def test_transient_failures_are_retried_to_the_right_bytes(echo, fault):
+    echo.set_faults([{**fault, "match": "/bytes/1000", "times": 2}])
+    progress = Recorder()
+    r = client(progress=progress).get(echo.url + "/bytes/1000")
+    assert r.content == PATTERN_1000
+    served = [q["fault"] for q in echo.requests()]
+    assert served == [fault["kind"], fault["kind"], None]
+    assert len(progress.lines) == 2 and all("retrying" in line for line in progress.lines)
+
+
+def test_retry_after_is_honoured(echo):
+    echo.set_faults([{"kind": "status", "status": 429, "retry_after": 2, "match": "/json"}])
+    t0 = time.monotonic()
+    client(backoff_s=0.0).get(echo.url + "/json")
+    assert time.monotonic() - t0 >= 1.9  # waited what the server asked, not the 0 s backoff
+
+
+def test_gives_up_with_a_clear_error_after_max_retries(echo):
+    echo.set_faults([{"kind": "status", "status": 503, "match": "/json", "times": 10}])
+    with pytest.raises(HttpError, match=r"Echo: no valid answer .* after 3 attempts \(last: HTTP 503\)"):
+        client(max_retries=2).get(echo.url + "/json")
+    assert len(echo.requests()) == 3
+
+
+def test_client_errors_are_not_retried_and_secrets_are_redacted(echo):
+    key = "s3cr3t-KEY-123"
+    with pytest.raises(HttpError) as err:
+        client(secrets=[key]).get(echo.url + "/status/403", params={"key": key})
+    text = str(err.value)
+    assert "HTTP 403" in text and key not in text and "***" in text
+    assert len(echo.requests()) == 1
+
+
+def test_wrong_content_type_is_refused(echo):
+    echo.set_faults([{"kind": "content_type", "value": "text/html", "match": "/bytes"}])
+    with pytest.raises(HttpError, match="answered 'text/html', expected image/"):
+        client().get(echo.url + "/bytes/10", accept=("image/",))
+
+
+def test_cache_answers_reruns_without_requests(echo, tmp_path):
+    cache = ResponseCache(tmp_path / "cache")
+    a = client(cache=cache).get(echo.url + "/bytes/1000", params={"key": "k1"}, )
+    b = client(cache=cache).get(echo.url + "/bytes/1000", params={"key": "k1"})
+    assert a.content == b.content == PATTERN_1000 and not a.from_cache and b.from_cache
+    assert len(echo.requests()) == 1
+    # the secret is part of neither the cache's file names nor its contents
+    for f in (tmp_path / "cache").rglob("*"):
+        assert "k1" not in f.name
+        if f.is_file() and f.suffix == ".json":
+            assert "key=k1" not in f.read_text()
+
+
+def test_failed_answers_are_not_cached(echo, tmp_path):
+    cache = ResponseCache(tmp_path / "cache")
+    with pytest.raises(HttpError):
+        client(cache=cache).get(echo.url + "/status/404")
+    assert not [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]
+
+
+def test_cancel_interrupts_a_long_wait(echo):
+    echo.set_faults([{"kind": "status", "status": 429, "retry_after": 60, "match": "/json"}])
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        client(progress=Recorder(cancel_after_s=0.5)).get(echo.url + "/json")
+    assert time.monotonic() - t0 < 30
+
+
+def test_run_bounded_limits_concurrency_and_returns_every_result(echo):
+    lock, active, peak = threading.Lock(), [0], [0]
+    http = client()
+
+    def fetch(n):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            return http.get(echo.url + f"/bytes/{n}").content
+        finally:
+            with lock:
+                active[0] -= 1
+
+    echo.set_faults([{"kind": "delay", "seconds": 0.2, "match": "/bytes", "times": 100}])
+    results = dict(run_bounded(fetch, range(1, 13), max_workers=3))
+    assert sorted(results) == list(range(1, 13))
+    assert all(results[n] == bytes(i % 256 for i in range(n)) for n in results)
+    assert peak[0] <= 3
+
+
+def test_run_bounded_raises_the_first_error(echo):
+    http = client(max_retries=0)
+    with pytest.raises(HttpError, match="HTTP 404"):
+        list(run_bounded(lambda p: http.get(echo.url + p), ["/json", "/missing", "/json"], max_workers=2))
+
+
+def test_redact_removes_keys_tokens_and_signatures():
+    text = ("https://x/tiles/1/2/3.png?api_key=abc&x=1 Authorization: Bearer eyJ.abc.def "
+            "https://b.blob.core.windows.net/c?se=2026&sig=zzz my-secret")
+    out = redact(text, ["my-secret"])
+    for leaked in ("abc&", "eyJ.abc.def", "zzz", "my-secret"):
+        assert leaked not in out
+    assert "x=1" in out
+
+
+def test_secret_from_env_or_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDIFICE_TEST_KEY", " k-env ")
+    assert secret_from_env_or_file("EDIFICE_TEST_KEY") == "k-env"
+    f = tmp_path / "key.txt"
+    f.write_text("k-file\nsecond line\n")
+    assert secret_from_env_or_file("EDIFICE_TEST_KEY", f) == "k-file"
+    monkeypatch.delenv("EDIFICE_TEST_KEY")
+    assert secret_from_env_or_file("EDIFICE_TEST_KEY") is None
+    with pytest.raises(InputError, match="cannot be read"):
+        secret_from_env_or_file("EDIFICE_TEST_KEY", tmp_path / "absent.txt")
