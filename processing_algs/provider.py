@@ -10,6 +10,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .evaluate_classification_alg import EvaluateClassificationAlgorithm
 from .evaluate_regression_alg import EvaluateRegressionAlgorithm
+from .imagery_download_alg import ImageryDownloadAlgorithm
 from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
                                     TrainHeightFootprintAlgorithm)
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
@@ -35,6 +36,7 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (ImageryDownloadAlgorithm, ("numpy", "rasterio", "pyproj", "requests")),
 ]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from ..raster_io import atomic_raster, bounded_gdal_cache
 from .block_store import BlockStore
 from .http import HttpClient, ResponseCache, default_cache_dir, redact
 from .imagery_sources import (ImagerySource, TileService, WmsService, WmtsService, XyzService, check_source,
-                              fill_secrets, wms_resolution)
+                              fill_secrets, secrets_from_url, wms_resolution)
 from .tile_fetch import TileFetcher
 from .tiles import TileMatrix, choose_level
 
@@ -58,6 +58,7 @@ def download_imagery(source: ImagerySource, extent: tuple[float, float, float, f
     extent's centre). ``cache``: True for the default cache folder, a folder, or None/False for
     none. A run with the same parameters after a cancel or kill resumes. Returns a summary dict."""
     progress = ensure(progress)
+    source = _keys_out_of_url(source)
     check_source(source)
     if not (gsd_m and gsd_m > 0):
         raise InputError("GSD", f"must be a positive number of metres, got {gsd_m}.")
@@ -80,6 +81,14 @@ def download_imagery(source: ImagerySource, extent: tuple[float, float, float, f
     if valid == 0:
         progress.warning("The service has no imagery over the extent: the output is all nodata.")
     return _summary(output, plan, fetcher, store, block_size, valid)
+
+
+def _keys_out_of_url(source: ImagerySource) -> ImagerySource:
+    """``source`` with credentials written literally in its URL (``?apikey=...``) moved to secrets."""
+    url, found = secrets_from_url(source.url)
+    if not found:
+        return source
+    return replace(source, url=url, secrets={**found, **source.secrets})
 
 
 def _host(url: str) -> str:
@@ -169,7 +178,10 @@ def _open_service(source: ImagerySource, client, grid: Grid, gsd_m: float, lon: 
         resp = client.get(fill_secrets(source.url, source.secrets), accept=("text/xml", "application/xml",
                                                                               "application/vnd.ogc.wms_xml"))
         return WmtsService(source, resp.content)
-    res = wms_resolution(source.crs, gsd_m, lon, lat)
+    if CRS.from_user_input(source.crs) == CRS.from_user_input(grid.crs):
+        res = grid.res[0]  # requests on the output grid itself: no resampling
+    else:  # twice as fine as asked, then averaged: one resampling at the same resolution would blur
+        res = wms_resolution(source.crs, gsd_m, lon, lat) / 2
     bounds = transform_bounds(CRS.from_user_input(grid.crs), CRS.from_user_input(source.crs), *grid.bounds,
                               densify_pts=21)
     return WmsService(source, res, bounds)

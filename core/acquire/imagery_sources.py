@@ -16,14 +16,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pyproj import CRS
 
 from ..errors import EdificeError, InputError
+from .http import SECRET_PARAM_NAMES
 from .tiles import TileMatrix, TileMatrixSet, ground_metres_per_unit, quadkey, web_mercator_set
 from .wmts import WmtsLayer, parse_capabilities
 
 KINDS = ("xyz", "wmts", "wms")
 XYZ_FIELDS = {"z", "x", "y", "-y", "q"}
-#: Query parameters whose values are credentials wherever they appear in a URL.
-SECRET_PARAMS = {"key", "apikey", "api_key", "api-key", "access_token", "accesstoken", "token", "auth",
-                 "subscription-key", "subscription_key", "client_secret", "sig", "signature", "password"}
 #: Pixels on a side of the virtual tiles of a WMS.
 WMS_TILE = 512
 
@@ -56,12 +54,12 @@ class ImagerySource:
 
 def secrets_from_url(url: str) -> tuple[str, dict[str, str]]:
     """Move credential-like query values of ``url`` (``apikey=...``, ``access_token=...``, see
-    :data:`SECRET_PARAMS`) into placeholders: returns (url with ``{name}`` placeholders, secrets)."""
+    :data:`~edifice.core.acquire.http.SECRET_PARAM_NAMES`) into placeholders: returns (url with ``{name}`` placeholders, secrets)."""
     parts = urlsplit(url)
     secrets: dict[str, str] = {}
     query = []
     for k, v in parse_qsl(parts.query, keep_blank_values=True):
-        if k.lower() in SECRET_PARAMS and v and not re.fullmatch(r"\{[^}]*\}", v):
+        if k.lower() in SECRET_PARAM_NAMES and v and not re.fullmatch(r"\{[^}]*\}", v):
             name = re.sub(r"\W", "_", k.lower())
             secrets[name] = v
             v = "{" + name + "}"

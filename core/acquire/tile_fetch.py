@@ -4,6 +4,7 @@ tiles do not fetch them twice."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
 import warnings
 from collections import OrderedDict
 from typing import Callable, Iterable
@@ -15,10 +16,14 @@ from rasterio.io import MemoryFile
 
 from ..errors import EdificeError
 from ..progress import Progress
+from .http import HttpError
 
 #: HTTP statuses that mean "no imagery here" (the tile becomes nodata).
 NO_DATA_STATUS = (204, 404)
 IMAGE_TYPES = ("image/",)
+
+# a tile image has no georeferencing, by nature (catch_warnings is not thread-safe: filter once)
+warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreferencedWarning)
 
 #: (col, row) of a tile in its level.
 TileKey = tuple[int, int]
@@ -28,8 +33,7 @@ def decode_image(content: bytes, expect: tuple[int, int], where: str) -> np.ndar
     """(4, rows, cols) uint8 RGBA of a PNG/JPEG/GIF/WebP/TIFF image; grey, grey+alpha and paletted
     images are expanded. Raises :class:`EdificeError` naming ``where`` for an unreadable image or
     one whose size is not ``expect`` (rows, cols)."""
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
         try:
             with MemoryFile(content) as mem, mem.open() as ds:
                 data = ds.read()
@@ -85,6 +89,7 @@ class TileFetcher:
         self._progress = progress
         self.requested = 0
         self.missing = 0
+        self._lock = threading.Lock()
 
     def prefetch(self, keys: Iterable[TileKey]) -> None:
         """Start fetching ``keys`` not fetched or in flight yet (most recently used last)."""
@@ -123,8 +128,14 @@ class TileFetcher:
                 del self._futures[key]
 
     def _fetch(self, key: TileKey) -> np.ndarray | None:
-        resp = self._client.get(self._url_of(*key), accept=IMAGE_TYPES, ok_status=NO_DATA_STATUS)
-        if resp.status in NO_DATA_STATUS or not resp.content:
-            self.missing += 1
+        try:
+            resp = self._client.get(self._url_of(*key), accept=IMAGE_TYPES)
+        except HttpError as exc:
+            if exc.status not in NO_DATA_STATUS:
+                raise
+            resp = None
+        if resp is None or resp.status in NO_DATA_STATUS or not resp.content:
+            with self._lock:
+                self.missing += 1
             return None
         return decode_image(resp.content, self._shape, f"tile {self._label_of(*key)}")

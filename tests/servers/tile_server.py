@@ -64,6 +64,11 @@ def configure(argv: list[str]) -> None:
     _OPTS = parse_args(list(argv))
 
 
+def setup(args: list[str], state_dir) -> None:
+    """Called once by the stand-in harness with the arguments after ``--``."""
+    configure(args)
+
+
 def _dataset():
     if getattr(_local, "ds", None) is None:
         _local.ds = rasterio.open(options().source)
