@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_height import add_commands; add_commands(sub)  # noqa: E702 height/footprint tools
     from .cli_inference import add_commands; add_commands(sub)  # noqa: E702 - inference tools
     from .cli_osm import add_commands; add_commands(sub)  # noqa: E702 - osm-download
+    from .cli_imagery import add_commands; add_commands(sub)  # noqa: E702 - imagery download
     return p
 
 

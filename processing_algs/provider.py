@@ -10,6 +10,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .evaluate_classification_alg import EvaluateClassificationAlgorithm
 from .evaluate_regression_alg import EvaluateRegressionAlgorithm
+from .imagery_download_alg import ImageryDownloadAlgorithm
 from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
                                     TrainHeightFootprintAlgorithm)
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
@@ -37,6 +38,7 @@ ALGORITHMS = [
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (OsmDownloadAlgorithm, ("numpy", "requests", "shapely", "pyproj", "pyogrio")),
+    (ImageryDownloadAlgorithm, ("numpy", "rasterio", "pyproj", "requests")),
 ]
 
 

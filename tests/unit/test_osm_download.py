@@ -206,7 +206,7 @@ def test_transient_failures_are_retried(overpass, tmp_path, fault, helsinki_3067
 
 @pytest.mark.parametrize("fault, message", [
     ({"kind": "content_type", "value": "text/html"}, "text/html"),
-    ({"kind": "empty"}, "expected application/json"),
+    ({"kind": "empty"}, "not Overpass JSON"),
 ])
 def test_wrong_or_empty_answers_fail_clearly_and_write_nothing(overpass, tmp_path, fault, message, helsinki_3067):
     overpass.set_faults([{**fault, "times": 10}])
