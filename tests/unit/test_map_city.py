@@ -53,3 +53,19 @@ def test_map_city_refuses_a_folder_in_use(open_data_town, tmp_path):
     with pytest.raises(InputError, match="OUTPUT_FOLDER"):
         map_city(_request(open_data_town, out))
     assert open_data_town.overpass.requests() == [] and open_data_town.tiles.requests() == []
+
+
+def test_cli_osm_download_and_map_city_refusing_a_missing_service(open_data_town, tmp_path, capsys):
+    from edifice.core.cli import main
+
+    x0, y0, x1, y1 = open_data_town.extent
+    ext = f"{x0},{y0},{x1},{y1}"
+    rc = main(["osm-download", str(tmp_path / "o.gpkg"), "--extent", ext, "--extent-crs", "EPSG:32636",
+               "--endpoint", open_data_town.overpass_url, "--cache-dir", str(tmp_path / "cache"), "--roads"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["buildings"]["total"] == len(open_data_town.scene["classes"])
+    assert {n for n, _ in pyogrio.list_layers(tmp_path / "o.gpkg")} == {"pois", "buildings", "roads"}
+    rc = main(["map-city", str(tmp_path / "city"), "--extent", ext, "--extent-crs", "EPSG:32636",
+               "--endpoint", open_data_town.overpass_url, "--gsd", "1"])
+    assert rc == 2 and "--xyz/--wmts/--wms" in capsys.readouterr().err
+    assert not (tmp_path / "city").exists()
