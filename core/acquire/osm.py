@@ -212,6 +212,22 @@ class _Table:
         return f"{self.layer}: {self.counts['total']} features" + (f" ({per})." if per else ".")
 
 
+def _classifier(mapping):
+    """``classify(tags) -> class or None`` of a keyed mapping: only the tags whose keys a rule names are
+    offered (the same answer, as each rule names its key), and answers are remembered per tag set."""
+    keys = {r.key for r in mapping.rules}
+    memo: dict = {}
+
+    def classify(tags: dict):
+        offered = tuple(sorted((k, v) for k, v in tags.items() if k in keys))
+        if offered not in memo:
+            memo[offered] = mapping.classify(offered)
+        return memo[offered]
+    if "" in keys:  # a rule for any key: offer every tag
+        return lambda tags: mapping.classify(tags.items())
+    return classify
+
+
 def _hstore(tags: dict) -> str | None:
     """Tags in GDAL's ``other_tags`` form: ``"k"=>"v","k2"=>"v2"``."""
     def q(s):
@@ -260,7 +276,8 @@ def poi_table(store: OsmElements, clip: _ExtentClip, timestamp: str | None) -> _
         cols[key] = _text(t.get(key) for t in tags)
     plain = set(preset_keys) | {"name"}
     cols["other_tags"] = _text(_hstore({k: v for k, v in t.items() if k not in plain}) for t in tags)
-    classes = Counter((mapping.classify(t.items()) or "unmapped") for t in tags)
+    classify = _classifier(mapping)
+    classes = Counter((classify(t) or "unmapped") for t in tags)
     counts = {"total": len(keys), **{c: classes.get(c, 0) for c in ("residential", "commercial", "industrial")},
               "ignored": classes.get("none", 0), "unmapped": classes.get("unmapped", 0)}
     return _Table("pois", "Point", clip.to_output(geoms), cols, counts)
@@ -293,7 +310,8 @@ def building_table(store: OsmElements, clip: _ExtentClip, timestamp: str | None)
         return way_polygon(store, eid) if kind == "way" else relation_multipolygon(store, eid)
     keys, geoms, built = _select(store, items, clip, polygon)
     tags = [store.tags[k] for k in keys]
-    uses = [_use(mapping, t) for t in tags]
+    classify = _classifier(mapping)
+    uses = [_use(classify(t)) for t in tags]
     cols = _base_columns(keys, timestamp)
     cols["name"] = _text(t.get("name") for t in tags)
     for key in BUILDING_TAGS:
@@ -313,8 +331,7 @@ def building_table(store: OsmElements, clip: _ExtentClip, timestamp: str | None)
     return _Table("buildings", "MultiPolygon", clip.to_output(geoms), cols, counts)
 
 
-def _use(mapping, tags: dict) -> str:
-    cls = mapping.classify(tags.items())
+def _use(cls: str | None) -> str:
     return cls if cls in USE_CLASSES else "unknown"
 
 
