@@ -69,3 +69,27 @@ def test_cli_osm_download_and_map_city_refusing_a_missing_service(open_data_town
                "--endpoint", open_data_town.overpass_url, "--gsd", "1"])
     assert rc == 2 and "--xyz/--wmts/--wms" in capsys.readouterr().err
     assert not (tmp_path / "city").exists()
+
+
+def test_map_city_cancel_keeps_finished_steps_and_stops_before_the_next(open_data_town, tmp_path):
+    from edifice.core.errors import Cancelled
+    from edifice.core.progress import Progress
+
+    class CancelAfterOsm(Progress):
+        def __init__(self):
+            self.steps = []
+
+        def info(self, message):
+            if message.startswith("map-city: "):
+                self.steps.append(message.split()[1])
+
+        def is_cancelled(self):
+            return "poi_maps" in self.steps
+
+    out = tmp_path / "city"
+    progress = CancelAfterOsm()
+    with pytest.raises(Cancelled):
+        map_city(_request(open_data_town, out), progress)
+    assert progress.steps == ["imagery", "osm", "poi_maps"]
+    assert (out / "imagery.tif").exists() and (out / "osm.gpkg").exists()
+    assert not (out / "poi_maps.tif").exists() and not (out / "dataset").exists()
