@@ -174,7 +174,8 @@ def run_query(db: _Db, ql: str) -> list:
             box = tuple(float(v) for v in m.group(3).split(","))
             found = _select(db, m.group(1), _filters(m.group(2)), box)
             if union is not None:
-                union += [k for k in found if k not in set(union)]
+                seen = set(union)
+                union += [k for k in found if k not in seen]
             else:
                 current = found
     return printed
