@@ -59,7 +59,7 @@ def main() -> None:
     import requests
     from pyproj import Transformer
 
-    from edifice.core.acquire.osm import OsmRequest, _Fetcher, download_osm
+    from edifice.core.acquire.osm import OsmRequest, download_osm, layer_queries
     from edifice.core.acquire.overpass import split_bbox, wgs84_bbox
 
     extract = _module(ROOT / "tests" / "servers" / "overpass_extract.py")
@@ -82,8 +82,7 @@ def main() -> None:
         req = OsmRequest(extent, "EPSG:3067", {"pois": str(work / "osm.gpkg"), "buildings": str(work / "osm.gpkg")},
                          endpoint=url, max_tile_km2=a.max_tile_km2, cache_dir=str(work / "cache"))
         tiles = split_bbox((s, w, n, e), a.max_tile_km2)
-        fetch = _Fetcher(None, req, tiles, 2, None)
-        queries = [q(b) for q in (fetch._poi_query, fetch._building_query) for b in tiles]
+        queries = layer_queries("pois", tiles, req.timeout_s) + layer_queries("buildings", tiles, req.timeout_s)
         t0 = time.perf_counter()
         size = sum(len(requests.post(url, data={"data": q}, timeout=600).content) for q in queries)
         t_ref = time.perf_counter() - t0

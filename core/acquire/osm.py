@@ -117,33 +117,30 @@ def _client(request: OsmRequest, progress: Progress):
                       cache=cache, progress=progress)
 
 
+def layer_queries(layer: str, tiles, timeout_s: int) -> list[str]:
+    """The Overpass QL of ``layer`` (pois, buildings or roads) for each tile (south, west, north, east)."""
+    if layer == "pois":
+        from ..poi_sources import load_poi_mapping
+
+        keys = sorted({r.key for r in load_poi_mapping("osm").rules if r.key})
+        return [poi_query(b, keys, timeout_s) for b in tiles]
+    make = {"buildings": building_query, "roads": road_query}[layer]
+    return [make(b, timeout_s) for b in tiles]
+
+
 class _Fetcher:
     """Sends the queries of one layer (one per tile) and merges the answers."""
-
-    QUERIES = {"pois": "_poi_query", "buildings": "_building_query", "roads": "_road_query"}
 
     def __init__(self, client, request: OsmRequest, tiles, n_layers: int, progress: Progress):
         self.client, self.request, self.tiles, self.progress = client, request, tiles, progress
         self.total = max(1, len(tiles) * n_layers)
         self.sent = self.cached = self.done = 0
-        from ..poi_sources import load_poi_mapping
-        self.poi_keys = sorted({r.key for r in load_poi_mapping("osm").rules if r.key})
-
-    def _poi_query(self, bbox):
-        return poi_query(bbox, self.poi_keys, self.request.timeout_s)
-
-    def _building_query(self, bbox):
-        return building_query(bbox, self.request.timeout_s)
-
-    def _road_query(self, bbox):
-        return road_query(bbox, self.request.timeout_s)
 
     def layer(self, name: str) -> OsmElements:
         """Every tile's answer to the ``name`` query, merged."""
         from .http import run_bounded
 
-        make = getattr(self, self.QUERIES[name])
-        queries = [(i, make(b)) for i, b in enumerate(self.tiles)]
+        queries = list(enumerate(layer_queries(name, self.tiles, self.request.timeout_s)))
         store = OsmElements()
         for (i, _), (from_cache, answer) in run_bounded(lambda q: self._ask(name, *q), queries,
                                                         self.request.parallel, self.progress):
@@ -264,11 +261,10 @@ def poi_table(store: OsmElements, clip: _ExtentClip, timestamp: str | None) -> _
     mapping = load_poi_mapping("osm")
     preset_keys = sorted({r.key for r in mapping.rules if r.key})
     items = sorted(k for k, tags in store.tags.items() if any(t in tags for t in preset_keys))
-
-    def point(kind, eid):
-        p = store.point_of(kind, eid)
-        return None if p is None else shapely.Point(p)
-    keys, geoms, _ = _select(store, items, clip, point)
+    located = [(k, p) for k, p in ((k, store.point_of(*k)) for k in items) if p is not None]
+    points = shapely.points(np.asarray([p for _, p in located], dtype=np.float64).reshape(-1, 2))
+    inside = clip.keep(points)
+    keys, geoms = [k for (k, _), m in zip(located, inside) if m], points[inside]
     tags = [store.tags[k] for k in keys]
     cols = _base_columns(keys, timestamp)
     cols["name"] = _text(t.get("name") for t in tags)
