@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from pyproj import CRS, Transformer
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import reproject, transform_bounds
@@ -25,7 +26,7 @@ from rasterio.warp import reproject, transform_bounds
 from ..errors import InputError
 from ..grid import Block, Grid
 from ..progress import Progress, ensure
-from ..raster_io import atomic_raster, bounded_gdal_cache
+from ..raster_io import atomic_raster
 from .block_store import BlockStore
 from .http import HttpClient, ResponseCache, default_cache_dir, redact
 from .imagery_sources import (ImagerySource, TileService, WmsService, WmtsService, XyzService, check_source,
@@ -36,6 +37,9 @@ from .tiles import TileMatrix, choose_level
 BANDS = ("red", "green", "blue")
 #: Output block size (pixels); a multiple of the GeoTIFF's 256-pixel tiles.
 BLOCK_SIZE = 1024
+#: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
+#: cache loses nothing and peak memory does not grow with the output (GDAL's default is 5 % of RAM).
+ASSEMBLY_CACHE_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class _Plan:
     level: TileMatrix
     level_gsd_m: float
     resampling: Resampling
+    gsd_m: float
 
 
 def download_imagery(source: ImagerySource, extent: tuple[float, float, float, float], extent_crs: str,
@@ -119,7 +124,7 @@ def _plan(source: ImagerySource, client, extent, extent_crs: str, gsd_m: float, 
     else:
         progress.info(f"Level {level.identifier} ({level_gsd:.3g} m per pixel here) is used for {gsd_m:g} m pixels.")
     resampling = Resampling.average if level_gsd < 0.75 * gsd_m else Resampling.bilinear
-    return _Plan(grid, service, level, level_gsd, resampling)
+    return _Plan(grid, service, level, level_gsd, resampling, gsd_m)
 
 
 def _centre_lonlat(extent, extent_crs: str) -> tuple[float, float]:
@@ -198,9 +203,10 @@ def _job(source: ImagerySource, plan: _Plan, block_size: int) -> dict:
 
 
 def _tiles_to_keep(plan: _Plan, block_size: int) -> int:
-    """Decoded tiles kept in memory: those of about three blocks (independent of the extent)."""
-    per_block = (block_size * plan.grid.res[0] / (plan.level.tile_width * plan.level.resolution) + 2) ** 2
-    return int(min(max(3 * per_block, 16), 4096))
+    """Decoded tiles kept in memory besides those of the current and next block: about one block's
+    worth (so a block often finds its left neighbour's edge tiles), whatever the extent."""
+    per_block = (block_size * plan.gsd_m / (plan.level.tile_width * plan.level_gsd_m) + 2) ** 2
+    return int(min(max(per_block, 16), 1024))
 
 
 # -- mosaicking -----------------------------------------------------------------------------
@@ -243,18 +249,31 @@ def _block_tiles(plan: _Plan, block: Block) -> list[tuple[int, int]]:
 def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
     """(3, rows, cols) uint8 RGB of ``block`` from its decoded ``tiles``; 0 where there is no imagery."""
     h, w = int(block.window.height), int(block.window.width)
-    out = np.zeros((4, h, w), np.uint8)
     present = {k: t for k, t in tiles.items() if t is not None}
-    if present:
-        src, src_transform = _tile_mosaic(plan.level, present)
-        reproject(src, out, src_transform=src_transform, src_crs=CRS.from_user_input(plan.service.tms.crs),
-                  dst_transform=plan.grid.window_transform(block.window), dst_crs=CRS.from_user_input(plan.grid.crs),
-                  resampling=plan.resampling, src_alpha=4, dst_alpha=4)
+    if not present:
+        return np.zeros((3, h, w), np.uint8)
+    src, src_transform = _tile_mosaic(plan.level, present)
+    warp = dict(src_transform=src_transform, src_crs=plan.service.tms.crs, dst_crs=plan.grid.crs,
+                dst_transform=plan.grid.window_transform(block.window), resampling=plan.resampling)
+    if len(present) == len(tiles) and _covers(src_transform, src.shape, _block_bounds_in_tms(plan, block)) \
+            and src[3].all():  # imagery everywhere: no alpha bookkeeping (a third less work)
+        rgb = np.zeros((3, h, w), np.uint8)
+        reproject(src[:3], rgb, **warp)
+        return np.maximum(rgb, 1, out=rgb)
+    out = np.zeros((4, h, w), np.uint8)
+    reproject(src, out, src_alpha=4, dst_alpha=4, **warp)
     rgb = out[:3]
     valid = out[3] >= 128
-    rgb[:, valid] = np.maximum(rgb[:, valid], 1)
-    rgb[:, ~valid] = 0
+    np.maximum(rgb, 1, out=rgb, where=valid)
+    rgb *= valid
     return rgb
+
+
+def _covers(transform, shape: tuple[int, ...], bounds: tuple[float, float, float, float]) -> bool:
+    """Whether an array of ``shape`` (bands, rows, cols) on ``transform`` covers ``bounds``."""
+    x0, y1 = transform.c, transform.f
+    x1, y0 = x0 + transform.a * shape[2], y1 + transform.e * shape[1]
+    return x0 <= bounds[0] and y0 <= bounds[1] and x1 >= bounds[2] and y1 >= bounds[3]
 
 
 def _tile_mosaic(level: TileMatrix, tiles: dict) -> tuple[np.ndarray, "Affine"]:
@@ -291,7 +310,7 @@ def _assemble(output, grid: Grid, store: BlockStore, block_size: int, tags: dict
     """Write the GeoTIFF from the stored blocks, in order (bounded memory); it appears only when
     complete. Returns the fraction of valid pixels."""
     valid = 0
-    with bounded_gdal_cache(), atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS) as dst:
+    with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         n = grid.block_count(block_size)
