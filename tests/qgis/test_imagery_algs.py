@@ -113,3 +113,17 @@ def test_key_from_authcfg_never_reaches_log_output_or_project(provider, standin,
     for p in tmp_path.rglob("*"):
         if p.is_file():
             assert KEY.encode() not in p.read_bytes(), p
+
+
+def test_qgis_wmts_and_xyz_source_strings_are_read(provider):
+    from edifice.processing_algs.imagery_download_alg import source_from_qgis_uri
+
+    wmts = source_from_qgis_uri("contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&featureCount=10&format=image/jpeg"
+                                "&layers=ortho&styles=default&tileMatrixSet=GoogleMapsCompatible"
+                                "&url=https://s.example/wmts/1.0.0/WMTSCapabilities.xml&authcfg=abc1234")
+    assert wmts == {"kind": "wmts", "url": "https://s.example/wmts/1.0.0/WMTSCapabilities.xml?SERVICE=WMTS&"
+                    "REQUEST=GetCapabilities", "layer": "ortho", "style": "default",
+                    "tile_matrix_set": "GoogleMapsCompatible", "image_format": "image/jpeg", "authcfg": "abc1234"}
+    xyz = source_from_qgis_uri("type=xyz&url=https://t.example/%7Bz%7D/%7Bx%7D/%7B-y%7D.png%3Fk%3D1&zmax=17&zmin=2")
+    assert xyz == {"kind": "xyz", "url": "https://t.example/{z}/{x}/{-y}.png?k=1", "min_zoom": 2, "max_zoom": 17,
+                   "authcfg": ""}

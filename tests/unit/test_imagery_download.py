@@ -308,6 +308,10 @@ def test_keys_never_reach_messages_outputs_or_the_cache(keyed_tiles, tmp_path):
     literal = ImagerySource("wmts", keyed_tiles.url + f"/wmts?SERVICE=WMTS&REQUEST=GetCapabilities&key={KEY}",
                             layer="kampala")
     download_imagery(literal, KAMPALA, "EPSG:4326", tmp_path / "out" / "l.tif", cache=cache, progress=rec)
+    with pytest.raises(Cancelled):  # a cancelled run keeps its finished blocks and their manifest
+        download_imagery(literal, KAMPALA, "EPSG:4326", tmp_path / "out" / "c.tif", cache=cache, block_size=128,
+                         progress=Recorder(cancel_after=2))
+    assert (tmp_path / "out" / ".c.tif.parts" / "manifest.json").exists()
     wrong = ImagerySource("xyz", src.url, max_zoom=21, secrets={"key": KEY[::-1]})
     with pytest.raises(HttpError) as info:
         download_imagery(wrong, KAMPALA, "EPSG:4326", tmp_path / "out" / "w.tif", cache=cache, progress=rec)
