@@ -11,6 +11,7 @@ transparent pixels); valid pixels of value 0 are stored as 1.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import rasterio.crs
 from pyproj import CRS, Transformer
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import reproject, transform_bounds
@@ -215,11 +217,12 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
     """Mosaic every unfinished block into ``store``."""
     blocks = [b for b in plan.grid.blocks(block_size) if not store.is_done(b.index)]
     total = plan.grid.block_count(block_size)
+    upcoming = _block_tiles(plan, blocks[0]) if blocks else []
     for i, block in enumerate(blocks):
         progress.check_cancelled()
-        keys = _block_tiles(plan, block)
+        keys = upcoming
         upcoming = _block_tiles(plan, blocks[i + 1]) if i + 1 < len(blocks) else []
-        fetcher.prefetch(keys + upcoming)
+        fetcher.prefetch(keys + upcoming)  # the next block's tiles arrive while this one is warped
         tiles = fetcher.get(keys, protect=set(upcoming))
         rgb = _warp_block(plan, block, tiles)
         store.put(block.index, rgb)
@@ -229,10 +232,15 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
 def _block_bounds_in_tms(plan: _Plan, block: Block) -> tuple[float, float, float, float]:
     """Bounds of ``block`` in the tile set's CRS, grown by two source pixels for the resampling kernel."""
     xmin, ymin, xmax, ymax = _window_bounds(plan.grid, block)
-    b = transform_bounds(CRS.from_user_input(plan.grid.crs), CRS.from_user_input(plan.service.tms.crs),
-                         xmin, ymin, xmax, ymax, densify_pts=21)
+    b = transform_bounds(_crs(plan.grid.crs), _crs(plan.service.tms.crs), xmin, ymin, xmax, ymax, densify_pts=21)
     m = 2 * plan.level.resolution
     return b[0] - m, b[1] - m, b[2] + m, b[3] + m
+
+
+@functools.lru_cache(maxsize=16)
+def _crs(text: str) -> rasterio.crs.CRS:
+    """rasterio's CRS of ``text``, parsed once (a WKT costs milliseconds to read)."""
+    return rasterio.crs.CRS.from_user_input(text)
 
 
 def _window_bounds(grid: Grid, block: Block) -> tuple[float, float, float, float]:
@@ -253,7 +261,7 @@ def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
     if not present:
         return np.zeros((3, h, w), np.uint8)
     src, src_transform = _tile_mosaic(plan.level, present)
-    warp = dict(src_transform=src_transform, src_crs=plan.service.tms.crs, dst_crs=plan.grid.crs,
+    warp = dict(src_transform=src_transform, src_crs=_crs(plan.service.tms.crs), dst_crs=_crs(plan.grid.crs),
                 dst_transform=plan.grid.window_transform(block.window), resampling=plan.resampling)
     if len(present) == len(tiles) and _covers(src_transform, src.shape, _block_bounds_in_tms(plan, block)) \
             and src[3].all():  # imagery everywhere: no alpha bookkeeping (a third less work)
