@@ -2,7 +2,7 @@
 layer of the project (adapter over core.acquire.imagery)."""
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
 from qgis.core import (QgsProcessingException, QgsProcessingParameterAuthConfig, QgsProcessingParameterCrs,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
@@ -20,8 +20,7 @@ def source_from_qgis_uri(uri: str) -> dict:
     """ImagerySource fields of a QGIS 'wms' provider data source: an XYZ layer
     (``type=xyz&url=...&zmax=..``), a WMTS layer (``tileMatrixSet=..&url=..&layers=..``) or a
     WMS layer (``crs=..&format=..&layers=..&styles=..&url=..``). ``authcfg`` is returned too."""
-    items = parse_qsl(uri, keep_blank_values=True)
-    values = {k: unquote(v) for k, v in items}
+    values = dict(parse_qsl(uri, keep_blank_values=True))  # decodes the percent-encoded url once
     url = values.get("url", "")
     out = {"url": url, "authcfg": values.get("authcfg", "")}
     if values.get("type") == "xyz":

@@ -11,6 +11,7 @@ transparent pixels); valid pixels of value 0 are stored as 1.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -18,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.crs
 from pyproj import CRS, Transformer
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import reproject, transform_bounds
@@ -25,9 +28,9 @@ from rasterio.warp import reproject, transform_bounds
 from ..errors import InputError
 from ..grid import Block, Grid
 from ..progress import Progress, ensure
-from ..raster_io import atomic_raster, bounded_gdal_cache
+from ..raster_io import atomic_raster
 from .block_store import BlockStore
-from .http import HttpClient, ResponseCache, default_cache_dir, redact
+from .http import HttpClient, ResponseCache, default_cache_dir, redact, run_bounded
 from .imagery_sources import (ImagerySource, TileService, WmsService, WmtsService, XyzService, check_source,
                               fill_secrets, secrets_from_url, wms_resolution)
 from .tile_fetch import TileFetcher
@@ -36,6 +39,11 @@ from .tiles import TileMatrix, choose_level
 BANDS = ("red", "green", "blue")
 #: Output block size (pixels); a multiple of the GeoTIFF's 256-pixel tiles.
 BLOCK_SIZE = 1024
+#: Output blocks mosaicked at once (each holds its tiles and a warp buffer: ~20 MiB at 1024 px).
+BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
+#: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
+#: cache loses nothing and peak memory does not grow with the output (GDAL's default is 5 % of RAM).
+ASSEMBLY_CACHE_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class _Plan:
     level: TileMatrix
     level_gsd_m: float
     resampling: Resampling
+    gsd_m: float
 
 
 def download_imagery(source: ImagerySource, extent: tuple[float, float, float, float], extent_crs: str,
@@ -119,7 +128,7 @@ def _plan(source: ImagerySource, client, extent, extent_crs: str, gsd_m: float, 
     else:
         progress.info(f"Level {level.identifier} ({level_gsd:.3g} m per pixel here) is used for {gsd_m:g} m pixels.")
     resampling = Resampling.average if level_gsd < 0.75 * gsd_m else Resampling.bilinear
-    return _Plan(grid, service, level, level_gsd, resampling)
+    return _Plan(grid, service, level, level_gsd, resampling, gsd_m)
 
 
 def _centre_lonlat(extent, extent_crs: str) -> tuple[float, float]:
@@ -198,35 +207,40 @@ def _job(source: ImagerySource, plan: _Plan, block_size: int) -> dict:
 
 
 def _tiles_to_keep(plan: _Plan, block_size: int) -> int:
-    """Decoded tiles kept in memory: those of about three blocks (independent of the extent)."""
-    per_block = (block_size * plan.grid.res[0] / (plan.level.tile_width * plan.level.resolution) + 2) ** 2
-    return int(min(max(3 * per_block, 16), 4096))
+    """Decoded tiles kept in memory besides those of the blocks being mosaicked: about one block's
+    worth (so a block often finds its left neighbour's edge tiles), whatever the extent."""
+    per_block = (block_size * plan.gsd_m / (plan.level.tile_width * plan.level_gsd_m) + 2) ** 2
+    return int(min(max(per_block, 16), 1024))
 
 
 # -- mosaicking -----------------------------------------------------------------------------
 def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_size: int,
                    progress: Progress) -> None:
-    """Mosaic every unfinished block into ``store``."""
+    """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (their
+    tiles are fetched together, warps run in parallel: GDAL releases the GIL)."""
     blocks = [b for b in plan.grid.blocks(block_size) if not store.is_done(b.index)]
     total = plan.grid.block_count(block_size)
-    for i, block in enumerate(blocks):
-        progress.check_cancelled()
-        keys = _block_tiles(plan, block)
-        upcoming = _block_tiles(plan, blocks[i + 1]) if i + 1 < len(blocks) else []
-        fetcher.prefetch(keys + upcoming)
-        tiles = fetcher.get(keys, protect=set(upcoming))
-        rgb = _warp_block(plan, block, tiles)
-        store.put(block.index, rgb)
-        progress.set_fraction((total - len(blocks) + i + 1) / total)
+
+    def mosaic(block: Block) -> None:
+        tiles = fetcher.get(_block_tiles(plan, block))
+        store.put(block.index, _warp_block(plan, block, tiles))
+
+    for done, _ in enumerate(run_bounded(mosaic, blocks, BLOCK_WORKERS, progress), start=total - len(blocks) + 1):
+        progress.set_fraction(done / total)
 
 
 def _block_bounds_in_tms(plan: _Plan, block: Block) -> tuple[float, float, float, float]:
     """Bounds of ``block`` in the tile set's CRS, grown by two source pixels for the resampling kernel."""
     xmin, ymin, xmax, ymax = _window_bounds(plan.grid, block)
-    b = transform_bounds(CRS.from_user_input(plan.grid.crs), CRS.from_user_input(plan.service.tms.crs),
-                         xmin, ymin, xmax, ymax, densify_pts=21)
+    b = transform_bounds(_crs(plan.grid.crs), _crs(plan.service.tms.crs), xmin, ymin, xmax, ymax, densify_pts=21)
     m = 2 * plan.level.resolution
     return b[0] - m, b[1] - m, b[2] + m, b[3] + m
+
+
+@functools.lru_cache(maxsize=16)
+def _crs(text: str) -> rasterio.crs.CRS:
+    """rasterio's CRS of ``text``, parsed once (a WKT costs milliseconds to read)."""
+    return rasterio.crs.CRS.from_user_input(text)
 
 
 def _window_bounds(grid: Grid, block: Block) -> tuple[float, float, float, float]:
@@ -243,18 +257,31 @@ def _block_tiles(plan: _Plan, block: Block) -> list[tuple[int, int]]:
 def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
     """(3, rows, cols) uint8 RGB of ``block`` from its decoded ``tiles``; 0 where there is no imagery."""
     h, w = int(block.window.height), int(block.window.width)
-    out = np.zeros((4, h, w), np.uint8)
     present = {k: t for k, t in tiles.items() if t is not None}
-    if present:
-        src, src_transform = _tile_mosaic(plan.level, present)
-        reproject(src, out, src_transform=src_transform, src_crs=CRS.from_user_input(plan.service.tms.crs),
-                  dst_transform=plan.grid.window_transform(block.window), dst_crs=CRS.from_user_input(plan.grid.crs),
-                  resampling=plan.resampling, src_alpha=4, dst_alpha=4)
+    if not present:
+        return np.zeros((3, h, w), np.uint8)
+    src, src_transform = _tile_mosaic(plan.level, present)
+    warp = dict(src_transform=src_transform, src_crs=_crs(plan.service.tms.crs), dst_crs=_crs(plan.grid.crs),
+                dst_transform=plan.grid.window_transform(block.window), resampling=plan.resampling)
+    if len(present) == len(tiles) and _covers(src_transform, src.shape, _block_bounds_in_tms(plan, block)) \
+            and src[3].all():  # imagery everywhere: no alpha bookkeeping (a third less work)
+        rgb = np.zeros((3, h, w), np.uint8)
+        reproject(src[:3], rgb, **warp)
+        return np.maximum(rgb, 1, out=rgb)
+    out = np.zeros((4, h, w), np.uint8)
+    reproject(src, out, src_alpha=4, dst_alpha=4, **warp)
     rgb = out[:3]
     valid = out[3] >= 128
-    rgb[:, valid] = np.maximum(rgb[:, valid], 1)
-    rgb[:, ~valid] = 0
+    np.maximum(rgb, 1, out=rgb, where=valid)
+    rgb *= valid
     return rgb
+
+
+def _covers(transform, shape: tuple[int, ...], bounds: tuple[float, float, float, float]) -> bool:
+    """Whether an array of ``shape`` (bands, rows, cols) on ``transform`` covers ``bounds``."""
+    x0, y1 = transform.c, transform.f
+    x1, y0 = x0 + transform.a * shape[2], y1 + transform.e * shape[1]
+    return x0 <= bounds[0] and y0 <= bounds[1] and x1 >= bounds[2] and y1 >= bounds[3]
 
 
 def _tile_mosaic(level: TileMatrix, tiles: dict) -> tuple[np.ndarray, "Affine"]:
@@ -291,7 +318,8 @@ def _assemble(output, grid: Grid, store: BlockStore, block_size: int, tags: dict
     """Write the GeoTIFF from the stored blocks, in order (bounded memory); it appears only when
     complete. Returns the fraction of valid pixels."""
     valid = 0
-    with bounded_gdal_cache(), atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS) as dst:
+    with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
+            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         n = grid.block_count(block_size)

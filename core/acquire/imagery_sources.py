@@ -54,7 +54,8 @@ class ImagerySource:
 
 def secrets_from_url(url: str) -> tuple[str, dict[str, str]]:
     """Move credential-like query values of ``url`` (``apikey=...``, ``access_token=...``, see
-    :data:`~edifice.core.acquire.http.SECRET_PARAM_NAMES`) into placeholders: returns (url with ``{name}`` placeholders, secrets)."""
+    :data:`~edifice.core.acquire.http.SECRET_PARAM_NAMES`) into placeholders: returns
+    (url with ``{name}`` placeholders, secrets)."""
     parts = urlsplit(url)
     secrets: dict[str, str] = {}
     query = []
@@ -86,9 +87,11 @@ def fill_secrets(url: str, secrets: Mapping[str, str]) -> str:
 def check_source(source: ImagerySource) -> None:
     """Raise :class:`InputError` for a source that cannot work (kind, URL, placeholders, secrets)."""
     if source.kind not in KINDS:
-        raise InputError("SOURCE_TYPE", f"'{source.kind}' is not a known service type.", f"use one of {', '.join(KINDS)}.")
+        raise InputError("SOURCE_TYPE", f"'{source.kind}' is not a known service type.",
+                         f"use one of {', '.join(KINDS)}.")
     if not re.match(r"^https?://", source.url or ""):
-        raise InputError("URL", f"'{source.public_url()}' is not an http(s) URL.", "give the service's http(s) address.")
+        raise InputError("URL", f"'{source.public_url()}' is not an http(s) URL.",
+                         "give the service's http(s) address.")
     names = {f for _, f, _, _ in string.Formatter().parse(source.url) if f is not None}
     missing = sorted(n for n in names - set(source.secrets) - XYZ_FIELDS if n)
     if missing:
@@ -140,7 +143,8 @@ class WmtsService(TileService):
         else:
             self.format = source.image_format
         if self.layer.kvp_url is None and self.layer.rest_template is None:
-            raise EdificeError(f"WMTS layer '{self.layer.identifier}' offers neither KVP GetTile nor a tile ResourceURL.")
+            raise EdificeError(f"WMTS layer '{self.layer.identifier}' offers neither KVP GetTile nor a tile "
+                               "ResourceURL.")
 
     def tile_url(self, level: TileMatrix, col: int, row: int) -> str:
         if self.layer.kvp_url is None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import threading
 import warnings
-from collections import OrderedDict
-from typing import Callable, Iterable
+from collections import Counter, OrderedDict
+from typing import Callable
 
 import numpy as np
 import rasterio
@@ -45,7 +45,8 @@ def decode_image(content: bytes, expect: tuple[int, int], where: str) -> np.ndar
         raise EdificeError(f"The imagery service answered {where} with an image of {data.shape[2]} x {data.shape[1]} "
                            f"pixels; {expect[1]} x {expect[0]} were asked for. Check the tile size, or the service.")
     if data.dtype != np.uint8:
-        raise EdificeError(f"The imagery service answered {where} with {data.dtype} pixels; 8-bit images are supported.")
+        raise EdificeError(f"The imagery service answered {where} with {data.dtype} pixels; only 8-bit images "
+                           "are supported.")
     return _to_rgba(data, cmap)
 
 
@@ -77,7 +78,8 @@ def _to_rgba(data: np.ndarray, cmap: dict | None) -> np.ndarray:
 class TileFetcher:
     """Tiles of one level, fetched by ``max_concurrency`` threads with ``client`` (an ``HttpClient``)
     and decoded. ``url_of(col, row)`` gives a tile's URL with secrets filled, ``label_of`` a
-    redacted name for messages. Keeps at most ``keep`` tiles (fetched or in flight)."""
+    redacted name for messages. Besides the tiles that callers of :meth:`get` are waiting for or
+    using, at most ``keep`` recently used tiles stay in memory. Thread-safe."""
 
     def __init__(self, client, url_of: Callable[[int, int], str], label_of: Callable[[int, int], str],
                  tile_shape: tuple[int, int], max_concurrency: int, keep: int, progress: Progress):
@@ -85,47 +87,54 @@ class TileFetcher:
         self._shape = tile_shape
         self._pool = cf.ThreadPoolExecutor(max(1, int(max_concurrency)), thread_name_prefix="edifice-tiles")
         self._futures: OrderedDict[TileKey, cf.Future] = OrderedDict()
+        self._pins: Counter[TileKey] = Counter()
         self._keep = keep
         self._progress = progress
+        self._lock = threading.Lock()
         self.requested = 0
         self.missing = 0
-        self._lock = threading.Lock()
 
-    def prefetch(self, keys: Iterable[TileKey]) -> None:
-        """Start fetching ``keys`` not fetched or in flight yet (most recently used last)."""
-        for key in keys:
-            if key in self._futures:
-                self._futures.move_to_end(key)
-            else:
-                self._futures[key] = self._pool.submit(self._fetch, key)
-                self.requested += 1
-
-    def get(self, keys: list[TileKey], protect: set[TileKey] = frozenset()) -> dict[TileKey, np.ndarray | None]:
-        """The decoded tiles of ``keys`` (waiting for them, cancellable); evicts old tiles beyond
-        ``keep`` except ``keys`` and ``protect``."""
-        self.prefetch(keys)
-        futures = [self._futures[k] for k in keys]
-        pending = set(futures)
-        while pending:
-            self._progress.check_cancelled()
-            _, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
-            for fut in futures:
-                if fut.done() and fut.exception() is not None:
-                    raise fut.exception()
-        tiles = {k: f.result() for k, f in zip(keys, futures)}
-        self._evict(set(keys) | set(protect))
-        return tiles
+    def get(self, keys: list[TileKey]) -> dict[TileKey, np.ndarray | None]:
+        """The decoded tiles of ``keys``, fetched if needed (waiting is cancellable)."""
+        with self._lock:
+            futures = [self._submit(k) for k in keys]
+            self._pins.update(keys)
+        try:
+            pending = set(futures)
+            while pending:
+                self._progress.check_cancelled()
+                _, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
+                failed = next((f for f in futures if f.done() and f.exception() is not None), None)
+                if failed is not None:
+                    raise failed.exception()
+            return {k: f.result() for k, f in zip(keys, futures)}
+        finally:
+            with self._lock:
+                self._pins.subtract(keys)
+                self._evict()
 
     def close(self) -> None:
         """Stop: pending fetches are dropped, running ones end on their own."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _evict(self, protected: set[TileKey]) -> None:
+    def _submit(self, key: TileKey) -> cf.Future:
+        """The future of ``key`` (started now if new), marked most recently used. Lock held."""
+        fut = self._futures.get(key)
+        if fut is None:
+            fut = self._futures[key] = self._pool.submit(self._fetch, key)
+            self.requested += 1
+        else:
+            self._futures.move_to_end(key)
+        return fut
+
+    def _evict(self) -> None:
+        """Forget the least recently used finished, unpinned tiles beyond ``keep``. Lock held."""
         for key in list(self._futures):
             if len(self._futures) <= self._keep:
                 break
-            if key not in protected and self._futures[key].done():
+            if self._pins[key] <= 0 and self._futures[key].done():
                 del self._futures[key]
+                del self._pins[key]
 
     def _fetch(self, key: TileKey) -> np.ndarray | None:
         try:

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 import threading
+import time
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -47,6 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-zoom", type=int, default=21)
     p.add_argument("--key", default=None, help="require ?key=KEY on every request")
     p.add_argument("--repeat", action="store_true", help="repeat the covered part of the source everywhere")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="wait this long before each tile or map answer")
     p.add_argument("--port", type=int, default=0)
     return p.parse_args(argv)
 
@@ -104,22 +106,37 @@ def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
 
 @functools.lru_cache(maxsize=64)
 def _covered_tiles(z: int) -> tuple[int, int, int, int]:
-    """(x0, y0, nx, ny): the tiles at zoom z of the largest fully covered rectangle of the source
-    (its top-right part for the Kampala mosaic; the whole raster for others)."""
+    """(x0, y0, nx, ny): the tiles at zoom z inside a fully covered rectangle of the source (for the
+    Kampala mosaic its top-right part): the longest covered run of columns in the best-covered row
+    of a 64 x 64 overview, grown over the rows where that run is covered."""
     span = 2 * HALF / 2 ** z
     with rasterio.open(options().source) as src:
         b = src.bounds
-        if src.count >= 3:
-            cov = src.read(1, out_shape=(64, 64)) > 0
-            rows = np.where(cov.all(axis=1))[0]
-            cols = np.where(cov[rows].all(axis=0))[0] if len(rows) else []
-            if len(rows) and len(cols):
-                fx, fy = (b.right - b.left) / 64, (b.top - b.bottom) / 64
-                b = rasterio.coords.BoundingBox(b.left + cols[0] * fx, b.top - (rows[-1] + 1) * fy,
-                                                b.left + (cols[-1] + 1) * fx, b.top - rows[0] * fy)
-    x0, y0 = math.ceil((b.left + HALF) / span), math.ceil((HALF - b.top) / span)
-    x1, y1 = math.floor((b.right + HALF) / span), math.floor((HALF - b.bottom) / span)
+        cov = src.read(1, out_shape=(64, 64)) > 0
+    best = int(cov.sum(axis=1).argmax())
+    c0, c1 = _longest_run(cov[best])
+    r0, r1 = _longest_run(cov[:, c0:c1].all(axis=1), around=best)
+    fx, fy = (b.right - b.left) / 64, (b.top - b.bottom) / 64
+    # one overview pixel inside each edge that is not the raster's own edge
+    left, right = b.left + (c0 + (c0 > 0)) * fx, b.left + (c1 - (c1 < 64)) * fx
+    top, bottom = b.top - (r0 + (r0 > 0)) * fy, b.top - (r1 - (r1 < 64)) * fy
+    x0, y0 = math.ceil((left + HALF) / span), math.ceil((HALF - top) / span)
+    x1, y1 = math.floor((right + HALF) / span), math.floor((HALF - bottom) / span)
     return x0, y0, max(x1 - x0, 1), max(y1 - y0, 1)
+
+
+def _longest_run(flags: np.ndarray, around: int | None = None) -> tuple[int, int]:
+    """[start, end) of the longest run of True (the run containing ``around`` when given)."""
+    runs, start = [], None
+    for i, f in enumerate(list(flags) + [False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            runs.append((start, i))
+            start = None
+    if around is not None:
+        runs = [r for r in runs if r[0] <= around < r[1]] or runs
+    return max(runs, key=lambda r: r[1] - r[0])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -145,7 +162,8 @@ def capabilities(base_url: str) -> bytes:
     matrices = []
     for z in range(options().max_zoom + 1):
         scale = 2 * HALF / 256 / 2 ** z / 0.00028
-        matrices.append(f"""<TileMatrix><ows:Identifier>{z}</ows:Identifier><ScaleDenominator>{scale!r}</ScaleDenominator>
+        matrices.append(f"""<TileMatrix><ows:Identifier>{z}</ows:Identifier>
+<ScaleDenominator>{scale!r}</ScaleDenominator>
 <TopLeftCorner>{-HALF!r} {HALF!r}</TopLeftCorner><TileWidth>256</TileWidth><TileHeight>256</TileHeight>
 <MatrixWidth>{2 ** z}</MatrixWidth><MatrixHeight>{2 ** z}</MatrixHeight></TileMatrix>""")
     href = base_url.rstrip("/") + "/wmts?"
@@ -201,6 +219,8 @@ def handle(method: str, path: str, query, headers: dict, body: bytes) -> tuple[i
     if options().key is not None and q.get("key") != options().key:
         return 403, {"Content-Type": "text/plain"}, b"invalid or missing key"
     uq = {k.upper(): v for k, v in q.items() if k != "key"}
+    if options().latency_ms and (path != "/wmts" or uq.get("REQUEST") == "GetTile"):
+        time.sleep(options().latency_ms / 1000)  # a distant server's round trip
     m = re.fullmatch(r"/(xyz|tms|odd)/(\d+)/(\d+)/(\d+)\.png", path)
     if m:
         kind, z, x, y = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
