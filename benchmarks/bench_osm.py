@@ -95,7 +95,8 @@ def main() -> None:
         t_warm = time.perf_counter() - t0
     finally:
         server.stop()
-    print(f"area {SIDE_M / 1000:g} km x {SIDE_M / 1000:g} km = {SIDE_M ** 2 / 1e6:g} km², {a.copies}x{a.copies} copies "
+    print(f"area {SIDE_M / 1000:g} km x {SIDE_M / 1000:g} km = {SIDE_M ** 2 / 1e6:g} km², "
+          f"{a.copies}x{a.copies} copies "
           f"of the Helsinki extract; {len(tiles)} tile(s) per layer, {len(queries)} queries, "
           f"{size / 1e6:.1f} MB of answers")
     print(f"features: {cold['pois']['total']} POIs, {cold['buildings']['total']} buildings "

@@ -178,7 +178,8 @@ def parse_answer(content: bytes, query_name: str) -> OsmElements:
         for el in elements:
             store.add(el)
     except (ValueError, KeyError, TypeError) as exc:
-        raise EdificeError(f"Overpass: the answer to the {query_name} query holds a malformed element ({exc}).") from exc
+        raise EdificeError(f"Overpass: the answer to the {query_name} query holds a malformed element "
+                           f"({exc}).") from exc
     store.merge_timestamp(_timestamp(doc))
     return store
 

@@ -163,7 +163,8 @@ def test_download_writes_typed_layers_that_match_the_extract(overpass, overpass_
     db = parse_answer(overpass_db.read_bytes(), "recorded extract")
     _, _, wkb, (way_ids, b) = pyogrio.raw.read(str(PBF), layer="multipolygons", columns=["osm_way_id", "building"])
     tr = Transformer.from_crs(4326, 3067, always_xy=True)
-    geoms = shapely.transform(shapely.from_wkb(wkb, on_invalid="ignore"), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    geoms = shapely.transform(shapely.from_wkb(wkb, on_invalid="ignore"),
+                              lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
     inside = shapely.intersects(geoms, shapely.box(*helsinki_3067))
     gdal_ways = {int(i) for i, bb, k in zip(way_ids, b, inside)
                  if i is not None and bb and k and all(n in db.nodes for n in db.ways[int(i)])}
