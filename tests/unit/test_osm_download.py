@@ -199,10 +199,15 @@ def test_requests_are_polite_and_a_rerun_is_served_from_the_cache(overpass, tmp_
 ])
 def test_transient_failures_are_retried(overpass, tmp_path, fault, helsinki_3067):
     overpass.set_faults([{**fault, "times": 1}])
-    out = download_osm(_request(overpass, tmp_path, helsinki_3067, max_tile_km2=10))
+    log = Log()
+    out = download_osm(_request(overpass, tmp_path, helsinki_3067, max_tile_km2=10), log)
     served = _served(overpass)
     assert [r["fault"] for r in served][:2] == [fault["kind"], None]
     assert out["buildings"]["total"] > 20 and len(served) == out["queries"] + 1
+    retries = [line for line in log.lines if "retrying in" in line]
+    assert len(retries) == 1
+    if fault["kind"] == "status":                       # the server's Retry-After is the wait
+        assert f"HTTP {fault['status']}" in retries[0] and "retrying in 1.0 s" in retries[0]
 
 
 @pytest.mark.parametrize("fault, message", [
