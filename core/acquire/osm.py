@@ -15,7 +15,8 @@ Every layer has ``osm_type``, ``osm_id`` and ``osm_timestamp`` (the Overpass dat
 ``timestamp_osm_base``, UTC). The extent is split into tiles of at most ``max_tile_km2``; each
 tile and layer is one query through :class:`core.acquire.http.HttpClient` (retries with backoff,
 ``Retry-After``, a timeout, a User-Agent naming Edifice, a response cache keyed by the query, so a
-re-run sends nothing). Queries go one at a time unless ``parallel`` > 1. Outputs are written to
+re-run sends nothing). A tile the server gives up on (a "runtime error" remark: timeout, memory) is
+asked again in quarters, twice at most. Queries go one at a time unless ``parallel`` > 1. Outputs are written to
 temporary files and moved into place only when every layer is complete.
 """
 from __future__ import annotations
@@ -33,8 +34,8 @@ import shapely
 from ..errors import InputError
 from ..progress import Progress, ensure
 from .osm_geometry import relation_multipolygon, way_line, way_polygon
-from .overpass import (DEFAULT_ENDPOINT, DEFAULT_MAX_TILE_KM2, OsmElements, building_query, parse_answer,
-                       poi_query, road_query, split_bbox, wgs84_bbox)
+from .overpass import (DEFAULT_ENDPOINT, DEFAULT_MAX_TILE_KM2, OsmElements, OverpassRuntimeError, building_query,
+                       parse_answer, poi_query, quarter_bbox, road_query, split_bbox, wgs84_bbox)
 
 LAYERS = ("pois", "buildings", "roads")
 #: Building tags kept as text fields (besides building:levels, height, start_date, name).
@@ -42,6 +43,8 @@ BUILDING_TAGS = ("building", "building:use", "amenity", "shop", "office", "craft
 ROAD_TAGS = ("highway", "name", "ref", "oneway", "maxspeed", "surface")
 USE_CLASSES = ("residential", "commercial", "industrial", "unknown")
 FEET_M = 0.3048
+#: How many times a box the server gives up on is split in four before the error is reported.
+MAX_SPLITS = 2
 
 
 @dataclass
@@ -129,7 +132,8 @@ def layer_queries(layer: str, tiles, timeout_s: int) -> list[str]:
 
 
 class _Fetcher:
-    """Sends the queries of one layer (one per tile) and merges the answers."""
+    """Sends the queries of one layer (one per tile) and merges the answers. A tile the server gives up
+    on (timeout, memory) is split in four, down to :data:`MAX_SPLITS` times."""
 
     def __init__(self, client, request: OsmRequest, tiles, n_layers: int, progress: Progress):
         self.client, self.request, self.tiles, self.progress = client, request, tiles, progress
@@ -140,21 +144,36 @@ class _Fetcher:
         """Every tile's answer to the ``name`` query, merged."""
         from .http import run_bounded
 
-        queries = list(enumerate(layer_queries(name, self.tiles, self.request.timeout_s)))
         store = OsmElements()
-        for (i, _), (from_cache, answer) in run_bounded(lambda q: self._ask(name, *q), queries,
-                                                        self.request.parallel, self.progress):
+        tiles = [(f"tile {i + 1} of {len(self.tiles)}", b) for i, b in enumerate(self.tiles)]
+        for _, (sent, cached, answer) in run_bounded(lambda t: self._ask(name, *t), tiles,
+                                                     self.request.parallel, self.progress):
             store.update(answer)
-            self.cached += int(from_cache)
-            self.sent += int(not from_cache)
+            self.sent += sent
+            self.cached += cached
             self.done += 1
             self.progress.set_fraction(0.9 * self.done / self.total)
         return store
 
-    def _ask(self, name: str, i: int, query: str) -> tuple[bool, OsmElements]:
-        """(answered from the cache, parsed answer) of one query; an answer that is not valid Overpass
-        JSON raises before it is cached."""
-        what = f"{name} (tile {i + 1} of {len(self.tiles)})"
+    def _ask(self, name: str, label: str, bbox, depth: int = 0) -> tuple[int, int, OsmElements]:
+        """(queries sent, answers from the cache, merged answer) for one box; an answer that is not valid
+        Overpass JSON raises before it is cached; one the server gave up on is asked again in quarters."""
+        what = f"{name} ({label})"
+        try:
+            from_cache, store = self._post(layer_queries(name, [bbox], self.request.timeout_s)[0], what)
+            return int(not from_cache), int(from_cache), store
+        except OverpassRuntimeError as exc:
+            if depth >= MAX_SPLITS:
+                raise
+            self.progress.info(f"{exc} Asking again in four smaller boxes.")
+        sent, cached, merged = 1, 0, OsmElements()
+        for k, quarter in enumerate(quarter_bbox(bbox)):
+            s, c, part = self._ask(name, f"{label}, quarter {k + 1}", quarter, depth + 1)
+            sent, cached = sent + s, cached + c
+            merged.update(part)
+        return sent, cached, merged
+
+    def _post(self, query: str, what: str) -> tuple[bool, OsmElements]:
         parsed = {}
 
         def check(resp):

@@ -157,10 +157,22 @@ class OsmElements:
             self.timestamp = stamp
 
 
+class OverpassRuntimeError(EdificeError):
+    """The server ran the query but gave up (timeout, memory): a smaller box may succeed."""
+
+
+def quarter_bbox(bbox: tuple[float, float, float, float]) -> list[tuple[float, float, float, float]]:
+    """The four quarters (south-west, south-east, north-west, north-east) of a (south, west, north, east) box."""
+    s, w, n, e = bbox
+    ms, mw = (s + n) / 2, (w + e) / 2
+    return [(s, w, ms, mw), (s, mw, ms, e), (ms, w, n, mw), (ms, mw, n, e)]
+
+
 def parse_answer(content: bytes, query_name: str) -> OsmElements:
     """The elements of one Overpass JSON answer.
     An answer that is not Overpass JSON, or that reports a runtime error (Overpass answers 200 with a
-    ``remark`` when a query times out or runs out of memory), raises :class:`EdificeError`."""
+    ``remark`` when a query times out or runs out of memory: :class:`OverpassRuntimeError`), raises
+    :class:`EdificeError`."""
     try:
         doc = json.loads(content.decode("utf-8"))
         elements = doc["elements"]
@@ -171,7 +183,7 @@ def parse_answer(content: bytes, query_name: str) -> OsmElements:
                            "check the endpoint URL.") from exc
     remark = str(doc.get("remark") or "")
     if "error" in remark.lower():
-        raise EdificeError(f"Overpass: the {query_name} query failed on the server ({remark.strip()[:200]}). "
+        raise OverpassRuntimeError(f"Overpass: the {query_name} query failed on the server ({remark.strip()[:200]}). "
                            "Fix: use a smaller MAX_TILE_KM2 or a longer timeout.")
     store = OsmElements()
     try:

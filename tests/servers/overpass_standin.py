@@ -8,21 +8,37 @@ The data file is the first harness argument. Understood QL:
 box, ``>;`` (recurse down: the members and nodes replace the set), ``out [body|skel|center]
 [qt];``. A way is in a box when one of its segments touches it, a relation when one of its
 member nodes or ways is. Anything else is answered 400 like Overpass's static errors; a
-``[timeout:1]`` (or 0) query gets Overpass's 200 answer with a "runtime error" remark.
+``[timeout:1]`` (or 0) query, or with ``--max-area-km2 X`` a box larger than X km², gets Overpass's
+200 answer with a "runtime error" remark.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 from urllib.parse import parse_qs
 
 _DB = None
+#: With ``--max-area-km2 X``: a query box larger than X km² gets Overpass's "out of memory" runtime error.
+_MAX_AREA_KM2 = None
 
 
 def setup(args, state_dir) -> None:
-    """Harness hook: ``args[0]`` is the recorded database (JSON), loaded once."""
-    global _DB
+    """Harness hook: ``args[0]`` is the recorded database (JSON), loaded once; ``--max-area-km2 X``."""
+    global _DB, _MAX_AREA_KM2
     _DB = _Db(args[0])
+    if "--max-area-km2" in args:
+        _MAX_AREA_KM2 = float(args[args.index("--max-area-km2") + 1])
+
+
+def _box_km2(box) -> float:
+    s, w, n, e = box
+    return 6371.0088 ** 2 * math.radians(e - w) * (math.sin(math.radians(n)) - math.sin(math.radians(s)))
+
+
+def _runtime_error(db: _Db, text: str) -> bytes:
+    return json.dumps({"version": 0.6, "osm3s": {"timestamp_osm_base": db.timestamp}, "elements": [],
+                       "remark": f"runtime error: {text}"}).encode()
 
 
 class _Db:
@@ -190,9 +206,12 @@ def handle(method, path, query, headers, body):
     db = _DB
     timeout = re.search(r"\[timeout:(\d+)\]", ql)
     if timeout and int(timeout.group(1)) <= 1:  # as Overpass does when a query runs out of time
-        return 200, {"Content-Type": "application/json"}, json.dumps(
-            {"version": 0.6, "osm3s": {"timestamp_osm_base": db.timestamp}, "elements": [],
-             "remark": "runtime error: Query timed out in \"query\" at line 3 after 1 seconds."}).encode()
+        return 200, {"Content-Type": "application/json"}, _runtime_error(
+            db, 'Query timed out in "query" at line 3 after 1 seconds.')
+    boxes = [tuple(map(float, b)) for b in re.findall(r"\(([-\d.]+),([-\d.]+),([-\d.]+),([-\d.]+)\)", ql)]
+    if _MAX_AREA_KM2 is not None and any(_box_km2(b) > _MAX_AREA_KM2 for b in boxes):
+        return 200, {"Content-Type": "application/json"}, _runtime_error(
+            db, "Query run out of memory using about 2048 MB of RAM.")
     try:
         elements = run_query(db, ql)
     except QlError as exc:

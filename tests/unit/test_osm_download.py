@@ -221,12 +221,28 @@ def test_wrong_or_empty_answers_fail_clearly_and_write_nothing(overpass, tmp_pat
     assert not any(p.suffix == ".gpkg" for p in tmp_path.iterdir())
 
 
-def test_runtime_error_answer_is_refused_and_not_cached(overpass, tmp_path, helsinki_3067):
+def test_runtime_error_answer_is_refused_after_splitting_and_not_cached(overpass, tmp_path, helsinki_3067):
+    request = _request(overpass, tmp_path, helsinki_3067, timeout_s=1, max_tile_km2=10)
     with pytest.raises(EdificeError, match="timed out"):
-        download_osm(_request(overpass, tmp_path, helsinki_3067, timeout_s=1))
+        download_osm(request)
+    asked = 1 + 1 + 1              # the box, its first quarter, that one's first quarter (MAX_SPLITS = 2)
+    assert len(_served(overpass)) == asked
     with pytest.raises(EdificeError, match="timed out"):
-        download_osm(_request(overpass, tmp_path, helsinki_3067, timeout_s=1))
-    assert len(_served(overpass)) == 2                 # asked again: the bad answer was not cached
+        download_osm(request)
+    assert len(_served(overpass)) == 2 * asked         # asked again: no bad answer was cached
+
+
+def test_box_the_server_gives_up_on_is_asked_again_in_quarters(standin, overpass, overpass_db, tmp_path,
+                                                              helsinki_3067):
+    small = standin(Path(__file__).resolve().parents[1] / "servers" / "overpass_standin.py", overpass_db,
+                    "--max-area-km2", "0.15")
+    log = Log()
+    out = download_osm(_request(small, tmp_path, helsinki_3067, out="split.gpkg", max_tile_km2=10), log)
+    assert out["tiles"] == 1 and out["queries"] == 2 * (1 + 4)    # per layer: the 0.36 km² box, then quarters
+    assert sum("Asking again in four smaller boxes" in line for line in log.lines) == 2
+    download_osm(_request(overpass, tmp_path, helsinki_3067, out="whole.gpkg", max_tile_km2=10))
+    for layer in ("pois", "buildings"):
+        assert _ids(tmp_path / "split.gpkg", layer) == _ids(tmp_path / "whole.gpkg", layer)
 
 
 def test_extent_with_no_data_gives_empty_layers_and_a_warning(overpass, tmp_path, helsinki_3067):
