@@ -15,9 +15,9 @@ Every layer has ``osm_type``, ``osm_id`` and ``osm_timestamp`` (the Overpass dat
 ``timestamp_osm_base``, UTC). The extent is split into tiles of at most ``max_tile_km2``; each
 tile and layer is one query through :class:`core.acquire.http.HttpClient` (retries with backoff,
 ``Retry-After``, a timeout, a User-Agent naming Edifice, a response cache keyed by the query, so a
-re-run sends nothing). A tile the server gives up on (a "runtime error" remark: timeout, memory) is
-asked again in quarters, twice at most. Queries go one at a time unless ``parallel`` > 1. Outputs are written to
-temporary files and moved into place only when every layer is complete.
+re-run sends nothing). A tile the server gives up on (a "runtime error" remark: timeout, memory)
+is asked again in quarters, twice at most. Queries go one at a time unless ``parallel`` > 1.
+Outputs are written to temporary files and moved into place only when every layer is complete.
 """
 from __future__ import annotations
 
