@@ -30,7 +30,8 @@ class OsmDownloadAlgorithm(EdificeAlgorithm):
             "derived use (osm_building taxonomy: residential / commercial / industrial / unknown), ready for "
             "'Training dataset' with USE_FIELD building and USE_PRESET osm_building. ROADS (optional): highway "
             "ways. Every layer records osm_timestamp (the Overpass database's date). Large extents are split so "
-            "each query covers at most MAX_TILE_KM2; queries go one at a time (PARALLEL), retried with backoff "
+            "each query covers at most MAX_TILE_KM2 (a box the server gives up on, timeout or memory, is asked "
+            "again in quarters); queries go one at a time (PARALLEL), retried with backoff "
             "(429/504 and Retry-After honoured), and answers are cached, so a re-run sends nothing. Counts per "
             "class are written to the log. Data © OpenStreetMap contributors, ODbL 1.0.")
 
