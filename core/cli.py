@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_inference import add_commands; add_commands(sub)  # noqa: E702 - inference tools
     from .cli_gapfill import add_commands; add_commands(sub)  # noqa: E702 - cloud-gap-fill
     from .cli_buildingsense import add_commands; add_commands(sub)  # noqa: E702 - building function (LLM)
+    from .cli_osm import add_commands; add_commands(sub)  # noqa: E702 - osm-download
+    from .cli_imagery import add_commands; add_commands(sub)  # noqa: E702 - imagery download
     return p
 
 

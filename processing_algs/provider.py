@@ -10,6 +10,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from .evaluate_classification_alg import EvaluateClassificationAlgorithm
 from .evaluate_regression_alg import EvaluateRegressionAlgorithm
+from .imagery_download_alg import ImageryDownloadAlgorithm
 from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
                                     TrainHeightFootprintAlgorithm)
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
@@ -18,6 +19,7 @@ from .cloud_gap_fill_alg import CloudGapFillAlgorithm
 from .buildingsense_algs import (BuildingSamplesAlgorithm, ClassifyBuildingFunctionAlgorithm,
                                  StreetViewPointsAlgorithm)
 from .map_building_use_alg import MapBuildingUseAlgorithm
+from .osm_download_alg import OsmDownloadAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
@@ -42,6 +44,8 @@ ALGORITHMS = [
     (StreetViewPointsAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (BuildingSamplesAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (ClassifyBuildingFunctionAlgorithm, ("numpy", "shapely", "pyproj", "pyogrio", "requests")),
+    (OsmDownloadAlgorithm, ("numpy", "requests", "shapely", "pyproj", "pyogrio")),
+    (ImageryDownloadAlgorithm, ("numpy", "rasterio", "pyproj", "requests")),
 ]
 
 
