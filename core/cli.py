@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_training import add_commands as add_training_commands; add_training_commands(sub)  # noqa: E702
     from .cli_height import add_commands; add_commands(sub)  # noqa: E702 height/footprint tools
     from .cli_inference import add_commands; add_commands(sub)  # noqa: E702 - inference tools
+    from .cli_gapfill import add_commands; add_commands(sub)  # noqa: E702 - cloud-gap-fill
     from .cli_buildingsense import add_commands; add_commands(sub)  # noqa: E702 - building function (LLM)
+    from .cli_osm import add_commands; add_commands(sub)  # noqa: E702 - osm-download
+    from .cli_imagery import add_commands; add_commands(sub)  # noqa: E702 - imagery download
     from .cli_acquire import add_commands; add_commands(sub)  # noqa: E702 - data acquisition tools
     return p
 

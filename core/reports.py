@@ -358,8 +358,18 @@ def html_report(result: dict, title: str | None = None) -> str:
     if meta:
         head.append(f'<p class="note">{" · ".join(meta)}</p>')
     body = _regression_html(result) if result.get("kind") == "regression" else _classification_html(result)
+    return html_page(title, "".join(head) + body)
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (the reports' inline style) with ``body`` (HTML) under ``title``."""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{_CSS}</style></head><body>{''.join(head)}{body}</body></html>\n")
+            f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
+
+
+#: Public names of the HTML helpers for other reports (escape text, a table of rows).
+escape_html = _e
+html_table = _table
 
 
 def write_html_report(result: dict, path, title: str | None = None) -> str:

@@ -188,6 +188,18 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
                 details.name = layer_name
             details.setPostProcessor(_StylePostProcessor.create(STYLE_DIR / qml_name, layer_name))
 
+    @staticmethod
+    def style_output_like(context, output_path: str, layer) -> None:
+        """Style the output with ``layer``'s current style (an output with the same bands and
+        radiometry as its input, e.g. a gap-filled image, renders like it) when QGIS loads it."""
+        from qgis.core import QgsProcessingUtils
+
+        if context.willLoadLayerOnCompletion(output_path) and layer is not None:
+            qml = QgsProcessingUtils.generateTempFilename("input_style.qml")
+            layer.saveNamedStyle(qml)
+            details = context.layerToLoadOnCompletionDetails(output_path)
+            details.setPostProcessor(_StylePostProcessor.create(Path(qml)))
+
     def vector_source(self, parameters, name: str, context, feedback) -> tuple[str | None, str | None]:
         """(path, layer name or None) of the vector input ``name``, readable by pyogrio; QGIS
         exports selections, filtered and non-file (e.g. memory) layers to a temporary
