@@ -169,33 +169,32 @@ class _Tally:
 def _run_blocks(client, plan: UsePlan, todo: list[ClusterBlock], files: dict, manifest: Manifest,
                 fingerprint: dict, plugin_args: tuple, progress: Progress) -> None:
     """Submit one task per block; record each finished block in the manifest as it arrives."""
-    from distributed import wait
+    from distributed import as_completed
 
     run_id = uuid.uuid4().hex[:8]
     futures = {client.submit(run_use_block, plan.job, b, files[b.id], fingerprint["inputs"], plugin_args,
                              key=f"edifice-block-{b.id}-{run_id}", retries=1): b for b in todo}
     tally = _Tally(todo, plan.job.grid)
-    pending = set(futures)
+    arriving = as_completed(list(futures), loop=client.loop)
     try:
-        while pending:
+        while not arriving.is_empty():
             progress.check_cancelled()
-            try:
-                finished, pending = wait(pending, timeout=0.5, return_when="FIRST_COMPLETED")
-            except TimeoutError:
+            if not arriving.has_ready():
+                time.sleep(0.2)
                 continue
-            for fut in finished:
+            for fut in arriving.next_batch(block=False):
                 block = futures[fut]
                 result = fut.result()
                 manifest.mark_done(block.id, result)
                 progress.info(f"block {block.id} done on {result['worker']}: {tally.add(block)}.")
                 progress.set_fraction(tally.done / tally.total)
     except (Cancelled, KeyboardInterrupt):
-        client.cancel(list(pending))
+        client.cancel([f for f in futures if not f.done()])
         progress.info(f"Stopped; {len(manifest.done)} finished block(s) are recorded in {manifest.path}, so "
                       "running the same command again resumes.")
         raise
     except BaseException:
-        client.cancel(list(pending))
+        client.cancel([f for f in futures if not f.done()])
         raise
 
 
