@@ -51,6 +51,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import rasterio
+import rasterio.errors
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
@@ -329,9 +330,8 @@ class _Outputs:
         self.ds: list = []
         old = self._load_sidecar() if resume else None
         if old is not None and old.get("fingerprint") == self.fingerprint and \
-                all(o.partial.exists() for o in self.outputs):
+                all(o.partial.exists() for o in self.outputs) and self._reopen():
             self.done = set(int(r) for r in old.get("done_rows", []))
-            self.ds = [rasterio.open(o.partial, "r+") for o in self.outputs]
             progress.info(f"Resuming: {len(self.done)} tile row(s) already done ({self.sidecar.name}).")
         else:
             if old is not None:
@@ -348,6 +348,19 @@ class _Outputs:
                     ds.colorinterp = [ColorInterp.palette]
                 self.ds.append(ds)
             self._save()
+
+    def _reopen(self) -> bool:
+        """Open the partial files for update; False (nothing open) when one cannot be read, as
+        when the process was killed before GDAL wrote its header."""
+        try:
+            for o in self.outputs:
+                self.ds.append(rasterio.open(o.partial, "r+"))
+            return True
+        except (rasterio.errors.RasterioError, TypeError):  # rasterio 1.4 says TypeError for "not recognized"
+            self.close()
+            self.progress.info("Partial results of an interrupted run cannot be read (it was killed while "
+                               "writing them); they are discarded.")
+            return False
 
     def _load_sidecar(self) -> dict | None:
         try:

@@ -70,7 +70,8 @@ def run_use_block(job: UseJob, block: ClusterBlock, files: dict, fingerprint: di
         return out
     except Exception as exc:  # noqa: BLE001 - sent to the driver as one readable error
         text = str(exc) if isinstance(exc, EdificeError) else f"{type(exc).__name__}: {exc}"
-        raise EdificeError(f"block {block.id} on worker {name}: {text}") from None
+    # raised outside the handler, so that it carries no unpicklable context to the driver
+    raise EdificeError(f"block {block.id} on worker {name}: {text}")
 
 
 def _block_polygons(job: UseJob, block: ClusterBlock, files: dict) -> dict:
@@ -184,7 +185,7 @@ def _run_blocks(client, plan: UsePlan, todo: list[ClusterBlock], files: dict, ma
                 continue
             for fut in arriving.next_batch(block=False):
                 block = futures[fut]
-                result = fut.result()
+                result = _block_result(fut, block)
                 manifest.mark_done(block.id, result)
                 progress.info(f"block {block.id} done on {result['worker']}: {tally.add(block)}.")
                 progress.set_fraction(tally.done / tally.total)
@@ -196,6 +197,18 @@ def _run_blocks(client, plan: UsePlan, todo: list[ClusterBlock], files: dict, ma
     except BaseException:
         client.cancel([f for f in futures if not f.done()])
         raise
+
+
+def _block_result(fut, block: ClusterBlock) -> dict:
+    """The block's summary, or its error as one readable :class:`EdificeError` (e.g. Dask's
+    KilledWorker when workers kept dying on it)."""
+    try:
+        return fut.result()
+    except EdificeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Dask's own errors
+        text = f"{type(exc).__name__}: {exc}"
+    raise EdificeError(f"CLUSTER: block {block.id} failed: {text}")
 
 
 def _vrt_bands(name: str, plan: UsePlan) -> VrtBands:

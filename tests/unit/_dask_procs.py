@@ -62,9 +62,11 @@ class DaskProcs:
 
     def stop(self) -> None:
         procs = list(self.workers.values()) + [self.scheduler]
-        for p in procs:
+        for p in self.workers.values():  # test workers hold nothing worth a graceful close
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                p.kill()
+        if self.scheduler.poll() is None:
+            self.scheduler.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         for p in procs:
             try:
