@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KAMPALA = ROOT / "samples" / "kampala" / "kampala_rgb_50cm.tif"
 GATE = str(Path(__file__).with_name("_cluster_gate.py"))
 #: 1376 x 759 px at stride 192 -> 8 x 4 windows; 3 x 3 windows a block -> 6 blocks
-COMMON = ["--window", "256", "--overlap", "32", "--batch-size", "1"]
+COMMON = ["--window", "256", "--overlap", "32", "--batch-size", "1", "--device", "cpu"]
 BLOCKS = 6
 
 
