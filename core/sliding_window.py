@@ -51,7 +51,6 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import rasterio
-import rasterio.errors
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.windows import Window
 
@@ -356,7 +355,7 @@ class _Outputs:
             for o in self.outputs:
                 self.ds.append(rasterio.open(o.partial, "r+"))
             return True
-        except (rasterio.errors.RasterioError, TypeError):  # rasterio 1.4 says TypeError for "not recognized"
+        except Exception:  # noqa: BLE001 - GDAL's errors here vary (TypeError, CPLE_*), the file is ours to redo
             self.close()
             self.progress.info("Partial results of an interrupted run cannot be read (it was killed while "
                                "writing them); they are discarded.")
