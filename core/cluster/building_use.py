@@ -133,10 +133,16 @@ def _run(plan: UsePlan, imagery: str, checkpoint: str, cluster: str, block_windo
         with connect(cluster, progress) as client:
             check_workers(client, progress)
             client.register_plugin(ModelPlugin(*plugin_args), name=PLUGIN_NAME)
+            t_blocks = time.perf_counter()
             _run_blocks(client, plan, todo, files, manifest, fingerprint, plugin_args, progress.span(0.0, 0.9))
+            t_blocks = time.perf_counter() - t_blocks
+    else:
+        t_blocks = 0.0
     outputs, vrts = _write_mosaics(plan, blocks, files, run_dir, progress)
     summary = {"blocks": len(blocks), "blocks_run": len(todo), "blocks_skipped": len(blocks) - len(todo),
                "windows": sum(b.windows for b in blocks), "run_folder": str(run_dir), "outputs": outputs,
+               "blocks_seconds": t_blocks, "windows_run": sum(int(manifest.done[b.id].get("windows_run", 0))
+                                                              for b in todo),
                "grid": {"width": plan.job.grid.width, "height": plan.job.grid.height, "resampled": plan.resampled}}
     if plan.polygons:
         summary["polygons"] = _merge_polygons(plan, blocks, files, vrts["use_probs"], progress)
