@@ -57,6 +57,7 @@ def connect(spec: str, progress: Progress):
 
     kind, value = parse_cluster(spec)
     if kind == "local":
+        _require_python_executable()
         progress.info(f"Starting a local Dask cluster of {value} worker process(es).")
         with LocalCluster(n_workers=value, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
                 Client(lc) as client:
@@ -74,6 +75,16 @@ def connect(spec: str, progress: Progress):
         yield client
     finally:
         client.close()
+
+
+def _require_python_executable() -> None:
+    """local:N spawns worker processes with ``sys.executable``: inside QGIS that is QGIS itself."""
+    name = os.path.basename(sys.executable or "").lower()
+    if not name.startswith("python"):
+        raise InputError("CLUSTER", f"local:N starts Python worker processes, which this program "
+                         f"({sys.executable}) cannot do (e.g. inside QGIS).",
+                         "start a scheduler and workers from a shell (`dask scheduler`, then `dask worker "
+                         "tcp://127.0.0.1:8786 --nthreads 1` per GPU or core) and give tcp://127.0.0.1:8786.")
 
 
 def probe_worker() -> dict:
@@ -136,7 +147,13 @@ class ModelPlugin(_PluginBase):
         self._predictor, self._lock = None, threading.Lock()
 
     def setup(self, worker=None):
+        """Load the model as the worker gets the plugin (errors are raised by the first block,
+        naming the worker)."""
         self.worker = worker
+        try:
+            self.predictor()
+        except Exception:  # noqa: BLE001 - reported by predictor() in the block task
+            pass
 
     def teardown(self, worker=None):
         self._predictor = None

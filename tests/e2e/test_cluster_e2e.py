@@ -21,10 +21,8 @@ _spec.loader.exec_module(scene)
 def test_map_building_use_cluster_through_qgis_process(qp, kampala_rgb, tmp_path):
     ck = scene.tiny_checkpoint(tmp_path / "tiny.pt")
     ref = scene.single_machine_use_class(kampala_rgb, ck, tmp_path / "ref.tif")
-    dask = scene.procs.DaskProcs(tmp_path)
+    dask = scene.one_worker_cluster(tmp_path)
     try:
-        dask.add_worker("w")
-        dask.wait_for_workers(1)
         out = tmp_path / "out" / "use_class.tif"
         r = qp("run", "edifice:mapbuildinguse", "--", f"IMAGERY={kampala_rgb}", f"CHECKPOINT={ck}", "DEVICE=cpu",
                "BATCH_SIZE=1", "WINDOW=256", "OVERLAP=32", f"USE_CLASS={out}", f"CLUSTER={dask.address}",
@@ -36,3 +34,13 @@ def test_map_building_use_cluster_through_qgis_process(qp, kampala_rgb, tmp_path
     with rasterio.open(out) as a, rasterio.open(ref) as b, rasterio.open(out.with_suffix(".vrt")) as v:
         assert a.driver == "GTiff" and a.transform == b.transform
         assert np.array_equal(a.read(), b.read()) and np.array_equal(v.read(), b.read())
+
+
+def test_local_cluster_is_refused_inside_qgis(qp, kampala_rgb, tmp_path):
+    """local:N would spawn workers with sys.executable, which is qgis_process itself here."""
+    ck = scene.tiny_checkpoint(tmp_path / "tiny.pt")
+    r = qp("run", "edifice:mapbuildinguse", "--", f"IMAGERY={kampala_rgb}", f"CHECKPOINT={ck}", "WINDOW=256",
+           f"USE_CLASS={tmp_path / 'out' / 'uc.vrt'}", "CLUSTER=local:2")
+    assert r.returncode != 0
+    assert "CLUSTER: local:N starts Python worker processes" in r.stdout + r.stderr
+    assert not (tmp_path / "out" / "uc.vrt").exists()

@@ -28,10 +28,8 @@ def test_map_building_use_on_a_dask_cluster(provider, kampala_rgb, tmp_path):
     scene = _scene()
     ck = scene.tiny_checkpoint(tmp_path / "tiny.pt")
     ref = scene.single_machine_use_class(kampala_rgb, ck, tmp_path / "ref.tif")
-    dask = scene.procs.DaskProcs(tmp_path)
+    dask = scene.one_worker_cluster(tmp_path)
     try:
-        dask.add_worker("w")
-        dask.wait_for_workers(1)
         uc = tmp_path / "out" / "use_class.vrt"
         QgsProject.instance().removeAllMapLayers()
         res = processing.runAndLoadResults("edifice:mapbuildinguse", {

@@ -1,7 +1,8 @@
 """Dask worker preload (``dask worker --preload``) for the cluster tests: the worker's first
 tile write stops at a gate, so a test can kill the worker (or the driver) while a block is
 half-written, whatever the machine's speed. Writes ``reached.<pid>`` into the folder
-``$EDIFICE_TEST_GATE`` and waits there until a file ``release`` appears."""
+``$EDIFICE_TEST_GATE`` (holding the worker's address) and waits there until a file ``release``
+appears."""
 import os
 import time
 from pathlib import Path
@@ -14,7 +15,9 @@ def dask_setup(worker):  # called by Dask when the worker starts
     original = sliding_window._write_block
 
     def gated(ds, data, window):
-        (gate / f"reached.{os.getpid()}").write_text(str(os.getpid()))
+        from distributed import get_worker
+
+        (gate / f"reached.{os.getpid()}").write_text(get_worker().address)
         while not (gate / "release").exists():
             time.sleep(0.05)
         original(ds, data, window)

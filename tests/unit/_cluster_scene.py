@@ -33,3 +33,15 @@ def single_machine_use_class(imagery: Path, checkpoint: Path, out: Path) -> Path
                        timeout=600)
     assert r.returncode == 0, r.stderr
     return out
+
+
+def one_worker_cluster(folder: Path):
+    """A scheduler and one worker (processes on 127.0.0.1), ready; stop it with ``.stop()``."""
+    dask = procs.DaskProcs(folder)
+    try:
+        dask.add_worker("w")
+        dask.wait_for_workers(1)
+    except BaseException:
+        dask.stop()
+        raise
+    return dask

@@ -25,16 +25,10 @@ import rasterio
 import shapely
 from rasterio.windows import Window
 
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_procs = _load("_dask_procs", Path(__file__).with_name("_dask_procs.py"))
+_spec = importlib.util.spec_from_file_location("_cluster_scene", Path(__file__).with_name("_cluster_scene.py"))
+_scene = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_scene)
+_procs = _scene.procs
 DaskProcs, cli_env, free_port, wait_until = _procs.DaskProcs, _procs.cli_env, _procs.free_port, _procs.wait_until
 
 pytest.importorskip("distributed")
@@ -42,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KAMPALA = ROOT / "samples" / "kampala" / "kampala_rgb_50cm.tif"
 GATE = str(Path(__file__).with_name("_cluster_gate.py"))
 #: 1376 x 759 px at stride 192 -> 8 x 4 windows; 3 x 3 windows a block -> 6 blocks
-COMMON = ["--window", "256", "--overlap", "32", "--batch-size", "1", "--device", "cpu"]
+COMMON = _scene.SETTINGS
 BLOCKS = 6
 
 
@@ -78,10 +72,9 @@ def _map_args(tiles, ck, out: Path, cluster: str | None) -> list[str]:
 def scene(tmp_path_factory):
     """Tiles, a tiny random-weights checkpoint (imagery only, with a footprint head) and the
     single-machine outputs (CLI, same settings)."""
-    make_tiny_use_checkpoint = _load("_cluster_conftest", ROOT / "tests" / "conftest.py").make_tiny_use_checkpoint
     d = tmp_path_factory.mktemp("cluster_scene")
     tiles = _cut_tiles(d / "tiles")
-    ck = make_tiny_use_checkpoint(d / "tiny.pt", variant="imagery_multitask", window=256)
+    ck = _scene.tiny_checkpoint(d / "tiny.pt")
     ref = d / "single"
     ref.mkdir()
     args = ["map-building-use", str(tiles), str(ck), *COMMON, "--use-class", str(ref / "use_class.tif"),
@@ -172,41 +165,43 @@ def test_cluster_run_equals_single_machine(scene, cluster, tmp_path):
     assert_same_as_single(out, scene["ref"])
 
 
-def test_worker_killed_mid_block_run_completes(scene, own_cluster, tmp_path):
+def _gated_run(scene, procs: DaskProcs, tmp_path: Path, gated: str, other: str, **popen):
+    """Workers ``gated`` (stops at its first tile write, see _cluster_gate.py) and ``other``, and a
+    driver started on them: (gate folder, gated worker, driver, output folder)."""
     gate = tmp_path / "gate"
     gate.mkdir()
-    victim = own_cluster.add_worker("victim", preload=GATE, EDIFICE_TEST_GATE=gate)
-    own_cluster.add_worker("survivor")
-    own_cluster.wait_for_workers(2)
+    worker = procs.add_worker(gated, preload=GATE, EDIFICE_TEST_GATE=gate)
+    procs.add_worker(other)
+    procs.wait_for_workers(2)
     out = tmp_path / "out"
     driver = subprocess.Popen([sys.executable, "-m", "edifice.core.cli",
-                               *_map_args(scene["tiles"], scene["ck"], out, own_cluster.address)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+                               *_map_args(scene["tiles"], scene["ck"], out, procs.address)], env=cli_env(), **popen)
+    return gate, worker, driver, out
+
+
+def test_worker_killed_mid_block_run_completes(scene, own_cluster, tmp_path):
+    gate, victim, driver, out = _gated_run(scene, own_cluster, tmp_path, "victim", "survivor",
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reached = gate / f"reached.{victim.pid}"
     try:
-        wait_until(lambda: (gate / f"reached.{victim.pid}").exists(), what="the victim worker to start a block")
+        wait_until(reached.exists, what="the victim worker to start a block")
         os.kill(victim.pid, signal.SIGKILL)
         stdout, stderr = driver.communicate(timeout=600)
     finally:
         if driver.poll() is None:
             driver.kill()
     assert driver.returncode == 0, stderr
-    assert "done on" in stderr and "victim" not in json.dumps(json.loads(stdout))
+    done = json.loads((out / "use_class_blocks" / "manifest.json").read_text())["done"]
+    assert len(done) == BLOCKS and reached.read_text() not in {d["worker"] for d in done.values()}
     assert_same_as_single(out, scene["ref"])
     leftovers = [p for p in (out / "use_class_blocks").rglob("*") if p.name.startswith(".")]
     assert leftovers == [], leftovers
 
 
 def test_driver_killed_rerun_skips_finished_blocks(scene, own_cluster, tmp_path):
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    stuck = own_cluster.add_worker("stuck", preload=GATE, EDIFICE_TEST_GATE=gate)
-    own_cluster.add_worker("busy")
-    own_cluster.wait_for_workers(2)
-    out = tmp_path / "out"
+    gate, stuck, driver, out = _gated_run(scene, own_cluster, tmp_path, "stuck", "busy",
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = out / "use_class_blocks"
-    driver = subprocess.Popen([sys.executable, "-m", "edifice.core.cli",
-                               *_map_args(scene["tiles"], scene["ck"], out, own_cluster.address)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
     try:
         wait_until(lambda: (gate / f"reached.{stuck.pid}").exists() and _done_in_manifest(run_dir) >= 1,
                    what="one finished block while another is stuck")
