@@ -14,10 +14,8 @@ def dask_setup(worker):  # called by Dask when the worker starts
     gate = Path(os.environ["EDIFICE_TEST_GATE"])
     original = sliding_window._write_block
 
-    def gated(ds, data, window):
-        from distributed import get_worker
-
-        (gate / f"reached.{os.getpid()}").write_text(get_worker().address)
+    def gated(ds, data, window):  # runs in the engine's writer thread: the worker object, not get_worker()
+        (gate / f"reached.{os.getpid()}").write_text(worker.address)
         while not (gate / "release").exists():
             time.sleep(0.05)
         original(ds, data, window)
