@@ -25,7 +25,7 @@ def _require_dask():
     try:
         import distributed  # noqa: F401
     except ImportError as exc:
-        raise InputError("CLUSTER", "Dask (dask.distributed) is not installed in this Python environment.",
+        raise InputError("CLUSTER", f"Dask (dask.distributed) cannot be imported in this Python environment ({exc}).",
                          "pip install 'dask[distributed]' (pinned in requirements.lock), or leave CLUSTER "
                          "empty to run on this machine.") from exc
 

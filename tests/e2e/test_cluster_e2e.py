@@ -35,12 +35,3 @@ def test_map_building_use_cluster_through_qgis_process(qp, kampala_rgb, tmp_path
         assert a.driver == "GTiff" and a.transform == b.transform
         assert np.array_equal(a.read(), b.read()) and np.array_equal(v.read(), b.read())
 
-
-def test_local_cluster_is_refused_inside_qgis(qp, kampala_rgb, tmp_path):
-    """local:N would spawn workers with sys.executable, which is qgis_process itself here."""
-    ck = scene.tiny_checkpoint(tmp_path / "tiny.pt")
-    r = qp("run", "edifice:mapbuildinguse", "--", f"IMAGERY={kampala_rgb}", f"CHECKPOINT={ck}", "WINDOW=256",
-           f"USE_CLASS={tmp_path / 'out' / 'uc.vrt'}", "CLUSTER=local:2")
-    assert r.returncode != 0
-    assert "CLUSTER: local:N starts Python worker processes" in r.stdout + r.stderr
-    assert not (tmp_path / "out" / "uc.vrt").exists()

@@ -186,3 +186,26 @@ def test_unreadable_partial_files_are_discarded_on_resume(tmp_path, data):
     out.partial.write_bytes(b"II*\x00 truncated")
     again, _ = _run(tmp_path / "block.tif", data, layout)
     assert np.array_equal(again, whole) and not out.partial.exists()
+
+
+try:  # imported at collection (a worktree folder named 'dask' shadows the package later in this session)
+    import distributed
+except ImportError:  # pragma: no cover - dask is pinned in requirements.lock
+    distributed = None
+
+
+def test_cluster_addresses_are_checked(monkeypatch):
+    from edifice.core.cluster import client
+
+    assert client.parse_cluster("local:3") == ("local", 3)
+    assert client.parse_cluster("10.0.0.5:8786") == ("address", "tcp://10.0.0.5:8786")
+    for bad in ("local:0", "local:x", "scheduler"):
+        with pytest.raises(InputError, match="CLUSTER"):
+            client.parse_cluster(bad)
+    # local:N spawns workers with sys.executable: refused where that is not Python (a GUI binary)
+    if distributed is None:
+        pytest.skip("dask.distributed is not installed")
+    monkeypatch.setattr(client.sys, "executable", "/usr/bin/qgis")
+    with pytest.raises(InputError, match="local:N starts Python worker processes.*tcp://127.0.0.1:8786"):
+        with client.connect("local:2", Progress()):
+            pass
