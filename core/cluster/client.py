@@ -71,7 +71,9 @@ def connect(spec: str, progress: Progress):
                          "the address and that the port is open, or leave CLUSTER empty to run on this "
                          "machine.") from exc
     try:
-        progress.info(f"Connected to the Dask scheduler at {value}; dashboard: {client.dashboard_link or 'none'}.")
+        has_dashboard = "dashboard" in client.scheduler_info().get("services", {})
+        progress.info(f"Connected to the Dask scheduler at {value}; dashboard (task stream): "
+                      f"{client.dashboard_link if has_dashboard else 'none'}.")
         yield client
     finally:
         client.close()

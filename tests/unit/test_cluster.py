@@ -229,6 +229,13 @@ def test_unreachable_scheduler_is_a_clear_error(scene, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_scheduler_without_workers_is_a_clear_error(scene, own_cluster, tmp_path):
+    own_cluster.wait_for_workers(0)
+    r = _edifice(_map_args(scene["tiles"], scene["ck"], tmp_path / "out", own_cluster.address), timeout=180)
+    assert r.returncode == 2
+    assert "CLUSTER: the scheduler has no worker" in r.stderr and "dask worker" in r.stderr
+
+
 def test_tiles_in_different_crs_are_refused(scene, tmp_path):
     tiles = _cut_tiles(tmp_path / "tiles", crs_of_last="EPSG:32736")
     r = _edifice(_map_args(tiles, scene["ck"], tmp_path / "out", "local:1"), timeout=120)
