@@ -97,32 +97,34 @@ def map_building_use_on_cluster(imagery, checkpoint: str, *, cluster: str, block
                                                           "use_probabilities", "polygons") and v), None)
     if anchor is None:
         plan_building_use(imagery, checkpoint, progress=progress, **options)  # raises the usual error
+    tiles = tile_paths(imagery) or []
     imagery = imagery_from_tiles(imagery, anchor, progress)
     with bounded_gdal_cache():
         plan = plan_building_use(imagery, checkpoint, device=device, precision=precision, progress=progress,
                                  **options)
         try:
-            return _run(plan, imagery, checkpoint, cluster, block_windows, device, precision, resume, progress)
+            return _run(plan, tiles, checkpoint, cluster, block_windows, device, precision, resume, progress)
         finally:
             plan.cleanup()
 
 
-def _fingerprint(plan: UsePlan, imagery: str, block_windows: int) -> dict:
+def _fingerprint(plan: UsePlan, tiles: list[str], block_windows: int) -> dict:
+    """Inputs (each image tile too: a VRT's own fingerprint does not change with its tiles' pixels)
+    and settings of the run."""
     from ..sliding_window import file_fingerprint
 
-    tiles = tile_paths(imagery) or []
     lay, g = plan.job.layout, plan.job.grid
     return {"cluster_run": 1, "inputs": plan.fingerprint, "tiles": [file_fingerprint(t) for t in tiles],
             "layout": [lay.window, lay.margin, lay.blend], "grid": [list(g.transform)[:6], g.width, g.height],
             "block_windows": block_windows, "products": sorted(plan.paths), "polygons": bool(plan.polygons)}
 
 
-def _run(plan: UsePlan, imagery: str, checkpoint: str, cluster: str, block_windows: int, device: str,
+def _run(plan: UsePlan, tiles: list[str], checkpoint: str, cluster: str, block_windows: int, device: str,
          precision: str, resume: bool, progress: Progress) -> dict:
     t0 = time.perf_counter()
     run_dir = run_dir_for(next(iter(plan.wanted.values())))
     blocks = plan_blocks(plan.job.grid, plan.job.layout, block_windows)
-    fingerprint = _fingerprint(plan, imagery, block_windows)
+    fingerprint = _fingerprint(plan, tiles, block_windows)
     manifest = Manifest(run_dir, fingerprint, resume, progress)
     files = {b.id: _block_files(run_dir, b, plan) for b in blocks}
     todo = [b for b in blocks if not manifest.is_done(b.id, list(files[b.id].values()))]

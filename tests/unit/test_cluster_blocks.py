@@ -209,3 +209,23 @@ def test_cluster_addresses_are_checked(monkeypatch):
     with pytest.raises(InputError, match="local:N starts Python worker processes.*tcp://127.0.0.1:8786"):
         with client.connect("local:2", Progress()):
             pass
+
+
+def test_a_changed_tile_invalidates_the_finished_blocks(tmp_path, monkeypatch):
+    """The manifest fingerprint holds every tile: new pixels in one tile (same size and place, so the
+    VRT of the tiles is unchanged) make a rerun discard the finished blocks."""
+    from edifice.core.cluster import building_use as bu
+
+    a, b = _tile(tmp_path / "a.tif", 0, 0), _tile(tmp_path / "b.tif", 30, 20)
+
+    class FakePlan:
+        fingerprint, paths, polygons = {"imagery": "x"}, {"use_class": "u"}, None
+
+        class job:
+            layout, grid = WindowLayout(48, 8), GRID
+
+    first = bu._fingerprint(FakePlan, [a, b], 4)
+    assert bu._fingerprint(FakePlan, [a, b], 4) == first
+    import os
+    os.utime(b, ns=(1, 1))
+    assert bu._fingerprint(FakePlan, [a, b], 4) != first
