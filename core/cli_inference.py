@@ -52,7 +52,7 @@ def _cmd_assign(a) -> dict:
 
 def add_cluster_arguments(parser) -> None:
     """``--cluster`` and ``--block-windows`` (runs on a Dask cluster, see core.cluster)."""
-    from .cluster.building_use import BLOCK_WINDOWS
+    from .cluster import BLOCK_WINDOWS  # the package's __init__ imports nothing
 
     parser.add_argument("--cluster", default=None, metavar="ADDRESS",
                         help="run on a Dask cluster: tcp://HOST:PORT of a `dask scheduler`, or local:N for N local "

@@ -18,13 +18,12 @@ from ..building_use_map import PRODUCTS, UseJob, UsePlan, plan_building_use, pro
 from ..errors import Cancelled, EdificeError
 from ..progress import Progress, ensure
 from ..raster_io import atomic_output, bounded_gdal_cache
+from . import BLOCK_WINDOWS
 from .blocks import ClusterBlock, plan_blocks
 from .client import ModelPlugin, PLUGIN_NAME, check_workers, connect, parse_cluster, worker_predictor
 from .manifest import Manifest
 from .mosaic import VrtBands, tile_paths, write_cog, write_vrt, mosaic_tiles
 
-#: windows along a block's side by default (8 x 8 windows of 1024 px at 0.5 m: about 9.4 km²)
-BLOCK_WINDOWS = 8
 
 
 def run_dir_for(anchor: str) -> Path:
