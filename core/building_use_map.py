@@ -361,12 +361,11 @@ class UsePlan:
                 os.unlink(p)
 
 
-def _check_options(wanted: dict, threshold: float) -> None:
+def _check_options(wanted: dict, threshold: float, inputs: dict) -> None:
+    """At least one output, none of them an input (``inputs``: parameter -> path), a sane threshold."""
     if not wanted:
         raise InputError("OUTPUT", "no output was asked for.", "give at least one output path.")
-    refuse_input_as_output({k.upper(): v for k, v in wanted.items()},
-                           {"IMAGERY": imagery, "CHECKPOINT": checkpoint, "POI_MAPS": poi_maps, "MASK": mask,
-                            "POI_LAYER": poi_points if isinstance(poi_points, str) else None})
+    refuse_input_as_output({k.upper(): v for k, v in wanted.items()}, inputs)
     if not (0 < threshold < 1):
         raise InputError("THRESHOLD", f"must be between 0 and 1, got {threshold}.")
 
@@ -446,7 +445,8 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
     wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
                                 "use_class": use_class, "use_probabilities": use_probabilities,
                                 "polygons": polygons}.items() if v}
-    _check_options(wanted, threshold)
+    _check_options(wanted, threshold, {"IMAGERY": imagery, "CHECKPOINT": checkpoint, "POI_MAPS": poi_maps,
+                                       "MASK": mask, "POI_LAYER": poi_points})
     model, card, variant, n_img, has_fp = load_use_model(checkpoint)
     _check_imagery(imagery, card, n_img, progress)
     npoi = len(card["bands"]) - n_img
