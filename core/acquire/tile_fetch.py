@@ -113,6 +113,12 @@ class TileFetcher:
                 self._pins.subtract(keys)
                 self._evict()
 
+    def prefetch(self, keys: list[TileKey]) -> None:
+        """Start fetching ``keys`` now (for a block that comes later); nothing waits for them."""
+        with self._lock:
+            for key in keys:
+                self._submit(key)
+
     def close(self) -> None:
         """Stop: pending fetches are dropped, running ones end on their own."""
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -128,13 +134,17 @@ class TileFetcher:
         return fut
 
     def _evict(self) -> None:
-        """Forget the least recently used finished, unpinned tiles beyond ``keep``. Lock held."""
-        for key in list(self._futures):
-            if len(self._futures) <= self._keep:
+        """Forget the least recently used finished tiles that no caller holds, beyond ``keep``
+        such tiles (prefetched ones included). Lock held."""
+        unpinned = [k for k in self._futures if self._pins[k] <= 0]
+        excess = len(unpinned) - self._keep
+        for key in unpinned:
+            if excess <= 0:
                 break
-            if self._pins[key] <= 0 and self._futures[key].done():
+            if self._futures[key].done():
                 del self._futures[key]
                 del self._pins[key]
+                excess -= 1
 
     def _fetch(self, key: TileKey) -> np.ndarray | None:
         try:
