@@ -223,8 +223,8 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
 
     def mosaic(i: int) -> None:
         if i + BLOCK_WORKERS < len(blocks):  # the block that starts when one of these ends
-            fetcher.prefetch(_block_tiles(plan, blocks[i + BLOCK_WORKERS]))
-        tiles = fetcher.get(_block_tiles(plan, blocks[i]))
+            fetcher.reserve(_block_tiles(plan, blocks[i + BLOCK_WORKERS]))
+        tiles = fetcher.get(_block_tiles(plan, blocks[i]), reserved=i >= BLOCK_WORKERS)
         store.put(blocks[i].index, _warp_block(plan, blocks[i], tiles))
 
     runs = run_bounded(mosaic, range(len(blocks)), BLOCK_WORKERS, progress)

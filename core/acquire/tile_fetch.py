@@ -94,8 +94,9 @@ class TileFetcher:
         self.requested = 0
         self.missing = 0
 
-    def get(self, keys: list[TileKey]) -> dict[TileKey, np.ndarray | None]:
-        """The decoded tiles of ``keys``, fetched if needed (waiting is cancellable)."""
+    def get(self, keys: list[TileKey], reserved: bool = False) -> dict[TileKey, np.ndarray | None]:
+        """The decoded tiles of ``keys``, fetched if needed (waiting is cancellable). ``reserved``:
+        they were reserved with :meth:`reserve`, and are released here."""
         with self._lock:
             futures = [self._submit(k) for k in keys]
             self._pins.update(keys)
@@ -111,13 +112,17 @@ class TileFetcher:
         finally:
             with self._lock:
                 self._pins.subtract(keys)
+                if reserved:
+                    self._pins.subtract(keys)
                 self._evict()
 
-    def prefetch(self, keys: list[TileKey]) -> None:
-        """Start fetching ``keys`` now (for a block that comes later); nothing waits for them."""
+    def reserve(self, keys: list[TileKey]) -> None:
+        """Start fetching ``keys`` now for a later :meth:`get` with ``reserved=True``, which
+        releases them (until then they stay in memory)."""
         with self._lock:
             for key in keys:
                 self._submit(key)
+            self._pins.update(keys)
 
     def close(self) -> None:
         """Stop: pending fetches are dropped, running ones end on their own."""
