@@ -9,9 +9,11 @@ both clients see the same, warm server (one untimed warm-up pass first).
 (a) Throughput on a square extent of ``--side`` metres (default 600 m) at GSD 0.3 m (zoom 19):
   * GDAL: ``gdal_translate`` of the GDAL_WMS (TMS service, zoom 19, MaxConnections = ours) over the
     extent's Web Mercator box at the tiles' own resolution -> tiled deflate GeoTIFF (no reprojection);
+  * GDAL (the same product): ``gdalwarp`` of the same GDAL_WMS onto our UTM grid (bilinear);
   * ours: ``download_imagery`` -> tiled deflate GeoTIFF in UTM 36N at 0.3 m (reprojection included),
     no response cache, ``--concurrency`` requests in flight (default 4).
-  Both report extent area per second; the ratio is ours / GDAL's. Best of ``--repeats`` runs each.
+  Each reports extent area per second and CPU seconds (load-independent); ratios are ours / GDAL.
+  Best of ``--repeats`` runs each; run at 0 and 100 ms of server latency per tile (``--latencies``).
 (b) Peak memory: ``download_imagery`` in a fresh process (VmHWM from /proc/self/status) for the 1x
   extent and the 16x extent (4x the side); the ratio 16x / 1x (goal <= 1.2).
 
