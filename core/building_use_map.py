@@ -18,14 +18,18 @@ argmax of the use probabilities.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
+from .outputs import refuse_input_as_output
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
@@ -199,6 +203,18 @@ def _check_imagery(imagery: str, card: dict, n_img: int, progress: Progress | No
             raise InputError("IMAGERY", f"is {dt}, but the model scales its bands by 1/255 as for 8-bit "
                              "imagery.", "convert the imagery to 8-bit (Raster > Conversion > Translate, "
                              "scale to 0-255) or use a model trained on this kind of imagery.")
+        _require_valid_pixels(ds, "IMAGERY")
+
+
+def _require_valid_pixels(ds, name: str, block: int = 4096) -> None:
+    """:class:`InputError` when every pixel of ``ds`` is nodata (stops at the first valid block, so a
+    normal raster costs one block read)."""
+    grid = Grid.from_dataset(ds)
+    for blk in grid.blocks(block):
+        if read_masked(ds, blk.window, name)[1].any():
+            return
+    raise InputError(name, f"'{Path(ds.name).name}' has no valid pixels: every pixel is nodata, so nothing "
+                           "would be mapped.", "check the raster's nodata value, or give imagery of the area.")
 
 
 def _check_on_grid(path: str, grid: Grid, name: str, progress: Progress, imagery: str | None = None) -> None:
@@ -256,153 +272,303 @@ def map_building_use(imagery: str, checkpoint: str, **kwargs) -> dict:
         return _map_building_use(imagery, checkpoint, **kwargs)
 
 
-def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = None,
-                     poi_points: str | None = None, poi_layer: str | None = None,
-                     poi_category_field: str | None = None, poi_preset: str = "osm",
-                     poi_mapping_file: str | None = None, poi_max_distances=None,
-                     mask: str | None = None,
-                     footprint_probability: str | None = None, footprint_mask: str | None = None,
-                     use_class: str | None = None, use_probabilities: str | None = None,
-                     polygons: str | None = None,
-                     device: str = "auto", batch_size: int = 4, window: int | None = None, overlap: int | None = None,
-                     blend: bool = False, threshold: float = 0.5, workers: int = 1, precision: str = "auto",
-                     resume: bool = True, progress: Progress | None = None) -> dict:
-    """Map building use over ``imagery`` with ``checkpoint``; writes the outputs given.
-    ``overlap`` is the margin discarded on each side of a window (seed: 128 of 1024); ``None`` or a
-    negative value means window / 8."""
-    progress = ensure(progress)
-    wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
-                                "use_class": use_class, "use_probabilities": use_probabilities,
-                                "polygons": polygons}.items() if v}
+#: the engine's outputs, in the order they are written: (name, keyword of the path)
+PRODUCTS = (("fp_prob", "footprint_probability"), ("fp_mask", "footprint_mask"), ("use_class", "use_class"),
+            ("use_probs", "use_probabilities"))
+_MASK_COLOURS = {0: (0, 0, 0, 0), 1: (220, 60, 40, 255), CLASS_NODATA: (0, 0, 0, 0)}
+
+
+def product_output(name: str, path: str, colormap: dict) -> RasterOutput:
+    """The :class:`RasterOutput` of engine product ``name`` (see :data:`PRODUCTS`) written to ``path``."""
+    if name == "fp_prob":
+        return RasterOutput(path, 1, "float32", PROB_NODATA, ["p_building"])
+    if name == "fp_mask":
+        return RasterOutput(path, 1, "uint8", CLASS_NODATA, ["building"], colormap=dict(_MASK_COLOURS))
+    if name == "use_class":
+        return RasterOutput(path, 1, "uint8", CLASS_NODATA, ["use_class"], colormap=dict(colormap))
+    if name == "use_probs":
+        return RasterOutput(path, 3, "float32", PROB_NODATA, [f"p_{c}" for c in USE_NAMES])
+    raise ValueError(f"unknown product '{name}'")
+
+
+@dataclass(frozen=True)
+class UseJob:
+    """Everything a sliding-window run of a building-use model needs except the model itself.
+    Picklable, so that a Dask worker runs a region of the same job (``core.cluster``)."""
+
+    imagery: str
+    grid: Grid
+    layout: WindowLayout
+    scales: tuple
+    offsets: tuple
+    poi_maps: str | None
+    mask: str | None
+    has_footprint: bool
+    threshold: float
+    colormap: dict
+    batch_size: int = 4
+    workers: int = 1
+
+    def open_reader(self) -> "_Reader":
+        return _Reader(self.imagery, self.grid, self.scales, self.offsets, self.poi_maps, self.mask)
+
+    def finalize(self, names: list[str], vals: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
+        """Per-pixel products ``names`` of one merged tile: ``vals`` (3 use + [footprint]
+        probabilities, h, w)."""
+        use = vals[:3]
+        pb = vals[3] if self.has_footprint else use.max(axis=0)
+        building = pb > self.threshold
+        cls = np.where(building, np.argmax(use, axis=0) + 1, 0).astype(np.uint8)
+        res = {"fp_prob": pb[None], "fp_mask": building[None].astype(np.uint8), "use_class": cls[None],
+               "use_probs": use}
+        return [res[n] for n in names]
+
+    def run(self, predictor, paths: dict[str, str], fingerprint: dict, region=None, resume: bool = True,
+            progress: Progress | None = None) -> dict:
+        """Run the engine (over the tiles of ``region``, or all) writing ``paths`` {product: path}."""
+        names = [n for n, _ in PRODUCTS if n in paths]
+        outputs = [product_output(n, paths[n], self.colormap) for n in names]
+        return run_sliding_window(self.grid, self.layout, self.open_reader, predictor, outputs,
+                                  functools.partial(self.finalize, names), batch_size=self.batch_size,
+                                  workers=self.workers, fingerprint=fingerprint, resume=resume, region=region,
+                                  progress=progress)
+
+
+@dataclass
+class UsePlan:
+    """A checked building-use run: the job, the model, engine output paths {product: path}
+    (hidden ones where the polygons need what was not asked for), files to delete at the end."""
+
+    job: UseJob
+    model: object
+    card: dict
+    wanted: dict
+    paths: dict
+    fingerprint: dict
+    resampled: bool
+    created: list
+    polygons: str | None
+    fp_mask_path: str | None
+    probs_path: str | None
+
+    @property
+    def pixel_area_m2(self) -> float:
+        return grid_gsd_m(self.job.grid) ** 2
+
+    def cleanup(self) -> None:
+        for p in self.created:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+
+
+def _check_options(wanted: dict, threshold: float) -> None:
     if not wanted:
         raise InputError("OUTPUT", "no output was asked for.", "give at least one output path.")
+    refuse_input_as_output({k.upper(): v for k, v in wanted.items()},
+                           {"IMAGERY": imagery, "CHECKPOINT": checkpoint, "POI_MAPS": poi_maps, "MASK": mask,
+                            "POI_LAYER": poi_points if isinstance(poi_points, str) else None})
     if not (0 < threshold < 1):
         raise InputError("THRESHOLD", f"must be between 0 and 1, got {threshold}.")
-    model, card, variant, n_img, has_fp = load_use_model(checkpoint)
-    _check_imagery(imagery, card, n_img, progress)
-    npoi = len(card["bands"]) - n_img
+
+
+def _check_poi_input(variant: str, npoi: int, poi_maps, poi_points, progress: Progress):
+    """(poi_maps, poi_points) to use: refused when the model needs POIs and none are given,
+    dropped (with a warning) when it does not use them."""
     if npoi and not (poi_maps or poi_points):
         raise InputError("POI_MAPS", f"the model ({variant}) takes POI probability maps as input.",
                          "give a POI probability raster or a POI point layer with its category field.")
     if not npoi and (poi_maps or poi_points):
         progress.warning(f"the model ({variant}) does not use POIs; the POI input is ignored.")
-        poi_maps = poi_points = None
+        return None, None
     if poi_maps:
         with open_raster(poi_maps, "POI_MAPS") as ds:
             if ds.count != 3:
                 raise InputError("POI_MAPS", f"has {ds.count} band(s); POI probability maps have 3 (R, C, I).",
                                  "give the output of edifice:poiprobability.")
+    return poi_maps, poi_points
+
+
+def _layout_for(card: dict, window: int | None, overlap: int | None, blend: bool) -> WindowLayout:
     win = int(window or card.get("window") or 1024)
     if overlap is None or overlap < 0:
         overlap = win // 8
     layout = WindowLayout(win, int(overlap), bool(blend))
     if win < 32 or win % 32:
         raise InputError("WINDOW", f"must be a multiple of 32 pixels (the network's stride), got {win}.")
+    return layout
+
+
+def _poi_maps_from_points(anchor: Path, grid: Grid, imagery: str | None, poi_points, poi_layer, poi_category_field,
+                          poi_preset, poi_mapping_file, poi_max_distances, progress: Progress) -> str:
+    """POI probability maps computed from a point layer on ``grid`` into a hidden file beside ``anchor``."""
+    from .poi_probability import poi_probability
+    from .poi_sources import classify_pois, load_poi_mapping, read_point_file
+
+    if not poi_category_field:
+        raise InputError("CATEGORY_FIELD", "is required with a POI point layer.",
+                         "name the field holding the POI category (e.g. other_tags for OSM).")
+    xs, ys, recs, crs = read_point_file(poi_points, poi_layer, poi_category_field)
+    classified = classify_pois(xs, ys, recs, poi_category_field, load_poi_mapping(poi_preset, poi_mapping_file), crs)
+    progress.info(classified.summary())
+    path = _hidden(anchor, "poi")
+    kwargs = {} if poi_max_distances is None else {"max_distances": poi_max_distances}
+    poi_probability(classified.pois, grid, path, reference_path=imagery, progress=progress, **kwargs)
+    return path
+
+
+def _engine_paths(wanted: dict, polygons: str | None) -> tuple[dict, list, str | None, str | None]:
+    """({product: path} for the engine, hidden paths made for the polygons, mask path, probabilities path)."""
+    fp_mask_path = wanted.get("footprint_mask") or (_hidden(Path(polygons), "footprint") if polygons else None)
+    probs_path = wanted.get("use_probabilities") or (_hidden(Path(polygons), "useprob") if polygons else None)
+    paths = {name: wanted.get(key) for name, key in PRODUCTS}
+    paths["fp_mask"], paths["use_probs"] = fp_mask_path, probs_path
+    hidden = [p for p, key in ((fp_mask_path, "footprint_mask"), (probs_path, "use_probabilities"))
+              if p and not wanted.get(key)]
+    return {k: v for k, v in paths.items() if v}, hidden, fp_mask_path, probs_path
+
+
+def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = None,
+                      poi_points: str | None = None, poi_layer: str | None = None,
+                      poi_category_field: str | None = None, poi_preset: str = "osm",
+                      poi_mapping_file: str | None = None, poi_max_distances=None,
+                      mask: str | None = None,
+                      footprint_probability: str | None = None, footprint_mask: str | None = None,
+                      use_class: str | None = None, use_probabilities: str | None = None,
+                      polygons: str | None = None, device: str = "auto", batch_size: int = 4,
+                      window: int | None = None, overlap: int | None = None, blend: bool = False,
+                      threshold: float = 0.5, workers: int = 1, precision: str = "auto",
+                      progress: Progress | None = None) -> UsePlan:
+    """Check the inputs of a building-use run and plan it (POI maps from points are computed
+    here, into a hidden file removed by :meth:`UsePlan.cleanup`). ``overlap`` is the margin
+    discarded on each side of a window (seed: 128 of 1024); ``None`` or a negative value
+    means window / 8. The model is loaded (on the CPU) to check its card."""
+    progress = ensure(progress)
+    wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
+                                "use_class": use_class, "use_probabilities": use_probabilities,
+                                "polygons": polygons}.items() if v}
+    _check_options(wanted, threshold)
+    model, card, variant, n_img, has_fp = load_use_model(checkpoint)
+    _check_imagery(imagery, card, n_img, progress)
+    npoi = len(card["bands"]) - n_img
+    poi_maps, poi_points = _check_poi_input(variant, npoi, poi_maps, poi_points, progress)
+    layout = _layout_for(card, window, overlap, blend)
     grid, resampled = imagery_grid(imagery, card, progress)
     if mask:
         _check_mask(mask, grid, progress)
     if poi_maps:
         _check_on_grid(poi_maps, grid, "POI_MAPS", progress, imagery)
-    dev, desc = resolve_device(device)
-    progress.info(f"Device: {desc}.")
-    anchor = Path(next(iter(wanted.values())))
     created: list[str] = []
+    if poi_points:
+        poi_maps = _poi_maps_from_points(Path(next(iter(wanted.values()))), grid, None if resampled else imagery,
+                                         poi_points, poi_layer, poi_category_field, poi_preset, poi_mapping_file,
+                                         poi_max_distances, progress.span(0.0, 0.1))
+        created.append(poi_maps)
+    paths, hidden, fp_mask_path, probs_path = _engine_paths(wanted, polygons)
+    created += hidden
+    bands = card["bands"]
+    job = UseJob(imagery, grid, layout, tuple(float(b["scale"]) for b in bands),
+                 tuple(float(b["offset"]) for b in bands), poi_maps, mask, has_fp, threshold, class_colormap(card),
+                 batch_size, workers)
+    fingerprint = {"imagery": file_fingerprint(imagery), "checkpoint": file_fingerprint(checkpoint),
+                   "poi_maps": file_fingerprint(poi_maps) if not poi_points else None,
+                   "poi_points": [file_fingerprint(poi_points), poi_layer, poi_category_field, poi_preset,
+                                  file_fingerprint(poi_mapping_file), str(poi_max_distances)]
+                   if poi_points else None,
+                   "mask": file_fingerprint(mask), "threshold": threshold, "precision": precision,
+                   "device": device}
+    return UsePlan(job, model, card, wanted, paths, fingerprint, resampled, created, polygons, fp_mask_path,
+                   probs_path)
+
+
+def _remove_rasters(wanted: dict) -> None:
+    """Delete the raster outputs of ``wanted`` (all or nothing when the polygons fail)."""
+    for key in ("footprint_probability", "footprint_mask", "use_class", "use_probabilities"):
+        if key in wanted:
+            for p in (wanted[key], wanted[key] + ".aux.xml"):
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+
+
+def _map_building_use(imagery: str, checkpoint: str, *, device: str = "auto", precision: str = "auto",
+                      resume: bool = True, progress: Progress | None = None, **options) -> dict:
+    """Map building use over ``imagery`` with ``checkpoint`` on this machine; writes the
+    outputs given (keyword arguments of :func:`plan_building_use`)."""
+    progress = ensure(progress)
+    plan = plan_building_use(imagery, checkpoint, device=device, precision=precision, progress=progress, **options)
     try:
-        if poi_points:
-            from .poi_probability import poi_probability
-            from .poi_sources import classify_pois, load_poi_mapping, read_point_file
-
-            if not poi_category_field:
-                raise InputError("CATEGORY_FIELD", "is required with a POI point layer.",
-                                 "name the field holding the POI category (e.g. other_tags for OSM).")
-            xs, ys, recs, crs = read_point_file(poi_points, poi_layer, poi_category_field)
-            classified = classify_pois(xs, ys, recs, poi_category_field,
-                                       load_poi_mapping(poi_preset, poi_mapping_file), crs)
-            progress.info(classified.summary())
-            poi_maps = _hidden(anchor, "poi")
-            created.append(poi_maps)
-            kwargs = {} if poi_max_distances is None else {"max_distances": poi_max_distances}
-            poi_probability(classified.pois, grid, poi_maps, reference_path=None if resampled else imagery,
-                            progress=progress.span(0.0, 0.1), **kwargs)
-        # outputs of the engine (hidden ones where polygons need what was not asked for)
-        fp_mask_path = footprint_mask or (_hidden(Path(polygons), "footprint") if polygons else None)
-        probs_path = use_probabilities or (_hidden(Path(polygons), "useprob") if polygons else None)
-        for p, asked in ((fp_mask_path, footprint_mask), (probs_path, use_probabilities)):
-            if p and not asked:
-                created.append(p)
-        specs: list[tuple[str, RasterOutput]] = []
-        if footprint_probability:
-            specs.append(("fp_prob", RasterOutput(footprint_probability, 1, "float32", PROB_NODATA,
-                                                  ["p_building"])))
-        if fp_mask_path:
-            specs.append(("fp_mask", RasterOutput(fp_mask_path, 1, "uint8", CLASS_NODATA, ["building"],
-                                                  colormap={0: (0, 0, 0, 0), 1: (220, 60, 40, 255),
-                                                            CLASS_NODATA: (0, 0, 0, 0)})))
-        if use_class:
-            specs.append(("use_class", RasterOutput(use_class, 1, "uint8", CLASS_NODATA, ["use_class"],
-                                                    colormap=class_colormap(card))))
-        if probs_path:
-            specs.append(("use_probs", RasterOutput(probs_path, 3, "float32", PROB_NODATA,
-                                                    [f"p_{c}" for c in USE_NAMES])))
-
-        def finalize(vals: np.ndarray, valid: np.ndarray):
-            use = vals[:3]
-            pb = vals[3] if has_fp else use.max(axis=0)
-            building = pb > threshold
-            cls = np.where(building, np.argmax(use, axis=0) + 1, 0).astype(np.uint8)
-            res = {"fp_prob": pb[None], "fp_mask": building[None].astype(np.uint8), "use_class": cls[None],
-                   "use_probs": use}
-            return [res[name] for name, _ in specs]
-
-        scales = [float(b["scale"]) for b in card["bands"][:n_img]]
-        offsets = [float(b["offset"]) for b in card["bands"][:n_img]]
-        poi_scales = [float(b["scale"]) for b in card["bands"][n_img:]]
-        poi_offsets = [float(b["offset"]) for b in card["bands"][n_img:]]
-        predictor = Predictor(model, dev, precision=precision, progress=progress)
-        fingerprint = {"imagery": file_fingerprint(imagery), "checkpoint": file_fingerprint(checkpoint),
-                       "poi_maps": file_fingerprint(poi_maps) if not poi_points else None,
-                       "poi_points": [file_fingerprint(poi_points), poi_layer, poi_category_field, poi_preset,
-                                      file_fingerprint(poi_mapping_file), str(poi_max_distances)]
-                       if poi_points else None,
-                       "mask": file_fingerprint(mask), "threshold": threshold, "precision": predictor.precision,
-                       "device": dev.type}
+        dev, desc = resolve_device(device)
+        progress.info(f"Device: {desc}.")
+        predictor = Predictor(plan.model, dev, precision=precision, progress=progress)
+        # the resume fingerprint records what the engine resolved (as before the cluster runs)
+        plan.fingerprint.update(precision=predictor.precision, device=dev.type)
+        layout = plan.job.layout
         progress.info(f"Windows of {layout.window} px, {layout.margin} px margin (stride {layout.stride} px, "
-                      f"{'blended' if layout.blend else 'central part kept'}); batch {batch_size}.")
-        summary = run_sliding_window(
-            grid, layout,
-            lambda: _Reader(imagery, grid, scales + poi_scales, offsets + poi_offsets, poi_maps, mask),
-            predictor, [s for _, s in specs], finalize, batch_size=batch_size, workers=workers,
-            fingerprint=fingerprint, resume=resume, progress=progress.span(0.1 if poi_points else 0.0,
-                                                                            0.9 if polygons else 1.0))
+                      f"{'blended' if layout.blend else 'central part kept'}); batch {plan.job.batch_size}.")
+        summary = plan.job.run(predictor, plan.paths, plan.fingerprint, resume=resume,
+                               progress=progress.span(0.1 if plan.job.poi_maps in plan.created else 0.0,
+                                                      0.9 if plan.polygons else 1.0))
         summary.update(device=str(dev), device_description=desc, precision=predictor.precision,
-                       grid={"width": grid.width, "height": grid.height, "resampled": resampled},
-                       outputs=dict(wanted),
-                       default_colours=all(class_colormap(card)[k] == _hex_rgba(DEFAULT_COLOURS[k]) for k in range(4)))
-        if polygons:
+                       grid={"width": plan.job.grid.width, "height": plan.job.grid.height,
+                             "resampled": plan.resampled},
+                       outputs=dict(plan.wanted),
+                       default_colours=all(class_colormap(plan.card)[k] == _hex_rgba(DEFAULT_COLOURS[k])
+                                           for k in range(4)))
+        if plan.polygons:
             from .vectorize import polygonize_buildings
 
-            gsd = grid_gsd_m(grid)
             try:
-                summary["polygons"] = polygonize_buildings(fp_mask_path, probs_path, polygons, gsd * gsd,
-                                                           progress=progress.span(0.9, 1.0))
+                summary["polygons"] = polygonize_buildings(plan.fp_mask_path, plan.probs_path, plan.polygons,
+                                                           plan.pixel_area_m2, progress=progress.span(0.9, 1.0))
             except BaseException:
-                # all or nothing: the rasters of this run were moved into place already
-                for key in ("footprint_probability", "footprint_mask", "use_class", "use_probabilities"):
-                    if key in wanted:
-                        for p in (wanted[key], wanted[key] + ".aux.xml"):
-                            with contextlib.suppress(OSError):
-                                os.unlink(p)
+                _remove_rasters(plan.wanted)  # the rasters of this run were moved into place already
                 raise
         progress.info(f"{summary['tiles_run']} window(s) run, {summary['tiles_skipped']} skipped (nodata or "
                       f"outside the mask) in {summary['seconds']:.1f} s on {dev}.")
         return summary
     finally:
-        for p in created:
-            with contextlib.suppress(OSError):
-                os.unlink(p)
+        plan.cleanup()
 
 
 # ---------------------------------------------------------------- assign to existing footprints
+def _check_probability_raster(ds) -> None:
+    """Use probabilities are 3 float bands in [0, 1] (edifice:mapbuildinguse's USE_PROBABILITIES)."""
+    fix = "give the per-class probability output (USE_PROBABILITIES) of edifice:mapbuildinguse."
+    if ds.count != 3:
+        raise InputError("PROBABILITIES", f"has {ds.count} band(s); use probabilities have 3 (R, C, I).", fix)
+    if np.dtype(ds.dtypes[0]).kind != "f":
+        raise InputError("PROBABILITIES", f"holds {ds.dtypes[0]} values, not probabilities (floats 0-1): it "
+                                          "looks like an image.", fix)
+    sample, valid = read_masked(ds, Window(0, 0, min(ds.width, 512), min(ds.height, 512)), "PROBABILITIES")
+    values = sample[:, valid]
+    if values.size and (values.min() < -1e-6 or values.max() > 1 + 1e-6):
+        raise InputError("PROBABILITIES", f"holds values from {values.min():g} to {values.max():g}, not "
+                                          "probabilities in [0, 1].", fix)
+
+
+def _require_overlap(geoms, grid: Grid) -> None:
+    """:class:`InputError` when no building (in the raster's CRS) touches the raster's extent."""
+    import shapely
+
+    present = geoms[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
+    if not len(present):
+        return
+    xmin, ymin, xmax, ymax = shapely.total_bounds(present)
+    gx0, gy0, gx1, gy1 = grid.bounds
+    if xmax < gx0 or xmin > gx1 or ymax < gy0 or ymin > gy1:
+        raise InputError("PROBABILITIES", "covers none of the buildings (the raster and the footprints are "
+                                          "in different places).", "give the probabilities mapped over these "
+                                                                   "buildings, or the buildings of that area.")
+
+
+def _warn_missing_geometries(geoms, progress: Progress) -> None:
+    import shapely
+
+    missing = int(np.count_nonzero(shapely.is_missing(geoms) | shapely.is_empty(geoms)))
+    if missing:
+        progress.warning(f"INPUT: {missing} of {len(geoms)} features have no geometry; they get no use "
+                         "(use_class is null).")
+
+
 def assign_building_use(buildings: str, probabilities: str, output: str, layer: str | None = None,
                         progress: Progress | None = None) -> dict:
     """Give each polygon of ``buildings`` the mean use probabilities of the pixels whose
@@ -413,15 +579,17 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     import shapely
     from pyproj import Transformer
     from rasterio import features
-    from rasterio.windows import Window
 
     from .raster_io import atomic_output
     from .vector_io import read_vector
     from .vectorize import attributes
 
+    refuse_input_as_output({"OUTPUT": output}, {"INPUT": buildings, "PROBABILITIES": probabilities})
     progress = ensure(progress)
-    lyr = read_vector(buildings, "INPUT", layer, what="a GeoPackage, GeoJSON or Shapefile of building polygons")
+    lyr = read_vector(buildings, "INPUT", layer, what="a GeoPackage, GeoJSON or Shapefile of building polygons",
+                      kind="Polygon")
     crs, geoms, names = lyr.crs_wkt, lyr.geoms, list(lyr.fields)
+    _warn_missing_geometries(geoms, progress)
     fields = list(lyr.fields.values())
     clash = sorted(set(names) & {"use_class", "use_name", "p_residential", "p_commercial", "p_industrial",
                                  "confidence", "pixels"})
@@ -429,14 +597,13 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
         raise InputError("INPUT", f"already has field(s) {', '.join(clash)}.", "rename or drop them first.")
     with open_raster(probabilities, "PROBABILITIES") as ds:
         rcrs = require_crs(ds, "PROBABILITIES")
-        if ds.count != 3:
-            raise InputError("PROBABILITIES", f"has {ds.count} band(s); use probabilities have 3 (R, C, I).",
-                             "give the per-class probability output of edifice:mapbuildinguse.")
+        _check_probability_raster(ds)
         grid = Grid.from_dataset(ds)
         g = geoms
         if CRS.from_user_input(crs) != CRS.from_user_input(rcrs):
             tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_user_input(rcrs), always_xy=True)
             g = shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        _require_overlap(g, grid)
         n = len(g)
         sums, nprob, counts = np.zeros((n, 3)), np.zeros(n), np.zeros(n)
         inv = ~grid.transform
@@ -483,4 +650,5 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     return {"output": output, "buildings": n, "without_probabilities": int(np.sum(nprob == 0)), **counts_by}
 
 
-__all__ = ["map_building_use", "assign_building_use", "class_colormap", "load_use_model", "imagery_grid"]
+__all__ = ["map_building_use", "assign_building_use", "class_colormap", "load_use_model", "imagery_grid",
+           "plan_building_use", "UseJob", "UsePlan", "PRODUCTS", "product_output"]

@@ -61,11 +61,8 @@ def _cmd_imagery_download(a) -> dict:
                             block_size=a.block_size)
 
 
-def add_commands(sub) -> None:
-    p = sub.add_parser("imagery-download", help="imagery for an extent from an XYZ/TMS, WMTS or WMS service")
-    p.add_argument("output", help="GeoTIFF to write (RGB, nodata 0)")
-    p.add_argument("--extent", type=_extent, required=True, help="xmin,ymin,xmax,ymax in --extent-crs")
-    p.add_argument("--extent-crs", default="EPSG:4326")
+def add_source_arguments(p) -> None:
+    """The options that describe an imagery service (read by :func:`source_from_args`)."""
     src = p.add_argument_group("service (one of)")
     src.add_argument("--xyz", help="tile URL template with {z} {x} {y} ({-y} for TMS, {q} for a quadkey)")
     src.add_argument("--wmts", help="WMTS GetCapabilities URL")
@@ -79,12 +76,20 @@ def add_commands(sub) -> None:
     p.add_argument("--min-zoom", type=int, default=0, help="XYZ: shallowest zoom served")
     p.add_argument("--max-zoom", type=int, default=19, help="XYZ: deepest zoom served")
     p.add_argument("--attribution", default=None, help="attribution written into the output's metadata")
-    p.add_argument("--gsd", type=float, default=0.5, help="output pixel size in metres (0.5)")
-    p.add_argument("--crs", default=None, help="output CRS (default: the extent's UTM zone)")
     p.add_argument("--key-env", default=KEY_ENV, help=f"environment variable holding the key ({KEY_ENV})")
     p.add_argument("--key-file", default=None, help="file whose first line is the key")
     p.add_argument("--key-param", default=None, help="query parameter that carries the key (when the URL has no "
                                                      "{key} placeholder)")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("imagery-download", help="imagery for an extent from an XYZ/TMS, WMTS or WMS service")
+    p.add_argument("output", help="GeoTIFF to write (RGB, nodata 0)")
+    p.add_argument("--extent", type=_extent, required=True, help="xmin,ymin,xmax,ymax in --extent-crs")
+    p.add_argument("--extent-crs", default="EPSG:4326")
+    add_source_arguments(p)
+    p.add_argument("--gsd", type=float, default=0.5, help="output pixel size in metres (0.5)")
+    p.add_argument("--crs", default=None, help="output CRS (default: the extent's UTM zone)")
     p.add_argument("--max-concurrency", type=int, default=4, help="requests in flight at once (4)")
     p.add_argument("--cache-dir", default=None, help="response cache folder (default ~/.cache/edifice/imagery)")
     p.add_argument("--no-cache", action="store_true")

@@ -8,14 +8,29 @@ from .progress import TerminalProgress
 def _cmd_map(a) -> dict:
     from .building_use_map import map_building_use
 
-    return map_building_use(a.imagery, a.checkpoint, poi_maps=a.poi_maps, poi_points=a.poi_points,
-                            poi_layer=a.poi_layer, poi_category_field=a.category_field, poi_preset=a.preset,
-                            poi_mapping_file=a.mapping_file, mask=a.mask,
-                            footprint_probability=a.footprint_probability, footprint_mask=a.footprint_mask,
-                            use_class=a.use_class, use_probabilities=a.use_probabilities, polygons=a.polygons,
-                            device=a.device, batch_size=a.batch_size, window=a.window, overlap=a.overlap,
-                            blend=a.blend, threshold=a.threshold, workers=a.workers, precision=a.precision,
-                            resume=not a.no_resume, progress=TerminalProgress())
+    options = dict(poi_maps=a.poi_maps, poi_points=a.poi_points, poi_layer=a.poi_layer,
+                   poi_category_field=a.category_field, poi_preset=a.preset, poi_mapping_file=a.mapping_file,
+                   mask=a.mask, footprint_probability=a.footprint_probability, footprint_mask=a.footprint_mask,
+                   use_class=a.use_class, use_probabilities=a.use_probabilities, polygons=a.polygons,
+                   device=a.device, batch_size=a.batch_size, window=a.window, overlap=a.overlap, blend=a.blend,
+                   threshold=a.threshold, workers=a.workers, precision=a.precision, resume=not a.no_resume,
+                   progress=TerminalProgress())
+    if a.cluster:
+        from .cluster.building_use import map_building_use_on_cluster
+
+        return map_building_use_on_cluster(a.imagery, a.checkpoint, cluster=a.cluster,
+                                           block_windows=a.block_windows, **options)
+    imagery = a.imagery
+    anchor = next((p for p in (a.footprint_probability, a.footprint_mask, a.use_class, a.use_probabilities,
+                               a.polygons) if p), None)
+    if anchor:
+        from .cluster.mosaic import tile_paths
+
+        if tile_paths(imagery):
+            from .cluster.building_use import imagery_from_tiles
+
+            imagery = imagery_from_tiles(imagery, anchor, options["progress"])
+    return map_building_use(imagery, a.checkpoint, **options)
 
 
 def _cmd_mask(a) -> dict:
@@ -35,9 +50,22 @@ def _cmd_assign(a) -> dict:
     return assign_building_use(a.buildings, a.probabilities, a.output, layer=a.layer, progress=TerminalProgress())
 
 
+def add_cluster_arguments(parser) -> None:
+    """``--cluster`` and ``--block-windows`` (runs on a Dask cluster, see core.cluster)."""
+    from .cluster import BLOCK_WINDOWS  # the package's __init__ imports nothing
+
+    parser.add_argument("--cluster", default=None, metavar="ADDRESS",
+                        help="run on a Dask cluster: tcp://HOST:PORT of a `dask scheduler`, or local:N for N local "
+                             "worker processes. Raster outputs ending in .vrt get a VRT of the blocks, others a VRT "
+                             "beside them plus a COG mosaic")
+    parser.add_argument("--block-windows", type=int, default=BLOCK_WINDOWS, metavar="N",
+                        help=f"with --cluster: windows along a block's side (one Dask task per block; default "
+                             f"{BLOCK_WINDOWS})")
+
+
 def add_commands(subparsers) -> None:
     m = subparsers.add_parser("map-building-use", help="sliding-window building-use mapping with a checkpoint")
-    m.add_argument("imagery")
+    m.add_argument("imagery", help="a raster, a VRT, or a folder (or comma-separated list) of image tiles")
     m.add_argument("checkpoint")
     m.add_argument("--poi-maps", default=None, help="3-band POI probability raster (R, C, I)")
     m.add_argument("--poi-points", default=None, help="POI point file (maps computed on the imagery grid)")
@@ -61,6 +89,7 @@ def add_commands(subparsers) -> None:
     m.add_argument("--workers", type=int, default=1, help="reader threads")
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     m.add_argument("--no-resume", action="store_true", help="discard partial results of an interrupted run")
+    add_cluster_arguments(m)
     m.set_defaults(func=_cmd_map)
 
     b = subparsers.add_parser("builtup-mask", help="union of built-up reference layers on a raster's grid")

@@ -17,6 +17,9 @@ class InputError(EdificeError):
             text += f" Fix: {fix}"
         super().__init__(text)
 
+    def __reduce__(self):  # so that it crosses process boundaries (Dask workers) intact
+        return type(self), (self.name, self.problem, self.fix)
+
 
 class Cancelled(EdificeError):
     """The user cancelled the run; outputs were not written."""

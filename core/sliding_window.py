@@ -57,14 +57,11 @@ from rasterio.windows import Window
 from .errors import Cancelled, EdificeError, InputError
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import GTIFF_PROFILE
+from .outputs import DiskFullError, verify_written
+from .raster_io import GTIFF_PROFILE, verify_raster
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "file_fingerprint", "DiskFullError"]
-
-
-class DiskFullError(EdificeError):
-    """The disk filled up while writing; nothing was left behind."""
 
 
 # ---------------------------------------------------------------- layout
@@ -109,6 +106,17 @@ class WindowLayout:
 
     def shape(self, grid: Grid) -> tuple[int, int]:
         return math.ceil(grid.height / self.stride), math.ceil(grid.width / self.stride)
+
+    def region_window(self, grid: Grid, region: tuple[int, int, int, int]) -> Window:
+        """The pixels (a window of ``grid``) produced by the tiles of ``region`` = (first tile row,
+        end tile row, first tile column, end tile column), ends exclusive."""
+        i0, i1, j0, j1 = region
+        ni, nj = self.shape(grid)
+        if not (0 <= i0 < i1 <= ni and 0 <= j0 < j1 <= nj):
+            raise ValueError(f"region {region} is not inside the {ni} x {nj} tile grid")
+        s = self.stride
+        r0, c0 = i0 * s, j0 * s
+        return Window(c0, r0, min(j1 * s, grid.width) - c0, min(i1 * s, grid.height) - r0)
 
     def tiles(self, grid: Grid) -> list[Tile]:
         s, m, b = self.stride, self.margin, self.ramp
@@ -308,8 +316,9 @@ class _Outputs:
     """The temporary output datasets plus the resume sidecar."""
 
     def __init__(self, grid: Grid, outputs: Sequence[RasterOutput], fingerprint: dict, resume: bool,
-                 progress: Progress, block: int = 256):
-        self.grid, self.outputs, self.progress = grid, list(outputs), progress
+                 progress: Progress, block: int = 256, origin: tuple[int, int] = (0, 0)):
+        # ``grid`` is the grid of the files; ``origin`` (row, col) its top-left pixel on the engine's grid
+        self.grid, self.outputs, self.progress, self.origin = grid, list(outputs), progress, origin
         first = Path(outputs[0].path)
         self.sidecar = first.with_name(f".{first.stem}.resume.json")
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
@@ -317,9 +326,8 @@ class _Outputs:
         self.ds: list = []
         old = self._load_sidecar() if resume else None
         if old is not None and old.get("fingerprint") == self.fingerprint and \
-                all(o.partial.exists() for o in self.outputs):
+                all(o.partial.exists() for o in self.outputs) and self._reopen():
             self.done = set(int(r) for r in old.get("done_rows", []))
-            self.ds = [rasterio.open(o.partial, "r+") for o in self.outputs]
             progress.info(f"Resuming: {len(self.done)} tile row(s) already done ({self.sidecar.name}).")
         else:
             if old is not None:
@@ -337,6 +345,19 @@ class _Outputs:
                 self.ds.append(ds)
             self._save()
 
+    def _reopen(self) -> bool:
+        """Open the partial files for update; False (nothing open) when one cannot be read, as
+        when the process was killed before GDAL wrote its header."""
+        try:
+            for o in self.outputs:
+                self.ds.append(rasterio.open(o.partial, "r+"))
+            return True
+        except Exception:  # noqa: BLE001 - GDAL's errors here vary (TypeError, CPLE_*), the file is ours to redo
+            self.close()
+            self.progress.info("Partial results of an interrupted run cannot be read (it was killed while "
+                               "writing them); they are discarded.")
+            return False
+
     def _load_sidecar(self) -> dict | None:
         try:
             return json.loads(self.sidecar.read_text())
@@ -350,7 +371,8 @@ class _Outputs:
         os.replace(tmp, self.sidecar)
 
     def write(self, k: int, data: np.ndarray, window: Window) -> None:
-        _write_block(self.ds[k], data, window)
+        r, c = self.origin
+        _write_block(self.ds[k], data, Window(window.col_off - c, window.row_off - r, window.width, window.height))
 
     def row_done(self, i: int) -> None:
         """Flush everything written so far (close and reopen), then record row ``i`` as done."""
@@ -381,6 +403,8 @@ class _Outputs:
                 if factors:
                     with rasterio.open(o.partial, "r+") as ds:
                         ds.build_overviews(factors, Resampling.nearest if o.colormap else o.resampling)
+        for o in self.outputs:  # a write error GDAL did not report shows here, before anything is moved
+            verify_written(verify_raster, Path(o.partial), Path(o.path), "OUTPUT", Path(o.path).parent)
         for o in self.outputs:
             os.replace(o.partial, o.path)
         self.sidecar.unlink(missing_ok=True)
@@ -420,7 +444,8 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
                        predictor: Callable[[np.ndarray], np.ndarray], outputs: Sequence[RasterOutput],
                        finalize: Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]],
                        batch_size: int = 4, workers: int = 1, fingerprint: dict | None = None,
-                       resume: bool = True, order: str = "rows", progress: Progress | None = None) -> dict:
+                       resume: bool = True, order: str = "rows", region: tuple[int, int, int, int] | None = None,
+                       progress: Progress | None = None) -> dict:
     """Predict every tile of ``grid`` and write ``outputs``.
 
     ``open_reader()`` gives a :class:`WindowReader` (one per reader thread);
@@ -428,7 +453,11 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
     per-pixel values (e.g. probabilities); ``finalize(values (K, h, w), valid (h, w))``
     turns a merged tile into one array per output ((count, h, w) each, any values at
     invalid pixels — they become nodata). ``order``: 'rows' or 'reverse' (reading order;
-    the result does not depend on it). Returns a summary (tiles run, skipped, resumed, s).
+    the result does not depend on it). ``region`` (first tile row, end row, first tile column,
+    end column; ends exclusive) limits the run to those tiles: the outputs then cover only their
+    pixels (:meth:`WindowLayout.region_window`), each pixel with the value it has in a run over the
+    whole grid (same windows, same reflection at the grid's border, blend neighbours outside the
+    region run as well). Returns a summary (tiles run, skipped, resumed, s).
     """
     progress = ensure(progress)
     if batch_size < 1:
@@ -437,6 +466,9 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
         raise InputError("WORKERS", f"must be at least 1, got {workers}.")
     tiles = layout.tiles(grid)
     ni, nj = layout.shape(grid)
+    region = tuple(region) if region is not None else (0, ni, 0, nj)
+    area = layout.region_window(grid, region)
+    mine = [t for t in tiles if region[0] <= t.i < region[1] and region[2] <= t.j < region[3]]
     by_ij = {(t.i, t.j): t for t in tiles}
     b = layout.ramp
     reach = 1 if b > 0 else 0
@@ -449,9 +481,14 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
           "layout": [layout.window, layout.margin, layout.blend],
           "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata] for o in outputs],
           "caller": fingerprint or {}}
+    out_grid = grid
+    if region != (0, ni, 0, nj):
+        fp["region"] = list(region)
+        out_grid = Grid(grid.window_transform(area), int(area.width), int(area.height), grid.crs)
     t_start = time.perf_counter()
-    outs = _Outputs(grid, outputs, fp, resume, progress, block_size_for(layout.stride))
-    todo_tiles = [t for t in tiles if t.i not in outs.done]
+    outs = _Outputs(out_grid, outputs, fp, resume, progress, block_size_for(layout.stride),
+                    origin=(int(area.row_off), int(area.col_off)))
+    todo_tiles = [t for t in mine if t.i not in outs.done]
     todo_set = {t.index for t in todo_tiles}
     # windows to run: the tiles to write and (blend) their neighbours
     needed = sorted({n.index for t in todo_tiles for n in neighbours(t)})
@@ -697,8 +734,8 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
         if not ok:
             stop.set()
     elapsed = time.perf_counter() - t_start
-    return {"tiles": len(tiles), "tiles_run": stats["run"], "tiles_skipped": stats["skipped"],
-            "rows_resumed": ni - len(row_left), "seconds": elapsed, "model_seconds": t_model,
+    return {"tiles": len(mine), "tiles_run": stats["run"], "tiles_skipped": stats["skipped"],
+            "rows_resumed": region[1] - region[0] - len(row_left), "seconds": elapsed, "model_seconds": t_model,
             "tile_rows": ni, "tile_cols": nj}
 
 

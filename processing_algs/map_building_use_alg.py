@@ -24,7 +24,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
     PRESET, MAPPING_FILE, MASK, CHECKPOINT, DEVICE = "PRESET", "MAPPING_FILE", "MASK", "CHECKPOINT", "DEVICE"
     BATCH_SIZE, WINDOW, OVERLAP, BLEND, THRESHOLD, WORKERS = ("BATCH_SIZE", "WINDOW", "OVERLAP", "BLEND",
                                                               "THRESHOLD", "WORKERS")
-    POLYGONS = "POLYGONS"
+    POLYGONS, CLUSTER, BLOCK_WINDOWS = "POLYGONS", "CLUSTER", "BLOCK_WINDOWS"
     GROUP, GROUP_ID = "Building use", "buildinguse"
     HELP = ("Runs a building-use checkpoint over imagery with overlapping windows (seed: 1024 px windows, "
             "128 px OVERLAP = the margin discarded on each side, central 768 px kept; stride = WINDOW - "
@@ -38,7 +38,11 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             "card), per-class probabilities and building polygons with use_class, use_name, "
             "p_residential, p_commercial, p_industrial, confidence, area_m2. DEVICE: auto (CUDA when "
             "available), cpu, cuda, cuda:N or mps; the device used is reported. A cancelled run keeps its "
-            "finished rows and resumes when run again with the same inputs.")
+            "finished rows and resumes when run again with the same inputs. CLUSTER (advanced): the address "
+            "of a Dask scheduler (tcp://HOST:8786) or local:N runs the windows on that cluster, BLOCK_WINDOWS x "
+            "BLOCK_WINDOWS windows per task (paths must be visible to the workers: a shared folder); a "
+            "raster output named .vrt is then a VRT of the blocks, a .tif one a COG mosaic (VRT beside it); "
+            "finished blocks are skipped when run again. Empty: this machine.")
 
     def name(self):
         return "mapbuildinguse"
@@ -77,7 +81,11 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                                                QgsProcessingParameterNumber.Double, defaultValue=0.5,
                                                minValue=0.01, maxValue=0.99),
                   QgsProcessingParameterNumber(self.WORKERS, "Reader threads", QgsProcessingParameterNumber.Integer,
-                                               defaultValue=1, minValue=1, maxValue=8)):
+                                               defaultValue=1, minValue=1, maxValue=8),
+                  QgsProcessingParameterString(self.CLUSTER, "Dask cluster: scheduler address tcp://HOST:PORT or "
+                                               "local:N (empty = this machine)", defaultValue="", optional=True),
+                  QgsProcessingParameterNumber(self.BLOCK_WINDOWS, "Cluster: windows along a block's side",
+                                               QgsProcessingParameterNumber.Integer, defaultValue=8, minValue=1)):
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
         for name, _, desc, _ in RASTER_OUTPUTS:
@@ -114,8 +122,15 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             outs["polygons"] = poly
         if not outs:
             raise QgsProcessingException("No output was asked for. Fix: set at least one output.")
+        cluster = (self.parameterAsString(parameters, self.CLUSTER, context) or "").strip()
+        run, extra = map_building_use, {}
+        if cluster:
+            from ..core.cluster.building_use import map_building_use_on_cluster
+
+            run, extra = map_building_use_on_cluster, {
+                "cluster": cluster, "block_windows": self.parameterAsInt(parameters, self.BLOCK_WINDOWS, context)}
         summary = self.run_core(
-            map_building_use, imagery, self.parameterAsFile(parameters, self.CHECKPOINT, context),
+            run, imagery, self.parameterAsFile(parameters, self.CHECKPOINT, context),
             poi_maps=poi_maps, poi_points=poi_points, poi_layer=poi_layer_name or None, poi_category_field=field,
             poi_preset=PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)],
             poi_mapping_file=self.parameterAsFile(parameters, self.MAPPING_FILE, context) or None, mask=mask,
@@ -126,8 +141,9 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             blend=self.parameterAsBool(parameters, self.BLEND, context),
             threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
             workers=self.parameterAsInt(parameters, self.WORKERS, context),
-            progress=self.progress(feedback), **outs)
-        results = {"DEVICE_USED": summary["device_description"]}
+            progress=self.progress(feedback), **outs, **extra)
+        results = {"DEVICE_USED": summary.get("device_description")
+                   or f"Dask cluster {cluster}: {summary['blocks_run']} block(s) run, {summary['blocks_skipped']} skipped"}
         for name, key, _, qml in RASTER_OUTPUTS:
             if key in outs:
                 results[name] = outs[key]

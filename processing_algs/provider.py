@@ -15,15 +15,21 @@ from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, Ref
                                     TrainHeightFootprintAlgorithm)
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
 from .builtup_mask_alg import BuiltupMaskAlgorithm
+from .cloud_gap_fill_alg import CloudGapFillAlgorithm
+from .buildingsense_algs import (BuildingSamplesAlgorithm, ClassifyBuildingFunctionAlgorithm,
+                                 StreetViewPointsAlgorithm)
 from .map_building_use_alg import MapBuildingUseAlgorithm
+from .osm_download_alg import OsmDownloadAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
+from .sentinel_composites_alg import SentinelCompositesAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
 from .training_dataset_alg import TrainingDatasetAlgorithm
 
 #: (algorithm class, python modules it needs at run time)
 ALGORITHMS = [
     (RetinexAlgorithm, ("numpy", "scipy", "rasterio")),
+    (CloudGapFillAlgorithm, ("numpy", "scipy", "rasterio")),
     (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
     (EvaluateClassificationAlgorithm, ("numpy", "rasterio", "shapely", "pyogrio", "pyproj")),
     (EvaluateRegressionAlgorithm, ("numpy", "scipy", "rasterio", "shapely", "pyogrio", "pyproj")),
@@ -36,7 +42,12 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (StreetViewPointsAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (BuildingSamplesAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (ClassifyBuildingFunctionAlgorithm, ("numpy", "shapely", "pyproj", "pyogrio", "requests")),
+    (OsmDownloadAlgorithm, ("numpy", "requests", "shapely", "pyproj", "pyogrio")),
     (ImageryDownloadAlgorithm, ("numpy", "rasterio", "pyproj", "requests")),
+    (SentinelCompositesAlgorithm, ("numpy", "rasterio")),  # ee / pystac_client: checked when a source is used
 ]
 
 

@@ -184,11 +184,13 @@ class HttpClient:
 
     def request(self, method: str, url: str, *, params: dict | None = None, data: bytes | str | dict | None = None,
                 json=None, headers: dict[str, str] | None = None, use_cache: bool = True,
-                accept: tuple[str, ...] | None = None, timeout_s: float | None = None) -> HttpResponse:
+                accept: tuple[str, ...] | None = None, timeout_s: float | None = None,
+                validate: Callable[[HttpResponse], object] | None = None) -> HttpResponse:
         """One request, retried on transient failures; a cached answer when there is one.
 
         ``accept``: content-type prefixes (e.g. ``("image/",)``) a non-empty success must have
-        (an empty body passes: e.g. a tile server's "nothing here")."""
+        (an empty body passes: e.g. a tile server's "nothing here"); ``validate``: called with a fresh
+        answer before it is cached (an answer it raises on is never cached)."""
         body = _encode_body(data, json)
         key = self._cache_key(method, url, params, body) if self.cache is not None and use_cache else None
         if key is not None:
@@ -198,6 +200,8 @@ class HttpClient:
                 return cached
         response = self._request_with_retries(method, url, params, body, json is not None, headers, accept,
                                               timeout_s or self.timeout_s)
+        if validate is not None:
+            validate(response)
         if key is not None:
             self.cache.put(key, response)
         return response

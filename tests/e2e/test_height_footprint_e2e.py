@@ -113,3 +113,54 @@ def test_graphical_model_height_footprint_ccap(qp, thu_dir, thu_checkpoint, thu_
     with rasterio.open(out["m"]) as dm, rasterio.open(out["uh"]) as du:
         m, uh = dm.read(1), du.read(1)
     assert (uh[m == 0] == -9999).all() and (uh[m == 1] != -9999).any()
+
+
+_STORE_AUTH = """
+import os, sys
+from qgis.core import QgsApplication, QgsAuthMethodConfig
+QgsApplication.setPrefixPath('/usr', True)
+app = QgsApplication([], False); app.initQgis()
+manager = QgsApplication.authManager()
+master = open(os.environ['QGIS_AUTH_PASSWORD_FILE']).read().strip()
+assert manager.masterPasswordIsSet() or manager.setMasterPassword(master, True)
+config = QgsAuthMethodConfig(); config.setName('ee'); config.setMethod('Basic')
+config.setConfig('username', 'service-account'); config.setConfig('password', open(sys.argv[1]).read())
+assert manager.storeAuthenticationConfig(config)
+print(config.id()); sys.stdout.flush(); os._exit(0)
+"""
+
+
+def test_graphical_model_sentinel_composites_to_ccap(qp_env, ee_standin, thu_checkpoint, thu_extent, tmp_path):
+    """Extent + year -> composites from the Earth Engine stand-in (key from the authentication database of
+    qgis_process's profile) -> height/footprint -> CCAP, through examples/sentinel_height_footprint.model3."""
+    import subprocess
+    import sys
+
+    extent, _ = thu_extent
+    ee = ee_standin()
+    auth_dir = tmp_path / "auth"
+    auth_dir.mkdir()
+    (tmp_path / "master").write_text("edifice-e2e-master")
+    env = dict(qp_env, QGIS_AUTH_DB_DIR_PATH=str(auth_dir), QGIS_AUTH_PASSWORD_FILE=str(tmp_path / "master"))
+    stored = subprocess.run([sys.executable, "-c", _STORE_AUTH, str(ee.key_path)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    cfg = stored.stdout.strip().splitlines()[-1]
+    model = tmp_path / "shf.model3"
+    shutil.copy(ROOT / "examples" / "sentinel_height_footprint.model3", model)
+    out = {k: tmp_path / f"{k}.tif" for k in ("s1", "s2", "dem", "h", "f", "m")}
+    r = subprocess.run(["/usr/bin/qgis_process.bin", "run", str(model), "--", f"extent={_extent_text(extent)}",
+                        "year=2020", f"auth={cfg}", f"service_url={ee.url}", f"checkpoint={thu_checkpoint}",
+                        f"composites:s1={out['s1']}", f"composites:s2={out['s2']}", f"composites:dem={out['dem']}",
+                        f"heightfootprint:height={out['h']}", f"heightfootprint:footprint={out['f']}",
+                        f"ccap:mask={out['m']}"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    with rasterio.open(out["s1"]) as s1, rasterio.open(out["dem"]) as dem:
+        assert s1.descriptions == ("VV_p50", "VH_p50") and dem.descriptions == ("elevation",)
+        assert s1.bounds.left <= extent[0] - 0.03 and s1.bounds.top >= extent[3] + 0.03
+    found = re.findall(r"CCAP footprint threshold ([0-9.]+)", r.stdout + r.stderr)
+    assert len(found) == 1
+    _check_prediction_and_mask(out["h"], out["f"], out["m"], float(found[0]), extent)
+    tokens = {q["headers"]["authorization"][7:] for q in ee.server.requests() if "authorization" in q["headers"]}
+    assert tokens
+    for secret in (*tokens, ee.key_info["private_key_id"], ee.key_info["private_key"].splitlines()[1]):
+        assert secret not in r.stdout + r.stderr

@@ -6,16 +6,6 @@ import pytest
 pytestmark = pytest.mark.qgis
 
 
-@pytest.fixture(scope="module")
-def auth_manager(qgis_app):
-    from qgis.core import QgsApplication
-
-    manager = QgsApplication.authManager()
-    if not manager.masterPasswordIsSet():
-        assert manager.setMasterPassword("edifice-test-master", True)
-    return manager
-
-
 def _store(manager, method: str, values: dict) -> str:
     from qgis.core import QgsAuthMethodConfig
 

@@ -203,7 +203,15 @@ def test_ccap_bad_input(provider, thu_dir, tmp_path):
     with pytest.raises(QgsProcessingException, match="FOOTPRINTS: 1 footprint raster"):
         processing.run("edifice:ccap", {"HEIGHTS": [s1, s1], "FOOTPRINTS": [s1],
                                         "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    with rasterio.open(s1) as src:  # one band of the S-1 grid: a single-band raster on another grid than SRTM's
+        profile = dict(src.profile, count=1)
+        with rasterio.open(tmp_path / "vv.tif", "w", **profile) as dst:
+            dst.write(src.read(1), 1)
     with pytest.raises(QgsProcessingException, match="not on the same grid"):
+        processing.run("edifice:ccap", {"HEIGHTS": [str(tmp_path / "vv.tif")],
+                                        "FOOTPRINTS": [str(thu_dir / "thu_srtm.tif")],
+                                        "OUTPUT_MASK": str(tmp_path / "m.tif")})
+    with pytest.raises(QgsProcessingException, match="HEIGHT_1: .* has 2 band"):
         processing.run("edifice:ccap", {"HEIGHTS": [s1], "FOOTPRINTS": [str(thu_dir / "thu_srtm.tif")],
                                         "OUTPUT_MASK": str(tmp_path / "m.tif")})
     assert not (tmp_path / "m.tif").exists()

@@ -1,0 +1,55 @@
+"""Blocks of whole sliding windows: the unit of work of a cluster run.
+
+A block is a rectangle of the engine's tile grid (:class:`core.sliding_window.WindowLayout`):
+tile rows ``i0..i1`` and columns ``j0..j1`` (ends exclusive). Its pixels are the union of
+those tiles, i.e. the window rows ``i0 * stride`` to ``i1 * stride`` (clipped to the grid),
+so blocks meet exactly on tile seams and every window keeps the origin it has in a
+single-machine run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rasterio.windows import Window
+
+from ..errors import InputError
+from ..grid import Grid
+from ..sliding_window import WindowLayout
+
+
+@dataclass(frozen=True)
+class ClusterBlock:
+    """Tiles ``region`` = (i0, i1, j0, j1) of the tile grid; ``window`` its pixels on the grid."""
+
+    region: tuple[int, int, int, int]
+    window: Window
+
+    @property
+    def id(self) -> str:
+        i0, _, j0, _ = self.region
+        return f"b{i0:05d}_{j0:05d}"
+
+    @property
+    def windows(self) -> int:
+        i0, i1, j0, j1 = self.region
+        return (i1 - i0) * (j1 - j0)
+
+    def area_km2(self, grid: Grid) -> float:
+        """Area of the block's pixels in km² (grid units taken as metres)."""
+        rx, ry = grid.res
+        return int(self.window.width) * int(self.window.height) * rx * ry / 1e6
+
+
+def plan_blocks(grid: Grid, layout: WindowLayout, block_windows: int) -> list[ClusterBlock]:
+    """Blocks of ``block_windows`` x ``block_windows`` windows (fewer at the right and bottom
+    edges) covering ``grid``, in row-major order."""
+    if block_windows < 1:
+        raise InputError("BLOCK_WINDOWS", f"must be at least 1, got {block_windows}.",
+                         "give the number of windows along a block's side, e.g. 8.")
+    ni, nj = layout.shape(grid)
+    blocks = []
+    for i0 in range(0, ni, block_windows):
+        for j0 in range(0, nj, block_windows):
+            region = (i0, min(i0 + block_windows, ni), j0, min(j0 + block_windows, nj))
+            blocks.append(ClusterBlock(region, layout.region_window(grid, region)))
+    return blocks

@@ -1,0 +1,49 @@
+"""edifice:mapbuildinguse with CLUSTER set, through processing.run in real QGIS: the windows run on
+a real Dask scheduler + worker (processes on 127.0.0.1), the VRT comes back styled in the
+project with the pixels of the single-machine run; an unreachable scheduler is a clear error."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+pytestmark = pytest.mark.qgis
+pytest.importorskip("distributed")
+
+
+def _scene():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "unit" / "_cluster_scene.py"
+    spec = importlib.util.spec_from_file_location("_cluster_scene", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_map_building_use_on_a_dask_cluster(provider, kampala_rgb, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException, QgsProject
+
+    scene = _scene()
+    ck = scene.tiny_checkpoint(tmp_path / "tiny.pt")
+    ref = scene.single_machine_use_class(kampala_rgb, ck, tmp_path / "ref.tif")
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        uc = tmp_path / "out" / "use_class.vrt"
+        QgsProject.instance().removeAllMapLayers()
+        res = processing.runAndLoadResults("edifice:mapbuildinguse", {
+            "IMAGERY": str(kampala_rgb), "CHECKPOINT": str(ck), "DEVICE": "cpu", "BATCH_SIZE": 1, "WINDOW": 256,
+            "OVERLAP": 32, "USE_CLASS": str(uc), "CLUSTER": dask.address, "BLOCK_WINDOWS": 4})
+        assert res["DEVICE_USED"].startswith(f"Dask cluster {dask.address}: 2 block(s) run")
+        layers = {lyr.source(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+        assert layers[str(uc)].renderer().type() == "paletted"
+        QgsProject.instance().removeAllMapLayers()
+        with rasterio.open(uc) as a, rasterio.open(ref) as b:
+            assert a.transform == b.transform and np.array_equal(a.read(), b.read())
+        with pytest.raises(QgsProcessingException, match="CLUSTER: no Dask scheduler answers"):
+            processing.run("edifice:mapbuildinguse", {
+                "IMAGERY": str(kampala_rgb), "CHECKPOINT": str(ck), "WINDOW": 256, "OVERLAP": 32,
+                "USE_CLASS": str(tmp_path / "x" / "uc.vrt"), "CLUSTER": f"tcp://127.0.0.1:{scene.procs.free_port()}"})
+    finally:
+        dask.stop()
