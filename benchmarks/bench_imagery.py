@@ -9,9 +9,11 @@ both clients see the same, warm server (one untimed warm-up pass first).
 (a) Throughput on a square extent of ``--side`` metres (default 600 m) at GSD 0.3 m (zoom 19):
   * GDAL: ``gdal_translate`` of the GDAL_WMS (TMS service, zoom 19, MaxConnections = ours) over the
     extent's Web Mercator box at the tiles' own resolution -> tiled deflate GeoTIFF (no reprojection);
+  * GDAL (the same product): ``gdalwarp`` of the same GDAL_WMS onto our UTM grid (bilinear);
   * ours: ``download_imagery`` -> tiled deflate GeoTIFF in UTM 36N at 0.3 m (reprojection included),
     no response cache, ``--concurrency`` requests in flight (default 4).
-  Both report extent area per second; the ratio is ours / GDAL's. Best of ``--repeats`` runs each.
+  Each reports extent area per second and CPU seconds (load-independent); ratios are ours / GDAL.
+  Best of ``--repeats`` runs each; run at 0 and 100 ms of server latency per tile (``--latencies``).
 (b) Peak memory: ``download_imagery`` in a fresh process (VmHWM from /proc/self/status) for the 1x
   extent and the 16x extent (4x the side); the ratio 16x / 1x (goal <= 1.2).
 
@@ -24,6 +26,7 @@ import importlib.util
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -93,12 +96,18 @@ def run_gdalwarp(xml_path: str, grid_bounds, out: str) -> None:
                     "--config", "GDAL_ENABLE_WMS_CACHE", "NO", xml_path, out], check=True)
 
 
-def timed(fn, repeats: int) -> float:
-    best = math.inf
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Best wall time of ``repeats`` runs and the CPU seconds of that run (this process and its
+    children: the tile server is neither)."""
+    best = (math.inf, math.inf)
     for _ in range(repeats):
+        r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        wall = time.perf_counter() - t0
+        r1s, r1c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = sum(b.ru_utime - a.ru_utime + b.ru_stime - a.ru_stime for a, b in ((r0s, r1s), (r0c, r1c)))
+        best = min(best, (wall, cpu))
     return best
 
 
@@ -165,13 +174,15 @@ def throughput(url: str, a, tmp: Path, latency_ms: float) -> None:
     t_warp = timed(lambda: run_gdalwarp(str(xml), grid_bounds, str(tmp / "gdalwarp.tif")), a.repeats)
     t_ours = timed(lambda: run_ours(url, extent, str(tmp / "ours.tif"), a.concurrency), a.repeats)
     print(f"(a) throughput, server latency {latency_ms:g} ms per tile, {a.side:.0f} m x {a.side:.0f} m at {GSD} m "
-          f"(zoom {ZOOM}, {warm['tiles_requested']} tiles, {a.concurrency} connections each), best of {a.repeats}:")
-    for label, t in (("GDAL WMS driver, gdal_translate (Web Mercator, no warp)", t_gdal),
-                     ("GDAL WMS driver, gdalwarp to the same UTM grid", t_warp),
-                     ("edifice download_imagery (UTM grid, overviews)", t_ours)):
-        print(f"    {label:<56} {t:7.2f} s  {area_km2 / t:8.4f} km2/s")
-    print(f"    ratio ours / gdal_translate: {t_gdal / t_ours:.2f}x; ours / gdalwarp: {t_warp / t_ours:.2f}x "
-          "(goal >= 2)", flush=True)
+          f"(zoom {ZOOM}, {warm['tiles_requested']} tiles, {a.concurrency} connections each), best of {a.repeats}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")
+    for label, (wall, cpu) in (("GDAL WMS driver, gdal_translate (Web Mercator, no warp)", t_gdal),
+                               ("GDAL WMS driver, gdalwarp to the same UTM grid", t_warp),
+                               ("edifice download_imagery (same UTM grid)", t_ours)):
+        print(f"    {label:<56} {wall:7.2f} s  {area_km2 / wall:8.4f} km2/s  CPU {cpu:6.2f} s")
+    print(f"    ratio ours / gdal_translate: {t_gdal[0] / t_ours[0]:.2f}x; ours / gdalwarp: "
+          f"{t_warp[0] / t_ours[0]:.2f}x (wall; goal >= 2); CPU seconds gdalwarp / ours: {t_warp[1] / t_ours[1]:.2f}",
+          flush=True)
 
 
 def memory(url: str, a, tmp: Path) -> None:

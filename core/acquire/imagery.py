@@ -221,11 +221,14 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
     blocks = [b for b in plan.grid.blocks(block_size) if not store.is_done(b.index)]
     total = plan.grid.block_count(block_size)
 
-    def mosaic(block: Block) -> None:
-        tiles = fetcher.get(_block_tiles(plan, block))
-        store.put(block.index, _warp_block(plan, block, tiles))
+    def mosaic(i: int) -> None:
+        if i + BLOCK_WORKERS < len(blocks):  # the block that starts when one of these ends
+            fetcher.reserve(_block_tiles(plan, blocks[i + BLOCK_WORKERS]))
+        tiles = fetcher.get(_block_tiles(plan, blocks[i]), reserved=i >= BLOCK_WORKERS)
+        store.put(blocks[i].index, _warp_block(plan, blocks[i], tiles))
 
-    for done, _ in enumerate(run_bounded(mosaic, blocks, BLOCK_WORKERS, progress), start=total - len(blocks) + 1):
+    runs = run_bounded(mosaic, range(len(blocks)), BLOCK_WORKERS, progress)
+    for done, _ in enumerate(runs, start=total - len(blocks) + 1):
         progress.set_fraction(done / total)
 
 
@@ -316,10 +319,12 @@ def _metadata(source: ImagerySource, plan: _Plan) -> dict:
 
 def _assemble(output, grid: Grid, store: BlockStore, block_size: int, tags: dict, progress: Progress) -> float:
     """Write the GeoTIFF from the stored blocks, in order (bounded memory); it appears only when
-    complete. Returns the fraction of valid pixels."""
+    complete. No overviews: GDAL's overview builder holds rows of the whole width (memory would
+    grow with the extent) and the mosaic is model input; ``gdaladdo`` adds them when wanted.
+    Returns the fraction of valid pixels."""
     valid = 0
     with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
-            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS) as dst:
+            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         n = grid.block_count(block_size)

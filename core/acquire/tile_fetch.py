@@ -94,8 +94,9 @@ class TileFetcher:
         self.requested = 0
         self.missing = 0
 
-    def get(self, keys: list[TileKey]) -> dict[TileKey, np.ndarray | None]:
-        """The decoded tiles of ``keys``, fetched if needed (waiting is cancellable)."""
+    def get(self, keys: list[TileKey], reserved: bool = False) -> dict[TileKey, np.ndarray | None]:
+        """The decoded tiles of ``keys``, fetched if needed (waiting is cancellable). ``reserved``:
+        they were reserved with :meth:`reserve`, and are released here."""
         with self._lock:
             futures = [self._submit(k) for k in keys]
             self._pins.update(keys)
@@ -111,7 +112,17 @@ class TileFetcher:
         finally:
             with self._lock:
                 self._pins.subtract(keys)
+                if reserved:
+                    self._pins.subtract(keys)
                 self._evict()
+
+    def reserve(self, keys: list[TileKey]) -> None:
+        """Start fetching ``keys`` now for a later :meth:`get` with ``reserved=True``, which
+        releases them (until then they stay in memory)."""
+        with self._lock:
+            for key in keys:
+                self._submit(key)
+            self._pins.update(keys)
 
     def close(self) -> None:
         """Stop: pending fetches are dropped, running ones end on their own."""
@@ -128,13 +139,17 @@ class TileFetcher:
         return fut
 
     def _evict(self) -> None:
-        """Forget the least recently used finished, unpinned tiles beyond ``keep``. Lock held."""
-        for key in list(self._futures):
-            if len(self._futures) <= self._keep:
+        """Forget the least recently used finished tiles that no caller holds, beyond ``keep``
+        such tiles (prefetched ones included). Lock held."""
+        unpinned = [k for k in self._futures if self._pins[k] <= 0]
+        excess = len(unpinned) - self._keep
+        for key in unpinned:
+            if excess <= 0:
                 break
-            if self._pins[key] <= 0 and self._futures[key].done():
+            if self._futures[key].done():
                 del self._futures[key]
                 del self._pins[key]
+                excess -= 1
 
     def _fetch(self, key: TileKey) -> np.ndarray | None:
         try:
