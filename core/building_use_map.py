@@ -244,6 +244,19 @@ def _check_mask(mask_path: str, grid: Grid, progress: Progress | None = None) ->
     _check_on_grid(mask_path, grid, "MASK", ensure(progress))
 
 
+def _window_choice(window: int | None, card: dict) -> tuple[int, str]:
+    """(window in px, why): the one asked for, else the card's default mapping window (cards
+    written since the seed's window became the default say why), else the seed's 1024 px."""
+    if window:
+        return int(window), "as asked (WINDOW)"
+    if card.get("window"):
+        chip = card.get("training_chip_size")
+        why = card.get("window_reason") or ("the model card's window" + (f" (trained on {chip} px chips)"
+                                                                          if chip else ""))
+        return int(card["window"]), why
+    return 1024, "the seed's 1024 px (the model card names no window)"
+
+
 def _hidden(path: Path, tag: str) -> str:
     return str(path.with_name(f".{path.stem}.{tag}.tif"))
 
@@ -292,12 +305,13 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
             if ds.count != 3:
                 raise InputError("POI_MAPS", f"has {ds.count} band(s); POI probability maps have 3 (R, C, I).",
                                  "give the output of edifice:poiprobability.")
-    win = int(window or card.get("window") or 1024)
+    win, why = _window_choice(window, card)
     if overlap is None or overlap < 0:
         overlap = win // 8
-    layout = WindowLayout(win, int(overlap), bool(blend))
     if win < 32 or win % 32:
         raise InputError("WINDOW", f"must be a multiple of 32 pixels (the network's stride), got {win}.")
+    layout = WindowLayout(win, int(overlap), bool(blend))
+    progress.info(f"Window {win} px: {why}.")
     grid, resampled = imagery_grid(imagery, card, progress)
     if mask:
         _check_mask(mask, grid, progress)

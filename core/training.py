@@ -47,6 +47,22 @@ STATE_FORMAT = "edifice-training-state"
 LABEL_NAMES = ("background",) + USE_CLASSES
 #: Keep chips in memory when the subset's float32 arrays stay under this many bytes.
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+#: The seed's mapping window (seed 000 §2.3.4: 1024 px windows, 128 px margin, centre 768 px kept).
+SEED_WINDOW = 1024
+#: Models at this pixel size (m) or finer are mapped with :data:`SEED_WINDOW` by default.
+SEED_WINDOW_MAX_GSD_M = 0.75
+
+
+def default_map_window(chip_size: int, gsd_m: float) -> tuple[int, str]:
+    """(window in px, reason) recorded in the model card as the default mapping window.
+
+    The U-Net is fully convolutional, so the mapping window need not be the training chip:
+    sub-metre models (the seed's 0.5 m) map with the seed's 1024 px windows (more context, fewer
+    seams) whatever chip size they were trained on; coarser ones with their chip size."""
+    if gsd_m <= SEED_WINDOW_MAX_GSD_M and chip_size < SEED_WINDOW:
+        return SEED_WINDOW, (f"the seed's {SEED_WINDOW} px window for {gsd_m:.3g} m imagery (trained on "
+                             f"{chip_size} px chips; the network is fully convolutional)")
+    return int(chip_size), f"the training chip size ({chip_size} px)"
 
 
 # ---------------------------------------------------------------- device
@@ -290,9 +306,13 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
         return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g,
                                            num_workers=num_workers, drop_last=False)
 
+    window, window_reason = default_map_window(int(manifest["chip_size"]), float(manifest["gsd_m"]))
+    progress.info(f"Default mapping window in the model card: {window} px, {window_reason}.")
+
     def card(metrics: dict, summary: dict) -> dict:
         return {"task": "building_use", "architecture": {"name": ARCHITECTURE, "params": params},
-                "bands": bands, "gsd_m": manifest["gsd_m"], "window": manifest["chip_size"],
+                "bands": bands, "gsd_m": manifest["gsd_m"], "window": window,
+                "window_reason": window_reason, "training_chip_size": manifest["chip_size"],
                 "classes": manifest["classes"],
                 "outputs": {"use": "3 logits per pixel; sigmoid = membership probability of residential, "
                                    "commercial, industrial",

@@ -131,7 +131,9 @@ def height_footprint_ccap() -> QgsProcessingModelAlgorithm:
 
 def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     """imagery + POI points -> edifice:poiprobability (imagery grid) -> edifice:mapbuildinguse
-    (checkpoint) -> building polygons. Model outputs: ``usemap:use_class`` and ``usemap:buildings``."""
+    (checkpoint) -> building polygons. Model outputs: ``usemap:use_class`` and ``usemap:buildings``.
+    WINDOW 0 and OVERLAP -1: the model card's window and a margin of window / 8, so that any
+    checkpoint the training tool makes fits (a fixed margin would not fit every window)."""
     m = QgsProcessingModelAlgorithm("Building use map from imagery and POIs", "Edifice examples",
                                     "edifice_imagery_poi_use_map")
     _imagery_and_pois(m)
@@ -143,7 +145,7 @@ def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     _child(m, "edifice:mapbuildinguse", "usemap", "Building use (sliding window)",
            {"IMAGERY": _model_input("imagery"), "POI_MAPS": _from("poimaps", "OUTPUT"),
             "CHECKPOINT": _model_input("checkpoint"), "DEVICE": "auto", "BATCH_SIZE": 4, "WINDOW": 0,
-            "OVERLAP": 128},
+            "OVERLAP": -1},
            {"use_class": ("Building use class", "USE_CLASS"), "buildings": ("Building polygons with use", "POLYGONS")})
     return m
 

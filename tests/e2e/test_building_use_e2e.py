@@ -49,3 +49,34 @@ def test_bad_device_exits_non_zero_without_output(qp, kampala_rgb, tiny_use_chec
     assert re.search(r"DEVICE: 'cuda:9' (was asked for but CUDA is not available here|does not exist; this "
                      r"machine has \d+ CUDA device)", r.stderr), r.stdout + r.stderr
     assert list(out.iterdir()) == []
+
+
+@pytest.fixture
+def trained_use_checkpoint(tmp_path, kampala_rgb, kampala_pois) -> Path:
+    """A checkpoint the shipped tools make with their defaults (256 px chips, multi-task,
+    imagery + POI): dataset on the Kampala sample, one epoch of a tiny network."""
+    from edifice.core.training import train_building_use
+    from edifice.core.training_dataset import create_training_dataset
+
+    ds, ck = tmp_path / "ds", tmp_path / "trained.pt"
+    create_training_dataset(str(kampala_rgb), str(ROOT / "samples" / "kampala" / "buildings_osm.geojson"), str(ds),
+                            None, poi_points_path=str(kampala_pois), poi_category_field="other_tags",
+                            split_tile_m=64.0)
+    train_building_use(str(ds), str(ck), encoder="resnet18", base_width=4, epochs=1, batch_size=8, device="cpu",
+                       augment=False)
+    return ck
+
+
+def test_example_use_map_runs_with_a_checkpoint_of_the_training_tool(qp, kampala_rgb, kampala_pois,
+                                                                     trained_use_checkpoint, tmp_path):
+    """Issue 16 item 2: the example model hard-coded OVERLAP 128, which a checkpoint trained on the
+    default 256 px chips refused; it now takes the card's window and margin."""
+    model = tmp_path / "m.model3"
+    shutil.copy(ROOT / "examples" / "imagery_poi_use_map.model3", model)
+    uc, poly = tmp_path / "uc.tif", tmp_path / "buildings.gpkg"
+    r = qp("run", str(model), "--", f"imagery={kampala_rgb}", f"pois={kampala_pois}",
+           f"checkpoint={trained_use_checkpoint}", f"usemap:use_class={uc}", f"usemap:buildings={poly}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Windows of 1024 px, 128 px margin" in r.stdout + r.stderr
+    with rasterio.open(uc) as ds:
+        assert set(np.unique(ds.read(1))) <= {0, 1, 2, 3, 255}
