@@ -84,7 +84,8 @@ def _cmd_train(a) -> dict:
                                     a.output, padding=a.padding, val_fraction=a.val_fraction,
                                     weighting=a.weighting, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                                     augment=not a.no_augment, device=a.device, seed=a.seed,
-                                    init_checkpoint=a.init_checkpoint, progress=TerminalProgress())
+                                    init_checkpoint=a.init_checkpoint, task=a.task, threads=a.threads,
+                                    progress=TerminalProgress())
     out.pop("history", None)
     return out
 
@@ -141,6 +142,8 @@ def add_commands(subparsers) -> None:
     t.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=100)
     t.add_argument("--padding", type=float, default=0.03)
     t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--task", choices=["multi", "height", "footprint"], default="multi",
+                   help="multi (height and footprint) or one single task")
     t.add_argument("--weighting", choices=["uncertainty", "fixed"], default="uncertainty")
     t.add_argument("--epochs", type=int, default=155)
     t.add_argument("--batch-size", type=int, default=None)
@@ -149,4 +152,6 @@ def add_commands(subparsers) -> None:
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init-checkpoint", default=None)
+    t.add_argument("--threads", type=int, default=None,
+                   help="intra-op CPU threads, fixed so that a seeded run is reproducible (4)")
     t.set_defaults(func=_cmd_train)
