@@ -52,34 +52,77 @@ MANIFEST = "manifest.json"
 
 # ---------------------------------------------------------------- split
 def spatial_split(tile_of_building: np.ndarray, ratios: Sequence[float] = (0.6, 0.2, 0.2),
-                  seed: int = 0) -> dict[tuple, int]:
+                  seed: int = 0, classes: np.ndarray | None = None) -> dict[tuple, int]:
     """Assign whole tiles to subsets 0 (train), 1 (val), 2 (test) so that the
-    building counts approach ``ratios``. ``tile_of_building``: (n, 2) tile index
-    per building. Tiles are visited from the most to the fewest buildings (ties in a
-    seeded random order) and each goes to the subset furthest below its target
-    (relative deficit): big tiles placed first, small ones even the counts out.
-    Returns {tile: subset}."""
+    building counts of every class approach ``ratios`` (stratified spatial split).
+    ``tile_of_building``: (n, 2) tile index per building; ``classes``: (n,) class code
+    per building (None: one class). Tiles are visited from the most to the fewest
+    buildings (ties in a seeded random order) and each goes to the subset whose
+    targets its buildings fill best: the sum over the tile's classes of count x
+    relative deficit of that class in that subset. So tiles holding a rare class go
+    where that class is missing, and each subset gets at least one tile (the last
+    tiles go to subsets that have none). Returns {tile: subset}."""
     r = np.asarray(ratios, float)
     if r.shape != (3,) or np.any(r <= 0):
         raise InputError("SPLIT_RATIOS", f"needs three positive numbers, got {list(ratios)}.", "write e.g. 6,2,2.")
     r = r / r.sum()
-    tiles, counts = np.unique(np.asarray(tile_of_building).reshape(-1, 2), axis=0, return_counts=True)
+    tob = np.asarray(tile_of_building).reshape(-1, 2)
+    tiles, inv, counts = np.unique(tob, axis=0, return_inverse=True, return_counts=True)
     n = counts.sum()
     if n < 5 or len(tiles) < 3:
-        raise InputError("BUILDINGS", f"{n} building(s) in {len(tiles)} split tile(s) are too few for a "
+        raise InputError("BUILDINGS", f"{n} usable building(s) in {len(tiles)} split tile(s) are too few for a "
                          f"train/val/test split ({':'.join(f'{x:g}' for x in ratios)}); each subset needs "
                          "at least one tile of buildings.",
-                         "give more labelled buildings, or a smaller split tile size.")
+                         "give more labelled buildings over valid imagery, or a smaller split tile size.")
+    cls = np.zeros(len(tob), int) if classes is None else np.unique(np.asarray(classes), return_inverse=True)[1]
+    per_tile = np.zeros((len(tiles), int(cls.max()) + 1))
+    np.add.at(per_tile, (inv.ravel(), cls), 1)
+    target = r[:, None] * per_tile.sum(axis=0)[None, :]          # (subset, class)
+    have = np.zeros_like(target)
     shuffled = np.random.default_rng(seed).permutation(len(tiles))
     order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
-    target = r * n
-    have = np.zeros(3)
-    out = {}
-    for i in order:
-        s = int(np.argmax((target - have) / target))
+    out, used = {}, np.zeros(3, int)
+    for k, i in enumerate(order):
+        score = ((target - have) / np.maximum(target, 1e-9) * per_tile[i][None, :]).sum(axis=1)
+        empty = np.flatnonzero(used == 0)
+        if len(order) - k <= len(empty):            # as many tiles left as subsets without one
+            score = np.where(used == 0, score, -np.inf)
+        s = int(np.argmax(score))
         out[tuple(int(v) for v in tiles[i])] = s
-        have[s] += counts[i]
+        have[s] += per_tile[i]
+        used[s] += 1
     return out
+
+
+def usable_buildings(ds, grid: Grid, points: np.ndarray, block: int = 2048) -> np.ndarray:
+    """True for each (x, y) point (building representative points, grid CRS) on a valid imagery
+    pixel (inside the grid, not nodata): only those count towards the split."""
+    cols, rows = _to_pixel(grid.transform, points[:, 0], points[:, 1])
+    r, c = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+    ok = (r >= 0) & (r < grid.height) & (c >= 0) & (c < grid.width)
+    out = np.zeros(len(points), bool)
+    keys = (r // block) * (grid.width // block + 1) + c // block
+    for key in np.unique(keys[ok]):
+        sel = np.flatnonzero(ok & (keys == key))
+        r0, c0 = int(r[sel[0]] // block * block), int(c[sel[0]] // block * block)
+        win = Window(c0, r0, min(block, grid.width - c0), min(block, grid.height - r0))
+        _, valid = read_masked(ds, win, "IMAGERY")
+        out[sel] = valid[r[sel] - r0, c[sel] - c0]
+    return out
+
+
+def _check_subsets_have_chips(per_subset: dict, tile_m: float, chip_m: float) -> None:
+    """Refuse a dataset whose train, val or test subset got no chip (training would have nothing to
+    validate on, or report NaN test metrics)."""
+    empty = [s for s in SUBSETS if per_subset[s]["chips"] == 0]
+    if not empty:
+        return
+    counts = ", ".join(f"{s}: {per_subset[s]['buildings']} buildings / {per_subset[s]['chips']} chips"
+                       for s in SUBSETS)
+    smaller = max(chip_m, tile_m / 2)
+    raise InputError("BUILDINGS", f"the {' and '.join(empty)} subset(s) got no chip ({counts}).",
+                     f"use a smaller split tile (SPLIT_TILE / --split-tile, now {tile_m:g} m; e.g. {smaller:g} m) "
+                     "so that every subset gets tiles of buildings over valid imagery, or give more buildings.")
 
 
 #: A subset's share of the buildings this far (fraction) from its target ratio is reported.
@@ -247,8 +290,17 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
         rp = shapely.get_coordinates(shapely.point_on_surface(buildings.geoms))
         cols, rows = _to_pixel(grid.transform, rp[:, 0], rp[:, 1])
         tile_of = np.column_stack([np.floor(np.asarray(rows) / tile_px), np.floor(np.asarray(cols) / tile_px)]).astype(int)
-        tile_subset = spatial_split(tile_of, split_ratios, seed)
-        b_subset = np.array([tile_subset[(int(r), int(c))] for r, c in tile_of])
+        usable = usable_buildings(ds, grid, rp)
+        if not usable.any():
+            raise InputError("BUILDINGS", "no building lies on valid imagery (all are over nodata).",
+                             "check that the buildings and the imagery cover the same area.")
+        if not usable.all():
+            progress.info(f"{int((~usable).sum())} building(s) over imagery nodata are left out of the split "
+                          "(their pixels are ignored).")
+        tile_subset = spatial_split(tile_of[usable], split_ratios, seed, buildings.codes[usable])
+        # buildings over nodata (or in tiles of no subset) get -1: their pixels are ignored everywhere
+        b_subset = np.array([tile_subset.get((int(r), int(c)), -1) if u else -1
+                             for (r, c), u in zip(tile_of, usable)])
 
         # chips touched by buildings
         bounds = shapely.bounds(buildings.geoms)
@@ -296,7 +348,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                                    "tiles": int(sum(1 for v in tile_subset.values() if v == s)),
                                    "chips": int(sum(1 for c in manifest_chips if c["subset"] == sub)),
                                    "pixels": pix[sub]}
-            ratio_note = _check_split_ratios(b_subset, split_ratios, tile_px * gsd, chip_size * gsd,
+            _check_subsets_have_chips(per_subset, tile_px * gsd, chip_size * gsd)
+            ratio_note = _check_split_ratios(b_subset[b_subset >= 0], split_ratios, tile_px * gsd, chip_size * gsd,
                                              len(tile_subset), progress)
             bands = [{"name": n, "scale": s, "offset": o, "source": "imagery"} for n, (s, o) in zip(names, scaling)]
             if poi_ds is not None or poi_info is not None:
@@ -315,7 +368,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                                         "3": "industrial", "255": "ignore (unknown use or other subset)"}},
                 "split": {"ratios": list(split_ratios), "seed": seed, "tile_size_px": tile_px,
                           "tile_size_m": tile_px * gsd, "subsets": per_subset, **ratio_note},
-                "buildings": {**buildings.stats, "in_imagery": int(len(buildings)), **buildings.class_counts()},
+                "buildings": {**buildings.stats, "in_imagery": int(len(buildings)),
+                              "over_nodata": int((~usable).sum()), **buildings.class_counts()},
                 "chips": manifest_chips,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
