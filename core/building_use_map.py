@@ -273,7 +273,7 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                      poi_points: str | None = None, poi_layer: str | None = None,
                      poi_category_field: str | None = None, poi_preset: str = "osm",
                      poi_mapping_file: str | None = None, poi_max_distances=None,
-                     mask: str | None = None,
+                     poi_columns: dict | None = None, mask: str | None = None,
                      footprint_probability: str | None = None, footprint_mask: str | None = None,
                      use_class: str | None = None, use_probabilities: str | None = None,
                      polygons: str | None = None,
@@ -282,7 +282,8 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                      resume: bool = True, progress: Progress | None = None) -> dict:
     """Map building use over ``imagery`` with ``checkpoint``; writes the outputs given.
     ``overlap`` is the margin discarded on each side of a window (seed: 128 of 1024); ``None`` or a
-    negative value means window / 8."""
+    negative value means window / 8. ``poi_columns``: coordinate columns and CRS of a POI table
+    (keywords of :func:`core.poi_sources.read_point_file`)."""
     progress = ensure(progress)
     wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
                                 "use_class": use_class, "use_probabilities": use_probabilities,
@@ -329,7 +330,7 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
             if not poi_category_field:
                 raise InputError("CATEGORY_FIELD", "is required with a POI point layer.",
                                  "name the field holding the POI category (e.g. other_tags for OSM).")
-            xs, ys, recs, crs = read_point_file(poi_points, poi_layer, poi_category_field)
+            xs, ys, recs, crs = read_point_file(poi_points, poi_layer, poi_category_field, **(poi_columns or {}))
             classified = classify_pois(xs, ys, recs, poi_category_field,
                                        load_poi_mapping(poi_preset, poi_mapping_file), crs)
             progress.info(classified.summary())
@@ -376,7 +377,7 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
         fingerprint = {"imagery": file_fingerprint(imagery), "checkpoint": file_fingerprint(checkpoint),
                        "poi_maps": file_fingerprint(poi_maps) if not poi_points else None,
                        "poi_points": [file_fingerprint(poi_points), poi_layer, poi_category_field, poi_preset,
-                                      file_fingerprint(poi_mapping_file), str(poi_max_distances)]
+                                      file_fingerprint(poi_mapping_file), str(poi_max_distances), str(poi_columns)]
                        if poi_points else None,
                        "mask": file_fingerprint(mask), "threshold": threshold, "precision": predictor.precision,
                        "device": dev.type}

@@ -22,6 +22,7 @@ def _ratios(text: str) -> list[float]:
 
 
 def _cmd_dataset(a) -> dict:
+    from .poi_sources import point_columns
     from .training_dataset import SUBSETS, create_training_dataset
 
     progress = TerminalProgress()
@@ -31,7 +32,8 @@ def _cmd_dataset(a) -> dict:
         poi_layer=a.poi_layer, poi_category_field=a.category_field, poi_preset=a.preset,
         poi_mapping_file=a.poi_mapping_file, poi_max_distances=a.max_distances, chip_size=a.chip_size,
         split_tile_m=a.split_tile or None, split_ratios=a.split_ratios, seed=a.seed,
-        min_building_pixels=a.min_building_pixels, overwrite=a.overwrite, progress=progress)
+        min_building_pixels=a.min_building_pixels, overwrite=a.overwrite, poi_columns=point_columns(a),
+        progress=progress)
     subsets = m["split"]["subsets"]
     for s in SUBSETS:
         progress.info(f"{s}: " + ", ".join(f"{k} {subsets[s][k]}" for k in
@@ -76,6 +78,8 @@ def add_commands(subparsers) -> None:
     g.add_argument("--poi-raster", default=None, help="POI probability maps (3 bands R,C,I)")
     g.add_argument("--poi-points", default=None, help="POI points: maps computed on the imagery grid")
     d.add_argument("--poi-layer", default=None, help="layer of --poi-points (e.g. 'points' of an .osm.pbf)")
+    from .poi_sources import add_point_column_arguments
+    add_point_column_arguments(d, "poi-")
     d.add_argument("--category-field", default="other_tags", help="POI category field")
     d.add_argument("--preset", default="osm", choices=["osm", "gbt35648", "overture", "google_places", "csv"],
                    help="POI category preset")

@@ -233,7 +233,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                             chip_size: int = 256, split_tile_m: float | None = None,
                             split_ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0,
                             min_building_pixels: int = 16, overwrite: bool = False,
-                            progress: Progress | None = None) -> dict:
+                            poi_columns: dict | None = None, progress: Progress | None = None) -> dict:
     """Build a training dataset folder at ``output_dir``; returns the manifest (dict).
 
     ``imagery_path``: RGB (or other) raster in a projected or geographic CRS.
@@ -244,7 +244,9 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
     (enough for the ``imagery_single`` variant).
     ``use_field`` / ``use_preset`` (``osm_building``, ``eubucco_type``, ``csv`` +
     ``mapping_file``) give each building's class; ``use_field=None`` makes a
-    footprint-only dataset (mask B all ignore on buildings). ``chip_size`` in pixels;
+    footprint-only dataset (mask B all ignore on buildings). ``poi_columns``: coordinate
+    columns and CRS of a POI table (keywords of :func:`core.poi_sources.read_point_file`).
+    ``chip_size`` in pixels;
     ``split_tile_m``: edge of a split tile in metres (rounded to whole chips;
     default 4 chips).
     """
@@ -328,7 +330,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
             if poi_points_path:
                 poi_ds, poi_info = _poi_from_points(poi_points_path, poi_layer, poi_category_field, poi_preset,
                                                     poi_mapping_file, poi_max_distances, grid, imagery_path,
-                                                    tmp / "poi_probability.tif", progress.span(0.0, 0.3))
+                                                    tmp / "poi_probability.tif", progress.span(0.0, 0.3),
+                                                    poi_columns)
             elif poi_raster_path:
                 poi_ds, poi_info = _poi_from_raster(poi_raster_path, grid)
             try:
@@ -387,13 +390,14 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
     return manifest
 
 
-def _poi_from_points(path, layer, field, preset, mapping_file, max_distances, grid, imagery_path, out, progress):
+def _poi_from_points(path, layer, field, preset, mapping_file, max_distances, grid, imagery_path, out, progress,
+                     columns=None):
     from .poi_probability import DEFAULT_MAX_DISTANCES, poi_probability
     from .poi_sources import classify_pois, load_poi_mapping, read_point_file
 
     if not field:
         raise InputError("POI_CATEGORY_FIELD", "is required with POI points.", "name the field holding the POI category.")
-    xs, ys, recs, crs = read_point_file(path, layer, field)
+    xs, ys, recs, crs = read_point_file(path, layer, field, **(columns or {}))
     classified = classify_pois(xs, ys, recs, field, load_poi_mapping(preset, mapping_file), crs)
     progress.info(classified.summary())
     summary = poi_probability(classified.pois, grid, str(out), max_distances or DEFAULT_MAX_DISTANCES,
