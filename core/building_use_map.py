@@ -424,62 +424,32 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     centres it holds (the pixel under its representative point when it holds none) from the
     3-band ``probabilities`` raster; writes a GeoPackage with the layer's own fields plus
     use_class, use_name, p_residential, p_commercial, p_industrial, confidence, pixels."""
-    import pyogrio.raw
-    import shapely
-    from pyproj import Transformer
-    from rasterio import features
-    from rasterio.windows import Window
-
-    from .raster_io import atomic_output
+    from .eval_io import reproject_geoms
     from .vector_io import read_vector
     from .vectorize import attributes
+    from .zonal import polygon_pixels, refuse_field_clash, write_with_fields
 
     progress = ensure(progress)
     lyr = read_vector(buildings, "INPUT", layer, what="a GeoPackage, GeoJSON or Shapefile of building polygons")
-    crs, geoms, names = lyr.crs_wkt, lyr.geoms, list(lyr.fields)
-    fields = list(lyr.fields.values())
-    clash = sorted(set(names) & {"use_class", "use_name", "p_residential", "p_commercial", "p_industrial",
-                                 "confidence", "pixels"})
-    if clash:
-        raise InputError("INPUT", f"already has field(s) {', '.join(clash)}.", "rename or drop them first.")
+    new_names = ["use_class", "use_name", "p_residential", "p_commercial", "p_industrial", "confidence", "pixels"]
+    refuse_field_clash(lyr.fields, new_names)
     with open_raster(probabilities, "PROBABILITIES") as ds:
         rcrs = require_crs(ds, "PROBABILITIES")
         if ds.count != 3:
             raise InputError("PROBABILITIES", f"has {ds.count} band(s); use probabilities have 3 (R, C, I).",
                              "give the per-class probability output of edifice:mapbuildinguse.")
         grid = Grid.from_dataset(ds)
-        g = geoms
-        if CRS.from_user_input(crs) != CRS.from_user_input(rcrs):
-            tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_user_input(rcrs), always_xy=True)
-            g = shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        g = reproject_geoms(lyr.geoms, lyr.crs_wkt, rcrs, "INPUT")
         n = len(g)
         sums, nprob, counts = np.zeros((n, 3)), np.zeros(n), np.zeros(n)
-        inv = ~grid.transform
         for k in range(n):
             if k % 200 == 0:
                 progress.check_cancelled()
                 progress.set_fraction(0.9 * k / max(n, 1))
-            geom = g[k]
-            if geom is None or shapely.is_empty(geom) or shapely.get_type_id(geom) not in (3, 6):
+            got = polygon_pixels(g[k], grid)
+            if got is None:
                 continue
-            xmin, ymin, xmax, ymax = shapely.bounds(geom)
-            t = grid.transform
-            cs = sorted([(xmin - t.c) / t.a, (xmax - t.c) / t.a])
-            rs = sorted([(ymax - t.f) / t.e, (ymin - t.f) / t.e])
-            c0, c1 = max(int(np.floor(cs[0])), 0), min(int(np.ceil(cs[1])), grid.width)
-            r0, r1 = max(int(np.floor(rs[0])), 0), min(int(np.ceil(rs[1])), grid.height)
-            if c1 <= c0 or r1 <= r0:
-                continue
-            w = Window(c0, r0, c1 - c0, r1 - r0)
-            inside = features.geometry_mask([geom], (r1 - r0, c1 - c0), grid.window_transform(w), invert=True)
-            if not inside.any():
-                pt = shapely.point_on_surface(geom)
-                cc, rr = inv * (pt.x, pt.y)
-                cc, rr = int(np.floor(cc)), int(np.floor(rr))
-                if not (0 <= cc < grid.width and 0 <= rr < grid.height):
-                    continue
-                w = Window(cc, rr, 1, 1)
-                inside = np.ones((1, 1), bool)
+            w, inside = got
             p, pv = read_masked(ds, w, "PROBABILITIES")
             sel = inside & pv
             counts[k] = inside.sum()
@@ -487,12 +457,8 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
             if sel.any():
                 sums[k] = p[:, sel].astype(np.float64).sum(axis=1)
     att = attributes(sums, nprob, counts, 1.0)
-    new_names = ["use_class", "use_name", "p_residential", "p_commercial", "p_industrial", "confidence", "pixels"]
-    data = list(fields) + [att[f] for f in new_names]
     progress.check_cancelled()
-    with atomic_output(output) as tmp:
-        pyogrio.raw.write(str(tmp), lyr.wkb, data, names + new_names, driver="GPKG", layer="buildings",
-                          geometry_type=lyr.geometry_type, crs=crs)
+    write_with_fields(output, lyr, {f: att[f] for f in new_names})
     progress.set_fraction(1.0)
     counts_by = {USE_NAMES[c - 1]: int(np.sum(att["use_class"] == c)) for c in (1, 2, 3)}
     return {"output": output, "buildings": n, "without_probabilities": int(np.sum(nprob == 0)), **counts_by}

@@ -12,6 +12,7 @@ from .evaluate_classification_alg import EvaluateClassificationAlgorithm
 from .evaluate_regression_alg import EvaluateRegressionAlgorithm
 from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
                                     TrainHeightFootprintAlgorithm)
+from .assign_building_height_alg import AssignBuildingHeightAlgorithm
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
 from .builtup_mask_alg import BuiltupMaskAlgorithm
 from .map_building_use_alg import MapBuildingUseAlgorithm
@@ -35,6 +36,7 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (AssignBuildingHeightAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
 ]
 
 

@@ -150,10 +150,31 @@ def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     return m
 
 
+def building_use_and_height() -> QgsProcessingModelAlgorithm:
+    """building footprints + use probabilities (edifice:mapbuildinguse) + a height raster (SHAFTS grid,
+    nDSM, lidar) -> edifice:assignbuildinguse -> edifice:assignbuildingheight: one GeoPackage with
+    use and height per building. Model output: ``height:buildings``."""
+    m = QgsProcessingModelAlgorithm("Use and height per building", "Edifice examples",
+                                    "edifice_building_use_and_height")
+    _params(m, QgsProcessingParameterFeatureSource("buildings", "Building footprints",
+                                                   [QgsProcessing.TypeVectorPolygon]),
+            QgsProcessingParameterRasterLayer("probabilities", "Building use probabilities (R, C, I)"),
+            QgsProcessingParameterRasterLayer("height", "Height raster (m)"))
+    _child(m, "edifice:assignbuildinguse", "use", "Use per building",
+           {"INPUT": _model_input("buildings"), "PROBABILITIES": _model_input("probabilities"),
+            "OUTPUT": "TEMPORARY_OUTPUT"})
+    _child(m, "edifice:assignbuildingheight", "height", "Height per building",
+           {"INPUT": _from("use", "OUTPUT"), "HEIGHT": _model_input("height"), "METHOD": 0, "MIN_PIXELS": 4,
+            "BAND": 1, "HEIGHT_FIELD": "height"},
+           {"buildings": ("Buildings with use and height", "OUTPUT")})
+    return m
+
+
 #: name -> builder of every example model; scripts/build_example_models.py writes examples/<name>.model3
 EXAMPLES = {
     "retinex_poi_chain": retinex_poi_chain,
     "poi_dataset_training": poi_dataset_training,
     "height_footprint_ccap": height_footprint_ccap,
     "imagery_poi_use_map": imagery_poi_use_map,
+    "building_use_and_height": building_use_and_height,
 }

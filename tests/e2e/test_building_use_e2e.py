@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
+import pyogrio.raw
 import pytest
 import rasterio
+import shapely
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,3 +82,36 @@ def test_example_use_map_runs_with_a_checkpoint_of_the_training_tool(qp, kampala
     assert "Windows of 1024 px, 128 px margin" in r.stdout + r.stderr
     with rasterio.open(uc) as ds:
         assert set(np.unique(ds.read(1))) <= {0, 1, 2, 3, 255}
+
+
+def test_example_model_use_and_height_per_building(qp, kampala_rgb, kampala_ndsm, tmp_path):
+    """Issue 16 item 11: examples/building_use_and_height.model3 through qgis_process: footprints +
+    use probabilities + an nDSM -> one GeoPackage with use and height per building."""
+    ndsm, truth, geoms = kampala_ndsm
+    with rasterio.open(kampala_rgb) as src:
+        prof, (h, w) = src.profile, src.shape
+    p = np.zeros((3, h, w), np.float32)
+    p[0, :, : w // 2] = 0.8      # west residential
+    p[1, :, w // 2:] = 0.7       # east commercial
+    prof.update(count=3, dtype="float32", nodata=-1.0)
+    probs = tmp_path / "probs.tif"
+    with rasterio.open(probs, "w", **prof) as dst:
+        dst.write(p)
+    model = tmp_path / "uh.model3"
+    shutil.copy(ROOT / "examples" / "building_use_and_height.model3", model)
+    out = tmp_path / "use_height.gpkg"
+    buildings = ROOT / "samples" / "kampala" / "buildings_osm.geojson"
+    r = qp("run", str(model), "--", f"buildings={buildings}", f"probabilities={probs}", f"height={ndsm}",
+           f"height:buildings={out}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    meta, _, _, data = pyogrio.raw.read(str(out))
+    f = dict(zip(meta["fields"], data))
+    assert {"use_class", "use_name", "confidence", "height", "height_source", "height_pixels"} <= set(f)
+    with rasterio.open(kampala_rgb) as src:
+        inside = shapely.within(geoms, shapely.box(*src.bounds)) & (shapely.area(geoms) > 20)
+        mid = src.bounds.left + (src.bounds.right - src.bounds.left) / 2
+    west = inside & (shapely.bounds(geoms)[:, 2] < mid)
+    east = inside & (shapely.bounds(geoms)[:, 0] > mid)
+    assert west.sum() > 10 and east.sum() > 10 and len(geoms) == len(f["height"])
+    assert set(f["use_name"][west]) == {"residential"} and set(f["use_name"][east]) == {"commercial"}
+    assert np.allclose(f["height"][inside], truth[inside])
