@@ -175,6 +175,17 @@ def _check_lambdas(lambda_footprint: float, lambda_use: float, variant: str) -> 
                          "give LAMBDA_USE > 0" + (" or LAMBDA_FOOTPRINT > 0." if multitask else "."))
 
 
+def auto_lambda_use(manifest: dict, variant: str, lambda_use: float | None, progress: Progress) -> float:
+    """λ_U as given, or (None) 0 for a footprint-only dataset trained with a footprint head, else 1."""
+    if lambda_use is not None:
+        return float(lambda_use)
+    footprint_only = manifest.get("sources", {}).get("use_field") is None
+    if footprint_only and VARIANTS[variant][1]:
+        progress.info("Footprint-only dataset: LAMBDA_USE = 0 (the use head has no labels to learn from).")
+        return 0.0
+    return 1.0
+
+
 def _save_state(state: dict, path: Path) -> None:
     """Write the resume state atomically: a temporary sibling moved into place,
     so an interrupted write never leaves a truncated ``.resume.pt``."""
@@ -202,7 +213,7 @@ def _load_pretrained(model: UNetResNet, path: str) -> None:
 def train_building_use(dataset_dir: str, output_path: str, variant: str = "imagery_poi_multitask",
                        encoder: str = "resnet34", base_width: int = 64, epochs: int = 50,
                        max_iterations: int | None = None, batch_size: int = 16, learning_rate: float = 1e-3,
-                       weight_decay: float = 1e-4, lambda_footprint: float = 1.0, lambda_use: float = 1.0,
+                       weight_decay: float = 1e-4, lambda_footprint: float = 1.0, lambda_use: float | None = None,
                        patience: int = 10, device: str = "auto", amp: bool = True, seed: int = 0,
                        augment: bool = True, num_workers: int = 0, resume_from: str | None = None,
                        pretrained_encoder: str | None = None,
@@ -218,7 +229,8 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
     CUDA when ``amp``. ``resume_from``: a ``.resume.pt`` state (continues the run)
     or an Edifice checkpoint of the same architecture (weights only, fine-tuning).
     ``pretrained_encoder``: a torchvision ResNet ``.pth`` (conv1 widened to the
-    band count). ``epoch_callback(record)`` gets one dict per epoch (epoch,
+    band count). ``lambda_use`` None: 0 for a footprint-only dataset with a footprint head (the use
+    head has nothing to learn; its loss would only add noise), else 1. ``epoch_callback(record)`` gets one dict per epoch (epoch,
     train_loss, val_loss, lr, seconds, improved) — e.g. for a live loss chart.
 
     Under torchrun (``WORLD_SIZE`` > 1) this runs data-parallel on every rank
@@ -244,6 +256,7 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
     band_index = select_bands(manifest, variant)
     if batch_size < 1 or epochs < 1:
         raise InputError("EPOCHS" if epochs < 1 else "BATCH_SIZE", "must be at least 1.")
+    lambda_use = auto_lambda_use(manifest, variant, lambda_use, progress)
     _check_lambdas(lambda_footprint, lambda_use, variant)
     dev = ctx.device if ctx.enabled else resolve_device(device)
     use_amp = bool(amp and dev.type == "cuda")

@@ -48,6 +48,8 @@ FORMAT = "edifice-training-dataset"
 VERSION = 1
 SUBSETS = ("train", "val", "test")
 MANIFEST = "manifest.json"
+#: Building-free chips added per chip with buildings (issue 16: negatives the model must see).
+DEFAULT_BACKGROUND_RATIO = 0.5
 
 
 # ---------------------------------------------------------------- split
@@ -62,14 +64,11 @@ def spatial_split(tile_of_building: np.ndarray, ratios: Sequence[float] = (0.6, 
     relative deficit of that class in that subset. So tiles holding a rare class go
     where that class is missing, and each subset gets at least one tile (the last
     tiles go to subsets that have none). Returns {tile: subset}."""
-    r = np.asarray(ratios, float)
-    if r.shape != (3,) or np.any(r <= 0):
-        raise InputError("SPLIT_RATIOS", f"needs three positive numbers, got {list(ratios)}.", "write e.g. 6,2,2.")
-    r = r / r.sum()
+    r = _ratios(ratios)
     tob = np.asarray(tile_of_building).reshape(-1, 2)
     tiles, inv, counts = np.unique(tob, axis=0, return_inverse=True, return_counts=True)
     n = counts.sum()
-    if n < 5 or len(tiles) < 3:
+    if n < 5 or len(tiles) < int((r > 0).sum()):
         raise InputError("BUILDINGS", f"{n} usable building(s) in {len(tiles)} split tile(s) are too few for a "
                          f"train/val/test split ({':'.join(f'{x:g}' for x in ratios)}); each subset needs "
                          "at least one tile of buildings.",
@@ -84,14 +83,25 @@ def spatial_split(tile_of_building: np.ndarray, ratios: Sequence[float] = (0.6, 
     out, used = {}, np.zeros(3, int)
     for k, i in enumerate(order):
         score = ((target - have) / np.maximum(target, 1e-9) * per_tile[i][None, :]).sum(axis=1)
-        empty = np.flatnonzero(used == 0)
-        if len(order) - k <= len(empty):            # as many tiles left as subsets without one
-            score = np.where(used == 0, score, -np.inf)
+        empty = (used == 0) & (r > 0)
+        if len(order) - k <= empty.sum():            # as many tiles left as subsets without one
+            score = np.where(empty, score, -np.inf)
+        score = np.where(r > 0, score, -np.inf)
         s = int(np.argmax(score))
         out[tuple(int(v) for v in tiles[i])] = s
         have[s] += per_tile[i]
         used[s] += 1
     return out
+
+
+def _ratios(ratios) -> np.ndarray:
+    """Train, val, test shares normalised: train and val > 0, test >= 0 (0: no test subset)."""
+    r = np.asarray(ratios, float)
+    if r.shape != (3,) or np.any(r[:2] <= 0) or r[2] < 0 or not np.all(np.isfinite(r)):
+        raise InputError("SPLIT_RATIOS", f"needs three numbers (train and validation > 0, test >= 0), got "
+                         f"{list(ratios)}.", "write e.g. 6,2,2 (or 8,2,0 to keep every building for training "
+                         "and validation).")
+    return r / r.sum()
 
 
 def usable_buildings(ds, grid: Grid, points: np.ndarray, block: int = 2048) -> np.ndarray:
@@ -111,10 +121,11 @@ def usable_buildings(ds, grid: Grid, points: np.ndarray, block: int = 2048) -> n
     return out
 
 
-def _check_subsets_have_chips(per_subset: dict, tile_m: float, chip_m: float) -> None:
-    """Refuse a dataset whose train, val or test subset got no chip (training would have nothing to
-    validate on, or report NaN test metrics)."""
-    empty = [s for s in SUBSETS if per_subset[s]["chips"] == 0]
+def _check_subsets_have_chips(per_subset: dict, tile_m: float, chip_m: float,
+                              ratios: Sequence[float] = (0.6, 0.2, 0.2)) -> None:
+    """Refuse a dataset whose train, val or test subset (one asked for: ratio > 0) got no chip
+    (training would have nothing to validate on, or report NaN test metrics)."""
+    empty = [s for s, r in zip(SUBSETS, ratios) if r > 0 and per_subset[s]["chips"] == 0]
     if not empty:
         return
     counts = ", ".join(f"{s}: {per_subset[s]['buildings']} buildings / {per_subset[s]['chips']} chips"
@@ -233,7 +244,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                             chip_size: int = 256, split_tile_m: float | None = None,
                             split_ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0,
                             min_building_pixels: int = 16, overwrite: bool = False,
-                            poi_columns: dict | None = None, progress: Progress | None = None) -> dict:
+                            poi_columns: dict | None = None, background_ratio: float = DEFAULT_BACKGROUND_RATIO,
+                            progress: Progress | None = None) -> dict:
     """Build a training dataset folder at ``output_dir``; returns the manifest (dict).
 
     ``imagery_path``: RGB (or other) raster in a projected or geographic CRS.
@@ -246,6 +258,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
     ``mapping_file``) give each building's class; ``use_field=None`` makes a
     footprint-only dataset (mask B all ignore on buildings). ``poi_columns``: coordinate
     columns and CRS of a POI table (keywords of :func:`core.poi_sources.read_point_file`).
+    ``background_ratio``: building-free chips added per chip with buildings (negatives: ground,
+    trees, roads, clearings; 0 = none). ``split_ratios``: train, val, test shares (test may be 0).
     ``chip_size`` in pixels;
     ``split_tile_m``: edge of a split tile in metres (rounded to whole chips;
     default 4 chips).
@@ -337,7 +351,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
             try:
                 manifest_chips, pix = _write_chips(ds, grid, chips, chip_size, tile_px, tile_subset, buildings,
                                                    b_subset, tree, poi_ds, min_building_pixels, tmp,
-                                                   progress.span(0.3 if poi_points_path else 0.0, 1.0))
+                                                   progress.span(0.3 if poi_points_path else 0.0, 1.0),
+                                                   background_ratio, split_ratios, seed)
             finally:
                 if poi_ds is not None:
                     poi_ds.close()
@@ -350,8 +365,10 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                 per_subset[sub] = {"buildings": int(len(idx)), **buildings.class_counts(idx),
                                    "tiles": int(sum(1 for v in tile_subset.values() if v == s)),
                                    "chips": int(sum(1 for c in manifest_chips if c["subset"] == sub)),
+                                   "background_chips": int(sum(1 for c in manifest_chips if c["subset"] == sub
+                                                               and c["kind"] == "background")),
                                    "pixels": pix[sub]}
-            _check_subsets_have_chips(per_subset, tile_px * gsd, chip_size * gsd)
+            _check_subsets_have_chips(per_subset, tile_px * gsd, chip_size * gsd, split_ratios)
             ratio_note = _check_split_ratios(b_subset[b_subset >= 0], split_ratios, tile_px * gsd, chip_size * gsd,
                                              len(tile_subset), progress)
             bands = [{"name": n, "scale": s, "offset": o, "source": "imagery"} for n, (s, o) in zip(names, scaling)]
@@ -369,6 +386,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                 "mask_values": {"footprint": {"0": "background", "1": "building", "255": "ignore"},
                                 "use": {"0": "background", "1": "residential", "2": "commercial",
                                         "3": "industrial", "255": "ignore (unknown use or other subset)"}},
+                "background_ratio": background_ratio,
                 "split": {"ratios": list(split_ratios), "seed": seed, "tile_size_px": tile_px,
                           "tile_size_m": tile_px * gsd, "subsets": per_subset, **ratio_note},
                 "buildings": {**buildings.stats, "in_imagery": int(len(buildings)),
@@ -425,56 +443,111 @@ def _poi_from_raster(path, grid):
     return vrt, {"raster": str(path), "resampled": True}
 
 
-def _write_chips(ds, grid, chips, cs, tile_px, tile_subset, buildings, b_subset, tree, poi_ds, min_pixels,
-                 tmp, progress):
-    for sub in SUBSETS:
-        (tmp / sub).mkdir()
-    pix = {sub: {"building": 0, "background": 0, **{c: 0 for c in USE_CLASSES}, "unknown_use": 0} for sub in SUBSETS}
-    out = []
-    for n, (i, j) in enumerate(chips):
-        progress.check_cancelled()
-        progress.set_fraction(n / max(len(chips), 1))
+class _ChipWriter:
+    """Writes chips of a dataset (one subset folder each) and sums their pixel counts."""
+
+    def __init__(self, ds, grid, cs, buildings, b_subset, tree, poi_ds, tmp):
+        self.ds, self.grid, self.cs, self.buildings, self.b_subset = ds, grid, cs, buildings, b_subset
+        self.tree, self.poi_ds, self.tmp = tree, poi_ds, tmp
+        for sub in SUBSETS:
+            (tmp / sub).mkdir()
+        self.pix = {sub: {"building": 0, "background": 0, **{c: 0 for c in USE_CLASSES}, "unknown_use": 0}
+                    for sub in SUBSETS}
+        self.chips: list[dict] = []
+
+    def masks(self, i: int, j: int, s: int):
+        """(window, image, valid, footprint mask A, use mask B) of chip (i, j) for subset ``s``."""
+        cs, grid = self.cs, self.grid
         r, c = i * cs, j * cs
-        tile = ((r // tile_px), (c // tile_px))
-        if tile not in tile_subset:
-            continue
-        s = tile_subset[tile]
         win = Window(c, r, min(cs, grid.width - c), min(cs, grid.height - r))
         h, w = int(win.height), int(win.width)
         t = grid.window_transform(win)
         xmin, ymax = t.c, t.f
         xmax, ymin = t.c + t.a * w, t.f + t.e * h
-        near = tree.query(shapely.box(min(xmin, xmax), min(ymin, ymax), max(xmin, xmax), max(ymin, ymax)))
-        own = near[b_subset[near] == s]
-        other = near[b_subset[near] != s]
-        a, b = rasterize_masks(buildings, t, (h, w), own, other)
-        img, valid = read_masked(ds, win, "IMAGERY")
+        near = self.tree.query(shapely.box(min(xmin, xmax), min(ymin, ymax), max(xmin, xmax), max(ymin, ymax)))
+        own = near[self.b_subset[near] == s]
+        other = near[self.b_subset[near] != s]
+        a, b = rasterize_masks(self.buildings, t, (h, w), own, other)
+        img, valid = read_masked(self.ds, win, "IMAGERY")
         a[~valid] = IGNORE
         b[~valid] = IGNORE
-        if int((a == 1).sum()) < min_pixels:
-            continue
-        arrays = {}
+        return win, img, valid, a, b
+
+    def write(self, win, img, valid, a, b, s: int, tile, kind: str) -> None:
+        cs = self.cs
+        h, w, r, c = int(win.height), int(win.width), int(win.row_off), int(win.col_off)
         pad = ((0, cs - h), (0, cs - w))
-        img = np.where(valid[None], img, 0).astype(img.dtype)
-        arrays["image"] = np.pad(img, ((0, 0),) + pad)
-        if poi_ds is not None:
-            p = poi_ds.read(window=win).astype(np.float32)
+        arrays = {"image": np.pad(np.where(valid[None], img, 0).astype(img.dtype), ((0, 0),) + pad)}
+        if self.poi_ds is not None:
+            p = self.poi_ds.read(window=win).astype(np.float32)
             p = np.where(np.isfinite(p) & (p >= 0), p, 0.0)
             arrays["poi"] = np.pad(p, ((0, 0),) + pad)
         arrays["footprint"] = np.pad(a, pad, constant_values=IGNORE)
         arrays["use"] = np.pad(b, pad, constant_values=IGNORE)
         sub = SUBSETS[s]
         rel = f"{sub}/chip_{r}_{c}.npz"
-        np.savez_compressed(tmp / rel, **arrays)
+        np.savez_compressed(self.tmp / rel, **arrays)
         counts = {"building": int((a == 1).sum()), "background": int((a == 0).sum()),
                   **{cl: int((b == USE_CODES[cl]).sum()) for cl in USE_CLASSES},
                   "unknown_use": int(((a == 1) & (b == IGNORE)).sum())}
         for k, v in counts.items():
-            pix[sub][k] += v
-        out.append({"file": rel, "subset": sub, "row": r, "col": c, "height": h, "width": w,
-                    "tile": [int(tile[0]), int(tile[1])], "pixels": counts})
+            self.pix[sub][k] += v
+        self.chips.append({"file": rel, "subset": sub, "row": r, "col": c, "height": h, "width": w,
+                           "tile": [int(tile[0]), int(tile[1])], "kind": kind, "pixels": counts})
+
+
+#: A background chip needs at least this share of valid imagery pixels.
+BACKGROUND_MIN_VALID = 0.5
+
+
+def _write_chips(ds, grid, chips, cs, tile_px, tile_subset, buildings, b_subset, tree, poi_ds, min_pixels,
+                 tmp, progress, background_ratio: float = 0.0, ratios=(0.6, 0.2, 0.2), seed: int = 0):
+    """Chips holding ``min_pixels`` building pixels or more, then building-free ("background")
+    chips: ``background_ratio`` of them per building chip, sampled at random (``seed``) among the
+    other chips with mostly valid imagery, so that ground without buildings (fields, trees, roads,
+    clearings) is shown as a negative. A background chip in a tile without buildings goes to a
+    subset drawn by ``ratios`` for its tile."""
+    writer = _ChipWriter(ds, grid, cs, buildings, b_subset, tree, poi_ds, tmp)
+    for n, (i, j) in enumerate(chips):
+        progress.check_cancelled()
+        progress.set_fraction(0.8 * n / max(len(chips), 1))
+        tile = ((i * cs // tile_px), (j * cs // tile_px))
+        if tile not in tile_subset:
+            continue
+        win, img, valid, a, b = writer.masks(i, j, tile_subset[tile])
+        if int((a == 1).sum()) >= min_pixels:
+            writer.write(win, img, valid, a, b, tile_subset[tile], tile, "buildings")
+    want = int(round(background_ratio * len(writer.chips)))
+    if want:
+        _write_background(writer, want, tile_px, tile_subset, ratios, seed, progress.span(0.8, 1.0))
     progress.set_fraction(1.0)
-    return out, pix
+    return writer.chips, writer.pix
+
+
+def _write_background(writer: _ChipWriter, want: int, tile_px: int, tile_subset: dict, ratios, seed: int,
+                      progress: Progress) -> None:
+    grid, cs = writer.grid, writer.cs
+    done = {(c["row"] // cs, c["col"] // cs) for c in writer.chips}
+    cand = [(i, j) for i in range(-(-grid.height // cs)) for j in range(-(-grid.width // cs)) if (i, j) not in done]
+    rng = np.random.default_rng(seed + 7)
+    r = np.asarray(ratios, float) / float(np.sum(ratios))
+    drawn: dict = {}
+    got = 0
+    for k in rng.permutation(len(cand)):
+        if got >= want:
+            break
+        progress.check_cancelled()
+        i, j = cand[k]
+        tile = ((i * cs // tile_px), (j * cs // tile_px))
+        s = tile_subset.get(tile)
+        if s is None:
+            s = drawn.setdefault(tile, int(np.random.default_rng([seed, *tile]).choice(3, p=r)))
+        win, img, valid, a, b = writer.masks(i, j, s)
+        if valid.mean() < BACKGROUND_MIN_VALID or (a == 1).any():
+            continue
+        writer.write(win, img, valid, a, b, s, tile, "background")
+        got += 1
+        progress.set_fraction(got / want)
 
 
 def load_manifest(dataset_dir: str) -> dict:

@@ -38,6 +38,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         "CATEGORY_FIELD", "PRESET", "POI_MAPPING_FILE", "MAX_DISTANCES")
     BUILDINGS, USE_FIELD, USE_PRESET, MAPPING_FILE = "BUILDINGS", "USE_FIELD", "USE_PRESET", "MAPPING_FILE"
     CHIP_SIZE, SPLIT_TILE, SEED, MIN_PIXELS = "CHIP_SIZE", "SPLIT_TILE", "SEED", "MIN_BUILDING_PIXELS"
+    BACKGROUND_RATIO, SPLIT_RATIOS = "BACKGROUND_RATIO", "SPLIT_RATIOS"
     OUTPUT_FOLDER, MANIFEST = "OUTPUT_FOLDER", "MANIFEST"
     GROUP, GROUP_ID = "Building use", "buildinguse"
     HELP = ("Cuts imagery, POI probability maps and building polygons with a use attribute into training "
@@ -93,10 +94,15 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed of the split",
                                                        QgsProcessingParameterNumber.Integer, defaultValue=0,
                                                        minValue=0))
-        p = QgsProcessingParameterNumber(self.MIN_PIXELS, "Minimum building pixels for a chip to be kept",
-                                         QgsProcessingParameterNumber.Integer, defaultValue=16, minValue=0)
-        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(p)
+        for p in (QgsProcessingParameterNumber(self.MIN_PIXELS, "Minimum building pixels for a chip to be kept",
+                                               QgsProcessingParameterNumber.Integer, defaultValue=16, minValue=0),
+                  QgsProcessingParameterNumber(self.BACKGROUND_RATIO, "Building-free chips per chip with buildings "
+                                               "(negatives; 0 = none)", QgsProcessingParameterNumber.Double,
+                                               defaultValue=0.5, minValue=0.0),
+                  QgsProcessingParameterString(self.SPLIT_RATIOS, "Train, validation, test shares (test may be 0)",
+                                               defaultValue="6,2,2")):
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(p)
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Training dataset folder"))
         self.addOutput(QgsProcessingOutputFile(self.MANIFEST, "Manifest (manifest.json)"))
         for sub in ("TRAIN", "VAL", "TEST"):
@@ -148,7 +154,8 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
             chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
             split_tile_m=split_m if split_m > 0 else None, seed=self.parameterAsInt(parameters, self.SEED, context),
             min_building_pixels=self.parameterAsInt(parameters, self.MIN_PIXELS, context), overwrite=overwrite,
-            progress=self.progress(feedback))
+            background_ratio=self.parameterAsDouble(parameters, self.BACKGROUND_RATIO, context),
+            split_ratios=self._split_ratios(parameters, context), progress=self.progress(feedback))
         b = m["buildings"]
         feedback.pushInfo(f"Buildings: {b['read']} read, {b['in_imagery']} over the imagery, "
                           f"{b.get('repaired', 0)} repaired, "
@@ -166,3 +173,10 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         for sub in SUBSETS:
             res[f"{sub.upper()}_BUILDINGS"] = m["split"]["subsets"][sub]["buildings"]
         return res
+
+    def _split_ratios(self, parameters, context) -> list[float]:
+        text = self.parameterAsString(parameters, self.SPLIT_RATIOS, context) or "6,2,2"
+        try:
+            return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise QgsProcessingException(f"SPLIT_RATIOS: '{text}' is not a list of numbers. Fix: write e.g. 6,2,2.")
