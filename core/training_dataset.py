@@ -94,6 +94,20 @@ def spatial_split(tile_of_building: np.ndarray, ratios: Sequence[float] = (0.6, 
     return out
 
 
+def _chip_stride(stride: int | None, chip_size: int) -> int:
+    if stride is None or stride == 0:
+        return int(chip_size)
+    if not 1 <= stride <= chip_size:
+        raise InputError("CHIP_STRIDE", f"must be between 1 and the chip size ({chip_size}), got {stride}.",
+                         f"give e.g. {chip_size // 2} (half-overlapping chips) or 0 (no overlap).")
+    return int(stride)
+
+
+def _chip_count(n: int, chip_size: int, stride: int) -> int:
+    """Chip origins 0, stride, ... along an axis of ``n`` pixels (the last chip may be partial)."""
+    return 1 if n <= chip_size else -(-(n - chip_size) // stride) + 1
+
+
 def _ratios(ratios) -> np.ndarray:
     """Train, val, test shares normalised: train and val > 0, test >= 0 (0: no test subset)."""
     r = np.asarray(ratios, float)
@@ -245,7 +259,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                             split_ratios: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0,
                             min_building_pixels: int = 16, overwrite: bool = False,
                             poi_columns: dict | None = None, background_ratio: float = DEFAULT_BACKGROUND_RATIO,
-                            progress: Progress | None = None) -> dict:
+                            chip_stride: int | None = None, progress: Progress | None = None) -> dict:
     """Build a training dataset folder at ``output_dir``; returns the manifest (dict).
 
     ``imagery_path``: RGB (or other) raster in a projected or geographic CRS.
@@ -258,6 +272,9 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
     ``mapping_file``) give each building's class; ``use_field=None`` makes a
     footprint-only dataset (mask B all ignore on buildings). ``poi_columns``: coordinate
     columns and CRS of a POI table (keywords of :func:`core.poi_sources.read_point_file`).
+    ``chip_stride``: pixels between chip origins (None = ``chip_size``, no overlap; e.g. half the
+    chip size doubles the views of each building on small datasets; a chip belongs to the split
+    tile of its origin and other subsets' buildings stay ignored in it).
     ``background_ratio``: building-free chips added per chip with buildings (negatives: ground,
     trees, roads, clearings; 0 = none). ``split_ratios``: train, val, test shares (test may be 0).
     ``chip_size`` in pixels;
@@ -324,11 +341,12 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
         c1, r1 = _to_pixel(grid.transform, bounds[:, 2], bounds[:, 1])
         rlo, rhi = np.minimum(r0, r1), np.maximum(r0, r1)
         clo, chi = np.minimum(c0, c1), np.maximum(c0, c1)
-        nci, ncj = -(-grid.height // chip_size), -(-grid.width // chip_size)
+        stride = _chip_stride(chip_stride, chip_size)
+        nci, ncj = _chip_count(grid.height, chip_size, stride), _chip_count(grid.width, chip_size, stride)
         chips = set()
         for a, b_, c, d in zip(rlo, rhi, clo, chi):
-            i0, i1 = max(int(a // chip_size), 0), min(int(b_ // chip_size), nci - 1)
-            j0, j1 = max(int(c // chip_size), 0), min(int(d // chip_size), ncj - 1)
+            i0, i1 = max(int((a - chip_size) // stride) + 1, 0), min(int(b_ // stride), nci - 1)
+            j0, j1 = max(int((c - chip_size) // stride) + 1, 0), min(int(d // stride), ncj - 1)
             for i in range(i0, i1 + 1):
                 for j in range(j0, j1 + 1):
                     chips.add((i, j))
@@ -352,7 +370,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                 manifest_chips, pix = _write_chips(ds, grid, chips, chip_size, tile_px, tile_subset, buildings,
                                                    b_subset, tree, poi_ds, min_building_pixels, tmp,
                                                    progress.span(0.3 if poi_points_path else 0.0, 1.0),
-                                                   background_ratio, split_ratios, seed)
+                                                   background_ratio, split_ratios, seed, stride)
             finally:
                 if poi_ds is not None:
                     poi_ds.close()
@@ -380,7 +398,8 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                             "buildings_layer": buildings_layer, "use_field": use_field, "use_preset": use_preset,
                             "mapping_file": mapping_file, "poi": poi_info},
                 "crs": crs, "grid": {"transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height},
-                "gsd_m": gsd, "chip_size": chip_size, "bands": bands, "imagery_dtype": ds.dtypes[0],
+                "gsd_m": gsd, "chip_size": chip_size, "chip_stride": stride, "bands": bands,
+                "imagery_dtype": ds.dtypes[0],
                 "classes": [{"index": 0, "name": "background", "color": CLASS_COLOURS["background"]}]
                 + [{"index": USE_CODES[c], "name": c, "color": CLASS_COLOURS[c]} for c in USE_CLASSES],
                 "mask_values": {"footprint": {"0": "background", "1": "building", "255": "ignore"},
@@ -446,8 +465,9 @@ def _poi_from_raster(path, grid):
 class _ChipWriter:
     """Writes chips of a dataset (one subset folder each) and sums their pixel counts."""
 
-    def __init__(self, ds, grid, cs, buildings, b_subset, tree, poi_ds, tmp):
+    def __init__(self, ds, grid, cs, buildings, b_subset, tree, poi_ds, tmp, stride=None):
         self.ds, self.grid, self.cs, self.buildings, self.b_subset = ds, grid, cs, buildings, b_subset
+        self.stride = stride or cs
         self.tree, self.poi_ds, self.tmp = tree, poi_ds, tmp
         for sub in SUBSETS:
             (tmp / sub).mkdir()
@@ -458,7 +478,7 @@ class _ChipWriter:
     def masks(self, i: int, j: int, s: int):
         """(window, image, valid, footprint mask A, use mask B) of chip (i, j) for subset ``s``."""
         cs, grid = self.cs, self.grid
-        r, c = i * cs, j * cs
+        r, c = i * self.stride, j * self.stride
         win = Window(c, r, min(cs, grid.width - c), min(cs, grid.height - r))
         h, w = int(win.height), int(win.width)
         t = grid.window_transform(win)
@@ -501,17 +521,19 @@ BACKGROUND_MIN_VALID = 0.5
 
 
 def _write_chips(ds, grid, chips, cs, tile_px, tile_subset, buildings, b_subset, tree, poi_ds, min_pixels,
-                 tmp, progress, background_ratio: float = 0.0, ratios=(0.6, 0.2, 0.2), seed: int = 0):
-    """Chips holding ``min_pixels`` building pixels or more, then building-free ("background")
-    chips: ``background_ratio`` of them per building chip, sampled at random (``seed``) among the
+                 tmp, progress, background_ratio: float = 0.0, ratios=(0.6, 0.2, 0.2), seed: int = 0,
+                 stride: int | None = None):
+    """Chips holding ``min_pixels`` building pixels or more, then (nearly) building-free
+    ("background", fewer than ``min_pixels`` building pixels) chips: ``background_ratio`` of them per building chip, sampled at random (``seed``) among the
     other chips with mostly valid imagery, so that ground without buildings (fields, trees, roads,
     clearings) is shown as a negative. A background chip in a tile without buildings goes to a
     subset drawn by ``ratios`` for its tile."""
-    writer = _ChipWriter(ds, grid, cs, buildings, b_subset, tree, poi_ds, tmp)
+    writer = _ChipWriter(ds, grid, cs, buildings, b_subset, tree, poi_ds, tmp, stride)
+    writer.min_pixels = min_pixels
     for n, (i, j) in enumerate(chips):
         progress.check_cancelled()
         progress.set_fraction(0.8 * n / max(len(chips), 1))
-        tile = ((i * cs // tile_px), (j * cs // tile_px))
+        tile = ((i * writer.stride // tile_px), (j * writer.stride // tile_px))
         if tile not in tile_subset:
             continue
         win, img, valid, a, b = writer.masks(i, j, tile_subset[tile])
@@ -526,9 +548,10 @@ def _write_chips(ds, grid, chips, cs, tile_px, tile_subset, buildings, b_subset,
 
 def _write_background(writer: _ChipWriter, want: int, tile_px: int, tile_subset: dict, ratios, seed: int,
                       progress: Progress) -> None:
-    grid, cs = writer.grid, writer.cs
-    done = {(c["row"] // cs, c["col"] // cs) for c in writer.chips}
-    cand = [(i, j) for i in range(-(-grid.height // cs)) for j in range(-(-grid.width // cs)) if (i, j) not in done]
+    grid, cs, st = writer.grid, writer.cs, writer.stride
+    done = {(c["row"] // st, c["col"] // st) for c in writer.chips}
+    cand = [(i, j) for i in range(_chip_count(grid.height, cs, st)) for j in range(_chip_count(grid.width, cs, st))
+            if (i, j) not in done]
     rng = np.random.default_rng(seed + 7)
     r = np.asarray(ratios, float) / float(np.sum(ratios))
     drawn: dict = {}
@@ -538,12 +561,12 @@ def _write_background(writer: _ChipWriter, want: int, tile_px: int, tile_subset:
             break
         progress.check_cancelled()
         i, j = cand[k]
-        tile = ((i * cs // tile_px), (j * cs // tile_px))
+        tile = ((i * st // tile_px), (j * st // tile_px))
         s = tile_subset.get(tile)
         if s is None:
             s = drawn.setdefault(tile, int(np.random.default_rng([seed, *tile]).choice(3, p=r)))
         win, img, valid, a, b = writer.masks(i, j, s)
-        if valid.mean() < BACKGROUND_MIN_VALID or (a == 1).any():
+        if valid.mean() < BACKGROUND_MIN_VALID or (a == 1).sum() >= writer.min_pixels:
             continue
         writer.write(win, img, valid, a, b, s, tile, "background")
         got += 1
