@@ -153,12 +153,24 @@ def building_f1(pred: np.ndarray, ref_ids: np.ndarray, valid: np.ndarray, min_io
 
 
 # ---------------------------------------------------------------- runs
+def _log():
+    """A progress object that prints the training log (epoch lines) to stderr."""
+    import sys
+
+    from edifice.core.progress import Progress
+
+    class Log(Progress):
+        def info(self, message):
+            print("   ", message, file=sys.stderr, flush=True)
+
+    return Log()
+
+
 def run(name: str, cfg: dict, prep: dict, work: Path, a) -> dict:
     import rasterio
     import torch
 
     from edifice.core.building_use_map import map_building_use
-    from edifice.core.progress import Progress
     from edifice.core.training import train_building_use
     from edifice.core.training_dataset import create_training_dataset
 
@@ -173,7 +185,7 @@ def run(name: str, cfg: dict, prep: dict, work: Path, a) -> dict:
     summary = train_building_use(str(ds), str(ck), variant="imagery_multitask", encoder=a.encoder,
                                  base_width=a.base_width, epochs=a.epochs, batch_size=a.batch_size,
                                  learning_rate=a.lr, lambda_use=cfg["lambda_use"], patience=a.patience,
-                                 device="cpu", seed=a.seed, progress=Progress())
+                                 device="cpu", seed=a.seed, progress=_log())
     t_train = time.monotonic() - t0
     fm = work / f"{name}_footprint.tif"
     map_building_use(str(prep["east"]), str(ck), footprint_mask=str(fm), device="cpu", window=cfg["window"],

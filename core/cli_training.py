@@ -33,7 +33,7 @@ def _cmd_dataset(a) -> dict:
         poi_mapping_file=a.poi_mapping_file, poi_max_distances=a.max_distances, chip_size=a.chip_size,
         split_tile_m=a.split_tile or None, split_ratios=a.split_ratios, seed=a.seed,
         min_building_pixels=a.min_building_pixels, overwrite=a.overwrite, poi_columns=point_columns(a),
-        background_ratio=a.background_ratio,
+        background_ratio=a.background_ratio, chip_stride=a.chip_stride or None,
         progress=progress)
     subsets = m["split"]["subsets"]
     for s in SUBSETS:
@@ -90,6 +90,8 @@ def add_commands(subparsers) -> None:
     d.add_argument("--split-tile", type=float, default=0.0, help="split tile edge in metres (0 = 4 chips)")
     d.add_argument("--split-ratios", type=_ratios, default=[0.6, 0.2, 0.2],
                    help="train,val,test shares (6,2,2; test may be 0, e.g. 8,2,0 for small datasets)")
+    d.add_argument("--chip-stride", type=int, default=0,
+                   help="pixels between chip origins (0 = the chip size; e.g. half of it on small datasets)")
     d.add_argument("--background-ratio", type=float, default=0.5,
                    help="building-free chips added per chip with buildings (0.5; 0 = none)")
     d.add_argument("--seed", type=int, default=0)

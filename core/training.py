@@ -158,6 +158,43 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, lambda_footpr
 
 
 # ---------------------------------------------------------------- training
+#: Training batches over which BatchNorm statistics are re-estimated after each epoch.
+PRECISE_BN_BATCHES = 50
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, loader, device: torch.device,
+                          max_batches: int = PRECISE_BN_BATCHES, amp: bool = False) -> int:
+    """Re-estimate every BatchNorm's running mean and variance as the plain average over up to
+    ``max_batches`` training batches (train mode, no augmentation, no gradient); returns the
+    batches used. With few optimiser steps per epoch (small datasets) the running averages
+    (momentum 0.1) still mix in the statistics of earlier weights, so validation and the saved
+    model normalise features with stale statistics and the validation loss jumps from epoch to
+    epoch ("precise BN")."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    used = 0
+    try:
+        for x, _, _ in loader:
+            if used >= max_batches:
+                break
+            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                model(x.to(device))
+            used += 1
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return used
+
+
 def _state_path(output_path: str | Path) -> Path:
     p = Path(output_path)
     return p.with_name(p.name + ".resume.pt")
@@ -367,6 +404,7 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
             progress.set_fraction(min(step / total_steps, 1.0) * 0.95)
             if step >= total_steps:
                 break
+        recalibrate_batchnorm(model, loader("train", False, epoch), dev, amp=use_amp)
         if ctx.enabled:
             tot, n = ctx.sum_all([tot, n])
             ctx.average_buffers(model)

@@ -38,7 +38,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         "CATEGORY_FIELD", "PRESET", "POI_MAPPING_FILE", "MAX_DISTANCES")
     BUILDINGS, USE_FIELD, USE_PRESET, MAPPING_FILE = "BUILDINGS", "USE_FIELD", "USE_PRESET", "MAPPING_FILE"
     CHIP_SIZE, SPLIT_TILE, SEED, MIN_PIXELS = "CHIP_SIZE", "SPLIT_TILE", "SEED", "MIN_BUILDING_PIXELS"
-    BACKGROUND_RATIO, SPLIT_RATIOS = "BACKGROUND_RATIO", "SPLIT_RATIOS"
+    BACKGROUND_RATIO, SPLIT_RATIOS, CHIP_STRIDE = "BACKGROUND_RATIO", "SPLIT_RATIOS", "CHIP_STRIDE"
     OUTPUT_FOLDER, MANIFEST = "OUTPUT_FOLDER", "MANIFEST"
     GROUP, GROUP_ID = "Building use", "buildinguse"
     HELP = ("Cuts imagery, POI probability maps and building polygons with a use attribute into training "
@@ -100,7 +100,10 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
                                                "(negatives; 0 = none)", QgsProcessingParameterNumber.Double,
                                                defaultValue=0.5, minValue=0.0),
                   QgsProcessingParameterString(self.SPLIT_RATIOS, "Train, validation, test shares (test may be 0)",
-                                               defaultValue="6,2,2")):
+                                               defaultValue="6,2,2"),
+                  QgsProcessingParameterNumber(self.CHIP_STRIDE, "Pixels between chip origins (0 = chip size; half "
+                                               "of it doubles the views on small datasets)",
+                                               QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)):
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Training dataset folder"))
@@ -155,7 +158,9 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
             split_tile_m=split_m if split_m > 0 else None, seed=self.parameterAsInt(parameters, self.SEED, context),
             min_building_pixels=self.parameterAsInt(parameters, self.MIN_PIXELS, context), overwrite=overwrite,
             background_ratio=self.parameterAsDouble(parameters, self.BACKGROUND_RATIO, context),
-            split_ratios=self._split_ratios(parameters, context), progress=self.progress(feedback))
+            split_ratios=self._split_ratios(parameters, context),
+            chip_stride=self.parameterAsInt(parameters, self.CHIP_STRIDE, context) or None,
+            progress=self.progress(feedback))
         b = m["buildings"]
         feedback.pushInfo(f"Buildings: {b['read']} read, {b['in_imagery']} over the imagery, "
                           f"{b.get('repaired', 0)} repaired, "
