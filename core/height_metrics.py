@@ -82,9 +82,14 @@ def kde_weights(reference: np.ndarray, prediction: np.ndarray, exact_limit: int 
             dens = RegularGridInterpolator((gx, gy), grid, bounds_error=False, fill_value=None)(xy.T)
     except (np.linalg.LinAlgError, ValueError):
         return np.ones(n)
+    return _min_max(dens)
+
+
+def _min_max(dens: np.ndarray) -> np.ndarray:
+    """Densities scaled to [0, 1]; all equal (or not finite) -> weights of 1."""
     lo, hi = dens.min(), dens.max()
     if not np.isfinite(hi - lo) or hi - lo <= 0:
-        return np.ones(n)
+        return np.ones(len(dens))
     return (dens - lo) / (hi - lo)
 
 
@@ -110,10 +115,7 @@ def reference_frequency_weights(reference: np.ndarray, exact_limit: int = KDE_EX
             dens = np.interp(r, g, kde(g))
     except (np.linalg.LinAlgError, ValueError):
         return np.ones(n)
-    lo, hi = dens.min(), dens.max()
-    if not np.isfinite(hi - lo) or hi - lo <= 0:
-        return np.ones(n)
-    return (dens - lo) / (hi - lo)
+    return _min_max(dens)
 
 
 def paper_weighted_metrics(reference: np.ndarray, prediction: np.ndarray, w: np.ndarray) -> tuple[float, float]:
