@@ -317,40 +317,10 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                              f"industrial with preset '{use_preset}'" + (f" (values seen: {ex})." if ex else "."),
                              "pick the field holding building use, another preset, or a CSV mapping.")
 
-        # split tiles of whole chips; building -> tile of its representative point
-        tile_chips = 4 if split_tile_m is None else max(1, int(round(split_tile_m / (chip_size * gsd))))
-        tile_px = tile_chips * chip_size
-        rp = shapely.get_coordinates(shapely.point_on_surface(buildings.geoms))
-        cols, rows = _to_pixel(grid.transform, rp[:, 0], rp[:, 1])
-        tile_of = np.column_stack([np.floor(np.asarray(rows) / tile_px), np.floor(np.asarray(cols) / tile_px)]).astype(int)
-        usable = usable_buildings(ds, grid, rp)
-        if not usable.any():
-            raise InputError("BUILDINGS", "no building lies on valid imagery (all are over nodata).",
-                             "check that the buildings and the imagery cover the same area.")
-        if not usable.all():
-            progress.info(f"{int((~usable).sum())} building(s) over imagery nodata are left out of the split "
-                          "(their pixels are ignored).")
-        tile_subset = spatial_split(tile_of[usable], split_ratios, seed, buildings.codes[usable])
-        # buildings over nodata (or in tiles of no subset) get -1: their pixels are ignored everywhere
-        b_subset = np.array([tile_subset.get((int(r), int(c)), -1) if u else -1
-                             for (r, c), u in zip(tile_of, usable)])
-
-        # chips touched by buildings
-        bounds = shapely.bounds(buildings.geoms)
-        c0, r0 = _to_pixel(grid.transform, bounds[:, 0], bounds[:, 3])
-        c1, r1 = _to_pixel(grid.transform, bounds[:, 2], bounds[:, 1])
-        rlo, rhi = np.minimum(r0, r1), np.maximum(r0, r1)
-        clo, chi = np.minimum(c0, c1), np.maximum(c0, c1)
+        tile_px = (4 if split_tile_m is None else max(1, int(round(split_tile_m / (chip_size * gsd))))) * chip_size
+        tile_subset, b_subset, usable = _split_buildings(ds, grid, buildings, tile_px, split_ratios, seed, progress)
         stride = _chip_stride(chip_stride, chip_size)
-        nci, ncj = _chip_count(grid.height, chip_size, stride), _chip_count(grid.width, chip_size, stride)
-        chips = set()
-        for a, b_, c, d in zip(rlo, rhi, clo, chi):
-            i0, i1 = max(int((a - chip_size) // stride) + 1, 0), min(int(b_ // stride), nci - 1)
-            j0, j1 = max(int((c - chip_size) // stride) + 1, 0), min(int(d // stride), ncj - 1)
-            for i in range(i0, i1 + 1):
-                for j in range(j0, j1 + 1):
-                    chips.add((i, j))
-        chips = sorted(chips)
+        chips = _building_chips(buildings, grid, chip_size, stride)
         tree = shapely.STRtree(buildings.geoms)
 
         parent = final.parent if str(final.parent) else Path(".")
@@ -377,15 +347,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
             if not manifest_chips:
                 raise InputError("BUILDINGS", f"no chip holds {min_building_pixels} or more building pixels.",
                                  "check the buildings overlap valid imagery, or lower the minimum.")
-            per_subset = {}
-            for s, sub in enumerate(SUBSETS):
-                idx = np.flatnonzero(b_subset == s)
-                per_subset[sub] = {"buildings": int(len(idx)), **buildings.class_counts(idx),
-                                   "tiles": int(sum(1 for v in tile_subset.values() if v == s)),
-                                   "chips": int(sum(1 for c in manifest_chips if c["subset"] == sub)),
-                                   "background_chips": int(sum(1 for c in manifest_chips if c["subset"] == sub
-                                                               and c["kind"] == "background")),
-                                   "pixels": pix[sub]}
+            per_subset = _subset_counts(buildings, b_subset, tile_subset, manifest_chips, pix)
             _check_subsets_have_chips(per_subset, tile_px * gsd, chip_size * gsd, split_ratios)
             ratio_note = _check_split_ratios(b_subset[b_subset >= 0], split_ratios, tile_px * gsd, chip_size * gsd,
                                              len(tile_subset), progress)
@@ -460,6 +422,53 @@ def _poi_from_raster(path, grid):
     vrt = WarpedVRT(ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                     resampling=Resampling.bilinear)
     return vrt, {"raster": str(path), "resampled": True}
+
+
+def _subset_counts(buildings: Buildings, b_subset, tile_subset: dict, chips: list[dict], pix: dict) -> dict:
+    """Buildings (by class), tiles, chips (background ones too) and pixels of each subset."""
+    out = {}
+    for s, sub in enumerate(SUBSETS):
+        idx = np.flatnonzero(b_subset == s)
+        mine = [c for c in chips if c["subset"] == sub]
+        out[sub] = {"buildings": int(len(idx)), **buildings.class_counts(idx),
+                    "tiles": int(sum(1 for v in tile_subset.values() if v == s)), "chips": len(mine),
+                    "background_chips": sum(1 for c in mine if c["kind"] == "background"), "pixels": pix[sub]}
+    return out
+
+
+def _split_buildings(ds, grid: Grid, buildings: Buildings, tile_px: int, ratios, seed: int, progress: Progress):
+    """(tile -> subset, subset per building, usable per building): each building belongs to the split
+    tile (``tile_px`` pixels) of its representative point; only buildings over valid imagery count
+    (the others get subset -1: their pixels are ignored everywhere)."""
+    rp = shapely.get_coordinates(shapely.point_on_surface(buildings.geoms))
+    cols, rows = _to_pixel(grid.transform, rp[:, 0], rp[:, 1])
+    tile_of = np.column_stack([np.floor(np.asarray(rows) / tile_px), np.floor(np.asarray(cols) / tile_px)]).astype(int)
+    usable = usable_buildings(ds, grid, rp)
+    if not usable.any():
+        raise InputError("BUILDINGS", "no building lies on valid imagery (all are over nodata).",
+                         "check that the buildings and the imagery cover the same area.")
+    if not usable.all():
+        progress.info(f"{int((~usable).sum())} building(s) over imagery nodata are left out of the split "
+                      "(their pixels are ignored).")
+    tile_subset = spatial_split(tile_of[usable], ratios, seed, buildings.codes[usable])
+    b_subset = np.array([tile_subset.get((int(r), int(c)), -1) if u else -1 for (r, c), u in zip(tile_of, usable)])
+    return tile_subset, b_subset, usable
+
+
+def _building_chips(buildings: Buildings, grid: Grid, chip_size: int, stride: int) -> list[tuple[int, int]]:
+    """(row, column) indices of the chips (origins every ``stride`` px) that buildings' bounds touch."""
+    bounds = shapely.bounds(buildings.geoms)
+    c0, r0 = _to_pixel(grid.transform, bounds[:, 0], bounds[:, 3])
+    c1, r1 = _to_pixel(grid.transform, bounds[:, 2], bounds[:, 1])
+    rlo, rhi = np.minimum(r0, r1), np.maximum(r0, r1)
+    clo, chi = np.minimum(c0, c1), np.maximum(c0, c1)
+    nci, ncj = _chip_count(grid.height, chip_size, stride), _chip_count(grid.width, chip_size, stride)
+    chips = set()
+    for a, b, c, d in zip(rlo, rhi, clo, chi):
+        i0, i1 = max(int((a - chip_size) // stride) + 1, 0), min(int(b // stride), nci - 1)
+        j0, j1 = max(int((c - chip_size) // stride) + 1, 0), min(int(d // stride), ncj - 1)
+        chips.update((i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1))
+    return sorted(chips)
 
 
 class _ChipWriter:
