@@ -260,6 +260,19 @@ def _check_mask(mask_path: str, grid: Grid, progress: Progress | None = None) ->
     _check_on_grid(mask_path, grid, "MASK", ensure(progress))
 
 
+def _window_choice(window: int | None, card: dict) -> tuple[int, str]:
+    """(window in px, why): the one asked for, else the card's default mapping window (cards
+    written since the seed's window became the default say why), else the seed's 1024 px."""
+    if window:
+        return int(window), "as asked (WINDOW)"
+    if card.get("window"):
+        chip = card.get("training_chip_size")
+        why = card.get("window_reason") or ("the model card's window" + (f" (trained on {chip} px chips)"
+                                                                          if chip else ""))
+        return int(card["window"]), why
+    return 1024, "the seed's 1024 px (the model card names no window)"
+
+
 def _hidden(path: Path, tag: str) -> str:
     return str(path.with_name(f".{path.stem}.{tag}.tif"))
 
@@ -387,18 +400,22 @@ def _check_poi_input(variant: str, npoi: int, poi_maps, poi_points, progress: Pr
     return poi_maps, poi_points
 
 
-def _layout_for(card: dict, window: int | None, overlap: int | None, blend: bool) -> WindowLayout:
-    win = int(window or card.get("window") or 1024)
+def _layout_for(card: dict, window: int | None, overlap: int | None, blend: bool,
+                progress: Progress) -> WindowLayout:
+    """The sliding-window layout of a run (window from :func:`_window_choice`, margin window / 8
+    unless given), said in the log."""
+    win, why = _window_choice(window, card)
     if overlap is None or overlap < 0:
         overlap = win // 8
-    layout = WindowLayout(win, int(overlap), bool(blend))
     if win < 32 or win % 32:
         raise InputError("WINDOW", f"must be a multiple of 32 pixels (the network's stride), got {win}.")
-    return layout
+    progress.info(f"Window {win} px: {why}.")
+    return WindowLayout(win, int(overlap), bool(blend))
 
 
 def _poi_maps_from_points(anchor: Path, grid: Grid, imagery: str | None, poi_points, poi_layer, poi_category_field,
-                          poi_preset, poi_mapping_file, poi_max_distances, progress: Progress) -> str:
+                          poi_preset, poi_mapping_file, poi_max_distances, poi_columns: dict | None,
+                          progress: Progress) -> str:
     """POI probability maps computed from a point layer on ``grid`` into a hidden file beside ``anchor``."""
     from .poi_probability import poi_probability
     from .poi_sources import classify_pois, load_poi_mapping, read_point_file
@@ -406,7 +423,7 @@ def _poi_maps_from_points(anchor: Path, grid: Grid, imagery: str | None, poi_poi
     if not poi_category_field:
         raise InputError("CATEGORY_FIELD", "is required with a POI point layer.",
                          "name the field holding the POI category (e.g. other_tags for OSM).")
-    xs, ys, recs, crs = read_point_file(poi_points, poi_layer, poi_category_field)
+    xs, ys, recs, crs = read_point_file(poi_points, poi_layer, poi_category_field, **(poi_columns or {}))
     classified = classify_pois(xs, ys, recs, poi_category_field, load_poi_mapping(poi_preset, poi_mapping_file), crs)
     progress.info(classified.summary())
     path = _hidden(anchor, "poi")
@@ -430,7 +447,7 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                       poi_points: str | None = None, poi_layer: str | None = None,
                       poi_category_field: str | None = None, poi_preset: str = "osm",
                       poi_mapping_file: str | None = None, poi_max_distances=None,
-                      mask: str | None = None,
+                      poi_columns: dict | None = None, mask: str | None = None,
                       footprint_probability: str | None = None, footprint_mask: str | None = None,
                       use_class: str | None = None, use_probabilities: str | None = None,
                       polygons: str | None = None, device: str = "auto", batch_size: int = 4,
@@ -440,7 +457,8 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
     """Check the inputs of a building-use run and plan it (POI maps from points are computed
     here, into a hidden file removed by :meth:`UsePlan.cleanup`). ``overlap`` is the margin
     discarded on each side of a window (seed: 128 of 1024); ``None`` or a negative value
-    means window / 8. The model is loaded (on the CPU) to check its card."""
+    means window / 8. ``poi_columns``: coordinate columns and CRS of a POI table (keywords of
+    :func:`core.poi_sources.read_point_file`). The model is loaded (on the CPU) to check its card."""
     progress = ensure(progress)
     wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
                                 "use_class": use_class, "use_probabilities": use_probabilities,
@@ -451,7 +469,7 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
     _check_imagery(imagery, card, n_img, progress)
     npoi = len(card["bands"]) - n_img
     poi_maps, poi_points = _check_poi_input(variant, npoi, poi_maps, poi_points, progress)
-    layout = _layout_for(card, window, overlap, blend)
+    layout = _layout_for(card, window, overlap, blend, progress)
     grid, resampled = imagery_grid(imagery, card, progress)
     if mask:
         _check_mask(mask, grid, progress)
@@ -461,7 +479,7 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
     if poi_points:
         poi_maps = _poi_maps_from_points(Path(next(iter(wanted.values()))), grid, None if resampled else imagery,
                                          poi_points, poi_layer, poi_category_field, poi_preset, poi_mapping_file,
-                                         poi_max_distances, progress.span(0.0, 0.1))
+                                         poi_max_distances, poi_columns, progress.span(0.0, 0.1))
         created.append(poi_maps)
     paths, hidden, fp_mask_path, probs_path = _engine_paths(wanted, polygons)
     created += hidden
@@ -472,7 +490,7 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
     fingerprint = {"imagery": file_fingerprint(imagery), "checkpoint": file_fingerprint(checkpoint),
                    "poi_maps": file_fingerprint(poi_maps) if not poi_points else None,
                    "poi_points": [file_fingerprint(poi_points), poi_layer, poi_category_field, poi_preset,
-                                  file_fingerprint(poi_mapping_file), str(poi_max_distances)]
+                                  file_fingerprint(poi_mapping_file), str(poi_max_distances), str(poi_columns)]
                    if poi_points else None,
                    "mask": file_fingerprint(mask), "threshold": threshold, "precision": precision,
                    "device": device}
@@ -575,63 +593,34 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     centres it holds (the pixel under its representative point when it holds none) from the
     3-band ``probabilities`` raster; writes a GeoPackage with the layer's own fields plus
     use_class, use_name, p_residential, p_commercial, p_industrial, confidence, pixels."""
-    import pyogrio.raw
-    import shapely
-    from pyproj import Transformer
-    from rasterio import features
-
-    from .raster_io import atomic_output
+    from .eval_io import reproject_geoms
     from .vector_io import read_vector
     from .vectorize import attributes
+    from .zonal import polygon_pixels, refuse_field_clash, write_with_fields
 
     refuse_input_as_output({"OUTPUT": output}, {"INPUT": buildings, "PROBABILITIES": probabilities})
     progress = ensure(progress)
     lyr = read_vector(buildings, "INPUT", layer, what="a GeoPackage, GeoJSON or Shapefile of building polygons",
                       kind="Polygon")
-    crs, geoms, names = lyr.crs_wkt, lyr.geoms, list(lyr.fields)
-    _warn_missing_geometries(geoms, progress)
-    fields = list(lyr.fields.values())
-    clash = sorted(set(names) & {"use_class", "use_name", "p_residential", "p_commercial", "p_industrial",
-                                 "confidence", "pixels"})
-    if clash:
-        raise InputError("INPUT", f"already has field(s) {', '.join(clash)}.", "rename or drop them first.")
+    _warn_missing_geometries(lyr.geoms, progress)
+    new_names = ["use_class", "use_name", "p_residential", "p_commercial", "p_industrial", "confidence", "pixels"]
+    refuse_field_clash(lyr.fields, new_names)
     with open_raster(probabilities, "PROBABILITIES") as ds:
         rcrs = require_crs(ds, "PROBABILITIES")
         _check_probability_raster(ds)
         grid = Grid.from_dataset(ds)
-        g = geoms
-        if CRS.from_user_input(crs) != CRS.from_user_input(rcrs):
-            tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_user_input(rcrs), always_xy=True)
-            g = shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        g = reproject_geoms(lyr.geoms, lyr.crs_wkt, rcrs, "INPUT")
         _require_overlap(g, grid)
         n = len(g)
         sums, nprob, counts = np.zeros((n, 3)), np.zeros(n), np.zeros(n)
-        inv = ~grid.transform
         for k in range(n):
             if k % 200 == 0:
                 progress.check_cancelled()
                 progress.set_fraction(0.9 * k / max(n, 1))
-            geom = g[k]
-            if geom is None or shapely.is_empty(geom) or shapely.get_type_id(geom) not in (3, 6):
+            got = polygon_pixels(g[k], grid)
+            if got is None:
                 continue
-            xmin, ymin, xmax, ymax = shapely.bounds(geom)
-            t = grid.transform
-            cs = sorted([(xmin - t.c) / t.a, (xmax - t.c) / t.a])
-            rs = sorted([(ymax - t.f) / t.e, (ymin - t.f) / t.e])
-            c0, c1 = max(int(np.floor(cs[0])), 0), min(int(np.ceil(cs[1])), grid.width)
-            r0, r1 = max(int(np.floor(rs[0])), 0), min(int(np.ceil(rs[1])), grid.height)
-            if c1 <= c0 or r1 <= r0:
-                continue
-            w = Window(c0, r0, c1 - c0, r1 - r0)
-            inside = features.geometry_mask([geom], (r1 - r0, c1 - c0), grid.window_transform(w), invert=True)
-            if not inside.any():
-                pt = shapely.point_on_surface(geom)
-                cc, rr = inv * (pt.x, pt.y)
-                cc, rr = int(np.floor(cc)), int(np.floor(rr))
-                if not (0 <= cc < grid.width and 0 <= rr < grid.height):
-                    continue
-                w = Window(cc, rr, 1, 1)
-                inside = np.ones((1, 1), bool)
+            w, inside = got
             p, pv = read_masked(ds, w, "PROBABILITIES")
             sel = inside & pv
             counts[k] = inside.sum()
@@ -639,12 +628,8 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
             if sel.any():
                 sums[k] = p[:, sel].astype(np.float64).sum(axis=1)
     att = attributes(sums, nprob, counts, 1.0)
-    new_names = ["use_class", "use_name", "p_residential", "p_commercial", "p_industrial", "confidence", "pixels"]
-    data = list(fields) + [att[f] for f in new_names]
     progress.check_cancelled()
-    with atomic_output(output) as tmp:
-        pyogrio.raw.write(str(tmp), lyr.wkb, data, names + new_names, driver="GPKG", layer="buildings",
-                          geometry_type=lyr.geometry_type, crs=crs)
+    write_with_fields(output, lyr, {f: att[f] for f in new_names})
     progress.set_fraction(1.0)
     counts_by = {USE_NAMES[c - 1]: int(np.sum(att["use_class"] == c)) for c in (1, 2, 3)}
     return {"output": output, "buildings": n, "without_probabilities": int(np.sum(nprob == 0)), **counts_by}

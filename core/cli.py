@@ -32,11 +32,11 @@ def _cmd_poi(a) -> dict:
 
     from .grid import Grid
     from .poi_probability import poi_probability, reference_grid
-    from .poi_sources import classify_pois, load_poi_mapping, read_point_file
+    from .poi_sources import classify_pois, load_poi_mapping, point_columns, read_point_file
 
     progress = TerminalProgress()
     mapping = load_poi_mapping(a.preset, a.mapping_file)
-    xs, ys, recs, crs = read_point_file(a.input, a.layer, a.category_field)
+    xs, ys, recs, crs = read_point_file(a.input, a.layer, a.category_field, **point_columns(a))
     classified = classify_pois(xs, ys, recs, a.category_field, mapping, crs)
     progress.info(classified.summary())
     if a.reference:
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_retinex)
 
     q = sub.add_parser("poi-probability", help="POI probability maps (R, C, I)")
-    q.add_argument("input", help="point file (GeoPackage, GeoJSON, .osm.pbf, ...)")
+    q.add_argument("input", help="point file (GeoPackage, GeoJSON, .osm.pbf, ...) or a CSV with coordinate columns")
     q.add_argument("output")
     q.add_argument("--layer", default=None, help="layer name (e.g. 'points' for .osm.pbf)")
     q.add_argument("--category-field", default="other_tags")
@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--pixel-size", type=float, default=None)
     q.add_argument("--crs", default=None, help="e.g. EPSG:3067")
     q.add_argument("--max-distances", default="500,500,1500", help="d_max in metres, R,C,I")
+    from .poi_sources import add_point_column_arguments
+    add_point_column_arguments(q)
     q.set_defaults(func=_cmd_poi)
     from .cli_evaluation import add_commands; add_commands(sub)  # noqa: E702 - evaluate-* subcommands
     from .cli_training import add_commands as add_training_commands; add_training_commands(sub)  # noqa: E702

@@ -22,6 +22,8 @@ def _cmd_classification(a) -> dict:
         progress=progress)
     for line in summary_lines(res):
         progress.info(line)
+    for text in res.get("warnings") or []:
+        progress.warning(text)
     return dict(summary(res), reports={k: v for k, v in (("json", a.json), ("html", a.html), ("csv", a.csv)) if v})
 
 

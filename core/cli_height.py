@@ -1,5 +1,6 @@
 """CLI commands of the SHAFTS-style height/footprint tools (same core functions as the Processing
-algorithms edifice:heightfootprint, edifice:ccap, edifice:referencegrids, edifice:trainheightfootprint):
+algorithms edifice:heightfootprint, edifice:ccap, edifice:referencegrids, edifice:trainheightfootprint,
+edifice:assignbuildingheight):
 
     edifice height-footprint S1.tif S2.tif DEM.tif CKPT.pth HEIGHT.tif FOOTPRINT.tif --extent xmin,ymin,xmax,ymax
     edifice ccap --height H.tif --footprint F.tif [--height H2.tif --footprint F2.tif] MASK.tif
@@ -78,13 +79,21 @@ def _cmd_reference_grids(a) -> dict:
     return out
 
 
+def _cmd_assign_height(a) -> dict:
+    from .building_height import assign_building_height
+    return assign_building_height(a.buildings, a.height_raster, a.output, layer=a.layer, method=a.method,
+                                  min_pixels=a.min_pixels, band=a.band, height_field=a.height_field,
+                                  progress=TerminalProgress())
+
+
 def _cmd_train(a) -> dict:
     from .shafts_workflows import train_shafts_from_rasters
     out = train_shafts_from_rasters(a.s1, a.s2, a.dem, a.reference_footprint, a.reference_height, a.resolution,
                                     a.output, padding=a.padding, val_fraction=a.val_fraction,
                                     weighting=a.weighting, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                                     augment=not a.no_augment, device=a.device, seed=a.seed,
-                                    init_checkpoint=a.init_checkpoint, progress=TerminalProgress())
+                                    init_checkpoint=a.init_checkpoint, task=a.task, threads=a.threads,
+                                    progress=TerminalProgress())
     out.pop("history", None)
     return out
 
@@ -135,12 +144,28 @@ def add_commands(subparsers) -> None:
     r.add_argument("--no-filters", action="store_true", help="keep every cell (no paper sample filters)")
     r.set_defaults(func=_cmd_reference_grids)
 
+    b = subparsers.add_parser("assign-building-height", help="a height per building footprint from a height raster "
+                                                             "(SHAFTS grid, nDSM, lidar height above ground)")
+    b.add_argument("buildings", help="building polygons (GeoPackage, GeoJSON, shapefile …)")
+    b.add_argument("height_raster", help="height raster (m)")
+    b.add_argument("output", help="output GeoPackage (the layer's fields + height, height_source, height_pixels)")
+    b.add_argument("--layer", default=None)
+    b.add_argument("--method", choices=["auto", "median", "area_weighted"], default="auto",
+                   help="median of the pixels inside (fine rasters), area-weighted mean of the cells overlapped "
+                        "(coarse grids), or auto: median when the building holds --min-pixels pixel centres")
+    b.add_argument("--min-pixels", type=int, default=4)
+    b.add_argument("--band", type=int, default=1)
+    b.add_argument("--height-field", default="height", help="name of the new height field")
+    b.set_defaults(func=_cmd_assign_height)
+
     t = subparsers.add_parser("train-height-footprint", help="train a SHAFTS-architecture network")
     for name in ("s1", "s2", "dem", "reference_footprint", "reference_height", "output"):
         t.add_argument(name)
     t.add_argument("--resolution", type=int, choices=RESOLUTIONS, default=100)
     t.add_argument("--padding", type=float, default=0.03)
     t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--task", choices=["multi", "height", "footprint"], default="multi",
+                   help="multi (height and footprint) or one single task")
     t.add_argument("--weighting", choices=["uncertainty", "fixed"], default="uncertainty")
     t.add_argument("--epochs", type=int, default=155)
     t.add_argument("--batch-size", type=int, default=None)
@@ -149,4 +174,6 @@ def add_commands(subparsers) -> None:
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init-checkpoint", default=None)
+    t.add_argument("--threads", type=int, default=None,
+                   help="intra-op CPU threads, fixed so that a seeded run is reproducible (4)")
     t.set_defaults(func=_cmd_train)

@@ -22,6 +22,7 @@ def _ratios(text: str) -> list[float]:
 
 
 def _cmd_dataset(a) -> dict:
+    from .poi_sources import point_columns
     from .training_dataset import SUBSETS, create_training_dataset
 
     progress = TerminalProgress()
@@ -31,7 +32,9 @@ def _cmd_dataset(a) -> dict:
         poi_layer=a.poi_layer, poi_category_field=a.category_field, poi_preset=a.preset,
         poi_mapping_file=a.poi_mapping_file, poi_max_distances=a.max_distances, chip_size=a.chip_size,
         split_tile_m=a.split_tile or None, split_ratios=a.split_ratios, seed=a.seed,
-        min_building_pixels=a.min_building_pixels, overwrite=a.overwrite, progress=progress)
+        min_building_pixels=a.min_building_pixels, overwrite=a.overwrite, poi_columns=point_columns(a),
+        background_ratio=a.background_ratio, chip_stride=a.chip_stride or None,
+        progress=progress)
     subsets = m["split"]["subsets"]
     for s in SUBSETS:
         progress.info(f"{s}: " + ", ".join(f"{k} {subsets[s][k]}" for k in
@@ -76,6 +79,8 @@ def add_commands(subparsers) -> None:
     g.add_argument("--poi-raster", default=None, help="POI probability maps (3 bands R,C,I)")
     g.add_argument("--poi-points", default=None, help="POI points: maps computed on the imagery grid")
     d.add_argument("--poi-layer", default=None, help="layer of --poi-points (e.g. 'points' of an .osm.pbf)")
+    from .poi_sources import add_point_column_arguments
+    add_point_column_arguments(d, "poi-")
     d.add_argument("--category-field", default="other_tags", help="POI category field")
     d.add_argument("--preset", default="osm", choices=["osm", "gbt35648", "overture", "google_places", "csv"],
                    help="POI category preset")
@@ -83,7 +88,12 @@ def add_commands(subparsers) -> None:
     d.add_argument("--max-distances", default=None, help="POI d_max in metres, R,C,I (500,500,1500)")
     d.add_argument("--chip-size", type=int, default=256, help="pixels")
     d.add_argument("--split-tile", type=float, default=0.0, help="split tile edge in metres (0 = 4 chips)")
-    d.add_argument("--split-ratios", type=_ratios, default=[0.6, 0.2, 0.2])
+    d.add_argument("--split-ratios", type=_ratios, default=[0.6, 0.2, 0.2],
+                   help="train,val,test shares (6,2,2; test may be 0, e.g. 8,2,0 for small datasets)")
+    d.add_argument("--chip-stride", type=int, default=0,
+                   help="pixels between chip origins (0 = the chip size; e.g. half of it on small datasets)")
+    d.add_argument("--background-ratio", type=float, default=0.5,
+                   help="building-free chips added per chip with buildings (0.5; 0 = none)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--min-building-pixels", type=int, default=16)
     d.add_argument("--overwrite", action="store_true")
@@ -102,7 +112,8 @@ def add_commands(subparsers) -> None:
     t.add_argument("--learning-rate", type=float, default=1e-3)
     t.add_argument("--lambda-footprint", type=float, default=1.0,
                    help="weight λ_B of the footprint Dice loss (multi-task variants; seed Eq. 7)")
-    t.add_argument("--lambda-use", type=float, default=1.0, help="weight λ_U of the use Dice loss (seed Eq. 7)")
+    t.add_argument("--lambda-use", type=float, default=None,
+                   help="weight λ_U of the use Dice loss (seed Eq. 7); default: 0 for footprint-only data, else 1")
     t.add_argument("--patience", type=int, default=10, help="early-stopping patience (epochs)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")

@@ -100,8 +100,10 @@ def score_raw_counts(ref_labels: Sequence[str], pred_labels: Sequence[str], coun
         keep_p = pj >= 0
         sub = counts[np.ix_(keep_r, keep_p)]
         np.add.at(cm, (ri[keep_r][:, None], pj[keep_p][None, :]), sub)
+        _require_scored(cm, counts, name, mr, mp)
         summary = metrics.classification_summary(cm, cls, n_boot, confidence, seed)
         summary["ignored"] = int(counts.sum() - cm.sum())
+        summary["warnings"] = _disjoint_warning(cm, cls, name)
         summary["unknown_reference"] = mr.unknown
         summary["unknown_prediction"] = mp.unknown
         summary["missing_reference"] = mr.missing
@@ -109,7 +111,34 @@ def score_raw_counts(ref_labels: Sequence[str], pred_labels: Sequence[str], coun
         by_level[name] = summary
     out = {"kind": "classification", "taxonomy": tax.name, "levels": names, "by_level": by_level}
     out.update(by_level[names[0]])
+    out["warnings"] = [w for lv in names for w in by_level[lv]["warnings"]]
     return out
+
+
+def _require_scored(cm: np.ndarray, counts: np.ndarray, level: str, mr, mp) -> None:
+    """No metric for n = 0: refuse when every item was left out (empty, 'no use' or unknown labels)."""
+    if cm.sum() > 0:
+        return
+    n = int(counts.sum())
+    raise InputError("PREDICTION", f"nothing was scored at level '{level}': all {n} compared item(s) have an "
+                     "empty, 'no use' or ignored label on one side (missing labels: reference "
+                     f"{mr.missing}, prediction {mp.missing}), so no accuracy, kappa or F1 exists.",
+                     "check the fields (PREDICTION_FIELD / REFERENCE_FIELD) hold use labels and that the taxonomy "
+                     "maps them (UNKNOWN_LABELS 'map to other' keeps unknown ones).")
+
+
+def _disjoint_warning(cm: np.ndarray, classes: Sequence[str], level: str) -> list[str]:
+    """A warning when no class occurs on both sides: every item is then wrong by construction, which
+    usually means the two sides name their classes differently (e.g. raster values vs names)."""
+    ref = [c for c, k in zip(classes, cm.sum(axis=1)) if k]
+    pred = [c for c, k in zip(classes, cm.sum(axis=0)) if k]
+    if not ref or not pred or set(ref) & set(pred):
+        return []
+    return [f"[{level}] no class occurs in both the reference ({', '.join(ref[:8])}) and the prediction "
+            f"({', '.join(pred[:8])}): every item is counted wrong, so accuracy and kappa are 0 by construction. "
+            "If the labels are raster values, name them (CLASS_NAMES / --class-names for the prediction, "
+            "REFERENCE_CLASS_NAMES / --reference-class-names for the reference), or map both sides with a "
+            "taxonomy."]
 
 
 def pair_counts(reference: Sequence[str], prediction: Sequence[str]) -> tuple[list[str], list[str], np.ndarray]:

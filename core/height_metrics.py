@@ -6,10 +6,21 @@ prediction - reference):
 * RMSE, MAE, ME (mean error = bias), NMAD = 1.4826 * median(|d - median(d)|),
   CC (Pearson correlation), R² (coefficient of determination of the prediction
   against the reference: 1 - SS_res / SS_tot);
-* wRMSE and wR²: the same, weighted by the density of the (reference,
-  prediction) pairs, as SHAFTS's figure code does: a 2-D Gaussian KDE
-  (scipy.stats.gaussian_kde, Scott's bandwidth) evaluated at every pair and
-  min-max scaled to [0, 1];
+* wRMSE and wR² as the paper defines them (Li et al. 2023, Table 2), by default
+  (``weighting="paper"``): w_i is the frequency of the reference value y_i, a 1-D
+  Gaussian KDE of the reference values (scipy.stats.gaussian_kde, Scott's
+  bandwidth) evaluated at y_i and min-max scaled to [0, 1];
+  wRMSE = sqrt(1/N Σ w_i Δy_i²) (normalised by N, not Σw) and
+  wR² = 1 - Σ w_i Δy_i² / Σ w_i (y_i - μ_y)² with μ_y the plain sample mean.
+  ``weighting="shafts_figures"`` reproduces the numbers of SHAFTS's figure code
+  instead (``paper_plot.py`` of LllC-mmd/SHAFTS, commit 1849091, ``fig_4``): a 2-D
+  KDE of the (reference, prediction) pairs, min-max scaled, passed as
+  ``sample_weight`` to scikit-learn's ``mean_squared_error`` / ``r2_score``
+  (normalised by Σw, weighted mean). The two disagree; the paper's table is the
+  published definition and weights by how common a target value is, which is
+  what a reader of a wRMSE expects, so it is the default; the min-max scaling
+  (which the paper does not state) is taken from the code, so that both use
+  weights in [0, 1];
 * bias stratified by reference-height bins (edges 0, 3, 6, ..., 30 m and
   above by default).
 
@@ -71,10 +82,52 @@ def kde_weights(reference: np.ndarray, prediction: np.ndarray, exact_limit: int 
             dens = RegularGridInterpolator((gx, gy), grid, bounds_error=False, fill_value=None)(xy.T)
     except (np.linalg.LinAlgError, ValueError):
         return np.ones(n)
+    return _min_max(dens)
+
+
+def _min_max(dens: np.ndarray) -> np.ndarray:
+    """Densities scaled to [0, 1]; all equal (or not finite) -> weights of 1."""
     lo, hi = dens.min(), dens.max()
     if not np.isfinite(hi - lo) or hi - lo <= 0:
-        return np.ones(n)
+        return np.ones(len(dens))
     return (dens - lo) / (hi - lo)
+
+
+#: ``weighting`` values of :func:`regression_metrics`.
+WEIGHTINGS = ("paper", "shafts_figures")
+
+
+def reference_frequency_weights(reference: np.ndarray, exact_limit: int = KDE_EXACT_LIMIT) -> np.ndarray:
+    """Weights of the paper's Table 2: the frequency of each reference value, a 1-D Gaussian KDE
+    (Scott's bandwidth) of the reference values evaluated at them, min-max scaled to [0, 1]. Beyond
+    ``exact_limit`` values the KDE is evaluated on 512 points and interpolated linearly.
+    A constant reference gives weights of 1."""
+    r = np.asarray(reference, dtype=np.float64)
+    n = len(r)
+    if n < 3 or r.std() == 0:
+        return np.ones(n)
+    try:
+        kde = stats.gaussian_kde(r)
+        if n <= exact_limit:
+            dens = kde(r)
+        else:
+            g = np.linspace(r.min(), r.max(), 512)
+            dens = np.interp(r, g, kde(g))
+    except (np.linalg.LinAlgError, ValueError):
+        return np.ones(n)
+    return _min_max(dens)
+
+
+def paper_weighted_metrics(reference: np.ndarray, prediction: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(wRMSE, wR²) of the paper's Table 2: sqrt(1/N Σ w Δy²) and 1 - Σ w Δy² / Σ w (y - μ_y)²
+    (μ_y the unweighted mean; wR² is 1 for a perfect prediction of a constant reference)."""
+    d = prediction - reference
+    wrmse = float(np.sqrt(np.mean(w * d ** 2)))
+    ss_tot = float((w * (reference - reference.mean()) ** 2).sum())
+    ss_res = float((w * d ** 2).sum())
+    if ss_tot == 0:
+        return wrmse, 1.0 if ss_res == 0 else 0.0
+    return wrmse, 1.0 - ss_res / ss_tot
 
 
 def _r2(ref, pred, w=None) -> float:
@@ -92,14 +145,18 @@ def _r2(ref, pred, w=None) -> float:
 
 def regression_metrics(reference: Sequence[float], prediction: Sequence[float],
                        bins: Sequence[float] | None = HEIGHT_BINS, weighted: bool = True,
-                       kde_exact_limit: int = KDE_EXACT_LIMIT, seed: int = 0) -> dict:
+                       kde_exact_limit: int = KDE_EXACT_LIMIT, seed: int = 0, weighting: str = "paper") -> dict:
     """All metrics for paired values (NaN pairs dropped); units those of the input.
 
     Returns ``{"n", "rmse", "wrmse", "mae", "me", "nmad", "cc", "r2", "wr2",
     "reference_mean", "prediction_mean", "bins": [{"lower", "upper", "n", "me",
     "mae", "rmse"}, ...]}``. Undefined values (CC with a constant input) are
     None, never NaN. ``weighted=False`` skips the KDE (wRMSE, wR² = None).
+    ``weighting``: ``paper`` (Table 2, default) or ``shafts_figures`` (SHAFTS's figure
+    code); see the module docstring. The result names it under ``weighting``.
     """
+    if weighting not in WEIGHTINGS:
+        raise InputError("WEIGHTING", f"'{weighting}' is not a weighting.", f"use one of {', '.join(WEIGHTINGS)}.")
     r = np.asarray(reference, dtype=np.float64).ravel()
     p = np.asarray(prediction, dtype=np.float64).ravel()
     if r.shape != p.shape:
@@ -122,11 +179,15 @@ def regression_metrics(reference: Sequence[float], prediction: Sequence[float],
     }
     if n > 1 and r.std() > 0 and p.std() > 0:
         out["cc"] = float(np.corrcoef(r, p)[0, 1])
-    if weighted:
+    if weighted and weighting == "paper":
+        out["wrmse"], out["wr2"] = paper_weighted_metrics(r, p, reference_frequency_weights(r, kde_exact_limit))
+        out["weighting"] = weighting
+    elif weighted:
         w = kde_weights(r, p, kde_exact_limit, seed)
         if w.sum() > 0:
             out["wrmse"] = float(np.sqrt((w * d ** 2).sum() / w.sum()))
             out["wr2"] = _r2(r, p, w)
+        out["weighting"] = weighting
     out["bins"] = height_bin_bias(r, p, bins) if bins else []
     return out
 

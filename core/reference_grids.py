@@ -12,6 +12,7 @@ polygons") are discarded.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -32,11 +33,37 @@ def fishnet_grid(extent: tuple[float, float, float, float], resolution_m: float,
     return Grid.from_extent(*extent, pixel_size=float(resolution_m), crs=crs)
 
 
-def building_grids(geometries: Sequence, heights: Sequence[float], grid: Grid, chunk: int = 200_000,
-                   progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(λp, H_ave) on ``grid`` (square cells, projected CRS in metres) from building polygons and
-    heights (m). λp is 0 and H_ave NaN in cells without buildings. Buildings with a missing or
-    non-finite height, or empty geometry, are skipped."""
+@dataclass
+class SparseCells:
+    """Cells of a fishnet that hold buildings: row, column, building area inside (m²) and
+    Σ area · height (m³), one entry per cell, sorted by (row, column). Memory grows with the
+    number of buildings, not with the extent."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    area: np.ndarray
+    weighted: np.ndarray
+
+    def h_ave(self) -> np.ndarray:
+        return self.weighted / self.area
+
+
+def _cells_of(geoms, grid: Grid):
+    """First/last row and column of the cells each building's bounds touch."""
+    t = grid.transform
+    b = shapely.bounds(geoms)                               # xmin, ymin, xmax, ymax
+    c0 = np.clip(np.floor((b[:, 0] - t.c) / t.a), 0, grid.width - 1).astype(np.int64)
+    c1 = np.clip(np.floor((b[:, 2] - t.c) / t.a), 0, grid.width - 1).astype(np.int64)
+    r0 = np.clip(np.floor((b[:, 3] - t.f) / t.e), 0, grid.height - 1).astype(np.int64)
+    r1 = np.clip(np.floor((b[:, 1] - t.f) / t.e), 0, grid.height - 1).astype(np.int64)
+    return r0, r1, c0, c1
+
+
+def building_cells(geometries: Sequence, heights: Sequence[float], grid: Grid, chunk: int = 200_000,
+                   progress: Progress | None = None) -> SparseCells:
+    """Building area and area-weighted height per fishnet cell, for the cells that hold buildings
+    only (see :class:`SparseCells`). Buildings with a missing or non-finite height, or empty
+    geometry, are skipped. Square cells, projected CRS in metres."""
     progress = ensure(progress)
     geoms = np.asarray(geometries, dtype=object)
     h = np.asarray(heights, dtype=np.float64)
@@ -47,20 +74,16 @@ def building_grids(geometries: Sequence, heights: Sequence[float], grid: Grid, c
         raise InputError("GRID", f"cells must be square, got {rx} x {ry}.")
     keep = np.isfinite(h) & ~shapely.is_empty(geoms) & ~shapely.is_missing(geoms)
     geoms, h = geoms[keep], h[keep]
-    area = np.zeros(grid.shape)
-    weighted = np.zeros(grid.shape)
+    keys, areas, sums = [], [], []
     if geoms.size:
         t = grid.transform
-        b = shapely.bounds(geoms)                               # xmin, ymin, xmax, ymax
-        c0 = np.clip(np.floor((b[:, 0] - t.c) / t.a), 0, grid.width - 1).astype(np.int64)
-        c1 = np.clip(np.floor((b[:, 2] - t.c) / t.a), 0, grid.width - 1).astype(np.int64)
-        r0 = np.clip(np.floor((b[:, 3] - t.f) / t.e), 0, grid.height - 1).astype(np.int64)
-        r1 = np.clip(np.floor((b[:, 1] - t.f) / t.e), 0, grid.height - 1).astype(np.int64)
+        r0, r1, c0, c1 = _cells_of(geoms, grid)
         ncell = (c1 - c0 + 1) * (r1 - r0 + 1)
         starts = np.concatenate([[0], np.cumsum(ncell)])
-        for s in range(0, geoms.size, max(1, chunk // max(1, int(ncell.mean())))):
+        step = max(1, chunk // max(1, int(ncell.mean())))
+        for s in range(0, geoms.size, step):
             progress.check_cancelled()
-            e = min(geoms.size, s + max(1, chunk // max(1, int(ncell.mean()))))
+            e = min(geoms.size, s + step)
             idx = np.repeat(np.arange(s, e), ncell[s:e])
             local = np.arange(starts[s], starts[e]) - np.repeat(starts[s:e], ncell[s:e])
             w = c1[idx] - c0[idx] + 1
@@ -68,14 +91,30 @@ def building_grids(geometries: Sequence, heights: Sequence[float], grid: Grid, c
             cols = c0[idx] + local % w
             x0 = t.c + cols * t.a
             y1 = t.f + rows * t.e
-            boxes = shapely.box(x0, y1 + t.e, x0 + t.a, y1)
-            a = shapely.area(shapely.intersection(geoms[idx], boxes))
-            np.add.at(area, (rows, cols), a)
-            np.add.at(weighted, (rows, cols), a * h[idx])
+            a = shapely.area(shapely.intersection(geoms[idx], shapely.box(x0, y1 + t.e, x0 + t.a, y1)))
+            keys.append(rows * grid.width + cols)
+            areas.append(a)
+            sums.append(a * h[idx])
             progress.set_fraction(e / geoms.size)
-    lam = area / (rx * ry)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        have = np.where(area > 0, weighted / np.where(area > 0, area, 1), np.nan)
+    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    uniq, inv = np.unique(key, return_inverse=True)
+    area = np.bincount(inv, np.concatenate(areas) if areas else None, minlength=uniq.size)
+    weighted = np.bincount(inv, np.concatenate(sums) if sums else None, minlength=uniq.size)
+    has = area > 0
+    uniq, area, weighted = uniq[has], area[has], weighted[has]
+    return SparseCells(uniq // grid.width, uniq % grid.width, area, weighted)
+
+
+def building_grids(geometries: Sequence, heights: Sequence[float], grid: Grid, chunk: int = 200_000,
+                   progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(λp, H_ave) on ``grid`` (square cells, projected CRS in metres) from building polygons and
+    heights (m), as dense arrays (for grids that fit in memory; files are written block by block
+    by :func:`reference_grids_from_file`). λp is 0 and H_ave NaN in cells without buildings."""
+    cells = building_cells(geometries, heights, grid, chunk, progress)
+    lam = np.zeros(grid.shape)
+    have = np.full(grid.shape, np.nan)
+    lam[cells.rows, cells.cols] = cells.area / (grid.res[0] * grid.res[1])
+    have[cells.rows, cells.cols] = cells.h_ave()
     return lam, have
 
 
@@ -98,41 +137,82 @@ def reference_grids_from_file(buildings_path, height_field: str, resolution_m: f
                               nodata: float = -9999.0, progress: Progress | None = None) -> dict:
     """Fishnet λp and H_ave GeoTIFFs (float32, ``nodata``) from a building polygon file whose CRS is
     projected in metres. ``extent`` defaults to the layer's bounds; with ``patch_size`` the paper's
-    sample filters are applied (rejected cells become nodata in both outputs)."""
-    from pyproj import CRS
+    sample filters are applied (rejected cells become nodata in both outputs).
 
-    from .raster_io import atomic_raster
-    from .vector_io import read_vector
+    Memory is bounded whatever the extent (buildings spread over a continent): the sums are kept
+    for the cells that hold buildings only, and the rasters are written block by block."""
     refuse_input_as_output({"OUTPUT_FOOTPRINT": out_footprint, "OUTPUT_HEIGHT": out_height},
                            {"INPUT": buildings_path})
     progress = ensure(progress)
-    lyr = read_vector(buildings_path, "BUILDINGS", layer, columns=[height_field], fields_name="HEIGHT_FIELD",
-                      what="a GeoPackage, shapefile or another OGR-readable polygon layer")
-    geoms, values = lyr.geoms, lyr.fields[height_field]
-    h = np.array([np.nan if v is None else v for v in values], dtype=np.float64) \
-        if values.dtype == object else np.asarray(values, dtype=np.float64)
-    crs_wkt = lyr.crs_wkt
-    if not CRS.from_user_input(crs_wkt).is_projected:
-        raise InputError("BUILDINGS", "is not on a projected CRS in metres.",
-                         "reproject it to a local UTM zone first (Vector > Data Management > Reproject Layer).")
-    crs = CRS.from_user_input(crs_wkt)
-    unit = crs.axis_info[0].unit_name if crs.axis_info else "metre"
-    if unit not in ("metre", "meter"):
-        raise InputError("BUILDINGS", f"CRS units are {unit}, not metres.", "reproject it to a metric CRS.")
+    geoms, h, crs = _read_buildings(buildings_path, height_field, layer)
     if extent is None:
         extent = tuple(shapely.total_bounds(geoms))
     grid = fishnet_grid(extent, resolution_m, crs.to_wkt())
-    lam, have = building_grids(geoms, h, grid, progress=progress.span(0, 0.9))
-    valid = np.isfinite(have)
-    if patch_size is not None:
-        valid &= sample_filter(lam, have, patch_size)
-    with atomic_raster(out_footprint, grid, 1, "float32", nodata=nodata,
-                       descriptions=["building footprint fraction (plan area index)"]) as df_, \
-            atomic_raster(out_height, grid, 1, "float32", nodata=nodata,
-                          descriptions=["area-weighted mean building height (m)"]) as dh:
-        lam_out = np.where(valid, lam, nodata) if patch_size is not None else lam
-        df_.write(lam_out.astype(np.float32)[None])
-        dh.write(np.where(valid, have, nodata).astype(np.float32)[None])
+    cells = building_cells(geoms, h, grid, progress=progress.span(0, 0.5))
+    lam = cells.area / (grid.res[0] * grid.res[1])
+    have = cells.h_ave()
+    valid = np.ones(lam.shape, bool) if patch_size is None else sample_filter(lam, have, patch_size)
+    if cells.rows.size * 50 < grid.width * grid.height:
+        progress.info(f"{cells.rows.size} of {grid.width} x {grid.height} cells hold buildings: the grids are "
+                      "mostly empty (give EXTENT to map one area).")
+    _write_sparse(out_footprint, out_height, grid, cells, lam, have, valid, patch_size is not None, nodata,
+                  progress.span(0.5, 1.0))
     progress.set_fraction(1.0)
-    return {"grid": grid, "cells_with_buildings": int(np.isfinite(have).sum()), "samples": int(valid.sum())}
+    return {"grid": grid, "cells_with_buildings": int(cells.rows.size), "samples": int(valid.sum())}
 
+
+def _read_buildings(buildings_path, height_field: str, layer):
+    """(geometries, heights in m, CRS) of a polygon layer on a projected CRS in metres."""
+    from pyproj import CRS
+
+    from .vector_io import read_vector
+    lyr = read_vector(buildings_path, "BUILDINGS", layer, columns=[height_field], fields_name="HEIGHT_FIELD",
+                      what="a GeoPackage, shapefile or another OGR-readable polygon layer")
+    values = lyr.fields[height_field]
+    h = np.array([np.nan if v is None else v for v in values], dtype=np.float64) \
+        if values.dtype == object else np.asarray(values, dtype=np.float64)
+    if not CRS.from_user_input(lyr.crs_wkt).is_projected:
+        raise InputError("BUILDINGS", "is not on a projected CRS in metres.",
+                         "reproject it to a local UTM zone first (Vector > Data Management > Reproject Layer).")
+    crs = CRS.from_user_input(lyr.crs_wkt)
+    unit = crs.axis_info[0].unit_name if crs.axis_info else "metre"
+    if unit not in ("metre", "meter"):
+        raise InputError("BUILDINGS", f"CRS units are {unit}, not metres.", "reproject it to a metric CRS.")
+    return lyr.geoms, h, crs
+
+
+#: Cells of the fishnet written at a time (whole rows, at least one).
+WRITE_CELLS = 1_000_000
+
+
+def _write_sparse(out_footprint, out_height, grid: Grid, cells: SparseCells, lam, have, valid, filtered: bool,
+                  nodata: float, progress: Progress) -> None:
+    """Write λp (0 where no building, nodata where filtered out) and H_ave (nodata where no building
+    or filtered out) strip by strip, so that no full-grid array is ever made."""
+    from rasterio.windows import Window
+
+    from .raster_io import atomic_raster
+    big = grid.width * grid.height > 64_000_000  # overviews of a huge, mostly empty grid cost more than they give
+    with atomic_raster(out_footprint, grid, 1, "float32", nodata=nodata, overviews=not big,
+                       descriptions=["building footprint fraction (plan area index)"]) as df_, \
+            atomic_raster(out_height, grid, 1, "float32", nodata=nodata, overviews=not big,
+                          descriptions=["area-weighted mean building height (m)"]) as dh:
+        strip = max(1, WRITE_CELLS // grid.width)
+        for r in range(0, grid.height, strip):
+            progress.check_cancelled()
+            n = min(strip, grid.height - r)
+            lo, hi = np.searchsorted(cells.rows, [r, r + n])
+            rr, cc = cells.rows[lo:hi] - r, cells.cols[lo:hi]
+            fp = np.zeros((n, grid.width), np.float32)
+            ht = np.full((n, grid.width), nodata, np.float32)
+            ok = valid[lo:hi]
+            fp[rr, cc] = np.where(ok, lam[lo:hi], nodata) if filtered else lam[lo:hi]
+            ht[rr, cc] = np.where(ok, have[lo:hi], nodata)
+            if filtered:  # cells without buildings fail the filters too
+                empty = np.ones((n, grid.width), bool)
+                empty[rr, cc] = False
+                fp[empty] = nodata
+            win = Window(0, r, grid.width, n)
+            df_.write(fp[None], window=win)
+            dh.write(ht[None], window=win)
+            progress.set_fraction((r + n) / grid.height)

@@ -17,6 +17,7 @@ Samples are held in memory (uint8 Sentinel patches, float32 DEM patches).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -228,29 +229,67 @@ def initial_model(path, resolution_m: int, task: str):
     return ck.model
 
 
+#: Intra-op threads of a training run on the CPU, whatever the machine, QGIS or OMP_NUM_THREADS say:
+#: float sums are split by thread count, so a fixed count makes a seeded run reproducible.
+DEFAULT_TRAIN_THREADS = 4
+TASKS = ("multi", "height", "footprint")
+
+
+@contextlib.contextmanager
+def reproducible_torch(threads: int):
+    """Within: ``threads`` intra-op threads and deterministic algorithms (restored after).
+
+    What stays different: runs with another thread count, or on another device (GPU kernels,
+    another CPU instruction set) round differently and drift apart over the epochs."""
+    import torch
+    if threads < 1:
+        raise InputError("THREADS", f"must be at least 1, got {threads}.")
+    prev_threads, prev_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.use_deterministic_algorithms(prev_det)
+
+
 def train_shafts(train: PatchSamples, val: PatchSamples, resolution_m: int, out_path, *,
                  task: str = "multi", num_blocks: int = 1, weighting: str = "uncertainty",
                  epochs: int = 155, batch_size: int | None = None, lr: float = 0.01,
                  weight_decay: float = 1e-4, augment: bool = True, device: str = "auto", seed: int = 0,
-                 init_checkpoint=None, progress: Progress | None = None) -> dict:
+                 init_checkpoint=None, threads: int = DEFAULT_TRAIN_THREADS,
+                 progress: Progress | None = None) -> dict:
     """Train a SHAFTS network and save the best epoch (mean validation R²) to ``out_path`` in the Edifice
     checkpoint format. ``task`` "multi" | "height" | "footprint"; ``weighting`` "uncertainty" (Eq. 5) or
     "fixed" (footprint 100, height 1); ``batch_size`` defaults to 256 (multi) / 64 (single);
-    ``init_checkpoint``: optional SHAFTS/Edifice checkpoint (or its loaded network) to fine-tune. Returns
-    {"history": [per-epoch dicts], "best_epoch", "best_metrics", "device"}."""
+    ``init_checkpoint``: optional SHAFTS/Edifice checkpoint (or its loaded network) to fine-tune. ``threads``: intra-op threads
+    (CPU), fixed so that the same seed gives the same weights from the CLI, QGIS or a notebook (see
+    :func:`reproducible_torch`). Returns {"history": [per-epoch dicts], "best_epoch", "best_metrics",
+    "device", "threads"}."""
+    if task not in TASKS:
+        raise InputError("TASK", f"'{task}' is not a task.", f"use one of {', '.join(TASKS)}.")
+    with reproducible_torch(threads):
+        out = _train_shafts(train, val, resolution_m, out_path, task, num_blocks, weighting, epochs, batch_size,
+                            lr, weight_decay, augment, device, seed, init_checkpoint, threads, ensure(progress))
+    return out
+
+
+def _train_shafts(train, val, resolution_m, out_path, task, num_blocks, weighting, epochs, batch_size, lr,
+                  weight_decay, augment, device, seed, init_checkpoint, threads, progress) -> dict:
     import torch
 
     from ..models.checkpoint import save_checkpoint
     from ..models.shafts import build_shafts_model, shafts_card
     from .devices import resolve_device
-    progress = ensure(progress)
     if weighting not in ("uncertainty", "fixed"):
         raise InputError("WEIGHTING", f"must be 'uncertainty' or 'fixed', got '{weighting}'.")
     if len(train) < 2 or len(val) < 1:
         raise InputError("TRAINING_DATA", f"has {len(train)} training and {len(val)} validation samples.",
                          "give at least 2 training and 1 validation sample.")
     dev = resolve_device(device)
-    progress.info(f"training SHAFTS {resolution_m} m {task}-task on device {dev}")
+    progress.info(f"training SHAFTS {resolution_m} m {task}-task on device {dev} (seed {seed}, "
+                  f"{threads} intra-op thread(s), deterministic algorithms)")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -329,7 +368,9 @@ def train_shafts(train: PatchSamples, val: PatchSamples, resolution_m: int, out_
                                  "best_epoch": best_epoch, "weighting": weighting if task == "multi" else None,
                                  "optimizer": "Adam" if task == "multi" else "SGD", "lr0": lr,
                                  "scheduler": "CosineAnnealingWarmRestarts(T_0=5, T_mult=2)",
-                                 "batch_size": bs, "augment": augment, "device": str(dev), "seed": seed},
+                                 "batch_size": bs, "augment": augment, "device": str(dev), "seed": seed,
+                                 "threads": threads},
                        metrics={"val": metrics})
     save_checkpoint(out_path, state, card)
-    return {"history": history, "best_epoch": best_epoch, "best_metrics": metrics, "device": str(dev)}
+    return {"history": history, "best_epoch": best_epoch, "best_metrics": metrics, "device": str(dev),
+            "threads": threads}

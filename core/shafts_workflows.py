@@ -13,7 +13,8 @@ def train_shafts_from_rasters(s1_path, s2_path, dem_path, footprint_reference, h
                               val_fraction: float = 0.2, apply_filter: bool = True, task: str = "multi",
                               weighting: str = "uncertainty", epochs: int = 155, batch_size: int | None = None,
                               lr: float = 0.01, augment: bool = True, device: str = "auto", seed: int = 0,
-                              init_checkpoint=None, progress: Progress | None = None) -> dict:
+                              init_checkpoint=None, threads: int | None = None,
+                              progress: Progress | None = None) -> dict:
     """Cut training patches from Sentinel-1/2 + DEM at the reference grid cells
     (:func:`~edifice.core.shafts_training.extract_training_samples`), split them at random (``seed``)
     into training and validation (``val_fraction``), train (:func:`~edifice.core.shafts_training.train_shafts`)
@@ -41,7 +42,8 @@ def train_shafts_from_rasters(s1_path, s2_path, dem_path, footprint_reference, h
     progress.info(f"{len(train)} training and {len(val)} validation samples")
     out = train_shafts(train, val, int(resolution_m), out_checkpoint, task=task, weighting=weighting,
                        epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed,
-                       init_checkpoint=init_checkpoint, progress=progress.span(0.1, 1.0))
+                       init_checkpoint=init_checkpoint, progress=progress.span(0.1, 1.0),
+                       **({} if threads is None else {"threads": threads}))
     out.update(samples_train=len(train), samples_val=len(val), checkpoint=str(out_checkpoint))
     return out
 

@@ -48,6 +48,22 @@ STATE_FORMAT = "edifice-training-state"
 LABEL_NAMES = ("background",) + USE_CLASSES
 #: Keep chips in memory when the subset's float32 arrays stay under this many bytes.
 CACHE_LIMIT_BYTES = 2 * 1024 ** 3
+#: The seed's mapping window (seed 000 §2.3.4: 1024 px windows, 128 px margin, centre 768 px kept).
+SEED_WINDOW = 1024
+#: Models at this pixel size (m) or finer are mapped with :data:`SEED_WINDOW` by default.
+SEED_WINDOW_MAX_GSD_M = 0.75
+
+
+def default_map_window(chip_size: int, gsd_m: float) -> tuple[int, str]:
+    """(window in px, reason) recorded in the model card as the default mapping window.
+
+    The U-Net is fully convolutional, so the mapping window need not be the training chip:
+    sub-metre models (the seed's 0.5 m) map with the seed's 1024 px windows (more context, fewer
+    seams) whatever chip size they were trained on; coarser ones with their chip size."""
+    if gsd_m <= SEED_WINDOW_MAX_GSD_M and chip_size < SEED_WINDOW:
+        return SEED_WINDOW, (f"the seed's {SEED_WINDOW} px window for {gsd_m:.3g} m imagery (trained on "
+                             f"{chip_size} px chips; the network is fully convolutional)")
+    return int(chip_size), f"the training chip size ({chip_size} px)"
 
 
 # ---------------------------------------------------------------- device
@@ -151,6 +167,43 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, lambda_footpr
 
 
 # ---------------------------------------------------------------- training
+#: Training batches over which BatchNorm statistics are re-estimated after each epoch.
+PRECISE_BN_BATCHES = 50
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, loader, device: torch.device,
+                          max_batches: int = PRECISE_BN_BATCHES, amp: bool = False) -> int:
+    """Re-estimate every BatchNorm's running mean and variance as the plain average over up to
+    ``max_batches`` training batches (train mode, no augmentation, no gradient); returns the
+    batches used. With few optimiser steps per epoch (small datasets) the running averages
+    (momentum 0.1) still mix in the statistics of earlier weights, so validation and the saved
+    model normalise features with stale statistics and the validation loss jumps from epoch to
+    epoch ("precise BN")."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    used = 0
+    try:
+        for x, _, _ in loader:
+            if used >= max_batches:
+                break
+            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                model(x.to(device))
+            used += 1
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return used
+
+
 def _state_path(output_path: str | Path) -> Path:
     p = Path(output_path)
     return p.with_name(p.name + ".resume.pt")
@@ -166,6 +219,17 @@ def _check_lambdas(lambda_footprint: float, lambda_use: float, variant: str) -> 
         raise InputError("LAMBDA_USE", "the loss would be zero (" + ("both weights are 0" if multitask else
                          f"variant '{variant}' has no footprint head, so only the use loss counts") + ").",
                          "give LAMBDA_USE > 0" + (" or LAMBDA_FOOTPRINT > 0." if multitask else "."))
+
+
+def auto_lambda_use(manifest: dict, variant: str, lambda_use: float | None, progress: Progress) -> float:
+    """λ_U as given, or (None) 0 for a footprint-only dataset trained with a footprint head, else 1."""
+    if lambda_use is not None:
+        return float(lambda_use)
+    footprint_only = manifest.get("sources", {}).get("use_field") is None
+    if footprint_only and VARIANTS[variant][1]:
+        progress.info("Footprint-only dataset: LAMBDA_USE = 0 (the use head has no labels to learn from).")
+        return 0.0
+    return 1.0
 
 
 def _save_state(state: dict, path: Path) -> None:
@@ -195,7 +259,7 @@ def _load_pretrained(model: UNetResNet, path: str) -> None:
 def train_building_use(dataset_dir: str, output_path: str, variant: str = "imagery_poi_multitask",
                        encoder: str = "resnet34", base_width: int = 64, epochs: int = 50,
                        max_iterations: int | None = None, batch_size: int = 16, learning_rate: float = 1e-3,
-                       weight_decay: float = 1e-4, lambda_footprint: float = 1.0, lambda_use: float = 1.0,
+                       weight_decay: float = 1e-4, lambda_footprint: float = 1.0, lambda_use: float | None = None,
                        patience: int = 10, device: str = "auto", amp: bool = True, seed: int = 0,
                        augment: bool = True, num_workers: int = 0, resume_from: str | None = None,
                        pretrained_encoder: str | None = None,
@@ -211,7 +275,8 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
     CUDA when ``amp``. ``resume_from``: a ``.resume.pt`` state (continues the run)
     or an Edifice checkpoint of the same architecture (weights only, fine-tuning).
     ``pretrained_encoder``: a torchvision ResNet ``.pth`` (conv1 widened to the
-    band count). ``epoch_callback(record)`` gets one dict per epoch (epoch,
+    band count). ``lambda_use`` None: 0 for a footprint-only dataset with a footprint head (the use
+    head has nothing to learn; its loss would only add noise), else 1. ``epoch_callback(record)`` gets one dict per epoch (epoch,
     train_loss, val_loss, lr, seconds, improved) — e.g. for a live loss chart.
 
     Under torchrun (``WORLD_SIZE`` > 1) this runs data-parallel on every rank
@@ -237,6 +302,7 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
     band_index = select_bands(manifest, variant)
     if batch_size < 1 or epochs < 1:
         raise InputError("EPOCHS" if epochs < 1 else "BATCH_SIZE", "must be at least 1.")
+    lambda_use = auto_lambda_use(manifest, variant, lambda_use, progress)
     _check_lambdas(lambda_footprint, lambda_use, variant)
     dev = ctx.device if ctx.enabled else resolve_device(device)
     use_amp = bool(amp and dev.type == "cuda")
@@ -299,9 +365,13 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
         return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g,
                                            num_workers=num_workers, drop_last=False)
 
+    window, window_reason = default_map_window(int(manifest["chip_size"]), float(manifest["gsd_m"]))
+    progress.info(f"Default mapping window in the model card: {window} px, {window_reason}.")
+
     def card(metrics: dict, summary: dict) -> dict:
         return {"task": "building_use", "architecture": {"name": ARCHITECTURE, "params": params},
-                "bands": bands, "gsd_m": manifest["gsd_m"], "window": manifest["chip_size"],
+                "bands": bands, "gsd_m": manifest["gsd_m"], "window": window,
+                "window_reason": window_reason, "training_chip_size": manifest["chip_size"],
                 "classes": manifest["classes"],
                 "outputs": {"use": "3 logits per pixel; sigmoid = membership probability of residential, "
                                    "commercial, industrial",
@@ -343,6 +413,7 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
             progress.set_fraction(min(step / total_steps, 1.0) * 0.95)
             if step >= total_steps:
                 break
+        recalibrate_batchnorm(model, loader("train", False, epoch), dev, amp=use_amp)
         if ctx.enabled:
             tot, n = ctx.sum_all([tot, n])
             ctx.average_buffers(model)

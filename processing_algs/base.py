@@ -214,12 +214,15 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
 
     def point_source(self, parameters, name: str, field_param: str, context):
         """(QgsProcessingFeatureSource, category field name) of a POI point layer, checked:
-        it opens, holds points, has a CRS, and has the field named by ``field_param``."""
+        it opens, holds points, has a CRS, and has the field named by ``field_param``. A CSV
+        without geometry gives its points from coordinate columns (see :meth:`table_points`)."""
         from qgis.core import QgsWkbTypes
 
         source = self.parameterAsSource(parameters, name, context)
         if source is None:
             raise QgsProcessingException(f"{name}: the POI layer could not be opened. Fix: choose a point layer.")
+        if QgsWkbTypes.geometryType(source.wkbType()) == QgsWkbTypes.NullGeometry:
+            source = self.table_points(parameters, name, source, context)
         if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PointGeometry:
             raise QgsProcessingException(f"{name}: the layer does not hold points. Fix: use a point layer "
                                          "(e.g. the 'points' layer of an .osm.pbf) or take centroids.")
@@ -231,6 +234,45 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"{field_param}: field '{field}' is not in the POI layer. "
                                          f"Fix: use one of {', '.join(names)}.")
         return source, field
+
+    #: optional CRS parameter of the coordinate columns of a POI table (algorithms that declare it)
+    POINTS_CRS = "POINTS_CRS"
+
+    def table_points(self, parameters, name: str, table, context):
+        """A point layer made from a CSV's coordinate columns (x/y, easting/northing, lon/lat,
+        longitude/latitude; core.poi_sources.coordinate_columns) in the POINTS_CRS parameter's CRS,
+        or EPSG:4326 for longitude/latitude columns."""
+        from qgis.core import QgsProcessingFeatureSource, QgsVectorLayer
+        from qgis.PyQt.QtCore import QUrl
+
+        from ..core.poi_sources import coordinate_columns
+
+        cols = coordinate_columns(table.fields().names())
+        layer = self.parameterAsVectorLayer(parameters, name, context)
+        path = layer.source().split("|")[0] if layer is not None else ""
+        if cols is None or not path.lower().endswith((".csv", ".txt")):
+            raise QgsProcessingException(f"{name}: the table has no geometries and no coordinate columns (x/y, "
+                                         "lon/lat, longitude/latitude). Fix: give a point layer, or a CSV with "
+                                         "such columns.")
+        x, y, lonlat = cols
+        crs = None
+        if self.parameterDefinition(self.POINTS_CRS) is not None and parameters.get(self.POINTS_CRS) not in (None, ""):
+            crs = self.parameterAsCrs(parameters, self.POINTS_CRS, context)
+        if crs is None or not crs.isValid():
+            if not lonlat:
+                raise QgsProcessingException(f"{name}: the coordinates ({x}, {y}) come without a CRS. Fix: give "
+                                             "POINTS_CRS, use longitude/latitude columns (EPSG:4326), or load the "
+                                             "CSV as a delimited-text point layer with its CRS.")
+            crs_id = "EPSG:4326"
+        else:
+            crs_id = crs.authid() or crs.toWkt()
+        uri = (f"{QUrl.fromLocalFile(path).toString()}?type=csv&detectTypes=yes&geomType=point"
+               f"&xField={x}&yField={y}&crs={crs_id}")
+        points = QgsVectorLayer(uri, f"{Path(path).stem} (points)", "delimitedtext")
+        if not points.isValid():
+            raise QgsProcessingException(f"{name}: '{path}' could not be read as points from ({x}, {y}).")
+        context.temporaryLayerStore().addMapLayer(points)
+        return QgsProcessingFeatureSource(points, context)
 
     @staticmethod
     def vector_layer_file(layer, context, feedback, tag: str) -> tuple[str, str | None]:

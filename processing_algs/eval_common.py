@@ -25,13 +25,14 @@ NOTIFIER = EvaluationNotifier()
 
 def add_report_outputs(alg, what: str) -> None:
     """OUTPUT_TABLE (metrics table, no geometry), OUTPUT_JSON, OUTPUT_HTML (shown
-    in the Results Viewer: an .html file destination becomes an HTML output)."""
+    in the Results Viewer: an .html file destination becomes an HTML output). Each is
+    optional (created by default in the dialog; skipped when not given, e.g. in qgis_process)."""
     alg.addParameter(QgsProcessingParameterFeatureSink(OUTPUT_TABLE, f"{what} metrics table",
-                                                       QgsProcessing.TypeVector))
+                                                       QgsProcessing.TypeVector, optional=True))
     alg.addParameter(QgsProcessingParameterFileDestination(OUTPUT_JSON, f"{what} result (JSON)",
-                                                           fileFilter="JSON files (*.json)"))
+                                                           fileFilter="JSON files (*.json)", optional=True))
     alg.addParameter(QgsProcessingParameterFileDestination(OUTPUT_HTML, f"{what} report (HTML)",
-                                                           fileFilter="HTML files (*.html)"))
+                                                           fileFilter="HTML files (*.html)", optional=True))
 
 
 def add_number_outputs(alg, names: dict[str, str]) -> None:
@@ -74,11 +75,14 @@ def vector_path(alg, parameters, name: str, context, feedback) -> str | None:
     return path
 
 
-def write_metrics_table(alg, parameters, context, result: dict) -> str:
+def write_metrics_table(alg, parameters, context, result: dict) -> str | None:
     """The flat metrics rows (:func:`edifice.core.reports.metrics_rows`) into the
-    OUTPUT_TABLE sink: fields level, class, metric, value (double; NULL if undefined)."""
+    OUTPUT_TABLE sink: fields level, class, metric, value (double; NULL if undefined).
+    None when the table was not asked for."""
     from ..core.reports import metrics_rows
 
+    if parameters.get(OUTPUT_TABLE) in (None, ""):
+        return None
     fields = QgsFields()
     for f in ("level", "class", "metric"):
         fields.append(QgsField(f, QVariant.String))
@@ -94,6 +98,11 @@ def write_metrics_table(alg, parameters, context, result: dict) -> str:
                             None if v is None else float(v)])
         sink.addFeature(feat)
     return dest
+
+
+def report_outputs(table, json_path, html_path) -> dict:
+    """The report outputs that were written (those not asked for are left out)."""
+    return {k: v for k, v in ((OUTPUT_TABLE, table), (OUTPUT_JSON, json_path), (OUTPUT_HTML, html_path)) if v}
 
 
 def numbers(result: dict, mapping: dict[str, object]) -> dict:

@@ -167,6 +167,8 @@ class EvaluateClassificationAlgorithm(EdificeAlgorithm):
             json_path=json_path, html_path=html_path, progress=self.progress(feedback))
         for line in summary_lines(result):
             feedback.pushInfo(line)
+        for text in result.get("warnings") or []:
+            feedback.pushWarning(text)
         for side in ("reference", "prediction"):
             unk = result.get(f"unknown_{side}") or {}
             if unk:
@@ -175,7 +177,7 @@ class EvaluateClassificationAlgorithm(EdificeAlgorithm):
                                                                            list(unk.items())[:20]))
         table = ec.write_metrics_table(self, parameters, context, result)
         self._json = json_path
-        out = {ec.OUTPUT_TABLE: table, ec.OUTPUT_JSON: json_path, ec.OUTPUT_HTML: html_path}
+        out = ec.report_outputs(table, json_path, html_path)
         out.update(ec.numbers(result, {"OVERALL_ACCURACY": "overall_accuracy", "KAPPA": "kappa",
                                        "MACRO_F1": lambda r: r.get("averages", {}).get("macro", {}).get("f1"),
                                        "MATCHED": "matched", "UNMATCHED_REFERENCE": "unmatched_reference",

@@ -97,7 +97,7 @@ class EvaluateRegressionAlgorithm(EdificeAlgorithm):
             feedback.pushInfo(line)
         table = ec.write_metrics_table(self, parameters, context, result)
         self._json = json_path
-        out = {ec.OUTPUT_TABLE: table, ec.OUTPUT_JSON: json_path, ec.OUTPUT_HTML: html_path}
+        out = ec.report_outputs(table, json_path, html_path)
         out.update(ec.numbers(result, {"N": "n", "RMSE": "rmse", "MAE": "mae", "ME": "me", "NMAD": "nmad",
                                        "CC": "cc", "R2": "r2", "MATCHED": "matched",
                                        "UNMATCHED_REFERENCE": "unmatched_reference"}))

@@ -350,14 +350,17 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
     WEIGHTING, EPOCHS, BATCH_SIZE, LEARNING_RATE, VALIDATION_FRACTION = (
         "WEIGHTING", "EPOCHS", "BATCH_SIZE", "LEARNING_RATE", "VALIDATION_FRACTION")
     AUGMENT, DEVICE, SEED, INIT_CHECKPOINT, OUTPUT = "AUGMENT", "DEVICE", "SEED", "INIT_CHECKPOINT", "OUTPUT"
-    HELP = ("Train a SHAFTS-architecture multi-task network (height and footprint) on patches cut from "
+    TASK, THREADS = "TASK", "THREADS"
+    TASKS = ("multi", "height", "footprint")
+    HELP = ("Train a SHAFTS-architecture network, multi-task (height and footprint) or one TASK only, on patches cut from "
             "Sentinel-1/2 + DEM exactly as edifice:heightfootprint cuts them, at the centres of the reference "
             "grid cells (edifice:referencegrids). A random share of the samples (VALIDATION_FRACTION, SEED) is "
             "held out; the epoch with the best mean validation R² is saved as an Edifice checkpoint with its "
             "metrics in the model card. Loss: adaptive Huber per task with WEIGHTING 'uncertainty' (learned) or "
             "'fixed' (footprint 100 : height 1); Adam, cosine annealing with warm restarts (the paper trains 155 "
             "epochs). INIT_CHECKPOINT (optional) fine-tunes a SHAFTS or Edifice checkpoint. Cancel stops at the "
-            "next batch and writes no checkpoint.")
+            "next batch and writes no checkpoint. With the same SEED and THREADS (intra-op CPU threads, default 4) "
+            "the weights are the same as from the CLI (edifice train-height-footprint).")
 
     def name(self):
         return "trainheightfootprint"
@@ -375,6 +378,8 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
         self.addParameter(_double(self.PADDING, "Padding around the samples (degrees)", 0.03, 0.0, 1.0))
         self.addParameter(QgsProcessingParameterEnum(self.WEIGHTING, "Task weighting", options=WEIGHTINGS,
                                                      defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.TASK, "Task (multi = height and footprint)",
+                                                     options=list(self.TASKS), defaultValue=0))
         self.addParameter(_int(self.EPOCHS, "Epochs", 155, 1, 100000))
         self.addParameter(_int(self.BATCH_SIZE, "Batch size", 256, 2, 65536))
         self.addParameter(_advanced(_double(self.LEARNING_RATE, "Initial learning rate", 0.01, 0.0)))
@@ -385,6 +390,7 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
         self.addParameter(QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)",
                                                        defaultValue="auto"))
         self.addParameter(_int(self.SEED, "Random seed", 0, 0))
+        self.addParameter(_advanced(_int(self.THREADS, "CPU threads (fixed for reproducible runs)", 4, 1, 256)))
         self.addParameter(_advanced(QgsProcessingParameterFile(self.INIT_CHECKPOINT, "Start from checkpoint",
                                                                optional=True, fileFilter=CHECKPOINT_FILTER)))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Checkpoint",
@@ -416,7 +422,8 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
             augment=self.parameterAsBoolean(parameters, self.AUGMENT, context),
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             seed=self.parameterAsInt(parameters, self.SEED, context), init_checkpoint=init,
-            progress=self.progress(feedback))
+            task=self.TASKS[self.parameterAsEnum(parameters, self.TASK, context)],
+            threads=self.parameterAsInt(parameters, self.THREADS, context), progress=self.progress(feedback))
         metrics = json.dumps({task: {k: (None if isinstance(v, float) and v != v else v) for k, v in m.items()}
                               for task, m in summary["best_metrics"].items()})   # NaN (e.g. constant target) -> null
         feedback.pushInfo(f"Device used: {summary['device']}. Best epoch {summary['best_epoch']}: {metrics}")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingException,
-                       QgsProcessingParameterCrs, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
-                       QgsProcessingParameterFeatureSource,
+                       QgsProcessingParameterCrs, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString, QgsProcessingOutputNumber)
@@ -33,8 +33,8 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
         return "POI probability maps"
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, "POI points",
-                                                              [QgsProcessing.TypeVectorPoint]))
+        self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, "POI points (or a CSV with x/y or "
+                                                              "lon/lat columns)", [QgsProcessing.TypeVector]))
         # A string, not QgsProcessingParameterField: QGIS 3.22's qgis_process aborts (std::bad_alloc)
         # on field parameters of Python algorithms. The field is checked against the layer below.
         self.addParameter(QgsProcessingParameterString(self.CATEGORY_FIELD, "Category field (name)",
@@ -53,6 +53,10 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
                                                     optional=True))
         self.addParameter(QgsProcessingParameterString(self.MAX_DISTANCES, "Maximum distances d_max in metres (R,C,I)",
                                                        defaultValue="500,500,1500"))
+        crs = QgsProcessingParameterCrs(self.POINTS_CRS, "CRS of the coordinate columns of a POI CSV "
+                                        "(default EPSG:4326 for lon/lat)", optional=True)
+        crs.setFlags(crs.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(crs)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "POI probability maps"))
         self.addOutput(QgsProcessingOutputNumber("UNMAPPED", "POIs whose category is not in the mapping"))
 

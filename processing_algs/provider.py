@@ -13,6 +13,7 @@ from .evaluate_regression_alg import EvaluateRegressionAlgorithm
 from .imagery_download_alg import ImageryDownloadAlgorithm
 from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
                                     TrainHeightFootprintAlgorithm)
+from .assign_building_height_alg import AssignBuildingHeightAlgorithm
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
 from .builtup_mask_alg import BuiltupMaskAlgorithm
 from .cloud_gap_fill_alg import CloudGapFillAlgorithm
@@ -48,6 +49,7 @@ ALGORITHMS = [
     (OsmDownloadAlgorithm, ("numpy", "requests", "shapely", "pyproj", "pyogrio")),
     (ImageryDownloadAlgorithm, ("numpy", "rasterio", "pyproj", "requests")),
     (SentinelCompositesAlgorithm, ("numpy", "rasterio")),  # ee / pystac_client: checked when a source is used
+    (AssignBuildingHeightAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
 ]
 
 

@@ -98,10 +98,11 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
                                          defaultValue=10, minValue=1)
         p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(p)
-        for name, label in ((self.LAMBDA_FOOTPRINT, "Footprint loss weight λ_B (multi-task variants)"),
-                            (self.LAMBDA_USE, "Use loss weight λ_U")):
-            p = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Double, defaultValue=1.0,
-                                             minValue=0.0)
+        for name, label, default, lowest in (
+                (self.LAMBDA_FOOTPRINT, "Footprint loss weight λ_B (multi-task variants)", 1.0, 0.0),
+                (self.LAMBDA_USE, "Use loss weight λ_U (-1 = auto: 0 for footprint-only data, else 1)", -1.0, -1.0)):
+            p = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Double, defaultValue=default,
+                                             minValue=lowest)
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_CHECKPOINT, "Model checkpoint",
@@ -130,7 +131,7 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             lambda_footprint=self.parameterAsDouble(parameters, self.LAMBDA_FOOTPRINT, context),
-            lambda_use=self.parameterAsDouble(parameters, self.LAMBDA_USE, context),
+            lambda_use=_auto(self.parameterAsDouble(parameters, self.LAMBDA_USE, context)),
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             seed=self.parameterAsInt(parameters, self.SEED, context),
             resume_from=self.parameterAsFile(parameters, self.RESUME, context) or None,
@@ -140,7 +141,8 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
             raise QgsProcessingException("LEARNING_RATE: must be positive. Fix: e.g. 0.001.")
         feedback.pushInfo(f"Variant {variant}, encoder {kwargs['encoder']} (base width {kwargs['base_width']}), "
                           f"{kwargs['epochs']} epochs, batch {kwargs['batch_size']}, lr {kwargs['learning_rate']:g}, "
-                          f"λ_B {kwargs['lambda_footprint']:g}, λ_U {kwargs['lambda_use']:g}.")
+                          f"λ_B {kwargs['lambda_footprint']:g}, λ_U "
+                          f"{'auto' if kwargs['lambda_use'] is None else format(kwargs['lambda_use'], 'g')}.")
         names = {"RESUME_FROM": self.RESUME, "DATASET": self.DATASET}
         try:
             r = run_core_named(train_building_use, names, dataset, out, **kwargs)
@@ -163,3 +165,8 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
                 "BEST_EPOCH": r["best_epoch"], "VAL_MEAN_F1": metrics["validation"]["mean_f1_use"],
                 "TEST_MEAN_F1": test if test is not None else float("nan"), "METRICS": json.dumps(metrics),
                 "RESUME_STATE": r["resume_state"]}
+
+
+def _auto(value: float) -> float | None:
+    """LAMBDA_USE: a negative value means automatic (None for the core)."""
+    return None if value < 0 else value

@@ -39,6 +39,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         "CATEGORY_FIELD", "PRESET", "POI_MAPPING_FILE", "MAX_DISTANCES")
     BUILDINGS, USE_FIELD, USE_PRESET, MAPPING_FILE = "BUILDINGS", "USE_FIELD", "USE_PRESET", "MAPPING_FILE"
     CHIP_SIZE, SPLIT_TILE, SEED, MIN_PIXELS = "CHIP_SIZE", "SPLIT_TILE", "SEED", "MIN_BUILDING_PIXELS"
+    BACKGROUND_RATIO, SPLIT_RATIOS, CHIP_STRIDE = "BACKGROUND_RATIO", "SPLIT_RATIOS", "CHIP_STRIDE"
     OUTPUT_FOLDER, MANIFEST, TEST_LAYER = "OUTPUT_FOLDER", "MANIFEST", "TEST_BUILDINGS_LAYER"
     GROUP, GROUP_ID = "Building use", "buildinguse"
     HELP = ("Cuts imagery, POI probability maps and building polygons with a use attribute into training "
@@ -94,10 +95,18 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Random seed of the split",
                                                        QgsProcessingParameterNumber.Integer, defaultValue=0,
                                                        minValue=0))
-        p = QgsProcessingParameterNumber(self.MIN_PIXELS, "Minimum building pixels for a chip to be kept",
-                                         QgsProcessingParameterNumber.Integer, defaultValue=16, minValue=0)
-        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(p)
+        for p in (QgsProcessingParameterNumber(self.MIN_PIXELS, "Minimum building pixels for a chip to be kept",
+                                               QgsProcessingParameterNumber.Integer, defaultValue=16, minValue=0),
+                  QgsProcessingParameterNumber(self.BACKGROUND_RATIO, "Building-free chips per chip with buildings "
+                                               "(negatives; 0 = none)", QgsProcessingParameterNumber.Double,
+                                               defaultValue=0.5, minValue=0.0),
+                  QgsProcessingParameterString(self.SPLIT_RATIOS, "Train, validation, test shares (test may be 0)",
+                                               defaultValue="6,2,2"),
+                  QgsProcessingParameterNumber(self.CHIP_STRIDE, "Pixels between chip origins (0 = chip size; half "
+                                               "of it doubles the views on small datasets)",
+                                               QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0)):
+            p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(p)
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Training dataset folder"))
         self.addOutput(QgsProcessingOutputFile(self.MANIFEST, "Manifest (manifest.json)"))
         self.addOutput(QgsProcessingOutputVectorLayer(self.TEST_LAYER, "Held-back test buildings (known use)",
@@ -151,6 +160,9 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
             chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
             split_tile_m=split_m if split_m > 0 else None, seed=self.parameterAsInt(parameters, self.SEED, context),
             min_building_pixels=self.parameterAsInt(parameters, self.MIN_PIXELS, context), overwrite=overwrite,
+            background_ratio=self.parameterAsDouble(parameters, self.BACKGROUND_RATIO, context),
+            split_ratios=self._split_ratios(parameters, context),
+            chip_stride=self.parameterAsInt(parameters, self.CHIP_STRIDE, context) or None,
             progress=self.progress(feedback))
         b = m["buildings"]
         feedback.pushInfo(f"Buildings: {b['read']} read, {b['in_imagery']} over the imagery, "
@@ -170,3 +182,10 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         for sub in SUBSETS:
             res[f"{sub.upper()}_BUILDINGS"] = m["split"]["subsets"][sub]["buildings"]
         return res
+
+    def _split_ratios(self, parameters, context) -> list[float]:
+        text = self.parameterAsString(parameters, self.SPLIT_RATIOS, context) or "6,2,2"
+        try:
+            return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise QgsProcessingException(f"SPLIT_RATIOS: '{text}' is not a list of numbers. Fix: write e.g. 6,2,2.")

@@ -166,7 +166,9 @@ def sentinel_height_footprint() -> QgsProcessingModelAlgorithm:
 
 def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     """imagery + POI points -> edifice:poiprobability (imagery grid) -> edifice:mapbuildinguse
-    (checkpoint) -> building polygons. Model outputs: ``usemap:use_class`` and ``usemap:buildings``."""
+    (checkpoint) -> building polygons. Model outputs: ``usemap:use_class`` and ``usemap:buildings``.
+    WINDOW 0 and OVERLAP -1: the model card's window and a margin of window / 8, so that any
+    checkpoint the training tool makes fits (a fixed margin would not fit every window)."""
     m = QgsProcessingModelAlgorithm("Building use map from imagery and POIs", "Edifice examples",
                                     "edifice_imagery_poi_use_map")
     _imagery_and_pois(m)
@@ -178,7 +180,7 @@ def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     _child(m, "edifice:mapbuildinguse", "usemap", "Building use (sliding window)",
            {"IMAGERY": _model_input("imagery"), "POI_MAPS": _from("poimaps", "OUTPUT"),
             "CHECKPOINT": _model_input("checkpoint"), "DEVICE": "auto", "BATCH_SIZE": 4, "WINDOW": 0,
-            "OVERLAP": 128},
+            "OVERLAP": -1},
            {"use_class": ("Building use class", "USE_CLASS"), "buildings": ("Building polygons with use", "POLYGONS")})
     return m
 
@@ -308,6 +310,26 @@ def open_data_building_use() -> QgsProcessingModelAlgorithm:
     return m
 
 
+def building_use_and_height() -> QgsProcessingModelAlgorithm:
+    """building footprints + use probabilities (edifice:mapbuildinguse) + a height raster (SHAFTS grid,
+    nDSM, lidar) -> edifice:assignbuildinguse -> edifice:assignbuildingheight: one GeoPackage with
+    use and height per building. Model output: ``height:buildings``."""
+    m = QgsProcessingModelAlgorithm("Use and height per building", "Edifice examples",
+                                    "edifice_building_use_and_height")
+    _params(m, QgsProcessingParameterFeatureSource("buildings", "Building footprints",
+                                                   [QgsProcessing.TypeVectorPolygon]),
+            QgsProcessingParameterRasterLayer("probabilities", "Building use probabilities (R, C, I)"),
+            QgsProcessingParameterRasterLayer("height", "Height raster (m)"))
+    _child(m, "edifice:assignbuildinguse", "use", "Use per building",
+           {"INPUT": _model_input("buildings"), "PROBABILITIES": _model_input("probabilities"),
+            "OUTPUT": "TEMPORARY_OUTPUT"})
+    _child(m, "edifice:assignbuildingheight", "height", "Height per building",
+           {"INPUT": _from("use", "OUTPUT"), "HEIGHT": _model_input("height"), "METHOD": 0, "MIN_PIXELS": 4,
+            "BAND": 1, "HEIGHT_FIELD": "height"},
+           {"buildings": ("Buildings with use and height", "OUTPUT")})
+    return m
+
+
 #: name -> builder of every example model; scripts/build_example_models.py writes examples/<name>.model3
 EXAMPLES = {
     "retinex_poi_chain": retinex_poi_chain,
@@ -318,4 +340,5 @@ EXAMPLES = {
     "buildingsense_function": buildingsense_function,
     "open_data_building_use": open_data_building_use,
     "sentinel_height_footprint": sentinel_height_footprint,
+    "building_use_and_height": building_use_and_height,
 }

@@ -66,5 +66,7 @@ run edifice:evaluateclassification -- LEVEL=0 PREDICTION=samples/eubucco/buildin
     UNKNOWN_LABELS=1 MIN_OVERLAP=0.5 OUTPUT_JSON=out/eubucco_use_eval.json OUTPUT_HTML=out/eubucco_use_eval.html \
     OUTPUT_TABLE=out/eubucco_use_eval.csv
 echo
-echo "Demo outputs in $ROOT/out:"
-ls -l out/*.tif out/*.gpkg out/*.html
+echo "Demo outputs in $ROOT/out (every file it made, the synthetic chain's evaluation and the checkpoints"
+echo "included; training chips are summarised by their dataset's manifest.json):"
+find out -type f ! -name '.*' ! -path '*/train/*' ! -path '*/val/*' ! -path '*/test/*' -printf '%12s  %p\n' \
+    | sort -k2

@@ -279,3 +279,26 @@ def ee_standin(standin, tmp_path_factory):
         return EarthEngineStandIn(server, key_path, info)
 
     return factory
+@pytest.fixture
+def kampala_ndsm(tmp_path, kampala_rgb):
+    """(path, heights, geometries): a 0.5 m nDSM on the Kampala grid (float32, nodata -9999) where
+    building i of samples/kampala/buildings_osm.geojson (file order, EPSG:32636 geometries) stands
+    3 + (i % 7) * 2 m high and the ground is 0 m."""
+    import pyogrio.raw
+    import rasterio
+    import shapely
+    from pyproj import Transformer
+    from rasterio import features
+
+    with rasterio.open(kampala_rgb) as src:
+        prof, shape, t = src.profile, src.shape, src.transform
+    _, _, wkb, _ = pyogrio.raw.read(str(SAMPLES / "kampala" / "buildings_osm.geojson"))
+    tr = Transformer.from_crs("EPSG:4326", "EPSG:32636", always_xy=True)
+    geoms = shapely.transform(shapely.from_wkb(wkb), lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    truth = 3.0 + (np.arange(len(geoms)) % 7) * 2.0
+    h = features.rasterize(list(zip(geoms, truth)), out_shape=shape, transform=t, fill=0.0, dtype="float32")
+    prof.update(count=1, dtype="float32", nodata=-9999.0)
+    path = tmp_path / "ndsm.tif"
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(h[None])
+    return path, truth, geoms

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
+import pyogrio.raw
 import pytest
 import rasterio
+import shapely
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,3 +51,67 @@ def test_bad_device_exits_non_zero_without_output(qp, kampala_rgb, tiny_use_chec
     assert re.search(r"DEVICE: 'cuda:9' (was asked for but CUDA is not available here|does not exist; this "
                      r"machine has \d+ CUDA device)", r.stderr), r.stdout + r.stderr
     assert list(out.iterdir()) == []
+
+
+@pytest.fixture
+def trained_use_checkpoint(tmp_path, kampala_rgb, kampala_pois) -> Path:
+    """A checkpoint the shipped tools make with their defaults (256 px chips, multi-task,
+    imagery + POI): dataset on the Kampala sample, one epoch of a tiny network."""
+    from edifice.core.training import train_building_use
+    from edifice.core.training_dataset import create_training_dataset
+
+    ds, ck = tmp_path / "ds", tmp_path / "trained.pt"
+    create_training_dataset(str(kampala_rgb), str(ROOT / "samples" / "kampala" / "buildings_osm.geojson"), str(ds),
+                            None, poi_points_path=str(kampala_pois), poi_category_field="other_tags",
+                            split_tile_m=64.0)
+    train_building_use(str(ds), str(ck), encoder="resnet18", base_width=4, epochs=1, batch_size=8, device="cpu",
+                       augment=False)
+    return ck
+
+
+def test_example_use_map_runs_with_a_checkpoint_of_the_training_tool(qp, kampala_rgb, kampala_pois,
+                                                                     trained_use_checkpoint, tmp_path):
+    """Issue 16 item 2: the example model hard-coded OVERLAP 128, which a checkpoint trained on the
+    default 256 px chips refused; it now takes the card's window and margin."""
+    model = tmp_path / "m.model3"
+    shutil.copy(ROOT / "examples" / "imagery_poi_use_map.model3", model)
+    uc, poly = tmp_path / "uc.tif", tmp_path / "buildings.gpkg"
+    r = qp("run", str(model), "--", f"imagery={kampala_rgb}", f"pois={kampala_pois}",
+           f"checkpoint={trained_use_checkpoint}", f"usemap:use_class={uc}", f"usemap:buildings={poly}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "Windows of 1024 px, 128 px margin" in r.stdout + r.stderr
+    with rasterio.open(uc) as ds:
+        assert set(np.unique(ds.read(1))) <= {0, 1, 2, 3, 255}
+
+
+def test_example_model_use_and_height_per_building(qp, kampala_rgb, kampala_ndsm, tmp_path):
+    """Issue 16 item 11: examples/building_use_and_height.model3 through qgis_process: footprints +
+    use probabilities + an nDSM -> one GeoPackage with use and height per building."""
+    ndsm, truth, geoms = kampala_ndsm
+    with rasterio.open(kampala_rgb) as src:
+        prof, (h, w) = src.profile, src.shape
+    p = np.zeros((3, h, w), np.float32)
+    p[0, :, : w // 2] = 0.8      # west residential
+    p[1, :, w // 2:] = 0.7       # east commercial
+    prof.update(count=3, dtype="float32", nodata=-1.0)
+    probs = tmp_path / "probs.tif"
+    with rasterio.open(probs, "w", **prof) as dst:
+        dst.write(p)
+    model = tmp_path / "uh.model3"
+    shutil.copy(ROOT / "examples" / "building_use_and_height.model3", model)
+    out = tmp_path / "use_height.gpkg"
+    buildings = ROOT / "samples" / "kampala" / "buildings_osm.geojson"
+    r = qp("run", str(model), "--", f"buildings={buildings}", f"probabilities={probs}", f"height={ndsm}",
+           f"height:buildings={out}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    meta, _, _, data = pyogrio.raw.read(str(out))
+    f = dict(zip(meta["fields"], data))
+    assert {"use_class", "use_name", "confidence", "height", "height_source", "height_pixels"} <= set(f)
+    with rasterio.open(kampala_rgb) as src:
+        inside = shapely.within(geoms, shapely.box(*src.bounds)) & (shapely.area(geoms) > 20)
+        mid = src.bounds.left + (src.bounds.right - src.bounds.left) / 2
+    west = inside & (shapely.bounds(geoms)[:, 2] < mid)
+    east = inside & (shapely.bounds(geoms)[:, 0] > mid)
+    assert west.sum() > 10 and east.sum() > 10 and len(geoms) == len(f["height"])
+    assert set(f["use_name"][west]) == {"residential"} and set(f["use_name"][east]) == {"commercial"}
+    assert np.allclose(f["height"][inside], truth[inside])

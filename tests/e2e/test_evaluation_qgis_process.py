@@ -128,3 +128,17 @@ def test_heights_per_building(qp, expected, tmp_path):
         assert got[key] is not None
     assert [b["n"] for b in got["bins"]] == [int(((expected["heights"][0] >= lo) & (expected["heights"][0] < hi)).sum())
                                             for lo, hi in zip(range(0, 33, 3), list(range(3, 33, 3)) + [np.inf])]
+
+
+def test_report_outputs_are_optional(qp, expected, tmp_path):
+    """Issue 16 item 8: evaluateclassification (and evaluateregression) run with none, or only some, of
+    the table / JSON / HTML outputs; the numbers come back as outputs all the same."""
+    r = qp("--json", "run", "edifice:evaluateclassification", "--", "LEVEL=0", *_use())
+    res = _results(r)
+    assert res["OVERALL_ACCURACY"] == pytest.approx(expected["overall_accuracy"], abs=1e-12)
+    assert not {"OUTPUT_TABLE", "OUTPUT_JSON", "OUTPUT_HTML"} & {k for k, v in res.items() if v}
+    js = tmp_path / "only.json"
+    res = _results(qp("--json", "run", "edifice:evaluateclassification", "--", "LEVEL=0", *_use(),
+                      f"OUTPUT_JSON={js}"))
+    assert res["OUTPUT_JSON"] == str(js) and json.loads(js.read_text())["kappa"] == pytest.approx(expected["kappa"])
+    assert list(tmp_path.iterdir()) == [js]

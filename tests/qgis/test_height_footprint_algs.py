@@ -453,3 +453,33 @@ def test_single_task_checkpoint_without_target_names_target(provider, thu_dir, t
     with pytest.raises(QgsProcessingException, match="TARGET: is not set.* Fix: set TARGET"):
         processing.run("edifice:heightfootprint", _hf_params(thu_dir, ckpt, SMALL, 0.005, tmp_path))
     assert not (tmp_path / "h.tif").exists()
+
+
+def test_train_same_weights_from_qgis_and_cli_and_single_task(provider, thu_dir, thu_reference, tmp_path):
+    """Issue 16 item 4: with the same seed and thread count, processing.run and the CLI (another
+    process, another ambient thread setting) write identical weights; TASK trains one task only."""
+    import os
+    import subprocess
+    import sys
+
+    import processing
+    import torch
+
+    from edifice.models.checkpoint import load_checkpoint
+    from edifice.models.shafts import load_shafts_checkpoint
+
+    q = tmp_path / "qgis.pth"
+    processing.run("edifice:trainheightfootprint", _train_params(thu_dir, thu_reference, q, EPOCHS=1, THREADS=2))
+    c = tmp_path / "cli.pth"
+    cmd = [sys.executable, "-m", "edifice.core.cli", "train-height-footprint", str(thu_dir / "thu_s1_2020.tif"),
+           str(thu_dir / "thu_s2_synthetic.tif"), str(thu_dir / "thu_srtm.tif"), str(thu_reference[0]),
+           str(thu_reference[1]), str(c), "--padding", "0.005", "--weighting", "fixed", "--epochs", "1",
+           "--batch-size", "16", "--device", "cpu", "--seed", "3", "--threads", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    sq, sc = load_checkpoint(str(q))[0], load_checkpoint(str(c))[0]
+    assert all(torch.equal(sq[k], sc[k]) for k in sq)
+    h = tmp_path / "height.pth"
+    processing.run("edifice:trainheightfootprint", _train_params(thu_dir, thu_reference, h, EPOCHS=1, TASK=1))
+    ck = load_shafts_checkpoint(h)
+    assert ck.task == "height" and set(ck.card["metrics"]["val"]) == {"height"}

@@ -62,7 +62,7 @@ def test_provider_lists_training_algorithms(provider):
     assert alg.parameterDefinition("VARIANT").defaultValue() == 2
     assert alg.parameterDefinition("OUTPUT_CHECKPOINT").type() == "fileDestination"
     from qgis.core import QgsProcessingParameterDefinition
-    for name, default in (("LAMBDA_FOOTPRINT", 1.0), ("LAMBDA_USE", 1.0), ("PATIENCE", 10)):
+    for name, default in (("LAMBDA_FOOTPRINT", 1.0), ("LAMBDA_USE", -1.0), ("PATIENCE", 10)):  # λ_U -1 = auto
         d = alg.parameterDefinition(name)
         assert d.defaultValue() == default and d.flags() & QgsProcessingParameterDefinition.FlagAdvanced
     ds = provider.algorithm("trainingdataset")

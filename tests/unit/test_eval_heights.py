@@ -28,7 +28,7 @@ def _pairs(n=300, seed=2):
 
 def test_metrics_against_references():
     r, p = _pairs()
-    m = H.regression_metrics(r, p)
+    m = H.regression_metrics(r, p, weighting="shafts_figures")
     d = p - r
     assert m["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(r, p)))
     assert m["mae"] == pytest.approx(skm.mean_absolute_error(r, p))
@@ -41,6 +41,28 @@ def test_metrics_against_references():
     assert H.kde_weights(r, p) == pytest.approx(w)
     assert m["wrmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(r, p, sample_weight=w)))
     assert m["wr2"] == pytest.approx(skm.r2_score(r, p, sample_weight=w))
+
+
+def test_paper_weighted_metrics_by_hand():
+    """Issue 16 item 3: Table 2 of the paper, computed by hand: weights = frequency of the reference
+    value (1-D Gaussian KDE, Scott's bandwidth h = std * n^(-1/5)), min-max scaled; wRMSE normalised
+    by N; wR² with the plain sample mean."""
+    r = np.array([3.0, 3.0, 3.0, 6.0, 6.0, 9.0, 30.0])
+    p = np.array([4.0, 2.0, 3.0, 8.0, 5.0, 9.0, 20.0])
+    n = len(r)
+    h = r.std(ddof=1) * n ** (-1 / 5)
+    dens = np.array([np.exp(-0.5 * ((x - r) / h) ** 2).sum() / (n * h * np.sqrt(2 * np.pi)) for x in r])
+    w = (dens - dens.min()) / (dens.max() - dens.min())
+    d = p - r
+    m = H.regression_metrics(r, p)
+    assert m["weighting"] == "paper"
+    assert H.reference_frequency_weights(r) == pytest.approx(w)
+    assert m["wrmse"] == pytest.approx(np.sqrt((w * d ** 2).sum() / n))
+    assert m["wr2"] == pytest.approx(1 - (w * d ** 2).sum() / (w * (r - r.mean()) ** 2).sum())
+    # the rare 30 m building's 10 m error has weight 0 in the paper's wRMSE, not in RMSE
+    assert w[-1] == 0 and m["wrmse"] < m["rmse"]
+    with pytest.raises(InputError, match="WEIGHTING"):
+        H.regression_metrics(r, p, weighting="pairs")
 
 
 def test_kde_approximation_for_many_pairs():

@@ -8,6 +8,7 @@ import torch
 from edifice.core.shafts_training import (PatchSamples, _uncertainty_module, adaptive_huber, augment_batch, nmad,
                                           train_shafts)
 from edifice.models.shafts import build_shafts_model, load_shafts_checkpoint
+from edifice.core.errors import InputError
 
 torch.set_num_threads(1)
 
@@ -196,3 +197,26 @@ def test_extract_training_samples_from_files(tmp_path):
     assert len(smp) == 3 and smp.x.shape == (3, 6, 20, 20) and smp.x.dtype == np.uint8
     np.testing.assert_allclose(sorted(smp.height), [8, 10, 30])
     assert smp.dem.shape == (3, 1, 20, 20) and np.isfinite(smp.dem).all()
+
+
+def test_seeded_training_is_independent_of_the_ambient_thread_count(tmp_path):
+    """Issue 16 item 4: the run sets its own intra-op thread count and deterministic algorithms, so
+    the caller's torch thread setting (QGIS, OMP_NUM_THREADS, a notebook) does not change the weights."""
+    import torch
+
+    from edifice.models.checkpoint import load_checkpoint
+
+    train, val = _synthetic(24, 5), _synthetic(6, 6)
+    before = torch.get_num_threads()
+    states = []
+    for ambient in (1, 2):
+        torch.set_num_threads(ambient)
+        out = train_shafts(train, val, 100, tmp_path / f"t{ambient}.pt", epochs=2, batch_size=8, device="cpu",
+                           threads=2, seed=7)
+        assert out["threads"] == 2 and torch.get_num_threads() == ambient  # restored after the run
+        states.append(load_checkpoint(str(tmp_path / f"t{ambient}.pt"))[0])
+    torch.set_num_threads(before)
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    with pytest.raises(InputError, match="TASK"):
+        train_shafts(train, val, 100, tmp_path / "x.pt", task="both", epochs=1, device="cpu")

@@ -52,7 +52,7 @@ def test_cli_options_parse():
                                    "--lambda-use", "2"])
     assert (a.lambda_footprint, a.lambda_use) == (0.5, 2.0)
     a = build_parser().parse_args(["train-building-use", "ds", "m.pt"])
-    assert (a.lambda_footprint, a.lambda_use) == (1.0, 1.0)
+    assert (a.lambda_footprint, a.lambda_use) == (1.0, None)  # λ_U automatic (issue 16 item 10)
 
 
 def test_lambdas_reach_training_and_are_checked(tmp_path, capsys):
