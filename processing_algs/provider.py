@@ -56,9 +56,10 @@ class EdificeProvider(QgsProcessingProvider):
         return QIcon(str(Path(__file__).resolve().parent.parent / "icon.svg"))
 
     def loadAlgorithms(self):  # noqa: N802
-        from .native_libs import isolate_shapely
+        from .native_libs import isolate_native_libs
 
-        isolate_shapely()  # before any core module imports shapely (see native_libs)
+        for error in isolate_native_libs():  # on the main thread, before core imports them (see native_libs)
+            QgsMessageLog.logMessage(f"Edifice: {error}", "Edifice", Qgis.Warning)
         for cls, needs in ALGORITHMS:
             missing = _missing(needs)
             if missing:
