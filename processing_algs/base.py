@@ -45,6 +45,8 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
 
     #: short help shown in the algorithm dialog (subclasses fill it)
     HELP = ""
+    #: Python modules the algorithm needs at run time (the provider sets it from its ALGORITHMS table)
+    REQUIRES: tuple = ()
 
     def group(self):
         return self.tr(self.GROUP)
@@ -53,7 +55,31 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
         return self.GROUP_ID
 
     def shortHelpString(self):  # noqa: N802
-        return self.tr(self.HELP)
+        problem = self.missing_dependencies_message()
+        return self.tr(f"<b>Cannot run yet.</b> {problem}<br><br>{self.HELP}" if problem else self.HELP)
+
+    def missing_dependencies_message(self) -> str | None:
+        """What is missing to run this tool and how to install it; None when nothing is missing."""
+        from ..qgis_plugin.dependencies import missing_message, missing_modules, plugin_target, qgis_python
+
+        missing = missing_modules(self.REQUIRES)
+        if not missing:
+            return None
+        try:
+            python = qgis_python()
+        except EdificeError:
+            python = None
+        return missing_message(self.displayName(), missing, python, str(plugin_target()))
+
+    def canExecute(self):  # noqa: N802 - the Toolbox shows the message instead of the dialog
+        problem = self.missing_dependencies_message()
+        return problem is None, problem or ""
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 - processing.run and qgis_process
+        problem = self.missing_dependencies_message()
+        if problem:
+            return False, problem
+        return super().checkParameterValues(parameters, context)
 
     def tr(self, text):
         return text

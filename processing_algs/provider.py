@@ -2,7 +2,6 @@
 models and scripts reference ``edifice:<algorithm>``)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from qgis.core import QgsMessageLog, QgsProcessingProvider, Qgis
@@ -19,6 +18,7 @@ from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
 from .training_dataset_alg import TrainingDatasetAlgorithm
+from .dependencies_alg import DiagnosticsAlgorithm, InstallDependenciesAlgorithm
 
 #: (algorithm class, python modules it needs at run time)
 ALGORITHMS = [
@@ -35,11 +35,9 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (InstallDependenciesAlgorithm, ()),
+    (DiagnosticsAlgorithm, ()),
 ]
-
-
-def _missing(modules) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 class EdificeProvider(QgsProcessingProvider):
@@ -60,11 +58,10 @@ class EdificeProvider(QgsProcessingProvider):
 
         for error in isolate_native_libs():  # on the main thread, before core imports them (see native_libs)
             QgsMessageLog.logMessage(f"Edifice: {error}", "Edifice", Qgis.Warning)
-        for cls, needs in ALGORITHMS:
-            missing = _missing(needs)
-            if missing:
-                QgsMessageLog.logMessage(
-                    f"Edifice: {cls().name()} is unavailable, missing Python packages: {', '.join(missing)}",
-                    "Edifice", Qgis.Warning)
-                continue
-            self.addAlgorithm(cls())
+        for cls, needs in ALGORITHMS:  # every tool is listed; one that misses packages says so when run
+            cls.REQUIRES = tuple(needs)
+            alg = cls()
+            problem = alg.missing_dependencies_message()
+            if problem:
+                QgsMessageLog.logMessage(f"Edifice: {problem}", "Edifice", Qgis.Warning)
+            self.addAlgorithm(alg)
