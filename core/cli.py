@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_training import add_commands as add_training_commands; add_training_commands(sub)  # noqa: E702
     from .cli_height import add_commands; add_commands(sub)  # noqa: E702 height/footprint tools
     from .cli_inference import add_commands; add_commands(sub)  # noqa: E702 - inference tools
+    from .diagnostics import add_command; add_command(sub)  # noqa: E702 - diagnostics
     return p
 
 

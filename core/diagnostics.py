@@ -85,3 +85,9 @@ def format_report(report: dict[str, str]) -> str:
     """The report as 'item: value' lines."""
     width = max((len(k) for k in report), default=0)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in report.items())
+
+
+def add_command(sub) -> None:
+    """``edifice diagnostics``: the report as JSON (same items as edifice:diagnostics, without QGIS's)."""
+    d = sub.add_parser("diagnostics", help="what Edifice runs on: Python, GDAL, PyTorch, CUDA, GPUs, device 'auto'")
+    d.set_defaults(func=lambda a: collect_diagnostics())

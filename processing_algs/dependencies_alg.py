@@ -5,24 +5,27 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from qgis.core import (Qgis, QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingOutputString,
+from qgis.core import (Qgis, QgsProcessingAlgorithm, QgsProcessingParameterBoolean, QgsProcessingException, QgsProcessingOutputString,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterString)
 
 from .base import EdificeAlgorithm
 
 TORCH_CHOICES = ["auto", "cpu", "cuda"]
+#: (parameter, label) of each package set, in the order of dependencies.GROUPS
+GROUP_PARAMETERS = [("CORE", "Core packages (every tool)"), ("PYTORCH", "PyTorch (the model tools)"),
+                    ("CHARTS", "Charts of the docks (pyqtgraph)")]
 TORCH_LABELS = ["Automatic (CUDA build when an NVIDIA driver is found)", "CPU only", "CUDA (NVIDIA GPU)"]
 
 
 class InstallDependenciesAlgorithm(EdificeAlgorithm):
-    GROUPS, TORCH, INDEX_URL, FIND_LINKS, TARGET = "GROUPS", "TORCH", "INDEX_URL", "FIND_LINKS", "TARGET"
+    TORCH, INDEX_URL, FIND_LINKS, TARGET = "TORCH", "INDEX_URL", "FIND_LINKS", "TARGET"
     EXTRA = "EXTRA"
     GROUP, GROUP_ID = "Set-up", "setup"
     HELP = ("Installs the Python packages Edifice needs (pinned versions) into a folder of your QGIS profile, "
             "with the Python that QGIS runs, and checks that each one imports. Only missing packages are "
             "installed; the folder is added to QGIS's Python path at once and at every start. "
-            "Package sets: Core (every tool), PyTorch (the model tools), Charts (the docks' plots). "
+            "Package sets: Core packages (every tool), PyTorch (the model tools), Charts of the docks. "
             "PyTorch build: Automatic picks a CUDA build when nvidia-smi reports a driver, else the CPU build. "
             "Package index (advanced): a mirror or local index to use instead of PyPI "
             "(then your pip configuration is ignored). Additional packages (advanced): more pip requirements, each "
@@ -38,11 +41,8 @@ class InstallDependenciesAlgorithm(EdificeAlgorithm):
         return super().flags() | QgsProcessingAlgorithm.FlagNoThreading  # sys.path changes on the main thread
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        from ..qgis_plugin.dependencies import GROUPS
-
-        self.addParameter(QgsProcessingParameterEnum(
-            self.GROUPS, "Package sets", options=["Core (every tool)", "PyTorch (model tools)", "Charts (docks)"],
-            allowMultiple=True, defaultValue=list(range(len(GROUPS)))))
+        for name, label in GROUP_PARAMETERS:
+            self.addParameter(QgsProcessingParameterBoolean(name, label, defaultValue=True))
         self.addParameter(QgsProcessingParameterEnum(self.TORCH, "PyTorch build", options=TORCH_LABELS,
                                                      defaultValue=0))
         for p in (QgsProcessingParameterString(self.INDEX_URL, "Package index URL (instead of PyPI)", optional=True),
@@ -59,7 +59,8 @@ class InstallDependenciesAlgorithm(EdificeAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..qgis_plugin import dependencies as deps
 
-        groups = [deps.GROUPS[i] for i in self.parameterAsEnums(parameters, self.GROUPS, context)]
+        groups = [group for (name, _), group in zip(GROUP_PARAMETERS, deps.GROUPS)
+                  if self.parameterAsBool(parameters, name, context)]
         target = self.parameterAsString(parameters, self.TARGET, context).strip() or str(deps.plugin_target())
         present = {p.module for p in deps.PACKAGES if importlib.util.find_spec(p.module) is not None}
         plan, notes = self.run_core(
