@@ -30,6 +30,7 @@ from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
+from .styles import write_gpkg_style, write_use_map_styles
 from .sliding_window import (Predictor, RasterOutput, WindowLayout, file_fingerprint, resolve_device,
                              run_sliding_window)
 
@@ -56,6 +57,7 @@ def class_colormap(card: dict) -> dict[int, tuple[int, int, int, int]]:
                 cmap[idx] = _hex_rgba(c.get("color") or DEFAULT_COLOURS[idx])
         except (KeyError, ValueError, TypeError):
             continue
+    cmap[0] = cmap[0][:3] + (0,)  # non-building: transparent, whatever its colour
     cmap[CLASS_NODATA] = (0, 0, 0, 0)
     return cmap
 
@@ -377,7 +379,9 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
         summary.update(device=str(dev), device_description=desc, precision=predictor.precision,
                        grid={"width": grid.width, "height": grid.height, "resampled": resampled},
                        outputs=dict(wanted),
-                       default_colours=all(class_colormap(card)[k] == _hex_rgba(DEFAULT_COLOURS[k]) for k in range(4)))
+                       default_colours=all(class_colormap(card)[k][:3] == _hex_rgba(DEFAULT_COLOURS[k])[:3]
+                                           for k in range(4)))
+        write_use_map_styles({k: v for k, v in wanted.items() if k != "polygons"}, class_colormap(card), USE_NAMES)
         if polygons:
             from .vectorize import polygonize_buildings
 
@@ -385,21 +389,33 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
             try:
                 summary["polygons"] = polygonize_buildings(fp_mask_path, probs_path, polygons, gsd * gsd,
                                                            progress=progress.span(0.9, 1.0))
+                write_gpkg_style(polygons, "buildings", "building_use_polygons.qml")
             except BaseException:
                 # all or nothing: the rasters of this run were moved into place already
                 for key in ("footprint_probability", "footprint_mask", "use_class", "use_probabilities"):
                     if key in wanted:
-                        for p in (wanted[key], wanted[key] + ".aux.xml"):
+                        for p in (wanted[key], wanted[key] + ".aux.xml", Path(wanted[key]).with_suffix(".qml")):
                             with contextlib.suppress(OSError):
                                 os.unlink(p)
                 raise
+            _report_polygons(summary["polygons"]["buildings"], polygons, progress)
         progress.info(f"{summary['tiles_run']} window(s) run, {summary['tiles_skipped']} skipped (nodata or "
                       f"outside the mask) in {summary['seconds']:.1f} s on {dev}.")
         return summary
     finally:
-        for p in created:
-            with contextlib.suppress(OSError):
-                os.unlink(p)
+        for p in created:  # hidden intermediates, with the style sidecars their writers left
+            for q in (p, Path(p).with_suffix(".qml")):
+                with contextlib.suppress(OSError):
+                    os.unlink(q)
+
+
+def _report_polygons(count: int, path: str, progress: Progress) -> None:
+    """Say how many building polygons were written; warn when there are none."""
+    if count:
+        progress.info(f"{count} building polygon(s) written to {path}.")
+    else:
+        progress.warning(f"No building was found: {path} holds an empty layer. Check the threshold, the mask "
+                         "and that the imagery matches the model (bands, resolution).")
 
 
 # ---------------------------------------------------------------- assign to existing footprints
@@ -478,6 +494,7 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     with atomic_output(output) as tmp:
         pyogrio.raw.write(str(tmp), lyr.wkb, data, names + new_names, driver="GPKG", layer="buildings",
                           geometry_type=lyr.geometry_type, crs=crs)
+        write_gpkg_style(tmp, "buildings", "building_use_polygons.qml")
     progress.set_fraction(1.0)
     counts_by = {USE_NAMES[c - 1]: int(np.sum(att["use_class"] == c)) for c in (1, 2, 3)}
     return {"output": output, "buildings": n, "without_probabilities": int(np.sum(nprob == 0)), **counts_by}

@@ -124,9 +124,10 @@ def reference_grids_from_file(buildings_path, height_field: str, resolution_m: f
     if patch_size is not None:
         valid &= sample_filter(lam, have, patch_size)
     with atomic_raster(out_footprint, grid, 1, "float32", nodata=nodata,
-                       descriptions=["building footprint fraction (plan area index)"]) as df_, \
+                       descriptions=["building footprint fraction (plan area index)"],
+                       style="footprint_fraction.qml") as df_, \
             atomic_raster(out_height, grid, 1, "float32", nodata=nodata,
-                          descriptions=["area-weighted mean building height (m)"]) as dh:
+                          descriptions=["area-weighted mean building height (m)"], style="height_m.qml") as dh:
         lam_out = np.where(valid, lam, nodata) if patch_size is not None else lam
         df_.write(lam_out.astype(np.float32)[None])
         dh.write(np.where(valid, have, nodata).astype(np.float32)[None])
