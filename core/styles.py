@@ -60,7 +60,7 @@ def _write_categories(raster, classes) -> None:
                    + "".join(f"<F>{c}</F>" for c in rgba) + "</Row>"
                    for i, (v, rgba, label) in enumerate(classes))
     Path(str(raster) + ".aux.xml").write_text(
-        f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>{categories}</CategoryNames>\n'
+        f'<PAMDataset>\n  <PAMRasterBand band="1">\n    <CategoryNames>\n{categories}</CategoryNames>\n'
         f'    <GDALRasterAttributeTable tableType="thematic">{fields}{rows}</GDALRasterAttributeTable>\n'
         "  </PAMRasterBand>\n</PAMDataset>\n", encoding="utf-8")
 
