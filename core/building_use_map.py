@@ -27,7 +27,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from .errors import InputError
-from .grid import Grid
+from .grid import Grid, apply_affine
 from .progress import Progress, ensure
 from .raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
 from .styles import write_gpkg_style, write_use_map_styles
@@ -433,6 +433,7 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
 
     from .raster_io import atomic_output
     from .vector_io import read_vector
+    from .vector_io import GPKG_CREATION
     from .vectorize import attributes
 
     progress = ensure(progress)
@@ -475,7 +476,7 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
             inside = features.geometry_mask([geom], (r1 - r0, c1 - c0), grid.window_transform(w), invert=True)
             if not inside.any():
                 pt = shapely.point_on_surface(geom)
-                cc, rr = inv * (pt.x, pt.y)
+                cc, rr = apply_affine(inv, (pt.x, pt.y))
                 cc, rr = int(np.floor(cc)), int(np.floor(rr))
                 if not (0 <= cc < grid.width and 0 <= rr < grid.height):
                     continue
@@ -493,7 +494,7 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     progress.check_cancelled()
     with atomic_output(output) as tmp:
         pyogrio.raw.write(str(tmp), lyr.wkb, data, names + new_names, driver="GPKG", layer="buildings",
-                          geometry_type=lyr.geometry_type, crs=crs)
+                          geometry_type=lyr.geometry_type, crs=crs, dataset_options=GPKG_CREATION)
         write_gpkg_style(tmp, "buildings", "building_use_polygons.qml")
     progress.set_fraction(1.0)
     counts_by = {USE_NAMES[c - 1]: int(np.sum(att["use_class"] == c)) for c in (1, 2, 3)}

@@ -78,3 +78,15 @@ def test_retinex_cli_writes_its_sidecar(tmp_path, kampala_rgb):
                         "--sigmas", "5"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "r.qml").read_text() == (styles.STYLE_DIR / "retinex_uint8.qml").read_text()
+
+
+def test_geopackages_are_written_as_version_1_3(tmp_path):
+    """QGIS's older GDAL reads them without "may only be partially supported" noise."""
+    from edifice.core.vectorize import _write_empty
+
+    gpkg = tmp_path / "e.gpkg"
+    _write_empty(gpkg, "EPSG:32636")
+    with sqlite3.connect(gpkg) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 10300
+    r = subprocess.run(["ogrinfo", "-so", "-al", str(gpkg)], capture_output=True, text=True)
+    assert r.returncode == 0 and "partially supported" not in r.stdout + r.stderr
