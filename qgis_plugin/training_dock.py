@@ -35,7 +35,7 @@ class LossCurveDock(QDockWidget):
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", "loss (Dice)")
         self.plot.showGrid(x=True, y=True, alpha=0.3)
-        self.plot.addLegend()
+        self.plot.addLegend(offset=(-10, 10))  # top right: losses fall from the top left, away from it
         self.train_curve = self.plot.plot([], [], pen=pg.mkPen("#1f77b4", width=2), symbol="o", symbolSize=5,
                                           name="train")
         self.val_curve = self.plot.plot([], [], pen=pg.mkPen("#d62728", width=2), symbol="o", symbolSize=5,
