@@ -56,7 +56,23 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self):  # noqa: N802
         problem = self.missing_dependencies_message()
-        return self.tr(f"<b>Cannot run yet.</b> {problem}<br><br>{self.HELP}" if problem else self.HELP)
+        text = self.help_with_labels(self.HELP)
+        return self.tr(f"<b>Cannot run yet.</b> {problem}<br><br>{text}" if problem else text)
+
+    def help_with_labels(self, text: str) -> str:
+        """``text`` with each parameter id (``POI_MAPS``) replaced by the label the dialog shows
+        (*POI probability maps*), so that the help speaks the dialog's language."""
+        import re
+
+        labels = {}
+        for p in self.parameterDefinitions():
+            label = re.split(r" \(|: ", p.description(), maxsplit=1)[0].strip()
+            if label:
+                labels[p.name()] = label
+        if not labels:
+            return text
+        pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, labels), key=len, reverse=True)) + r")\b")
+        return pattern.sub(lambda m: f"<i>{labels[m.group(1)]}</i>", text)
 
     def missing_dependencies_message(self) -> str | None:
         """What is missing to run this tool and how to install it; None when nothing is missing."""

@@ -39,3 +39,17 @@ def test_missing_package_refuses_with_fix(provider, monkeypatch):
     ok, message = alg.checkParameterValues({"INPUT": "x.tif"}, QgsProcessingContext())
     assert not ok and "Install dependencies" in message
     assert alg.shortHelpString().startswith("<b>Cannot run yet.</b>")
+
+
+def test_help_uses_the_dialogs_labels(provider):
+    """No help text names a parameter by its id (POI_MAPS, BLEND): the dialog's labels instead."""
+    import re
+
+    for alg in provider.algorithms():
+        text = alg.shortHelpString()
+        ids = {p.name() for p in alg.parameterDefinitions()}
+        found = {w for w in re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", re.sub(r"<i>.*?</i>", "", text)) if w in ids}
+        assert not found, (alg.id(), found)
+    help_text = provider.algorithm("mapbuildinguse").shortHelpString()
+    assert "<i>POI probability maps</i>" in help_text and "<i>Blend neighbouring windows</i>" in help_text
+    assert "seed" not in help_text.lower()
