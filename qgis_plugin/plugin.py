@@ -84,7 +84,7 @@ class EdificePlugin:
 
         bar = self.iface.messageBar()
         names = ", ".join(dependencies.package_for(m).distribution for m in needed)
-        item = bar.createMessage("Edifice", f"Some tools need Python packages that are missing: {names}.")
+        item = bar.createMessage("Edifice", f"missing Python packages: {names}")
         button = QPushButton("Install dependencies…", item)
         button.clicked.connect(self.open_installer)
         item.layout().addWidget(button)
