@@ -59,10 +59,11 @@ def dialog():
     res["log"] = log.toPlainText() if log is not None else ""
     dlg.close()
     canvas = iface.mapCanvas()
+    refreshed = []
+    canvas.mapCanvasRefreshed.connect(lambda: refreshed.append(1))
     canvas.zoomToFullExtent()
-    canvas.refreshAllLayers()
-    wait(lambda: not canvas.isDrawing(), 60)
-    canvas.waitWhileRendering()
+    canvas.refresh()
+    wait(lambda: refreshed, 60)  # the screenshot shows the finished map
 
 
 try:
