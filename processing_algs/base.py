@@ -51,6 +51,15 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def group(self):
         return self.tr(self.GROUP)
 
+    def addParameter(self, definition, createOutput=True):  # noqa: N802, N803 - QGIS's names
+        """Every ``DEVICE`` text parameter gets a drop-down of devices in the dialog (the value stays
+        text, so ``DEVICE=cuda:3`` keeps working in qgis_process and models)."""
+        if definition.name() == "DEVICE" and definition.type() == "string":
+            meta = dict(definition.metadata())
+            meta["widget_wrapper"] = dict(meta.get("widget_wrapper") or {}, value_hints=list(DEVICE_CHOICES))
+            definition.setMetadata(meta)
+        return super().addParameter(definition, createOutput)
+
     def groupId(self):  # noqa: N802
         return self.GROUP_ID
 
@@ -210,6 +219,9 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
                 "Fix: save it as GeoTIFF first (Export > Save As).")
         return layer.source().split("|")[0]
 
+
+#: Devices offered in the dialogs' DEVICE drop-down (core/devices.py resolves them; auto = CUDA when available)
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "mps")
 
 #: Vector formats the core reads as they are (others are exported to a GeoPackage first).
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "pbf", "csv", "gml", "kml", "sqlite", "tab", "xlsx", "ods"]

@@ -46,6 +46,9 @@ def dialog():
     params = json.load(open(os.environ["EDIFICE_DESKTOP_PARAMS"]))
     dlg = processing.createAlgorithmDialog("edifice:mapbuildinguse", params)
     dlg.show()
+    device = dlg.mainWidget().wrappers["DEVICE"].wrappedWidget()
+    res["device_widget"] = [type(device).__name__, [device.itemText(i) for i in range(device.count())]
+                            if hasattr(device, "itemText") else []]
     dlg.runAlgorithm()  # as the Run button: a QgsProcessingAlgRunnerTask, layers loaded on completion
     wanted = {os.path.normpath(params["POLYGONS"]), os.path.normpath(params["USE_CLASS"])}
 

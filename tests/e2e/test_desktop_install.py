@@ -73,3 +73,5 @@ def test_map_building_use_from_its_dialog_loads_styled_layers(qp_env, kampala_rg
     assert res["layers"]["use_class.tif"] == "paletted"
     assert res["layers"]["buildings.gpkg"] == "categorizedSymbol"
     assert "building polygon(s) written to" in res["log"]
+    widget, choices = res["device_widget"]  # the device is chosen from a list
+    assert widget == "QComboBox" and {"auto", "cpu", "cuda"} <= set(choices), res["device_widget"]

@@ -53,3 +53,15 @@ def test_help_uses_the_dialogs_labels(provider):
     help_text = provider.algorithm("mapbuildinguse").shortHelpString()
     assert "<i>POI probability maps</i>" in help_text and "<i>Blend neighbouring windows</i>" in help_text
     assert "seed" not in help_text.lower()
+
+
+def test_device_parameters_offer_choices_and_take_text(provider):
+    """DEVICE is a drop-down in the dialogs (value hints) and stays text for qgis_process."""
+    from edifice.processing_algs.base import DEVICE_CHOICES
+
+    with_device = [a for a in provider.algorithms() if a.parameterDefinition("DEVICE") is not None]
+    assert len(with_device) >= 4
+    for alg in with_device:
+        p = alg.parameterDefinition("DEVICE")
+        assert p.type() == "string" and p.metadata()["widget_wrapper"]["value_hints"] == list(DEVICE_CHOICES)
+        assert p.checkValueIsAcceptable("cuda:3")
