@@ -63,18 +63,22 @@ class InstallDependenciesAlgorithm(EdificeAlgorithm):
                   if self.parameterAsBool(parameters, name, context)]
         target = self.parameterAsString(parameters, self.TARGET, context).strip() or str(deps.plugin_target())
         present = {p.module for p in deps.PACKAGES if importlib.util.find_spec(p.module) is not None}
+        too_old = {p.module for p in deps.PACKAGES if p.module in present and deps.outdated(p.module)}
         plan, notes = self.run_core(
             deps.plan_install, self.run_core(deps.qgis_python), target, groups, present,
             torch=TORCH_CHOICES[self.parameterAsEnum(parameters, self.TORCH, context)],
             cuda=deps.detect_cuda() if "torch" in groups and "torch" not in present else None,
             index_url=self.parameterAsString(parameters, self.INDEX_URL, context).strip() or None,
             find_links=[s for s in [self.parameterAsString(parameters, self.FIND_LINKS, context).strip()] if s],
-            extra=deps.extra_packages(self.parameterAsString(parameters, self.EXTRA, context)))
+            extra=deps.extra_packages(self.parameterAsString(parameters, self.EXTRA, context)),
+            modules_outdated=too_old)
         for note in notes:
             feedback.pushInfo(note)
         report = self.run_core(deps.run_install, plan, self.progress(feedback), feedback.pushInfo)
         deps.activate(target)
         feedback.pushInfo(f"Package folder {target} is on QGIS's Python path.")
+        if plan.first:
+            feedback.pushWarning("Restart QGIS: the packages that replace too-old ones take effect at the next start.")
         return {"PACKAGE_FOLDER": target, "REPORT": "; ".join(f"{m}: {r}" for m, r in report.items())}
 
 

@@ -38,6 +38,7 @@ class Package:
     module: str
     requirement: str
     group: str  # "core" (every tool), "torch" (models), "gui" (charts of the docks)
+    minimum: str = ""  # oldest version Edifice works with (an older one, e.g. Debian's, counts as missing)
 
     @property
     def distribution(self) -> str:
@@ -47,17 +48,17 @@ class Package:
 #: Pinned runtime dependencies (same pins as requirements.lock; a unit test keeps them in step).
 #: affine stays < 3: affine 3 needs attrs >= 23.2 and Debian 12's attrs 22.2 keeps priority.
 PACKAGES = (
-    Package("numpy", "numpy==1.26.4", "core"),
-    Package("scipy", "scipy==1.13.1", "core"),
-    Package("rasterio", "rasterio==1.4.4", "core"),
+    Package("numpy", "numpy==1.26.4", "core", "1.24"),
+    Package("scipy", "scipy==1.13.1", "core", "1.10"),
+    Package("rasterio", "rasterio==1.4.4", "core", "1.3"),
     Package("affine", "affine==2.4.0", "core"),
-    Package("shapely", "shapely==2.2.0", "core"),
-    Package("pyogrio", "pyogrio==0.13.0", "core"),
-    Package("pyproj", "pyproj==3.7.1", "core"),
+    Package("shapely", "shapely==2.2.0", "core", "2.0"),
+    Package("pyogrio", "pyogrio==0.13.0", "core", "0.7"),
+    Package("pyproj", "pyproj==3.7.1", "core", "3.4"),
     Package("requests", "requests==2.32.5", "core"),
-    Package("torch", "torch==2.13.0", "torch"),
-    Package("sklearn", "scikit-learn==1.9.1", "torch"),
-    Package("pyqtgraph", "pyqtgraph==0.14.0", "gui"),
+    Package("torch", "torch==2.13.0", "torch", "2.1"),
+    Package("sklearn", "scikit-learn==1.9.1", "torch", "1.3"),
+    Package("pyqtgraph", "pyqtgraph==0.14.0", "gui", "0.13"),
 )
 GROUPS = ("core", "torch", "gui")
 #: PyTorch wheel variants by the CUDA version they need, newest first (download.pytorch.org/whl/<variant>).
@@ -76,16 +77,37 @@ def package_for(module: str) -> Package:
 
 
 def missing_modules(modules) -> list[str]:
-    """The modules of ``modules`` that Python cannot find (without importing them)."""
-    return [m for m in modules if importlib.util.find_spec(m) is None]
+    """The modules of ``modules`` that Python cannot find, or finds older than Edifice's minimum
+    (e.g. Debian 12's shapely 1.8), without importing them."""
+    return [m for m in modules if importlib.util.find_spec(m) is None or outdated(m)]
+
+
+def outdated(module: str) -> str | None:
+    """The installed version of ``module``'s distribution when it is older than the minimum, else None."""
+    from importlib import metadata
+
+    p = package_for(module)
+    if not p.minimum:
+        return None
+    try:
+        have = metadata.version(p.distribution)
+    except metadata.PackageNotFoundError:
+        return None  # found without metadata: nothing to compare
+    return have if _version_tuple(have) < _version_tuple(p.minimum) else None
+
+
+def _version_tuple(version: str) -> tuple:
+    """'1.8.5.post1' -> (1, 8, 5): the leading numbers, for comparing release versions."""
+    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def missing_message(tool: str, missing, python: str | None = None, target: str | None = None) -> str:
     """What a user reads when ``tool`` cannot run: the missing packages and three ways to fix it."""
     reqs = " ".join(package_for(m).requirement for m in missing)
-    names = ", ".join(package_for(m).distribution for m in missing)
+    names = ", ".join(package_for(m).distribution + (f" (too old: {outdated(m)})" if outdated(m) else "")
+                      for m in missing)
     shell = f"{python or 'python3'} -m pip install --target \"{target or '<folder>'}\" {reqs}"
-    return (f"{tool} needs Python packages that are not installed in QGIS's Python: {names}. "
+    return (f"{tool} needs Python packages that QGIS's Python lacks: {names}. "
             f"Fix: {FIX_MENU} (in the QGIS desktop), or run '{FIX_HEADLESS}', or in a shell: {shell}")
 
 
@@ -122,13 +144,21 @@ def default_target(settings_dir: str, version: tuple = tuple(sys.version_info[:2
     return Path(settings_dir) / "edifice" / f"python{version[0]}.{version[1]}-packages"
 
 
+#: marker file in a package folder whose packages must win over QGIS's own (they replace too-old ones)
+PRIORITY_MARKER = "EDIFICE_FIRST_ON_PATH"
+
+
 def activate(target) -> bool:
-    """Append ``target`` to ``sys.path`` (once) when it exists; True when it is on the path."""
+    """Put ``target`` on ``sys.path`` (once) when it exists: appended, or first when the installer
+    replaced too-old packages of QGIS's Python there (:data:`PRIORITY_MARKER`). True when on the path."""
     target = str(target)
     if not os.path.isdir(target):
         return False
     if target not in sys.path:
-        sys.path.append(target)
+        if os.path.exists(os.path.join(target, PRIORITY_MARKER)):
+            sys.path.insert(0, target)
+        else:
+            sys.path.append(target)
         importlib.invalidate_caches()
     return True
 
@@ -176,6 +206,7 @@ class InstallPlan:
     find_links: tuple = ()
     isolated: bool = False  # ignore the user's pip configuration (an explicit index was given)
     modules: tuple = ()     # verified by import afterwards
+    first: bool = False     # the folder goes first on the path (it replaces too-old packages)
     retries: int = 5        # pip's retries per connection
 
 
@@ -192,13 +223,17 @@ def extra_packages(specs: str) -> list[Package]:
 
 def plan_install(python: str, target, groups=("core",), modules_present=(), torch: str = "auto",
                  cuda: str | None = None, index_url: str | None = None, find_links=(),
-                 packages=PACKAGES, extra=()) -> tuple[InstallPlan, list[str]]:
+                 packages=PACKAGES, extra=(), modules_outdated=()) -> tuple[InstallPlan, list[str]]:
     """The plan to install the missing packages of ``groups`` (those whose module is not in
-    ``modules_present``) plus the ``extra`` packages, and the notes to log (e.g. the torch build and why)."""
-    wanted = [p for p in packages if p.group in groups and p.module not in modules_present] + list(extra)
+    ``modules_present``, or is in ``modules_outdated``) plus the ``extra`` packages, and the notes to
+    log (e.g. the torch build and why). Replacing an outdated package puts the folder first on the path."""
+    wanted = [p for p in packages if p.group in groups
+              and (p.module not in modules_present or p.module in modules_outdated)] + list(extra)
+    replaced = [p.module for p in wanted if p.module in modules_outdated]
     plan = InstallPlan(python, Path(target), find_links=tuple(find_links), isolated=bool(index_url or find_links),
-                       modules=tuple(p.module for p in wanted))
-    notes = []
+                       modules=tuple(p.module for p in wanted), first=bool(replaced))
+    notes = [f"QGIS's Python has too old {', '.join(replaced)}: the package folder will come first on its path."
+             ] if replaced else []
     plain = [p.requirement for p in wanted if p.module != "torch"]
     if plain:
         plan.steps.append((plain, index_url))
@@ -250,7 +285,9 @@ def run_install(plan: InstallPlan, progress, log) -> dict:
         progress.set_fraction(i / (len(plan.steps) + 1))
         _run_pip(pip_command(plan, reqs, index_url), pip_environment(plan), progress, log)
     progress.set_fraction(len(plan.steps) / (len(plan.steps) + 1))
-    report = verify(plan.python, plan.target, plan.modules)
+    if plan.first:
+        (plan.target / PRIORITY_MARKER).write_text("Edifice: these packages replace too-old ones of QGIS's Python.\n")
+    report = verify(plan.python, plan.target, plan.modules, first=plan.first)
     for module, result in report.items():
         log(f"{module}: {result}")
     failed = [m for m, r in report.items() if r.startswith("FAILED")]
@@ -289,9 +326,12 @@ def _run_pip(cmd, env, progress, log) -> None:
 
 _VERIFY = """
 import importlib, json, sys
-sys.path.append(sys.argv[1])
+if sys.argv[2] == "first":
+    sys.path.insert(0, sys.argv[1])
+else:
+    sys.path.append(sys.argv[1])
 out = {}
-for m in sys.argv[2:]:
+for m in sys.argv[3:]:
     try:
         mod = importlib.import_module(m)
         out[m] = "ok " + str(getattr(mod, "__version__", "")) + " from " + str(getattr(mod, "__file__", ""))
@@ -301,14 +341,14 @@ print(json.dumps(out))
 """
 
 
-def verify(python: str, target, modules) -> dict:
-    """Import each of ``modules`` in a fresh ``python`` with ``target`` appended to its path, as
-    QGIS will: {module: "ok <version> from <file>" or "FAILED <error>"}."""
+def verify(python: str, target, modules, first: bool = False) -> dict:
+    """Import each of ``modules`` in a fresh ``python`` with ``target`` on its path as QGIS will
+    have it (appended, or ``first``): {module: "ok <version> from <file>" or "FAILED <error>"}."""
     if not modules:
         return {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    r = subprocess.run([python, "-c", _VERIFY, str(target), *modules], capture_output=True, text=True, env=env,
-                       timeout=600)
+    r = subprocess.run([python, "-c", _VERIFY, str(target), "first" if first else "append", *modules],
+                       capture_output=True, text=True, env=env, timeout=600)
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):

@@ -211,3 +211,29 @@ def test_nothing_missing_installs_nothing(tmp_path):
     log = []
     assert deps.run_install(deps.InstallPlan(sys.executable, tmp_path / "deps"), _Recorder(), log.append) == {}
     assert not (tmp_path / "deps").exists() and "Nothing to install" in log[0]
+
+
+# --- too-old packages of QGIS's Python (e.g. Debian 12's shapely 1.8) -----------------------------------
+def test_too_old_package_counts_as_missing(monkeypatch):
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "1.8.5.post1" if d == "shapely" else real(d))
+    assert deps.outdated("shapely") == "1.8.5.post1" and deps.outdated("numpy") is None
+    assert deps.missing_modules(["numpy", "shapely"]) == ["shapely"]
+    assert "shapely (too old: 1.8.5.post1)" in deps.missing_message("T", ["shapely"])
+
+
+def test_replacing_a_too_old_package_puts_the_folder_first(index, tmp_path, monkeypatch):
+    plan, notes = deps.plan_install(sys.executable, tmp_path / "deps", ("core",),
+                                    modules_present={p.module for p in deps.PACKAGES}, modules_outdated={"shapely"},
+                                    index_url=index.url)
+    assert plan.steps == [(["shapely==2.2.0"], index.url)] and plan.first and "too old shapely" in notes[0]
+    # a real install (a dummy package standing for it) with the folder first: marker, verified, activated first
+    plan = _plan(tmp_path, index.url, "edifice-dummy-app==1.0")
+    plan.first = True
+    report = deps.run_install(plan, _Recorder(), lambda line: None)
+    assert report["edifice_dummy_app"].startswith("ok 1.0")
+    assert (tmp_path / "deps" / deps.PRIORITY_MARKER).is_file()
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert deps.activate(tmp_path / "deps") and sys.path[0] == str(tmp_path / "deps")
