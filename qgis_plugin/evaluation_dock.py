@@ -205,7 +205,7 @@ class EvaluationDock(QDockWidget):
             self.plot_second.addItem(b)
             bars[key] = b
         self.plot_second.getAxis("bottom").setTicks([[(n, short_name(c, k)) for n, c in enumerate(classes)]])
-        self.plot_second.setYRange(0, 1.2)
+        self.plot_second.setYRange(0, 1.35)  # headroom: the legend sits above bars of 1.0
         self.plot_second.setTitle("Per class (one-vs-rest)")
         self.items = {"kind": "classification", "level": level, "classes": classes, "matrix": img,
                       "matrix_counts": cm, "cell_texts": texts, "bars": bars}
