@@ -51,6 +51,17 @@ def _proc_status_mb(key: str) -> float:
     raise RuntimeError(f"{key} not in /proc/self/status")
 
 
+def reset_high_water_mark() -> float:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); returns that RSS (MiB)."""
+    base = _proc_status_mb("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return base
+
+
 def make_raster(path: str, n: int, seed: int = 0) -> None:
     """n x n 3-band uint8 synthetic scene with uneven illumination and a nodata disc."""
     import rasterio
@@ -115,12 +126,7 @@ def child(src: str, dst: str, block_size: int) -> None:
     import scipy.ndimage  # noqa: F401
     import edifice.core.retinex  # noqa: F401
 
-    base = _proc_status_mb("VmRSS")
-    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    base = reset_high_water_mark()
     sec = run_ours(src, dst, block_size)
     print(json.dumps({"base_mb": base, "peak_mb": _proc_status_mb("VmHWM"), "seconds": sec}))
 

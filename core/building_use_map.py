@@ -25,7 +25,9 @@ import numpy as np
 from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
+from .outputs import refuse_input_as_output
 from .errors import InputError
 from .grid import Grid, apply_affine
 from .progress import Progress, ensure
@@ -201,6 +203,18 @@ def _check_imagery(imagery: str, card: dict, n_img: int, progress: Progress | No
             raise InputError("IMAGERY", f"is {dt}, but the model scales its bands by 1/255 as for 8-bit "
                              "imagery.", "convert the imagery to 8-bit (Raster > Conversion > Translate, "
                              "scale to 0-255) or use a model trained on this kind of imagery.")
+        _require_valid_pixels(ds, "IMAGERY")
+
+
+def _require_valid_pixels(ds, name: str, block: int = 4096) -> None:
+    """:class:`InputError` when every pixel of ``ds`` is nodata (stops at the first valid block, so a
+    normal raster costs one block read)."""
+    grid = Grid.from_dataset(ds)
+    for blk in grid.blocks(block):
+        if read_masked(ds, blk.window, name)[1].any():
+            return
+    raise InputError(name, f"'{Path(ds.name).name}' has no valid pixels: every pixel is nodata, so nothing "
+                           "would be mapped.", "check the raster's nodata value, or give imagery of the area.")
 
 
 def _check_on_grid(path: str, grid: Grid, name: str, progress: Progress, imagery: str | None = None) -> None:
@@ -278,6 +292,9 @@ def _map_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                                 "polygons": polygons}.items() if v}
     if not wanted:
         raise InputError("OUTPUT", "no output was asked for.", "give at least one output path.")
+    refuse_input_as_output({k.upper(): v for k, v in wanted.items()},
+                           {"IMAGERY": imagery, "CHECKPOINT": checkpoint, "POI_MAPS": poi_maps, "MASK": mask,
+                            "POI_LAYER": poi_points if isinstance(poi_points, str) else None})
     if not (0 < threshold < 1):
         raise InputError("THRESHOLD", f"must be between 0 and 1, got {threshold}.")
     model, card, variant, n_img, has_fp = load_use_model(checkpoint)
@@ -419,6 +436,45 @@ def _report_polygons(count: int, path: str, progress: Progress) -> None:
 
 
 # ---------------------------------------------------------------- assign to existing footprints
+def _check_probability_raster(ds) -> None:
+    """Use probabilities are 3 float bands in [0, 1] (edifice:mapbuildinguse's USE_PROBABILITIES)."""
+    fix = "give the per-class probability output (USE_PROBABILITIES) of edifice:mapbuildinguse."
+    if ds.count != 3:
+        raise InputError("PROBABILITIES", f"has {ds.count} band(s); use probabilities have 3 (R, C, I).", fix)
+    if np.dtype(ds.dtypes[0]).kind != "f":
+        raise InputError("PROBABILITIES", f"holds {ds.dtypes[0]} values, not probabilities (floats 0-1): it "
+                                          "looks like an image.", fix)
+    sample, valid = read_masked(ds, Window(0, 0, min(ds.width, 512), min(ds.height, 512)), "PROBABILITIES")
+    values = sample[:, valid]
+    if values.size and (values.min() < -1e-6 or values.max() > 1 + 1e-6):
+        raise InputError("PROBABILITIES", f"holds values from {values.min():g} to {values.max():g}, not "
+                                          "probabilities in [0, 1].", fix)
+
+
+def _require_overlap(geoms, grid: Grid) -> None:
+    """:class:`InputError` when no building (in the raster's CRS) touches the raster's extent."""
+    import shapely
+
+    present = geoms[~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)]
+    if not len(present):
+        return
+    xmin, ymin, xmax, ymax = shapely.total_bounds(present)
+    gx0, gy0, gx1, gy1 = grid.bounds
+    if xmax < gx0 or xmin > gx1 or ymax < gy0 or ymin > gy1:
+        raise InputError("PROBABILITIES", "covers none of the buildings (the raster and the footprints are "
+                                          "in different places).", "give the probabilities mapped over these "
+                                                                   "buildings, or the buildings of that area.")
+
+
+def _warn_missing_geometries(geoms, progress: Progress) -> None:
+    import shapely
+
+    missing = int(np.count_nonzero(shapely.is_missing(geoms) | shapely.is_empty(geoms)))
+    if missing:
+        progress.warning(f"INPUT: {missing} of {len(geoms)} features have no geometry; they get no use "
+                         "(use_class is null).")
+
+
 def assign_building_use(buildings: str, probabilities: str, output: str, layer: str | None = None,
                         progress: Progress | None = None) -> dict:
     """Give each polygon of ``buildings`` the mean use probabilities of the pixels whose
@@ -429,16 +485,18 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
     import shapely
     from pyproj import Transformer
     from rasterio import features
-    from rasterio.windows import Window
 
     from .raster_io import atomic_output
     from .vector_io import read_vector
     from .vector_io import GPKG_CREATION
     from .vectorize import attributes
 
+    refuse_input_as_output({"OUTPUT": output}, {"INPUT": buildings, "PROBABILITIES": probabilities})
     progress = ensure(progress)
-    lyr = read_vector(buildings, "INPUT", layer, what="a GeoPackage, GeoJSON or Shapefile of building polygons")
+    lyr = read_vector(buildings, "INPUT", layer, what="a GeoPackage, GeoJSON or Shapefile of building polygons",
+                      kind="Polygon")
     crs, geoms, names = lyr.crs_wkt, lyr.geoms, list(lyr.fields)
+    _warn_missing_geometries(geoms, progress)
     fields = list(lyr.fields.values())
     clash = sorted(set(names) & {"use_class", "use_name", "p_residential", "p_commercial", "p_industrial",
                                  "confidence", "pixels"})
@@ -446,14 +504,13 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
         raise InputError("INPUT", f"already has field(s) {', '.join(clash)}.", "rename or drop them first.")
     with open_raster(probabilities, "PROBABILITIES") as ds:
         rcrs = require_crs(ds, "PROBABILITIES")
-        if ds.count != 3:
-            raise InputError("PROBABILITIES", f"has {ds.count} band(s); use probabilities have 3 (R, C, I).",
-                             "give the per-class probability output of edifice:mapbuildinguse.")
+        _check_probability_raster(ds)
         grid = Grid.from_dataset(ds)
         g = geoms
         if CRS.from_user_input(crs) != CRS.from_user_input(rcrs):
             tr = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_user_input(rcrs), always_xy=True)
             g = shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        _require_overlap(g, grid)
         n = len(g)
         sums, nprob, counts = np.zeros((n, 3)), np.zeros(n), np.zeros(n)
         inv = ~grid.transform

@@ -21,7 +21,8 @@ from rasterio.vrt import WarpedVRT
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import atomic_raster, open_raster, require_crs
+from .outputs import refuse_input_as_output
+from .raster_io import atomic_raster, open_raster, require_crs, require_real
 from .styles import BUILTUP_CLASSES
 
 
@@ -55,7 +56,8 @@ def _read_polygons(path: str, layer: str | None, crs_wkt: str):
 
     from .vector_io import read_vector
 
-    lyr = read_vector(path, "POLYGONS", layer, columns=[], what="a GeoPackage, GeoJSON or Shapefile of polygons")
+    lyr = read_vector(path, "POLYGONS", layer, columns=[], what="a GeoPackage, GeoJSON or Shapefile of polygons",
+                      kind="Polygon")
     crs = lyr.crs_wkt
     g = lyr.geoms
     g = g[~shapely.is_missing(g)]
@@ -74,6 +76,8 @@ def builtup_mask(reference: str, output: str, rasters: Sequence[tuple[str, str |
     values); ``polygons``: paths (or (path, layer)). Returns the built-up fraction."""
     import shapely
 
+    refuse_input_as_output({"OUTPUT": output}, {"REFERENCE": reference, "RASTERS": [r[0] for r in rasters],
+                                                "POLYGONS": [p if isinstance(p, str) else p[0] for p in polygons]})
     progress = ensure(progress)
     if not rasters and not polygons:
         raise InputError("LAYERS", "no reference layer was given.", "give at least one class raster or polygon layer.")
@@ -85,6 +89,7 @@ def builtup_mask(reference: str, output: str, rasters: Sequence[tuple[str, str |
         for k, (path, values) in enumerate(rasters):
             vals = parse_values(values, f"VALUES ({path})")
             src = stack.enter_context(open_raster(path, f"RASTERS[{k}]"))
+            require_real(src, f"RASTERS[{k}]")
             if src.crs is None:
                 raise InputError(f"RASTERS[{k}]", f"'{path}' has no CRS.", "assign its CRS first.")
             vrt = stack.enter_context(WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width,

@@ -20,8 +20,13 @@ import numpy as np
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import atomic_raster, open_raster, read_masked
+from .outputs import refuse_input_as_output
+from .raster_io import (atomic_raster, open_raster, read_masked, require_band_count, require_memory,
+                        require_real)
 from .styles import CCAP_CLASSES
+
+#: memory CCAP holds per pixel of one height/footprint pair: two float64 arrays, the raw reads, masks
+CCAP_BYTES_PER_PIXEL = 40
 
 #: Candidate footprint thresholds, as SHAFTS.
 THRESHOLDS = np.linspace(0.01, 0.9, 891)
@@ -174,9 +179,18 @@ def ccap_arrays(pairs: Sequence[tuple[np.ndarray, np.ndarray]], h_min: float = 2
 
 
 def _read_all(path, name):
+    """Band 1 of a single-band height or footprint raster as float64 with NaN for nodata, and its grid."""
     with open_raster(path, name) as ds:
+        require_real(ds, name)
+        require_band_count(ds, name, 1, "a height or footprint prediction")
+        require_memory(name, ds.width * ds.height * CCAP_BYTES_PER_PIXEL, f"CCAP on {ds.width} x {ds.height} px",
+                       "CCAP works on whole rasters: clip the predictions to the area of interest or use a "
+                       "coarser resolution.")
         data, valid = read_masked(ds, None, name, [1])
         grid = Grid.from_dataset(ds)
+    if not valid.any():
+        raise InputError(name, f"'{path}' has no valid pixels (all nodata).",
+                         "give a prediction that covers the area (check its nodata value).")
     return np.where(valid, data[0].astype(np.float64), np.nan), grid
 
 
@@ -190,6 +204,9 @@ def ccap_files(pairs: Sequence[tuple[str, str]], out_mask, masked_outputs: Seque
     mask or where the value is 0). All files are written atomically. Returns
     {"thresholds": [per pair], "urban_pixels": int, "mask": out_mask}.
     """
+    refuse_input_as_output({"OUTPUT": out_mask, **{f"OUTPUT_{k + 1}": list(o) for k, o in
+                                                  enumerate(masked_outputs or [])}},
+                           {"HEIGHTS": [p[0] for p in pairs], "FOOTPRINTS": [p[1] for p in pairs]})
     progress = ensure(progress)
     arrays, grid0 = [], None
     for k, (hp, fp) in enumerate(pairs):

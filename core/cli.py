@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_training import add_commands as add_training_commands; add_training_commands(sub)  # noqa: E702
     from .cli_height import add_commands; add_commands(sub)  # noqa: E702 height/footprint tools
     from .cli_inference import add_commands; add_commands(sub)  # noqa: E702 - inference tools
+    from .cli_gapfill import add_commands; add_commands(sub)  # noqa: E702 - cloud-gap-fill
+    from .cli_buildingsense import add_commands; add_commands(sub)  # noqa: E702 - building function (LLM)
+    from .cli_osm import add_commands; add_commands(sub)  # noqa: E702 - osm-download
+    from .cli_imagery import add_commands; add_commands(sub)  # noqa: E702 - imagery download
     from .diagnostics import add_command; add_command(sub)  # noqa: E702 - diagnostics
     return p
 
@@ -125,9 +129,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run(argv: list[str] | None) -> int:
+    from .outputs import Terminated, install_termination_handler
+
     args = build_parser().parse_args(argv)
+    install_termination_handler()
     try:
         result = args.func(args)
+    except Terminated:
+        print("edifice: terminated (SIGTERM); no output was written.", file=sys.stderr)
+        return 143
     except Cancelled as exc:
         print(f"edifice: {exc}", file=sys.stderr)
         return 130
@@ -136,6 +146,10 @@ def _run(argv: list[str] | None) -> int:
         return 130
     except EdificeError as exc:
         print(f"edifice: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        print(f"edifice: error: out of memory ({_one_line(exc) or 'MemoryError'}); nothing was written. Fix: "
+              "work on a smaller extent or block size, or on a machine with more memory.", file=sys.stderr)
         return 2
     except _io_errors() as exc:  # evaluated only when an exception gets here
         print(f"edifice: error: {_one_line(exc)}", file=sys.stderr)

@@ -22,6 +22,7 @@ from .geodesy import (approx_pixel_metres, arc_to_chord, chord_to_arc, lonlat_to
                       to_lonlat)
 from .grid import Grid
 from .progress import Progress, ensure
+from .outputs import refuse_input_as_output
 from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked, require_crs
 
 CLASSES = ("residential", "commercial", "industrial")
@@ -158,6 +159,7 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
     POIs outside the grid still count. Returns a summary with the POI count per
     class used.
     """
+    refuse_input_as_output({"OUTPUT": output_path}, {"REFERENCE": reference_path})
     progress = ensure(progress)
     dmax = parse_max_distances(max_distances)
     if not pois.crs_wkt:

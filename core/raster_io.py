@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 
+from rasterio.windows import Window
+
 from .errors import InputError
 from .grid import Grid
+from .outputs import atomic_output, temporary_sibling  # noqa: F401 (the output contract; re-exported)
 
 #: Default GeoTIFF creation profile: tiled, DEFLATE-compressed (fast level), BigTIFF when needed.
 GTIFF_PROFILE = {
@@ -60,6 +61,40 @@ def open_raster(path: str | os.PathLike, name: str = "INPUT"):
     return ds
 
 
+def require_real(ds, name: str = "INPUT") -> None:
+    """:class:`InputError` for complex-valued rasters (e.g. SAR SLC), which hold no image values."""
+    if any(np.dtype(d).kind == "c" for d in ds.dtypes):
+        raise InputError(name, f"'{ds.name}' holds complex numbers ({ds.dtypes[0]}), not image values.",
+                         "give a real-valued raster (e.g. its amplitude, abs() in the Raster Calculator).")
+
+
+def require_band_count(ds, name: str, count: int, what: str) -> None:
+    """:class:`InputError` unless ``ds`` has exactly ``count`` bands (``what`` says what they hold)."""
+    if ds.count != count:
+        raise InputError(name, f"'{ds.name}' has {ds.count} band(s); {what} has {count}.",
+                         f"give a {count}-band raster of {what} (or extract the band first).")
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give (Linux ``MemAvailable``); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def require_memory(name: str, need_bytes: int, what: str, fix: str) -> None:
+    """:class:`InputError` before a whole-raster tool allocates more than the system has."""
+    have = available_memory_bytes()
+    if have is not None and need_bytes > have:
+        raise InputError(name, f"{what} needs about {need_bytes / 2**30:.1f} GiB of memory; "
+                               f"{have / 2**30:.1f} GiB are available.", fix)
+
+
 def require_crs(ds, name: str = "INPUT") -> str:
     """The dataset's CRS as WKT, or :class:`InputError` if it has none."""
     if ds.crs is None:
@@ -73,6 +108,10 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
     """Read ``window`` of ``ds`` as (bands, rows, cols) values and a (rows, cols)
     boolean mask that is True where every band holds valid data (not nodata, not NaN)."""
     idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
+    wrong = [b for b in idx if not 1 <= int(b) <= ds.count]
+    if wrong:
+        raise InputError(name, f"band {wrong[0]} does not exist: '{ds.name}' has {ds.count} band(s).",
+                         f"choose a band from 1 to {ds.count}.")
     try:
         data = ds.read(idx, window=window)
     except RasterioError as exc:
@@ -88,40 +127,28 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
     return data, valid
 
 
-def temporary_sibling(path: str | os.PathLike) -> Path:
-    """A temporary file name in the same folder as ``path`` (so the final move is atomic)."""
-    p = Path(path)
-    return p.with_name(f".{p.stem}.{uuid.uuid4().hex[:8]}.partial{p.suffix or '.tif'}")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path; on success it is moved onto ``path``, on any
-    error (or cancellation) it is removed and ``path`` is left untouched."""
-    final = Path(path)
-    if final.parent and not final.parent.exists():
-        final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(final)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        for leftover in (tmp, Path(str(tmp) + ".aux.xml"), Path(str(tmp) + ".ovr")):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-        raise
+def verify_raster(path: str | os.PathLike) -> None:
+    """Reopen a just-written raster and read the first and last pixel of every band (so the first and
+    last blocks are decoded): a file that a failed write left truncated raises here."""
+    with rasterio.open(path) as ds:
+        last = Window(max(ds.width - 1, 0), max(ds.height - 1, 0), 1, 1)
+        for band in range(1, ds.count + 1):
+            ds.read(band, window=Window(0, 0, 1, 1))
+            ds.read(band, window=last)
 
 
 @contextlib.contextmanager
 def atomic_raster(path: str | os.PathLike, grid: Grid, count: int, dtype, nodata=None,
                   descriptions: Sequence[str] | None = None,
                   colormap: dict[int, tuple[int, ...]] | None = None,
-                  overviews: bool = True, style: str | None = None, classes=None, **profile_overrides):
+                  overviews: bool = True, name: str = "OUTPUT", inputs=None, style: str | None = None,
+                  classes=None, **profile_overrides):
     """Open a tiled, compressed GeoTIFF for writing on ``grid``; it appears at
-    ``path`` only if the ``with`` block completes. Overviews are built on close
-    for rasters larger than 1024 pixels on a side. ``style`` (a QML of qgis_plugin/styles) or
-    ``classes`` ([(value, rgba, label)]: palette, category names) is written next to it
-    (core/styles.py) so that it looks right however it is opened."""
+    ``path`` only if the ``with`` block completes and the written file reads back
+    (:func:`verify_raster`). Overviews are built on close for rasters larger than
+    1024 pixels on a side. ``name``/``inputs``: see :func:`.outputs.atomic_output`.
+    ``style`` (a QML of qgis_plugin/styles) or ``classes`` ([(value, rgba, label)]: palette,
+    category names) is written next to it (core/styles.py) so that it looks right however it is opened."""
     dtype = np.dtype(dtype)
     profile = dict(GTIFF_PROFILE)
     profile.update(width=grid.width, height=grid.height, count=count, dtype=dtype.name,
@@ -131,7 +158,8 @@ def atomic_raster(path: str | os.PathLike, grid: Grid, count: int, dtype, nodata
         profile.update(tiled=False)
         profile.pop("blockxsize"), profile.pop("blockysize")
     profile.update(profile_overrides)
-    with atomic_output(path) as tmp:
+    need = grid.width * grid.height * count * dtype.itemsize // 20  # DEFLATE rarely beats 20:1 on imagery
+    with atomic_output(path, name, inputs, verify=verify_raster, need_bytes=need) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             if descriptions:
                 for i, d in enumerate(descriptions, start=1):

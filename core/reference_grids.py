@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import shapely
 
+from .outputs import refuse_input_as_output
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
@@ -102,6 +103,8 @@ def reference_grids_from_file(buildings_path, height_field: str, resolution_m: f
 
     from .raster_io import atomic_raster
     from .vector_io import read_vector
+    refuse_input_as_output({"OUTPUT_FOOTPRINT": out_footprint, "OUTPUT_HEIGHT": out_height},
+                           {"INPUT": buildings_path})
     progress = ensure(progress)
     lyr = read_vector(buildings_path, "BUILDINGS", layer, columns=[height_field], fields_name="HEIGHT_FIELD",
                       what="a GeoPackage, shapefile or another OGR-readable polygon layer")

@@ -7,6 +7,7 @@ outside itself: charts are inline SVG, styles inline, no script, no URL.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
@@ -99,8 +100,8 @@ def metrics_rows(result: dict) -> list[dict]:
     return rows
 
 
-def write_csv_table(result: dict, path) -> str:
-    """Write :func:`metrics_rows` as CSV with header level,class,metric,value."""
+def csv_table(result: dict) -> str:
+    """:func:`metrics_rows` as CSV text with header level,class,metric,value."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=["level", "class", "metric", "value"], lineterminator="\n")
     w.writeheader()
@@ -108,7 +109,12 @@ def write_csv_table(result: dict, path) -> str:
         v = row["value"]
         row["value"] = "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
         w.writerow(row)
-    return _write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv_table(result: dict, path) -> str:
+    """Write :func:`csv_table` atomically. Returns the path."""
+    return _write_text(path, csv_table(result))
 
 
 # --------------------------------------------------------------------------
@@ -352,8 +358,18 @@ def html_report(result: dict, title: str | None = None) -> str:
     if meta:
         head.append(f'<p class="note">{" · ".join(meta)}</p>')
     body = _regression_html(result) if result.get("kind") == "regression" else _classification_html(result)
+    return html_page(title, "".join(head) + body)
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (the reports' inline style) with ``body`` (HTML) under ``title``."""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{_CSS}</style></head><body>{''.join(head)}{body}</body></html>\n")
+            f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
+
+
+#: Public names of the HTML helpers for other reports (escape text, a table of rows).
+escape_html = _e
+html_table = _table
 
 
 def write_html_report(result: dict, path, title: str | None = None) -> str:
@@ -362,12 +378,16 @@ def write_html_report(result: dict, path, title: str | None = None) -> str:
 
 
 def write_reports(result: dict, json_path=None, html_path=None, csv_path=None, title: str | None = None) -> dict:
-    """Write whichever reports have a path; returns {kind: path}."""
-    out = {}
+    """Write whichever reports have a path, all or none: every text is rendered and written to its
+    temporary first, and none is moved into place unless all were written. Returns {kind: path}."""
+    texts = {}
     if json_path:
-        out["json"] = write_json_report(result, json_path)
+        texts["json"] = ("OUTPUT_JSON", json_path, json.dumps(_clean(result), indent=2, allow_nan=False) + "\n")
     if csv_path:
-        out["csv"] = write_csv_table(result, csv_path)
+        texts["csv"] = ("OUTPUT_TABLE", csv_path, csv_table(result))
     if html_path:
-        out["html"] = write_html_report(result, html_path, title)
-    return out
+        texts["html"] = ("OUTPUT_HTML", html_path, html_report(_clean(result), title))
+    with contextlib.ExitStack() as stack:
+        for name, path, text in texts.values():
+            Path(stack.enter_context(atomic_output(path, name))).write_text(text, encoding="utf-8")
+    return {kind: str(path) for kind, (_, path, _) in texts.items()}

@@ -35,7 +35,8 @@ from scipy.ndimage import gaussian_filter
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked
+from .outputs import refuse_input_as_output, scratch_prefix
+from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked, require_real
 
 DEFAULT_SIGMAS = (15.0, 80.0, 250.0)
 #: Retinex values outside this range (natural-log units) are pooled in the end bins.
@@ -295,10 +296,12 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
     the shift ``m`` (0, or the raster's negative minimum; see the module docstring).
     The output's folder is created when missing.
     """
+    refuse_input_as_output({"OUTPUT": output_path}, {"INPUT": input_path})
     settings = settings or RetinexSettings()
     scales = settings.scales()
     progress = ensure(progress)
     with bounded_gdal_cache(), open_raster(input_path, "INPUT") as ds:
+        require_real(ds, "INPUT")
         grid = Grid.from_dataset(ds)
         if ds.crs is None:
             progress.warning("INPUT has no CRS; the output will have none either.")
@@ -321,7 +324,7 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
         except OSError as exc:
             raise InputError("OUTPUT", f"the folder '{out_dir}' cannot be created ({exc.strerror or exc}).",
                              "choose an output in a folder you can write to.") from exc
-        with tempfile.TemporaryDirectory(prefix=".edifice-retinex-", dir=out_dir) as scratch:
+        with tempfile.TemporaryDirectory(prefix=scratch_prefix("retinex"), dir=out_dir) as scratch:
             cells = None
             shift = 0.0
             signed = in_dtype.kind != "u"

@@ -26,6 +26,8 @@ pixel works. Ties in the nearest-neighbour gap fill may pick another equally nea
 """
 from __future__ import annotations
 
+import os
+
 import contextlib
 import math
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from .errors import InputError
 from .devices import resolve_device  # noqa: F401  (re-exported for callers)
 from .grid import Grid
 from .progress import Progress, ensure
+from .outputs import refuse_input_as_output
 from .raster_io import atomic_raster, open_raster, read_masked, require_crs
 
 #: Default padding (degrees) added around the extent before clipping, as in SHAFTS.
@@ -347,6 +350,9 @@ def predict_height_footprint_shafts(
     ``nodata``, written atomically. Returns {"grid", "height", "footprint", "device", "pixels"}.
     """
     import torch
+    refuse_input_as_output({"OUTPUT_HEIGHT": out_height, "OUTPUT_FOOTPRINT": out_footprint},
+                           {"SENTINEL1": s1_path, "SENTINEL2": s2_path, "DEM": dem_path,
+                            "CHECKPOINT": checkpoint if isinstance(checkpoint, (str, os.PathLike)) else None})
     progress = ensure(progress)
     model, task = _load_model(checkpoint, resolution_m, target)
     if task in ("multi", "height") and out_height is None:

@@ -211,6 +211,23 @@ def evaluate(model, samples: PatchSamples, device="cpu", batch_size: int = 256) 
     return res
 
 
+def initial_model(path, resolution_m: int, task: str):
+    """The network of the checkpoint to fine-tune, checked to be a SHAFTS network of this resolution and
+    task; :class:`InputError` naming INIT_CHECKPOINT otherwise."""
+    from ..models.checkpoint import CheckpointError
+    from ..models.shafts import load_shafts_checkpoint
+
+    try:
+        ck = load_shafts_checkpoint(path, resolution_m, None if task == "multi" else task)
+    except CheckpointError as exc:
+        raise InputError("INIT_CHECKPOINT", str(exc), f"give a SHAFTS or Edifice {resolution_m} m height/footprint "
+                                                      "checkpoint, or none to train from scratch.") from exc
+    if ck.task != task:
+        raise InputError("INIT_CHECKPOINT", f"is a {ck.task}-task network, and this training is {task}-task.",
+                         "choose a checkpoint of the same task, or change the task.")
+    return ck.model
+
+
 def train_shafts(train: PatchSamples, val: PatchSamples, resolution_m: int, out_path, *,
                  task: str = "multi", num_blocks: int = 1, weighting: str = "uncertainty",
                  epochs: int = 155, batch_size: int | None = None, lr: float = 0.01,
@@ -219,12 +236,12 @@ def train_shafts(train: PatchSamples, val: PatchSamples, resolution_m: int, out_
     """Train a SHAFTS network and save the best epoch (mean validation R²) to ``out_path`` in the Edifice
     checkpoint format. ``task`` "multi" | "height" | "footprint"; ``weighting`` "uncertainty" (Eq. 5) or
     "fixed" (footprint 100, height 1); ``batch_size`` defaults to 256 (multi) / 64 (single);
-    ``init_checkpoint``: optional SHAFTS/Edifice checkpoint to fine-tune. Returns
+    ``init_checkpoint``: optional SHAFTS/Edifice checkpoint (or its loaded network) to fine-tune. Returns
     {"history": [per-epoch dicts], "best_epoch", "best_metrics", "device"}."""
     import torch
 
     from ..models.checkpoint import save_checkpoint
-    from ..models.shafts import build_shafts_model, load_shafts_checkpoint, shafts_card
+    from ..models.shafts import build_shafts_model, shafts_card
     from .devices import resolve_device
     progress = ensure(progress)
     if weighting not in ("uncertainty", "fixed"):
@@ -238,7 +255,8 @@ def train_shafts(train: PatchSamples, val: PatchSamples, resolution_m: int, out_
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     if init_checkpoint is not None:
-        model = load_shafts_checkpoint(init_checkpoint, resolution_m, None if task == "multi" else task).model
+        model = init_checkpoint if isinstance(init_checkpoint, torch.nn.Module) else \
+            initial_model(init_checkpoint, resolution_m, task)
     else:
         model = build_shafts_model(resolution_m, task, num_blocks)
     model = model.to(dev)

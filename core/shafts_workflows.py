@@ -19,8 +19,10 @@ def train_shafts_from_rasters(s1_path, s2_path, dem_path, footprint_reference, h
     into training and validation (``val_fraction``), train (:func:`~edifice.core.shafts_training.train_shafts`)
     and save the best epoch to ``out_checkpoint`` (Edifice format; written only when training ends).
     Returns train_shafts's summary plus the sample counts."""
-    from .shafts_training import extract_training_samples, train_shafts
+    from .shafts_training import extract_training_samples, initial_model, train_shafts
     progress = ensure(progress)
+    if init_checkpoint is not None:  # checked before the patches are cut
+        init_checkpoint = initial_model(init_checkpoint, int(resolution_m), task)
     if not 0.0 < val_fraction < 1.0:
         raise InputError("VALIDATION_FRACTION", f"must be between 0 and 1, got {val_fraction}.")
     if epochs < 1:

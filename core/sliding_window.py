@@ -57,14 +57,11 @@ from rasterio.windows import Window
 from .errors import Cancelled, EdificeError, InputError
 from .grid import Grid
 from .progress import Progress, ensure
-from .raster_io import GTIFF_PROFILE
+from .outputs import DiskFullError, verify_written
+from .raster_io import GTIFF_PROFILE, verify_raster
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "file_fingerprint", "DiskFullError"]
-
-
-class DiskFullError(EdificeError):
-    """The disk filled up while writing; nothing was left behind."""
 
 
 # ---------------------------------------------------------------- layout
@@ -381,6 +378,8 @@ class _Outputs:
                 if factors:
                     with rasterio.open(o.partial, "r+") as ds:
                         ds.build_overviews(factors, Resampling.nearest if o.colormap else o.resampling)
+        for o in self.outputs:  # a write error GDAL did not report shows here, before anything is moved
+            verify_written(verify_raster, Path(o.partial), Path(o.path), "OUTPUT", Path(o.path).parent)
         for o in self.outputs:
             os.replace(o.partial, o.path)
         self.sidecar.unlink(missing_ok=True)

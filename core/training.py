@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -72,6 +73,14 @@ class ChipSet(torch.utils.data.Dataset):
         return len(self.chips)
 
     def _load(self, i: int):
+        try:
+            return self._read_chip(i)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputError("DATASET", f"chip '{self.chips[i]['file']}' is missing, truncated or damaged "
+                                        f"({type(exc).__name__}).",
+                             "write the dataset again with the training-dataset tool.") from exc
+
+    def _read_chip(self, i: int):
         with np.load(self.root / self.chips[i]["file"]) as z:
             parts = [z["image"].astype(np.float32)]
             if "poi" in z.files:

@@ -48,6 +48,8 @@ FORMAT = "edifice-training-dataset"
 VERSION = 1
 SUBSETS = ("train", "val", "test")
 MANIFEST = "manifest.json"
+#: The held-back labelled buildings (test subset, known use), for evaluating a model trained on the dataset.
+TEST_BUILDINGS = "test_buildings.gpkg"
 
 
 # ---------------------------------------------------------------- split
@@ -296,6 +298,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                                    "tiles": int(sum(1 for v in tile_subset.values() if v == s)),
                                    "chips": int(sum(1 for c in manifest_chips if c["subset"] == sub)),
                                    "pixels": pix[sub]}
+            _write_test_buildings(tmp / TEST_BUILDINGS, buildings, b_subset == SUBSETS.index("test"), crs)
             ratio_note = _check_split_ratios(b_subset, split_ratios, tile_px * gsd, chip_size * gsd,
                                              len(tile_subset), progress)
             bands = [{"name": n, "scale": s, "offset": o, "source": "imagery"} for n, (s, o) in zip(names, scaling)]
@@ -316,6 +319,7 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
                 "split": {"ratios": list(split_ratios), "seed": seed, "tile_size_px": tile_px,
                           "tile_size_m": tile_px * gsd, "subsets": per_subset, **ratio_note},
                 "buildings": {**buildings.stats, "in_imagery": int(len(buildings)), **buildings.class_counts()},
+                "test_buildings": TEST_BUILDINGS,
                 "chips": manifest_chips,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -331,6 +335,20 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
     progress.info(f"Training dataset written to {final} ({counts}).")
     progress.set_fraction(1.0)
     return manifest
+
+
+def _write_test_buildings(path: Path, buildings: Buildings, in_test: np.ndarray, crs: str) -> None:
+    """The test subset's buildings of known use as polygons (imagery CRS) with ``use`` (class name)
+    and ``use_code`` (mask B value)."""
+    import pyogrio.raw
+
+    keep = in_test & np.isin(buildings.codes, list(USE_CODES.values()))
+    names = {code: name for name, code in USE_CODES.items()}
+    codes = buildings.codes[keep]
+    wkb = shapely.to_wkb(buildings.geoms[keep], output_dimension=2) if keep.any() else np.zeros(0, object)
+    pyogrio.raw.write(str(path), wkb, [np.asarray([names[c] for c in codes], dtype=object), codes.astype(np.int32)],
+                      ["use", "use_code"], driver="GPKG", layer="test_buildings", geometry_type="MultiPolygon",
+                      crs=crs, promote_to_multi=True)
 
 
 def _poi_from_points(path, layer, field, preset, mapping_file, max_distances, grid, imagery_path, out, progress):
@@ -427,9 +445,12 @@ def load_manifest(dataset_dir: str) -> dict:
                          "give a folder written by the training-dataset tool.")
     try:
         m = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError("DATASET", f"'{p}' could not be read ({exc}).") from exc
-    if m.get("format") != FORMAT:
+    except OSError as exc:
+        raise InputError("DATASET", f"'{p}' could not be read ({exc.strerror}).") from exc
+    except ValueError as exc:
+        raise InputError("DATASET", f"'{p}' is truncated or damaged (not complete JSON).",
+                         "write the dataset again with the training-dataset tool.") from exc
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise InputError("DATASET", f"'{p}' is not an Edifice training-dataset manifest.")
     return m
 

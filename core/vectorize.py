@@ -21,6 +21,7 @@ from affine import Affine
 from rasterio import features
 from scipy import ndimage
 
+from .outputs import refuse_input_as_output
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
@@ -99,6 +100,7 @@ def polygonize_buildings(mask_path: str, probs_path: str, output_path: str, pixe
     """Vectorise the building pixels (value 1) of ``mask_path`` into a GeoPackage layer
     ``buildings`` with :data:`FIELDS`, mean probabilities read from ``probs_path`` (3 bands
     R, C, I on the same grid). Returns {'buildings': n, 'merged_across_blocks': m}."""
+    refuse_input_as_output({"POLYGONS": output_path}, {"FOOTPRINT_MASK": mask_path, "USE_PROBABILITIES": probs_path})
     progress = ensure(progress)
     mds = open_raster(mask_path, "FOOTPRINT_MASK")
     pds = open_raster(probs_path, "USE_PROBABILITIES")

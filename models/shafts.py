@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, FORMAT, load_state_strict, validate_card
+from .checkpoint import (CheckpointError, FORMAT, load_state_strict, refusal_detail, shapes_match_on_meta,
+                         validate_card)
 
 #: Architecture name used in Edifice model cards.
 ARCH_NAME = "shafts_senet"
@@ -223,14 +224,15 @@ def _load_weights_only(path: Path):
     except Exception as exc:
         first = exc
     if not _ALLOWED_GLOBAL.search(str(first)):
-        raise CheckpointError(f"'{path}' is not a loadable PyTorch checkpoint or holds objects not allowed "
-                              f"in a weights-only load ({type(first).__name__}: {str(first)[-300:]})") from first
+        raise CheckpointError(f"'{path}' is not a loadable PyTorch checkpoint, or holds Python objects that a "
+                              f"safe (weights-only) load refuses{refusal_detail(first)}; Edifice never runs "
+                              "code from a checkpoint") from first
     try:
         with torch.serialization.safe_globals(_numpy_allow_list()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"'{path}' holds objects beyond numpy scalars that a weights-only load "
-                              f"refuses ({type(exc).__name__}: {str(exc)[-300:]})") from exc
+        raise CheckpointError(f"'{path}' holds objects beyond numpy scalars that a safe (weights-only) load "
+                              f"refuses{refusal_detail(exc)}; Edifice never runs code from a checkpoint") from exc
 
 
 def _strip_module(state: dict) -> dict:
@@ -316,14 +318,17 @@ def load_shafts_checkpoint(path, resolution_m: int | None = None, target: str | 
         prm = arch.get("params", {})
         try:
             res, task, nb = int(prm["resolution_m"]), str(prm["task"]), int(prm.get("num_blocks", 1))
+            if not 1 <= nb <= 64:
+                raise ValueError(f"num_blocks {nb} is outside 1-64")
+            state = raw.get("state_dict")
+            if not isinstance(state, dict):
+                raise CheckpointError(f"'{p}' has no state_dict")
+            shapes_match_on_meta(lambda: build_shafts_model(res, task, nb), state)
             model = build_shafts_model(res, task, nb)
         except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"'{p}' has invalid architecture parameters {prm}: {exc}") from exc
+            raise CheckpointError(f"'{p}' has invalid architecture parameters {str(prm)[:200]}: {exc}") from exc
         if resolution_m is not None and int(resolution_m) != res:
             raise CheckpointError(f"'{p}' is a {res} m model, not {resolution_m} m")
-        state = raw.get("state_dict")
-        if not isinstance(state, dict):
-            raise CheckpointError(f"'{p}' has no state_dict")
         load_state_strict(model, state)
         model.eval()
         return ShaftsCheckpoint(model, res, task, nb, "edifice", card, {})

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, load_state_strict
+from .checkpoint import CheckpointError, load_checkpoint, load_state_strict, shapes_match_on_meta
 from .resnet import ENCODERS, ResNetEncoder
 
 __all__ = ["ARCHITECTURE", "VARIANTS", "USE_CLASSES", "UNetResNet", "build_model", "build_from_card",
@@ -173,6 +173,7 @@ def build_from_card(card: dict) -> UNetResNet:
 def load_model(path) -> tuple[UNetResNet, dict]:
     """(model in eval mode, card) from an Edifice checkpoint; weights loaded strictly."""
     state, card = load_checkpoint(path)
+    shapes_match_on_meta(lambda: build_from_card(card), state)
     model = build_from_card(card)
     load_state_strict(model, state)
     model.eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProject,
                        QgsProcessingLayerPostProcessorInterface, QgsRasterLayer)
 
 from ..core.errors import EdificeError
@@ -112,6 +112,97 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """QGIS's checks, then the output contract's first rule before any work: no output may be an
+        input (same file, also through links) and no two outputs may share a file."""
+        problem = self._number_out_of_range(parameters, context) or self._unreadable_file(parameters, context)
+        if problem:
+            return False, problem
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        from ..core.outputs import refuse_input_as_output
+
+        try:
+            refuse_input_as_output(self._destination_paths(parameters, context),
+                                   self._input_paths(parameters, context))
+        except EdificeError as exc:
+            return False, str(exc)
+        return True, ""
+
+    def _number_out_of_range(self, parameters, context) -> str:
+        """A message naming the numeric parameter, its value and its accepted range (QGIS's own says
+        only "Incorrect parameter value"); empty when every number is acceptable."""
+        from qgis.core import QgsProcessingParameterNumber
+
+        for definition in self.parameterDefinitions():
+            value = parameters.get(definition.name())
+            if definition.type() != "number" or value in (None, "") or \
+                    definition.checkValueIsAcceptable(value, context):
+                continue
+            whole = definition.dataType() == QgsProcessingParameterNumber.Integer
+            lo, hi = definition.minimum(), definition.maximum()
+            bounds = [f"at least {lo:g}" if abs(lo) < 1e300 else "", f"at most {hi:g}" if abs(hi) < 1e300 else ""]
+            wanted = " and ".join(b for b in bounds if b)
+            return (f"{definition.name()} ({definition.description()}): {value!r} is not accepted. Fix: give "
+                    f"{'a whole number' if whole else 'a number'}{' ' + wanted if wanted else ''}.")
+        return ""
+
+    def _unreadable_file(self, parameters, context) -> str:
+        """A message for a layer parameter given as a file path that is missing, or present but not
+        readable (empty, truncated, corrupt) — QGIS reports both as 'not found'; empty when all open."""
+        import os
+
+        for definition in self.parameterDefinitions():
+            value = parameters.get(definition.name())
+            kind = definition.type()
+            if kind not in ("raster", "vector", "source") or not isinstance(value, str) or not value:
+                continue
+            path = value.split("|")[0]
+            if "://" in path or path.startswith(("/vsi", "memory:", "postgres", "dbname=")) or \
+                    QgsProject.instance().mapLayer(value) is not None or not os.path.splitext(path)[1]:
+                continue  # a layer id, a URI or a layer name: QGIS resolves those itself
+            if not os.path.exists(path):
+                return f"{definition.name()}: file '{path}' does not exist. Fix: check the path."
+            layer = self.parameterAsLayer(parameters, definition.name(), context)
+            if layer is None or not layer.isValid():
+                what = "raster" if kind == "raster" else "vector layer"
+                size = os.path.getsize(path) if os.path.isfile(path) else -1
+                why = "it is empty (0 bytes)" if size == 0 else "it may be truncated or corrupt"
+                return (f"{definition.name()}: '{path}' is not a readable {what}: {why}. Fix: re-export or "
+                        "re-download the file.")
+        return ""
+
+    def _destination_paths(self, parameters, context) -> dict[str, str]:
+        paths = {}
+        for definition in self.destinationParameterDefinitions():
+            if parameters.get(definition.name()) in (None, ""):
+                continue
+            value = self.parameterAsOutputLayer(parameters, definition.name(), context) \
+                or self.parameterAsFileOutput(parameters, definition.name(), context)
+            if value and not value.startswith(("memory:", "ogr:", "postgres:")):
+                paths[definition.name()] = value.split("|")[0]
+        return paths
+
+    def _input_paths(self, parameters, context) -> dict[str, list[str]]:
+        from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterMultipleLayers
+
+        paths = {}
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            if definition.isDestination() or parameters.get(name) in (None, ""):
+                continue
+            if isinstance(definition, QgsProcessingParameterMultipleLayers):
+                layers = self.parameterAsLayerList(parameters, name, context) or []
+                paths[name] = [lyr.source().split("|")[0] for lyr in layers]
+            elif isinstance(definition, QgsProcessingParameterFile):
+                paths[name] = [self.parameterAsFile(parameters, name, context)]
+            elif definition.type() in ("raster", "vector", "source", "layer", "mesh", "pointcloud"):
+                layer = self.parameterAsLayer(parameters, name, context)
+                if layer is not None:
+                    paths[name] = [layer.source().split("|")[0]]
+        return paths
+
     @staticmethod
     def progress(feedback) -> FeedbackProgress:
         return FeedbackProgress(feedback)
@@ -120,13 +211,23 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def run_core(fn, *args, **kwargs):
         """Call a core function; Edifice errors become a QgsProcessingException
         with the user-facing message (no traceback)."""
+        from ..core.outputs import Terminated, terminate_cleanly
+
         try:
-            return fn(*args, **kwargs)
+            with terminate_cleanly():
+                return fn(*args, **kwargs)
+        except Terminated as exc:
+            raise QgsProcessingException("Terminated (SIGTERM); no output was written.") from exc
         except EdificeError as exc:
             raise QgsProcessingException(str(exc)) from exc
         except MemoryError as exc:
             raise QgsProcessingException("Out of memory; try a smaller block size or extent.") from exc
         except OSError as exc:
+            from ..core.outputs import is_disk_full
+
+            if is_disk_full(exc):
+                raise QgsProcessingException(f"The disk is full writing '{exc.filename or ''}'; nothing was kept. "
+                                             "Fix: free space or choose another folder.") from exc
             raise QgsProcessingException(f"File system error: {exc}") from exc
 
     @staticmethod
@@ -137,6 +238,18 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
             if layer_name:
                 details.name = layer_name
             details.setPostProcessor(_StylePostProcessor.create(STYLE_DIR / qml_name, layer_name))
+
+    @staticmethod
+    def style_output_like(context, output_path: str, layer) -> None:
+        """Style the output with ``layer``'s current style (an output with the same bands and
+        radiometry as its input, e.g. a gap-filled image, renders like it) when QGIS loads it."""
+        from qgis.core import QgsProcessingUtils
+
+        if context.willLoadLayerOnCompletion(output_path) and layer is not None:
+            qml = QgsProcessingUtils.generateTempFilename("input_style.qml")
+            layer.saveNamedStyle(qml)
+            details = context.layerToLoadOnCompletionDetails(output_path)
+            details.setPostProcessor(_StylePostProcessor.create(Path(qml)))
 
     def vector_source(self, parameters, name: str, context, feedback) -> tuple[str | None, str | None]:
         """(path, layer name or None) of the vector input ``name``, readable by pyogrio; QGIS

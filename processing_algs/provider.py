@@ -9,11 +9,16 @@ from qgis.PyQt.QtGui import QIcon
 
 from .evaluate_classification_alg import EvaluateClassificationAlgorithm
 from .evaluate_regression_alg import EvaluateRegressionAlgorithm
+from .imagery_download_alg import ImageryDownloadAlgorithm
 from .height_footprint_algs import (CcapAlgorithm, HeightFootprintAlgorithm, ReferenceGridsAlgorithm,
                                     TrainHeightFootprintAlgorithm)
 from .assign_building_use_alg import AssignBuildingUseAlgorithm
 from .builtup_mask_alg import BuiltupMaskAlgorithm
+from .cloud_gap_fill_alg import CloudGapFillAlgorithm
+from .buildingsense_algs import (BuildingSamplesAlgorithm, ClassifyBuildingFunctionAlgorithm,
+                                 StreetViewPointsAlgorithm)
 from .map_building_use_alg import MapBuildingUseAlgorithm
+from .osm_download_alg import OsmDownloadAlgorithm
 from .poi_probability_alg import PoiProbabilityAlgorithm
 from .retinex_alg import RetinexAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
@@ -23,6 +28,7 @@ from .dependencies_alg import DiagnosticsAlgorithm, InstallDependenciesAlgorithm
 #: (algorithm class, python modules it needs at run time)
 ALGORITHMS = [
     (RetinexAlgorithm, ("numpy", "scipy", "rasterio")),
+    (CloudGapFillAlgorithm, ("numpy", "scipy", "rasterio")),
     (PoiProbabilityAlgorithm, ("numpy", "scipy", "rasterio", "pyproj")),
     (EvaluateClassificationAlgorithm, ("numpy", "rasterio", "shapely", "pyogrio", "pyproj")),
     (EvaluateRegressionAlgorithm, ("numpy", "scipy", "rasterio", "shapely", "pyogrio", "pyproj")),
@@ -35,6 +41,11 @@ ALGORITHMS = [
     (BuiltupMaskAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (MapBuildingUseAlgorithm, ("torch", "numpy", "scipy", "rasterio", "shapely", "pyproj", "pyogrio")),
     (AssignBuildingUseAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (StreetViewPointsAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (BuildingSamplesAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (ClassifyBuildingFunctionAlgorithm, ("numpy", "shapely", "pyproj", "pyogrio", "requests")),
+    (OsmDownloadAlgorithm, ("numpy", "requests", "shapely", "pyproj", "pyogrio")),
+    (ImageryDownloadAlgorithm, ("numpy", "rasterio", "pyproj", "requests")),
     (InstallDependenciesAlgorithm, ()),
     (DiagnosticsAlgorithm, ()),
 ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutputFile,
-                       QgsProcessingOutputNumber, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingOutputNumber, QgsProcessingOutputVectorLayer, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
@@ -38,7 +39,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         "CATEGORY_FIELD", "PRESET", "POI_MAPPING_FILE", "MAX_DISTANCES")
     BUILDINGS, USE_FIELD, USE_PRESET, MAPPING_FILE = "BUILDINGS", "USE_FIELD", "USE_PRESET", "MAPPING_FILE"
     CHIP_SIZE, SPLIT_TILE, SEED, MIN_PIXELS = "CHIP_SIZE", "SPLIT_TILE", "SEED", "MIN_BUILDING_PIXELS"
-    OUTPUT_FOLDER, MANIFEST = "OUTPUT_FOLDER", "MANIFEST"
+    OUTPUT_FOLDER, MANIFEST, TEST_LAYER = "OUTPUT_FOLDER", "MANIFEST", "TEST_BUILDINGS_LAYER"
     GROUP, GROUP_ID = "Building use", "buildinguse"
     HELP = ("Cuts imagery, POI probability maps and building polygons with a use attribute into training "
             "chips (a folder with manifest.json and train/val/test chips) for 'Train building-use model'. "
@@ -99,6 +100,8 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         self.addParameter(p)
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, "Training dataset folder"))
         self.addOutput(QgsProcessingOutputFile(self.MANIFEST, "Manifest (manifest.json)"))
+        self.addOutput(QgsProcessingOutputVectorLayer(self.TEST_LAYER, "Held-back test buildings (known use)",
+                                                      QgsProcessing.TypeVectorPolygon))
         for sub in ("TRAIN", "VAL", "TEST"):
             self.addOutput(QgsProcessingOutputNumber(f"{sub}_BUILDINGS", f"Buildings in the {sub.lower()} subset"))
         self.addOutput(QgsProcessingOutputNumber("CHIPS", "Chips written"))
@@ -162,7 +165,8 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
                               f"{s['tiles']} tiles, {s['chips']} chips")
         bands = ", ".join(x["name"] for x in m["bands"])
         feedback.pushInfo(f"Bands in order: {bands}.")
-        res = {self.OUTPUT_FOLDER: out, self.MANIFEST: str(Path(out) / MANIFEST), "CHIPS": len(m["chips"])}
+        res = {self.OUTPUT_FOLDER: out, self.MANIFEST: str(Path(out) / MANIFEST), "CHIPS": len(m["chips"]),
+               self.TEST_LAYER: str(Path(out) / m["test_buildings"])}
         for sub in SUBSETS:
             res[f"{sub.upper()}_BUILDINGS"] = m["split"]["subsets"][sub]["buildings"]
         return res

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
                        QgsProcessingModelChildParameterSource as Source, QgsProcessingModelOutput,
-                       QgsProcessingModelParameter, QgsProcessingParameterExtent,
-                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
+                       QgsProcessingModelParameter, QgsProcessingParameterAuthConfig, QgsProcessingParameterEnum,
+                       QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
 
@@ -148,12 +148,140 @@ def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     return m
 
 
+def gapfill_retinex_chain() -> QgsProcessingModelAlgorithm:
+    """imagery + cloud mask -> edifice:cloudgapfill (kriging) -> edifice:retinex. Model parameters:
+    ``imagery``, ``clouds`` (non-zero = gap, on the imagery grid), ``dilation`` (pixels). Model outputs:
+    ``gapfill:filled`` and ``retinex:corrected`` (the gap-free image is what training and mapping take)."""
+    m = QgsProcessingModelAlgorithm("Cloud gap filling and Retinex", "Edifice examples", "edifice_gapfill_retinex")
+    _params(m, QgsProcessingParameterRasterLayer("imagery", "Imagery"),
+            QgsProcessingParameterRasterLayer("clouds", "Cloud/shadow mask (non-zero = gap)"),
+            Number("dilation", "Grow the clouds by (pixels)", Number.Integer, 0, minValue=0))
+    _child(m, "edifice:cloudgapfill", "gapfill", "Cloud gap filling (kriging)",
+           {"INPUT": _model_input("imagery"), "MASK": _model_input("clouds"), "DILATION": _model_input("dilation"),
+            "NEIGHBOURS": 32, "SEARCH_RADIUS": 256.0, "MODEL": 0, "BEYOND_RANGE": 0},
+           {"filled": ("Gap-filled imagery", "OUTPUT")})
+    _child(m, "edifice:retinex", "retinex", "Retinex illumination correction",
+           {"INPUT": _from("gapfill", "OUTPUT"), "SIGMAS": "15,80,250"},
+           {"corrected": ("Corrected imagery", "OUTPUT")})
+    return m
+
+
+def buildingsense_function() -> QgsProcessingModelAlgorithm:
+    """buildings + roads -> edifice:streetviewpoints; + imagery + POIs (+ street-view folder) ->
+    edifice:buildingsamples -> edifice:classifybuildingfunction (OpenAI-compatible endpoint, data
+    combination RST, buildingsense_template categories) -> edifice:evaluateclassification against the
+    buildings' reference field (building level, every taxonomy level) with the HTML report. Model outputs:
+    ``points:points``, ``samples:samples``, ``classify:functions``, ``evaluate:report``."""
+    m = QgsProcessingModelAlgorithm("Building function by a multimodal model, evaluated", "Edifice examples",
+                                    "edifice_buildingsense_function")
+    _imagery_and_pois(m)
+    _params(m, QgsProcessingParameterFeatureSource("buildings", "Building polygons", [QgsProcessing.TypeVectorPolygon]),
+            QgsProcessingParameterFeatureSource("roads", "Road lines", [QgsProcessing.TypeVectorLine]),
+            QgsProcessingParameterString("id_field", "Building id field", defaultValue="id"),
+            QgsProcessingParameterString("height_field", "Building height field (m)", defaultValue="height"),
+            QgsProcessingParameterString("attributes", "Building fields for the text", defaultValue="height"),
+            QgsProcessingParameterFile("street_view_folder", "Street-view images folder",
+                                       behavior=QgsProcessingParameterFile.Folder, optional=True),
+            QgsProcessingParameterString("reference_field", "Reference function field", defaultValue="function"),
+            QgsProcessingParameterString("url", "Endpoint base URL", defaultValue="http://127.0.0.1:8080/v1"),
+            QgsProcessingParameterString("model", "Model name"),
+            QgsProcessingParameterAuthConfig("authcfg", "API key (authentication configuration)", optional=True))
+    _child(m, "edifice:streetviewpoints", "points", "Street-view sampling points",
+           {"BUILDINGS": _model_input("buildings"), "ROADS": _model_input("roads"),
+            "ID_FIELD": _model_input("id_field"), "HEIGHT_FIELD": _model_input("height_field"),
+            "MAX_DISTANCE": 100.0, "DEFAULT_HEIGHT": 10.0},
+           {"points": ("Street-view points", "OUTPUT")})
+    _child(m, "edifice:buildingsamples", "samples", "Building samples",
+           {"BUILDINGS": _model_input("buildings"), "ID_FIELD": _model_input("id_field"),
+            "IMAGERY": _model_input("imagery"), "STREET_VIEW_FOLDER": _model_input("street_view_folder"),
+            "STREET_VIEW_POINTS": _from("points", "OUTPUT"), "POIS": _model_input("pois"),
+            "POI_NAME_FIELD": "name", "POI_CATEGORY_FIELD": "other_tags", "ATTRIBUTES": _model_input("attributes"),
+            "BUFFER": 60.96},
+           {"samples": ("Samples folder", "OUTPUT_FOLDER")})
+    _child(m, "edifice:classifybuildingfunction", "classify", "Classify building function",
+           {"SAMPLES": _from("samples", "OUTPUT_FOLDER"), "URL": _model_input("url"), "MODEL": _model_input("model"),
+            "AUTHCFG": _model_input("authcfg"), "COMBINATION": 6, "TAXONOMY": 4, "CATEGORY_LEVEL": 0,
+            "CONCURRENCY": 4},
+           {"functions": ("Building function", "OUTPUT")})
+    _child(m, "edifice:evaluateclassification", "evaluate", "Evaluate against the reference",
+           {"LEVEL": 0, "PREDICTION": _from("classify", "OUTPUT"), "PREDICTION_FIELD": "function",
+            "REFERENCE": _model_input("buildings"), "REFERENCE_FIELD": _model_input("reference_field"),
+            "REFERENCE_TAXONOMY": 5, "PREDICTION_TAXONOMY": 0, "SCORE_LEVEL": "all", "UNKNOWN_LABELS": 0,
+            "MIN_OVERLAP": 0.5, "N_BOOT": 0},
+           {"report": ("Evaluation report (HTML)", "OUTPUT_HTML")})
+    return m
+
+
+def open_data_building_use() -> QgsProcessingModelAlgorithm:
+    """The whole open-data chain for an extent (same steps as ``edifice map-city``):
+    edifice:imagerydownload and edifice:osmdownload -> edifice:poiprobability (imagery grid) ->
+    edifice:trainingdataset (buildings OpenStreetMap labels, USE_PRESET osm_building) ->
+    edifice:trainbuildinguse -> edifice:mapbuildinguse -> edifice:assignbuildinguse (every OSM footprint,
+    labelled or not) -> edifice:evaluateclassification on the dataset's held-back test buildings.
+    Model outputs: ``usemap:use_class``, ``assign:buildings``, ``evaluate:report`` (HTML), ``evaluate:metrics``
+    (JSON)."""
+    m = QgsProcessingModelAlgorithm("Building use from open data (OpenStreetMap + imagery service)",
+                                    "Edifice examples", "edifice_open_data_building_use")
+    _params(m, QgsProcessingParameterExtent("extent", "Extent"),
+            QgsProcessingParameterString("overpass_url", "Overpass API endpoint",
+                                         defaultValue="https://overpass-api.de/api/interpreter"),
+            QgsProcessingParameterEnum("imagery_type", "Imagery service type",
+                                       options=["XYZ / TMS tile URL template", "WMTS (GetCapabilities URL)", "WMS"],
+                                       defaultValue=0),
+            QgsProcessingParameterString("imagery_url", "Imagery service URL (tile template, capabilities or WMS)"),
+            QgsProcessingParameterString("imagery_layer", "WMTS / WMS layer name", optional=True),
+            Number("max_zoom", "XYZ: deepest zoom served", Number.Integer, 19, minValue=0, maxValue=24),
+            Number("gsd", "Ground sample distance (m)", Number.Double, 0.5, minValue=0.01),
+            Number("chip_size", "Chip size (pixels)", Number.Integer, 256, minValue=32),
+            Number("split_tile", "Split tile size (m; 0 = 4 chips)", Number.Double, 0.0, minValue=0.0),
+            Number("epochs", "Epochs", Number.Integer, 20, minValue=1),
+            Number("base_width", "Encoder base width (64 = standard; 4 = tiny test model)", Number.Integer, 64,
+                   minValue=1))
+    _child(m, "edifice:imagerydownload", "imagery", "Imagery for the extent",
+           {"SOURCE_TYPE": _model_input("imagery_type"), "URL": _model_input("imagery_url"),
+            "LAYER_NAME": _model_input("imagery_layer"), "EXTENT": _model_input("extent"),
+            "GSD": _model_input("gsd"), "MAX_ZOOM": _model_input("max_zoom"), "OUTPUT": "TEMPORARY_OUTPUT"})
+    _child(m, "edifice:osmdownload", "osm", "OpenStreetMap POIs and buildings",
+           {"EXTENT": _model_input("extent"), "ENDPOINT": _model_input("overpass_url"),
+            "POIS": "TEMPORARY_OUTPUT", "BUILDINGS": "TEMPORARY_OUTPUT"})
+    _child(m, "edifice:poiprobability", "poimaps", "POI probability maps on the imagery grid",
+           {"INPUT": _from("osm", "POIS"), "CATEGORY_FIELD": "other_tags", "PRESET": 0,
+            "REFERENCE": _from("imagery", "OUTPUT"), "MAX_DISTANCES": "500,500,1500", "OUTPUT": "TEMPORARY_OUTPUT"})
+    _child(m, "edifice:trainingdataset", "dataset", "Training dataset from the buildings OSM labels",
+           {"IMAGERY": _from("imagery", "OUTPUT"), "POI_RASTER": _from("poimaps", "OUTPUT"),
+            "BUILDINGS": _from("osm", "BUILDINGS"), "USE_FIELD": "building", "USE_PRESET": 0,
+            "CHIP_SIZE": _model_input("chip_size"), "SPLIT_TILE": _model_input("split_tile"), "SEED": 0,
+            "OUTPUT_FOLDER": "TEMPORARY_OUTPUT"})
+    _child(m, "edifice:trainbuildinguse", "train", "Train the building-use model",
+           {"DATASET": _from("dataset", "OUTPUT_FOLDER"), "VARIANT": 2, "ENCODER": 0,
+            "BASE_WIDTH": _model_input("base_width"), "EPOCHS": _model_input("epochs"),
+            "PATIENCE": _model_input("epochs"), "BATCH_SIZE": 16, "LEARNING_RATE": 0.001, "DEVICE": "auto",
+            "SEED": 0, "OUTPUT_CHECKPOINT": "TEMPORARY_OUTPUT"})
+    _child(m, "edifice:mapbuildinguse", "usemap", "Building use over the extent",
+           {"IMAGERY": _from("imagery", "OUTPUT"), "POI_MAPS": _from("poimaps", "OUTPUT"),
+            "CHECKPOINT": _from("train", "OUTPUT_CHECKPOINT"), "DEVICE": "auto", "BATCH_SIZE": 4, "WINDOW": 0,
+            "OVERLAP": -1, "USE_PROBABILITIES": "TEMPORARY_OUTPUT"},
+           {"use_class": ("Building use class", "USE_CLASS")})
+    _child(m, "edifice:assignbuildinguse", "assign", "Use of every OSM footprint",
+           {"INPUT": _from("osm", "BUILDINGS"), "PROBABILITIES": _from("usemap", "USE_PROBABILITIES")},
+           {"buildings": ("OSM buildings with use", "OUTPUT")})
+    _child(m, "edifice:evaluateclassification", "evaluate", "Evaluation on the held-back test buildings",
+           {"LEVEL": 0, "PREDICTION": _from("assign", "OUTPUT"), "PREDICTION_FIELD": "use_name",
+            "REFERENCE": _from("dataset", "TEST_BUILDINGS_LAYER"), "REFERENCE_FIELD": "use", "REFERENCE_TAXONOMY": 0,
+            "OUTPUT_TABLE": "TEMPORARY_OUTPUT"},
+           {"report": ("Evaluation report (HTML)", "OUTPUT_HTML"), "metrics": ("Evaluation (JSON)", "OUTPUT_JSON")})
+    return m
+
+
 #: name -> builder of every example model; scripts/build_example_models.py writes examples/<name>.model3
 EXAMPLES = {
     "retinex_poi_chain": retinex_poi_chain,
     "poi_dataset_training": poi_dataset_training,
     "height_footprint_ccap": height_footprint_ccap,
     "imagery_poi_use_map": imagery_poi_use_map,
+    "gapfill_retinex_chain": gapfill_retinex_chain,
+    "buildingsense_function": buildingsense_function,
+    "open_data_building_use": open_data_building_use,
 }
 
 

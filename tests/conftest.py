@@ -162,3 +162,59 @@ def standin(tmp_path_factory):
     yield factory
     for server in started:
         server.stop()
+
+
+# --- Overpass stand-in (tests/servers/overpass_standin.py) over the Helsinki extract ---------------------------
+#: The Helsinki sample's extent (lon/lat) and a 600 m square inside it in EPSG:3067 (ETRS-TM35FIN).
+HELSINKI_LONLAT = (24.935, 60.164, 24.953, 60.179)
+HELSINKI_3067 = (385600.0, 6671400.0, 386200.0, 6672000.0)
+
+
+def _test_module(path: Path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def overpass_db(tmp_path_factory) -> Path:
+    """A recorded Overpass database (JSON) of every element of samples/helsinki/Helsinki.osm.pbf."""
+    mod = _test_module(ROOT / "tests" / "servers" / "overpass_extract.py")
+    return Path(mod.write_extract(SAMPLES / "helsinki" / "Helsinki.osm.pbf",
+                                  tmp_path_factory.mktemp("overpass") / "helsinki_overpass.json"))
+
+
+@pytest.fixture
+def helsinki_3067() -> tuple:
+    """A 600 m square (EPSG:3067) inside the Helsinki sample's extent."""
+    return HELSINKI_3067
+
+
+@pytest.fixture
+def overpass(standin, overpass_db):
+    """The Overpass stand-in serving the Helsinki extract (``.url + '/api/interpreter'``)."""
+    return standin(ROOT / "tests" / "servers" / "overpass_standin.py", overpass_db)
+
+
+@pytest.fixture
+def open_data_town(standin, tmp_path_factory):
+    """A synthetic town of known building use (tests/unit/_use_scene.py, 256 m, EPSG:32636 near Kampala)
+    served as open data: its buildings and POIs by the Overpass stand-in (every 5th building tagged
+    building=yes, i.e. unlabelled) and its 1 m imagery by the tile server (XYZ). Returns a namespace with
+    ``overpass_url``, ``xyz_url``, ``extent`` (EPSG:32636), ``crs``, ``scene`` (paths and truth)."""
+    from types import SimpleNamespace
+
+    folder = tmp_path_factory.mktemp("town")
+    scene_mod = _test_module(ROOT / "tests" / "unit" / "_use_scene.py")
+    scene = scene_mod.make_scene(folder, size=256, seed=3)
+    extract = _test_module(ROOT / "tests" / "servers" / "overpass_extract.py")
+    db = extract.write_elements(extract.elements_from_layers(scene["buildings"], scene["pois"], unlabelled_every=5),
+                                "2026-01-01T00:00:00Z", str(folder / "town_overpass.json"))
+    overpass = standin(ROOT / "tests" / "servers" / "overpass_standin.py", db)
+    tiles = standin(ROOT / "tests" / "servers" / "tile_server.py", "--source", scene["imagery"], "--max-zoom", "19")
+    x0, y0 = scene_mod.X0, scene_mod.Y0
+    return SimpleNamespace(overpass_url=overpass.url + "/api/interpreter", xyz_url=tiles.url + "/xyz/{z}/{x}/{y}.png",
+                           extent=(x0, y0 - 256, x0 + 256, y0), crs="EPSG:32636", scene=scene,
+                           overpass=overpass, tiles=tiles)

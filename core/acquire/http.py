@@ -184,10 +184,13 @@ class HttpClient:
 
     def request(self, method: str, url: str, *, params: dict | None = None, data: bytes | str | dict | None = None,
                 json=None, headers: dict[str, str] | None = None, use_cache: bool = True,
-                accept: tuple[str, ...] | None = None, timeout_s: float | None = None) -> HttpResponse:
+                accept: tuple[str, ...] | None = None, timeout_s: float | None = None,
+                validate: Callable[[HttpResponse], object] | None = None) -> HttpResponse:
         """One request, retried on transient failures; a cached answer when there is one.
 
-        ``accept``: content-type prefixes (e.g. ``("image/",)``) a success must have."""
+        ``accept``: content-type prefixes (e.g. ``("image/",)``) a non-empty success must have
+        (an empty body passes: e.g. a tile server's "nothing here"); ``validate``: called with a fresh
+        answer before it is cached (an answer it raises on is never cached)."""
         body = _encode_body(data, json)
         key = self._cache_key(method, url, params, body) if self.cache is not None and use_cache else None
         if key is not None:
@@ -197,6 +200,8 @@ class HttpClient:
                 return cached
         response = self._request_with_retries(method, url, params, body, json is not None, headers, accept,
                                               timeout_s or self.timeout_s)
+        if validate is not None:
+            validate(response)
         if key is not None:
             self.cache.put(key, response)
         return response
@@ -272,7 +277,7 @@ class HttpClient:
             snippet = self.redact(response.text[:200].replace("\n", " ").strip())
             raise HttpError(self.service, f"HTTP {response.status} from {shown}: {snippet or 'no message'}",
                             status=response.status)
-        if accept and not response.content_type.startswith(tuple(accept)):
+        if accept and response.content and not response.content_type.startswith(tuple(accept)):
             raise HttpError(self.service, f"{shown} answered '{response.content_type or 'no content type'}', "
                                           f"expected {' or '.join(accept)}. Check the service URL and "
                                           f"its parameters.", status=response.status)

@@ -15,6 +15,7 @@ def test_pip_install_includes_data_and_cli(tmp_path):
     pkg = target / "edifice"
     assert (pkg / "core" / "taxonomies" / "poi" / "osm.csv").is_file()
     assert (pkg / "qgis_plugin" / "styles" / "poi_probability.qml").is_file()
+    assert (pkg / "core" / "buildingsense" / "prompts" / "buildingsense.toml").is_file()
     assert (pkg / "metadata.txt").is_file()
     assert not (pkg / "tests").exists() and not (pkg / "samples").exists()
     env = dict(os.environ, PYTHONPATH=str(target))

@@ -162,3 +162,21 @@ def test_band_count_and_variant_errors(small_ds, tmp_path):
         train_building_use(str(small_ds / "ds"), str(tmp_path / "z.pt"), variant="nope", epochs=1, **KW)
     with pytest.raises(InputError, match="DATASET"):
         train_building_use(str(tmp_path), str(tmp_path / "z.pt"), epochs=1, **KW)
+
+
+def test_damaged_chip_and_truncated_manifest_are_named(small_ds, tmp_path):
+    """A damaged chip used to end in a zipfile traceback, a truncated manifest in a JSON parse error."""
+    import json
+    import shutil
+
+    ds = tmp_path / "ds"
+    shutil.copytree(small_ds / "ds_rgb", ds)
+    chip = ds / json.loads((ds / "manifest.json").read_text())["chips"][0]["file"]
+    chip.write_bytes(chip.read_bytes()[:100])
+    with pytest.raises(InputError, match="DATASET: chip '.*' is missing, truncated or damaged"):
+        train_building_use(str(ds), str(tmp_path / "x.pt"), variant="imagery_single", epochs=1, **KW)
+    assert not (tmp_path / "x.pt").exists()
+    text = (ds / "manifest.json").read_text()
+    (ds / "manifest.json").write_text(text[: len(text) // 2])
+    with pytest.raises(InputError, match="manifest.json' is truncated or damaged"):
+        train_building_use(str(ds), str(tmp_path / "x.pt"), variant="imagery_single", epochs=1, **KW)

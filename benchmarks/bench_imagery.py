@@ -1,0 +1,189 @@
+"""Benchmark: imagery download + mosaic (edifice.core.acquire.imagery) against GDAL's own WMS/XYZ
+driver (``gdal_translate`` of a ``<GDAL_WMS>`` description), on the same local tile server and extent.
+
+Server: tests/servers/tile_server.py as a real process on 127.0.0.1 (the stand-in harness), with
+``--repeat``: real PNG tiles of the Kampala 7.5 cm drone mosaic at zoom 19 (0.30 m), its covered part
+repeated over the extent so every tile holds imagery; encoded tiles are memoised by the server, so
+both clients see the same, warm server (one untimed warm-up pass first).
+
+(a) Throughput on a square extent of ``--side`` metres (default 600 m) at GSD 0.3 m (zoom 19):
+  * GDAL: ``gdal_translate`` of the GDAL_WMS (TMS service, zoom 19, MaxConnections = ours) over the
+    extent's Web Mercator box at the tiles' own resolution -> tiled deflate GeoTIFF (no reprojection);
+  * ours: ``download_imagery`` -> tiled deflate GeoTIFF in UTM 36N at 0.3 m (reprojection included),
+    no response cache, ``--concurrency`` requests in flight (default 4).
+  Both report extent area per second; the ratio is ours / GDAL's. Best of ``--repeats`` runs each.
+(b) Peak memory: ``download_imagery`` in a fresh process (VmHWM from /proc/self/status) for the 1x
+  extent and the 16x extent (4x the side); the ratio 16x / 1x (goal <= 1.2).
+
+    cd <worktree> && source scripts/env.sh && nice -n 10 python benchmarks/bench_imagery.py [--side 600]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER = ROOT / "tests" / "servers" / "tile_server.py"
+MOSAIC = "/work/shared/data/kampala/kampala_rgb_7p5cm_epsg3857.tif"
+CENTRE = (32.5950, 0.3505)  # lon, lat (Kampala)
+GSD, ZOOM = 0.3, 19
+HALF = 20037508.342789244
+
+
+def _standin():
+    spec = importlib.util.spec_from_file_location("bench_standin", ROOT / "tests" / "servers" / "standin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def utm_extent(side_m: float) -> tuple[float, float, float, float]:
+    """Square extent of ``side_m`` metres around CENTRE, in EPSG:32636."""
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs(4326, 32636, always_xy=True).transform(*CENTRE)
+    h = side_m / 2
+    return x - h, y - h, x + h, y + h
+
+
+def run_ours(url: str, extent, out: str, concurrency: int) -> dict:
+    from edifice.core.acquire.imagery import download_imagery
+    from edifice.core.acquire.imagery_sources import ImagerySource
+
+    src = ImagerySource("xyz", url + "/xyz/{z}/{x}/{y}.png", max_zoom=ZOOM)
+    return download_imagery(src, extent, "EPSG:32636", out, gsd_m=GSD, max_concurrency=concurrency, cache=None)
+
+
+def gdal_wms_xml(url: str, concurrency: int) -> str:
+    return f"""<GDAL_WMS>
+  <Service name="TMS"><ServerUrl>{url}/xyz/${{z}}/${{x}}/${{y}}.png</ServerUrl></Service>
+  <DataWindow><UpperLeftX>{-HALF}</UpperLeftX><UpperLeftY>{HALF}</UpperLeftY><LowerRightX>{HALF}</LowerRightX>
+    <LowerRightY>{-HALF}</LowerRightY><TileLevel>{ZOOM}</TileLevel><TileCountX>1</TileCountX><TileCountY>1</TileCountY>
+    <YOrigin>top</YOrigin></DataWindow>
+  <Projection>EPSG:3857</Projection><BlockSizeX>256</BlockSizeX><BlockSizeY>256</BlockSizeY><BandsCount>4</BandsCount>
+  <MaxConnections>{concurrency}</MaxConnections><ZeroBlockHttpCodes>204,404</ZeroBlockHttpCodes>
+</GDAL_WMS>"""
+
+
+def run_gdal(xml_path: str, extent, out: str) -> None:
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(32636, 3857, always_xy=True)
+    xs, ys = t.transform([extent[0], extent[2], extent[0], extent[2]], [extent[1], extent[1], extent[3], extent[3]])
+    env = dict(os.environ, GDAL_HTTP_USERAGENT="bench", CPL_VSIL_CURL_CACHE_SIZE="0", GDAL_DEFAULT_WMS_CACHE_PATH="")
+    subprocess.run(["gdal_translate", "-q", "-projwin", str(min(xs)), str(max(ys)), str(max(xs)), str(min(ys)),
+                    "-b", "1", "-b", "2", "-b", "3", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE",
+                    "-co", "ZLEVEL=1", "--config", "GDAL_ENABLE_WMS_CACHE", "NO", xml_path, out],
+                   check=True, env=env)
+
+
+def run_gdalwarp(xml_path: str, grid_bounds, out: str) -> None:
+    """The same product as ours with GDAL: the WMS warped onto the same UTM grid (bilinear)."""
+    subprocess.run(["gdalwarp", "-q", "-overwrite", "-t_srs", "EPSG:32636", "-te", *map(str, grid_bounds),
+                    "-tr", str(GSD), str(GSD),
+                    "-r", "bilinear", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", "-co", "ZLEVEL=1",
+                    "--config", "GDAL_ENABLE_WMS_CACHE", "NO", xml_path, out], check=True)
+
+
+def timed(fn, repeats: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _status_mb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError(key)
+
+
+def child(url: str, side: float, out: str, concurrency: int) -> None:
+    """Run one download in this (fresh) process; print its peak memory as JSON."""
+    import edifice.core.acquire.imagery  # noqa: F401 - imports before the baseline
+    base = _status_mb("VmRSS")
+    t0 = time.perf_counter()
+    summary = run_ours(url, utm_extent(side), out, concurrency)
+    print(json.dumps({"base_mb": base, "peak_mb": _status_mb("VmHWM"), "seconds": time.perf_counter() - t0,
+                      "pixels": summary["width"] * summary["height"], "tiles": summary["tiles_requested"]}))
+
+
+def measure_memory(url: str, side: float, out: str, concurrency: int) -> dict:
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", url, str(side), out, str(concurrency)],
+                       check=True, capture_output=True, text=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--side", type=float, default=600.0, help="1x extent side, metres")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--latencies", default="0,30", help="server latencies to test, ms per tile (0,30)")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        return child(a.child[0], float(a.child[1]), a.child[2], int(a.child[3]))
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, latency in enumerate([] if a.skip_throughput else [float(v) for v in a.latencies.split(",")]):
+            with _server(Path(tmp) / f"srv{i}", latency) as server:
+                throughput(server.url, a, Path(tmp), latency)
+        if not a.skip_memory:
+            with _server(Path(tmp) / "srvm", 0.0) as server:
+                memory(server.url, a, Path(tmp))
+
+
+def _server(state: Path, latency_ms: float):
+    return _standin().start_standin(SERVER, state, ["--source", MOSAIC, "--repeat", "--latency-ms", latency_ms])
+
+
+def throughput(url: str, a, tmp: Path, latency_ms: float) -> None:
+    extent = utm_extent(a.side)
+    xml = tmp / "tms.xml"
+    xml.write_text(gdal_wms_xml(url, a.concurrency))
+    warm = run_ours(url, extent, str(tmp / "warm.tif"), a.concurrency)   # untimed: warms the server's memo
+    area_km2 = (a.side / 1000) ** 2
+    import rasterio
+
+    with rasterio.open(tmp / "warm.tif") as ds:
+        grid_bounds = tuple(ds.bounds)
+    t_gdal = timed(lambda: run_gdal(str(xml), extent, str(tmp / "gdal.tif")), a.repeats)
+    t_warp = timed(lambda: run_gdalwarp(str(xml), grid_bounds, str(tmp / "gdalwarp.tif")), a.repeats)
+    t_ours = timed(lambda: run_ours(url, extent, str(tmp / "ours.tif"), a.concurrency), a.repeats)
+    print(f"(a) throughput, server latency {latency_ms:g} ms per tile, {a.side:.0f} m x {a.side:.0f} m at {GSD} m "
+          f"(zoom {ZOOM}, {warm['tiles_requested']} tiles, {a.concurrency} connections each), best of {a.repeats}:")
+    for label, t in (("GDAL WMS driver, gdal_translate (Web Mercator, no warp)", t_gdal),
+                     ("GDAL WMS driver, gdalwarp to the same UTM grid", t_warp),
+                     ("edifice download_imagery (UTM grid, overviews)", t_ours)):
+        print(f"    {label:<56} {t:7.2f} s  {area_km2 / t:8.4f} km2/s")
+    print(f"    ratio ours / gdal_translate: {t_gdal / t_ours:.2f}x; ours / gdalwarp: {t_warp / t_ours:.2f}x "
+          "(goal >= 2)", flush=True)
+
+
+def memory(url: str, a, tmp: Path) -> None:
+    m1 = measure_memory(url, a.side, str(tmp / "m1.tif"), a.concurrency)
+    m16 = measure_memory(url, 4 * a.side, str(tmp / "m16.tif"), a.concurrency)
+    print("(b) peak memory (VmHWM of a fresh process; baseline = RSS after imports):")
+    for label, m in (("1x", m1), ("16x", m16)):
+        print(f"    {label:>3}: {m['pixels'] / 1e6:6.1f} Mpx  {m['tiles']:5d} tiles  peak {m['peak_mb']:7.1f} MiB  "
+              f"baseline {m['base_mb']:6.1f} MiB  {m['seconds']:6.1f} s")
+    print(f"    ratio 16x / 1x peak: {m16['peak_mb'] / m1['peak_mb']:.2f} (goal <= 1.2); above baseline: "
+          f"{(m16['peak_mb'] - m16['base_mb']) / max(m1['peak_mb'] - m1['base_mb'], 1e-9):.2f}")
+
+
+if __name__ == "__main__":
+    main()

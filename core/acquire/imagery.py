@@ -1,0 +1,342 @@
+"""Imagery for an extent from an XYZ/TMS, WMTS or WMS service, as a tiled, compressed RGB
+GeoTIFF at a chosen ground sample distance in the extent's UTM zone (or a chosen CRS).
+
+Output blocks are mosaicked one at a time from the tiles they need (reprojected with
+``rasterio.warp.reproject``), so memory does not grow with the extent; tiles are fetched
+concurrently through one :class:`~edifice.core.acquire.http.HttpClient` (retries, cache);
+finished blocks are kept in a sidecar folder so that a cancelled or killed run resumes.
+
+Pixel values: uint8 R, G, B with nodata 0 where the service has no imagery (missing tiles,
+transparent pixels); valid pixels of value 0 are stored as 1.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.crs
+from pyproj import CRS, Transformer
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.warp import reproject, transform_bounds
+
+from ..errors import InputError
+from ..grid import Block, Grid
+from ..progress import Progress, ensure
+from ..raster_io import atomic_raster
+from .block_store import BlockStore
+from .http import HttpClient, ResponseCache, default_cache_dir, redact, run_bounded
+from .imagery_sources import (ImagerySource, TileService, WmsService, WmtsService, XyzService, check_source,
+                              fill_secrets, secrets_from_url, wms_resolution)
+from .tile_fetch import TileFetcher
+from .tiles import TileMatrix, choose_level
+
+BANDS = ("red", "green", "blue")
+#: Output block size (pixels); a multiple of the GeoTIFF's 256-pixel tiles.
+BLOCK_SIZE = 1024
+#: Output blocks mosaicked at once (each holds its tiles and a warp buffer: ~20 MiB at 1024 px).
+BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
+#: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
+#: cache loses nothing and peak memory does not grow with the output (GDAL's default is 5 % of RAM).
+ASSEMBLY_CACHE_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a download does: the output grid, the service and the level whose tiles are used."""
+
+    grid: Grid
+    service: TileService
+    level: TileMatrix
+    level_gsd_m: float
+    resampling: Resampling
+    gsd_m: float
+
+
+def download_imagery(source: ImagerySource, extent: tuple[float, float, float, float], extent_crs: str,
+                     output: str | os.PathLike, gsd_m: float = 0.5, crs: str | None = None,
+                     max_concurrency: int = 4, cache: str | os.PathLike | bool | None = True,
+                     progress: Progress | None = None, block_size: int = BLOCK_SIZE) -> dict:
+    """Download ``source`` over ``extent`` (xmin, ymin, xmax, ymax in ``extent_crs``) into the
+    GeoTIFF ``output`` with pixels of ``gsd_m`` metres in ``crs`` (default: the UTM zone of the
+    extent's centre). ``cache``: True for the default cache folder, a folder, or None/False for
+    none. A run with the same parameters after a cancel or kill resumes. Returns a summary dict."""
+    progress = ensure(progress)
+    source = _keys_out_of_url(source)
+    check_source(source)
+    if not (gsd_m and gsd_m > 0):
+        raise InputError("GSD", f"must be a positive number of metres, got {gsd_m}.")
+    client = HttpClient(f"imagery service {_host(source.url)}", cache=_response_cache(cache), progress=progress,
+                        secrets=tuple(source.secrets.values()))
+    plan = _plan(source, client, extent, extent_crs, gsd_m, crs, progress)
+    store = BlockStore(output, _job(source, plan, block_size))
+    if store.resumed:
+        progress.info(f"Resuming: {store.resumed} of {plan.grid.block_count(block_size)} blocks were already done.")
+    fetcher = TileFetcher(client, lambda c, r: fill_secrets(plan.service.tile_url(plan.level, c, r), source.secrets),
+                          lambda c, r: redact(plan.service.tile_url(plan.level, c, r), source.secrets.values()),
+                          (plan.level.tile_height, plan.level.tile_width), max_concurrency,
+                          keep=_tiles_to_keep(plan, block_size), progress=progress)
+    try:
+        _mosaic_blocks(plan, store, fetcher, block_size, progress.span(0.0, 0.95))
+    finally:
+        fetcher.close()
+    valid = _assemble(output, plan.grid, store, block_size, _metadata(source, plan), progress.span(0.95, 1.0))
+    store.remove()
+    if valid == 0:
+        progress.warning("The service has no imagery over the extent: the output is all nodata.")
+    return _summary(output, plan, fetcher, store, block_size, valid)
+
+
+def _keys_out_of_url(source: ImagerySource) -> ImagerySource:
+    """``source`` with credentials written literally in its URL (``?apikey=...``) moved to secrets."""
+    url, found = secrets_from_url(source.url)
+    if not found:
+        return source
+    return replace(source, url=url, secrets={**found, **source.secrets})
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc
+
+
+def _response_cache(cache) -> ResponseCache | None:
+    if cache is None or cache is False:
+        return None
+    folder = default_cache_dir() / "imagery" if cache is True else Path(cache)
+    return ResponseCache(folder)
+
+
+# -- planning -------------------------------------------------------------------------------
+def _plan(source: ImagerySource, client, extent, extent_crs: str, gsd_m: float, crs: str | None,
+          progress: Progress) -> _Plan:
+    lon, lat = _centre_lonlat(extent, extent_crs)
+    out_crs = _output_crs(crs, lon, lat)
+    grid = output_grid(extent, extent_crs, out_crs, gsd_m, lat)
+    service = _open_service(source, client, grid, gsd_m, lon, lat)
+    index, level_gsd, too_coarse = choose_level(service.tms, gsd_m, lon, lat)
+    level = service.tms.matrices[index]
+    if too_coarse:
+        progress.warning(f"The requested GSD of {gsd_m:g} m is finer than the service's deepest level: level "
+                         f"{level.identifier} ({level_gsd:.3g} m per pixel here) was used and upsampled.")
+    else:
+        progress.info(f"Level {level.identifier} ({level_gsd:.3g} m per pixel here) is used for {gsd_m:g} m pixels.")
+    resampling = Resampling.average if level_gsd < 0.75 * gsd_m else Resampling.bilinear
+    return _Plan(grid, service, level, level_gsd, resampling, gsd_m)
+
+
+def _centre_lonlat(extent, extent_crs: str) -> tuple[float, float]:
+    xmin, ymin, xmax, ymax = _check_extent(extent)
+    try:
+        to_ll = Transformer.from_crs(CRS.from_user_input(extent_crs), CRS.from_epsg(4326), always_xy=True)
+    except Exception as exc:  # noqa: BLE001 - pyproj's CRSError
+        raise InputError("EXTENT", f"its CRS '{extent_crs}' is not known ({exc}).", "give e.g. EPSG:4326.") from exc
+    lon, lat = to_ll.transform((xmin + xmax) / 2, (ymin + ymax) / 2)
+    if not (math.isfinite(lon) and math.isfinite(lat) and abs(lat) < 85.06):
+        raise InputError("EXTENT", f"its centre ({lon}, {lat}) is outside the area that web imagery covers.",
+                         "check the extent and its CRS.")
+    return lon, lat
+
+
+def _check_extent(extent) -> tuple[float, float, float, float]:
+    if extent is None or len(extent) != 4:
+        raise InputError("EXTENT", "give four numbers xmin, ymin, xmax, ymax.")
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    if not (xmax > xmin and ymax > ymin):
+        raise InputError("EXTENT", f"is empty ({xmin}, {ymin}, {xmax}, {ymax}).", "give xmax > xmin and ymax > ymin.")
+    return xmin, ymin, xmax, ymax
+
+
+def utm_crs(lon: float, lat: float) -> str:
+    """The WGS84 UTM zone of (lon, lat) degrees, as 'EPSG:326zz' (north) or 'EPSG:327zz' (south)."""
+    zone = min(int((lon + 180) // 6) + 1, 60)
+    return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+
+
+def _output_crs(crs: str | None, lon: float, lat: float) -> str:
+    text = crs or utm_crs(lon, lat)
+    try:
+        return CRS.from_user_input(text).to_wkt()
+    except Exception as exc:  # noqa: BLE001 - pyproj's CRSError
+        raise InputError("CRS", f"'{text}' is not a known CRS ({exc}).", "give e.g. EPSG:32636.") from exc
+
+
+def output_grid(extent, extent_crs: str, out_crs: str, gsd_m: float, lat: float) -> Grid:
+    """The output grid: ``extent`` transformed to ``out_crs``, pixels of ``gsd_m`` metres (for a
+    geographic CRS, the equivalent in degrees at latitude ``lat``), corners on multiples of the pixel."""
+    bounds = transform_bounds(CRS.from_user_input(extent_crs), CRS.from_user_input(out_crs), *extent, densify_pts=21)
+    c = CRS.from_user_input(out_crs)
+    if c.is_geographic:
+        size = gsd_m / (111320.0 * max(math.cos(math.radians(lat)), 1e-6))
+    else:
+        size = gsd_m / (c.axis_info[0].unit_conversion_factor or 1.0)
+    xmin, ymax = math.floor(bounds[0] / size) * size, math.ceil(bounds[3] / size) * size
+    return Grid.from_extent(xmin, bounds[1], bounds[2], ymax, size, out_crs)
+
+
+def _open_service(source: ImagerySource, client, grid: Grid, gsd_m: float, lon: float, lat: float) -> TileService:
+    if source.kind == "xyz":
+        return XyzService(source)
+    if source.kind == "wmts":
+        resp = client.get(fill_secrets(source.url, source.secrets), accept=("text/xml", "application/xml",
+                                                                              "application/vnd.ogc.wms_xml"))
+        return WmtsService(source, resp.content)
+    if CRS.from_user_input(source.crs) == CRS.from_user_input(grid.crs):
+        res = grid.res[0]  # requests on the output grid itself: no resampling
+    else:  # twice as fine as asked, then averaged: one resampling at the same resolution would blur
+        res = wms_resolution(source.crs, gsd_m, lon, lat) / 2
+    bounds = transform_bounds(CRS.from_user_input(grid.crs), CRS.from_user_input(source.crs), *grid.bounds,
+                              densify_pts=21)
+    return WmsService(source, res, bounds)
+
+
+def _job(source: ImagerySource, plan: _Plan, block_size: int) -> dict:
+    """What identifies a download for resuming (no secrets: the URL keeps its placeholders)."""
+    g = plan.grid
+    return {"version": 1, "kind": source.kind, "url": source.public_url(), "layer": source.layer,
+            "style": source.style, "format": source.image_format, "tms": plan.service.tms.identifier,
+            "level": plan.level.identifier, "crs_sha1": hashlib.sha1(g.crs.encode()).hexdigest(),
+            "transform": list(g.transform)[:6], "width": g.width, "height": g.height, "block_size": block_size,
+            "resampling": plan.resampling.name}
+
+
+def _tiles_to_keep(plan: _Plan, block_size: int) -> int:
+    """Decoded tiles kept in memory besides those of the blocks being mosaicked: about one block's
+    worth (so a block often finds its left neighbour's edge tiles), whatever the extent."""
+    per_block = (block_size * plan.gsd_m / (plan.level.tile_width * plan.level_gsd_m) + 2) ** 2
+    return int(min(max(per_block, 16), 1024))
+
+
+# -- mosaicking -----------------------------------------------------------------------------
+def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_size: int,
+                   progress: Progress) -> None:
+    """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (their
+    tiles are fetched together, warps run in parallel: GDAL releases the GIL)."""
+    blocks = [b for b in plan.grid.blocks(block_size) if not store.is_done(b.index)]
+    total = plan.grid.block_count(block_size)
+
+    def mosaic(block: Block) -> None:
+        tiles = fetcher.get(_block_tiles(plan, block))
+        store.put(block.index, _warp_block(plan, block, tiles))
+
+    for done, _ in enumerate(run_bounded(mosaic, blocks, BLOCK_WORKERS, progress), start=total - len(blocks) + 1):
+        progress.set_fraction(done / total)
+
+
+def _block_bounds_in_tms(plan: _Plan, block: Block) -> tuple[float, float, float, float]:
+    """Bounds of ``block`` in the tile set's CRS, grown by two source pixels for the resampling kernel."""
+    xmin, ymin, xmax, ymax = _window_bounds(plan.grid, block)
+    b = transform_bounds(_crs(plan.grid.crs), _crs(plan.service.tms.crs), xmin, ymin, xmax, ymax, densify_pts=21)
+    m = 2 * plan.level.resolution
+    return b[0] - m, b[1] - m, b[2] + m, b[3] + m
+
+
+@functools.lru_cache(maxsize=16)
+def _crs(text: str) -> rasterio.crs.CRS:
+    """rasterio's CRS of ``text``, parsed once (a WKT costs milliseconds to read)."""
+    return rasterio.crs.CRS.from_user_input(text)
+
+
+def _window_bounds(grid: Grid, block: Block) -> tuple[float, float, float, float]:
+    t = grid.window_transform(block.window)
+    x0, y0 = t.c, t.f
+    return x0, y0 + t.e * block.window.height, x0 + t.a * block.window.width, y0
+
+
+def _block_tiles(plan: _Plan, block: Block) -> list[tuple[int, int]]:
+    col0, row0, col1, row1 = plan.level.tile_range(_block_bounds_in_tms(plan, block))
+    return [(c, r) for r in range(row0, row1) for c in range(col0, col1)]
+
+
+def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
+    """(3, rows, cols) uint8 RGB of ``block`` from its decoded ``tiles``; 0 where there is no imagery."""
+    h, w = int(block.window.height), int(block.window.width)
+    present = {k: t for k, t in tiles.items() if t is not None}
+    if not present:
+        return np.zeros((3, h, w), np.uint8)
+    src, src_transform = _tile_mosaic(plan.level, present)
+    warp = dict(src_transform=src_transform, src_crs=_crs(plan.service.tms.crs), dst_crs=_crs(plan.grid.crs),
+                dst_transform=plan.grid.window_transform(block.window), resampling=plan.resampling)
+    if len(present) == len(tiles) and _covers(src_transform, src.shape, _block_bounds_in_tms(plan, block)) \
+            and src[3].all():  # imagery everywhere: no alpha bookkeeping (a third less work)
+        rgb = np.zeros((3, h, w), np.uint8)
+        reproject(src[:3], rgb, **warp)
+        return np.maximum(rgb, 1, out=rgb)
+    out = np.zeros((4, h, w), np.uint8)
+    reproject(src, out, src_alpha=4, dst_alpha=4, **warp)
+    rgb = out[:3]
+    valid = out[3] >= 128
+    np.maximum(rgb, 1, out=rgb, where=valid)
+    rgb *= valid
+    return rgb
+
+
+def _covers(transform, shape: tuple[int, ...], bounds: tuple[float, float, float, float]) -> bool:
+    """Whether an array of ``shape`` (bands, rows, cols) on ``transform`` covers ``bounds``."""
+    x0, y1 = transform.c, transform.f
+    x1, y0 = x0 + transform.a * shape[2], y1 + transform.e * shape[1]
+    return x0 <= bounds[0] and y0 <= bounds[1] and x1 >= bounds[2] and y1 >= bounds[3]
+
+
+def _tile_mosaic(level: TileMatrix, tiles: dict) -> tuple[np.ndarray, "Affine"]:
+    """The tiles pasted into one (4, rows, cols) RGBA array and its transform (tile set's CRS)."""
+    from affine import Affine
+
+    cols = [k[0] for k in tiles]
+    rows = [k[1] for k in tiles]
+    c0, r0 = min(cols), min(rows)
+    th, tw = level.tile_height, level.tile_width
+    mosaic = np.zeros((4, (max(rows) - r0 + 1) * th, (max(cols) - c0 + 1) * tw), np.uint8)
+    for (c, r), tile in tiles.items():
+        mosaic[:, (r - r0) * th:(r - r0 + 1) * th, (c - c0) * tw:(c - c0 + 1) * tw] = tile
+    x0, _, _, y1 = level.tile_bounds(c0, r0)
+    return mosaic, Affine(level.resolution, 0, x0, 0, -level.resolution, y1)
+
+
+# -- output ---------------------------------------------------------------------------------
+def _metadata(source: ImagerySource, plan: _Plan) -> dict:
+    """GeoTIFF metadata: where the imagery comes from (URL template with placeholders, never keys)."""
+    url = redact(source.public_url(), source.secrets.values())
+    tags = {"EDIFICE_SOURCE_TYPE": source.kind, "EDIFICE_SOURCE_URL": url,
+            "EDIFICE_LEVEL": plan.level.identifier, "EDIFICE_LEVEL_GSD_M": f"{plan.level_gsd_m:.4f}",
+            "EDIFICE_RESAMPLING": plan.resampling.name}
+    if source.layer:
+        tags["EDIFICE_SOURCE_LAYER"] = source.layer
+    if plan.service.attribution:
+        tags["EDIFICE_ATTRIBUTION"] = plan.service.attribution
+        tags["TIFFTAG_COPYRIGHT"] = plan.service.attribution
+    return tags
+
+
+def _assemble(output, grid: Grid, store: BlockStore, block_size: int, tags: dict, progress: Progress) -> float:
+    """Write the GeoTIFF from the stored blocks, in order (bounded memory); it appears only when
+    complete. Returns the fraction of valid pixels."""
+    valid = 0
+    with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
+            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS) as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+        dst.update_tags(**tags)
+        n = grid.block_count(block_size)
+        for block in grid.blocks(block_size):
+            progress.check_cancelled()
+            shape = (3, int(block.window.height), int(block.window.width))
+            data = store.get(block.index, shape)
+            dst.write(data, window=block.window)
+            valid += int(np.count_nonzero(data[0]))
+            progress.set_fraction((block.index + 1) / n)
+    return valid / (grid.width * grid.height)
+
+
+def _summary(output, plan: _Plan, fetcher: TileFetcher, store: BlockStore, block_size: int, valid: float) -> dict:
+    g = plan.grid
+    return {"output": str(output), "crs": CRS.from_user_input(g.crs).to_string(), "width": g.width,
+            "height": g.height, "pixel_size": g.res[0], "level": plan.level.identifier,
+            "level_gsd_m": round(plan.level_gsd_m, 4), "tiles_requested": fetcher.requested,
+            "tiles_missing": fetcher.missing, "blocks": g.block_count(block_size), "blocks_resumed": store.resumed,
+            "valid_fraction": round(valid, 6)}

@@ -1,0 +1,20 @@
+<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<!-- Buildings by the derived `use` of edifice:osmdownload (osm_building taxonomy; model-card default colours) -->
+<qgis version="3.22.16" styleCategories="AllStyleCategories">
+  <renderer-v2 type="categorizedSymbol" attr="use" symbollevels="0" enableorderby="0" forceraster="0">
+    <categories>
+      <category value="residential" symbol="0" label="residential" render="true"/>
+      <category value="commercial" symbol="1" label="commercial" render="true"/>
+      <category value="industrial" symbol="2" label="industrial" render="true"/>
+      <category value="unknown" symbol="3" label="unknown" render="true"/>
+    </categories>
+    <symbols>
+      <symbol type="fill" name="0" alpha="1" clip_to_extent="1" force_rhr="0"><layer class="SimpleFill" enabled="1" locked="0" pass="0"><prop k="color" v="232,197,71,255"/><prop k="outline_color" v="60,60,60,255"/><prop k="outline_width" v="0.2"/><prop k="style" v="solid"/></layer></symbol>
+      <symbol type="fill" name="1" alpha="1" clip_to_extent="1" force_rhr="0"><layer class="SimpleFill" enabled="1" locked="0" pass="0"><prop k="color" v="215,38,61,255"/><prop k="outline_color" v="60,60,60,255"/><prop k="outline_width" v="0.2"/><prop k="style" v="solid"/></layer></symbol>
+      <symbol type="fill" name="2" alpha="1" clip_to_extent="1" force_rhr="0"><layer class="SimpleFill" enabled="1" locked="0" pass="0"><prop k="color" v="106,76,147,255"/><prop k="outline_color" v="60,60,60,255"/><prop k="outline_width" v="0.2"/><prop k="style" v="solid"/></layer></symbol>
+      <symbol type="fill" name="3" alpha="1" clip_to_extent="1" force_rhr="0"><layer class="SimpleFill" enabled="1" locked="0" pass="0"><prop k="color" v="160,160,160,255"/><prop k="outline_color" v="60,60,60,255"/><prop k="outline_width" v="0.2"/><prop k="style" v="solid"/></layer></symbol>
+    </symbols>
+  </renderer-v2>
+  <blendMode>0</blendMode>
+  <featureBlendMode>0</featureBlendMode>
+</qgis>

@@ -1,0 +1,385 @@
+"""edifice.core.acquire.imagery against a real tile server on 127.0.0.1 (tests/servers/tile_server.py)
+that cuts tiles from the Kampala 7.5 cm drone mosaic: XYZ, TMS, WMTS and WMS, faults, nodata,
+resume after a cancel, keys never leaked, and the mosaic checked pixel by pixel against the source."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+from edifice.core.acquire.http import HttpError
+from edifice.core.acquire.imagery import download_imagery, utm_crs
+from edifice.core.acquire.imagery_sources import ImagerySource, secrets_from_url
+from edifice.core.acquire.tiles import choose_level, quadkey, web_mercator_set
+from edifice.core.acquire.wmts import parse_capabilities
+from edifice.core.errors import Cancelled, EdificeError, InputError
+from edifice.core.progress import Progress
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = ROOT / "tests" / "servers" / "tile_server.py"
+MOSAIC = ROOT.parent.parent / "shared" / "data" / "kampala" / "kampala_rgb_7p5cm_epsg3857.tif"
+if not MOSAIC.exists():
+    MOSAIC = Path("/work/shared/data/kampala/kampala_rgb_7p5cm_epsg3857.tif")
+#: lon/lat extent over the covered top-right part of the mosaic and past its east edge (no data there)
+KAMPALA = (32.5940, 0.3500, 32.5960, 0.3514)
+KEY = "SEKRET-tile-key-8d1f"
+
+
+class Recorder(Progress):
+    """Keeps every message; cancels after ``cancel_after`` progress reports when set."""
+
+    def __init__(self, cancel_after: int | None = None):
+        self.messages: list[str] = []
+        self.fractions: list[float] = []
+        self.cancel_after = cancel_after
+
+    def info(self, message):
+        self.messages.append(message)
+
+    def warning(self, message):
+        self.messages.append("WARNING " + message)
+
+    def set_fraction(self, fraction):
+        self.fractions.append(fraction)
+
+    def is_cancelled(self):
+        return self.cancel_after is not None and len(self.fractions) >= self.cancel_after
+
+
+def _start(tmp_path_factory, args):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edifice_tests_standin_imagery", ROOT / "tests" / "servers" /
+                                                  "standin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.start_standin(SERVER, tmp_path_factory.mktemp("tiles"), ["--source", str(MOSAIC), *args])
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory):
+    srv = _start(tmp_path_factory, [])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_tiles(tmp_path_factory):
+    srv = _start(tmp_path_factory, ["--key", KEY])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_faults(request):
+    for name in ("tiles", "keyed_tiles"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).set_faults([])
+
+
+def xyz(tiles, **kw) -> ImagerySource:
+    return ImagerySource("xyz", tiles.url + "/xyz/{z}/{x}/{y}.png", max_zoom=21, attribution="OAM test", **kw)
+
+
+def read(path):
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.profile, ds.tags(), ds.transform, ds.crs
+
+
+def source_on_grid(path) -> np.ndarray:
+    """The mosaic reprojected straight onto the grid of the raster ``path`` (average resampling)."""
+    with rasterio.open(path) as out, rasterio.open(MOSAIC) as src:
+        ref = np.zeros((3, out.height, out.width), np.uint8)
+        reproject(rasterio.band(src, [1, 2, 3]), ref, dst_transform=out.transform, dst_crs=out.crs,
+                  resampling=Resampling.average, src_nodata=0, dst_nodata=0)
+    return ref
+
+
+# -- tile math ------------------------------------------------------------------------------
+def test_tile_math_web_mercator():
+    tms = web_mercator_set(0, 21)
+    z19 = tms.matrices[19]
+    xmin, ymin, xmax, ymax = z19.tile_bounds(309606, 261632)
+    assert xmin == pytest.approx(3627854.2364710, abs=1e-3) and ymax == pytest.approx(39135.7584820, abs=1e-3)
+    assert z19.tile_range((xmin + 1, ymin + 1, xmax - 1, ymax - 1)) == (309606, 261632, 309607, 261633)
+    assert tms.matrices[2].tile_range((-1e9, -1e9, 1e9, 1e9)) == (0, 0, 4, 4)  # clipped to the matrix
+    assert quadkey(3, 5, 3) == "213"  # Bing Maps documentation's example
+    # 0.5 m at the equator: zoom 18 is 0.597 m, so zoom 19 (0.299 m); at 60 N zoom 18 is 0.299 m
+    assert choose_level(tms, 0.5, 32.6, 0.35)[:1] == (19,)
+    assert choose_level(tms, 0.5, 25.0, 60.0)[0] == 18
+    index, size, coarse = choose_level(web_mercator_set(0, 17), 0.5, 32.6, 0.35)
+    assert (index, coarse) == (17, True) and size == pytest.approx(1.194, abs=1e-3)
+    assert utm_crs(32.6, 0.35) == "EPSG:32636" and utm_crs(-70.6, -33.4) == "EPSG:32719"
+
+
+def test_wmts_capabilities_give_the_web_mercator_pyramid(tiles):
+    import requests
+
+    xml = requests.get(tiles.url + "/wmts?SERVICE=WMTS&REQUEST=GetCapabilities", timeout=30).content
+    layer = parse_capabilities(xml, "kampala")
+    ref = web_mercator_set(0, 21)
+    assert layer.tms.crs == "EPSG:3857" and layer.kvp_url.startswith(tiles.url)
+    assert [m.identifier for m in layer.tms.matrices] == [m.identifier for m in ref.matrices]
+    for got, want in zip(layer.tms.matrices, ref.matrices):
+        assert got.resolution == pytest.approx(want.resolution, rel=1e-9)
+        assert got.top_left == pytest.approx(want.top_left) and got.matrix_width == want.matrix_width
+    with pytest.raises(InputError, match="'nope' is not a layer.*kampala"):
+        parse_capabilities(xml, "nope")
+
+
+# -- the mosaic -----------------------------------------------------------------------------
+def test_xyz_mosaic_matches_the_source_pixel_by_pixel(tiles, tmp_path):
+    out = tmp_path / "kampala.tif"
+    summary = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, gsd_m=0.5, cache=None)
+    data, profile, tags, transform, crs = read(out)
+    assert crs.to_epsg() == 32636 and transform.a == 0.5 and -transform.e == 0.5
+    assert profile["nodata"] == 0 and profile["compress"] == "deflate" and profile["count"] == 3
+    assert profile["tiled"] and summary["level"] == "19"
+    assert tags["EDIFICE_ATTRIBUTION"] == "OAM test" and tags["EDIFICE_SOURCE_URL"].endswith("/xyz/{z}/{x}/{y}.png")
+    ref = source_on_grid(out)
+    got_valid, ref_valid = data[0] > 0, ref[0] > 0
+    assert 0.5 < got_valid.mean() < 0.95            # the extent runs past the mosaic's east edge
+    assert (got_valid & ref_valid).sum() / (got_valid | ref_valid).sum() > 0.98
+    both = got_valid & ref_valid
+    err = np.abs(data.astype(int) - ref.astype(int))[:, both].mean()
+    shifted = both[1:] & both[:-1]
+    err_shift = np.abs(data[:, 1:].astype(int) - ref[:, :-1].astype(int))[:, shifted].mean()
+    assert err < 3.0 and err_shift > 3 * err       # one pixel of misregistration would show
+
+
+def test_tms_wmts_and_wms_give_the_same_imagery_as_xyz(tiles, tmp_path):
+    base = tmp_path / "xyz.tif"
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", base, cache=None)
+    want = read(base)[0]
+    tms = ImagerySource("xyz", tiles.url + "/tms/{z}/{x}/{-y}.png", max_zoom=21)
+    wmts = ImagerySource("wmts", tiles.url + "/wmts?SERVICE=WMTS&REQUEST=GetCapabilities", layer="kampala")
+    for name, src in (("tms", tms), ("wmts", wmts)):
+        summary = download_imagery(src, KAMPALA, "EPSG:4326", tmp_path / f"{name}.tif", cache=None)
+        assert summary["level"] == "19"
+        np.testing.assert_array_equal(read(tmp_path / f"{name}.tif")[0], want)
+    ref = source_on_grid(base)
+    for version, wms_crs in (("1.3.0", "EPSG:3857"), ("1.1.1", "EPSG:4326"), ("1.3.0", "EPSG:4326"),
+                             ("1.3.0", "EPSG:32636")):
+        src = ImagerySource("wms", tiles.url + "/wms", layer="kampala", crs=wms_crs, version=version)
+        out = tmp_path / f"wms_{version}_{wms_crs[5:]}.tif"
+        download_imagery(src, KAMPALA, "EPSG:4326", out, cache=None)
+        got = read(out)[0]
+        both = (got[0] > 0) & (ref[0] > 0)
+        assert both.sum() > 0.95 * (ref[0] > 0).sum(), (version, wms_crs)
+        assert np.abs(got.astype(int) - ref.astype(int))[:, both].mean() < 3.0, (version, wms_crs)
+
+
+def test_gsd_finer_than_the_deepest_zoom_warns_with_the_zoom_used(tiles, tmp_path):
+    rec = Recorder()
+    source = ImagerySource("xyz", tiles.url + "/xyz/{z}/{x}/{y}.png", max_zoom=18)
+    summary = download_imagery(source, KAMPALA, "EPSG:4326", tmp_path / "o.tif", gsd_m=0.25, cache=None, progress=rec)
+    warnings = [m for m in rec.messages if m.startswith("WARNING")]
+    assert summary["level"] == "18" and len(warnings) == 1
+    assert "finer than the service's deepest level" in warnings[0] and "level 18" in warnings[0]
+    assert summary["valid_fraction"] > 0.5
+
+
+def test_extent_without_imagery_is_all_nodata_with_a_warning(tiles, tmp_path):
+    rec = Recorder()
+    summary = download_imagery(xyz(tiles), (32.600, 0.340, 32.602, 0.342), "EPSG:4326", tmp_path / "none.tif",
+                               cache=None, progress=rec)
+    data = read(tmp_path / "none.tif")[0]
+    assert not data.any() and summary["valid_fraction"] == 0
+    assert summary["tiles_missing"] == summary["tiles_requested"] > 0
+    assert any("no imagery over the extent" in m for m in rec.messages if m.startswith("WARNING"))
+
+
+# -- faults ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("fault", [
+    {"kind": "status", "status": 429, "retry_after": 1, "times": 2},
+    {"kind": "status", "status": 504, "retry_after": 1, "times": 1},
+    {"kind": "drop", "times": 2},
+    {"kind": "truncate", "times": 1},
+], ids=["429", "504", "drop", "truncate"])
+def test_transient_faults_are_retried_and_change_nothing(tiles, tmp_path, fault):
+    clean = tmp_path / "clean.tif"
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", clean, cache=None)
+    tiles.set_faults([{**fault, "match": r"/xyz/19/309613/261632\.png"}])
+    before = len(tiles.requests())
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "faulty.tif", cache=None)
+    served = tiles.requests()[before:]
+    hits = [r for r in served if r["path"] == "/xyz/19/309613/261632.png"]
+    assert len(hits) == fault["times"] + 1 and all(r["fault"] for r in hits[:-1])
+    np.testing.assert_array_equal(read(tmp_path / "faulty.tif")[0], read(clean)[0])
+
+
+def test_wrong_content_type_is_a_clear_error_and_nothing_is_written(tiles, tmp_path):
+    tiles.set_faults([{"kind": "content_type", "value": "text/html", "match": "/xyz/19/309613/261632", "times": 1}])
+    out = tmp_path / "o.tif"
+    with pytest.raises(HttpError, match=r"answered 'text/html', expected image/"):
+        download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, cache=None)
+    assert not out.exists()
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, cache=None)  # the fault is spent: now it works
+    assert read(out)[0].any()
+
+
+def test_empty_answer_is_a_tile_without_imagery(tiles, tmp_path):
+    clean = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "clean.tif", cache=None)
+    tiles.set_faults([{"kind": "empty", "match": r"/xyz/19/309613/261632\.png", "times": 1}])
+    holed = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "holed.tif", cache=None)
+    assert holed["tiles_missing"] == clean["tiles_missing"] + 1
+    assert holed["valid_fraction"] < clean["valid_fraction"] - 0.05
+
+
+def test_service_errors_are_clear(tiles, tmp_path):
+    out = tmp_path / "o.tif"
+    odd = ImagerySource("xyz", tiles.url + "/odd/{z}/{x}/{y}.png", max_zoom=21)
+    with pytest.raises(EdificeError, match=r"image of 200 x 200 pixels; 256 x 256 were asked for"):
+        download_imagery(odd, KAMPALA, "EPSG:4326", out, cache=None)
+    wms = ImagerySource("wms", tiles.url + "/wms", layer="no_such_layer")
+    with pytest.raises(HttpError, match=r"answered 'application/vnd.ogc.se_xml'"):
+        download_imagery(wms, KAMPALA, "EPSG:4326", out, cache=None)
+    tiles.set_faults([{"kind": "status", "status": 500, "retry_after": 0, "times": 99}])
+    with pytest.raises(HttpError, match=r"no valid answer .* after \d+ attempts \(last: HTTP 500\)"):
+        download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, cache=None)
+    assert not out.exists()
+
+
+def test_bad_inputs_are_refused_with_the_parameter_named(tiles, tmp_path):
+    out = tmp_path / "o.tif"
+    cases = [(ImagerySource("tiles", tiles.url), "SOURCE_TYPE"),
+             (ImagerySource("xyz", "ftp://x/{z}/{x}/{y}"), "URL"),
+             (ImagerySource("xyz", tiles.url + "/xyz/{z}/{x}.png"), "URL"),
+             (ImagerySource("xyz", tiles.url + "/xyz/{z}/{x}/{y}.png?k={key}"), "URL"),
+             (ImagerySource("wms", tiles.url + "/wms"), "LAYER")]
+    for source, name in cases:
+        with pytest.raises(InputError) as info:
+            download_imagery(source, KAMPALA, "EPSG:4326", out, cache=None)
+        assert info.value.name == name
+    with pytest.raises(InputError, match="EXTENT"):
+        download_imagery(xyz(tiles), (1, 1, 0, 2), "EPSG:4326", out, cache=None)
+    with pytest.raises(InputError, match="GSD"):
+        download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, gsd_m=0, cache=None)
+
+
+# -- resume, cache, keys --------------------------------------------------------------------
+def test_cancel_then_resume_skips_finished_blocks_and_gives_the_same_bytes(tiles, tmp_path):
+    whole = tmp_path / "whole.tif"
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", whole, cache=None, block_size=128)
+    out = tmp_path / "resumed.tif"
+    with pytest.raises(Cancelled):
+        download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, cache=None, block_size=128,
+                         progress=Recorder(cancel_after=3))
+    parts = tmp_path / ".resumed.tif.parts"
+    kept = len(list(parts.glob("b*.bin")))  # the 3 reported, and any block that was being finished
+    assert not out.exists() and 3 <= kept < 12
+    rec = Recorder()
+    summary = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, cache=None, block_size=128, progress=rec)
+    assert summary["blocks_resumed"] == kept and any(f"Resuming: {kept} of 12 blocks" in m for m in rec.messages)
+    assert out.read_bytes() == whole.read_bytes() and not parts.exists()
+
+
+def test_cache_serves_a_rerun_without_requests(tiles, tmp_path):
+    cache = tmp_path / "cache"
+    first = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "a.tif", cache=cache)
+    before = len(tiles.requests())
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "b.tif", cache=cache)
+    asked_again = tiles.requests()[before:]
+    assert first["tiles_requested"] > first["tiles_missing"] > 0
+    assert len(asked_again) == first["tiles_missing"]  # only the tiles without imagery (404, not cached)
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+
+
+def _all_bytes(folder: Path) -> bytes:
+    blobs = []
+    for p in sorted(folder.rglob("*")):
+        blobs.append(str(p).encode())
+        if p.is_file():
+            blobs.append(p.read_bytes())
+    return b"\n".join(blobs)
+
+
+def test_keys_never_reach_messages_outputs_or_the_cache(keyed_tiles, tmp_path):
+    rec = Recorder(cancel_after=None)
+    cache = tmp_path / "cache"
+    src = ImagerySource("xyz", keyed_tiles.url + "/xyz/{z}/{x}/{y}.png?key={key}", max_zoom=21, secrets={"key": KEY})
+    keyed_tiles.set_faults([{"kind": "status", "status": 429, "retry_after": 0, "times": 1}])
+    summary = download_imagery(src, KAMPALA, "EPSG:4326", tmp_path / "out" / "k.tif", cache=cache, progress=rec)
+    assert summary["valid_fraction"] > 0.5                       # the key was sent: the server accepted it
+    assert any("retrying" in m for m in rec.messages)            # a retry message that shows the URL
+    # the key written literally in the URL is moved out of it too
+    literal = ImagerySource("wmts", keyed_tiles.url + f"/wmts?SERVICE=WMTS&REQUEST=GetCapabilities&key={KEY}",
+                            layer="kampala")
+    download_imagery(literal, KAMPALA, "EPSG:4326", tmp_path / "out" / "l.tif", cache=cache, progress=rec)
+    with pytest.raises(Cancelled):  # a cancelled run keeps its finished blocks and their manifest
+        download_imagery(literal, KAMPALA, "EPSG:4326", tmp_path / "out" / "c.tif", cache=cache, block_size=128,
+                         progress=Recorder(cancel_after=2))
+    assert (tmp_path / "out" / ".c.tif.parts" / "manifest.json").exists()
+    wrong = ImagerySource("xyz", src.url, max_zoom=21, secrets={"key": KEY[::-1]})
+    with pytest.raises(HttpError) as info:
+        download_imagery(wrong, KAMPALA, "EPSG:4326", tmp_path / "out" / "w.tif", cache=cache, progress=rec)
+    assert "HTTP 403" in str(info.value) and KEY[::-1] not in str(info.value)
+    assert KEY not in "\n".join(rec.messages) + str(summary)
+    assert KEY.encode() not in _all_bytes(tmp_path)              # outputs, metadata, cache names and contents
+    assert secrets_from_url("https://a/b?apikey=XYZ&x=1") == ("https://a/b?apikey={apikey}&x=1", {"apikey": "XYZ"})
+
+
+# -- the CLI: kill and resume, keys from env/file -------------------------------------------
+def _cli(args, env=None, **kw):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "edifice.core.cli", "imagery-download", *map(str, args)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)
+
+
+def test_cli_killed_mid_download_resumes_to_the_same_bytes(tiles, tmp_path):
+    import json
+    import signal
+    import time
+
+    args = ["--extent", ",".join(map(str, KAMPALA)), "--xyz", tiles.url + "/xyz/{z}/{x}/{y}.png", "--max-zoom", 21,
+            "--no-cache", "--block-size", 128, "--max-concurrency", 2]
+    whole = tmp_path / "whole.tif"
+    done = _cli([whole, *args])
+    assert done.wait(120) == 0, done.stderr.read()
+    tiles.set_faults([{"kind": "delay", "seconds": 0.3, "match": "/xyz/", "times": 10_000}])
+    out = tmp_path / "killed.tif"
+    parts = tmp_path / ".killed.tif.parts"
+    proc = _cli([out, *args])
+    deadline = time.monotonic() + 120
+    while len(list(parts.glob("b*.bin"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    finished = len(list(parts.glob("b*.bin")))
+    assert proc.returncode == -signal.SIGKILL and 2 <= finished < 12 and not out.exists()
+    tiles.set_faults([])
+    again = _cli([out, *args])
+    assert again.wait(120) == 0, again.stderr.read()
+    summary = json.loads(again.stdout.read())
+    assert summary["blocks_resumed"] == finished
+    assert out.read_bytes() == whole.read_bytes() and not parts.exists()
+
+
+def test_cli_key_from_env_or_file_is_never_shown(keyed_tiles, tmp_path):
+    url = keyed_tiles.url + "/xyz/{z}/{x}/{y}.png?key={key}"
+    common = ["--extent", ",".join(map(str, KAMPALA)), "--xyz", url, "--max-zoom", 21, "--cache-dir", tmp_path / "c"]
+    runs = {}
+    runs["env"] = _cli([tmp_path / "env.tif", *common, "--key-env", "MY_TILE_KEY"], env={"MY_TILE_KEY": KEY})
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(KEY + "\n")
+    runs["file"] = _cli([tmp_path / "file.tif", *common, "--key-file", key_file])
+    runs["wrong"] = _cli([tmp_path / "wrong.tif", *common], env={"EDIFICE_IMAGERY_KEY": "not-" + KEY[::-1]})
+    runs["none"] = _cli([tmp_path / "none.tif", *common], env={"EDIFICE_IMAGERY_KEY": ""})
+    texts = {}
+    for name, proc in runs.items():
+        rc = proc.wait(120)
+        texts[name] = (rc, proc.stdout.read() + proc.stderr.read())
+    assert texts["env"][0] == 0 and texts["file"][0] == 0, texts
+    assert texts["wrong"][0] == 2 and "HTTP 403" in texts["wrong"][1] and KEY[::-1] not in texts["wrong"][1]
+    assert texts["none"][0] == 2 and "--key-env" in texts["none"][1]
+    key_file.unlink()
+    assert KEY not in "".join(t for _, t in texts.values())
+    assert KEY.encode() not in _all_bytes(tmp_path)
