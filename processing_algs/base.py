@@ -100,12 +100,6 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
         problem = self.missing_dependencies_message()
         return problem is None, problem or ""
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802 - processing.run and qgis_process
-        problem = self.missing_dependencies_message()
-        if problem:
-            return False, problem
-        return super().checkParameterValues(parameters, context)
-
     def tr(self, text):
         return text
 
@@ -113,9 +107,11 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        """QGIS's checks, then the output contract's first rule before any work: no output may be an
-        input (same file, also through links) and no two outputs may share a file."""
-        problem = self._number_out_of_range(parameters, context) or self._unreadable_file(parameters, context)
+        """Missing packages first (processing.run and qgis_process refuse with the fix), QGIS's checks,
+        then the output contract's first rule before any work: no output may be an input (same file,
+        also through links) and no two outputs may share a file."""
+        problem = (self.missing_dependencies_message() or self._number_out_of_range(parameters, context)
+                   or self._unreadable_file(parameters, context))
         if problem:
             return False, problem
         ok, message = super().checkParameterValues(parameters, context)
