@@ -117,7 +117,8 @@ def assign_building_height(buildings: str, height_raster: str, output: str, laye
                 source[k] = f"{name}:{used}"
     progress.check_cancelled()
     # float64 NaN is stored as NULL in the GeoPackage (SQLite has no NaN)
-    write_with_fields(output, lyr, {height_field: heights, "height_source": source, "height_pixels": pixels})
+    write_with_fields(output, lyr, {height_field: heights, "height_source": source, "height_pixels": pixels},
+                      style="building_height.qml")
     progress.set_fraction(1.0)
     used = [s.rsplit(":", 1)[1] for s in source if s]
     return {"output": output, "buildings": n, "with_height": int(np.isfinite(heights).sum()),

@@ -34,6 +34,7 @@ from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
+from .styles import write_gpkg_style, write_use_map_styles
 from .sliding_window import (Predictor, RasterOutput, WindowLayout, file_fingerprint, resolve_device,
                              run_sliding_window)
 
@@ -60,6 +61,7 @@ def class_colormap(card: dict) -> dict[int, tuple[int, int, int, int]]:
                 cmap[idx] = _hex_rgba(c.get("color") or DEFAULT_COLOURS[idx])
         except (KeyError, ValueError, TypeError):
             continue
+    cmap[0] = cmap[0][:3] + (0,)  # non-building: transparent, whatever its colour
     cmap[CLASS_NODATA] = (0, 0, 0, 0)
     return cmap
 
@@ -369,9 +371,11 @@ class UsePlan:
         return grid_gsd_m(self.job.grid) ** 2
 
     def cleanup(self) -> None:
+        """Delete the hidden intermediates, with the style sidecars their writers left."""
         for p in self.created:
-            with contextlib.suppress(OSError):
-                os.unlink(p)
+            for q in (p, Path(p).with_suffix(".qml")):
+                with contextlib.suppress(OSError):
+                    os.unlink(q)
 
 
 def _check_options(wanted: dict, threshold: float, inputs: dict) -> None:
@@ -502,7 +506,7 @@ def _remove_rasters(wanted: dict) -> None:
     """Delete the raster outputs of ``wanted`` (all or nothing when the polygons fail)."""
     for key in ("footprint_probability", "footprint_mask", "use_class", "use_probabilities"):
         if key in wanted:
-            for p in (wanted[key], wanted[key] + ".aux.xml"):
+            for p in (wanted[key], wanted[key] + ".aux.xml", Path(wanted[key]).with_suffix(".qml")):
                 with contextlib.suppress(OSError):
                     os.unlink(p)
 
@@ -529,22 +533,35 @@ def _map_building_use(imagery: str, checkpoint: str, *, device: str = "auto", pr
                        grid={"width": plan.job.grid.width, "height": plan.job.grid.height,
                              "resampled": plan.resampled},
                        outputs=dict(plan.wanted),
-                       default_colours=all(class_colormap(plan.card)[k] == _hex_rgba(DEFAULT_COLOURS[k])
+                       default_colours=all(class_colormap(plan.card)[k][:3] == _hex_rgba(DEFAULT_COLOURS[k])[:3]
                                            for k in range(4)))
+        write_use_map_styles({k: v for k, v in plan.wanted.items() if k != "polygons"}, class_colormap(plan.card),
+                             USE_NAMES)
         if plan.polygons:
             from .vectorize import polygonize_buildings
 
             try:
                 summary["polygons"] = polygonize_buildings(plan.fp_mask_path, plan.probs_path, plan.polygons,
                                                            plan.pixel_area_m2, progress=progress.span(0.9, 1.0))
+                write_gpkg_style(plan.polygons, "buildings", "building_use_polygons.qml")
             except BaseException:
                 _remove_rasters(plan.wanted)  # the rasters of this run were moved into place already
                 raise
+            _report_polygons(summary["polygons"]["buildings"], plan.polygons, progress)
         progress.info(f"{summary['tiles_run']} window(s) run, {summary['tiles_skipped']} skipped (nodata or "
                       f"outside the mask) in {summary['seconds']:.1f} s on {dev}.")
         return summary
     finally:
         plan.cleanup()
+
+
+def _report_polygons(count: int, path: str, progress: Progress) -> None:
+    """Say how many building polygons were written; warn when there are none."""
+    if count:
+        progress.info(f"{count} building polygon(s) written to {path}.")
+    else:
+        progress.warning(f"No building was found: {path} holds an empty layer. Check the threshold, the mask "
+                         "and that the imagery matches the model (bands, resolution).")
 
 
 # ---------------------------------------------------------------- assign to existing footprints
@@ -629,7 +646,7 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
                 sums[k] = p[:, sel].astype(np.float64).sum(axis=1)
     att = attributes(sums, nprob, counts, 1.0)
     progress.check_cancelled()
-    write_with_fields(output, lyr, {f: att[f] for f in new_names})
+    write_with_fields(output, lyr, {f: att[f] for f in new_names}, style="building_use_polygons.qml")
     progress.set_fraction(1.0)
     counts_by = {USE_NAMES[c - 1]: int(np.sum(att["use_class"] == c)) for c in (1, 2, 3)}
     return {"output": output, "buildings": n, "without_probabilities": int(np.sum(nprob == 0)), **counts_by}

@@ -23,6 +23,7 @@ from .grid import Grid
 from .progress import Progress, ensure
 from .outputs import refuse_input_as_output
 from .raster_io import atomic_raster, open_raster, require_crs, require_real
+from .styles import BUILTUP_CLASSES
 
 
 def parse_values(text: str | Sequence[int] | None, name: str = "VALUES") -> np.ndarray:
@@ -101,7 +102,8 @@ def builtup_mask(reference: str, output: str, rasters: Sequence[tuple[str, str |
         blocks = list(grid.blocks(block_size))
         n_built = 0
         with atomic_raster(output, grid, 1, np.uint8, nodata=None, descriptions=["builtup"],
-                           colormap={0: (0, 0, 0, 0), 1: (255, 120, 0, 160)}) as dst:
+                           colormap={v: c for v, c, _ in BUILTUP_CLASSES}, style="builtup_mask.qml",
+                           classes=BUILTUP_CLASSES) as dst:
             for i, blk in enumerate(blocks):
                 progress.check_cancelled()
                 w = blk.window

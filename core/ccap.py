@@ -23,6 +23,7 @@ from .progress import Progress, ensure
 from .outputs import refuse_input_as_output
 from .raster_io import (atomic_raster, open_raster, read_masked, require_band_count, require_memory,
                         require_real)
+from .styles import CCAP_CLASSES
 
 #: memory CCAP holds per pixel of one height/footprint pair: two float64 arrays, the raw reads, masks
 CCAP_BYTES_PER_PIXEL = 40
@@ -225,15 +226,17 @@ def ccap_files(pairs: Sequence[tuple[str, str]], out_mask, masked_outputs: Seque
     none_valid = np.all([np.isnan(h) & np.isnan(f) for h, f in arrays], axis=0)
     with contextlib.ExitStack() as stack:
         dst = stack.enter_context(atomic_raster(out_mask, grid0, 1, "uint8", nodata=255,
-                                                descriptions=["CCAP urban mask (1 = urban)"]))
+                                                descriptions=["CCAP urban mask (1 = urban)"],
+                                                style="ccap_mask.qml", classes=CCAP_CLASSES))
         dst.write(np.where(none_valid, 255, mask.astype(np.uint8)).astype(np.uint8)[None])
         for (h, f), outs in zip(arrays, masked_outputs or []):
-            for v, path, desc in ((h, outs[0], "mean building height (m), urban only"),
-                                  (f, outs[1], "building footprint fraction, urban only")):
+            for v, path, desc, qml in ((h, outs[0], "mean building height (m), urban only", "height_m.qml"),
+                                       (f, outs[1], "building footprint fraction, urban only",
+                                        "footprint_fraction.qml")):
                 if path is None:
                     continue
                 d = stack.enter_context(atomic_raster(path, grid0, 1, "float32", nodata=nodata,
-                                                      descriptions=[desc]))
+                                                      descriptions=[desc], style=qml))
                 m = apply_mask(np.nan_to_num(v, nan=0.0), mask, nodata)
                 d.write(m.astype(np.float32)[None])
     progress.set_fraction(1.0)

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_osm import add_commands; add_commands(sub)  # noqa: E702 - osm-download
     from .cli_imagery import add_commands; add_commands(sub)  # noqa: E702 - imagery download
     from .cli_acquire import add_commands; add_commands(sub)  # noqa: E702 - data acquisition tools
+    from .diagnostics import add_command; add_command(sub)  # noqa: E702 - diagnostics
     return p
 
 

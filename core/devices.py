@@ -40,3 +40,22 @@ def resolve_device(spec: str | None = "auto"):
                              f"(cuda:0..cuda:{n - 1}).", "pick an existing device or 'auto'.")
         return torch.device(f"cuda:{idx}")
     raise InputError("DEVICE", f"'{spec}' is not a device name.", "use auto, cpu, cuda, cuda:N or mps.")
+
+
+def explain_auto_device() -> tuple[str, str]:
+    """(device that ``auto`` picks, why) without raising: PyTorch's view of CUDA and MPS."""
+    try:
+        import torch
+    except ImportError as exc:
+        return "none", f"PyTorch cannot be imported ({exc}): the model tools cannot run"
+    if torch.cuda.is_available():
+        return "cuda", f"PyTorch {torch.__version__} sees {torch.cuda.device_count()} CUDA device(s)"
+    built = getattr(torch.version, "cuda", None)
+    if built is None:
+        why = f"PyTorch {torch.__version__} is a CPU-only build (install a CUDA build to use an NVIDIA GPU)"
+    else:
+        why = f"PyTorch {torch.__version__} is built for CUDA {built} but finds no usable GPU or driver"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        why += "; Apple's Metal (mps) is available: choose 'mps' to use it"
+    return "cpu", why

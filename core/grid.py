@@ -18,6 +18,12 @@ from rasterio.windows import Window
 from .errors import InputError
 
 
+def apply_affine(transform: Affine, other):
+    """``transform`` applied to another Affine or an (x, y) pair: ``@`` where affine has it (3.x;
+    its ``*`` warns PendingDeprecationWarning), ``*`` on affine 2.x."""
+    return transform @ other if hasattr(Affine, "__matmul__") else transform * other
+
+
 @dataclass(frozen=True)
 class Block:
     """One unit of block-wise work.
@@ -99,7 +105,7 @@ class Grid:
         return Window(0, 0, self.width, self.height)
 
     def window_transform(self, window: Window) -> Affine:
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return apply_affine(self.transform, Affine.translation(window.col_off, window.row_off))
 
     def pixel_centres(self, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
         """x and y (CRS units) of the pixel centres of ``window``, as 2-D

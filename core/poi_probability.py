@@ -196,7 +196,7 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
     try:
         blocks = list(grid.blocks(block_size))
         with bounded_gdal_cache(), atomic_raster(output_path, grid, 3, np.float32, nodata=NODATA,
-                           descriptions=[f"p_{c}" for c in CLASSES]) as dst:
+                           descriptions=[f"p_{c}" for c in CLASSES], style="poi_probability.qml") as dst:
             for i, block in enumerate(blocks):
                 progress.check_cancelled()
                 w = block.window

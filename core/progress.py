@@ -61,13 +61,13 @@ class TerminalProgress(Progress):
 
     def __init__(self, stream=None, min_interval_s: float = 0.2):
         self._stream = stream or sys.stderr
-        self._last = 0.0
+        self._last: float | None = None  # no bar drawn yet: the first one is always drawn
         self._min_interval = min_interval_s
         self._tty = hasattr(self._stream, "isatty") and self._stream.isatty()
 
     def set_fraction(self, fraction: float) -> None:
         now = time.monotonic()
-        if fraction < 1.0 and now - self._last < self._min_interval:
+        if fraction < 1.0 and self._last is not None and now - self._last < self._min_interval:
             return
         self._last = now
         if self._tty:

@@ -141,11 +141,14 @@ def verify_raster(path: str | os.PathLike) -> None:
 def atomic_raster(path: str | os.PathLike, grid: Grid, count: int, dtype, nodata=None,
                   descriptions: Sequence[str] | None = None,
                   colormap: dict[int, tuple[int, ...]] | None = None,
-                  overviews: bool = True, name: str = "OUTPUT", inputs=None, **profile_overrides):
+                  overviews: bool = True, name: str = "OUTPUT", inputs=None, style: str | None = None,
+                  classes=None, **profile_overrides):
     """Open a tiled, compressed GeoTIFF for writing on ``grid``; it appears at
     ``path`` only if the ``with`` block completes and the written file reads back
     (:func:`verify_raster`). Overviews are built on close for rasters larger than
-    1024 pixels on a side. ``name``/``inputs``: see :func:`.outputs.atomic_output`."""
+    1024 pixels on a side. ``name``/``inputs``: see :func:`.outputs.atomic_output`.
+    ``style`` (a QML of qgis_plugin/styles) or ``classes`` ([(value, rgba, label)]: palette,
+    category names) is written next to it (core/styles.py) so that it looks right however it is opened."""
     dtype = np.dtype(dtype)
     profile = dict(GTIFF_PROFILE)
     profile.update(width=grid.width, height=grid.height, count=count, dtype=dtype.name,
@@ -169,3 +172,7 @@ def atomic_raster(path: str | os.PathLike, grid: Grid, count: int, dtype, nodata
                 factors = [f for f in (2, 4, 8, 16, 32, 64) if max(grid.width, grid.height) / f >= 256]
                 if factors:
                     dst.build_overviews(factors, Resampling.nearest if colormap else Resampling.average)
+    if style or classes:
+        from .styles import write_raster_style
+
+        write_raster_style(path, style, classes)

@@ -194,9 +194,10 @@ def _write_sparse(out_footprint, out_height, grid: Grid, cells: SparseCells, lam
     from .raster_io import atomic_raster
     big = grid.width * grid.height > 64_000_000  # overviews of a huge, mostly empty grid cost more than they give
     with atomic_raster(out_footprint, grid, 1, "float32", nodata=nodata, overviews=not big,
-                       descriptions=["building footprint fraction (plan area index)"]) as df_, \
+                       descriptions=["building footprint fraction (plan area index)"],
+                       style="footprint_fraction.qml") as df_, \
             atomic_raster(out_height, grid, 1, "float32", nodata=nodata, overviews=not big,
-                          descriptions=["area-weighted mean building height (m)"]) as dh:
+                          descriptions=["area-weighted mean building height (m)"], style="height_m.qml") as dh:
         strip = max(1, WRITE_CELLS // grid.width)
         for r in range(0, grid.height, strip):
             progress.check_cancelled()

@@ -371,7 +371,8 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
 
             # Pass 2: recompute block by block and write with the global stretch.
             with atomic_raster(output_path, grid, ds.count, out_dtype, nodata=nodata,
-                               descriptions=[d or f"band {i + 1}" for i, d in enumerate(ds.descriptions)]) as dst:
+                               descriptions=[d or f"band {i + 1}" for i, d in enumerate(ds.descriptions)],
+                               style=_style_of(out_dtype)) as dst:
                 for i, block in enumerate(blocks):
                     progress.check_cancelled()
                     data, valid = read_masked(ds, block.read_window, "INPUT")
@@ -411,3 +412,9 @@ def _percentiles(hist: np.ndarray, clip_percent: float) -> tuple[float, float]:
     if hi - lo < 1e-6:
         hi = lo + 1e-6
     return lo, hi
+
+
+def _style_of(dtype) -> str | None:
+    """The QML of a Retinex output of ``dtype`` (qgis_plugin/styles/retinex_<dtype>.qml), None for others."""
+    name = np.dtype(dtype).name
+    return f"retinex_{name}.qml" if name in ("uint8", "uint16", "float32") else None

@@ -397,7 +397,9 @@ def predict_height_footprint_shafts(
     with contextlib.ExitStack() as stack:
         dsts = {k: stack.enter_context(atomic_raster(paths[k], out_grid, 1, "float32", nodata=nodata,
                                                      descriptions=[{"height": "mean building height (m)",
-                                                                    "footprint": "building footprint fraction"}[k]]))
+                                                                    "footprint": "building footprint fraction"}[k]],
+                                                     style={"height": "height_m.qml",
+                                                            "footprint": "footprint_fraction.qml"}[k]))
                 for k in outputs}
         for t, tile in enumerate(tiles):
             tile_progress = progress.span(t / len(tiles), (t + 1) / len(tiles))

@@ -12,6 +12,10 @@ import numpy as np
 
 from .errors import InputError
 
+#: Creation options of the GeoPackages core writes: version 1.3, which every GDAL QGIS links reads
+#: without "This version of GeoPackage ... may only be partially supported" (pyogrio's GDAL writes 1.4).
+GPKG_CREATION = {"VERSION": "1.3"}
+
 
 @dataclass
 class VectorLayer:

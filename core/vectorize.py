@@ -28,6 +28,7 @@ from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .raster_io import atomic_output, open_raster, read_masked
+from .vector_io import GPKG_CREATION
 
 USE_NAMES = ("residential", "commercial", "industrial")
 FIELDS = ("use_class", "use_name", "p_residential", "p_commercial", "p_industrial", "confidence",
@@ -67,7 +68,8 @@ def _write(path, geoms_px, attrs, transform: Affine, crs, append: bool) -> None:
     fields = list(FIELDS)
     data = [attrs[f] for f in fields]
     pyogrio.raw.write(str(path), shapely.to_wkb(g, output_dimension=2), data, fields, driver="GPKG", layer="buildings",
-                      geometry_type="Polygon", crs=crs, append=append, promote_to_multi=False)
+                      geometry_type="Polygon", crs=crs, append=append, promote_to_multi=False,
+                      dataset_options=None if append else GPKG_CREATION)
 
 
 @contextlib.contextmanager
@@ -293,7 +295,7 @@ def _write_empty(path, crs) -> None:
 
     data = [np.zeros(0, np.int32), np.zeros(0, object), *[np.zeros(0)] * 5, np.zeros(0, np.int64)]
     pyogrio.raw.write(str(path), np.zeros(0, object), data, list(FIELDS), driver="GPKG", layer="buildings",
-                      geometry_type="Polygon", crs=crs)
+                      geometry_type="Polygon", crs=crs, dataset_options=GPKG_CREATION)
 
 
 __all__ = ["polygonize_buildings", "attributes", "exact_attributes", "merge_parts", "merged_seam_buildings", "LayerWriter",

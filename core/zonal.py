@@ -53,17 +53,23 @@ def refuse_field_clash(names, new_names, what: str = "INPUT") -> None:
         raise InputError(what, f"already has field(s) {', '.join(clash)}.", "rename or drop them first.")
 
 
-def write_with_fields(output: str, lyr, new_fields: dict) -> None:
+def write_with_fields(output: str, lyr, new_fields: dict, style: str | None = None) -> None:
     """Write ``lyr`` (a :class:`core.vector_io.VectorLayer`) with its own fields plus ``new_fields``
-    (name -> array) as layer ``buildings`` of a GeoPackage, atomically."""
+    (name -> array) as layer ``buildings`` of a GeoPackage, atomically; ``style`` (a QML file of
+    the plugin's styles) becomes the layer's default style."""
     import pyogrio.raw
 
     from .raster_io import atomic_output
+    from .styles import write_gpkg_style
+    from .vector_io import GPKG_CREATION
+
     names = list(lyr.fields) + list(new_fields)
     data = list(lyr.fields.values()) + list(new_fields.values())
     with atomic_output(output) as tmp:
         pyogrio.raw.write(str(tmp), lyr.wkb, data, names, driver="GPKG", layer="buildings",
-                          geometry_type=lyr.geometry_type, crs=lyr.crs_wkt)
+                          geometry_type=lyr.geometry_type, crs=lyr.crs_wkt, dataset_options=GPKG_CREATION)
+        if style:
+            write_gpkg_style(tmp, "buildings", style)
 
 
 __all__ = ["polygon_pixels", "bounds_window", "refuse_field_clash", "write_with_fields"]

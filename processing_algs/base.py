@@ -45,15 +45,60 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
 
     #: short help shown in the algorithm dialog (subclasses fill it)
     HELP = ""
+    #: Python modules the algorithm needs at run time (the provider sets it from its ALGORITHMS table)
+    REQUIRES: tuple = ()
 
     def group(self):
         return self.tr(self.GROUP)
+
+    def addParameter(self, definition, createOutput=True):  # noqa: N802, N803 - QGIS's names
+        """Every ``DEVICE`` text parameter gets a drop-down of devices in the dialog (the value stays
+        text, so ``DEVICE=cuda:3`` keeps working in qgis_process and models)."""
+        if definition.name() == "DEVICE" and definition.type() == "string":
+            meta = dict(definition.metadata())
+            meta["widget_wrapper"] = dict(meta.get("widget_wrapper") or {}, value_hints=list(DEVICE_CHOICES))
+            definition.setMetadata(meta)
+        return super().addParameter(definition, createOutput)
 
     def groupId(self):  # noqa: N802
         return self.GROUP_ID
 
     def shortHelpString(self):  # noqa: N802
-        return self.tr(self.HELP)
+        problem = self.missing_dependencies_message()
+        text = self.help_with_labels(self.HELP)
+        return self.tr(f"<b>Cannot run yet.</b> {problem}<br><br>{text}" if problem else text)
+
+    def help_with_labels(self, text: str) -> str:
+        """``text`` with each parameter id (``POI_MAPS``) replaced by the label the dialog shows
+        (*POI probability maps*), so that the help speaks the dialog's language."""
+        import re
+
+        labels = {}
+        for p in self.parameterDefinitions():
+            label = re.split(r" \(|: ", p.description(), maxsplit=1)[0].strip()
+            if label:
+                labels[p.name()] = label
+        if not labels:
+            return text
+        pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, labels), key=len, reverse=True)) + r")\b")
+        return pattern.sub(lambda m: f"<i>{labels[m.group(1)]}</i>", text)
+
+    def missing_dependencies_message(self) -> str | None:
+        """What is missing to run this tool and how to install it; None when nothing is missing."""
+        from ..qgis_plugin.dependencies import missing_message, missing_modules, plugin_target, qgis_python
+
+        missing = missing_modules(self.REQUIRES)
+        if not missing:
+            return None
+        try:
+            python = qgis_python()
+        except EdificeError:
+            python = None
+        return missing_message(self.displayName(), missing, python, str(plugin_target()))
+
+    def canExecute(self):  # noqa: N802 - the Toolbox shows the message instead of the dialog
+        problem = self.missing_dependencies_message()
+        return problem is None, problem or ""
 
     def tr(self, text):
         return text
@@ -62,9 +107,11 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        """QGIS's checks, then the output contract's first rule before any work: no output may be an
-        input (same file, also through links) and no two outputs may share a file."""
-        problem = self._number_out_of_range(parameters, context) or self._unreadable_file(parameters, context)
+        """Missing packages first (processing.run and qgis_process refuse with the fix), QGIS's checks,
+        then the output contract's first rule before any work: no output may be an input (same file,
+        also through links) and no two outputs may share a file."""
+        problem = (self.missing_dependencies_message() or self._number_out_of_range(parameters, context)
+                   or self._unreadable_file(parameters, context))
         if problem:
             return False, problem
         ok, message = super().checkParameterValues(parameters, context)
@@ -323,6 +370,9 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
                 "Fix: save it as GeoTIFF first (Export > Save As).")
         return layer.source().split("|")[0]
 
+
+#: Devices offered in the dialogs' DEVICE drop-down (core/devices.py resolves them; auto = CUDA when available)
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "mps")
 
 #: Vector formats the core reads as they are (others are exported to a GeoPackage first).
 VECTOR_FORMATS = ["gpkg", "shp", "geojson", "json", "fgb", "pbf", "csv", "gml", "kml", "sqlite", "tab", "xlsx", "ods"]

@@ -26,7 +26,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                                                               "THRESHOLD", "WORKERS")
     POLYGONS, CLUSTER, BLOCK_WINDOWS = "POLYGONS", "CLUSTER", "BLOCK_WINDOWS"
     GROUP, GROUP_ID = "Building use", "buildinguse"
-    HELP = ("Runs a building-use checkpoint over imagery with overlapping windows (seed: 1024 px windows, "
+    HELP = ("Runs a building-use checkpoint over imagery with overlapping windows (the method's defaults: 1024 px windows, "
             "128 px OVERLAP = the margin discarded on each side, central 768 px kept; stride = WINDOW - "
             "2 x OVERLAP). Borders are padded by reflection; BLEND cross-fades neighbouring windows instead "
             "of cutting. Band order, scaling, GSD and default window come from the model card; imagery at "

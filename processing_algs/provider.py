@@ -2,7 +2,6 @@
 models and scripts reference ``edifice:<algorithm>``)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from qgis.core import QgsMessageLog, QgsProcessingProvider, Qgis
@@ -26,6 +25,7 @@ from .retinex_alg import RetinexAlgorithm
 from .sentinel_composites_alg import SentinelCompositesAlgorithm
 from .train_building_use_alg import TrainBuildingUseAlgorithm
 from .training_dataset_alg import TrainingDatasetAlgorithm
+from .dependencies_alg import DiagnosticsAlgorithm, InstallDependenciesAlgorithm
 
 #: (algorithm class, python modules it needs at run time)
 ALGORITHMS = [
@@ -50,11 +50,9 @@ ALGORITHMS = [
     (ImageryDownloadAlgorithm, ("numpy", "rasterio", "pyproj", "requests")),
     (SentinelCompositesAlgorithm, ("numpy", "rasterio")),  # ee / pystac_client: checked when a source is used
     (AssignBuildingHeightAlgorithm, ("numpy", "rasterio", "shapely", "pyproj", "pyogrio")),
+    (InstallDependenciesAlgorithm, ()),
+    (DiagnosticsAlgorithm, ()),
 ]
-
-
-def _missing(modules) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 class EdificeProvider(QgsProcessingProvider):
@@ -71,14 +69,14 @@ class EdificeProvider(QgsProcessingProvider):
         return QIcon(str(Path(__file__).resolve().parent.parent / "icon.svg"))
 
     def loadAlgorithms(self):  # noqa: N802
-        from .native_libs import isolate_shapely
+        from .native_libs import isolate_native_libs
 
-        isolate_shapely()  # before any core module imports shapely (see native_libs)
-        for cls, needs in ALGORITHMS:
-            missing = _missing(needs)
-            if missing:
-                QgsMessageLog.logMessage(
-                    f"Edifice: {cls().name()} is unavailable, missing Python packages: {', '.join(missing)}",
-                    "Edifice", Qgis.Warning)
-                continue
-            self.addAlgorithm(cls())
+        for error in isolate_native_libs():  # on the main thread, before core imports them (see native_libs)
+            QgsMessageLog.logMessage(f"Edifice: {error}", "Edifice", Qgis.Warning)
+        for cls, needs in ALGORITHMS:  # every tool is listed; one that misses packages says so when run
+            cls.REQUIRES = tuple(needs)
+            alg = cls()
+            problem = alg.missing_dependencies_message()
+            if problem:
+                QgsMessageLog.logMessage(f"Edifice: {problem}", "Edifice", Qgis.Warning)
+            self.addAlgorithm(alg)

@@ -21,6 +21,13 @@ ENCODERS = ["resnet18", "resnet34", "resnet50"]
 USE_CLASSES = ("residential", "commercial", "industrial")
 
 
+def with_variant_labels(text: str) -> str:
+    """``text`` with core variant ids ('imagery_single') replaced by the dialog's labels."""
+    for label, variant in VARIANTS:
+        text = text.replace(f"'{variant}'", f"'{label}'")
+    return text
+
+
 def _gui_epoch_callback():
     """Feeds the loss-curve dock when QGIS runs with its GUI (``iface``); None otherwise."""
     try:
@@ -146,11 +153,14 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
         names = {"RESUME_FROM": self.RESUME, "DATASET": self.DATASET}
         try:
             r = run_core_named(train_building_use, names, dataset, out, **kwargs)
-        except QgsProcessingException:
+        except QgsProcessingException as exc:
             from ..core.training import _state_path
             if feedback.isCanceled() and _state_path(out).is_file():
                 feedback.pushInfo(f"The state of the last finished epoch is in {_state_path(out)}: "
                                   "give it as RESUME to continue.")
+            text = with_variant_labels(str(exc))
+            if text != str(exc):
+                raise QgsProcessingException(text) from exc
             raise
         feedback.pushInfo(f"Device used: {r['device']}.")
         metrics = {sub: {"mean_f1_use": m["mean_f1_use"], "overall_accuracy": m["overall_accuracy"],

@@ -48,6 +48,18 @@ def short_name(name: str, n_classes: int) -> str:
     return name if len(name) <= limit else name[:limit - 1] + "."
 
 
+def value_unit(result: dict, reference) -> str:
+    """Unit of a regression's values: the result's ``value_unit`` when it has one, else metres for
+    heights and none for footprint fractions (all reference values within 0..1)."""
+    if result.get("value_unit"):
+        return str(result["value_unit"])
+    return "fraction" if len(reference) and float(np.nanmax(reference)) <= 1.0 else "m"
+
+
+#: the dock's minimum width (px): a 4-class matrix with its labels is not clipped
+MIN_WIDTH_PX = 460
+
+
 class EvaluationDock(QDockWidget):
     """Dock widget with two plots; :meth:`show_result` draws a result dict."""
 
@@ -82,6 +94,7 @@ class EvaluationDock(QDockWidget):
             w.setMinimumHeight(220)
             lay.addWidget(w, 1)
         self.setWidget(body)
+        self.setMinimumWidth(MIN_WIDTH_PX)  # room for the confusion matrix and its class labels
 
     # -- loading -----------------------------------------------------------
     def show_json(self, path: str) -> bool:
@@ -172,15 +185,14 @@ class EvaluationDock(QDockWidget):
                 t.setPos(j + 0.5, k - i - 0.5)
                 self.plot_main.addItem(t)
                 texts.append(t)
-        vb = self.plot_main.getViewBox()
-        vb.setAspectLocked(True)
+        vb = self.plot_main.getViewBox()  # not aspect-locked: the matrix fills the dock's width
         self.plot_main.getAxis("bottom").setTicks([[(n + 0.5, short_name(c, k)) for n, c in enumerate(classes)]])
         self.plot_main.getAxis("left").setTicks([[(k - n - 0.5, c) for n, c in enumerate(classes)]])
         self.plot_main.getAxis("left").setWidth(int(24 + 9 * max((len(c) for c in classes), default=4)))
         self.plot_main.setLabel("bottom", "prediction")
         self.plot_main.setLabel("left", "reference")
         self.plot_main.setTitle("Confusion matrix (colour: row share)")
-        vb.autoRange()
+        vb.setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
         # per-class bars
         per = s["per_class"]
         self.plot_second.addLegend(offset=(10, 5), colCount=3)
@@ -193,7 +205,7 @@ class EvaluationDock(QDockWidget):
             self.plot_second.addItem(b)
             bars[key] = b
         self.plot_second.getAxis("bottom").setTicks([[(n, short_name(c, k)) for n, c in enumerate(classes)]])
-        self.plot_second.setYRange(0, 1.2)
+        self.plot_second.setYRange(0, 1.35)  # headroom: the legend sits above bars of 1.0
         self.plot_second.setTitle("Per class (one-vs-rest)")
         self.items = {"kind": "classification", "level": level, "classes": classes, "matrix": img,
                       "matrix_counts": cm, "cell_texts": texts, "bars": bars}
@@ -220,9 +232,11 @@ class EvaluationDock(QDockWidget):
         hi = float(max(r.max(), p.max())) if len(r) else 1.0
         line = pg.PlotDataItem([lo, hi], [lo, hi], pen=pg.mkPen((214, 39, 40), width=1, style=Qt.DashLine))
         self.plot_main.addItem(line)
-        self.plot_main.getViewBox().setAspectLocked(True)
-        self.plot_main.setLabel("bottom", "reference")
-        self.plot_main.setLabel("left", "prediction")
+        pad = 0.05 * (hi - lo or 1.0)  # the data's range, not one widened by an aspect lock
+        self.plot_main.getViewBox().setRange(xRange=(lo - pad, hi + pad), yRange=(lo - pad, hi + pad), padding=0)
+        unit = f" ({value_unit(result, r)})"
+        self.plot_main.setLabel("bottom", "reference" + unit)
+        self.plot_main.setLabel("left", "prediction" + unit)
         self.plot_main.setTitle("Prediction vs reference (1:1 dashed)")
         bins = [b for b in (result.get("bins") or []) if b.get("n")]
         names = [f"{b['lower']:g}-{b['upper']:g}" if b.get("upper") is not None else f">={b['lower']:g}"
@@ -233,9 +247,10 @@ class EvaluationDock(QDockWidget):
         self.plot_second.addLine(y=0, pen=pg.mkPen((120, 120, 120)))
         self.plot_second.getAxis("bottom").setTicks([[(n, c) for n, c in enumerate(names)]])
         self.plot_second.setLabel("bottom", "reference bin")
-        self.plot_second.setLabel("left", "ME (prediction − reference)")
+        self.plot_second.setLabel("left", "ME (prediction − reference)" + unit)
         self.plot_second.setTitle("Bias per reference bin")
-        self.items = {"kind": "regression", "scatter": scatter, "one_to_one": line, "bias": bias, "bin_names": names}
+        self.items = {"kind": "regression", "scatter": scatter, "one_to_one": line, "bias": bias, "bin_names": names,
+                      "range": (lo - pad, hi + pad)}
 
 
 def add_to_interface(iface):

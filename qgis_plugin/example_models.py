@@ -342,3 +342,26 @@ EXAMPLES = {
     "sentinel_height_footprint": sentinel_height_footprint,
     "building_use_and_height": building_use_and_height,
 }
+
+
+def install_models(folder: str | None = None) -> list[str]:
+    """Write every example model into ``folder`` (default: the profile's Processing models folder,
+    which the Toolbox lists under Models) and reload the model provider; returns the models' names."""
+    import os
+
+    from qgis.core import QgsApplication
+
+    if folder is None:
+        from processing.modeler.ModelerUtils import ModelerUtils
+
+        folder = ModelerUtils.defaultModelsFolder()
+    os.makedirs(folder, exist_ok=True)
+    names = []
+    for name, build in EXAMPLES.items():
+        model = build()
+        if model.toFile(os.path.join(folder, f"edifice_{name}.model3")):
+            names.append(model.displayName())
+    provider = QgsApplication.processingRegistry().providerById("model")
+    if provider is not None:
+        provider.refreshAlgorithms()
+    return names

@@ -35,7 +35,7 @@ class LossCurveDock(QDockWidget):
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", "loss (Dice)")
         self.plot.showGrid(x=True, y=True, alpha=0.3)
-        self.plot.addLegend()
+        self.plot.addLegend(offset=(-10, 10))  # top right: losses fall from the top left, away from it
         self.train_curve = self.plot.plot([], [], pen=pg.mkPen("#1f77b4", width=2), symbol="o", symbolSize=5,
                                           name="train")
         self.val_curve = self.plot.plot([], [], pen=pg.mkPen("#d62728", width=2), symbol="o", symbolSize=5,
@@ -75,14 +75,19 @@ class _Bridge(QObject):
         self.iface = iface
         self.dock: LossCurveDock | None = None
 
-    @pyqtSlot(object)
-    def on_epoch(self, record) -> None:
+    def ensure_dock(self) -> LossCurveDock:
+        """The dock, created and added to the main window on first use, shown."""
         if self.dock is None:
             parent = self.iface.mainWindow() if hasattr(self.iface, "mainWindow") else None
             self.dock = LossCurveDock(parent)
             self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.show()
-        self.dock.add_epoch(record)
+        self.dock.raise_()
+        return self.dock
+
+    @pyqtSlot(object)
+    def on_epoch(self, record) -> None:
+        self.ensure_dock().add_epoch(record)
 
 
 _BRIDGE: _Bridge | None = None
@@ -99,6 +104,13 @@ def epoch_callback(iface):
         bridge.epoch.connect(bridge.on_epoch)
         _BRIDGE = bridge
     return _BRIDGE.epoch.emit
+
+
+def show_dock(iface) -> LossCurveDock:
+    """Show the loss-curve dock (the plugin menu's "Training loss"), creating it when no run did yet;
+    call it in the GUI thread."""
+    epoch_callback(iface)
+    return _BRIDGE.ensure_dock()
 
 
 def unload() -> None:

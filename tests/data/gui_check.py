@@ -65,6 +65,15 @@ if inputs:
         res["dock"] = None if dock is None else {"visible": dock.isVisible(), "epochs": dock.epochs,
                                                  "train": dock.train, "val": dock.val}
         res["epochs_run"] = out["EPOCHS_RUN"]
+        # the dock closed by the user comes back from the plugin menu
+        menu = next(a.menu() for a in iface.pluginMenu().actions() if a.menu() and "Edifice" in a.text())
+        res["menu"] = [a.text() for a in menu.actions()]
+        if dock is not None:
+            dock.close()
+            QgsApplication.processEvents()
+            next(a for a in menu.actions() if a.text() == "Training loss").trigger()
+            QgsApplication.processEvents()
+            res["dock_reopened"] = dock.isVisible() and dock.epochs == [1.0, 2.0]
     except Exception as exc:
         res["training_error"] = repr(exc)
 with open(os.environ["EDIFICE_GUI_RESULT"], "w") as f:

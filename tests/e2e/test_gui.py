@@ -67,3 +67,7 @@ def test_plugin_loads_in_qgis_desktop(qp_env, kampala_rgb, tmp_path):
     assert res["dock"]["epochs"] == [1.0, 2.0]
     assert res["dock"]["train"] == pytest.approx([h["train_loss"] for h in history])
     assert res["dock"]["val"] == pytest.approx([h["val_loss"] for h in history])
+    # the Edifice menu: dependency manager, diagnostics, docks, example models; the dock reopens from it
+    assert {"Install dependencies…", "Diagnostics…", "Training loss", "Evaluation results",
+            "Add example models to the Toolbox"} <= set(res["menu"]), res["menu"]
+    assert res["dock_reopened"]

@@ -90,8 +90,8 @@ def test_pth_tar_checkpoint_resolution_in_metres_and_one_clip(qp, thu_dir, thu_c
     assert res["results"]["VALID_PIXELS"] == 144
     with rasterio.open(out / "h.tif") as ds:
         assert (ds.width, ds.height) == (12, 12)
-    (out / "h.tif").unlink()
-    (out / "f.tif").unlink()
+    for name in ("h.tif", "f.tif", "h.qml", "f.qml"):  # the rasters and their style sidecars
+        (out / name).unlink()
     r = qp(*args, "RESOLUTION=0")
     assert r.returncode != 0 and "RESOLUTION: 0 is not a resolution in metres" in r.stdout + r.stderr
     assert list(out.iterdir()) == []

@@ -56,6 +56,11 @@ def test_dock_plots_confusion_matrix_and_per_class_bars(qgis_app, use_result):
             heights = items["bars"][key].opts["height"]
             np.testing.assert_allclose(heights, [s["per_class"][c][key] for c in s["classes"]])
     assert "0.973" in dock.summary.text() and "matched 1725" in dock.summary.text()
+    # the matrix fills the plot (no aspect lock) and the dock is wide enough for it
+    (x0, x1), _ = dock.plot_main.getViewBox().viewRange()
+    k = len(result["by_level"]["type"]["classes"])
+    assert not dock.plot_main.getViewBox().state["aspectLocked"] and x0 <= 0 and x1 >= k
+    assert dock.minimumWidth() >= 460
     dock.deleteLater()
 
 
@@ -73,6 +78,14 @@ def test_dock_plots_scatter_and_bias_per_bin(qgis_app, height_result):
     lx, ly = dock.items["one_to_one"].getData()
     np.testing.assert_allclose(lx, ly)
     assert f"RMSE {result['rmse']:.3f}" in dock.summary.text()
+    # axes span the data (not widened by an aspect lock) and carry the unit
+    lo = min(min(x), min(y))
+    hi = max(max(x), max(y))
+    (x0, x1), (y0, y1) = dock.plot_main.getViewBox().viewRange()
+    pad = 0.05 * (hi - lo)
+    assert x0 == pytest.approx(lo - pad) and x1 == pytest.approx(hi + pad)
+    assert y0 == pytest.approx(lo - pad) and y1 == pytest.approx(hi + pad)
+    assert dock.plot_main.getAxis("bottom").labelText == "reference (m)"
     dock.deleteLater()
 
 

@@ -192,7 +192,9 @@ def test_training_bad_input(provider, rgb_dataset, tmp_path):
     from edifice.models.checkpoint import save_checkpoint
 
     ck = tmp_path / "m.pt"
-    with pytest.raises(QgsProcessingException, match="VARIANT: variant 'imagery_poi_multitask' needs 3 POI bands"):
+    with pytest.raises(QgsProcessingException,
+                       match=r"VARIANT: variant 'Imagery \+ POI, multi-task \(use \+ footprint\)' needs 3 POI "
+                             r"bands.* train 'Imagery only, single-task \(use\)'"):
         processing.run("edifice:trainbuildinguse", {"DATASET": str(rgb_dataset), "EPOCHS": 1,
                                                     "OUTPUT_CHECKPOINT": str(ck), **TINY})
     other = tmp_path / "height.pt"

@@ -46,7 +46,7 @@ def test_retinex_good_run_creates_the_output_folder(tmp_path, kampala_rgb):
     assert json.loads(r.stdout.strip().splitlines()[-1])["output"] == "newdir/sub/o.tif"
     with rasterio.open(out) as ds, rasterio.open(kampala_rgb) as src:
         assert ds.shape == src.shape and ds.dtypes[0] == "uint8"
-    assert [p.name for p in out.parent.iterdir()] == ["o.tif"]  # no scratch or partial file left
+    assert sorted(p.name for p in out.parent.iterdir()) == ["o.qml", "o.tif"]  # + its style; no scratch or partial file
 
 
 def test_retinex_missing_input(tmp_path):

@@ -1,6 +1,7 @@
 """The core Progress protocol: cancelling retinex and POI maps at any check leaves no output and
 no temporary file; TerminalProgress prints a bar on a terminal and messages on any stream."""
 import io
+import time
 
 import numpy as np
 import pytest
@@ -96,7 +97,8 @@ class FakeTty(io.StringIO):
         return True
 
 
-def test_terminal_progress_on_a_terminal():
+def test_terminal_progress_on_a_terminal(monkeypatch):
+    monkeypatch.setattr(time, "monotonic", lambda: 60.0)  # a machine booted a minute ago
     s = FakeTty()
     t = TerminalProgress(s, min_interval_s=3600)
     t.set_fraction(0.5)
