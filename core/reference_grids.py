@@ -144,11 +144,14 @@ def reference_grids_from_file(buildings_path, height_field: str, resolution_m: f
     refuse_input_as_output({"OUTPUT_FOOTPRINT": out_footprint, "OUTPUT_HEIGHT": out_height},
                            {"INPUT": buildings_path})
     progress = ensure(progress)
-    geoms, h, crs = _read_buildings(buildings_path, height_field, layer)
+    geoms, h, crs = _read_buildings(buildings_path, height_field, layer, progress)
     if extent is None:
-        extent = tuple(shapely.total_bounds(geoms))
+        extent = tuple(shapely.total_bounds(geoms[~shapely.is_missing(geoms)]))
     grid = fishnet_grid(extent, resolution_m, crs.to_wkt())
     cells = building_cells(geoms, h, grid, progress=progress.span(0, 0.5))
+    if not cells.rows.size:
+        raise InputError("EXTENT", "holds no building of BUILDINGS with a height (the extent is elsewhere, or "
+                                   "every height is null).", "give an extent that covers the buildings, or none.")
     lam = cells.area / (grid.res[0] * grid.res[1])
     have = cells.h_ave()
     valid = np.ones(lam.shape, bool) if patch_size is None else sample_filter(lam, have, patch_size)
@@ -161,16 +164,24 @@ def reference_grids_from_file(buildings_path, height_field: str, resolution_m: f
     return {"grid": grid, "cells_with_buildings": int(cells.rows.size), "samples": int(valid.sum())}
 
 
-def _read_buildings(buildings_path, height_field: str, layer):
+def _read_buildings(buildings_path, height_field: str, layer, progress: Progress | None = None):
     """(geometries, heights in m, CRS) of a polygon layer on a projected CRS in metres."""
     from pyproj import CRS
 
     from .vector_io import read_vector
     lyr = read_vector(buildings_path, "BUILDINGS", layer, columns=[height_field], fields_name="HEIGHT_FIELD",
-                      what="a GeoPackage, shapefile or another OGR-readable polygon layer")
-    values = lyr.fields[height_field]
-    h = np.array([np.nan if v is None else v for v in values], dtype=np.float64) \
-        if values.dtype == object else np.asarray(values, dtype=np.float64)
+                      what="a GeoPackage, shapefile or another OGR-readable polygon layer", kind="Polygon")
+    h = _heights(lyr.fields[height_field], height_field)
+    present = ~(shapely.is_missing(lyr.geoms) | shapely.is_empty(lyr.geoms))
+    if not present.any():
+        raise InputError("BUILDINGS", "holds no building geometry (the layer is empty, or every feature has "
+                                      "a null geometry).", "give a layer of building polygons.")
+    geoms = np.where(present, lyr.geoms, None)
+    broken = present & ~shapely.is_valid(np.where(present, geoms, shapely.Point()))
+    if broken.any():
+        geoms[broken] = shapely.make_valid(geoms[broken])
+        if progress is not None:
+            progress.warning(f"BUILDINGS: {int(broken.sum())} invalid polygon(s) were repaired (make_valid).")
     if not CRS.from_user_input(lyr.crs_wkt).is_projected:
         raise InputError("BUILDINGS", "is not on a projected CRS in metres.",
                          "reproject it to a local UTM zone first (Vector > Data Management > Reproject Layer).")
@@ -178,7 +189,24 @@ def _read_buildings(buildings_path, height_field: str, layer):
     unit = crs.axis_info[0].unit_name if crs.axis_info else "metre"
     if unit not in ("metre", "meter"):
         raise InputError("BUILDINGS", f"CRS units are {unit}, not metres.", "reproject it to a metric CRS.")
-    return lyr.geoms, h, crs
+    return geoms, h, crs
+
+
+def _heights(values, field: str) -> np.ndarray:
+    """Building heights (m) as float64, NaN for nulls; a text field of non-numbers is refused by name."""
+    if values.dtype != object:
+        return np.asarray(values, dtype=np.float64)
+    out = np.full(len(values), np.nan)
+    for k, v in enumerate(values):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            raise InputError("HEIGHT_FIELD", f"field '{field}' holds text that is not a number ('{str(v)[:30]}').",
+                             "choose a numeric height field (metres), or convert it in the field calculator.") \
+                from None
+    return out
 
 
 #: Cells of the fishnet written at a time (whole rows, at least one).

@@ -181,3 +181,52 @@ def test_map_building_use_refuses_all_nodata_imagery(tmp_path, tiny_use_checkpoi
         map_building_use(str(img), str(tiny_use_checkpoint), poi_points=str(kampala_pois),
                          poi_category_field="other_tags", use_class=str(tmp_path / "u.tif"))
     assert not (tmp_path / "u.tif").exists()
+
+
+def _buildings(path, geoms, heights, height_type="float"):
+    data = np.array(heights, dtype=object if height_type == "text" else np.float64)
+    kind = "Point" if len(geoms) and geoms[0] is not None and shapely.get_type_id(geoms[0]) == 0 else "Polygon"
+    wkb = np.array([None if g is None else shapely.to_wkb(g) for g in geoms], dtype=object)
+    pyogrio.raw.write(str(path), wkb, [data], ["height"], driver="GPKG", geometry_type=kind, crs="EPSG:32636")
+    return str(path)
+
+
+@pytest.mark.parametrize("case, words", [
+    ("text", r"HEIGHT_FIELD: field 'height' holds text that is not a number \('tall'\)"),
+    ("points", "BUILDINGS: .* holds Point geometries, not polygons"),
+    ("empty", "BUILDINGS: "),
+    ("null", "BUILDINGS: holds no building geometry"),
+    ("elsewhere", "EXTENT: holds no building of BUILDINGS"),
+])
+def test_reference_grids_name_bad_buildings(tmp_path, case, words):
+    """Each of these used to end in a traceback or an empty-but-successful grid."""
+    from edifice.core.reference_grids import reference_grids_from_file
+
+    box = shapely.box(454000, 39000, 454020, 39020)
+    extent = None
+    if case == "text":
+        src = _buildings(tmp_path / "b.gpkg", [box], ["tall"], "text")
+    elif case == "points":
+        src = _buildings(tmp_path / "b.gpkg", [shapely.Point(454000, 39000)], [10.0])
+    elif case == "empty":
+        src = _buildings(tmp_path / "b.gpkg", [], [])
+    elif case == "null":
+        src = _buildings(tmp_path / "b.gpkg", [None, None], [10.0, 12.0])
+    else:
+        src = _buildings(tmp_path / "b.gpkg", [box], [10.0])
+        extent = (500000, 39000, 501000, 40000)
+    with pytest.raises(InputError, match=words):
+        reference_grids_from_file(src, "height", 100, str(tmp_path / "f.tif"), str(tmp_path / "h.tif"), extent=extent)
+    assert not (tmp_path / "f.tif").exists() and not (tmp_path / "h.tif").exists()
+
+
+def test_reference_grids_repair_invalid_polygons(tmp_path):
+    from edifice.core.reference_grids import reference_grids_from_file
+
+    bowtie = shapely.Polygon([(454000, 39000), (454100, 39100), (454100, 39000), (454000, 39100)])
+    src = _buildings(tmp_path / "b.gpkg", [bowtie, shapely.box(454000, 39000, 454050, 39050)], [10.0, 20.0])
+    progress = Warnings()
+    out = reference_grids_from_file(src, "height", 100, str(tmp_path / "f.tif"), str(tmp_path / "h.tif"),
+                                    progress=progress)
+    assert any("1 invalid polygon(s) were repaired" in w for w in progress.lines)
+    assert out["cells_with_buildings"] >= 1 and (tmp_path / "f.tif").exists()
