@@ -270,3 +270,23 @@ def test_evaluation_failing_on_html_keeps_no_json(tmp_path):
             "--taxonomy", "eubucco_type", "--json", tmp_path / "m.json", "--html", blocker / "r.html")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "m.json").exists() and leftovers(tmp_path) == []
+
+
+def test_full_disk_while_saving_a_trained_checkpoint_is_one_clear_line(small_disk, tmp_path):
+    """Training used to end in a PyTorch writer traceback when the disk filled while saving."""
+    import importlib.util
+
+    from edifice.core.training_dataset import create_training_dataset
+
+    folder, preexec = small_disk
+    spec = importlib.util.spec_from_file_location("use_scene", ROOT / "tests" / "unit" / "_use_scene.py")
+    scene_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scene_mod)
+    scene = scene_mod.make_scene(tmp_path, size=256, seed=1)
+    create_training_dataset(scene["imagery"], scene["buildings"], str(tmp_path / "ds"), "building", chip_size=64,
+                            split_tile_m=64)
+    r = cli("train-building-use", tmp_path / "ds", folder / "model.pt", "--variant", "imagery_single",
+            "--encoder", "resnet18", "--base-width", "32", "--epochs", "1", "--batch-size", "4", "--device", "cpu",
+            preexec_fn=preexec, timeout=600)
+    assert_refused(r, "full")
+    assert sorted(p.name for p in folder.iterdir()) == []  # no checkpoint, no temporary, no resume state
