@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover
     numba = None
 
 AVAILABLE = numba is not None
+prange = numba.prange if AVAILABLE else range
 #: Model codes of the kernel (order of :data:`.variogram.MODELS`).
 MODEL_CODES = {"spherical": 0, "exponential": 1, "gaussian": 2}
 
@@ -89,17 +90,21 @@ def _cholesky_solve2(c, x, size):
             for k in range(j):
                 s -= c[i, k] * c[j, k]
             c[i, j] = s * inv
-    for r in range(2):
-        for i in range(size):
-            s = x[r, i]
-            for k in range(i):
-                s -= c[i, k] * x[r, k]
-            x[r, i] = s / c[i, i]
-        for i in range(size - 1, -1, -1):
-            s = x[r, i]
-            for k in range(i + 1, size):
-                s -= c[k, i] * x[r, k]
-            x[r, i] = s / c[i, i]
+    for i in range(size):  # forward: L y = x (rows of L, contiguous)
+        inv = 1.0 / c[i, i]
+        s0, s1 = x[0, i], x[1, i]
+        for k in range(i):
+            s0 -= c[i, k] * x[0, k]
+            s1 -= c[i, k] * x[1, k]
+        x[0, i] = s0 * inv
+        x[1, i] = s1 * inv
+    for i in range(size - 1, -1, -1):  # backward: L' x = y, column-oriented (rows of L again)
+        inv = 1.0 / c[i, i]
+        x0, x1 = x[0, i] * inv, x[1, i] * inv
+        x[0, i], x[1, i] = x0, x1
+        for k in range(i):
+            x[0, k] -= c[i, k] * x0
+            x[1, k] -= c[i, k] * x1
     return True
 
 
@@ -170,23 +175,35 @@ def _krige_one(known_xy, values, tx, ty, nbr, m, params, dist, a, x, g0, pred, v
         var[band, t] = v
 
 
+#: Targets per parallel work item of :func:`_krige_targets` (each has its own scratch arrays).
+CHUNK = 64
+
+
 def _krige_targets(known_xy, values, targets, index, params, pred, var):
     """Fill ``pred``/``var`` (bands, t) for every target with at least one neighbour;
-    ``index`` (t, n): neighbour indices into ``known_xy``, ``>= len(known_xy)`` where missing."""
+    ``index`` (t, n): neighbour indices into ``known_xy``, ``>= len(known_xy)`` where missing.
+    Chunks of :data:`CHUNK` targets run on numba's threads (``NUMBA_NUM_THREADS``)."""
     k = known_xy.shape[0]
     n = index.shape[1]
-    dist = np.empty((n, n + 1))
-    a = np.empty((n + 1, n + 1))
-    x = np.empty((2, n + 1))
-    g0 = np.empty(n)
-    for t in range(targets.shape[0]):
-        nbr = index[t]
-        m = 0
-        while m < n and nbr[m] < k:
-            m += 1
-        if m > 0:
-            _krige_one(known_xy, values, targets[t, 0], targets[t, 1], nbr, m, params, dist, a, x, g0,
-                       pred, var, t)
+    nt = targets.shape[0]
+    for chunk in prange((nt + CHUNK - 1) // CHUNK):
+        dist = np.empty((n, n + 1))
+        a = np.empty((n + 1, n + 1))
+        x = np.empty((2, n + 1))
+        g0 = np.empty(n)
+        for t in range(chunk * CHUNK, min(nt, (chunk + 1) * CHUNK)):
+            nbr = index[t]
+            m = 0
+            while m < n and nbr[m] < k:
+                m += 1
+            if m > 0:
+                _krige_one(known_xy, values, targets[t, 0], targets[t, 1], nbr, m, params, dist, a, x, g0,
+                           pred, var, t)
+
+
+def threads() -> int:
+    """Threads the compiled kernel uses (numba's setting; 1 without numba)."""
+    return numba.get_num_threads() if AVAILABLE else 1
 
 
 if AVAILABLE:  # pragma: no branch
@@ -197,7 +214,7 @@ if AVAILABLE:  # pragma: no branch
     _weights_covariance_form = numba.njit(cache=True)(_weights_covariance_form)
     _weights_semivariance_form = numba.njit(cache=True)(_weights_semivariance_form)
     _krige_one = numba.njit(cache=True)(_krige_one)
-    _krige_targets = numba.njit(cache=True, nogil=True)(_krige_targets)
+    _krige_targets = numba.njit(cache=True, nogil=True, parallel=True)(_krige_targets)
 
 
 def krige_targets(known_xy: np.ndarray, values: np.ndarray, targets: np.ndarray, index: np.ndarray,

@@ -80,10 +80,11 @@ class Neighbours:
     index: np.ndarray
 
 
-def find_neighbours(tree: cKDTree, targets: np.ndarray, n: int, radius: float) -> Neighbours:
+def find_neighbours(tree: cKDTree, targets: np.ndarray, n: int, radius: float, workers: int = 1) -> Neighbours:
     """The ``n`` nearest known points (of ``tree``) within ``radius`` pixels of each target
-    (a pixel exactly at ``radius`` counts as within, whatever its tie-breaking offset)."""
-    d, i = tree.query(targets, k=n, distance_upper_bound=radius + 2 * TIE_BREAK_PX)
+    (a pixel exactly at ``radius`` counts as within, whatever its tie-breaking offset),
+    searched with ``workers`` threads."""
+    d, i = tree.query(targets, k=n, distance_upper_bound=radius + 2 * TIE_BREAK_PX, workers=workers)
     if n == 1:
         d, i = d[:, None], i[:, None]
     return Neighbours(d, i)
@@ -176,7 +177,7 @@ def _krige_compiled(tree, known_xy, known_values, targets, variograms, n, radius
         if check is not None:
             check()
         e = min(s + batch, t)
-        nb = find_neighbours(tree, targets[s:e], n, radius)
+        nb = find_neighbours(tree, targets[s:e], n, radius, _compiled.threads())
         nearest[s:e] = nb.dist[:, 0]
         p, v = np.full((bands, e - s), np.nan), np.full((bands, e - s), np.nan)
         _compiled.krige_targets(known_xy, values, targets[s:e], nb.index, params, p, v)
