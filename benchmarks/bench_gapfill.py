@@ -24,6 +24,11 @@ speed against PyKrige and GDAL FillNodata, peak memory at 1x and 16x image area.
     1x run reads clipped halos and the ratio measures that, not growth with the image). The issue's
     10,000^2 image was not run: on 2 shared cores it would take hours (see the extrapolation line).
 
+(b) and (c) time both kriging engines in the same run: "auto" (the compiled numba kernel, on
+numba's threads: NUMBA_NUM_THREADS, default all cores; JIT warm-up excluded in (b), the on-disk
+cache makes (c)'s fresh process load it compiled) and "numpy" (stacked np.linalg.solve, the
+engine before the kernel existed, single-threaded BLAS).
+
     source scripts/env.sh && nice python benchmarks/bench_gapfill.py [--side 384] [--mem-block 256]
 """
 from __future__ import annotations

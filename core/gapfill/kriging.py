@@ -17,6 +17,10 @@ n-th distance. :func:`tie_break_xy` moves every known pixel by a deterministic
 pseudo-random offset of at most 1e-7 pixel, derived from its position in the whole
 raster: the n nearest are then unique, the same whichever block reads them, and the
 change to any semivariance is below 1e-7 pixel of lag.
+
+Two engines solve the systems (see :func:`krige`): the compiled kernel of
+:mod:`._compiled` (numba, optional; Cholesky of the equivalent covariance form, threads)
+and stacked ``np.linalg.solve`` of the form above (always available).
 """
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from . import _compiled
 from .variogram import Variogram
 
 #: Largest tie-breaking offset, pixels.
@@ -159,16 +162,24 @@ def krige(known_xy: np.ndarray, known_values: np.ndarray, targets: np.ndarray,
 
 
 def _use_compiled(engine: str) -> bool:
+    """Whether ``engine`` means the compiled kernel (numba is imported here, on first use, not
+    when QGIS loads the plugin)."""
     if engine not in ("auto", "compiled", "numpy"):
         raise ValueError(f"unknown kriging engine '{engine}'")
+    if engine == "numpy":
+        return False
+    from . import _compiled
+
     if engine == "compiled" and not _compiled.AVAILABLE:
         raise RuntimeError("the compiled kriging engine needs numba (pip install numba)")
-    return engine == "compiled" or (engine == "auto" and _compiled.AVAILABLE)
+    return _compiled.AVAILABLE
 
 
 def _krige_compiled(tree, known_xy, known_values, targets, variograms, n, radius, batch, check,
                     pred, var, nearest) -> None:
     """As :func:`_krige_batches`, each batch kriged by the compiled kernel."""
+    from . import _compiled
+
     params = _compiled.variogram_table(variograms)
     known_xy = np.ascontiguousarray(known_xy, dtype=np.float64)
     values = np.ascontiguousarray(known_values, dtype=np.float64)

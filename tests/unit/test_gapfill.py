@@ -157,6 +157,8 @@ def test_compiled_kernel_equals_the_numpy_solver(model):
         np.testing.assert_allclose(fast[1], ref[1], rtol=1e-9)
         np.testing.assert_array_equal(fast[2], ref[2])
     assert np.isnan(ref[0]).any() and np.isfinite(ref[0]).any()  # radius 4: some targets have no neighbour
+    with pytest.raises(ValueError, match="engine"):
+        krige(kxy, img[:, kr, kc], txy, vg, 32, 4.0, engine="fortran")
 
 
 def test_compiled_kernel_falls_back_to_lu_where_cholesky_fails():
@@ -478,6 +480,32 @@ def test_gapfill_never_imports_qgis():
             "print(sorted(k for k in sys.modules if k.split('.')[0] in ('qgis', 'PyQt5', 'pykrige')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]"
+
+
+def test_kriging_without_numba_falls_back_to_numpy():
+    """With numba unimportable, the default engine is the numpy one (same values as the padded
+    small-system check elsewhere), the compiled engine is refused with the fix, and loading the
+    gapfill modules never imports numba (QGIS start-up stays fast)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import edifice.core.gapfill, edifice.core.cli_gapfill\n"
+            "print('numba' in sys.modules)\n"
+            "sys.modules['numba'] = None\n"
+            "import numpy as np\n"
+            "from edifice.core.gapfill.kriging import krige\n"
+            "from edifice.core.gapfill.variogram import Variogram\n"
+            "xy = np.array([[0., 0.], [1., 0.], [0., 1.], [1., 1.]]); z = np.array([[1., 2., 3., 4.]])\n"
+            "p, v, _ = krige(xy, z, np.array([[0.5, 0.5]]), [Variogram('spherical', 0.1, 1.0, 5.0)], n=4)\n"
+            "print(round(float(p[0, 0]), 12), bool(np.isfinite(v).all()))\n"
+            "try:\n"
+            "    krige(xy, z, np.array([[0.5, 0.5]]), [Variogram('spherical', 0.1, 1.0, 5.0)], engine='compiled')\n"
+            "except RuntimeError as e:\n"
+            "    print('refused', 'pip install numba' in str(e))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    # the centre of a square is equidistant from its corners: equal weights, mean 2.5
+    assert out.stdout.split("\n")[:3] == ["False", "2.5 True", "refused True"]
 
 
 def test_kriging_beats_nearest_neighbour_on_real_sentinel1(tmp_path):
