@@ -229,7 +229,7 @@ def krige_targets(known_xy: np.ndarray, values: np.ndarray, targets: np.ndarray,
                   params: np.ndarray, pred: np.ndarray, var: np.ndarray) -> None:
     """Ordinary kriging of ``targets`` (t, 2) into ``pred``/``var`` (bands, t), in place (see
     :func:`_krige_targets`); coordinates in pixels, ``params`` from :func:`variogram_table`."""
-    with _LOCK:
+    with _LOCK, numba.parallel_chunksize(1):  # chunks handed out dynamically: no thread waits on a busy core
         _krige_targets(np.ascontiguousarray(known_xy, dtype=np.float64), np.ascontiguousarray(values, np.float64),
                        np.ascontiguousarray(targets, np.float64), np.ascontiguousarray(index, np.int64),
                        params, pred, var)
