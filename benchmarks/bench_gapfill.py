@@ -24,6 +24,11 @@ speed against PyKrige and GDAL FillNodata, peak memory at 1x and 16x image area.
     1x run reads clipped halos and the ratio measures that, not growth with the image). The issue's
     10,000^2 image was not run: on 2 shared cores it would take hours (see the extrapolation line).
 
+(b) and (c) time both kriging engines in the same run: "auto" (the compiled numba kernel, on
+numba's threads: NUMBA_NUM_THREADS, default all cores; JIT warm-up excluded in (b), the on-disk
+cache makes (c)'s fresh process load it compiled) and "numpy" (stacked np.linalg.solve, the
+engine before the kernel existed, single-threaded BLAS).
+
     source scripts/env.sh && nice python benchmarks/bench_gapfill.py [--side 384] [--mem-block 256]
 """
 from __future__ import annotations
@@ -47,6 +52,8 @@ DATA = Path("/work/shared/data")
 MOSAIC = DATA / "kampala" / "kampala_rgb_7p5cm_epsg3857.tif"
 #: centre (row, col) of the largest fully covered square of the 7.5 cm mosaic (438 px side)
 MOSAIC_CENTRE = (1024, 7254)
+#: kriging engines timed: the default (numba kernel when installed) and the numpy fallback
+ENGINES = ("auto", "numpy")
 
 
 def blob_mask(valid: np.ndarray, diameter_px: float, cover: float, rng) -> np.ndarray:
@@ -169,8 +176,9 @@ def make_scene(side: int, factor: int, tmp: Path, seed=0) -> tuple[Path, Path]:
     return src, mask
 
 
-def speed_vs_pykrige(side: int):
-    """(seconds ours, seconds PyKrige, max relative difference, targets) on a side x side crop."""
+def speed_vs_pykrige(side: int, engine: str):
+    """(seconds ours, seconds PyKrige, max relative difference, targets) on a side x side crop,
+    ours with the kriging ``engine`` (compiled: numba kernel; numpy: stacked solves)."""
     from pykrige.ok import OrdinaryKriging
 
     from edifice.core.gapfill.kriging import krige, pixel_xy, tie_break_xy
@@ -185,8 +193,9 @@ def speed_vs_pykrige(side: int):
     kr, kc = np.nonzero(~gap)
     gr, gc = np.nonzero(gap)
     kxy, txy = tie_break_xy(kr, kc, side), pixel_xy(gr, gc)
+    krige(kxy[:50], band[kr[:50], kc[:50]][None], txy[:5], [v], 32, 1e9, engine=engine)  # JIT warm-up
     t = time.perf_counter()
-    ours, _, _ = krige(kxy, band[kr, kc][None], txy, [v], 32, 1e9)
+    ours, _, _ = krige(kxy, band[kr, kc][None], txy, [v], 32, 1e9, engine=engine)
     t_ours = time.perf_counter() - t
     t = time.perf_counter()
     ok = OrdinaryKriging(kxy[:, 0], kxy[:, 1], band[kr, kc], variogram_model=v.model,
@@ -196,12 +205,16 @@ def speed_vs_pykrige(side: int):
     return t_ours, t_pk, float(np.max(np.abs(ours[0] - z) / np.abs(z))), len(gr)
 
 
-def child(src: str, mask: str, dst: str, block_size: int, radius: float) -> None:
-    """Entry point of a fresh process: one cloud_gap_fill run, then its peak memory."""
+def child(src: str, mask: str, dst: str, block_size: int, radius: float, engine: str) -> None:
+    """Entry point of a fresh process: one cloud_gap_fill run (kriging ``engine``), then its peak memory."""
+    import functools
+
     import rasterio  # noqa: F401  (imports counted in the baseline)
     import scipy.spatial  # noqa: F401
 
-    from edifice.core.gapfill import GapSpec, KrigingSettings, cloud_gap_fill
+    from edifice.core.gapfill import GapSpec, KrigingSettings, cloud_gap_fill, fill, kriging
+
+    fill.krige = functools.partial(kriging.krige, engine=engine)
 
     base = reset_high_water_mark()
     t = time.perf_counter()
@@ -212,11 +225,11 @@ def child(src: str, mask: str, dst: str, block_size: int, radius: float) -> None
                       "gap_pixels": s["gap_pixels"]}))
 
 
-def run_child(src, mask, dst, block_size, radius) -> dict:
+def run_child(src, mask, dst, block_size, radius, engine="auto") -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT.parent) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(src), str(mask), str(dst),
-                          str(block_size), str(radius)], check=True, capture_output=True, text=True, env=env)
+                          str(block_size), str(radius), engine], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -237,10 +250,10 @@ def main() -> None:
     ap.add_argument("--mem-block", type=int, default=256)
     ap.add_argument("--pk-side", type=int, default=80, help="crop side for the PyKrige comparison")
     ap.add_argument("--skip-accuracy", action="store_true")
-    ap.add_argument("--child", nargs=5, metavar=("SRC", "MASK", "DST", "BLOCK", "RADIUS"))
+    ap.add_argument("--child", nargs=6, metavar=("SRC", "MASK", "DST", "BLOCK", "RADIUS", "ENGINE"))
     args = ap.parse_args()
     if args.child:
-        child(*args.child[:3], int(args.child[3]), float(args.child[4]))
+        child(*args.child[:3], int(args.child[3]), float(args.child[4]), args.child[5])
         return
     with tempfile.TemporaryDirectory(prefix="bench-gapfill-") as d:
         tmp = Path(d)
@@ -251,9 +264,11 @@ def main() -> None:
                                  (20, 50), 0.5, tmp)
             rows += accuracy_case("THU S1 VV/VH dB", thu, (20, 50, 100, 200), 10.0, tmp)
             print_accuracy(rows)
-        t_ours, t_pk, diff, n = speed_vs_pykrige(args.pk_side)
-        print(f"\n(b) kriging {n} gap pixels of a {args.pk_side}^2 crop (1 band): ours {t_ours:.3f} s, "
-              f"PyKrige {t_pk:.3f} s -> PyKrige / ours = {t_pk / t_ours:.1f}x; max relative difference {diff:.1e}")
+        print(f"\n(b) kriging the gap pixels of a {args.pk_side}^2 crop (1 band)")
+        for engine in ENGINES:
+            t_ours, t_pk, diff, n = speed_vs_pykrige(args.pk_side, engine)
+            print(f"    {n} px, engine {engine:<8}: ours {t_ours:.3f} s, PyKrige {t_pk:.3f} s -> PyKrige / ours = "
+                  f"{t_pk / t_ours:.1f}x; max relative difference {diff:.1e}")
         runs = {}
         for factor in (1, 4):
             src, mask = make_scene(args.side, factor, tmp)
@@ -261,11 +276,13 @@ def main() -> None:
             runs[factor]["side"] = args.side * factor
             if factor == 4:
                 runs[factor]["fillnodata_s"] = fillnodata_seconds(src, mask, args.radius)
+                numpy_run = run_child(src, mask, tmp / "out_numpy.tif", args.mem_block, args.radius, "numpy")
         big = runs[4]
         print(f"\n(c) {big['side']}^2 px, 3 bands, {big['gap_pixels']} gap px, radius {args.radius:g} px: "
-              f"ours {big['seconds']:.1f} s "
-              f"(GeoTIFF to GeoTIFF), FillNodata {big['fillnodata_s']:.2f} s (in memory) -> ours / FillNodata = "
-              f"{big['seconds'] / big['fillnodata_s']:.1f}x")
+              f"FillNodata {big['fillnodata_s']:.2f} s (in memory); ours GeoTIFF to GeoTIFF:")
+        for name, r in (("auto", big), ("numpy", numpy_run)):
+            print(f"    engine {name:<8}: {r['seconds']:.1f} s -> ours / FillNodata = "
+                  f"{r['seconds'] / big['fillnodata_s']:.1f}x")
         per_px = big["seconds"] / big["gap_pixels"]
         print(f"    at this rate 10,000^2 px x 3 bands with 20 % cloud: ~{per_px * 2e7 / 60:.0f} min")
         print(f"\n(d) peak RSS = VmHWM (fresh process per size, block_size={args.mem_block}, "

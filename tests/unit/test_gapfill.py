@@ -133,6 +133,73 @@ def test_padded_system_equals_the_smaller_system():
     np.testing.assert_allclose(padded[1], small[1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("model", ["spherical", "exponential", "gaussian"])
+def test_compiled_kernel_equals_the_numpy_solver(model):
+    """The numba kernel (Cholesky of the covariance form, m <= n neighbours) and the stacked numpy
+    solve of PyKrige's semivariance form (padded to n) give the same predictions and variances,
+    with full and with partial neighbourhoods (radius 4 px), for three bands at once."""
+    pytest.importorskip("numba")
+    from edifice.core.gapfill.kriging import krige
+    from edifice.core.gapfill.variogram import Variogram
+
+    shape = (40, 40)
+    img = np.stack([_smooth_field(shape, s, seed=s) for s in (1, 2, 4)])
+    gap = _blobs(shape, [(10, 12, 5), (28, 26, 7)])
+    kr, kc = np.nonzero(~gap)
+    gr, gc = np.nonzero(gap)
+    kxy, txy = tie_break_xy(kr, kc, shape[1]), pixel_xy(gr, gc)
+    vg = [Variogram(model, 0.5, 50.0 * (b + 1), 6.0 + 4 * b) for b in range(3)]
+    for radius in (1e9, 4.0):
+        fast = krige(kxy, img[:, kr, kc], txy, vg, 32, radius, engine="compiled")
+        ref = krige(kxy, img[:, kr, kc], txy, vg, 32, radius, engine="numpy")
+        assert np.isnan(fast[0]).sum() == np.isnan(ref[0]).sum() == (0 if radius > 100 else np.isnan(ref[0]).sum())
+        np.testing.assert_allclose(fast[0], ref[0], rtol=1e-10)
+        np.testing.assert_allclose(fast[1], ref[1], rtol=1e-9)
+        np.testing.assert_array_equal(fast[2], ref[2])
+    assert np.isnan(ref[0]).any() and np.isfinite(ref[0]).any()  # radius 4: some targets have no neighbour
+    with pytest.raises(ValueError, match="engine"):
+        krige(kxy, img[:, kr, kc], txy, vg, 32, 4.0, engine="fortran")
+
+
+def test_compiled_kernel_falls_back_to_lu_where_cholesky_fails():
+    """The kernel's semivariance-form LU (used when the covariance matrix is not numerically
+    positive definite) gives the covariance-form weights; an indefinite covariance form is detected."""
+    pytest.importorskip("numba")
+    from edifice.core.gapfill import _compiled
+
+    rng = np.random.default_rng(3)
+    m = 12
+    pts = rng.uniform(0, 10, (m + 1, 2))
+    dist = np.zeros((m, m + 1))
+    for i in range(m):
+        dist[i, m] = np.hypot(*(pts[i] - pts[m]))
+        for j in range(i + 1, m):
+            dist[i, j] = np.hypot(*(pts[i] - pts[j]))
+    args = (dist, m, 0, 0.3, 2.0, 8.0)  # spherical, nugget 0.3, psill 2, range 8
+    out = []
+    for form in (_compiled._weights_covariance_form, _compiled._weights_semivariance_form):
+        a, x, g0 = np.empty((m + 1, m + 1)), np.empty((2, m + 1)), np.empty(m)
+        mu = form(*args, a, x, g0)
+        out.append((x[0, :m].copy(), mu))
+    np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-10, atol=1e-12)
+    assert out[0][1] == pytest.approx(out[1][1], rel=1e-10)
+    assert out[0][0].sum() == pytest.approx(1.0)
+    # a negative nugget makes C = sill - gamma indefinite (C_ij > C_ii for close points): the
+    # Cholesky fails, is reported, and the kernel's result is the semivariance-form solution
+    a, x, g0 = np.empty((m + 1, m + 1)), np.empty((2, m + 1)), np.empty(m)
+    assert np.isnan(_compiled._weights_covariance_form(dist, m, 0, -1.0, 2.0, 8.0, a, x, g0))
+    from edifice.core.gapfill.kriging import krige
+    from edifice.core.gapfill.variogram import Variogram
+
+    z = rng.normal(size=(1, m))
+    bad = [Variogram("spherical", -1.0, 1.0, 8.0)]
+    fast = krige(pts[:m], z, pts[m:], bad, m, 1e9, engine="compiled")
+    ref = krige(pts[:m], z, pts[m:], bad, m, 1e9, engine="numpy")
+    assert np.isfinite(fast[0]).all()
+    np.testing.assert_allclose(fast[0], ref[0], rtol=1e-9)
+    np.testing.assert_allclose(fast[1], ref[1], rtol=1e-9)
+
+
 # -- variogram fits -----------------------------------------------------------------------------
 def _grf(n, model, nugget, psill, range_, seed):
     """A Gaussian random field on an n x n grid with a known variogram (Cholesky of its covariance)."""
@@ -413,6 +480,32 @@ def test_gapfill_never_imports_qgis():
             "print(sorted(k for k in sys.modules if k.split('.')[0] in ('qgis', 'PyQt5', 'pykrige')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]"
+
+
+def test_kriging_without_numba_falls_back_to_numpy():
+    """With numba unimportable, the default engine is the numpy one (same values as the padded
+    small-system check elsewhere), the compiled engine is refused with the fix, and loading the
+    gapfill modules never imports numba (QGIS start-up stays fast)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import edifice.core.gapfill, edifice.core.cli_gapfill\n"
+            "print('numba' in sys.modules)\n"
+            "sys.modules['numba'] = None\n"
+            "import numpy as np\n"
+            "from edifice.core.gapfill.kriging import krige\n"
+            "from edifice.core.gapfill.variogram import Variogram\n"
+            "xy = np.array([[0., 0.], [1., 0.], [0., 1.], [1., 1.]]); z = np.array([[1., 2., 3., 4.]])\n"
+            "p, v, _ = krige(xy, z, np.array([[0.5, 0.5]]), [Variogram('spherical', 0.1, 1.0, 5.0)], n=4)\n"
+            "print(round(float(p[0, 0]), 12), bool(np.isfinite(v).all()))\n"
+            "try:\n"
+            "    krige(xy, z, np.array([[0.5, 0.5]]), [Variogram('spherical', 0.1, 1.0, 5.0)], engine='compiled')\n"
+            "except RuntimeError as e:\n"
+            "    print('refused', 'pip install numba' in str(e))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    # the centre of a square is equidistant from its corners: equal weights, mean 2.5
+    assert out.stdout.split("\n")[:3] == ["False", "2.5 True", "refused True"]
 
 
 def test_kriging_beats_nearest_neighbour_on_real_sentinel1(tmp_path):
