@@ -24,7 +24,6 @@ size only.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from dataclasses import dataclass
 from typing import Sequence
@@ -35,7 +34,7 @@ from scipy.ndimage import gaussian_filter
 from .errors import InputError
 from .grid import Grid
 from .progress import Progress, ensure
-from .outputs import refuse_input_as_output, scratch_prefix
+from .outputs import check_output_folder, refuse_input_as_output, scratch_prefix
 from .raster_io import atomic_raster, bounded_gdal_cache, open_raster, read_masked, require_real
 
 DEFAULT_SIGMAS = (15.0, 80.0, 250.0)
@@ -318,12 +317,7 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
         progress.info(f"Retinex on {grid.width} x {grid.height} px, {ds.count} band(s), "
                       f"scales {[s.sigma for s in scales]} px, mode {settings.mode}, "
                       f"{len(blocks)} block(s) with a {halo} px halo.")
-        out_dir = os.path.dirname(os.path.abspath(output_path))
-        try:  # the scratch folder lives there, before atomic_raster runs
-            os.makedirs(out_dir, exist_ok=True)
-        except OSError as exc:
-            raise InputError("OUTPUT", f"the folder '{out_dir}' cannot be created ({exc.strerror or exc}).",
-                             "choose an output in a folder you can write to.") from exc
+        out_dir = check_output_folder("OUTPUT", output_path)  # the scratch folder lives there
         with tempfile.TemporaryDirectory(prefix=scratch_prefix("retinex"), dir=out_dir) as scratch:
             cells = None
             shift = 0.0

@@ -290,3 +290,22 @@ def test_full_disk_while_saving_a_trained_checkpoint_is_one_clear_line(small_dis
             preexec_fn=preexec, timeout=600)
     assert_refused(r, "full")
     assert sorted(p.name for p in folder.iterdir()) == []  # no checkpoint, no temporary, no resume state
+
+
+def test_read_only_folder_is_named_not_a_hidden_temporary(tmp_path, kampala_rgb):
+    """A read-only output folder used to be reported by the path of a hidden temporary file."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: a read-only mount stands in for a folder without permission
+        if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs",
+                                                        str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("running as root and mounting is not allowed here")
+    else:
+        folder.chmod(0o555)
+    try:
+        r = cli("retinex", kampala_rgb, folder / "out.tif")
+        assert_refused(r, "OUTPUT", f"the folder '{folder}' is not writable")
+        assert ".partial" not in r.stderr and not (folder / "out.tif").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        folder.chmod(0o755)
