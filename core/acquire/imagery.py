@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from affine import Affine
 import rasterio
 import rasterio.crs
 from pyproj import CRS, Transformer
@@ -287,7 +288,7 @@ def _covers(transform, shape: tuple[int, ...], bounds: tuple[float, float, float
     return x0 <= bounds[0] and y0 <= bounds[1] and x1 >= bounds[2] and y1 >= bounds[3]
 
 
-def _tile_mosaic(level: TileMatrix, tiles: dict) -> tuple[np.ndarray, "Affine"]:
+def _tile_mosaic(level: TileMatrix, tiles: dict) -> tuple[np.ndarray, Affine]:
     """The tiles pasted into one (4, rows, cols) RGBA array and its transform (tile set's CRS)."""
     from affine import Affine
 
