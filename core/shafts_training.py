@@ -263,8 +263,8 @@ def train_shafts(train: PatchSamples, val: PatchSamples, resolution_m: int, out_
     """Train a SHAFTS network and save the best epoch (mean validation R²) to ``out_path`` in the Edifice
     checkpoint format. ``task`` "multi" | "height" | "footprint"; ``weighting`` "uncertainty" (Eq. 5) or
     "fixed" (footprint 100, height 1); ``batch_size`` defaults to 256 (multi) / 64 (single);
-    ``init_checkpoint``: optional SHAFTS/Edifice checkpoint (or its loaded network) to fine-tune. ``threads``: intra-op threads
-    (CPU), fixed so that the same seed gives the same weights from the CLI, QGIS or a notebook (see
+    ``init_checkpoint``: optional SHAFTS/Edifice checkpoint (or its loaded network) to fine-tune.
+    ``threads``: intra-op threads (CPU), fixed so that the same seed gives the same weights from the CLI, QGIS or a notebook (see
     :func:`reproducible_torch`). Returns {"history": [per-epoch dicts], "best_epoch", "best_metrics",
     "device", "threads"}."""
     if task not in TASKS:
