@@ -51,6 +51,19 @@ def resolve_fields(available, wanted, name: str, path: str) -> list[str]:
     return out
 
 
+def _only_data_layer(path: str) -> str | None:
+    """The one data layer of a file that also holds QGIS's ``layer_styles`` table (Edifice's own
+    GeoPackages carry their default style there); None to let the reader pick as usual."""
+    import pyogrio
+
+    try:
+        names = [str(n) for n, _ in pyogrio.list_layers(path)]
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the reader with the parameter name
+        return None
+    data = [n for n in names if n != "layer_styles"]
+    return data[0] if len(data) == 1 and len(names) > 1 else None
+
+
 def read_vector(path: str, name: str = "INPUT", layer: str | None = None, columns: list[str] | None = None,
                 what: str = "a GeoPackage, GeoJSON or Shapefile", kind: str | None = None,
                 geometry: bool = True, fields_name: str | None = None) -> VectorLayer:
@@ -70,6 +83,7 @@ def read_vector(path: str, name: str = "INPUT", layer: str | None = None, column
     path = str(path)
     if not os.path.exists(path) and "://" not in path and not path.startswith("/vsi"):
         raise InputError(name, f"file '{path}' does not exist.", "check the path.")
+    layer = layer if layer is not None else _only_data_layer(path)
     try:
         info = pyogrio.read_info(path, layer=layer)
         real = None if columns is None else resolve_fields([str(f) for f in info["fields"]], columns,

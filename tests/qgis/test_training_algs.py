@@ -199,7 +199,8 @@ def test_training_bad_input(provider, rgb_dataset, tmp_path):
                                                     "OUTPUT_CHECKPOINT": str(ck), **TINY})
     other = tmp_path / "height.pt"
     save_checkpoint(other, {}, {"task": "height_footprint", "architecture": {"name": "se_resnet", "params": {}},
-                                "bands": [], "gsd_m": 1.0, "window": 64, "classes": [], "outputs": {}})
+                                "bands": [{"name": "VV", "scale": 1.0, "offset": 0.0}], "gsd_m": 1.0, "window": 64,
+                                "classes": [], "outputs": {}})
     with pytest.raises(QgsProcessingException, match="RESUME: .*not 'unet_resnet'"):
         processing.run("edifice:trainbuildinguse", {"DATASET": str(rgb_dataset), "EPOCHS": 1, "VARIANT": 0,
                                                     "RESUME": str(other), "OUTPUT_CHECKPOINT": str(ck), **TINY})
