@@ -56,6 +56,28 @@ class _Span(Progress):
         self._parent.warning(message)
 
 
+class RecordingProgress(Progress):
+    """Keeps what a run reports (for tests, notebooks and callers that show it later): ``infos``,
+    ``warnings``, ``lines`` (both, in order, warnings prefixed 'warning: ') and ``fractions``."""
+
+    def __init__(self):
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+        self.lines: list[str] = []
+        self.fractions: list[float] = []
+
+    def set_fraction(self, fraction: float) -> None:
+        self.fractions.append(fraction)
+
+    def info(self, message: str) -> None:
+        self.infos.append(message)
+        self.lines.append(message)
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+        self.lines.append("warning: " + message)
+
+
 class TerminalProgress(Progress):
     """Progress bar on stderr for the CLI; Ctrl-C is handled by the CLI itself."""
 

@@ -22,7 +22,7 @@ from edifice.core.buildingsense.classify import LlmSettings, classify_building_f
 from edifice.core.buildingsense.prompts import COMBINATIONS, check_combination
 from edifice.core.buildingsense.samples import PoiSource, SampleSettings, building_samples
 from edifice.core.errors import Cancelled, InputError
-from edifice.core.progress import Progress
+from edifice.core.progress import Progress, RecordingProgress
 from edifice.core.taxonomy import load_taxonomy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,17 +60,6 @@ def posts(server) -> list[dict]:
     return [r for r in server.requests() if r["path"].endswith("/chat/completions")]
 
 
-class Log(Progress):
-    def __init__(self):
-        self.lines = []
-
-    def info(self, m):
-        self.lines.append(m)
-
-    def warning(self, m):
-        self.lines.append("warning: " + m)
-
-
 @pytest.mark.parametrize("combination", COMBINATIONS)
 def test_seven_combinations_requests_checked(tmp_path, standin, combination):
     samples, sc = make_samples(tmp_path, n=3)
@@ -96,7 +85,7 @@ def test_answers_retries_rollup_and_cache(tmp_path, standin):
     server.set_faults([{"match": "chat", "kind": "status", "status": 429, "retry_after": 1, "times": 2},
                        {"match": "chat", "kind": "status", "status": 500, "times": 1}])
     out = tmp_path / "f.gpkg"
-    log = Log()
+    log = RecordingProgress()
     res = classify_building_function(samples, str(out), settings(server.url, tmp_path, price_input_per_mtok=2.0,
                                                                  price_output_per_mtok=8.0), progress=log)
     rec = read_output(out)
@@ -136,7 +125,7 @@ def test_key_sent_as_bearer_and_never_written(tmp_path, standin):
     samples, _ = make_samples(tmp_path, n=3)
     server = standin(SERVER, "--key", KEY)
     out = tmp_path / "f.gpkg"
-    log = Log()
+    log = RecordingProgress()
     res = classify_building_function(samples, str(out), settings(server.url, tmp_path), api_key=KEY, progress=log)
     assert res["classified"] == 3
     assert all(r["headers"]["authorization"] == f"Bearer {KEY}" for r in posts(server))
@@ -241,7 +230,7 @@ def test_failed_request_recorded_and_only_it_resent(tmp_path, standin):
     samples, sc = make_samples(tmp_path, n=4)
     server = standin(SERVER)
     server.set_faults([{"match": "chat", "kind": "status", "status": 500, "times": 2}])
-    log = Log()
+    log = RecordingProgress()
     res = classify_building_function(samples, str(tmp_path / "a.gpkg"),
                                      settings(server.url, tmp_path, concurrency=1, max_retries=1), progress=log)
     rec = read_output(tmp_path / "a.gpkg")

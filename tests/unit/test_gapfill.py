@@ -16,7 +16,7 @@ from edifice.core.gapfill import GapSpec, KrigingSettings, cloud_gap_fill, parse
 from edifice.core.gapfill.kriging import pixel_xy, tie_break_xy
 from edifice.core.gapfill.variogram import VariogramAccumulator, fit_variogram, model_values
 from edifice.core.grid import Grid
-from edifice.core.progress import Progress
+from edifice.core.progress import Progress, RecordingProgress
 from edifice.core.raster_io import atomic_raster
 
 UTM = CRS.from_epsg(32636).to_wkt()
@@ -53,19 +53,6 @@ def _blobs(shape, centres_radii):
 
 def _files(tmp_path):
     return sorted(p.name for p in tmp_path.iterdir())
-
-
-class Log(Progress):
-    """Progress that keeps the info lines and warnings."""
-
-    def __init__(self):
-        self.infos, self.warnings = [], []
-
-    def info(self, m):
-        self.infos.append(m)
-
-    def warning(self, m):
-        self.warnings.append(m)
 
 
 # -- equivalence with PyKrige ------------------------------------------------------------------
@@ -351,7 +338,7 @@ def test_beyond_range_left_as_nodata_counts_match_distances(tmp_path):
     gap = _blobs(shape, [(40, 40, 25)])
     src = _write(tmp_path / "img.tif", img, nodata=-1.0)
     mask = _write(tmp_path / "mask.tif", gap.astype(np.uint8))
-    log = Log()
+    log = RecordingProgress()
     s = cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask),
                        KrigingSettings(max_lag=12, beyond_range="nodata"), progress=log)
     rng_px = json.loads(sidecar_path(str(tmp_path / "o.tif")).read_text())["bands"][0]["variogram"]["range_px"]
@@ -370,7 +357,7 @@ def test_pixels_without_neighbour_in_radius_stay_nodata_with_a_warning(tmp_path)
     gap = _blobs(shape, [(30, 30, 20)])
     src = _write(tmp_path / "img.tif", img)
     mask = _write(tmp_path / "mask.tif", gap.astype(np.uint8))
-    log = Log()
+    log = RecordingProgress()
     s = cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask),
                        KrigingSettings(search_radius=10, max_lag=8), progress=log)
     dist = ndimage.distance_transform_edt(gap)
@@ -435,7 +422,7 @@ def test_no_cloud_copies_the_input_without_fitting(tmp_path):
     img = np.clip(_smooth_field((300, 260), 3, seed=14), 1, 250).astype(np.uint8)
     src = _write(tmp_path / "img.tif", img, nodata=0)
     mask = _write(tmp_path / "mask.tif", np.zeros((300, 260), np.uint8))
-    log = Log()
+    log = RecordingProgress()
     s = cloud_gap_fill(src, str(tmp_path / "o.tif"), GapSpec(mask_path=mask), progress=log, block_size=128)
     out, nd = _read(tmp_path / "o.tif")
     assert np.array_equal(out[0], img) and nd == 0

@@ -13,16 +13,8 @@ from edifice.core.building_use_map import assign_building_use
 from edifice.core.builtup_mask import builtup_mask
 from edifice.core.ccap import ccap_files
 from edifice.core.errors import InputError
-from edifice.core.progress import Progress
+from edifice.core.progress import RecordingProgress
 from edifice.core.retinex import retinex
-
-
-class Warnings(Progress):
-    def __init__(self):
-        self.lines = []
-
-    def warning(self, message):
-        self.lines.append(message)
 
 
 def raster(path, data, crs="EPSG:32636", origin=(454000, 39000), res=0.5, nodata=None):
@@ -84,9 +76,9 @@ def test_assign_warns_about_features_without_geometry(tmp_path, probabilities):
     geoms = boxes()
     geoms[1] = None
     b = polygons(tmp_path / "b.gpkg", geoms)
-    progress = Warnings()
+    progress = RecordingProgress()
     assign_building_use(str(b), str(probabilities), str(tmp_path / "out.gpkg"), progress=progress)
-    assert any("1 of 3 features have no geometry" in w for w in progress.lines)
+    assert any("1 of 3 features have no geometry" in w for w in progress.warnings)
     meta, _, _, fields = pyogrio.raw.read(str(tmp_path / "out.gpkg"))
     names = list(meta["fields"])
     use = fields[names.index("use_name")]
@@ -225,8 +217,8 @@ def test_reference_grids_repair_invalid_polygons(tmp_path):
 
     bowtie = shapely.Polygon([(454000, 39000), (454100, 39100), (454100, 39000), (454000, 39100)])
     src = _buildings(tmp_path / "b.gpkg", [bowtie, shapely.box(454000, 39000, 454050, 39050)], [10.0, 20.0])
-    progress = Warnings()
+    progress = RecordingProgress()
     out = reference_grids_from_file(src, "height", 100, str(tmp_path / "f.tif"), str(tmp_path / "h.tif"),
                                     progress=progress)
-    assert any("1 invalid polygon(s) were repaired" in w for w in progress.lines)
+    assert any("1 invalid polygon(s) were repaired" in w for w in progress.warnings)
     assert out["cells_with_buildings"] >= 1 and (tmp_path / "f.tif").exists()

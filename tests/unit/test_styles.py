@@ -12,7 +12,7 @@ import shapely
 
 from edifice.core import styles
 from edifice.core.building_use_map import _report_polygons
-from edifice.core.progress import Progress
+from edifice.core.progress import RecordingProgress
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,19 +53,8 @@ def test_gpkg_default_style_replaces_earlier(tmp_path):
     assert pyogrio.raw.read(str(gpkg), layer="buildings")[3][0].tolist() == [1]  # the data is untouched
 
 
-class _Log(Progress):
-    def __init__(self):
-        self.infos, self.warnings = [], []
-
-    def info(self, m):
-        self.infos.append(m)
-
-    def warning(self, m):
-        self.warnings.append(m)
-
-
 def test_polygon_count_reported_and_empty_result_warned():
-    log = _Log()
+    log = RecordingProgress()
     _report_polygons(12, "b.gpkg", log)
     _report_polygons(0, "c.gpkg", log)
     assert log.infos == ["12 building polygon(s) written to b.gpkg."]

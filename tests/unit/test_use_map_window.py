@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from edifice.core.building_use_map import map_building_use
-from edifice.core.progress import Progress
+from edifice.core.progress import RecordingProgress
 from edifice.core.training import default_map_window, train_building_use
 from edifice.core.training_dataset import create_training_dataset
 from edifice.models.checkpoint import load_checkpoint
@@ -16,16 +16,6 @@ from edifice.models.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[2]
 BUILDINGS = ROOT / "samples" / "kampala" / "buildings_osm.geojson"
 torch.set_num_threads(1)
-
-
-class Log(Progress):
-    def __init__(self):
-        self.lines = []
-
-    def info(self, message):
-        self.lines.append(message)
-
-    warning = info
 
 
 def test_default_window_rule():
@@ -42,7 +32,7 @@ def test_default_chain_maps_with_the_seeds_window(tmp_path, kampala_rgb):
                        batch_size=8, lambda_use=0.0, device="cpu", augment=False)
     _, card = load_checkpoint(str(ck))
     assert card["training_chip_size"] == 256 and card["window"] == 1024
-    log = Log()
+    log = RecordingProgress()
     map_building_use(str(kampala_rgb), str(ck), footprint_mask=str(tmp_path / "fp.tif"), device="cpu", progress=log)
     text = "\n".join(log.lines)
     assert "Windows of 1024 px, 128 px margin" in text
