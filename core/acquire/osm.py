@@ -21,9 +21,9 @@ Outputs are written to temporary files and moved into place only when every laye
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ import shapely
 
 from ..errors import InputError
 from ..progress import Progress, ensure
+from ..raster_io import atomic_output
 from .osm_geometry import relation_multipolygon, way_line, way_polygon
 from .overpass import (DEFAULT_ENDPOINT, DEFAULT_MAX_TILE_KM2, OsmElements, OverpassRuntimeError, building_query,
                        parse_answer, poi_query, quarter_bbox, road_query, split_bbox, wgs84_bbox)
@@ -367,24 +368,16 @@ _TABLES = {"pois": poi_table, "buildings": building_table, "roads": road_table}
 
 
 def _write_all(tables: dict, outputs: dict, crs_wkt: str) -> dict:
-    """Write each table to a temporary GeoPackage beside its destination, then move all into place."""
+    """Write each table through the output contract (temporary beside its destination, read back,
+    moved into place only when every file is complete; layers sharing a file share its temporary)."""
     by_path: dict[str, list[str]] = {}
     for name in tables:
         by_path.setdefault(str(Path(outputs[name])), []).append(name)
-    temps = {}
-    try:
+    with contextlib.ExitStack() as stack:
         for path, names in by_path.items():
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = str(Path(path).with_name(f".{Path(path).name}.partial-{uuid.uuid4().hex[:8]}.gpkg"))
-            temps[path] = tmp
+            tmp = stack.enter_context(atomic_output(path, names[0].upper()))
             for name in names:
-                _write_table(tmp, tables[name], crs_wkt)
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
+                _write_table(str(tmp), tables[name], crs_wkt)
     return {name: f"{outputs[name]}|layername={name}" for name in tables}
 
 

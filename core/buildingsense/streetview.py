@@ -21,6 +21,7 @@ from pyproj import CRS, Geod
 
 from ..category_mapping import parse_osm_tags
 from ..errors import InputError
+from ..outputs import refuse_input_as_output
 from ..progress import Progress, ensure
 from ._geo import building_ids, centre_lonlat, metric_crs, transform_geoms, transformer, unit_metres
 
@@ -208,6 +209,7 @@ def street_view_points(buildings: str, roads: str, output: str, *, buildings_lay
 
     from ..vector_io import read_vector
 
+    refuse_input_as_output({"OUTPUT": output}, {"BUILDINGS": buildings, "ROADS": roads, "HEIGHT_RASTER": height_raster})
     s = settings or StreetViewSettings()
     progress = ensure(progress)
     if s.max_distance_m <= 0:

@@ -222,3 +222,13 @@ def test_reference_grids_repair_invalid_polygons(tmp_path):
                                     progress=progress)
     assert any("1 invalid polygon(s) were repaired" in w for w in progress.warnings)
     assert out["cells_with_buildings"] >= 1 and (tmp_path / "f.tif").exists()
+
+
+def test_street_view_points_refuse_to_overwrite_their_roads(tmp_path):
+    from edifice.core.buildingsense.streetview import street_view_points
+
+    roads = polygons(tmp_path / "roads.gpkg", boxes())
+    before = roads.read_bytes()
+    with pytest.raises(InputError, match="OUTPUT: .* is also the input ROADS"):
+        street_view_points(str(polygons(tmp_path / "b.gpkg", boxes())), str(roads), str(roads))
+    assert roads.read_bytes() == before
