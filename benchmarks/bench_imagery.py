@@ -219,6 +219,30 @@ def throughput(url: str, a, tmp: Path, latency_ms: float) -> None:
           f"{t['warp'][1] / t['ours'][1]:.2f}")
     print(f"    throughput ours / gdal_translate, both Web Mercator at the tiles' resolution (the same product): "
           f"{t['translate'][0] / t['ours_wm'][0]:.2f}x", flush=True)
+    compare_outputs(tmp)
+
+
+def compare_outputs(tmp: Path) -> None:
+    """How far our outputs are from GDAL's same products (pixels valid in both)."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(tmp / "ours.tif") as o, rasterio.open(tmp / "gdalwarp.tif") as w:
+        ours, ref = o.read().astype(int), w.read().astype(int)
+    valid = (ours[0] > 0) & (ref[3] >= 128)
+    agree = ((ours[0] > 0) == (ref[3] >= 128)).mean()
+    print(f"    outputs: ours vs gdalwarp (UTM): max |diff| {np.abs(ours - ref[:3])[:, valid].max()} DN, mean "
+          f"{np.abs(ours - ref[:3])[:, valid].mean():.4f} DN, valid masks agree on {100 * agree:.3f} % of pixels")
+    with rasterio.open(tmp / "ours_wm.tif") as o, rasterio.open(tmp / "gdal.tif") as g:
+        col, row = ~g.transform @ (o.transform.c, o.transform.f)
+        col, row = round(col), round(row)
+        ours, ref = o.read().astype(int), g.read().astype(int)
+    r0, c0 = max(row, 0), max(col, 0)
+    h, w = min(ref.shape[1], row + ours.shape[1]) - r0, min(ref.shape[2], col + ours.shape[2]) - c0
+    a, b = ours[:, r0 - row:r0 - row + h, c0 - col:c0 - col + w], ref[:, r0:r0 + h, c0:c0 + w]
+    valid = a[0] > 0
+    print(f"    outputs: ours vs gdal_translate (Web Mercator): max |diff| {np.abs(a - b)[:, valid].max()} DN over "
+          f"{valid.sum()} pixels valid in ours", flush=True)
 
 
 def _load() -> str:
