@@ -358,6 +358,8 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
         raise InputError("PADDING", f"must be >= 0 degrees, got {pad}.")
     check_extent(extent)
     options = options or DownloadOptions()
+    if hasattr(source, "plan_workers"):          # a source that parallelises within a chunk
+        options = replace(options, workers=source.plan_workers(options.workers))
     if getattr(source, "max_chunk_bytes", None):   # a source that computes chunks locally bounds their size
         options = replace(options, max_request_bytes=min(options.max_request_bytes, source.max_chunk_bytes))
     result = {"source": source.name, "padding_deg": pad, "extent": list(extent)}
@@ -373,8 +375,12 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
             source.prepare(product, grid)
         progress.info(f"{key}: {grid.width} x {grid.height} px of {product.pixel_m:g} m from {source.name}")
         spec = {**source.spec(), "extent": list(extent), "padding": pad}
-        result[key] = download_composite(source.fetch, product, grid, outputs[key], spec, options,
-                                         progress.span(i / len(keys), (i + 1) / len(keys)))
+        try:
+            result[key] = download_composite(source.fetch, product, grid, outputs[key], spec, options,
+                                             progress.span(i / len(keys), (i + 1) / len(keys)))
+        finally:
+            if hasattr(source, "release"):      # e.g. rasters kept open between chunks
+                source.release()
     return result
 
 

@@ -259,12 +259,15 @@ def test_cli_stac_source(stac, tmp_path, capsys):
 
 @pytest.mark.parametrize("n", [0, 1, 2, 5, 20])
 def test_sorted_nanmedian_equals_numpy(n):
-    from edifice.core.acquire.stac import nanmedian_first_axis
+    from edifice.core.acquire.stac import nanmedian_last_axis
 
     rng = np.random.default_rng(n)
-    a = rng.integers(0, 5000, size=(n, 40, 30)).astype(np.float32) + rng.random((n, 40, 30), np.float32)
+    a = rng.integers(0, 5000, size=(40, 30, n)).astype(np.float32) + rng.random((40, 30, n), np.float32)
     a[rng.random(a.shape) < 0.4] = np.nan
+    a[0, :, :] = np.nan                                                # pixels with no valid scene
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        want = np.nanmedian(a, axis=0) if n else np.full((40, 30), np.nan, np.float32)
-    np.testing.assert_array_equal(nanmedian_first_axis(a.copy()), want)
+        want = np.nanmedian(a, axis=-1) if n else np.full((40, 30), np.nan, np.float32)
+    got = nanmedian_last_axis(a.copy())
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
