@@ -399,7 +399,7 @@ def open_source(name: str, year: int, *, key: str | None = None, project: str | 
         raise InputError("YEAR", f"{year} is outside the Sentinel era.", "give a year from 2015 (Sentinel-1/2).")
     if name == "earthengine":
         from .earthengine import EarthEngineSource
-        return EarthEngineSource(year, key=key, project=project, url=url, max_retries=max_retries)
+        return EarthEngineSource(year, key=key, project=project, url=url, max_retries=max_retries, progress=progress)
     if name == "stac":
         from .stac import StacSource
         return StacSource(year, catalogue, url=url, token_url=token_url, progress=progress)
