@@ -16,14 +16,15 @@ The chunking, resume and mosaic are ``composites.download_composite``'s. One chu
 the windows of every scene that covers it are read ``workers`` at a time into one preallocated
 (rows, cols, scenes) float32 buffer per band, and the next band is read into a second buffer while the
 median of the current one is computed (I/O overlapped with compute). Memory is therefore bounded by two
-such buffers (2 x chunk pixels x scenes x 4 bytes, 42 MB for 20 scenes and 512 x 512 px chunks) plus
-the SCL masks of the chunk, whatever the extent. Where a scene's grid shares the output's CRS and its
+such buffers plus the SCL masks of the chunk, whatever the extent: chunks are strips of 512 rows whose
+two buffers stay within :data:`BUFFER_BYTES` and a tenth of the whole stack (:meth:`StacSource.chunk_shape`). Where a scene's grid shares the output's CRS and its
 pixel edges fall between the output's pixel centres (Sentinel tiles on their native grid), its window is
 read directly and indexed; otherwise it is warped (nearest neighbour) onto the chunk.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +62,12 @@ GDAL_HTTP_OPTIONS = {
     "CPL_VSIL_CURL_CACHE_SIZE": str(16 * 2**20),
     "GDAL_CACHEMAX": 16 * 2**20,      # each scene block is read once per chunk: a large cache buys nothing
 }
+
+
+#: Rows of a chunk (a multiple of the 256/512/1024 px tiles of Sentinel COGs).
+CHUNK_ROWS = 512
+#: Most bytes the two (rows, cols, scenes) float32 band buffers of a chunk may take.
+BUFFER_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -147,9 +154,6 @@ class StacSource:
     are signed only when ``token_url`` is given)."""
 
     name = "stac"
-    #: chunks of at most 512 x 512 px of four float32 bands: a chunk's stack of one band over n scenes is
-    #: n MB, whatever the extent
-    max_chunk_bytes = 512 * 512 * 16
 
     def __init__(self, year: int, catalogue: str | Catalogue = "earth-search", url: str | None = None,
                  token_url: str | None = None, cloud_threshold: float = CLOUD_THRESHOLD, progress=None):
@@ -170,6 +174,25 @@ class StacSource:
         self._client = None
         self.read_workers = 4
         self.rasters = OpenRasters()
+
+    def chunk_shape(self, product: Product, grid: Grid) -> tuple[int, int]:
+        """(rows, cols) of the chunks of ``product`` on ``grid``: strips of CHUNK_ROWS rows whose two band
+        buffers (2 x rows x cols x scenes x 4 bytes) stay within BUFFER_BYTES and within a tenth of the
+        whole stack (scenes x bands x grid pixels x 4 bytes; never below CHUNK_ROWS^2 px, which would
+        read tiles several times), cut into equal widths (multiples of 256 px). Wide strips mean fewer,
+        longer range requests per scene. With so many scenes that a CHUNK_ROWS^2 chunk exceeds
+        BUFFER_BYTES, square chunks of a multiple of 256 px (at least 256) instead."""
+        n = max(1, len(self.scenes(product, grid)))
+        tenth = len(product.bands) * grid.width * grid.height // 20
+        pixels = min(BUFFER_BYTES // (2 * n * 4), max(tenth, CHUNK_ROWS ** 2))
+        if pixels >= CHUNK_ROWS ** 2:
+            rows, widest = CHUNK_ROWS, pixels // CHUNK_ROWS
+        else:
+            rows = widest = max(256, math.isqrt(pixels) // 256 * 256)
+        cols = math.ceil(grid.width / math.ceil(grid.width / widest))
+        up = math.ceil(cols / 256) * 256
+        cols = up if up <= widest else max(256, cols // 256 * 256)
+        return rows, min(cols, grid.width)
 
     def plan_workers(self, workers: int) -> int:
         """Chunks to compute at a time when ``workers`` requests may run at once: one chunk, whose scene
