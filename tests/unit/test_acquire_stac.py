@@ -325,5 +325,5 @@ def test_aligned_scenes_are_read_directly_as_the_warper_would(tmp_path):
             want = vrt.read(1, masked=True).astype(np.float64).filled(np.nan)
         np.testing.assert_array_equal(got, want)
         assert np.isnan(got).any() and np.isfinite(got).any()
-        half = Grid(Affine(px, 0, 116.0 + px / 2 * 0 + 2 * px * 0.5, 0, -px, 40.0), 20, 20, wkt)
+        half = Grid(Affine(px, 0, 116.0 - px / 2, 0, -px, 40.0), 20, 20, wkt)  # centres at 0, 1, 2... coarse px
         assert _nearest_index(src, half) is None                    # centres on the scene's pixel edges
