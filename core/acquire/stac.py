@@ -17,9 +17,11 @@ the windows of every scene that covers it are read ``workers`` at a time into on
 (rows, cols, scenes) float32 buffer per band, and the next band is read into a second buffer while the
 median of the current one is computed (I/O overlapped with compute). Memory is therefore bounded by two
 such buffers plus the SCL masks of the chunk, whatever the extent: chunks are strips of 512 rows whose
-two buffers stay within :data:`BUFFER_BYTES` and a tenth of the whole stack (:meth:`StacSource.chunk_shape`). Where a scene's grid shares the output's CRS and its
-pixel edges fall between the output's pixel centres (Sentinel tiles on their native grid), its window is
-read directly and indexed; otherwise it is warped (nearest neighbour) onto the chunk.
+two buffers stay within :data:`BUFFER_BYTES` and a tenth of the whole stack
+(:meth:`StacSource.chunk_shape`). A cancel is noticed before each scene read. Where a scene's grid
+shares the output's CRS and its pixel edges fall between the output's pixel centres (Sentinel tiles on
+their native grid), its window is read directly and indexed; otherwise it is warped (nearest
+neighbour) onto the chunk.
 """
 from __future__ import annotations
 
@@ -288,6 +290,7 @@ class StacSource:
             raise EdificeError(f"{product.key}: a scene could not be read ({self.http.redact(str(exc))}).") from None
 
     def _read(self, scene: Scene, href: str, target: Grid) -> np.ndarray:
+        self.http.progress.check_cancelled()
         with rasterio.Env(**GDAL_HTTP_OPTIONS), self.rasters.use(self.signer.sign(href, scene.collection)) as src:
             return _read_on(src, target)
 
@@ -365,7 +368,7 @@ class OpenRasters:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._open: dict[str, tuple[object, threading.Lock]] = {}
+        self._open: dict[str, list] = {}      # href -> [dataset or None, its lock]
 
     @contextlib.contextmanager
     def use(self, href: str):

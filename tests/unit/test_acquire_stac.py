@@ -327,3 +327,26 @@ def test_aligned_scenes_are_read_directly_as_the_warper_would(tmp_path):
         assert np.isnan(got).any() and np.isfinite(got).any()
         half = Grid(Affine(px, 0, 116.0 - px / 2, 0, -px, 40.0), 20, 20, wkt)  # centres at 0, 1, 2... coarse px
         assert _nearest_index(src, half) is None                    # centres on the scene's pixel edges
+
+
+def test_cancel_between_scene_reads_leaves_nothing_half_written(stac, tmp_path):
+    from edifice.core.errors import Cancelled
+    from edifice.core.progress import RecordingProgress
+
+    class CancelAfterReads(RecordingProgress):
+        """Cancelled from the 8th cancel check on (inside the first chunk's scene reads)."""
+        checks = 0
+
+        def is_cancelled(self):
+            self.checks += 1
+            return self.checks >= 8
+
+    server = stac()
+    progress = CancelAfterReads()
+    src = StacSource(2020, "planetary-computer", url=server.url + "/", progress=progress)
+    with pytest.raises(Cancelled):
+        make_composites(src, EXTENT, {"S2": str(tmp_path / "S2.tif")}, padding=PADDING,
+                        options=DownloadOptions(workers=2), progress=progress)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not (tmp_path / "S2.tif").exists()
+    assert not [p for p in files if "partial" in p.name or p.suffix in (".tif", ".npy")]
