@@ -23,7 +23,9 @@ Measured on 26 Nov 2026, 2 shared cores under load (load averages printed with e
 parts run at the same time (so times are noisy; the ratios compare runs of the same part):
  * ``--skip-stac --issue-size``: EE 16x = 1 deg x 1 deg, 123.9 Mpx in 484 chunks, 623 s (0.20 Mpx/s, the
    Python stand-in and the mosaic on the loaded cores are the bottleneck; 0.85 Mpx/s at load ~13 before),
-   peak 140 MiB; 1x 0.25 deg 137 MiB: 16x / 1x = 1.02 (goal <= 1.2). Resume: see the report of this run.
+   peak 140 MiB; 1x 0.25 deg 137 MiB: 16x / 1x = 1.02 (goal <= 1.2). Killed at 242/484 chunks and resumed:
+   265 s vs 623 s uninterrupted (0.43x; the mosaic of the whole raster is paid again), 242 chunks reused,
+   output bytes identical.
  * ``--skip-ee`` (20 scenes x 2048^2 px, stack 1280 MiB): ours 105.1 s, peak 361 MiB; numpy 289.7 s, peak
    7529 MiB: 0.36x the time at 0.048x the memory (both goals met at once), identical values.
    (Before this change, at 1024^2: 0.89x / 0.11x with 2 workers, 1.39x / 0.09x with 1.)
