@@ -28,7 +28,11 @@ parts run at the same time (so times are noisy; the ratios compare runs of the s
    output bytes identical.
  * ``--skip-ee`` (20 scenes x 2048^2 px, stack 1280 MiB): ours 105.1 s, peak 361 MiB; numpy 289.7 s, peak
    7529 MiB: 0.36x the time at 0.048x the memory (both goals met at once), identical values.
-   (Before this change, at 1024^2: 0.89x / 0.11x with 2 workers, 1.39x / 0.09x with 1.)
+   ``--skip-ee --size 1024 --one-worker-too`` (stack 320 MiB): ours 12.6 s / 245 MiB with 1 read at a time,
+   14.5 s / 268 MiB with 4; numpy 20.4 s / 1955 MiB: 0.62x / 0.125x and 0.71x / 0.137x. At this size the
+   memory goal is missed: the process's own ~130 MiB (Python, GDAL, pystac) plus the floor of one 512^2
+   chunk (two buffers, 42 MB) exceed a tenth of numpy's peak. (Before this change, at 1024^2: 0.89x /
+   0.11x with 2 workers, 1.39x / 0.09x with 1.)
 
     cd <repo> && source scripts/env.sh && nice -n 10 python benchmarks/bench_composites.py
 """
