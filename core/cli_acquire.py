@@ -23,13 +23,16 @@ EE_KEY_ENV = "EDIFICE_EE_KEY"
 COMPOSITE_FILES = {"S1": "s1_{year}.tif", "S2": "s2_{year}.tif", "DEM": "dem.tif"}
 
 
-def _source(a):
+def _source(a, progress):
+    """The composite source of the arguments; ``progress`` announces its retries and cancels its waits."""
     from .acquire.composites import open_source
     from .acquire.credentials import secret_from_env_or_file
     key = a.key_file or secret_from_env_or_file(EE_KEY_ENV)
     if a.source == "stac":
-        return open_source("stac", a.year, url=a.stac_url, catalogue=a.catalogue, token_url=a.token_url)
-    return open_source(a.source, a.year, key=key, project=a.project, url=a.ee_url, max_retries=a.max_retries)
+        return open_source("stac", a.year, url=a.stac_url, catalogue=a.catalogue, token_url=a.token_url,
+                           progress=progress)
+    return open_source(a.source, a.year, key=key, project=a.project, url=a.ee_url, max_retries=a.max_retries,
+                       progress=progress)
 
 
 def _options(a):
@@ -45,17 +48,18 @@ def composite_paths(out_dir: str, year: int, products=("S1", "S2", "DEM")) -> di
 def _cmd_composites(a) -> dict:
     from .acquire.composites import make_composites
     os.makedirs(a.out_dir, exist_ok=True)
-    return make_composites(_source(a), a.extent, composite_paths(a.out_dir, a.year, a.products),
-                           resolution_m=a.resolution, padding=a.padding, options=_options(a),
-                           progress=TerminalProgress())
+    progress = TerminalProgress()
+    return make_composites(_source(a, progress), a.extent, composite_paths(a.out_dir, a.year, a.products),
+                           resolution_m=a.resolution, padding=a.padding, options=_options(a), progress=progress)
 
 
 def _cmd_chain(a) -> dict:
     from .shafts_workflows import height_footprint_from_composites
     os.makedirs(a.out_dir, exist_ok=True)
+    progress = TerminalProgress()
     return height_footprint_from_composites(
-        _source(a), a.extent, a.checkpoint, a.out_dir, composite_paths(a.out_dir, a.year), resolution_m=a.resolution,
-        options=_options(a), device=a.device, h_min=a.h_min, progress=TerminalProgress())
+        _source(a, progress), a.extent, a.checkpoint, a.out_dir, composite_paths(a.out_dir, a.year),
+        resolution_m=a.resolution, options=_options(a), device=a.device, h_min=a.h_min, progress=progress)
 
 
 def _products(text: str) -> list[str]:

@@ -119,16 +119,17 @@ class Grid:
         return np.broadcast_to(xs[None, :], (len(rows), len(cols))), np.broadcast_to(ys[:, None], (len(rows), len(cols)))
 
     # -- iteration ----------------------------------------------------------
-    def blocks(self, block_size: int = 1024, halo: int = 0) -> Iterator[Block]:
-        """Blocks of at most ``block_size`` x ``block_size`` pixels in row-major
-        order, each with a read window grown by ``halo`` pixels (clipped to the grid)."""
-        if block_size <= 0:
+    def blocks(self, block_size: int = 1024, halo: int = 0, block_cols: int | None = None) -> Iterator[Block]:
+        """Blocks of at most ``block_size`` rows x ``block_cols`` (default ``block_size``) columns in
+        row-major order, each with a read window grown by ``halo`` pixels (clipped to the grid)."""
+        block_cols = block_size if block_cols is None else block_cols
+        if block_size <= 0 or block_cols <= 0:
             raise ValueError("block_size must be positive")
         index = 0
         for r in range(0, self.height, block_size):
             h = min(block_size, self.height - r)
-            for c in range(0, self.width, block_size):
-                w = min(block_size, self.width - c)
+            for c in range(0, self.width, block_cols):
+                w = min(block_cols, self.width - c)
                 r0, c0 = max(r - halo, 0), max(c - halo, 0)
                 r1, c1 = min(r + h + halo, self.height), min(c + w + halo, self.width)
                 yield Block(Window(c, r, w, h), Window(c0, r0, c1 - c0, r1 - r0), index)

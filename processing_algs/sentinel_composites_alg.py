@@ -85,12 +85,14 @@ class SentinelCompositesAlgorithm(EdificeAlgorithm):
         request_mb = self.parameterAsInt(parameters, self.MAX_REQUEST_MB, context)
         options = DownloadOptions(workers=self.parameterAsInt(parameters, self.WORKERS, context),
                                   max_request_bytes=request_mb * 2**20)
+        progress = self.progress(feedback)      # one progress: the source's retry waits end on a cancel too
         source = self.run_core(open_source, SOURCES[self.parameterAsEnum(parameters, self.SOURCE, context)],
                                self.parameterAsInt(parameters, self.YEAR, context), key=key, project=project, url=url,
                                catalogue=CATALOGUES[self.parameterAsEnum(parameters, self.CATALOGUE, context)],
-                               token_url=self.parameterAsString(parameters, self.TOKEN_URL, context).strip() or None)
+                               token_url=self.parameterAsString(parameters, self.TOKEN_URL, context).strip() or None,
+                               progress=progress)
         summary = self.run_core(make_composites, source, extent, outputs, resolution_m=res, padding=padding,
-                                options=options, progress=self.progress(feedback))
+                                options=options, progress=progress)
         result = {}
         for k, (name, qml) in OUTPUTS.items():
             if k not in outputs:

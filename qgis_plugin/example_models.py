@@ -138,25 +138,35 @@ def _height_footprint_then_ccap(m: QgsProcessingModelAlgorithm, s1: Source, s2: 
 
 
 def sentinel_height_footprint() -> QgsProcessingModelAlgorithm:
-    """extent + year -> edifice:sentinelcomposites (Earth Engine) -> edifice:heightfootprint (SHAFTS,
-    100 m) -> edifice:ccap. Model parameters: ``extent``, ``year``, ``project``, ``auth`` (service-account
-    key in QGIS's authentication database; empty = stored Earth Engine credentials), ``checkpoint``,
-    ``service_url`` (empty = Earth Engine itself). Model outputs: the three composites and those of
+    """extent + year -> edifice:sentinelcomposites (Earth Engine or STAC) -> edifice:heightfootprint (SHAFTS,
+    100 m) -> edifice:ccap. Model parameters: ``extent``, ``year``, ``source`` (0 Earth Engine, 1 STAC),
+    ``project``, ``auth`` (service-account key in QGIS's authentication database; empty = stored Earth
+    Engine credentials), ``catalogue`` (STAC: 0 earth-search, 1 planetary-computer), ``checkpoint``,
+    ``service_url`` (empty = Earth Engine itself or the catalogue's API), ``token_url`` (STAC SAS token
+    endpoint; empty = the catalogue's). Model outputs: the three composites and those of
     :func:`height_footprint_ccap`."""
     m = QgsProcessingModelAlgorithm("Sentinel composites, height, footprint and CCAP", "Edifice examples",
                                     "edifice_sentinel_height_footprint")
     _params(m, QgsProcessingParameterExtent("extent", "Extent"),
             Number("year", "Year", Number.Integer, 2020, minValue=2015, maxValue=2100),
+            QgsProcessingParameterEnum("source", "Source", options=["earthengine", "stac"], defaultValue=0),
+            QgsProcessingParameterEnum("catalogue", "STAC catalogue", options=["earth-search", "planetary-computer"],
+                                       defaultValue=1),
             QgsProcessingParameterString("project", "Earth Engine project", optional=True),
             QgsProcessingParameterAuthConfig("auth", "Service-account key (authentication configuration)",
                                              optional=True),
             QgsProcessingParameterFile("checkpoint", "Checkpoint, 100 m (SHAFTS .pth/.pth.tar or Edifice)",
                                        fileFilter="PyTorch checkpoints (*.pth *.pth.tar *.pt);;All files (*)"),
-            QgsProcessingParameterString("service_url", "Earth Engine URL (empty = default)", optional=True))
+            QgsProcessingParameterString("service_url", "Earth Engine URL or STAC API (empty = default)",
+                                         optional=True),
+            QgsProcessingParameterString("token_url", "STAC SAS token endpoint (empty = the catalogue's)",
+                                         optional=True))
     _child(m, "edifice:sentinelcomposites", "composites", "Sentinel-1/2 and DEM composites",
-           {"EXTENT": _model_input("extent"), "YEAR": _model_input("year"), "RESOLUTION": "100", "SOURCE": 0,
+           {"EXTENT": _model_input("extent"), "YEAR": _model_input("year"), "RESOLUTION": "100",
+            "SOURCE": _model_input("source"), "CATALOGUE": _model_input("catalogue"),
             "PROJECT": _model_input("project"), "AUTH": _model_input("auth"),
-            "SERVICE_URL": _model_input("service_url"), "WORKERS": 4, "MAX_REQUEST_MB": 32},
+            "SERVICE_URL": _model_input("service_url"), "TOKEN_URL": _model_input("token_url"), "WORKERS": 4,
+            "MAX_REQUEST_MB": 32},
            {"s1": ("Sentinel-1 composite", "OUTPUT_S1"), "s2": ("Sentinel-2 composite", "OUTPUT_S2"),
             "dem": ("DEM", "OUTPUT_DEM")})
     _height_footprint_then_ccap(m, _from("composites", "OUTPUT_S1"), _from("composites", "OUTPUT_S2"),

@@ -302,3 +302,23 @@ def kampala_ndsm(tmp_path, kampala_rgb):
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(h[None])
     return path, truth, geoms
+
+
+# --- STAC stand-in (tests/servers/stac_standin.py) over the THU extent ----------------------------------------
+STAC_STANDIN = ROOT / "tests" / "servers" / "stac_standin.py"
+
+
+@pytest.fixture(scope="session")
+def thu_stac_catalog(tmp_path_factory) -> Path:
+    """A STAC catalogue (items.json + COGs) over THU_EXTENT plus the 0.03 deg padding of the 100 m model
+    and a margin, made from the THU samples (tests/servers/stac_thu_catalog.py: known composites)."""
+    pad = 0.04
+    area = (THU_EXTENT[0] - pad, THU_EXTENT[1] - pad, THU_EXTENT[2] + pad, THU_EXTENT[3] + pad)
+    return _test_module(ROOT / "tests" / "servers" / "stac_thu_catalog.py").build(
+        tmp_path_factory.mktemp("thu_stac"), area)
+
+
+@pytest.fixture
+def thu_stac(standin, thu_stac_catalog):
+    """The STAC stand-in serving :func:`thu_stac_catalog`, asset reads signed (``--sas``)."""
+    return standin(STAC_STANDIN, "--catalog", thu_stac_catalog, "--sas")

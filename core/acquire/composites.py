@@ -249,16 +249,17 @@ def chunk_folder(output: str | os.PathLike, options: DownloadOptions) -> Path:
 
 def download_composite(fetch: Fetcher, product: Product, grid: Grid, output: str | os.PathLike,
                        spec: dict, options: DownloadOptions | None = None,
-                       progress: Progress | None = None) -> dict:
+                       progress: Progress | None = None, chunk_shape: tuple[int, int] | None = None) -> dict:
     """Fetch ``product`` on ``grid`` chunk by chunk with ``fetch`` and write it to ``output`` (tiled,
     compressed GeoTIFF, band descriptions set, nodata set). ``spec`` (JSON-able) names the request;
-    chunks finished by an earlier run with the same ``spec`` and output are not fetched again."""
+    chunks finished by an earlier run with the same ``spec`` and output are not fetched again.
+    ``chunk_shape``: (rows, cols) of the chunks; default squares of ``options.max_request_bytes``."""
     options = options or DownloadOptions()
     progress = ensure(progress)
     store = ChunkStore(chunk_folder(output, options), {"spec": spec, "grid": list(grid.transform)[:6],
                                                       "size": [grid.width, grid.height], "product": product.key})
-    side = chunk_side(product, options.max_request_bytes)
-    planned = list(b.window for b in grid.blocks(side))
+    rows, cols = chunk_shape or (chunk_side(product, options.max_request_bytes),) * 2
+    planned = list(b.window for b in grid.blocks(rows, block_cols=cols))
     resumed = len(store.done)
     requests = _fetch_all(fetch, product, grid, store, planned, options.workers, progress.span(0.0, 0.9))
     leaves = sorted(store.leaves(planned), key=lambda w: (int(w.row_off), int(w.col_off)))
@@ -358,8 +359,8 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
         raise InputError("PADDING", f"must be >= 0 degrees, got {pad}.")
     check_extent(extent)
     options = options or DownloadOptions()
-    if getattr(source, "max_chunk_bytes", None):   # a source that computes chunks locally bounds their size
-        options = replace(options, max_request_bytes=min(options.max_request_bytes, source.max_chunk_bytes))
+    if hasattr(source, "plan_workers"):          # a source that parallelises within a chunk
+        options = replace(options, workers=source.plan_workers(options.workers))
     result = {"source": source.name, "padding_deg": pad, "extent": list(extent)}
     keys = [k for k in PRODUCTS if k in outputs]
     grids = {k: composite_grid(extent, PRODUCTS[k], pad) for k in keys}
@@ -373,8 +374,13 @@ def make_composites(source, extent: tuple[float, float, float, float], outputs: 
             source.prepare(product, grid)
         progress.info(f"{key}: {grid.width} x {grid.height} px of {product.pixel_m:g} m from {source.name}")
         spec = {**source.spec(), "extent": list(extent), "padding": pad}
-        result[key] = download_composite(source.fetch, product, grid, outputs[key], spec, options,
-                                         progress.span(i / len(keys), (i + 1) / len(keys)))
+        shape = source.chunk_shape(product, grid) if hasattr(source, "chunk_shape") else None
+        try:
+            result[key] = download_composite(source.fetch, product, grid, outputs[key], spec, options,
+                                             progress.span(i / len(keys), (i + 1) / len(keys)), shape)
+        finally:
+            if hasattr(source, "release"):      # e.g. rasters kept open between chunks
+                source.release()
     return result
 
 
@@ -393,7 +399,7 @@ def open_source(name: str, year: int, *, key: str | None = None, project: str | 
         raise InputError("YEAR", f"{year} is outside the Sentinel era.", "give a year from 2015 (Sentinel-1/2).")
     if name == "earthengine":
         from .earthengine import EarthEngineSource
-        return EarthEngineSource(year, key=key, project=project, url=url, max_retries=max_retries)
+        return EarthEngineSource(year, key=key, project=project, url=url, max_retries=max_retries, progress=progress)
     if name == "stac":
         from .stac import StacSource
         return StacSource(year, catalogue, url=url, token_url=token_url, progress=progress)

@@ -7,9 +7,11 @@ server-side and downloaded chunk by chunk with ``ee.data.computePixels`` (NPY bo
   percentile 50 of B4, B3, B2, B8 -> ``B4_p50`` ... ``B8_p50``.
 - DEM: ``USGS/SRTMGL1_003`` ``elevation`` (m).
 
-Masked pixels are sent as :data:`~.composites.NODATA_SENTINEL`. Requests the server answers 429 or
-5xx are retried with randomised exponential backoff by the Earth Engine client itself
-(``ee.data.setMaxRetries``); a chunk refused as too large is split (see ``composites``).
+Masked pixels are sent as :data:`~.composites.NODATA_SENTINEL`. The Earth Engine client's own retries
+are turned off (``ee.data.setMaxRetries(0)``: its backoff neither honours ``Retry-After`` nor can be
+cancelled); a ``computePixels`` request answered 429 or 5xx, or whose connection fails, is retried here by
+the shared policy of ``http.py`` (:func:`~.http.with_retries`: ``Retry-After`` honoured, else exponential
+backoff, every wait ended by a cancel). A chunk refused as too large is split (see ``composites``).
 
 Credentials: a service-account key (JSON text or a key file path) or the user's stored Earth Engine
 credentials (``earthengine authenticate``). Keys and tokens never reach messages: every error text is
@@ -28,8 +30,9 @@ from rasterio.windows import Window
 
 from ..errors import EdificeError, InputError
 from ..grid import Grid
+from ..progress import Progress, ensure
 from .composites import DEM, NODATA_SENTINEL, S1, S2, Product, RequestTooLarge
-from .http import redact
+from .http import RETRY_STATUSES, RetriesExhausted, Retry, RetryPolicy, redact, with_retries
 
 #: Earth Engine collections of the recipe.
 S1_COLLECTION = "COPERNICUS/S1_GRD"
@@ -101,12 +104,14 @@ class EarthEngineSource:
 
     ``key``: service-account key (JSON or path) or None for stored credentials; ``project``: the
     Google Cloud project registered for Earth Engine (a service account's own project by default);
-    ``url``: another Earth Engine endpoint (tests); ``max_retries``: retries of 429/5xx answers."""
+    ``url``: another Earth Engine endpoint (tests); ``max_retries``: retries of 429/5xx answers and failed
+    connections, ``backoff_s``: the first backoff (s) when the server sets no ``Retry-After``;
+    ``progress``: where retries are announced and whose cancel ends a wait."""
 
     name = "earthengine"
 
     def __init__(self, year: int, key: str | None = None, project: str | None = None, url: str | None = None,
-                 max_retries: int = 5):
+                 max_retries: int = 5, backoff_s: float = 1.0, progress: Progress | None = None):
         self.ee = _import_ee()
         self.year = int(year)
         self.credentials, self._secrets = credentials_from(key)
@@ -115,7 +120,9 @@ class EarthEngineSource:
             raise InputError("PROJECT", "no Google Cloud project is set for Earth Engine.",
                              f"give the id of a project registered for Earth Engine ({REGISTER_URL}).")
         self._call(self.ee.Initialize, self.credentials, url=url, project=self.project)
-        self.ee.data.setMaxRetries(int(max_retries))
+        self.ee.data.setMaxRetries(0)         # retried by with_retries (see the module's docstring)
+        self.policy = RetryPolicy(max_retries=int(max_retries), backoff_s=float(backoff_s))
+        self.progress = ensure(progress)
         self._images: dict[str, object] = {}
 
     # -- errors ---------------------------------------------------------------
@@ -190,13 +197,45 @@ class EarthEngineSource:
                          "affineTransform": {"scaleX": t.a, "shearX": t.b, "translateX": t.c,
                                              "shearY": t.d, "scaleY": t.e, "translateY": t.f},
                          "crsCode": "EPSG:4326"}}
-        raw = self._call(self.ee.data.computePixels, body)
-        return npy_to_bands(raw, product)
+        return npy_to_bands(self._call(self._compute_pixels, body), product)
+
+    def _compute_pixels(self, body: dict) -> bytes:
+        """``ee.data.computePixels(body)``, retried by the shared policy on 429/5xx and failed connections."""
+        try:
+            return with_retries(lambda: self._compute_pixels_once(body), self.policy, self.progress,
+                                "Earth Engine", " to computePixels")
+        except RetriesExhausted as exc:
+            raise EdificeError(f"Earth Engine: no answer to computePixels after {exc.attempts} attempts "
+                               f"(last: {exc.last}). Try again later.") from None
+
+    def _compute_pixels_once(self, body: dict) -> bytes:
+        try:
+            return self.ee.data.computePixels(body)
+        except self.ee.EEException as exc:
+            status, retry_after = _http_status(exc)
+            if status in RETRY_STATUSES:
+                raise Retry(f"HTTP {status}", self.policy.retry_after(retry_after)) from None
+            raise
+        except (ConnectionError, TimeoutError) as exc:
+            raise Retry(f"connection failed ({type(exc).__name__})") from None
 
     def spec(self) -> dict:
         """What identifies this source's composites (for resuming)."""
         return {"source": self.name, "year": self.year, "recipe": [S1_COLLECTION, S2_COLLECTION, DEM_IMAGE,
                                                                   CLOUD_THRESHOLD]}
+
+
+def _http_status(exc: Exception) -> tuple[int | None, str | None]:
+    """(HTTP status, Retry-After header) of the answer behind an Earth Engine client error: the client
+    raises its EEException while handling googleapiclient's HttpError, which it leaves as the context."""
+    cause = exc.__cause__ or exc.__context__
+    resp = getattr(cause, "resp", None)
+    if resp is None:
+        return None, None
+    try:
+        return int(resp.status), resp.get("retry-after")
+    except (TypeError, ValueError, AttributeError):
+        return None, None
 
 
 def npy_to_bands(raw: bytes, product: Product) -> np.ndarray:

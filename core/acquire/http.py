@@ -144,13 +144,82 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-class _Retry(Exception):
-    """Internal: this attempt failed in a way worth retrying."""
+class Retry(Exception):
+    """Raised by one attempt of :func:`with_retries` that failed in a way worth retrying; ``delay_s``: how
+    long the service asked to wait (``Retry-After``), None for the exponential backoff."""
 
     def __init__(self, reason: str, delay_s: float | None = None):
         super().__init__(reason)
         self.reason = reason
         self.delay_s = delay_s
+
+
+class RetriesExhausted(EdificeError):
+    """Every attempt of :func:`with_retries` failed; ``last`` is the reason of the last one."""
+
+    def __init__(self, attempts: int, last: str):
+        self.attempts, self.last = attempts, last
+        super().__init__(f"no success after {attempts} attempts (last: {last})")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The shared retry policy: up to ``max_retries`` retries, waiting what ``Retry-After`` asks or else
+    ``backoff_s * 2**attempt`` (+ up to 25 % jitter), never more than ``max_backoff_s`` seconds."""
+
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    max_backoff_s: float = 120.0
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.backoff_s * 2 ** attempt, self.max_backoff_s) * (1.0 + 0.25 * random.random())
+
+    def retry_after(self, value: str | None) -> float | None:
+        """Seconds a ``Retry-After`` header value (seconds or an HTTP date) asks for, capped; None if absent."""
+        value = (value or "").strip()
+        if not value:
+            return None
+        if value.isdigit():
+            seconds = float(value)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            seconds = when.timestamp() - time.time()
+        return min(max(seconds, 0.0), self.max_backoff_s)
+
+
+def cancellable_sleep(seconds: float, progress: Progress) -> None:
+    """Sleep ``seconds``, checking for a cancel every 0.1 s (a cancel raises :class:`Cancelled` at once)."""
+    end = time.monotonic() + seconds
+    while True:
+        progress.check_cancelled()
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, 0.1))
+
+
+def with_retries(attempt: Callable[[], T], policy: RetryPolicy, progress: Progress, service: str,
+                 where: str = "") -> T:
+    """``attempt()``, retried by ``policy`` while it raises :class:`Retry`; each wait is announced through
+    ``progress.info`` ("<service>: <reason><where>; retrying in ...") and ends early on a cancel.
+    Raises :class:`RetriesExhausted` when no attempt succeeded."""
+    last = ""
+    for n in range(policy.max_retries + 1):
+        progress.check_cancelled()
+        try:
+            return attempt()
+        except Retry as retry:
+            last = retry.reason
+            if n == policy.max_retries:
+                break
+            delay = retry.delay_s if retry.delay_s is not None else policy.backoff(n)
+            progress.info(f"{service}: {retry.reason}{where}; retrying in {delay:.1f} s "
+                          f"(attempt {n + 2} of {policy.max_retries + 1}).")
+            cancellable_sleep(delay, progress)
+    raise RetriesExhausted(policy.max_retries + 1, last)
 
 
 class HttpClient:
@@ -224,23 +293,18 @@ class HttpClient:
             self._local.session = session
         return session
 
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.backoff_s, self.max_backoff_s)
+
     def _request_with_retries(self, method, url, params, body, is_json, headers, accept, timeout_s):
         shown = self.redact(url)
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            self.progress.check_cancelled()
-            try:
-                return self._attempt(method, url, params, body, is_json, headers, accept, timeout_s, shown)
-            except _Retry as retry:
-                last = retry.reason
-                if attempt == self.max_retries:
-                    break
-                delay = retry.delay_s if retry.delay_s is not None else self._backoff(attempt)
-                self.progress.info(f"{self.service}: {retry.reason} from {shown}; retrying in {delay:.1f} s "
-                                   f"(attempt {attempt + 2} of {self.max_retries + 1}).")
-                self._sleep(delay)
-        raise HttpError(self.service, f"no valid answer from {shown} after {self.max_retries + 1} attempts "
-                                      f"(last: {last}). Try again later, or check the service URL.")
+        try:
+            return with_retries(lambda: self._attempt(method, url, params, body, is_json, headers, accept, timeout_s,
+                                                      shown), self.policy, self.progress, self.service, f" from {shown}")
+        except RetriesExhausted as exc:
+            raise HttpError(self.service, f"no valid answer from {shown} after {exc.attempts} attempts "
+                                          f"(last: {exc.last}). Try again later, or check the service URL.") from None
 
     def _attempt(self, method, url, params, body, is_json, headers, accept, timeout_s, shown) -> HttpResponse:
         import requests
@@ -254,11 +318,11 @@ class HttpClient:
                                         timeout=(min(10.0, timeout_s), timeout_s))
             content = r.content
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Retry(f"connection failed ({type(exc).__name__})") from None
+            raise Retry(f"connection failed ({type(exc).__name__})") from None
         except requests.exceptions.ChunkedEncodingError:
-            raise _Retry("the answer was cut off") from None
+            raise Retry("the answer was cut off") from None
         except requests.exceptions.ContentDecodingError:
-            raise _Retry("the answer could not be decoded") from None
+            raise Retry("the answer could not be decoded") from None
         except requests.RequestException as exc:
             raise HttpError(self.service, f"request to {shown} failed: {self.redact(str(exc))}") from None
         response = HttpResponse(r.status_code, {k.lower(): v for k, v in r.headers.items()}, content,
@@ -270,9 +334,9 @@ class HttpClient:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and "content-encoding" not in response.headers \
                 and int(declared) != len(response.content):
-            raise _Retry(f"the answer was cut off ({len(response.content)} of {declared} bytes)")
+            raise Retry(f"the answer was cut off ({len(response.content)} of {declared} bytes)")
         if response.status in RETRY_STATUSES:
-            raise _Retry(f"HTTP {response.status}", self._retry_after(response))
+            raise Retry(f"HTTP {response.status}", self._retry_after(response))
         if response.status >= 400:
             snippet = self.redact(response.text[:200].replace("\n", " ").strip())
             raise HttpError(self.service, f"HTTP {response.status} from {shown}: {snippet or 'no message'}",
@@ -283,30 +347,7 @@ class HttpClient:
                                           f"its parameters.", status=response.status)
 
     def _retry_after(self, response: HttpResponse) -> float | None:
-        value = response.headers.get("retry-after", "").strip()
-        if not value:
-            return None
-        if value.isdigit():
-            seconds = float(value)
-        else:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-            seconds = when.timestamp() - time.time()
-        return min(max(seconds, 0.0), self.max_backoff_s)
-
-    def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_s * 2 ** attempt, self.max_backoff_s) * (1.0 + 0.25 * random.random())
-
-    def _sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while True:
-            self.progress.check_cancelled()
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.1))
+        return self.policy.retry_after(response.headers.get("retry-after"))
 
 
 def _encode_body(data, json) -> bytes | None:
@@ -351,5 +392,6 @@ def run_bounded(fn: Callable[[T], R], items: Iterable[T], max_workers: int,
 
 _END = object()
 
-__all__ = ["HttpClient", "HttpError", "HttpResponse", "ResponseCache", "USER_AGENT", "Cancelled",
-           "default_cache_dir", "redact", "run_bounded"]
+__all__ = ["HttpClient", "HttpError", "HttpResponse", "ResponseCache", "USER_AGENT", "Cancelled", "Retry",
+           "RetriesExhausted", "RetryPolicy", "cancellable_sleep", "default_cache_dir", "redact", "run_bounded",
+           "with_retries"]

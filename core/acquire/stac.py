@@ -12,18 +12,29 @@ the blocks a chunk needs are fetched), the per-pixel annual median computed chun
 - DEM: Copernicus DEM GLO-30 (``cop-dem-glo-30``), first valid tile per pixel. (SHAFTS used SRTM; the
   Copernicus DEM is a surface model referenced to EGM2008: expect metres of difference in cities.)
 
-The chunking, concurrency, resume and mosaic are ``composites.download_composite``'s; memory is bounded
-by the chunk size times the number of scenes that cover the chunk (one band at a time).
+The chunking, resume and mosaic are ``composites.download_composite``'s. One chunk is computed at a time:
+the windows of every scene that covers it are read ``workers`` at a time into one preallocated
+(rows, cols, scenes) float32 buffer per band, and the next band is read into a second buffer while the
+median of the current one is computed (I/O overlapped with compute). Memory is therefore bounded by two
+such buffers plus the SCL masks of the chunk, whatever the extent: chunks are strips of 512 rows whose
+two buffers stay within :data:`BUFFER_BYTES` and a tenth of the whole stack
+(:meth:`StacSource.chunk_shape`). A cancel is noticed before each scene read. Where a scene's grid
+shares the output's CRS and its pixel edges fall between the output's pixel centres (Sentinel tiles on
+their native grid), its window is read directly and indexed; otherwise it is warped (nearest
+neighbour) onto the chunk.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
@@ -53,6 +64,12 @@ GDAL_HTTP_OPTIONS = {
     "CPL_VSIL_CURL_CACHE_SIZE": str(16 * 2**20),
     "GDAL_CACHEMAX": 16 * 2**20,      # each scene block is read once per chunk: a large cache buys nothing
 }
+
+
+#: Rows of a chunk (a multiple of the 256/512/1024 px tiles of Sentinel COGs).
+CHUNK_ROWS = 512
+#: Most bytes the two (rows, cols, scenes) float32 band buffers of a chunk may take.
+BUFFER_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -139,9 +156,6 @@ class StacSource:
     are signed only when ``token_url`` is given)."""
 
     name = "stac"
-    #: chunks of at most 512 x 512 px of four float32 bands: a chunk's stack of one band over n scenes is
-    #: n MB, whatever the extent
-    max_chunk_bytes = 512 * 512 * 16
 
     def __init__(self, year: int, catalogue: str | Catalogue = "earth-search", url: str | None = None,
                  token_url: str | None = None, cloud_threshold: float = CLOUD_THRESHOLD, progress=None):
@@ -160,6 +174,33 @@ class StacSource:
         self._scenes: dict[str, list[Scene]] = {}
         self._lock = threading.Lock()
         self._client = None
+        self.read_workers = 4
+        self.rasters = OpenRasters()
+
+    def chunk_shape(self, product: Product, grid: Grid) -> tuple[int, int]:
+        """(rows, cols) of the chunks of ``product`` on ``grid``: strips of CHUNK_ROWS rows whose two band
+        buffers (2 x rows x cols x scenes x 4 bytes) stay within BUFFER_BYTES and within a tenth of the
+        whole stack (scenes x bands x grid pixels x 4 bytes; never below CHUNK_ROWS^2 px, which would
+        read tiles several times), cut into equal widths (multiples of 256 px). Wide strips mean fewer,
+        longer range requests per scene. With so many scenes that a CHUNK_ROWS^2 chunk exceeds
+        BUFFER_BYTES, square chunks of a multiple of 256 px (at least 256) instead."""
+        n = max(1, len(self.scenes(product, grid)))
+        tenth = len(product.bands) * grid.width * grid.height // 20
+        pixels = min(BUFFER_BYTES // (2 * n * 4), max(tenth, CHUNK_ROWS ** 2))
+        if pixels >= CHUNK_ROWS ** 2:
+            rows, widest = CHUNK_ROWS, pixels // CHUNK_ROWS
+        else:
+            rows = widest = max(256, math.isqrt(pixels) // 256 * 256)
+        cols = math.ceil(grid.width / math.ceil(grid.width / widest))
+        up = math.ceil(cols / 256) * 256
+        cols = up if up <= widest else max(256, cols // 256 * 256)
+        return rows, min(cols, grid.width)
+
+    def plan_workers(self, workers: int) -> int:
+        """Chunks to compute at a time when ``workers`` requests may run at once: one chunk, whose scene
+        windows are read ``workers`` at a time (one chunk's buffers in memory, not ``workers``)."""
+        self.read_workers = max(1, int(workers))
+        return 1
 
     def spec(self) -> dict:
         return {"source": self.name, "url": self.url, "year": self.year, "cloud": self.cloud_threshold,
@@ -244,33 +285,55 @@ class StacSource:
             with rasterio.Env(**GDAL_HTTP_OPTIONS):
                 if product.key == "DEM":
                     return self._first_valid(scenes, target)
-                clear = [self._clear(s, target) for s in scenes] if product.key == "S2" else None
-                return np.stack([self._median(scenes, b, target, clear, product.key)
-                                 for b in range(len(product.bands))])
+                return self._medians(scenes, target, product)
         except RasterioError as exc:
             raise EdificeError(f"{product.key}: a scene could not be read ({self.http.redact(str(exc))}).") from None
 
     def _read(self, scene: Scene, href: str, target: Grid) -> np.ndarray:
-        with _open(self.signer.sign(href, scene.collection)) as src:
+        self.http.progress.check_cancelled()
+        with rasterio.Env(**GDAL_HTTP_OPTIONS), self.rasters.use(self.signer.sign(href, scene.collection)) as src:
             return _read_on(src, target)
+
+    def release(self) -> None:
+        """Close the scenes kept open (after a composite)."""
+        self.rasters.close()
 
     def _clear(self, scene: Scene, target: Grid) -> np.ndarray:
         return np.isin(self._read(scene, scene.mask_href, target), SCL_CLEAR)
 
-    def _median(self, scenes: list[Scene], band: int, target: Grid, clear: list[np.ndarray] | None,
-                key: str) -> np.ndarray:
-        """Per-pixel median over ``scenes`` of band ``band`` (S-1 in dB; S-2 harmonised and SCL-masked)."""
-        stack = np.full((len(scenes), target.height, target.width), np.nan, dtype=np.float32)
-        for i, s in enumerate(scenes):
-            v = self._read(s, s.hrefs[band], target)
-            if key == "S1":
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    v = np.where(v > 0, 10.0 * np.log10(v), np.nan)
-            else:
-                v = np.where(clear[i] & (v > 0), v - s.offset, np.nan)
-            stack[i] = v
-        med = nanmedian_first_axis(stack)
-        return np.where(np.isfinite(med), med, NODATA_SENTINEL).astype(np.float32)
+    def _medians(self, scenes: list[Scene], target: Grid, product: Product) -> np.ndarray:
+        """Per-pixel median of every band over ``scenes`` on ``target``: band b+1 is read (``read_workers``
+        scene windows at a time) into one of two reused buffers while band b's median is computed."""
+        out = np.empty((len(product.bands), target.height, target.width), np.float32)
+        with ThreadPoolExecutor(max_workers=self.read_workers) as pool:
+            clear = None
+            if product.key == "S2":
+                clear = list(pool.map(lambda s: self._clear(s, target), scenes))
+            buffers = [np.empty((target.height, target.width, len(scenes)), np.float32) for _ in range(2)]
+            reads = self._read_band(pool, scenes, 0, target, clear, product.key, buffers[0])
+            for b in range(len(product.bands)):
+                for fut in reads:
+                    fut.result()
+                if b + 1 < len(product.bands):
+                    reads = self._read_band(pool, scenes, b + 1, target, clear, product.key, buffers[(b + 1) % 2])
+                med = nanmedian_last_axis(buffers[b % 2])
+                out[b] = np.where(np.isfinite(med), med, NODATA_SENTINEL)
+        return out
+
+    def _read_band(self, pool, scenes: list[Scene], band: int, target: Grid, clear: list[np.ndarray] | None,
+                   key: str, buffer: np.ndarray) -> list:
+        """Start reading band ``band`` of every scene into ``buffer[:, :, scene]``; returns the futures."""
+        def fill(i: int) -> None:
+            buffer[:, :, i] = self._band_values(scenes[i], band, target, None if clear is None else clear[i], key)
+        return [pool.submit(fill, i) for i in range(len(scenes))]
+
+    def _band_values(self, scene: Scene, band: int, target: Grid, clear: np.ndarray | None, key: str) -> np.ndarray:
+        """Band ``band`` of ``scene`` on ``target``: S-1 in dB; S-2 harmonised and SCL-masked; NaN where empty."""
+        v = self._read(scene, scene.hrefs[band], target)
+        if key == "S1":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(v > 0, 10.0 * np.log10(v), np.nan)
+        return np.where(clear & (v > 0), v - scene.offset, np.nan)
 
     def _first_valid(self, scenes: list[Scene], target: Grid) -> np.ndarray:
         """DEM tiles mosaicked: each pixel from the first tile that has it, rounded to whole metres."""
@@ -299,12 +362,32 @@ def _overlaps(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-@contextlib.contextmanager
-def _open(href: str):
-    """The raster at ``href`` opened (an URL through /vsicurl/). Not kept open between chunks: measured,
-    keeping each thread's scenes open saved little time and cost ~0.8 MiB per open scene."""
-    with rasterio.open(href if "://" not in href else "/vsicurl/" + href) as ds:
-        yield ds
+class OpenRasters:
+    """Rasters kept open between chunks (each scene's header is read once, not once per chunk: half the
+    HTTP requests), at most one thread using a raster at a time. About 0.12 MiB per open raster."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._open: dict[str, list] = {}      # href -> [dataset or None, its lock]
+
+    @contextlib.contextmanager
+    def use(self, href: str):
+        """The raster at ``href`` (an URL through /vsicurl/), held by this thread until the block ends."""
+        with self._lock:
+            entry = self._open.get(href)
+            if entry is None:
+                entry = self._open[href] = [None, threading.Lock()]
+        with entry[1]:
+            if entry[0] is None:
+                entry[0] = rasterio.open(href if "://" not in href else "/vsicurl/" + href)
+            yield entry[0]
+
+    def close(self) -> None:
+        with self._lock:
+            entries, self._open = list(self._open.values()), {}
+        for ds, _ in entries:
+            if ds is not None:
+                ds.close()
 
 
 def _read_on(src, target: Grid, resampling=Resampling.nearest) -> np.ndarray:
@@ -314,6 +397,10 @@ def _read_on(src, target: Grid, resampling=Resampling.nearest) -> np.ndarray:
     if nodata is None:       # pixels beyond the raster need a value no real pixel has
         dt = np.dtype(src.dtypes[0])
         nodata = float("nan") if dt.kind == "f" else (np.iinfo(dt).min if dt.kind == "i" else np.iinfo(dt).max)
+    if resampling == Resampling.nearest:
+        index = _nearest_index(src, target)
+        if index is not None:
+            return _read_indexed(src, target, *index)
     with WarpedVRT(src, crs=target.crs, transform=target.transform, width=target.width,
                    height=target.height, resampling=resampling, src_nodata=nodata, nodata=nodata,
                    warp_mem_limit=16) as vrt:
@@ -321,16 +408,49 @@ def _read_on(src, target: Grid, resampling=Resampling.nearest) -> np.ndarray:
     return data.astype(np.float64).filled(np.nan)
 
 
-def nanmedian_first_axis(stack: np.ndarray) -> np.ndarray:
-    """``np.nanmedian(stack, axis=0)`` (NaN where a pixel has no value), by one sort along the first axis
-    (NaNs sort last) and the middle one or two valid values: same numbers, without numpy's slow path
-    for NaN-holding stacks. Sorts ``stack`` in place."""
-    if stack.shape[0] == 0:
-        return np.full(stack.shape[1:], np.nan, dtype=stack.dtype)
-    stack.sort(axis=0)
-    n = np.isfinite(stack).sum(axis=0)
-    lo = np.take_along_axis(stack, np.maximum((n - 1) // 2, 0)[None], axis=0)[0]
-    hi = np.take_along_axis(stack, np.maximum(n // 2 - (n == 0), 0)[None], axis=0)[0]
+def _nearest_index(src, target: Grid) -> tuple[np.ndarray, np.ndarray] | None:
+    """(row of ``src`` for each row of ``target``, column for each column): the ``src`` pixel holding
+    each target pixel centre, when both grids are north-up in the same CRS and no centre lies on a pixel
+    edge of ``src`` (so nearest neighbour is that pixel without ambiguity); None otherwise."""
+    st, tt = src.transform, target.transform
+    if st.b or st.d or tt.b or tt.d or src.crs is None or target.crs is None:
+        return None
+    if src.crs != CRS.from_user_input(target.crs):
+        return None
+    cols = (tt.c + tt.a * (np.arange(target.width) + 0.5) - st.c) / st.a
+    rows = (tt.f + tt.e * (np.arange(target.height) + 0.5) - st.f) / st.e
+    for x in (cols, rows):
+        frac = x - np.floor(x)
+        if np.min(np.minimum(frac, 1.0 - frac)) < 1e-6:
+            return None
+    return np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
+
+
+def _read_indexed(src, target: Grid, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Band 1 of ``src`` at pixels ``rows`` x ``cols`` as float64, NaN for nodata and beyond the raster;
+    only the window spanning those pixels is read."""
+    out = np.full((target.height, target.width), np.nan)
+    in_r = (rows >= 0) & (rows < src.height)
+    in_c = (cols >= 0) & (cols < src.width)
+    if not in_r.any() or not in_c.any():
+        return out
+    r0, c0 = int(rows[in_r].min()), int(cols[in_c].min())
+    window = Window(c0, r0, int(cols[in_c].max()) + 1 - c0, int(rows[in_r].max()) + 1 - r0)
+    data = src.read(1, window=window, masked=True).astype(np.float64).filled(np.nan)
+    out[np.ix_(in_r, in_c)] = data[np.ix_(rows[in_r] - r0, cols[in_c] - c0)]
+    return out
+
+
+def nanmedian_last_axis(stack: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(stack, axis=-1)`` (NaN where a pixel has no value), by one sort along the last
+    axis (NaNs sort last; short contiguous lanes sort fast) and the middle one or two valid values: the
+    same numbers, without numpy's slow path for NaN-holding stacks. Sorts ``stack`` in place."""
+    if stack.shape[-1] == 0:
+        return np.full(stack.shape[:-1], np.nan, dtype=stack.dtype)
+    stack.sort(axis=-1)
+    n = np.count_nonzero(~np.isnan(stack), axis=-1)
+    lo = np.take_along_axis(stack, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(stack, np.maximum(n // 2 - (n == 0), 0)[..., None], axis=-1)[..., 0]
     with np.errstate(invalid="ignore"):
         med = (lo + hi) / stack.dtype.type(2)
     med[n == 0] = np.nan

@@ -164,3 +164,55 @@ def test_graphical_model_sentinel_composites_to_ccap(qp_env, ee_standin, thu_che
     assert tokens
     for secret in (*tokens, ee.key_info["private_key_id"], ee.key_info["private_key"].splitlines()[1]):
         assert secret not in r.stdout + r.stderr
+
+
+def test_graphical_model_stac_composites_to_ccap(qp_env, thu_stac, thu_checkpoint, thu_extent, tmp_path):
+    """Extent + year -> composites from the STAC stand-in (Planetary Computer layout, SAS-signed asset
+    reads) -> height/footprint -> CCAP, through examples/sentinel_height_footprint.model3 with source=1.
+    The catalogue's scenes are the THU samples shifted so that each median is the sample itself
+    (tests/servers/stac_thu_catalog.py)."""
+    import subprocess
+
+    stac_catalog = _load_module(ROOT / "tests" / "servers" / "stac_thu_catalog.py")
+    extent, _ = thu_extent
+    model = tmp_path / "shf.model3"
+    shutil.copy(ROOT / "examples" / "sentinel_height_footprint.model3", model)
+    out = {k: tmp_path / f"{k}.tif" for k in ("s1", "s2", "dem", "h", "f", "m")}
+    r = subprocess.run(["/usr/bin/qgis_process.bin", "run", str(model), "--", f"extent={_extent_text(extent)}",
+                        "year=2020", "source=1", "catalogue=1", f"service_url={thu_stac.url}/",
+                        f"token_url={thu_stac.url}/api/sas/v1/token/{{collection}}", f"checkpoint={thu_checkpoint}",
+                        f"composites:s1={out['s1']}", f"composites:s2={out['s2']}", f"composites:dem={out['dem']}",
+                        f"heightfootprint:height={out['h']}", f"heightfootprint:footprint={out['f']}",
+                        f"ccap:mask={out['m']}"], env=qp_env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for key, sample, bands in (("s1", "thu_s1_2020.tif", ("VV_p50", "VH_p50")),
+                               ("s2", "thu_s2_synthetic.tif", ("B4_p50", "B3_p50", "B2_p50", "B8_p50"))):
+        with rasterio.open(out[key]) as ds:
+            assert ds.descriptions == bands
+            assert ds.bounds.left <= extent[0] - 0.03 and ds.bounds.top >= extent[3] + 0.03
+            got, t = ds.read().astype(np.float64), ds.transform
+        area = (t.c + t.a / 2, t.f + t.e * (got.shape[1] - 0.5), t.c + t.a * (got.shape[2] - 0.5), t.f + t.e / 2)
+        want, _ = stac_catalog.wrapped(ROOT / "samples" / "thu" / sample, area)
+        if key == "s1":
+            np.testing.assert_allclose(got, want, atol=1e-4)
+        else:   # the sample where all three scenes are clear; under one scene's cloud, the mean of the other two
+            diff = got - want
+            under_cloud = (diff == np.mean([stac_catalog.S2_SHIFTS[0], stac_catalog.S2_SHIFTS[2]])).all(axis=0)
+            assert ((diff == 0).all(axis=0) | under_cloud).all()
+            assert 0 < under_cloud.sum() < 0.1 * under_cloud.size
+    with rasterio.open(out["dem"]) as dem:
+        assert dem.descriptions == ("elevation",)
+    found = re.findall(r"CCAP footprint threshold ([0-9.]+)", r.stdout + r.stderr)
+    assert len(found) == 1
+    _check_prediction_and_mask(out["h"], out["f"], out["m"], float(found[0]), extent)
+    files = [q for q in thu_stac.requests() if q["path"].startswith("/files/")]
+    assert files and all(q["query"].get("sig") for q in files)                # every read was signed
+    assert "stand-in-sas-signature" not in r.stdout + r.stderr                 # and the token never logged
+
+
+def _load_module(path: Path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

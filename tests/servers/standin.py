@@ -4,7 +4,8 @@ A service is a Python module with a function
 ``handle(method, path, query, headers, body) -> (status, headers_dict, body_bytes)``
 (``query``: dict of first values; ``headers``: dict with lower-case keys) and optionally
 ``setup(args: list[str], state_dir: Path)`` called once at start. Run it from a test with
-:func:`start_standin`; the returned :class:`StandIn` sets faults and lists the requests served.
+:func:`start_standin`; the returned :class:`StandIn` sets faults and lists the requests served
+(each with its arrival ``time``, seconds since the epoch).
 
 Faults (``StandIn.set_faults``) are rules tried in order on ``path?query``; a rule with ``times`` left applies:
 - ``{"kind": "status", "status": 429, "retry_after": 1}``: that status (and ``Retry-After``) instead;
@@ -103,7 +104,7 @@ def _make_handler(state: _State):
             headers = {k.lower(): v for k, v in self.headers.items()}
             fault = state.take_fault(target)
             with state.lock:
-                state.log.append({"method": self.command, "path": split.path, "query": query,
+                state.log.append({"time": time.time(), "method": self.command, "path": split.path, "query": query,
                                   "headers": headers, "body_sha256": hashlib.sha256(body).hexdigest(),
                                   "body": body.decode("utf-8", "replace") if len(body) < 65536 else None,
                                   "fault": fault["kind"] if fault else None})

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ import rasterio
 
 from edifice.core.acquire.composites import DEM, S1, S2, DownloadOptions, composite_grid, make_composites
 from edifice.core.acquire.earthengine import EarthEngineSource
-from edifice.core.errors import InputError
+from edifice.core.errors import Cancelled, InputError
+from edifice.core.progress import RecordingProgress
 
 ROOT = Path(__file__).resolve().parents[2]
 THU = ROOT / "samples" / "thu"
@@ -106,6 +108,57 @@ def test_429_and_500_are_retried_to_the_same_result(ee_standin, tmp_path):
     assert [r["fault"] for r in served].count(None) == 2 * clean["S1"]["chunks"]
     assert {"status"} == {r["fault"] for r in served if r["fault"]} and sum(bool(r["fault"]) for r in served) == 2
     np.testing.assert_array_equal(read(faulted["S1"]["path"])[0], read(clean["S1"]["path"])[0])
+
+
+def test_retry_after_is_honoured_by_our_retries(ee_standin, tmp_path):
+    """The client's own retries are off; ours wait what Retry-After asks (3 s), not the 0.05 s backoff."""
+    ee = ee_standin()
+    ee.server.set_faults([{"match": "computePixels", "times": 1, "kind": "status", "status": 429, "retry_after": 3}])
+    log = RecordingProgress()
+    out = run(source(ee, backoff_s=0.05, progress=log), tmp_path, products=("DEM",), workers=1)
+    served = ee.computepixels()
+    assert [r["fault"] for r in served][:2] == ["status", None]
+    assert served[1]["grid"] == served[0]["grid"]                   # the same chunk, asked again
+    assert served[1]["time"] - served[0]["time"] >= 3.0
+    assert any("HTTP 429" in m and "retrying in 3.0 s" in m for m in log.infos)
+    grid = composite_grid(EXTENT, DEM, PADDING)
+    np.testing.assert_array_equal(read(out["DEM"]["path"])[0], expected("DEM", grid))
+
+
+class _CancelSoonAfterRetry(RecordingProgress):
+    """Cancelled (from another thread) 0.3 s after the first 'retrying in' message."""
+
+    def __init__(self):
+        super().__init__()
+        self.cancelled = threading.Event()
+        self.retry_announced_at = None
+
+    def info(self, message):
+        super().info(message)
+        if "retrying in" in message and self.retry_announced_at is None:
+            self.retry_announced_at = time.monotonic()
+            threading.Timer(0.3, self.cancelled.set).start()
+
+    def is_cancelled(self):
+        return self.cancelled.is_set()
+
+
+def test_cancel_during_a_long_retry_after_returns_promptly_with_nothing_half_written(ee_standin, tmp_path):
+    ee = ee_standin()
+    ee.server.set_faults([{"match": "computePixels", "times": 1, "kind": "status", "status": 503,
+                           "retry_after": 100}])
+    progress = _CancelSoonAfterRetry()
+    src = source(ee, progress=progress)
+    with pytest.raises(Cancelled):
+        make_composites(src, EXTENT, {"DEM": str(tmp_path / "DEM.tif")}, padding=PADDING,
+                        options=DownloadOptions(workers=1, max_request_bytes=2**20), progress=progress)
+    assert any("retrying in 100.0 s" in m for m in progress.infos)
+    assert time.monotonic() - progress.retry_announced_at < 50      # not the 100 s the server asked for
+    assert len(ee.computepixels()) == 1                              # no retry was sent after the cancel
+    assert not (tmp_path / "DEM.tif").exists()
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in leftovers if "partial" in p.name or p.suffix == ".tif" or ".tmp" in p.name]
+    assert not [p for p in leftovers if p.suffix == ".npy"]          # the only chunk never arrived
 
 
 def test_request_size_error_makes_chunks_smaller(ee_standin, tmp_path):

@@ -259,12 +259,94 @@ def test_cli_stac_source(stac, tmp_path, capsys):
 
 @pytest.mark.parametrize("n", [0, 1, 2, 5, 20])
 def test_sorted_nanmedian_equals_numpy(n):
-    from edifice.core.acquire.stac import nanmedian_first_axis
+    from edifice.core.acquire.stac import nanmedian_last_axis
 
     rng = np.random.default_rng(n)
-    a = rng.integers(0, 5000, size=(n, 40, 30)).astype(np.float32) + rng.random((n, 40, 30), np.float32)
+    a = rng.integers(0, 5000, size=(40, 30, n)).astype(np.float32) + rng.random((40, 30, n), np.float32)
     a[rng.random(a.shape) < 0.4] = np.nan
+    a[0, :, :] = np.nan                                                # pixels with no valid scene
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        want = np.nanmedian(a, axis=0) if n else np.full((40, 30), np.nan, np.float32)
-    np.testing.assert_array_equal(nanmedian_first_axis(a.copy()), want)
+        want = np.nanmedian(a, axis=-1) if n else np.full((40, 30), np.nan, np.float32)
+    got = nanmedian_last_axis(a.copy())
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n_scenes,side", [(1, 300), (20, 1024), (20, 2048), (20, 10000), (80, 10000),
+                                           (150, 10000)])
+def test_chunks_bound_the_buffers_and_tile_the_grid(n_scenes, side):
+    """Two (rows, cols, scenes) float32 buffers stay within BUFFER_BYTES, and within a tenth of the whole
+    stack unless that is below one 512 x 512 chunk; the chunks cover the grid once."""
+    from rasterio.crs import CRS
+
+    from edifice.core.acquire import stac
+    from edifice.core.grid import Grid
+
+    src = StacSource(2020, "planetary-computer", url="http://127.0.0.1:9/")
+    grid = Grid(Affine(S2.pixel_deg, 0, 116.0, 0, -S2.pixel_deg, 40.0), side, side, CRS.from_epsg(4326).to_wkt())
+    src._scenes["S2"] = [None] * n_scenes
+    rows, cols = src.chunk_shape(S2, grid)
+    buffers = 2 * rows * cols * n_scenes * 4
+    assert (rows == stac.CHUNK_ROWS or rows == cols) and (cols % 256 == 0 or cols == grid.width)
+    assert buffers <= stac.BUFFER_BYTES
+    stack = n_scenes * len(S2.bands) * side * side * 4
+    assert buffers <= stack / 10 or rows * cols <= stac.CHUNK_ROWS ** 2
+    covered = np.zeros((side, side), np.int8)
+    for b in grid.blocks(rows, block_cols=cols):
+        w = b.window
+        covered[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
+    assert (covered == 1).all()
+
+
+def test_aligned_scenes_are_read_directly_as_the_warper_would(tmp_path):
+    """A scene on the output's grid or on a grid twice as coarse (SCL) is read by window and index, with the
+    same pixels GDAL's nearest-neighbour warp gives; a grid whose pixel edges cross the output's pixel
+    centres is warped."""
+    from rasterio.crs import CRS
+    from rasterio.vrt import WarpedVRT
+
+    from edifice.core.acquire.stac import _nearest_index, _read_on
+    from edifice.core.grid import Grid
+
+    px = S2.pixel_deg
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 4000, size=(60, 50)).astype(np.uint16)
+    data[5, 5] = 0                                                   # nodata
+    coarse = Affine(2 * px, 0, 116.0, 0, -2 * px, 40.0)
+    _write(tmp_path / "coarse.tif", data, coarse, nodata=0)
+    wkt = CRS.from_epsg(4326).to_wkt()
+    target = Grid(Affine(px, 0, 116.0 - 7 * px, 0, -px, 40.0 - 3 * px), 130, 90, wkt)  # reaches past the scene
+    with rasterio.open(tmp_path / "coarse.tif") as src:
+        assert _nearest_index(src, target) is not None
+        got = _read_on(src, target)
+        with WarpedVRT(src, crs=wkt, transform=target.transform, width=130, height=90, src_nodata=0,
+                       nodata=0) as vrt:
+            want = vrt.read(1, masked=True).astype(np.float64).filled(np.nan)
+        np.testing.assert_array_equal(got, want)
+        assert np.isnan(got).any() and np.isfinite(got).any()
+        half = Grid(Affine(px, 0, 116.0 - px / 2, 0, -px, 40.0), 20, 20, wkt)  # centres at 0, 1, 2... coarse px
+        assert _nearest_index(src, half) is None                    # centres on the scene's pixel edges
+
+
+def test_cancel_between_scene_reads_leaves_nothing_half_written(stac, tmp_path):
+    from edifice.core.errors import Cancelled
+    from edifice.core.progress import RecordingProgress
+
+    class CancelAfterReads(RecordingProgress):
+        """Cancelled from the 8th cancel check on (inside the first chunk's scene reads)."""
+        checks = 0
+
+        def is_cancelled(self):
+            self.checks += 1
+            return self.checks >= 8
+
+    server = stac()
+    progress = CancelAfterReads()
+    src = StacSource(2020, "planetary-computer", url=server.url + "/", progress=progress)
+    with pytest.raises(Cancelled):
+        make_composites(src, EXTENT, {"S2": str(tmp_path / "S2.tif")}, padding=PADDING,
+                        options=DownloadOptions(workers=2), progress=progress)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not (tmp_path / "S2.tif").exists()
+    assert not [p for p in files if "partial" in p.name or p.suffix in (".tif", ".npy")]
