@@ -133,15 +133,11 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
 
     def _as_checked(self, parameters) -> dict:
         """``parameters`` as QGIS's checks must see them: each :attr:`LEGACY_AUTOMATIC` old value
-        replaced by "not set", and each field parameter left out given its default (QGIS 3.22
-        refuses a left-out field parameter even when it has a default, which the run then uses)."""
+        replaced by "not set"."""
         out = dict(parameters)
         for name, (old, _) in self.LEGACY_AUTOMATIC.items():
             if _is_number(out.get(name), old):
                 out[name] = None
-        for d in self.parameterDefinitions():
-            if d.type() == "field" and out.get(d.name()) is None and d.defaultValue() is not None:
-                out[d.name()] = d.defaultValue()
         return out
 
     def automatic_int(self, parameters, name: str, context, feedback) -> int | None:
@@ -390,8 +386,10 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
             "with one header.")
 
     def field_name(self, parameters, name: str, context) -> str:
-        """The field chosen in the field parameter ``name`` ("" when none): a name in qgis_process,
-        processing.run and saved models, a one-item list from some callers."""
+        """The field chosen in the field parameter ``name``: its default when left out, "" when given
+        empty (QGIS would put the default in its place: "no field" is a choice, e.g. footprint-only labels)."""
+        if name in parameters and parameters[name] in (None, "", []):
+            return ""
         fields = self.parameterAsFields(parameters, name, context)
         return (fields[0] if fields else "").strip()
 
@@ -424,9 +422,15 @@ def field_parameter(name: str, label: str, parent: str, default=None, optional: 
                     multiple: bool = False) -> QgsProcessingParameterField:
     """A field of the layer parameter ``parent``: a drop-down of that layer's fields in the dialog
     and the graphical modeler, a field name in qgis_process and processing.run (use
-    :meth:`EdificeAlgorithm.field_name` / :meth:`EdificeAlgorithm.field_names` to read it)."""
+    :meth:`EdificeAlgorithm.field_name` / :meth:`EdificeAlgorithm.field_names` to read it).
+
+    One with a default is flagged optional: QGIS 3.22 judges a left-out field parameter by the value
+    alone, not its default, so qgis_process and processing.run would refuse it as "mandatory ... not
+    specified" / "Incorrect parameter value" (what made earlier versions take field names as text);
+    left out, the default is used, and the algorithm checks the field against the layer."""
     return QgsProcessingParameterField(name, label, defaultValue=default, parentLayerParameterName=parent,
-                                       type=QgsProcessingParameterField.Any, allowMultiple=multiple, optional=optional)
+                                       type=QgsProcessingParameterField.Any, allowMultiple=multiple,
+                                       optional=optional or default is not None)
 
 
 #: Devices offered in the dialogs' DEVICE drop-down (core/devices.py resolves them; auto = CUDA when available)

@@ -103,10 +103,12 @@ def dialog():
     def loaded():
         return wanted <= {os.path.normpath(lyr.source().split("|")[0]) for lyr in QgsProject.instance().mapLayers().values()}
 
-    res["loaded"] = wait(loaded)
+    log = dlg.findChild(QTextEdit, "txtLog")
+    failed = lambda: log is not None and "Execution failed" in log.toPlainText()  # noqa: E731
+    wait(lambda: loaded() or failed())
+    res["loaded"] = loaded()
     res["layers"] = {os.path.basename(lyr.source().split("|")[0]): lyr.renderer().type()
                      for lyr in QgsProject.instance().mapLayers().values()}
-    log = dlg.findChild(QTextEdit, "txtLog")
     res["log"] = log.toPlainText() if log is not None else ""
     res["modules"] = {m: getattr(sys.modules.get(m), "__file__", "") for m in ("rasterio", "torch", "shapely", "pyogrio")}
     dlg.close()

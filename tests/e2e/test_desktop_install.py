@@ -116,10 +116,11 @@ def test_map_building_use_from_its_dialog_loads_styled_layers(installed, zip_pro
                                                                tiny_use_checkpoint, tmp_path):
     """The next start of the same QGIS (Debian's Python, packages from the profile's folder only)."""
     params = {"IMAGERY": str(kampala_rgb), "CHECKPOINT": str(tiny_use_checkpoint), "POI_LAYER": str(kampala_pois),
-              "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu", "WINDOW": 256, "OVERLAP": 32,
+              "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu",  # WINDOW, OVERLAP not set: the card's
               "USE_CLASS": str(tmp_path / "use_class.tif"), "POLYGONS": str(tmp_path / "buildings.gpkg")}
     res = run_desktop(zip_profile, "dialog", tmp_path, params)
-    assert res["loaded"], res
+    assert res["loaded"], res["log"][-3000:]
+    assert "Window 256 px: the model card's window" in res["log"] and "Windows of 256 px, 32 px margin" in res["log"]
     assert res["layers"]["use_class.tif"] == "paletted"
     assert res["layers"]["buildings.gpkg"] == "categorizedSymbol"
     assert "building polygon(s) written to" in res["log"]

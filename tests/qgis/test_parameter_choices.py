@@ -133,7 +133,7 @@ def test_device_is_picked_from_a_list_and_a_bad_name_refused(provider, kampala_r
 
 def test_a_field_left_out_takes_its_default(provider, kampala_rgb, kampala_pois, tmp_path):
     """QGIS 3.22 refuses a left-out field parameter although it has a default ("Incorrect parameter
-    value"): what made earlier sessions keep field names as text. Edifice checks it with its default."""
+    value"): what made earlier sessions keep field names as text. Such a parameter is flagged optional."""
     import processing
 
     out = tmp_path / "poi.tif"
