@@ -264,3 +264,9 @@ def test_install_constrains_dependencies_to_the_pins(index, tmp_path):
     cmd = next(line for line in log if line.startswith("$ "))
     constraints = cmd.split("--constraint ", 1)[1].split()[0]
     assert "numpy==1.26.4" in open(constraints).read().splitlines()  # pip never pulls numpy 2 in as a dependency
+
+
+def test_wheelhouse_takes_the_locks_runtime_lines():
+    reqs = local_index.runtime_requirements((ROOT / "requirements.lock").read_text())
+    assert "torch==2.13.0" in reqs and "numpy==1.26.4" in reqs and "llvmlite==0.43.0" in reqs
+    assert not any(r.startswith(("kneed", "PyKrige", "osmium")) or "#" in r for r in reqs)  # "# tests only"
