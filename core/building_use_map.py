@@ -404,12 +404,23 @@ def _check_poi_input(variant: str, npoi: int, poi_maps, poi_points, progress: Pr
     return poi_maps, poi_points
 
 
+def _refuse_magic_layout(window: int | None, overlap: int | None) -> None:
+    """Automatic is None (the CLI: option left out; Processing: not set), never 0 or a negative number."""
+    if window is not None and window <= 0:
+        raise InputError("WINDOW", f"{window} px is not a window size.",
+                         "leave the window out (not set) for the model card's window, or give a size in pixels.")
+    if overlap is not None and overlap < 0:
+        raise InputError("OVERLAP", f"{overlap} px is not a margin.",
+                         "leave the overlap out (not set) for window / 8, or give 0 or more pixels.")
+
+
 def _layout_for(card: dict, window: int | None, overlap: int | None, blend: bool,
                 progress: Progress) -> WindowLayout:
     """The sliding-window layout of a run (window from :func:`_window_choice`, margin window / 8
     unless given), said in the log."""
+    _refuse_magic_layout(window, overlap)
     win, why = _window_choice(window, card)
-    if overlap is None or overlap < 0:
+    if overlap is None:
         overlap = win // 8
     if win < 32 or win % 32:
         raise InputError("WINDOW", f"must be a multiple of 32 pixels (the network's stride), got {win}.")

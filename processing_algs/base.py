@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProject,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterField, QgsProject,
                        QgsProcessingLayerPostProcessorInterface, QgsRasterLayer)
 
 from ..core.errors import EdificeError
@@ -106,10 +106,15 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
+    #: {parameter: (old value, what it meant)}: optional numbers whose "not set" means automatic, and the
+    #: value that said so before (still accepted from saved models and scripts, with a warning)
+    LEGACY_AUTOMATIC: dict = {}
+
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """Missing packages first (processing.run and qgis_process refuse with the fix), QGIS's checks,
         then the output contract's first rule before any work: no output may be an input (same file,
         also through links) and no two outputs may share a file."""
+        parameters = self._as_checked(parameters)
         problem = (self.missing_dependencies_message() or self._number_out_of_range(parameters, context)
                    or self._unreadable_file(parameters, context))
         if problem:
@@ -125,6 +130,27 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
         except EdificeError as exc:
             return False, str(exc)
         return True, ""
+
+    def _as_checked(self, parameters) -> dict:
+        """``parameters`` as QGIS's checks must see them: each :attr:`LEGACY_AUTOMATIC` old value
+        replaced by "not set"."""
+        out = dict(parameters)
+        for name, (old, _) in self.LEGACY_AUTOMATIC.items():
+            if _is_number(out.get(name), old):
+                out[name] = None
+        return out
+
+    def automatic_int(self, parameters, name: str, context, feedback) -> int | None:
+        """An optional whole-number parameter whose "not set" means automatic: None when not set (or
+        given the old value that meant automatic, with a warning naming the fix), else its value."""
+        value = parameters.get(name)
+        old, meaning = self.LEGACY_AUTOMATIC.get(name, (None, ""))
+        if value is None or value == "" or (old is not None and _is_number(value, old)):
+            if value not in (None, ""):
+                feedback.pushWarning(f"{name}={old} is the old way to ask for {meaning}; it still works. "
+                                     f"Fix: leave {name} not set (in qgis_process, leave it out).")
+            return None
+        return self.parameterAsInt(parameters, name, context)
 
     def _number_out_of_range(self, parameters, context) -> str:
         """A message naming the numeric parameter, its value and its accepted range (QGIS's own says
@@ -275,7 +301,7 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
                                          "(e.g. the 'points' layer of an .osm.pbf) or take centroids.")
         if not source.sourceCrs().isValid():
             raise QgsProcessingException(f"{name}: the POI layer has no CRS. Fix: set the layer's CRS.")
-        field = self.parameterAsString(parameters, field_param, context).strip()
+        field = self.field_name(parameters, field_param, context)
         names = source.fields().names()
         if field not in names:
             raise QgsProcessingException(f"{field_param}: field '{field}' is not in the POI layer. "
@@ -359,6 +385,19 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
             "Fix: use a Basic configuration with the key as its password, or an API-header configuration "
             "with one header.")
 
+    def field_name(self, parameters, name: str, context) -> str:
+        """The field chosen in the field parameter ``name``: its default when left out, "" when given
+        empty (QGIS would put the default in its place: "no field" is a choice, e.g. footprint-only labels)."""
+        if name in parameters and parameters[name] in (None, "", []):
+            return ""
+        fields = self.parameterAsFields(parameters, name, context)
+        return (fields[0] if fields else "").strip()
+
+    def field_names(self, parameters, name: str, context) -> list[str]:
+        """The fields of the multiple-field parameter ``name``; a comma-separated string (as older
+        scripts and models give it) is split too."""
+        return [f.strip() for v in self.parameterAsFields(parameters, name, context) for f in v.split(",") if f.strip()]
+
     @staticmethod
     def raster_path(layer, name: str) -> str:
         """File path of a GDAL raster layer, or a clear error."""
@@ -369,6 +408,29 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
                 f"{name}: layer '{layer.name()}' is not a file-based raster ({layer.providerType()}). "
                 "Fix: save it as GeoTIFF first (Export > Save As).")
         return layer.source().split("|")[0]
+
+
+def _is_number(value, number) -> bool:
+    """True when ``value`` (a number or a text such as qgis_process gives) equals ``number``."""
+    try:
+        return value not in (None, "") and float(value) == number
+    except (TypeError, ValueError):
+        return False
+
+
+def field_parameter(name: str, label: str, parent: str, default=None, optional: bool = False,
+                    multiple: bool = False) -> QgsProcessingParameterField:
+    """A field of the layer parameter ``parent``: a drop-down of that layer's fields in the dialog
+    and the graphical modeler, a field name in qgis_process and processing.run (use
+    :meth:`EdificeAlgorithm.field_name` / :meth:`EdificeAlgorithm.field_names` to read it).
+
+    One with a default is flagged optional: QGIS 3.22 judges a left-out field parameter by the value
+    alone, not its default, so qgis_process and processing.run would refuse it as "mandatory ... not
+    specified" / "Incorrect parameter value" (what made earlier versions take field names as text);
+    left out, the default is used, and the algorithm checks the field against the layer."""
+    return QgsProcessingParameterField(name, label, defaultValue=default, parentLayerParameterName=parent,
+                                       type=QgsProcessingParameterField.Any, allowMultiple=multiple,
+                                       optional=optional or default is not None)
 
 
 #: Devices offered in the dialogs' DEVICE drop-down (core/devices.py resolves them; auto = CUDA when available)

@@ -10,7 +10,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination)
 
-from .base import EdificeAlgorithm
+from .base import EdificeAlgorithm, field_parameter
 from .evaluate_classification_alg import taxonomy_names
 
 Number = QgsProcessingParameterNumber
@@ -75,9 +75,9 @@ class StreetViewPointsAlgorithm(EdificeAlgorithm):
                                                               [QgsProcessing.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterFeatureSource(self.ROADS, "Road network (lines)",
                                                               [QgsProcessing.TypeVectorLine]))
-        self.addParameter(QgsProcessingParameterString(self.ID_FIELD, "Building id field (empty = feature number)",
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterString(self.HEIGHT_FIELD, "Building height field (m)", optional=True))
+        self.addParameter(field_parameter(self.ID_FIELD, "Building id field (empty = feature number)", self.BUILDINGS,
+                                          optional=True))
+        self.addParameter(field_parameter(self.HEIGHT_FIELD, "Building height field (m)", self.BUILDINGS, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(self.HEIGHT_RASTER, "Building height raster (m)",
                                                             optional=True))
         self.addParameter(Number(self.MAX_DISTANCE, "Farthest street (m)", Number.Double, 100.0, minValue=0.1))
@@ -100,8 +100,8 @@ class StreetViewPointsAlgorithm(EdificeAlgorithm):
         s = StreetViewSettings(self.parameterAsDouble(parameters, self.MAX_DISTANCE, context),
                                self.parameterAsDouble(parameters, self.DEFAULT_HEIGHT, context), excluded)
         self.run_core(street_view_points, bpath, rpath, out, buildings_layer=blayer, roads_layer=rlayer,
-                      id_field=_text(self, parameters, self.ID_FIELD, context),
-                      height_field=_text(self, parameters, self.HEIGHT_FIELD, context),
+                      id_field=self.field_name(parameters, self.ID_FIELD, context) or None,
+                      height_field=self.field_name(parameters, self.HEIGHT_FIELD, context) or None,
                       height_raster=self.raster_path(hr, self.HEIGHT_RASTER) if hr else None,
                       settings=s, progress=self.progress(feedback))
         self.style_output(context, out, "street_view_points.qml")
@@ -140,8 +140,8 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFeatureSource(self.BUILDINGS, "Building footprints",
                                                               [QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterString(self.ID_FIELD, "Building id field (empty = feature number)",
-                                                       optional=True))
+        self.addParameter(field_parameter(self.ID_FIELD, "Building id field (empty = feature number)", self.BUILDINGS,
+                                          optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(self.IMAGERY, "Imagery (rooftop and buffer chips)",
                                                             optional=True))
         self.addParameter(QgsProcessingParameterFile(self.STREET_VIEW_FOLDER, "Street-view images folder",
@@ -150,11 +150,10 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
                                                               [QgsProcessing.TypeVectorPoint], optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(self.POIS, "POI points", [QgsProcessing.TypeVectorPoint],
                                                               optional=True))
-        self.addParameter(QgsProcessingParameterString(self.POI_NAME_FIELD, "POI name field", defaultValue="name"))
-        self.addParameter(QgsProcessingParameterString(self.POI_CATEGORY_FIELD, "POI category field",
-                                                       defaultValue="other_tags"))
-        self.addParameter(QgsProcessingParameterString(self.ATTRIBUTES, "Building fields for the text "
-                                                       "(comma-separated, e.g. height,year,address)", optional=True))
+        self.addParameter(field_parameter(self.POI_NAME_FIELD, "POI name field", self.POIS, "name"))
+        self.addParameter(field_parameter(self.POI_CATEGORY_FIELD, "POI category field", self.POIS, "other_tags"))
+        self.addParameter(field_parameter(self.ATTRIBUTES, "Building fields for the text (e.g. height, year, address)",
+                                          self.BUILDINGS, optional=True, multiple=True))
         self.addParameter(Number(self.BUFFER, "Buffer zone (m)", Number.Double, 60.96, minValue=0.1))
         _advanced(self, [
             Number(self.CHIP_MAX_PX, "Longest chip side (px)", Number.Integer, 512, minValue=16),
@@ -178,8 +177,8 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
         img = self.parameterAsRasterLayer(parameters, self.IMAGERY, context)
         svp, _ = self.vector_source(parameters, self.STREET_VIEW_POINTS, context, feedback)
         ppath, player = self.vector_source(parameters, self.POIS, context, feedback)
-        pois = PoiSource(ppath, player, self.parameterAsString(parameters, self.POI_NAME_FIELD, context),
-                         self.parameterAsString(parameters, self.POI_CATEGORY_FIELD, context)) if ppath else None
+        pois = PoiSource(ppath, player, self.field_name(parameters, self.POI_NAME_FIELD, context),
+                         self.field_name(parameters, self.POI_CATEGORY_FIELD, context)) if ppath else None
         s = SampleSettings(self.parameterAsDouble(parameters, self.BUFFER, context),
                            self.parameterAsInt(parameters, self.CHIP_MAX_PX, context),
                            self.FORMATS[self.parameterAsEnum(parameters, self.IMAGE_FORMAT, context)],
@@ -188,11 +187,11 @@ class BuildingSamplesAlgorithm(EdificeAlgorithm):
         folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
         res = self.run_core(building_samples, bpath, folder, buildings_layer=blayer,
                             street_view_api=self._street_view_api(parameters, context),
-                            id_field=_text(self, parameters, self.ID_FIELD, context),
+                            id_field=self.field_name(parameters, self.ID_FIELD, context) or None,
                             imagery=self.raster_path(img, self.IMAGERY) if img else None,
                             street_view_folder=_text(self, parameters, self.STREET_VIEW_FOLDER, context),
                             street_view_points=svp, pois=pois,
-                            attribute_fields=(self.parameterAsString(parameters, self.ATTRIBUTES, context) or "").split(","),
+                            attribute_fields=self.field_names(parameters, self.ATTRIBUTES, context),
                             settings=s, progress=self.progress(feedback))
         return {self.OUTPUT_FOLDER: folder, self.MANIFEST: res["manifest"], self.SAMPLES: res["samples"]}
 

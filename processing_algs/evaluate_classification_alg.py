@@ -69,7 +69,8 @@ class EvaluateClassificationAlgorithm(EdificeAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(self.LEVEL, "Level of comparison",
                                                      options=[c[0] for c in COMPARISONS], defaultValue=0))
         self.addParameter(QgsProcessingParameterMapLayer(self.PREDICTION, "Prediction (polygons, table or class raster)"))
-        # Field names as strings: QGIS 3.22's qgis_process aborts on field parameters of Python algorithms.
+        # Field names as text (not field parameters): PREDICTION / REFERENCE are map-layer parameters that
+        # take rasters (pixel level) as well as polygons and tables, so there is no one layer to list fields of.
         self.addParameter(QgsProcessingParameterString(self.PREDICTION_FIELD, "Prediction field (building / table level)",
                                                        optional=True))
         self.addParameter(QgsProcessingParameterMapLayer(self.REFERENCE, "Reference (polygons, table or class raster)"))

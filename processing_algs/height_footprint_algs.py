@@ -19,7 +19,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorLayer, QgsProviderRegistry)
 
-from .base import EdificeAlgorithm
+from .base import EdificeAlgorithm, field_parameter
 
 RESOLUTIONS = [100, 250, 500, 1000]
 MODES = ["shafts"]
@@ -298,9 +298,7 @@ class ReferenceGridsAlgorithm(_HeightFootprintBase):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterVectorLayer(self.INPUT, "Building polygons",
                                                             [QgsProcessing.TypeVectorPolygon]))
-        # A string, not QgsProcessingParameterField (QGIS 3.22's qgis_process aborts on field parameters).
-        self.addParameter(QgsProcessingParameterString(self.HEIGHT_FIELD, "Height field (name, metres)",
-                                                       defaultValue="height"))
+        self.addParameter(field_parameter(self.HEIGHT_FIELD, "Height field (metres)", self.INPUT, "height"))
         self.addParameter(_resolution_param(self.RESOLUTION, "Cell size (m)"))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the layer's)", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(self.APPLY_FILTERS, "Apply the paper's sample filters",
@@ -319,7 +317,7 @@ class ReferenceGridsAlgorithm(_HeightFootprintBase):
         if layer.providerType() != "ogr":
             raise QgsProcessingException(f"INPUT: layer '{layer.name()}' is not file-based ({layer.providerType()}). "
                                          "Fix: save it as a GeoPackage first.")
-        field = self.parameterAsString(parameters, self.HEIGHT_FIELD, context)
+        field = self.field_name(parameters, self.HEIGHT_FIELD, context)
         names = layer.fields().names()
         if field not in names:
             raise QgsProcessingException(f"HEIGHT_FIELD: field '{field}' is not in the layer. "

@@ -9,7 +9,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParam
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination, QgsProcessingOutputString)
 
-from .base import EdificeAlgorithm
+from .base import EdificeAlgorithm, field_parameter
 
 PRESETS = ["osm", "gbt35648", "overture", "google_places", "csv"]
 RASTER_OUTPUTS = [("FOOTPRINT_PROBABILITY", "footprint_probability", "Footprint probability", "footprint_probability.qml"),
@@ -26,9 +26,12 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                                                               "THRESHOLD", "WORKERS")
     POLYGONS, CLUSTER, BLOCK_WINDOWS = "POLYGONS", "CLUSTER", "BLOCK_WINDOWS"
     GROUP, GROUP_ID = "Building use", "buildinguse"
+    #: values that meant "automatic" before these parameters could be left unset (saved models, scripts)
+    LEGACY_AUTOMATIC = {"WINDOW": (0, "the model card's window"), "OVERLAP": (-1, "window / 8")}
     HELP = ("Runs a building-use checkpoint over imagery with overlapping windows (the method's defaults: 1024 px windows, "
             "128 px OVERLAP = the margin discarded on each side, central 768 px kept; stride = WINDOW - "
-            "2 x OVERLAP). Borders are padded by reflection; BLEND cross-fades neighbouring windows instead "
+            "2 x OVERLAP). Leave WINDOW not set for the model card's window and OVERLAP not set for window / 8 "
+            "(the old values WINDOW 0 and OVERLAP -1 mean the same, with a warning). Borders are padded by reflection; BLEND cross-fades neighbouring windows instead "
             "of cutting. Band order, scaling, GSD and default window come from the model card; imagery at "
             "another resolution is resampled with a warning. POI models need POI_MAPS (3-band output of "
             "POI probability maps) or a POI_LAYER (computed on the imagery grid on the fly). MASK (e.g. "
@@ -58,9 +61,8 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                                                             optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(self.POI_LAYER, "POI points (instead of POI maps)",
                                                               [QgsProcessing.TypeVectorPoint], optional=True))
-        # a string, not QgsProcessingParameterField (QGIS 3.22 qgis_process aborts on field parameters)
-        self.addParameter(QgsProcessingParameterString(self.CATEGORY_FIELD, "POI category field (name)",
-                                                       defaultValue="other_tags", optional=True))
+        self.addParameter(field_parameter(self.CATEGORY_FIELD, "POI category field", self.POI_LAYER, "other_tags",
+                                          optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.PRESET, "POI category mapping preset", options=PRESETS,
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(self.MAPPING_FILE, "POI mapping file (CSV value,class) for preset csv",
@@ -70,11 +72,14 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                                                        defaultValue="auto"))
         self.addParameter(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (windows per model call)",
                                                        QgsProcessingParameterNumber.Integer, defaultValue=4, minValue=1))
-        self.addParameter(QgsProcessingParameterNumber(self.WINDOW, "Window size in pixels (0 = the model card's)",
-                                                       QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, "Overlap: margin discarded on each side "
-                                                       "(px; -1 = window / 8, i.e. 128 for 1024)",
-                                                       QgsProcessingParameterNumber.Integer, defaultValue=-1, minValue=-1))
+        # Not set = automatic (the dialog and the modeler show "Not set"; qgis_process: leave it out), as the
+        # CLI's --window/--overlap; the old magic values WINDOW=0 / OVERLAP=-1 are still read (LEGACY_AUTOMATIC).
+        self.addParameter(QgsProcessingParameterNumber(self.WINDOW, "Window size in pixels (not set: the model "
+                                                       "card's window)", QgsProcessingParameterNumber.Integer,
+                                                       optional=True, minValue=8, maxValue=8192))
+        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, "Overlap: margin discarded on each side in "
+                                                       "pixels (not set: window / 8, i.e. 128 for 1024)",
+                                                       QgsProcessingParameterNumber.Integer, optional=True, minValue=0))
         for p in (QgsProcessingParameterBoolean(self.BLEND, "Blend neighbouring windows (instead of keeping centres)",
                                                 defaultValue=False),
                   QgsProcessingParameterNumber(self.THRESHOLD, "Building probability threshold",
@@ -136,8 +141,8 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             poi_mapping_file=self.parameterAsFile(parameters, self.MAPPING_FILE, context) or None, mask=mask,
             device=self.parameterAsString(parameters, self.DEVICE, context) or "auto",
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            window=self.parameterAsInt(parameters, self.WINDOW, context) or None,
-            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            window=self.automatic_int(parameters, self.WINDOW, context, feedback),
+            overlap=self.automatic_int(parameters, self.OVERLAP, context, feedback),
             blend=self.parameterAsBool(parameters, self.BLEND, context),
             threshold=self.parameterAsDouble(parameters, self.THRESHOLD, context),
             workers=self.parameterAsInt(parameters, self.WORKERS, context),

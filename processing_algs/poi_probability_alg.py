@@ -8,7 +8,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString, QgsProcessingOutputNumber)
 
-from .base import EdificeAlgorithm
+from .base import EdificeAlgorithm, field_parameter
 
 PRESETS = ["osm", "gbt35648", "overture", "google_places", "csv"]
 
@@ -35,10 +35,7 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFeatureSource(self.INPUT, "POI points (or a CSV with x/y or "
                                                               "lon/lat columns)", [QgsProcessing.TypeVector]))
-        # A string, not QgsProcessingParameterField: QGIS 3.22's qgis_process aborts (std::bad_alloc)
-        # on field parameters of Python algorithms. The field is checked against the layer below.
-        self.addParameter(QgsProcessingParameterString(self.CATEGORY_FIELD, "Category field (name)",
-                                                       defaultValue="other_tags"))
+        self.addParameter(field_parameter(self.CATEGORY_FIELD, "Category field", self.INPUT, "other_tags"))
         self.addParameter(QgsProcessingParameterEnum(self.PRESET, "Category mapping preset", options=PRESETS,
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(self.MAPPING_FILE, "Mapping file (CSV value,class) for preset csv",

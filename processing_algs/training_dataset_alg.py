@@ -11,7 +11,7 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingOutpu
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
-from .base import EdificeAlgorithm
+from .base import EdificeAlgorithm, field_parameter
 
 USE_PRESETS = ["osm_building", "eubucco_type", "csv"]
 POI_PRESETS = ["osm", "gbt35648", "overture", "google_places", "csv"]
@@ -69,9 +69,8 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.POI_POINTS, "or POI points (maps computed on the imagery grid)", [QgsProcessing.TypeVectorPoint],
             optional=True))
-        # strings, not QgsProcessingParameterField: 3.22's qgis_process aborts on field parameters
-        self.addParameter(QgsProcessingParameterString(self.CATEGORY_FIELD, "POI category field (name)",
-                                                       defaultValue="other_tags", optional=True))
+        self.addParameter(field_parameter(self.CATEGORY_FIELD, "POI category field", self.POI_POINTS, "other_tags",
+                                          optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.PRESET, "POI category mapping preset", options=POI_PRESETS,
                                                      defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(self.POI_MAPPING_FILE, "POI mapping file (CSV value,class) "
@@ -80,8 +79,8 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
                                                        "(R,C,I)", defaultValue="500,500,1500", optional=True))
         self.addParameter(QgsProcessingParameterFeatureSource(self.BUILDINGS, "Building polygons",
                                                               [QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterString(self.USE_FIELD, "Building use field (name; empty = "
-                                                       "footprint only)", defaultValue="building", optional=True))
+        self.addParameter(field_parameter(self.USE_FIELD, "Building use field (empty = footprint only)", self.BUILDINGS,
+                                          "building", optional=True))
         self.addParameter(QgsProcessingParameterEnum(self.USE_PRESET, "Building use mapping preset",
                                                      options=USE_PRESETS, defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(self.MAPPING_FILE, "Building use mapping file (CSV value,class) "
@@ -124,7 +123,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         poi_points, poi_points_layer = self.vector_source(parameters, self.POI_POINTS, context, feedback)
         if poi_raster and poi_points:
             raise QgsProcessingException("POI_RASTER, POI_POINTS: both were given. Fix: give one of them.")
-        field = self.parameterAsString(parameters, self.CATEGORY_FIELD, context).strip()
+        field = self.field_name(parameters, self.CATEGORY_FIELD, context)
         preset = POI_PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)]
         poi_mapping = self.parameterAsFile(parameters, self.POI_MAPPING_FILE, context) or None
         if poi_points:
@@ -137,7 +136,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         buildings, buildings_layer = self.vector_source(parameters, self.BUILDINGS, context, feedback)
         if not buildings:
             raise QgsProcessingException("BUILDINGS: no layer given. Fix: choose a polygon layer of buildings.")
-        use_field = self.parameterAsString(parameters, self.USE_FIELD, context).strip() or None
+        use_field = self.field_name(parameters, self.USE_FIELD, context) or None
         use_preset = USE_PRESETS[self.parameterAsEnum(parameters, self.USE_PRESET, context)]
         mapping = self.parameterAsFile(parameters, self.MAPPING_FILE, context) or None
         split_m = self.parameterAsDouble(parameters, self.SPLIT_TILE, context)

@@ -280,11 +280,19 @@ def run_install(plan: InstallPlan, progress, log) -> dict:
     except OSError as exc:
         raise EdificeError(f"The package folder {plan.target} cannot be created ({exc}). "
                            "Fix: choose another folder.") from exc
+    constraints = write_constraints(plan.target)
     for i, (reqs, index_url) in enumerate(plan.steps):
         progress.check_cancelled()
         progress.set_fraction(i / (len(plan.steps) + 1))
-        _run_pip(pip_command(plan, reqs, index_url), pip_environment(plan), progress, log)
+        _run_pip(pip_command(plan, reqs, index_url) + ["--constraint", str(constraints)], pip_environment(plan),
+                 progress, log)
     progress.set_fraction(len(plan.steps) / (len(plan.steps) + 1))
+    older = shadowed_older(plan.python, plan.target)
+    if older and not plan.first:
+        log("QGIS's Python has older " + ", ".join(f"{name} {theirs} (the folder has {ours})" for name, (theirs, ours)
+                                                   in sorted(older.items()))
+            + " than the installed packages need: the package folder will come first on its path.")
+        plan.first = True
     if plan.first:
         (plan.target / PRIORITY_MARKER).write_text("Edifice: these packages replace too-old ones of QGIS's Python.\n")
     report = verify(plan.python, plan.target, plan.modules, first=plan.first)
@@ -322,6 +330,39 @@ def _run_pip(cmd, env, progress, log) -> None:
                                "(Debian/Ubuntu: sudo apt install python3-pip).")
         raise EdificeError("pip failed: " + " | ".join(t for t in tail if t) +
                            ". Fix: check the network or the package index, then install again.")
+
+
+def write_constraints(target: Path) -> Path:
+    """A pip constraints file (next to ``target``) with every pin of :data:`PACKAGES`, so that the
+    packages pip pulls in as dependencies get Edifice's versions too (numpy < 2 for QGIS's GDAL)."""
+    path = target.parent / f".{target.name}-constraints.txt"
+    path.write_text("".join(p.requirement + "\n" for p in PACKAGES))
+    return path
+
+
+_SHADOWED = """
+import json, sys
+from importlib import metadata
+target = sys.argv[1]
+ours = {d.metadata["Name"].lower(): d.version for d in metadata.distributions(path=[target])}
+theirs = {}
+for d in metadata.distributions(path=[p for p in sys.path if p and p != target]):
+    theirs.setdefault(d.metadata["Name"].lower(), d.version)
+print(json.dumps({n: [theirs[n], v] for n, v in ours.items() if n in theirs}))
+"""
+
+
+def shadowed_older(python: str, target) -> dict:
+    """{distribution: (QGIS's Python's version, the folder's)} for each distribution installed in
+    ``target`` that an older one of ``python`` would hide while the folder is appended to its path
+    (e.g. Debian 12's sympy 1.11 hiding the sympy 1.14 that torch needs)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    r = subprocess.run([python, "-c", _SHADOWED, str(target)], capture_output=True, text=True, env=env, timeout=300)
+    try:
+        both = json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return {}
+    return {n: (a, b) for n, (a, b) in both.items() if _version_tuple(a) < _version_tuple(b)}
 
 
 _VERIFY = """

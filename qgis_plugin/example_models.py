@@ -5,7 +5,8 @@ from __future__ import annotations
 from qgis.core import (QgsProcessing, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
                        QgsProcessingModelChildParameterSource as Source, QgsProcessingModelOutput,
                        QgsProcessingModelParameter, QgsProcessingParameterAuthConfig, QgsProcessingParameterEnum,
-                       QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
+                       QgsProcessingParameterExtent, QgsProcessingParameterFeatureSource, QgsProcessingParameterField,
+                       QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
                        QgsProcessingParameterString)
 
@@ -16,6 +17,12 @@ def _params(m: QgsProcessingModelAlgorithm, *definitions) -> None:
     """Add model inputs (each under its own name)."""
     for d in definitions:
         m.addModelParameter(d, QgsProcessingModelParameter(d.name()))
+
+
+def _field(name: str, label: str, parent: str, default: str, multiple: bool = False) -> QgsProcessingParameterField:
+    """A model input that is a field of the model input ``parent`` (a drop-down of its fields)."""
+    return QgsProcessingParameterField(name, label, defaultValue=default, parentLayerParameterName=parent,
+                                       allowMultiple=multiple)
 
 
 def _model_input(name: str) -> Source:
@@ -74,10 +81,10 @@ def poi_dataset_training() -> QgsProcessingModelAlgorithm:
                                     "edifice_poi_dataset_training")
     _imagery_and_pois(m)
     _params(m,
-            QgsProcessingParameterString("category_field", "POI category field", defaultValue="other_tags"),
+            _field("category_field", "POI category field", "pois", "other_tags"),
             QgsProcessingParameterString("max_distances", "POI d_max in metres (R,C,I)", defaultValue="500,500,1500"),
             QgsProcessingParameterFeatureSource("buildings", "Building polygons", [QgsProcessing.TypeVectorPolygon]),
-            QgsProcessingParameterString("use_field", "Building use field", defaultValue="building"),
+            _field("use_field", "Building use field", "buildings", "building"),
             Number("chip_size", "Chip size (pixels)", Number.Integer, 256, minValue=16),
             Number("split_tile", "Split tile size (m; 0 = 4 chips)", Number.Double, 0.0, minValue=0.0),
             Number("epochs", "Epochs", Number.Integer, 50, minValue=1),
@@ -177,7 +184,7 @@ def sentinel_height_footprint() -> QgsProcessingModelAlgorithm:
 def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
     """imagery + POI points -> edifice:poiprobability (imagery grid) -> edifice:mapbuildinguse
     (checkpoint) -> building polygons. Model outputs: ``usemap:use_class`` and ``usemap:buildings``.
-    WINDOW 0 and OVERLAP -1: the model card's window and a margin of window / 8, so that any
+    WINDOW and OVERLAP not set: the model card's window and a margin of window / 8, so that any
     checkpoint the training tool makes fits (a fixed margin would not fit every window)."""
     m = QgsProcessingModelAlgorithm("Building use map from imagery and POIs", "Edifice examples",
                                     "edifice_imagery_poi_use_map")
@@ -189,8 +196,7 @@ def imagery_poi_use_map() -> QgsProcessingModelAlgorithm:
             "REFERENCE": _model_input("imagery"), "MAX_DISTANCES": "500,500,1500", "OUTPUT": "TEMPORARY_OUTPUT"})
     _child(m, "edifice:mapbuildinguse", "usemap", "Building use (sliding window)",
            {"IMAGERY": _model_input("imagery"), "POI_MAPS": _from("poimaps", "OUTPUT"),
-            "CHECKPOINT": _model_input("checkpoint"), "DEVICE": "auto", "BATCH_SIZE": 4, "WINDOW": 0,
-            "OVERLAP": -1},
+            "CHECKPOINT": _model_input("checkpoint"), "DEVICE": "auto", "BATCH_SIZE": 4},
            {"use_class": ("Building use class", "USE_CLASS"), "buildings": ("Building polygons with use", "POLYGONS")})
     return m
 
@@ -224,12 +230,12 @@ def buildingsense_function() -> QgsProcessingModelAlgorithm:
     _imagery_and_pois(m)
     _params(m, QgsProcessingParameterFeatureSource("buildings", "Building polygons", [QgsProcessing.TypeVectorPolygon]),
             QgsProcessingParameterFeatureSource("roads", "Road lines", [QgsProcessing.TypeVectorLine]),
-            QgsProcessingParameterString("id_field", "Building id field", defaultValue="id"),
-            QgsProcessingParameterString("height_field", "Building height field (m)", defaultValue="height"),
-            QgsProcessingParameterString("attributes", "Building fields for the text", defaultValue="height"),
+            _field("id_field", "Building id field", "buildings", "id"),
+            _field("height_field", "Building height field (m)", "buildings", "height"),
+            _field("attributes", "Building fields for the text", "buildings", "height", multiple=True),
             QgsProcessingParameterFile("street_view_folder", "Street-view images folder",
                                        behavior=QgsProcessingParameterFile.Folder, optional=True),
-            QgsProcessingParameterString("reference_field", "Reference function field", defaultValue="function"),
+            _field("reference_field", "Reference function field", "buildings", "function"),
             QgsProcessingParameterString("url", "Endpoint base URL", defaultValue="http://127.0.0.1:8080/v1"),
             QgsProcessingParameterString("model", "Model name"),
             QgsProcessingParameterAuthConfig("authcfg", "API key (authentication configuration)", optional=True))
@@ -306,8 +312,8 @@ def open_data_building_use() -> QgsProcessingModelAlgorithm:
             "SEED": 0, "OUTPUT_CHECKPOINT": "TEMPORARY_OUTPUT"})
     _child(m, "edifice:mapbuildinguse", "usemap", "Building use over the extent",
            {"IMAGERY": _from("imagery", "OUTPUT"), "POI_MAPS": _from("poimaps", "OUTPUT"),
-            "CHECKPOINT": _from("train", "OUTPUT_CHECKPOINT"), "DEVICE": "auto", "BATCH_SIZE": 4, "WINDOW": 0,
-            "OVERLAP": -1, "USE_PROBABILITIES": "TEMPORARY_OUTPUT"},
+            "CHECKPOINT": _from("train", "OUTPUT_CHECKPOINT"), "DEVICE": "auto", "BATCH_SIZE": 4,
+            "USE_PROBABILITIES": "TEMPORARY_OUTPUT"},
            {"use_class": ("Building use class", "USE_CLASS")})
     _child(m, "edifice:assignbuildinguse", "assign", "Use of every OSM footprint",
            {"INPUT": _from("osm", "BUILDINGS"), "PROBABILITIES": _from("usemap", "USE_PROBABILITIES")},

@@ -115,3 +115,30 @@ def test_example_model_use_and_height_per_building(qp, kampala_rgb, kampala_ndsm
     assert west.sum() > 10 and east.sum() > 10 and len(geoms) == len(f["height"])
     assert set(f["use_name"][west]) == {"residential"} and set(f["use_name"][east]) == {"commercial"}
     assert np.allclose(f["height"][inside], truth[inside])
+
+
+def test_a_model_saved_with_the_old_automatic_values_still_runs(qp, kampala_rgb, kampala_pois, tiny_use_checkpoint,
+                                                                tmp_path):
+    """Issue 10 item 7: WINDOW 0 and OVERLAP -1 meant "automatic" before these parameters could be
+    left unset; a model saved then (tests/data, the example as it was) still runs, and says the fix."""
+    model = tmp_path / "m.model3"
+    shutil.copy(ROOT / "tests" / "data" / "imagery_poi_use_map_saved_before.model3", model)
+    uc = tmp_path / "uc.tif"
+    r = qp("run", str(model), "--", f"imagery={kampala_rgb}", f"pois={kampala_pois}",
+           f"checkpoint={tiny_use_checkpoint}", f"usemap:use_class={uc}")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-3000:]
+    assert "Window 256 px: the model card's window" in out and "Windows of 256 px, 32 px margin" in out
+    assert "WINDOW=0 is the old way" in out and "Fix: leave WINDOW not set" in out
+    assert uc.exists()
+
+
+def test_qgis_process_field_left_out_takes_its_default(qp, kampala_rgb, kampala_pois, tmp_path):
+    """A field parameter left out on the command line takes its default (QGIS 3.22 alone refuses it)."""
+    out = tmp_path / "poi.tif"
+    r = qp("run", "edifice:poiprobability", "--", f"INPUT={kampala_pois}", f"REFERENCE={kampala_rgb}", f"OUTPUT={out}")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert out.exists()
+    r = qp("run", "edifice:poiprobability", "--", f"INPUT={kampala_pois}", f"REFERENCE={kampala_rgb}",
+           "CATEGORY_FIELD=no_such_field", f"OUTPUT={tmp_path / 'x.tif'}")
+    assert r.returncode == 1 and "no_such_field" in r.stdout + r.stderr and "other_tags" in r.stdout + r.stderr

@@ -51,6 +51,9 @@ def test_no_tool_vanishes_and_missing_packages_are_named(qp_env, bare_env, kampa
 
 
 def test_install_from_local_index_then_on_path(bare_env, tmp_path):
+    """The headless installer (qgis_process) and Diagnostics, with a tiny package: the desktop test
+    (test_desktop_install.py) installs the real wheelhouse through the dialog; this one covers the
+    command line, EXTRA packages and the report that the folder is on the path, in seconds."""
     wheel = local_index.build_wheel(tmp_path, "edifice-dummy-app", "1.0", "")
     server = local_index.IndexServer(local_index.make_index([wheel], tmp_path / "index"))
     try:

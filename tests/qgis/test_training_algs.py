@@ -66,7 +66,8 @@ def test_provider_lists_training_algorithms(provider):
         d = alg.parameterDefinition(name)
         assert d.defaultValue() == default and d.flags() & QgsProcessingParameterDefinition.FlagAdvanced
     ds = provider.algorithm("trainingdataset")
-    assert ds.parameterDefinition("USE_FIELD").type() == "string"
+    assert ds.parameterDefinition("USE_FIELD").type() == "field"  # a field of BUILDINGS, picked from a list
+    assert ds.parameterDefinition("USE_FIELD").parentLayerParameterName() == "BUILDINGS"
     assert ds.parameterDefinition("OUTPUT_FOLDER").type() == "folderDestination"
 
 

@@ -220,6 +220,13 @@ def test_bad_inputs_have_clear_messages(tmp_path, kampala_rgb, tiny_use_checkpoi
     with pytest.raises(InputError, match="WINDOW"):
         map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_class=str(tmp_path / "x.tif"),
                          window=250, overlap=32, **pois)
+    # automatic is "left out" (None) everywhere; 0 and -1 are no longer magic values in core and the CLI
+    for kw, named in (({"window": 0, "overlap": 32}, "WINDOW: 0 px is not a window size.*Fix: leave the window out"),
+                      ({"window": 256, "overlap": -1}, "OVERLAP: -1 px is not a margin.*Fix: leave the overlap out")):
+        with pytest.raises(InputError, match=named):
+            map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_class=str(tmp_path / "x.tif"),
+                             **kw, **pois)
+    assert not (tmp_path / "x.tif").exists()
 
 
 # ---------------------------------------------------------------- layers not on the imagery grid

@@ -237,3 +237,36 @@ def test_replacing_a_too_old_package_puts_the_folder_first(index, tmp_path, monk
     assert (tmp_path / "deps" / deps.PRIORITY_MARKER).is_file()
     monkeypatch.setattr(sys, "path", list(sys.path))
     assert deps.activate(tmp_path / "deps") and sys.path[0] == str(tmp_path / "deps")
+
+
+def _dist_info(folder, name, version):
+    d = folder / f"{name}-{version}.dist-info"
+    d.mkdir(parents=True)
+    (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_an_older_copy_outside_the_folder_is_found(tmp_path):
+    """What the desktop test met: torch in the folder needs sympy >= 1.13, and Debian 12's sympy 1.11
+    (in QGIS's Python) hid the folder's 1.14 while the folder was appended to the path."""
+    from importlib import metadata
+
+    have = metadata.version("pluggy")
+    _dist_info(tmp_path / "newer", "pluggy", "99.0")
+    _dist_info(tmp_path / "older", "pluggy", "0.1")
+    assert deps.shadowed_older(sys.executable, tmp_path / "newer") == {"pluggy": (have, "99.0")}
+    assert deps.shadowed_older(sys.executable, tmp_path / "older") == {}
+
+
+def test_install_constrains_dependencies_to_the_pins(index, tmp_path):
+    plan = _plan(tmp_path, index.url, "edifice-dummy-app==1.0")
+    log = []
+    deps.run_install(plan, _Recorder(), log.append)
+    cmd = next(line for line in log if line.startswith("$ "))
+    constraints = cmd.split("--constraint ", 1)[1].split()[0]
+    assert "numpy==1.26.4" in open(constraints).read().splitlines()  # pip never pulls numpy 2 in as a dependency
+
+
+def test_wheelhouse_takes_the_locks_runtime_lines():
+    reqs = local_index.runtime_requirements((ROOT / "requirements.lock").read_text())
+    assert "torch==2.13.0" in reqs and "numpy==1.26.4" in reqs and "llvmlite==0.43.0" in reqs
+    assert not any(r.startswith(("kneed", "PyKrige", "osmium")) or "#" in r for r in reqs)  # "# tests only"
