@@ -1,0 +1,126 @@
+"""The other tools on a real Dask cluster (``dask scheduler`` + two ``dask worker`` processes on
+127.0.0.1, started by the test) against their single-machine runs through the same CLI:
+every block's pixels equal the single-machine pixels, the summed counts equal the
+single-machine counts, and a rerun skips the finished blocks."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import CRS
+from scipy import ndimage
+
+from edifice.core.grid import Grid
+from edifice.core.raster_io import atomic_raster
+
+_spec = importlib.util.spec_from_file_location("_dask_procs", Path(__file__).with_name("_dask_procs.py"))
+_procs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_procs)
+
+pytest.importorskip("distributed")
+UTM = CRS.from_epsg(32636).to_wkt()
+H, W = 150, 170
+
+
+def _write(path: Path, arr: np.ndarray, nodata=None) -> str:
+    g = Grid(Affine(10, 0, 450000, 0, -10, 40000), arr.shape[2], arr.shape[1], UTM)
+    with atomic_raster(path, g, arr.shape[0], arr.dtype, nodata=nodata) as dst:
+        dst.write(arr)
+    return str(path)
+
+
+def _edifice(args: list[str]) -> dict:
+    r = subprocess.run([sys.executable, "-m", "edifice.core.cli", *args], capture_output=True, text=True,
+                       env=_procs.cli_env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _read(path) -> tuple[np.ndarray, float | None]:
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.nodata
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    procs = _procs.DaskProcs(tmp_path_factory.mktemp("dask_tools"))
+    try:
+        procs.add_worker("a")
+        procs.add_worker("b")
+        procs.wait_for_workers(2)
+        yield procs
+    finally:
+        procs.stop()
+
+
+@pytest.fixture(scope="module")
+def cloudy(tmp_path_factory):
+    """A smooth 2-band uint16 image (no nodata) with round clouds in a mask, one of them on the
+    corner of four 64 px blocks, one farther than the search radius from any clear pixel."""
+    d = tmp_path_factory.mktemp("cloudy")
+    rng = np.random.default_rng(3)
+    bands = [ndimage.gaussian_filter(rng.normal(size=(H, W)), 6) for _ in range(2)]
+    img = np.stack([1000 + 300 * b / b.std() for b in bands]).astype(np.uint16)
+    yy, xx = np.mgrid[0:H, 0:W]
+    clouds = ((yy - 64) ** 2 + (xx - 64) ** 2 <= 14 ** 2) | ((yy - 30) ** 2 + (xx - 140) ** 2 <= 9 ** 2) \
+        | ((yy - 120) ** 2 + (xx - 40) ** 2 <= 6 ** 2) | ((yy >= 100) & (xx >= 110))
+    return {"dir": d, "image": _write(d / "image.tif", img), "mask": _write(d / "mask.tif", clouds[None].astype(np.uint8)),
+            "clouds": clouds, "img": img}
+
+
+GAP_SETTINGS = ["--neighbours", "8", "--search-radius", "20", "--max-lag", "20", "--sample-windows", "4"]
+
+
+def test_cloud_gap_fill_on_cluster_equals_single_machine(cloudy, cluster, tmp_path):
+    ref = _edifice(["cloud-gap-fill", cloudy["image"], str(tmp_path / "single.tif"), "--mask", cloudy["mask"],
+                    *GAP_SETTINGS, "--variance", str(tmp_path / "single_var.tif")])
+    args = ["cloud-gap-fill", cloudy["image"], str(tmp_path / "dist.tif"), "--mask", cloudy["mask"], *GAP_SETTINGS,
+            "--variance", str(tmp_path / "dist_var.vrt"), "--block-size", "64", "--cluster", cluster.address]
+    out = _edifice(args)
+    assert out["blocks"] == 9 and out["blocks_run"] == 9  # 3 x 3 blocks of 64 px, on both workers
+    done = json.loads((tmp_path / "dist_blocks" / "manifest.json").read_text())["done"]
+    assert {v["worker"] for v in done.values()} == _worker_addresses(cluster)
+
+    single, single_nd = _read(tmp_path / "single.tif")
+    for path in (tmp_path / "dist.tif", tmp_path / "dist.vrt"):  # the COG and the VRT of the blocks
+        dist, nd = _read(path)
+        assert nd == single_nd
+        np.testing.assert_array_equal(dist, single)
+    np.testing.assert_array_equal(_read(tmp_path / "dist_var.vrt")[0], _read(tmp_path / "single_var.tif")[0])
+    assert (single[:, ~cloudy["clouds"]] == cloudy["img"][:, ~cloudy["clouds"]]).all()  # a meaningful reference
+    assert (single[:, cloudy["clouds"]] != cloudy["img"][:, cloudy["clouds"]]).any()
+    for key in ("gap_pixels", "cloud_free_pixels", "unfilled_no_neighbour", "filled_per_band",
+                "beyond_range_per_band"):
+        assert out[key] == ref[key], key
+    assert out["unfilled_no_neighbour"] > 0  # the big cloud's centre is beyond the search radius
+    side = json.loads((tmp_path / "dist.variograms.json").read_text())
+    assert side["bands"] == json.loads((tmp_path / "single.variograms.json").read_text())["bands"]
+
+    again = _edifice(args)  # a rerun skips every finished block
+    assert again["blocks_run"] == 0 and again["blocks_skipped"] == 9
+    np.testing.assert_array_equal(_read(tmp_path / "dist.vrt")[0], single)
+
+
+def _worker_addresses(procs) -> set[str]:
+    from distributed import Client
+
+    with Client(procs.address, timeout=30, set_as_default=False) as c:
+        return set(c.scheduler_info()["workers"])
+
+
+def test_cloud_gap_fill_unreachable_scheduler_is_a_clear_error(cloudy, tmp_path):
+    port = _procs.free_port()
+    r = subprocess.run([sys.executable, "-m", "edifice.core.cli", "cloud-gap-fill", cloudy["image"],
+                        str(tmp_path / "o.tif"), "--mask", cloudy["mask"], *GAP_SETTINGS,
+                        "--cluster", f"tcp://127.0.0.1:{port}"], capture_output=True, text=True,
+                       env=_procs.cli_env(), timeout=120)
+    assert r.returncode != 0
+    assert f"no Dask scheduler answers at tcp://127.0.0.1:{port}" in r.stderr
+    assert not (tmp_path / "o.tif").exists()
