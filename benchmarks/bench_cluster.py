@@ -39,16 +39,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["--window", "256", "--overlap", "32", "--batch-size", "4", "--device", "cpu"]
 
 
-def make_mosaic(folder: Path) -> Path:
-    """6 tiles of the Kampala sample mirrored 2 x 2 (2752 x 1518 px at 0.5 m), without nodata so
-    that all 120 windows run."""
+def make_mosaic(folder: Path, mirror: int = 4) -> Path:
+    """6 tiles of the Kampala sample mirrored ``mirror`` x ``mirror`` (5504 x 3036 px at 0.5 m for 4:
+    464 windows of 256 px), without nodata so that every window runs."""
     import rasterio
     from rasterio.windows import Window
 
     with rasterio.open(ROOT / "samples" / "kampala" / "kampala_rgb_50cm.tif") as src:
         a = src.read()
         prof = src.profile
-    big = np.concatenate([np.concatenate([a, a[:, :, ::-1]], 2), np.concatenate([a[:, ::-1], a[:, ::-1, ::-1]], 2)], 1)
+    row = np.concatenate([a if j % 2 == 0 else a[:, :, ::-1] for j in range(mirror)], 2)
+    big = np.concatenate([row if i % 2 == 0 else row[:, ::-1] for i in range(mirror)], 1)
     tiles = folder / "tiles"
     tiles.mkdir()
     h, w = big.shape[1:]
@@ -90,9 +91,44 @@ def full_model_window_s() -> float:
     return time.perf_counter() - t0
 
 
+def _run_single(tiles: Path, ck: Path, out: Path) -> dict:
+    wall, s = run_cli(["map-building-use", str(tiles), str(ck), *SETTINGS, "--use-class", str(out)])
+    return {"wall": wall, "compute": s["seconds"], "windows": s["tiles_run"], "load": os.getloadavg()[0]}
+
+
+def _run_cluster(tiles: Path, ck: Path, out: Path, n: int, block_windows: int) -> dict:
+    wall, c = run_cli(["map-building-use", str(tiles), str(ck), *SETTINGS, "--use-class", str(out),
+                       "--cluster", f"local:{n}", "--block-windows", str(block_windows)])
+    return {"wall": wall, "compute": c["blocks_seconds"], "tasks": c["block_task_seconds"], "blocks": c["blocks"],
+            "load": os.getloadavg()[0]}
+
+
+def _best(runs: list[dict]) -> dict:
+    return min(runs, key=lambda r: r["compute"])
+
+
+def _report(single: dict, cluster: dict) -> None:
+    w = single["windows"]
+    print(f"one process (1 thread): {single['wall']:.1f} s whole command, {single['compute']:.1f} s engine, "
+          f"{w} windows ({single['compute'] / max(w, 1):.3f} s/window; load {single['load']:.1f})")
+    for n, c in cluster.items():
+        print(f"LocalCluster {n} worker(s): {c['wall']:.1f} s whole command, {c['compute']:.1f} s block phase "
+              f"({c['blocks']} blocks; block tasks {c['tasks']:.1f} s in all inside the workers, "
+              f"{c['tasks'] / max(w, 1):.3f} s/window; load {c['load']:.1f})")
+    for n, c in cluster.items():
+        print(f"efficiency N={n}: compute {single['compute'] / (n * c['compute']):.2f} (goal >= 0.8 for N=2), "
+              f"whole command {single['wall'] / (n * c['wall']):.2f}")
+    c1 = cluster[1]
+    print(f"overhead (1 worker / one process): compute {c1['compute'] / single['compute']:.2f} (goal <= 1.1), "
+          f"whole command {c1['wall'] / single['wall']:.2f}")
+
+
 def main() -> None:
+    from edifice.core.cluster import BLOCK_WINDOWS
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--block-windows", type=int, default=3)
+    ap.add_argument("--block-windows", type=int, default=BLOCK_WINDOWS)
+    ap.add_argument("--mirror", type=int, default=4, help="the Kampala sample mirrored N x N (4: 464 windows)")
     ap.add_argument("--skip-full-model", action="store_true")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each configuration, interleaved; best kept")
     a = ap.parse_args()
@@ -102,34 +138,14 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        tiles = make_mosaic(d)
+        tiles = make_mosaic(d, a.mirror)
         ck = make_tiny_use_checkpoint(d / "tiny.pt", variant="imagery_multitask", window=256)
-        single_args = ["map-building-use", str(tiles), str(ck), *SETTINGS, "--use-class", str(d / "single" / "uc.tif")]
-        best: dict = {}
-        for rep in range(a.repeat):  # interleaved, best of --repeat (the machine is shared)
-            wall, s = run_cli(single_args)
-            best["single"] = min(best.get("single", (1e9, 1e9)), (wall, s["seconds"]))
-            windows, total = s["tiles_run"], s["tiles"]
-            for n in (1, 2):
-                out = d / f"local{n}_{rep}" / "uc.vrt"
-                wall, c = run_cli(["map-building-use", str(tiles), str(ck), *SETTINGS, "--use-class", str(out),
-                                   "--cluster", f"local:{n}", "--block-windows", str(a.block_windows)])
-                done = json.loads((out.parent / "uc_blocks" / "manifest.json").read_text())["done"]
-                tasks = sum(v["seconds"] for v in done.values())  # inside the workers
-                best[n] = min(best.get(n, (1e9, 1e9, 0)), (wall, c["blocks_seconds"], tasks))
-                blocks = c["blocks"]
-        single_wall, single_compute = best["single"]
-        print(f"one process (1 thread): {single_wall:.1f} s whole command, {single_compute:.1f} s engine, "
-              f"{windows} windows run of {total} ({single_compute / max(windows, 1):.3f} s/window)")
-        rows = {n: best[n][:2] for n in (1, 2)}
-        for n, (wall, comp, tasks) in ((n, best[n]) for n in (1, 2)):
-            print(f"LocalCluster {n} worker(s): {wall:.1f} s whole command, {comp:.1f} s block phase "
-                  f"({blocks} blocks; the block tasks took {tasks:.1f} s in all inside the workers, "
-                  f"{tasks / max(windows, 1):.3f} s/window)")
-        for n, (wall, comp) in rows.items():
-            print(f"efficiency N={n}: whole command {single_wall / (n * wall):.2f}, compute {single_compute / (n * comp):.2f}")
-        print(f"overhead (1 worker / one process): whole command {rows[1][0] / single_wall:.2f}, "
-              f"compute {rows[1][1] / single_compute:.2f}")
+        singles, clusters = [], {1: [], 2: []}
+        for rep in range(a.repeat):  # interleaved (one process, 1 worker, 2 workers, ...), best of --repeat
+            singles.append(_run_single(tiles, ck, d / f"single_{rep}" / "uc.tif"))
+            for n in clusters:
+                clusters[n].append(_run_cluster(tiles, ck, d / f"local{n}_{rep}" / "uc.vrt", n, a.block_windows))
+        _report(_best(singles), {n: _best(r) for n, r in clusters.items()})
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if not a.skip_full_model:
         print(f"full-size model (ResNet-34 U-Net, width 64, 6 bands), one 1024 px window on 1 CPU thread: "

@@ -47,3 +47,23 @@ def test_map_building_use_on_a_dask_cluster(provider, kampala_rgb, tmp_path):
                 "USE_CLASS": str(tmp_path / "x" / "uc.vrt"), "CLUSTER": f"tcp://127.0.0.1:{scene.procs.free_port()}"})
     finally:
         dask.stop()
+
+
+def test_cloud_gap_fill_on_a_dask_cluster(provider, tmp_path):
+    """edifice:cloudgapfill with CLUSTER: the VRT of the blocks has the pixels of the run on this machine."""
+    import processing
+
+    scene = _scene()
+    cloudy = scene.cloudy_scene(tmp_path / "scene")
+    common = {"INPUT": cloudy["image"], "MASK": cloudy["mask"], **scene.GAP_SETTINGS}
+    ref = processing.run("edifice:cloudgapfill", {**common, "OUTPUT": str(tmp_path / "ref.tif")})
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        out = tmp_path / "out" / "filled.vrt"
+        res = processing.run("edifice:cloudgapfill", {**common, "OUTPUT": str(out), "CLUSTER": dask.address})
+    finally:
+        dask.stop()
+    assert res["GAP_PIXELS"] == ref["GAP_PIXELS"] > 0 and res["UNFILLED_PIXELS"] == ref["UNFILLED_PIXELS"]
+    with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
+        assert a.transform == b.transform and np.array_equal(a.read(), b.read())
+        assert not np.array_equal(a.read(), cloudy["img"])  # the gaps were filled

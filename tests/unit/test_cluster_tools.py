@@ -13,27 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from affine import Affine
-from pyproj import CRS
-from scipy import ndimage
 
-from edifice.core.grid import Grid
-from edifice.core.raster_io import atomic_raster
-
-_spec = importlib.util.spec_from_file_location("_dask_procs", Path(__file__).with_name("_dask_procs.py"))
-_procs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_procs)
+_spec = importlib.util.spec_from_file_location("_cluster_scene", Path(__file__).with_name("_cluster_scene.py"))
+_scene = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_scene)
+_procs = _scene.procs
 
 pytest.importorskip("distributed")
-UTM = CRS.from_epsg(32636).to_wkt()
-H, W = 150, 170
-
-
-def _write(path: Path, arr: np.ndarray, nodata=None) -> str:
-    g = Grid(Affine(10, 0, 450000, 0, -10, 40000), arr.shape[2], arr.shape[1], UTM)
-    with atomic_raster(path, g, arr.shape[0], arr.dtype, nodata=nodata) as dst:
-        dst.write(arr)
-    return str(path)
 
 
 def _edifice(args: list[str]) -> dict:
@@ -62,20 +48,12 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cloudy(tmp_path_factory):
-    """A smooth 2-band uint16 image (no nodata) with round clouds in a mask, one of them on the
-    corner of four 64 px blocks, one farther than the search radius from any clear pixel."""
-    d = tmp_path_factory.mktemp("cloudy")
-    rng = np.random.default_rng(3)
-    bands = [ndimage.gaussian_filter(rng.normal(size=(H, W)), 6) for _ in range(2)]
-    img = np.stack([1000 + 300 * b / b.std() for b in bands]).astype(np.uint16)
-    yy, xx = np.mgrid[0:H, 0:W]
-    clouds = ((yy - 64) ** 2 + (xx - 64) ** 2 <= 14 ** 2) | ((yy - 30) ** 2 + (xx - 140) ** 2 <= 9 ** 2) \
-        | ((yy - 120) ** 2 + (xx - 40) ** 2 <= 6 ** 2) | ((yy >= 100) & (xx >= 110))
-    return {"dir": d, "image": _write(d / "image.tif", img), "mask": _write(d / "mask.tif", clouds[None].astype(np.uint8)),
-            "clouds": clouds, "img": img}
+    """Round clouds in a mask, one of them on the corner of four 64 px blocks, one square whose
+    inside is farther than the search radius from any clear pixel."""
+    return _scene.cloudy_scene(tmp_path_factory.mktemp("cloudy"))
 
 
-GAP_SETTINGS = ["--neighbours", "8", "--search-radius", "20", "--max-lag", "20", "--sample-windows", "4"]
+GAP_SETTINGS = [a for k, v in _scene.GAP_SETTINGS.items() for a in (f"--{k.lower().replace('_', '-')}", str(v))]
 
 
 def test_cloud_gap_fill_on_cluster_equals_single_machine(cloudy, cluster, tmp_path):
