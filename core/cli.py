@@ -23,8 +23,13 @@ def _cmd_retinex(a) -> dict:
     from .retinex import RetinexSettings, retinex
 
     s = RetinexSettings(sigmas=a.sigmas, mode=a.mode, clip_percent=a.clip_percent)
-    return retinex(a.input, a.output, s, output_dtype=a.output_type, block_size=a.block_size,
-                   progress=TerminalProgress())
+    run, extra = retinex, {}
+    if a.cluster:
+        from .cluster.retinex import retinex_on_cluster
+
+        run, extra = retinex_on_cluster, {"cluster": a.cluster}
+    return run(a.input, a.output, s, output_dtype=a.output_type, block_size=a.block_size,
+               progress=TerminalProgress(), **extra)
 
 
 def _cmd_poi(a) -> dict:
@@ -64,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-type", choices=["uint8", "uint16", "float32"], default=None)
     r.add_argument("--clip-percent", type=float, default=1.0)
     r.add_argument("--block-size", type=int, default=2048)
+    from .cli_inference import add_cluster_option
+
+    add_cluster_option(r)  # one Dask task per block of --block-size px
     r.set_defaults(func=_cmd_retinex)
 
     q = sub.add_parser("poi-probability", help="POI probability maps (R, C, I)")

@@ -14,20 +14,17 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import numpy as np
-
-from ..grid import Block, Grid
 from ..outputs import refuse_input_as_output
 from ..progress import Progress, ensure
-from ..raster_io import atomic_output, atomic_raster, bounded_gdal_cache
+from ..raster_io import atomic_output, bounded_gdal_cache
 from ..gapfill.fill import (KrigingSettings, _BlockJob, _Counts, _final_counts, _nodata_value, _open_inputs,
                             _output_limits, _scan, _summary, _variograms, _warn, _write_reports, fill_block,
                             sidecar_path)
-from ..gapfill.gaps import GapReader, GapSpec, _grow, halo_for
-from .blocks import ClusterBlock
+from ..gapfill.gaps import GapReader, GapSpec, halo_for
+from .blocks import ClusterBlock, pixel_blocks, with_halo
 from .client import parse_cluster
 from .mosaic import VrtBands
-from .runner import run_dir_for, run_on_cluster, write_mosaic
+from .runner import run_dir_for, run_on_cluster, write_block_raster, write_mosaic
 
 
 def fill_cluster_block(block: ClusterBlock, files: dict, input_path: str, gaps: GapSpec, job: _BlockJob) -> dict:
@@ -37,18 +34,13 @@ def fill_cluster_block(block: ClusterBlock, files: dict, input_path: str, gaps: 
         stack.enter_context(bounded_gdal_cache())
         ds, mask, grid, _ = _open_inputs(stack, input_path, gaps)
         reader = GapReader(ds, mask, gaps, grid)
-        b = Block(block.window, _grow(block.window, halo_for(job.settings.search_radius), grid), 0)
+        b = with_halo(grid, block, halo_for(job.settings.search_radius))
         counts = _Counts(beyond=[0] * ds.count, filled=[0] * ds.count)
         data, valid, gap = reader.read(b.read_window)
         out, var = fill_block(data, valid, gap, b, job, counts, ensure(None))
-        w = block.window
-        sub = Grid(grid.window_transform(w), int(w.width), int(w.height), grid.crs)
-        with atomic_raster(files["output"], sub, ds.count, job.dtype, nodata=ds.nodatavals[0], overviews=False) as dst:
-            dst.write(out)
+        write_block_raster(files["output"], grid, block.window, out, ds.nodatavals[0])
         if "variance" in files:
-            with atomic_raster(files["variance"], sub, ds.count, np.float32, nodata=float("nan"),
-                               overviews=False, name="OUTPUT_VARIANCE") as dst:
-                dst.write(var)
+            write_block_raster(files["variance"], grid, block.window, var, float("nan"), "OUTPUT_VARIANCE")
     return {"gap_pixels": int(gap[b.inner].sum()), "unfilled": counts.unfilled, "filled": counts.filled,
             "beyond": counts.beyond}
 
@@ -66,10 +58,7 @@ class GapFillBlocks:
         self.grid = job.grid
 
     def plan(self) -> list[ClusterBlock]:
-        bs = self.block_size
-        return [ClusterBlock((int(b.window.row_off) // bs, int(b.window.row_off) // bs + 1,
-                              int(b.window.col_off) // bs, int(b.window.col_off) // bs + 1), b.window)
-                for b in self.grid.blocks(bs, 0)]
+        return pixel_blocks(self.grid, self.block_size)
 
     def block_files(self, run_dir: Path, block: ClusterBlock) -> dict:
         names = ["output"] + (["variance"] if self.outputs.get("variance") else [])

@@ -172,6 +172,19 @@ def _block_result(fut, block: ClusterBlock) -> dict:
     raise EdificeError(f"CLUSTER: block {block.id} failed: {text}")
 
 
+def write_block_raster(path: str, grid, window, array, nodata, name: str = "OUTPUT",
+                       descriptions=None) -> None:
+    """Write a block's ``array`` (bands, rows, cols) covering ``window`` of ``grid`` as its own
+    tiled GeoTIFF (temporary file, verified, then renamed: never half-written)."""
+    from ..grid import Grid
+    from ..raster_io import atomic_raster
+
+    sub = Grid(grid.window_transform(window), int(window.width), int(window.height), grid.crs)
+    with atomic_raster(path, sub, array.shape[0], array.dtype, nodata=nodata, descriptions=descriptions,
+                       overviews=False, name=name) as dst:
+        dst.write(array)
+
+
 def write_mosaic(target: Path, grid, bands: VrtBands, blocks: list[ClusterBlock], paths: dict,
                  progress: Progress, cog: bool = True) -> list[str]:
     """A VRT of the blocks' files ``paths`` {block id: file} at ``target`` (``.vrt``), or beside

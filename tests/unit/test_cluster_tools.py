@@ -102,3 +102,22 @@ def test_cloud_gap_fill_unreachable_scheduler_is_a_clear_error(cloudy, tmp_path)
     assert r.returncode != 0
     assert f"no Dask scheduler answers at tcp://127.0.0.1:{port}" in r.stderr
     assert not (tmp_path / "o.tif").exists()
+
+
+@pytest.mark.parametrize("mode", ["luminance", "bands"])
+def test_retinex_on_cluster_equals_single_machine(cloudy, cluster, tmp_path, mode):
+    """Image-wide statistics (large-scale cell sums, one histogram stretch) computed as one machine
+    does: 9 blocks of 64 px with a 60 px halo give the single machine's pixels, in both modes."""
+    common = [cloudy["image"], "--sigmas", "15,80", "--mode", mode, "--output-type", "uint8"]
+    ref = _edifice(["retinex", common[0], str(tmp_path / "single.tif"), *common[1:]])
+    out = _edifice(["retinex", common[0], str(tmp_path / "dist.vrt"), *common[1:], "--block-size", "64",
+                    "--cluster", cluster.address])
+    assert out["blocks"] == 9 and out["blocks_run"] == 18  # two passes of 9 blocks
+    assert (out["stretch_low"], out["stretch_high"], out["valid_pixels"]) == \
+        (ref["stretch_low"], ref["stretch_high"], ref["valid_pixels"])
+    single = _read(tmp_path / "single.tif")[0]
+    np.testing.assert_array_equal(_read(tmp_path / "dist.vrt")[0], single)
+    assert len(np.unique(single)) > 100  # a real stretch, not a constant
+    again = _edifice(["retinex", common[0], str(tmp_path / "dist.vrt"), *common[1:], "--block-size", "64",
+                      "--cluster", cluster.address])
+    assert again["blocks_run"] == 0 and again["histogram_blocks_skipped"] == 9 and again["blocks_skipped"] == 9
