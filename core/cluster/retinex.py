@@ -153,7 +153,7 @@ def retinex_on_cluster(input_path: str, output_path: str, settings: RetinexSetti
     out = run_on_cluster(tool, cluster, run_dir / "output", resume, progress.span(0.5, 1.0))
     shutil.rmtree(run_dir / "cells", ignore_errors=True)
     return {"output": output_path, "valid_pixels": hist["valid_pixels"], "stretch_low": stretch[0],
-            "stretch_high": stretch[1], "nodata": nodata, "dtype": out_dtype.name, "blocks": out["blocks"],
+            "stretch_high": stretch[1], "nodata": nodata, "dtype": out_dtype.name, "bands": len(descriptions), "blocks": out["blocks"],
             "blocks_run": out["blocks_run"] + hist["blocks_run"], "blocks_skipped": out["blocks_skipped"],
             "histogram_blocks_skipped": hist["blocks_skipped"], "outputs": out["outputs"], "shift": run.shift,
             "run_folder": str(run_dir)}

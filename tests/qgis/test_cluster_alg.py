@@ -67,3 +67,23 @@ def test_cloud_gap_fill_on_a_dask_cluster(provider, tmp_path):
     with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
         assert a.transform == b.transform and np.array_equal(a.read(), b.read())
         assert not np.array_equal(a.read(), cloudy["img"])  # the gaps were filled
+
+
+def test_retinex_on_a_dask_cluster(provider, tmp_path):
+    """edifice:retinex with CLUSTER: the COG mosaic of the blocks has the pixels of the run on this
+    machine (one global stretch)."""
+    import processing
+
+    scene = _scene()
+    cloudy = scene.cloudy_scene(tmp_path / "scene")
+    common = {"INPUT": cloudy["image"], "SIGMAS": "15,80", "OUTPUT_TYPE": 1}
+    ref = processing.run("edifice:retinex", {**common, "OUTPUT": str(tmp_path / "ref.tif")})
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        out = tmp_path / "out" / "retinex.tif"
+        processing.run("edifice:retinex", {**common, "OUTPUT": str(out), "CLUSTER": dask.address})
+    finally:
+        dask.stop()
+    with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
+        assert a.transform == b.transform and a.dtypes == b.dtypes == ("uint8", "uint8")
+        assert np.array_equal(a.read(), b.read()) and len(np.unique(b.read())) > 100
