@@ -79,8 +79,10 @@ def full_model_window_s() -> float:
     """Seconds of one 1024 px window (6 bands) through a ResNet-34 U-Net of full width on this CPU."""
     import torch
 
+    from edifice.core.malloc import keep_freed_memory
     from edifice.models.unet import UNetResNet
 
+    keep_freed_memory()  # as the engine's Predictor does
     torch.set_num_threads(1)
     net = UNetResNet(encoder="resnet34", in_channels=6, variant="imagery_poi_multitask", base_width=64).eval()
     x = torch.rand(1, 6, 1024, 1024)
