@@ -1,26 +1,29 @@
 """Building-use mapping on a Dask LocalCluster of 1 and 2 workers vs one process, same mosaic.
 
-Prints, in one run, for a mosaic of 6 tiles (the Kampala sample mirrored 2 x 2, cut into 6) and a
-tiny random-weights model (ResNet-18 U-Net, base width 4, windows of 256 px, margin 32):
+Prints, in one run, for a mosaic of 6 tiles (the Kampala sample mirrored 4 x 4 by default, cut into 6:
+464 windows) and a tiny random-weights model (ResNet-18 U-Net, base width 4, windows of 256 px, margin 32):
 * wall time of each whole command (``edifice map-building-use``, a fresh process each: imports,
   LocalCluster start, model loading on every worker, mosaics) and of its compute phase (the
   engine's seconds for one process; the block phase, submit to last block, for the cluster);
 * efficiency = single time / (N x distributed time) for N = 1, 2, and overhead = 1-worker time /
-  single time, both for whole commands and compute phases;
-* per-window seconds of one process, and of the full-size model (ResNet-34 U-Net, base width 64,
-  one 1024 px window, 6 bands) on this machine's CPU, for the projection in the README.
+  single time, for compute phases (the goals) and whole commands;
+* the seconds of one 1024 px window of the full-size model (ResNet-34 U-Net, base width 64, 6 bands)
+  on one CPU thread, for the projection in the README.
 
 The single process runs with one math thread, as each worker does (``threads_per_worker=1`` and
-Dask's OMP_NUM_THREADS=1), so the comparison is one core against N cores.
+Dask's OMP_NUM_THREADS=1), so the comparison is one core against N cores. One command:
 
-    nice -n 10 python benchmarks/bench_cluster.py [--block-windows 3] [--repeat 2] [--skip-full-model]
+    nice -n 10 python benchmarks/bench_cluster.py [--repeat 2] [--mirror 4] [--block-windows 8] [--skip-full-model]
 
-Measured on the shared 2-CPU machine (load average 11-16 from other jobs; torch 2.13 CPU), best of 2:
-one process 10.4 s engine (0.086 s/window); block phase 31.2 s with 1 worker, 26.7 s with 2; efficiency
-0.33 (1 worker) and 0.19 (2 workers), overhead 3.0 (whole commands: 0.37, 0.18, 2.7). With --repeat 1:
-8.7 s, 24.1 s (the block tasks took 23.9 s inside the worker), 33.6 s; 0.36, 0.13, 2.8. The time is in the
-per-window compute inside the loaded worker processes, not in Dask's scheduling; see the README.
-Full-size model, one 1024 px window on one CPU thread: 18.8, 11.3 and 13.5 s in three runs.
+What cost the time before (measured on the shared 2-CPU machine, 19:30-20:10 UTC 2026-11-26): Dask's nanny
+starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand every activation buffer back to the
+kernel and page-fault it again at the next batch: 12,300 page faults and 0.047-0.053 CPU-s per window in such
+a process against 2,100 and 0.023-0.029 in a plain one (core/malloc.py, now called by the engine's Predictor
+in every process: 40 faults, 0.018-0.019 CPU-s). Worker threads x torch threads were not oversubscribed (torch
+has 1 thread in each worker); the model is loaded once per worker; splitting into blocks costs 10-20 % in one
+process at 3 x 3 windows a block (partial batches), less at the default 8 x 8; a LocalCluster start costs
+~10 s and its shutdown ~4 s (a worker that imported torch does not exit within the nanny's 4 s), fixed costs
+that the whole-command ratios carry and that a national run amortises.
 """
 from __future__ import annotations
 
