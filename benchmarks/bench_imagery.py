@@ -7,13 +7,20 @@ repeated over the extent so every tile holds imagery; encoded tiles are memoised
 both clients see the same, warm server (one untimed warm-up pass first).
 
 (a) Throughput on a square extent of ``--side`` metres (default 600 m) at GSD 0.3 m (zoom 19):
-  * GDAL: ``gdal_translate`` of the GDAL_WMS (TMS service, zoom 19, MaxConnections = ours) over the
-    extent's Web Mercator box at the tiles' own resolution -> tiled deflate GeoTIFF (no reprojection);
-  * GDAL (the same product): ``gdalwarp`` of the same GDAL_WMS onto our UTM grid (bilinear);
-  * ours: ``download_imagery`` -> tiled deflate GeoTIFF in UTM 36N at 0.3 m (reprojection included),
-    no response cache, ``--concurrency`` requests in flight (default 4).
-  Each reports extent area per second and CPU seconds (load-independent); ratios are ours / GDAL.
-  Best of ``--repeats`` runs each; run at 0 and 100 ms of server latency per tile (``--latencies``).
+  * GDAL, the issue's reference: ``gdal_translate`` of the GDAL_WMS (TMS service, zoom 19,
+    MaxConnections = ours) over the extent's Web Mercator box at the tiles' own resolution -> tiled
+    GeoTIFF (no reprojection: less work than ours);
+  * GDAL, the same product as ours: ``gdalwarp`` of the same GDAL_WMS onto our UTM grid (bilinear,
+    alpha), single-threaded as gdalwarp runs by default, and with ``-multi -wo NUM_THREADS=<CPUs>``;
+  * ours: ``download_imagery`` -> tiled GeoTIFF in UTM 36N at 0.3 m (reprojection included),
+    no response cache, ``--concurrency`` requests in flight (default 4);
+  * ours, the same product as gdal_translate: EPSG:3857 at the tiles' own resolution (tiles cut
+    and pasted, no resampling).
+  Every writer uses our output's creation options (ZSTD level 1, horizontal predictor), so the
+  comparison is like with like. The four are run in turn in each of ``--repeats`` rounds (ours,
+  ref, ours, ref...) and the best of each is kept. Each reports extent area per second and CPU
+  seconds; ratios are throughputs, ours / GDAL. Run at 0 and 30 ms of server latency per tile
+  (``--latencies``).
 (b) Peak memory: ``download_imagery`` in a fresh process (VmHWM from /proc/self/status) for the 1x
   extent and the 16x extent (4x the side); the ratio 16x / 1x (goal <= 1.2).
 
@@ -39,6 +46,9 @@ MOSAIC = "/work/shared/data/kampala/kampala_rgb_7p5cm_epsg3857.tif"
 CENTRE = (32.5950, 0.3505)  # lon, lat (Kampala)
 GSD, ZOOM = 0.3, 19
 HALF = 20037508.342789244
+TILE_RES = 2 * HALF / (256 * 2 ** ZOOM)  # metres of Web Mercator per pixel at ZOOM
+#: GeoTIFF creation options of every writer in the comparison: those of edifice's output (like with like).
+TIFF_OPTIONS = ["-co", "TILED=YES", "-co", "COMPRESS=ZSTD", "-co", "ZSTD_LEVEL=1", "-co", "PREDICTOR=2"]
 
 
 def _standin():
@@ -57,11 +67,16 @@ def utm_extent(side_m: float) -> tuple[float, float, float, float]:
     return x - h, y - h, x + h, y + h
 
 
-def run_ours(url: str, extent, out: str, concurrency: int) -> dict:
+def run_ours(url: str, extent, out: str, concurrency: int, web_mercator: bool = False) -> dict:
+    """Our download into UTM 36N at GSD, or (``web_mercator``) into EPSG:3857 at the tiles' own
+    resolution, the product of gdal_translate (our tiles are then cut, not resampled)."""
     from edifice.core.acquire.imagery import download_imagery
     from edifice.core.acquire.imagery_sources import ImagerySource
 
     src = ImagerySource("xyz", url + "/xyz/{z}/{x}/{y}.png", max_zoom=ZOOM)
+    if web_mercator:
+        return download_imagery(src, extent, "EPSG:32636", out, gsd_m=TILE_RES, crs="EPSG:3857",
+                                max_concurrency=concurrency, cache=None)
     return download_imagery(src, extent, "EPSG:32636", out, gsd_m=GSD, max_concurrency=concurrency, cache=None)
 
 
@@ -83,31 +98,39 @@ def run_gdal(xml_path: str, extent, out: str) -> None:
     xs, ys = t.transform([extent[0], extent[2], extent[0], extent[2]], [extent[1], extent[1], extent[3], extent[3]])
     env = dict(os.environ, GDAL_HTTP_USERAGENT="bench", CPL_VSIL_CURL_CACHE_SIZE="0", GDAL_DEFAULT_WMS_CACHE_PATH="")
     subprocess.run(["gdal_translate", "-q", "-projwin", str(min(xs)), str(max(ys)), str(max(xs)), str(min(ys)),
-                    "-b", "1", "-b", "2", "-b", "3", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE",
-                    "-co", "ZLEVEL=1", "--config", "GDAL_ENABLE_WMS_CACHE", "NO", xml_path, out],
+                    "-b", "1", "-b", "2", "-b", "3", *TIFF_OPTIONS,
+                    "--config", "GDAL_ENABLE_WMS_CACHE", "NO", xml_path, out],
                    check=True, env=env)
 
 
-def run_gdalwarp(xml_path: str, grid_bounds, out: str) -> None:
-    """The same product as ours with GDAL: the WMS warped onto the same UTM grid (bilinear)."""
+def run_gdalwarp(xml_path: str, grid_bounds, out: str, threads: int) -> None:
+    """The same product as ours with GDAL: the WMS warped onto the same UTM grid (bilinear, with
+    an alpha band like ours), with ``threads`` warp threads (and -multi: I/O beside the warp)."""
     subprocess.run(["gdalwarp", "-q", "-overwrite", "-t_srs", "EPSG:32636", "-te", *map(str, grid_bounds),
                     "-tr", str(GSD), str(GSD),
-                    "-r", "bilinear", "-co", "TILED=YES", "-co", "COMPRESS=DEFLATE", "-co", "ZLEVEL=1",
+                    "-r", "bilinear", "-dstalpha", *TIFF_OPTIONS, "-wo", f"NUM_THREADS={threads}",
+                    *(["-multi"] if threads > 1 else []),
                     "--config", "GDAL_ENABLE_WMS_CACHE", "NO", xml_path, out], check=True)
 
 
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """Best wall time of ``repeats`` runs and the CPU seconds of that run (this process and its
-    children: the tile server is neither)."""
-    best = (math.inf, math.inf)
+def _run_timed(fn) -> tuple[float, float]:
+    """Wall seconds of ``fn()`` and its CPU seconds (this process and its children: the tile
+    server is neither)."""
+    r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    fn()
+    wall = time.perf_counter() - t0
+    r1s, r1c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, sum(b.ru_utime - a.ru_utime + b.ru_stime - a.ru_stime for a, b in ((r0s, r1s), (r0c, r1c)))
+
+
+def timed_interleaved(fns: dict, repeats: int) -> dict:
+    """Best (wall, CPU) of ``repeats`` rounds for each of ``fns``, run in turn within each round
+    (ours, ref, ours, ref...) so that a change of machine load hits all of them alike."""
+    best = {k: (math.inf, math.inf) for k in fns}
     for _ in range(repeats):
-        r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        fn()
-        wall = time.perf_counter() - t0
-        r1s, r1c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = sum(b.ru_utime - a.ru_utime + b.ru_stime - a.ru_stime for a, b in ((r0s, r1s), (r0c, r1c)))
-        best = min(best, (wall, cpu))
+        for k, fn in fns.items():
+            best[k] = min(best[k], _run_timed(fn))
     return best
 
 
@@ -170,19 +193,60 @@ def throughput(url: str, a, tmp: Path, latency_ms: float) -> None:
 
     with rasterio.open(tmp / "warm.tif") as ds:
         grid_bounds = tuple(ds.bounds)
-    t_gdal = timed(lambda: run_gdal(str(xml), extent, str(tmp / "gdal.tif")), a.repeats)
-    t_warp = timed(lambda: run_gdalwarp(str(xml), grid_bounds, str(tmp / "gdalwarp.tif")), a.repeats)
-    t_ours = timed(lambda: run_ours(url, extent, str(tmp / "ours.tif"), a.concurrency), a.repeats)
+    gdal_threads = os.cpu_count() or 1
+    t = timed_interleaved({
+        "ours": lambda: run_ours(url, extent, str(tmp / "ours.tif"), a.concurrency),
+        "ours_wm": lambda: run_ours(url, extent, str(tmp / "ours_wm.tif"), a.concurrency, web_mercator=True),
+        "translate": lambda: run_gdal(str(xml), extent, str(tmp / "gdal.tif")),
+        "warp": lambda: run_gdalwarp(str(xml), grid_bounds, str(tmp / "gdalwarp.tif"), 1),
+        "warp_mt": lambda: run_gdalwarp(str(xml), grid_bounds, str(tmp / "gdalwarp_mt.tif"), gdal_threads)},
+        a.repeats)
     print(f"(a) throughput, server latency {latency_ms:g} ms per tile, {a.side:.0f} m x {a.side:.0f} m at {GSD} m "
-          f"(zoom {ZOOM}, {warm['tiles_requested']} tiles, {a.concurrency} connections each), best of {a.repeats}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")
-    for label, (wall, cpu) in (("GDAL WMS driver, gdal_translate (Web Mercator, no warp)", t_gdal),
-                               ("GDAL WMS driver, gdalwarp to the same UTM grid", t_warp),
-                               ("edifice download_imagery (same UTM grid)", t_ours)):
+          f"(zoom {ZOOM}, {warm['tiles_requested']} tiles, {a.concurrency} connections each), best of {a.repeats} "
+          f"interleaved rounds, load average {_load()} on {os.cpu_count()} CPUs:")
+    rows = (("translate", "GDAL WMS driver, gdal_translate (Web Mercator, no warp)"),
+            ("warp", "GDAL WMS driver, gdalwarp to the same UTM grid"),
+            ("warp_mt", f"  the same, -multi -wo NUM_THREADS={gdal_threads}"),
+            ("ours", "edifice download_imagery (same UTM grid)"),
+            ("ours_wm", "edifice, Web Mercator at the tiles' resolution (no warp)"))
+    for key, label in rows:
+        wall, cpu = t[key]
         print(f"    {label:<56} {wall:7.2f} s  {area_km2 / wall:8.4f} km2/s  CPU {cpu:6.2f} s")
-    print(f"    ratio ours / gdal_translate: {t_gdal[0] / t_ours[0]:.2f}x; ours / gdalwarp: "
-          f"{t_warp[0] / t_ours[0]:.2f}x (wall; goal >= 2); CPU seconds gdalwarp / ours: {t_warp[1] / t_ours[1]:.2f}",
-          flush=True)
+    ours = t["ours"][0]
+    print(f"    throughput ours / gdal_translate (the issue's reference; goal >= 2): {t['translate'][0] / ours:.2f}x")
+    print(f"    throughput ours / gdalwarp (the same product): {t['warp'][0] / ours:.2f}x; "
+          f"ours / gdalwarp -multi: {t['warp_mt'][0] / ours:.2f}x; CPU seconds gdalwarp / ours: "
+          f"{t['warp'][1] / t['ours'][1]:.2f}")
+    print(f"    throughput ours / gdal_translate, both Web Mercator at the tiles' resolution (the same product): "
+          f"{t['translate'][0] / t['ours_wm'][0]:.2f}x", flush=True)
+    compare_outputs(tmp)
+
+
+def compare_outputs(tmp: Path) -> None:
+    """How far our outputs are from GDAL's same products (pixels valid in both)."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(tmp / "ours.tif") as o, rasterio.open(tmp / "gdalwarp.tif") as w:
+        ours, ref = o.read().astype(int), w.read().astype(int)
+    valid = (ours[0] > 0) & (ref[3] >= 128)
+    agree = ((ours[0] > 0) == (ref[3] >= 128)).mean()
+    print(f"    outputs: ours vs gdalwarp (UTM): max |diff| {np.abs(ours - ref[:3])[:, valid].max()} DN, mean "
+          f"{np.abs(ours - ref[:3])[:, valid].mean():.4f} DN, valid masks agree on {100 * agree:.3f} % of pixels")
+    with rasterio.open(tmp / "ours_wm.tif") as o, rasterio.open(tmp / "gdal.tif") as g:
+        col, row = ~g.transform @ (o.transform.c, o.transform.f)
+        col, row = round(col), round(row)
+        ours, ref = o.read().astype(int), g.read().astype(int)
+    r0, c0 = max(row, 0), max(col, 0)
+    h, w = min(ref.shape[1], row + ours.shape[1]) - r0, min(ref.shape[2], col + ours.shape[2]) - c0
+    a, b = ours[:, r0 - row:r0 - row + h, c0 - col:c0 - col + w], ref[:, r0:r0 + h, c0:c0 + w]
+    valid = a[0] > 0
+    print(f"    outputs: ours vs gdal_translate (Web Mercator): max |diff| {np.abs(a - b)[:, valid].max()} DN over "
+          f"{valid.sum()} pixels valid in ours", flush=True)
+
+
+def _load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def memory(url: str, a, tmp: Path) -> None:

@@ -2,9 +2,10 @@
 GeoTIFF at a chosen ground sample distance in the extent's UTM zone (or a chosen CRS).
 
 Output blocks are mosaicked one at a time from the tiles they need (reprojected with
-``rasterio.warp.reproject``), so memory does not grow with the extent; tiles are fetched
-concurrently through one :class:`~edifice.core.acquire.http.HttpClient` (retries, cache);
-finished blocks are kept in a sidecar folder so that a cancelled or killed run resumes.
+``rasterio.warp.reproject``; bilinear on premultiplied colours, see :func:`_premultiply_binary_alpha`;
+cut without resampling when the output grid is the tiles' own), so memory does not grow with
+the extent; tiles are fetched concurrently through one :class:`~edifice.core.acquire.http.HttpClient`
+(retries, cache); finished blocks are kept in a sidecar folder so that a cancelled or killed run resumes.
 
 Pixel values: uint8 R, G, B with nodata 0 where the service has no imagery (missing tiles,
 transparent pixels); valid pixels of value 0 are stored as 1.
@@ -45,6 +46,9 @@ BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
 #: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
 #: cache loses nothing and peak memory does not grow with the output (GDAL's default is 5 % of RAM).
 ASSEMBLY_CACHE_BYTES = 16 * 2**20
+#: Output compression: ZSTD level 1 with the horizontal predictor is 3x faster to write than DEFLATE
+#: level 1 and as small (within 2 % on the Kampala mosaic); read by GDAL >= 2.3, so by any QGIS 3.
+OUTPUT_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
 
 
 @dataclass(frozen=True)
@@ -267,15 +271,74 @@ def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
     src, src_transform = _tile_mosaic(plan.level, present)
     warp = dict(src_transform=src_transform, src_crs=_crs(plan.service.tms.crs), dst_crs=_crs(plan.grid.crs),
                 dst_transform=plan.grid.window_transform(block.window), resampling=plan.resampling)
+    offset = _pixel_offset(plan, src_transform, warp["dst_transform"])
+    if offset is not None:  # the output grid is the tiles' own: no resampling at all
+        return _rgb_where_valid(_cut(src, offset, h, w), premultiplied=False)
     if len(present) == len(tiles) and _covers(src_transform, src.shape, _block_bounds_in_tms(plan, block)) \
-            and src[3].all():  # imagery everywhere: no alpha bookkeeping (a third less work)
+            and src[3].all():  # imagery everywhere: no alpha bookkeeping (a quarter less work)
         rgb = np.zeros((3, h, w), np.uint8)
         reproject(src[:3], rgb, **warp)
         return np.maximum(rgb, 1, out=rgb)
     out = np.zeros((4, h, w), np.uint8)
-    reproject(src, out, src_alpha=4, dst_alpha=4, **warp)
-    rgb = out[:3]
-    valid = out[3] >= 128
+    # bilinear: GDAL's fast kernel on premultiplied colours; average, nearest (as fast) and partial
+    # alpha (GDAL composites those): GDAL's alpha kernel
+    premultiplied = plan.resampling == Resampling.bilinear and _premultiply_binary_alpha(src)
+    if premultiplied:
+        reproject(src, out, **warp)
+    else:
+        reproject(src, out, src_alpha=4, dst_alpha=4, **warp)
+    return _rgb_where_valid(out, premultiplied)
+
+
+def _pixel_offset(plan: _Plan, src: Affine, dst: Affine) -> tuple[int, int] | None:
+    """(row, col) of the output block's top-left pixel in the tile mosaic when the output grid is
+    the tile grid itself (same CRS, same pixel size, whole-pixel offset), else None."""
+    if plan.grid.crs != plan.service.tms.crs and _crs(plan.grid.crs) != _crs(plan.service.tms.crs):
+        return None
+    col, row = (dst.c - src.c) / src.a, (dst.f - src.f) / src.e
+    same_size = math.isclose(dst.a, src.a, rel_tol=1e-9) and math.isclose(dst.e, src.e, rel_tol=1e-9)
+    if not (same_size and dst.b == src.b == dst.d == src.d == 0 and abs(col - round(col)) < 1e-6
+            and abs(row - round(row)) < 1e-6):
+        return None
+    return round(row), round(col)
+
+
+def _cut(src: np.ndarray, offset: tuple[int, int], h: int, w: int) -> np.ndarray:
+    """The (bands, h, w) window of ``src`` at ``offset`` (row, col); 0 where it leaves ``src``."""
+    out = np.zeros((src.shape[0], h, w), src.dtype)
+    r, c = offset
+    r0, c0, r1, c1 = max(r, 0), max(c, 0), min(r + h, src.shape[1]), min(c + w, src.shape[2])
+    if r1 > r0 and c1 > c0:
+        out[:, r0 - r:r1 - r, c0 - c:c1 - c] = src[:, r0:r1, c0:c1]
+    return out
+
+
+def _premultiply_binary_alpha(rgba: np.ndarray) -> bool:
+    """Set to 0, in place, the colours of the pixels of ``rgba`` (4, rows, cols) uint8 whose alpha
+    is 0, when every alpha is 0 or 255 (True); leave it unchanged otherwise (False).
+
+    The four bands can then be warped as plain bands (GDAL's fast kernel) instead of with
+    ``src_alpha`` (its general kernel, 2.4x slower): bilinear gives sum(w * a * v) and sum(w * a)
+    for alpha a in {0, 1}, whose ratio, taken by :func:`_rgb_where_valid`, is the alpha-weighted
+    colour that GDAL's alpha warp computes. Against that warp (Kampala tiles, and the synthetic
+    images of the tests): colours within 2 DN (double rounding where alpha < 255), and the valid
+    mask (alpha >= 128) differs on < 0.1 % of the pixels, all on edges of holes."""
+    rows, cols = np.nonzero(rgba[3] != 255)
+    if rows.size and rgba[3, rows, cols].any():
+        return False
+    rgba[:3, rows, cols] = 0
+    return True
+
+
+def _rgb_where_valid(rgba: np.ndarray, premultiplied: bool) -> np.ndarray:
+    """(3, rows, cols) RGB of a warped ``rgba`` where its alpha is >= 128 (stored >= 1, 0 being
+    nodata), 0 elsewhere; ``premultiplied`` colours are divided by alpha first."""
+    rgb, alpha = rgba[:3], rgba[3]
+    rows, cols = np.nonzero((alpha >= 128) & (alpha < 255)) if premultiplied else ((), ())
+    if len(rows):
+        a = alpha[rows, cols].astype(np.uint32)
+        rgb[:, rows, cols] = np.minimum((rgb[:, rows, cols].astype(np.uint32) * 255 + a // 2) // a, 255)
+    valid = alpha >= 128
     np.maximum(rgb, 1, out=rgb, where=valid)
     rgb *= valid
     return rgb
@@ -325,7 +388,8 @@ def _assemble(output, grid: Grid, store: BlockStore, block_size: int, tags: dict
     Returns the fraction of valid pixels."""
     valid = 0
     with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
-            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False) as dst:
+            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False,
+                          **OUTPUT_COMPRESSION) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         n = grid.block_count(block_size)

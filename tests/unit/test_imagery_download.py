@@ -137,7 +137,7 @@ def test_xyz_mosaic_matches_the_source_pixel_by_pixel(tiles, tmp_path):
     summary = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, gsd_m=0.5, cache=None)
     data, profile, tags, transform, crs = read(out)
     assert crs.to_epsg() == 32636 and transform.a == 0.5 and -transform.e == 0.5
-    assert profile["nodata"] == 0 and profile["compress"] == "deflate" and profile["count"] == 3
+    assert profile["nodata"] == 0 and profile["compress"] == "zstd" and profile["count"] == 3
     assert profile["tiled"] and summary["level"] == "19"
     assert tags["EDIFICE_ATTRIBUTION"] == "OAM test" and tags["EDIFICE_SOURCE_URL"].endswith("/xyz/{z}/{x}/{y}.png")
     ref = source_on_grid(out)
@@ -171,6 +171,106 @@ def test_tms_wmts_and_wms_give_the_same_imagery_as_xyz(tiles, tmp_path):
         both = (got[0] > 0) & (ref[0] > 0)
         assert both.sum() > 0.95 * (ref[0] > 0).sum(), (version, wms_crs)
         assert np.abs(got.astype(int) - ref.astype(int))[:, both].mean() < 3.0, (version, wms_crs)
+
+
+def _rgba_with_holes(seed: int = 0) -> np.ndarray:
+    """(4, 600, 700) uint8 RGBA: smooth colours plus noise, transparent where the colour is black
+    (a rectangle and scattered pixels, as the tile server makes them), opaque elsewhere."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:600, 0:700]
+    rgb = np.stack([(xx * 0.3 + yy * 0.1) % 256, (yy * 0.4) % 256, (xx * 0.2 + 90) % 256])
+    rgb = rgb + rng.integers(0, 30, (3, 600, 700))
+    rgba = np.concatenate([np.clip(rgb, 1, 255), np.full((1, 600, 700), 255)]).astype(np.uint8)
+    holes = np.zeros((600, 700), bool)
+    holes[200:260, 300:420] = True
+    holes |= rng.random((600, 700)) < 0.002
+    rgba[:, holes] = 0
+    return rgba
+
+
+def _warps(src: np.ndarray):
+    """``src`` warped from Web Mercator to UTM 36N (bilinear) by GDAL's alpha kernel and by
+    edifice's path, as (3, 500, 600) RGB with 0 as nodata each, and whether edifice premultiplied."""
+    from affine import Affine
+    from pyproj import Transformer
+    from edifice.core.acquire.imagery import _premultiply_binary_alpha, _rgb_where_valid
+
+    src_t = Affine(0.2986, 0, 3628000.0, 0, -0.2986, 39500.0)
+    x, y = Transformer.from_crs(3857, 32636, always_xy=True).transform(*(src_t @ (350, 300)))  # src centre
+    warp = dict(src_transform=src_t, src_crs="EPSG:3857", dst_crs="EPSG:32636",
+                dst_transform=Affine(0.3, 0, x - 90.0, 0, -0.3, y + 75.0), resampling=Resampling.bilinear)
+    ref = np.zeros((4, 500, 600), np.uint8)
+    reproject(src, ref, src_alpha=4, dst_alpha=4, **warp)
+    ours, mine = np.zeros((4, 500, 600), np.uint8), src.copy()
+    premultiplied = _premultiply_binary_alpha(mine)
+    if premultiplied:
+        reproject(mine, ours, **warp)
+    else:
+        reproject(mine, ours, src_alpha=4, dst_alpha=4, **warp)
+    return _rgb_where_valid(ref, premultiplied=False), _rgb_where_valid(ours, premultiplied), premultiplied
+
+
+def test_bilinear_warp_of_premultiplied_colours_matches_gdals_alpha_warp():
+    ref, got, premultiplied = _warps(_rgba_with_holes())
+    got_valid, ref_valid = got[0] > 0, ref[0] > 0
+    assert premultiplied and 0.9 < ref_valid.mean() < 0.99    # the holes are in the block
+    assert (got_valid != ref_valid).mean() < 0.001            # differs only on the edges of holes
+    both = got_valid & ref_valid
+    assert np.abs(got.astype(int) - ref.astype(int))[:, both].max() <= 2
+
+
+def test_partial_alpha_is_warped_by_gdals_alpha_kernel():
+    src = _rgba_with_holes()
+    src[3, 500:520] = 128
+    ref, got, premultiplied = _warps(src)
+    assert not premultiplied
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_premultiplied_colours_come_back_unchanged_on_the_same_grid():
+    from affine import Affine
+    from edifice.core.acquire.imagery import _premultiply_binary_alpha, _rgb_where_valid
+
+    src = _rgba_with_holes(1)
+    t = Affine(0.3, 0, 1000.0, 0, -0.3, 2000.0)
+    out, mine = np.zeros((4, 600, 700), np.uint8), src.copy()
+    assert _premultiply_binary_alpha(mine)
+    reproject(mine, out, src_transform=t, dst_transform=t, src_crs="EPSG:32636", dst_crs="EPSG:32636",
+              resampling=Resampling.bilinear)
+    got = _rgb_where_valid(out, premultiplied=True)
+    opaque = src[3] == 255
+    np.testing.assert_array_equal(got[:, opaque], src[:3, opaque])
+    assert not got[:, ~opaque].any()
+
+
+def test_output_on_the_tile_grid_is_the_tiles_cut_not_resampled(tiles, tmp_path):
+    from edifice.core.acquire.tile_fetch import decode_image
+    from edifice.core.acquire.tiles import WEB_MERCATOR_HALF
+    import requests
+
+    res = 2 * WEB_MERCATOR_HALF / (256 * 2 ** 19)
+    out = tmp_path / "wm.tif"
+    summary = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", out, gsd_m=res, crs="EPSG:3857", cache=None)
+    data, _, tags, transform, crs = read(out)
+    assert crs.to_epsg() == 3857 and summary["level"] == "19" and transform.a == pytest.approx(res)
+    col, row = (transform.c + WEB_MERCATOR_HALF) / res, (WEB_MERCATOR_HALF - transform.f) / res
+    assert col == pytest.approx(round(col), abs=1e-6) and row == pytest.approx(round(row), abs=1e-6)
+    col, row = round(col), round(row)
+    checked = 0
+    for tr in range(row // 256, (row + data.shape[1]) // 256):
+        for tc in range(col // 256, (col + data.shape[2]) // 256):
+            r = requests.get(f"{tiles.url}/xyz/19/{tc}/{tr}.png", timeout=10)
+            if r.status_code != 200:
+                continue
+            tile = decode_image(r.content, (256, 256), "test")
+            r0, c0 = tr * 256 - row, tc * 256 - col                # the tile in the output's pixels
+            win = (slice(max(r0, 0), r0 + 256), slice(max(c0, 0), c0 + 256))
+            part = tile[:, max(-r0, 0):, max(-c0, 0):][:, :data[0][win].shape[0], :data[0][win].shape[1]]
+            opaque = part[3] == 255
+            want = np.maximum(part[:3], 1) * opaque
+            np.testing.assert_array_equal(data[(slice(None), *win)], want)
+            checked += int(opaque.sum())
+    assert checked > 100_000
 
 
 def test_gsd_finer_than_the_deepest_zoom_warns_with_the_zoom_used(tiles, tmp_path):

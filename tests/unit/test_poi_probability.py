@@ -214,3 +214,90 @@ def test_poi_file_without_crs_is_refused(tmp_path):
                           driver="GPKG", geometry_type="Point")
     with pytest.raises(InputError, match=r"^INPUT: .*has no CRS.*Fix: assign the layer's CRS"):
         read_point_file(str(f), None, "kind")
+
+
+# ------------------------------------------------------------ per-cell candidates (issue 17)
+def _geodesic_truth(grid, px, py, cls, k):
+    lonlat = Transformer.from_crs(grid.crs, LL, always_xy=True).transform(px, py)
+    return _brute_force_distance(grid, lonlat, np.asarray(cls), k)
+
+
+def _assert_exact(p, truth, dmax):
+    """Our distance (1 - p) d_max equals the WGS84 geodesic within the chord/sphere bound
+    (1e-5 relative), the rounding of p to 2^-16 (d_max / 131072) and 1 mm; p = 0 beyond d_max."""
+    from edifice.core.poi_probability import QUANTUM_STEPS
+    near = truth < dmax * 0.999
+    assert near.sum() > 100
+    ours = (1 - p.astype(np.float64)) * dmax
+    assert np.all(np.abs(ours[near] - truth[near]) <= 1e-5 * truth[near] + dmax / (2 * QUANTUM_STEPS) + 1e-3)
+    assert np.all(p[truth >= dmax * 1.0001] == 0)
+
+
+def test_cells_crowded_with_pois_match_brute_force(tmp_path):
+    """A tight cluster of POIs gives cells with more candidates than the pairwise step takes:
+    they are computed per pixel and still match exact geodesics."""
+    from edifice.core import poi_probability as pp
+    grid = Grid(Affine(1.0, 0, 452000.0, 0, -1.0, 40400.0), 96, 80, UTM)
+    rng = np.random.default_rng(3)
+    n = 3 * pp._MAX_CANDIDATES
+    px = np.concatenate([452040.0 + rng.uniform(0, 4, n), rng.uniform(452000, 452096, 6)])
+    py = np.concatenate([40360.0 + rng.uniform(0, 4, n), rng.uniform(40320, 40400, 6)])
+    cls = np.concatenate([np.ones(n, int), np.arange(6) % 3])
+    cells = pp._CellFrames(grid)
+    classes, _ = pp._class_pois(PoiSet(px, py, cls, UTM), cells, (60.0, 60.0, 60.0), Progress())
+    _, counts, _ = pp._candidates(classes[1].tree, cells.frames(grid.full_window()), classes[1].limit)
+    assert counts.max() > pp._MAX_CANDIDATES  # the per-pixel path runs
+    poi_probability(PoiSet(px, py, cls, UTM), grid, str(tmp_path / "p.tif"), (60.0, 60.0, 60.0))
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read()
+    for k in range(3):
+        _assert_exact(p[k], _geodesic_truth(grid, px, py, cls, k), 60.0)
+
+
+def test_sheared_grid_matches_brute_force(tmp_path):
+    """Sinusoidal far from its central meridian: the grid's rows and columns are not
+    perpendicular on the ground, so the squared chord needs its u*v term."""
+    from edifice.core import poi_probability as pp
+    sinu = CRS.from_proj4("+proj=sinu +lon_0=0 +datum=WGS84 +units=m").to_wkt()
+    x0, y0 = Transformer.from_crs(LL, sinu, always_xy=True).transform(60.0, 55.0)
+    grid = Grid(Affine(1.0, 0, x0, 0, -1.0, y0), 100, 90, sinu)
+    cells = pp._CellFrames(grid)
+    assert pp._is_twisted(cells.frames(grid.full_window()), cells.offsets)
+    rng = np.random.default_rng(5)
+    px, py = rng.uniform(x0 - 30, x0 + 130, 30), rng.uniform(y0 - 120, y0 + 30, 30)
+    cls = np.arange(30) % 3
+    dmax = (80.0, 50.0, 150.0)
+    poi_probability(PoiSet(px, py, cls, sinu), grid, str(tmp_path / "p.tif"), dmax, block_size=64)
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read()
+    for k in range(3):
+        _assert_exact(p[k], _geodesic_truth(grid, px, py, cls, k), dmax[k])
+
+
+def test_long_distances_use_the_arc(tmp_path):
+    """d_max beyond 10 km: the arc, not the chord (at 200 km the chord is 8 m short), and
+    coarse pixels (one pixel per cell)."""
+    grid = Grid(Affine(2000.0, 0, 300000.0, 0, -2000.0, 200000.0), 60, 60, UTM)
+    rng = np.random.default_rng(2)
+    px, py = rng.uniform(250000, 470000, 9), rng.uniform(30000, 250000, 9)
+    cls = np.arange(9) % 3
+    dmax = (200000.0, 150000.0, 250000.0)
+    poi_probability(PoiSet(px, py, cls, UTM), grid, str(tmp_path / "p.tif"), dmax)
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read()
+    for k in range(3):
+        _assert_exact(p[k], _geodesic_truth(grid, px, py, cls, k), dmax[k])
+
+
+def test_output_is_rounded_float32_with_its_quantum_in_the_metadata(tmp_path):
+    from edifice.core.poi_probability import QUANTUM_STEPS
+    grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 300, 260, UTM)
+    poi_probability(PoiSet([450100.0, 450200.0], [39900.0, 39800.0], [0, 2], UTM), grid,
+                    str(tmp_path / "p.tif"), (120.0, 100.0, 250.0))
+    with rasterio.open(tmp_path / "p.tif") as ds:
+        p = ds.read()
+        assert ds.dtypes == ("float32",) * 3 and ds.compression.name == "zstd"
+        assert ds.tags()["POI_QUANTUM"] == f"1/{QUANTUM_STEPS}"
+        assert ds.tags()["POI_MAX_DISTANCES_M"] == "120,100,250"
+    scaled = p.astype(np.float64) * QUANTUM_STEPS
+    assert np.array_equal(scaled, np.round(scaled)) and p[0].max() > 0.99 and (p[1] == 0).all()
