@@ -6,8 +6,9 @@ A tool describes its run as a :class:`BlockTool`:
   the tool reads around it the halo it needs);
 * ``block_files(run_dir, block)``: the files one block writes (its own tiled GeoTIFFs, ...);
 * ``fingerprint()``: inputs and settings, so that a rerun skips the blocks already finished;
-* ``task``: a picklable function ``task(block, files, *task_args) -> dict`` run on a worker,
-  computing one block and writing its files (temporary file, then rename);
+* ``task``: a picklable function ``task(block, files, *task_args, *block_args) -> dict`` run on a
+  worker, computing one block and writing its files (temporary file, then rename); the optional
+  ``block_args(block)`` gives what only that block needs (e.g. its candidate POIs);
 * ``assemble(blocks, files, results, run_dir, progress)``: the driver's last step (VRT, COG, merges).
 
 :func:`run_on_cluster` does the rest for every tool: the manifest (resume), connecting to
@@ -134,8 +135,9 @@ def _run_blocks(client, tool: BlockTool, todo: list[ClusterBlock], files: dict, 
 
     run_id = uuid.uuid4().hex[:8]
     args = tool.task_args()
-    futures = {client.submit(run_block, tool.task, b, files[b.id], args, key=f"edifice-block-{b.id}-{run_id}",
-                             retries=1): b for b in todo}
+    per_block = getattr(tool, "block_args", lambda b: ())  # inputs of one block only (e.g. its candidate POIs)
+    futures = {client.submit(run_block, tool.task, b, files[b.id], args + tuple(per_block(b)),
+                             key=f"edifice-block-{b.id}-{run_id}", retries=1): b for b in todo}
     tally = _Tally(todo, tool.grid, tool.unit)
     arriving = as_completed(list(futures), loop=client.loop)
     try:

@@ -87,3 +87,23 @@ def test_retinex_on_a_dask_cluster(provider, tmp_path):
     with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
         assert a.transform == b.transform and a.dtypes == b.dtypes == ("uint8", "uint8")
         assert np.array_equal(a.read(), b.read()) and len(np.unique(b.read())) > 100
+
+
+def test_poi_probability_on_a_dask_cluster(provider, kampala_pois, kampala_rgb, tmp_path):
+    """edifice:poiprobability with CLUSTER: the VRT of the blocks (each given only its candidate
+    POIs) has the pixels of the run on this machine."""
+    import processing
+
+    scene = _scene()
+    common = {"INPUT": str(kampala_pois), "CATEGORY_FIELD": "other_tags", "PRESET": 0,
+              "REFERENCE": str(kampala_rgb), "MAX_DISTANCES": "100,100,300"}
+    ref = processing.run("edifice:poiprobability", {**common, "OUTPUT": str(tmp_path / "ref.tif")})
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        out = tmp_path / "out" / "poi.vrt"
+        processing.run("edifice:poiprobability", {**common, "OUTPUT": str(out), "CLUSTER": dask.address})
+    finally:
+        dask.stop()
+    with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
+        assert a.transform == b.transform and np.array_equal(a.read(), b.read())
+        assert (b.read() > 0).any()

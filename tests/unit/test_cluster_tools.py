@@ -121,3 +121,17 @@ def test_retinex_on_cluster_equals_single_machine(cloudy, cluster, tmp_path, mod
     again = _edifice(["retinex", common[0], str(tmp_path / "dist.vrt"), *common[1:], "--block-size", "64",
                       "--cluster", cluster.address])
     assert again["blocks_run"] == 0 and again["histogram_blocks_skipped"] == 9 and again["blocks_skipped"] == 9
+
+
+def test_poi_probability_on_cluster_equals_single_machine(cluster, tmp_path, helsinki_pbf):
+    """16 blocks of 64 px (2 m pixels over central Helsinki's OSM points), each given only its
+    candidate POIs: the same pixels as one machine."""
+    grid = ["--layer", "points", "--extent", "385000,6671500,385400,6671900", "--pixel-size", "2", "--crs", "EPSG:3067"]
+    ref = _edifice(["poi-probability", str(helsinki_pbf), str(tmp_path / "single.tif"), *grid])
+    out = _edifice(["poi-probability", str(helsinki_pbf), str(tmp_path / "dist.vrt"), *grid, "--block-size", "64",
+                    "--cluster", cluster.address])
+    assert out["blocks"] == out["blocks_run"] == 16 and out["poi_counts"] == ref["poi_counts"]
+    single = _read(tmp_path / "single.tif")[0]
+    np.testing.assert_array_equal(_read(tmp_path / "dist.vrt")[0], single)
+    assert all(0 < (band > 0).mean() for band in single)  # every class reaches part of the grid
+    assert ((single > 0) & (single < 1)).any()
