@@ -38,5 +38,7 @@ def test_freed_buffers_are_reused_after_keep_freed_memory():
     plain, _ = _faults("plain")
     kept, done = _faults("keep")
     assert done == "True"
-    assert plain >= 40 * 100, plain  # every 8 MiB buffer faulted in again
-    assert kept < plain / 20
+    # every 8 MiB buffer faulted in again: at least once each (transparent huge pages make it a few
+    # faults a buffer, 4 KiB pages 2,048)
+    assert plain >= 40, plain
+    assert kept < plain / 10, (kept, plain)
