@@ -1,26 +1,29 @@
 """Building-use mapping on a Dask LocalCluster of 1 and 2 workers vs one process, same mosaic.
 
-Prints, in one run, for a mosaic of 6 tiles (the Kampala sample mirrored 2 x 2, cut into 6) and a
-tiny random-weights model (ResNet-18 U-Net, base width 4, windows of 256 px, margin 32):
+Prints, in one run, for a mosaic of 6 tiles (the Kampala sample mirrored 4 x 4 by default, cut into 6:
+464 windows) and a tiny random-weights model (ResNet-18 U-Net, base width 4, windows of 256 px, margin 32):
 * wall time of each whole command (``edifice map-building-use``, a fresh process each: imports,
   LocalCluster start, model loading on every worker, mosaics) and of its compute phase (the
   engine's seconds for one process; the block phase, submit to last block, for the cluster);
 * efficiency = single time / (N x distributed time) for N = 1, 2, and overhead = 1-worker time /
-  single time, both for whole commands and compute phases;
-* per-window seconds of one process, and of the full-size model (ResNet-34 U-Net, base width 64,
-  one 1024 px window, 6 bands) on this machine's CPU, for the projection in the README.
+  single time, for compute phases (the goals) and whole commands;
+* the seconds of one 1024 px window of the full-size model (ResNet-34 U-Net, base width 64, 6 bands)
+  on one CPU thread, for the projection in the README.
 
 The single process runs with one math thread, as each worker does (``threads_per_worker=1`` and
-Dask's OMP_NUM_THREADS=1), so the comparison is one core against N cores.
+Dask's OMP_NUM_THREADS=1), so the comparison is one core against N cores. One command:
 
-    nice -n 10 python benchmarks/bench_cluster.py [--block-windows 3] [--repeat 2] [--skip-full-model]
+    nice -n 10 python benchmarks/bench_cluster.py [--repeat 2] [--mirror 4] [--block-windows 8] [--skip-full-model]
 
-Measured on the shared 2-CPU machine (load average 11-16 from other jobs; torch 2.13 CPU), best of 2:
-one process 10.4 s engine (0.086 s/window); block phase 31.2 s with 1 worker, 26.7 s with 2; efficiency
-0.33 (1 worker) and 0.19 (2 workers), overhead 3.0 (whole commands: 0.37, 0.18, 2.7). With --repeat 1:
-8.7 s, 24.1 s (the block tasks took 23.9 s inside the worker), 33.6 s; 0.36, 0.13, 2.8. The time is in the
-per-window compute inside the loaded worker processes, not in Dask's scheduling; see the README.
-Full-size model, one 1024 px window on one CPU thread: 18.8, 11.3 and 13.5 s in three runs.
+What cost the time before (measured on the shared 2-CPU machine, 19:30-20:10 UTC 2026-11-26): Dask's nanny
+starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand every activation buffer back to the
+kernel and page-fault it again at the next batch: 12,300 page faults and 0.047-0.053 CPU-s per window in such
+a process against 2,100 and 0.023-0.029 in a plain one (core/malloc.py, now called by the engine's Predictor
+in every process: 40 faults, 0.018-0.019 CPU-s). Worker threads x torch threads were not oversubscribed (torch
+has 1 thread in each worker); the model is loaded once per worker; splitting into blocks costs 10-20 % in one
+process at 3 x 3 windows a block (partial batches), less at the default 8 x 8; a LocalCluster start costs
+~10 s and its shutdown ~4 s (a worker that imported torch does not exit within the nanny's 4 s), fixed costs
+that the whole-command ratios carry and that a national run amortises.
 """
 from __future__ import annotations
 
@@ -39,16 +42,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["--window", "256", "--overlap", "32", "--batch-size", "4", "--device", "cpu"]
 
 
-def make_mosaic(folder: Path) -> Path:
-    """6 tiles of the Kampala sample mirrored 2 x 2 (2752 x 1518 px at 0.5 m), without nodata so
-    that all 120 windows run."""
+def make_mosaic(folder: Path, mirror: int = 4) -> Path:
+    """6 tiles of the Kampala sample mirrored ``mirror`` x ``mirror`` (5504 x 3036 px at 0.5 m for 4:
+    464 windows of 256 px), without nodata so that every window runs."""
     import rasterio
     from rasterio.windows import Window
 
     with rasterio.open(ROOT / "samples" / "kampala" / "kampala_rgb_50cm.tif") as src:
         a = src.read()
         prof = src.profile
-    big = np.concatenate([np.concatenate([a, a[:, :, ::-1]], 2), np.concatenate([a[:, ::-1], a[:, ::-1, ::-1]], 2)], 1)
+    row = np.concatenate([a if j % 2 == 0 else a[:, :, ::-1] for j in range(mirror)], 2)
+    big = np.concatenate([row if i % 2 == 0 else row[:, ::-1] for i in range(mirror)], 1)
     tiles = folder / "tiles"
     tiles.mkdir()
     h, w = big.shape[1:]
@@ -78,8 +82,10 @@ def full_model_window_s() -> float:
     """Seconds of one 1024 px window (6 bands) through a ResNet-34 U-Net of full width on this CPU."""
     import torch
 
+    from edifice.core.malloc import keep_freed_memory
     from edifice.models.unet import UNetResNet
 
+    keep_freed_memory()  # as the engine's Predictor does
     torch.set_num_threads(1)
     net = UNetResNet(encoder="resnet34", in_channels=6, variant="imagery_poi_multitask", base_width=64).eval()
     x = torch.rand(1, 6, 1024, 1024)
@@ -90,9 +96,44 @@ def full_model_window_s() -> float:
     return time.perf_counter() - t0
 
 
+def _run_single(tiles: Path, ck: Path, out: Path) -> dict:
+    wall, s = run_cli(["map-building-use", str(tiles), str(ck), *SETTINGS, "--use-class", str(out)])
+    return {"wall": wall, "compute": s["seconds"], "windows": s["tiles_run"], "load": os.getloadavg()[0]}
+
+
+def _run_cluster(tiles: Path, ck: Path, out: Path, n: int, block_windows: int) -> dict:
+    wall, c = run_cli(["map-building-use", str(tiles), str(ck), *SETTINGS, "--use-class", str(out),
+                       "--cluster", f"local:{n}", "--block-windows", str(block_windows)])
+    return {"wall": wall, "compute": c["blocks_seconds"], "tasks": c["block_task_seconds"], "blocks": c["blocks"],
+            "load": os.getloadavg()[0]}
+
+
+def _best(runs: list[dict]) -> dict:
+    return min(runs, key=lambda r: r["compute"])
+
+
+def _report(single: dict, cluster: dict) -> None:
+    w = single["windows"]
+    print(f"one process (1 thread): {single['wall']:.1f} s whole command, {single['compute']:.1f} s engine, "
+          f"{w} windows ({single['compute'] / max(w, 1):.3f} s/window; load {single['load']:.1f})")
+    for n, c in cluster.items():
+        print(f"LocalCluster {n} worker(s): {c['wall']:.1f} s whole command, {c['compute']:.1f} s block phase "
+              f"({c['blocks']} blocks; block tasks {c['tasks']:.1f} s in all inside the workers, "
+              f"{c['tasks'] / max(w, 1):.3f} s/window; load {c['load']:.1f})")
+    for n, c in cluster.items():
+        print(f"efficiency N={n}: compute {single['compute'] / (n * c['compute']):.2f} (goal >= 0.8 for N=2), "
+              f"whole command {single['wall'] / (n * c['wall']):.2f}")
+    c1 = cluster[1]
+    print(f"overhead (1 worker / one process): compute {c1['compute'] / single['compute']:.2f} (goal <= 1.1), "
+          f"whole command {c1['wall'] / single['wall']:.2f}")
+
+
 def main() -> None:
+    from edifice.core.cluster import BLOCK_WINDOWS
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--block-windows", type=int, default=3)
+    ap.add_argument("--block-windows", type=int, default=BLOCK_WINDOWS)
+    ap.add_argument("--mirror", type=int, default=4, help="the Kampala sample mirrored N x N (4: 464 windows)")
     ap.add_argument("--skip-full-model", action="store_true")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each configuration, interleaved; best kept")
     a = ap.parse_args()
@@ -102,34 +143,14 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        tiles = make_mosaic(d)
+        tiles = make_mosaic(d, a.mirror)
         ck = make_tiny_use_checkpoint(d / "tiny.pt", variant="imagery_multitask", window=256)
-        single_args = ["map-building-use", str(tiles), str(ck), *SETTINGS, "--use-class", str(d / "single" / "uc.tif")]
-        best: dict = {}
-        for rep in range(a.repeat):  # interleaved, best of --repeat (the machine is shared)
-            wall, s = run_cli(single_args)
-            best["single"] = min(best.get("single", (1e9, 1e9)), (wall, s["seconds"]))
-            windows, total = s["tiles_run"], s["tiles"]
-            for n in (1, 2):
-                out = d / f"local{n}_{rep}" / "uc.vrt"
-                wall, c = run_cli(["map-building-use", str(tiles), str(ck), *SETTINGS, "--use-class", str(out),
-                                   "--cluster", f"local:{n}", "--block-windows", str(a.block_windows)])
-                done = json.loads((out.parent / "uc_blocks" / "manifest.json").read_text())["done"]
-                tasks = sum(v["seconds"] for v in done.values())  # inside the workers
-                best[n] = min(best.get(n, (1e9, 1e9, 0)), (wall, c["blocks_seconds"], tasks))
-                blocks = c["blocks"]
-        single_wall, single_compute = best["single"]
-        print(f"one process (1 thread): {single_wall:.1f} s whole command, {single_compute:.1f} s engine, "
-              f"{windows} windows run of {total} ({single_compute / max(windows, 1):.3f} s/window)")
-        rows = {n: best[n][:2] for n in (1, 2)}
-        for n, (wall, comp, tasks) in ((n, best[n]) for n in (1, 2)):
-            print(f"LocalCluster {n} worker(s): {wall:.1f} s whole command, {comp:.1f} s block phase "
-                  f"({blocks} blocks; the block tasks took {tasks:.1f} s in all inside the workers, "
-                  f"{tasks / max(windows, 1):.3f} s/window)")
-        for n, (wall, comp) in rows.items():
-            print(f"efficiency N={n}: whole command {single_wall / (n * wall):.2f}, compute {single_compute / (n * comp):.2f}")
-        print(f"overhead (1 worker / one process): whole command {rows[1][0] / single_wall:.2f}, "
-              f"compute {rows[1][1] / single_compute:.2f}")
+        singles, clusters = [], {1: [], 2: []}
+        for rep in range(a.repeat):  # interleaved (one process, 1 worker, 2 workers, ...), best of --repeat
+            singles.append(_run_single(tiles, ck, d / f"single_{rep}" / "uc.tif"))
+            for n in clusters:
+                clusters[n].append(_run_cluster(tiles, ck, d / f"local{n}_{rep}" / "uc.vrt", n, a.block_windows))
+        _report(_best(singles), {n: _best(r) for n, r in clusters.items()})
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if not a.skip_full_model:
         print(f"full-size model (ResNet-34 U-Net, width 64, 6 bands), one 1024 px window on 1 CPU thread: "

@@ -23,8 +23,13 @@ def _cmd_retinex(a) -> dict:
     from .retinex import RetinexSettings, retinex
 
     s = RetinexSettings(sigmas=a.sigmas, mode=a.mode, clip_percent=a.clip_percent)
-    return retinex(a.input, a.output, s, output_dtype=a.output_type, block_size=a.block_size,
-                   progress=TerminalProgress())
+    run, extra = retinex, {}
+    if a.cluster:
+        from .cluster.retinex import retinex_on_cluster
+
+        run, extra = retinex_on_cluster, {"cluster": a.cluster}
+    return run(a.input, a.output, s, output_dtype=a.output_type, block_size=a.block_size,
+               progress=TerminalProgress(), **extra)
 
 
 def _cmd_poi(a) -> dict:
@@ -47,12 +52,20 @@ def _cmd_poi(a) -> dict:
         if len(a.extent) != 4:
             raise EdificeError("EXTENT: give four numbers xmin,ymin,xmax,ymax.")
         grid = Grid.from_extent(*a.extent, a.pixel_size, CRS.from_user_input(a.crs).to_wkt())
-    out = poi_probability(classified.pois, grid, a.output, a.max_distances, a.reference, progress=progress)
+    run, extra = poi_probability, {}
+    if a.cluster:
+        from .cluster.poi import poi_probability_on_cluster
+
+        run, extra = poi_probability_on_cluster, {"cluster": a.cluster}
+    out = run(classified.pois, grid, a.output, a.max_distances, a.reference, block_size=a.block_size,
+              progress=progress, **extra)
     out["unmapped"] = classified.unmapped
     return out
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_inference import add_cluster_option
+
     p = argparse.ArgumentParser(prog="edifice", description="Building use, height and footprint mapping.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -64,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-type", choices=["uint8", "uint16", "float32"], default=None)
     r.add_argument("--clip-percent", type=float, default=1.0)
     r.add_argument("--block-size", type=int, default=2048)
+    add_cluster_option(r)  # one Dask task per block of --block-size px
     r.set_defaults(func=_cmd_retinex)
 
     q = sub.add_parser("poi-probability", help="POI probability maps (R, C, I)")
@@ -78,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--pixel-size", type=float, default=None)
     q.add_argument("--crs", default=None, help="e.g. EPSG:3067")
     q.add_argument("--max-distances", default="500,500,1500", help="d_max in metres, R,C,I")
+    q.add_argument("--block-size", type=int, default=512, help="pixels along a block's side (512)")
+    add_cluster_option(q)  # one Dask task per block
     from .poi_sources import add_point_column_arguments
     add_point_column_arguments(q)
     q.set_defaults(func=_cmd_poi)

@@ -24,8 +24,13 @@ def _cmd_cloud_gap_fill(a) -> dict:
         settings = KrigingSettings(n_neighbours=a.neighbours, search_radius=a.search_radius, model=a.model,
                                    max_lag=a.max_lag, beyond_range=a.beyond_range, seed=a.seed,
                                    sample_windows=a.sample_windows)
-        out = cloud_gap_fill(a.input, a.output, gaps, settings, variance_path=a.variance, report_path=a.report,
-                             block_size=a.block_size, progress=TerminalProgress())
+        run, extra = cloud_gap_fill, {}
+        if a.cluster:
+            from .cluster.gapfill import cloud_gap_fill_on_cluster
+
+            run, extra = cloud_gap_fill_on_cluster, {"cluster": a.cluster}
+        out = run(a.input, a.output, gaps, settings, variance_path=a.variance, report_path=a.report,
+                  block_size=a.block_size, progress=TerminalProgress(), **extra)
     except InputError as exc:  # name the CLI option, not the Processing parameter
         opt = _OPTIONS.get(exc.name)
         if opt is None:
@@ -54,4 +59,7 @@ def add_commands(sub) -> None:
     g.add_argument("--report", default=None, help="HTML report with the semivariogram plots")
     g.add_argument("--block-size", type=int, default=1024)
     g.add_argument("--seed", type=int, default=0, help="seed of the semivariogram sample")
+    from .cli_inference import add_cluster_option
+
+    add_cluster_option(g)  # one Dask task per block of --block-size px
     g.set_defaults(func=_cmd_cloud_gap_fill)

@@ -51,14 +51,19 @@ def _cmd_assign(a) -> dict:
     return assign_building_use(a.buildings, a.probabilities, a.output, layer=a.layer, progress=TerminalProgress())
 
 
-def add_cluster_arguments(parser) -> None:
-    """``--cluster`` and ``--block-windows`` (runs on a Dask cluster, see core.cluster)."""
-    from .cluster import BLOCK_WINDOWS  # the package's __init__ imports nothing
-
+def add_cluster_option(parser) -> None:
+    """``--cluster`` (runs on a Dask cluster, see core.cluster)."""
     parser.add_argument("--cluster", default=None, metavar="ADDRESS",
                         help="run on a Dask cluster: tcp://HOST:PORT of a `dask scheduler`, or local:N for N local "
                              "worker processes. Raster outputs ending in .vrt get a VRT of the blocks, others a VRT "
                              "beside them plus a COG mosaic")
+
+
+def add_cluster_arguments(parser) -> None:
+    """``--cluster`` and ``--block-windows`` (runs on a Dask cluster, see core.cluster)."""
+    from .cluster import BLOCK_WINDOWS  # the package's __init__ imports nothing
+
+    add_cluster_option(parser)
     parser.add_argument("--block-windows", type=int, default=BLOCK_WINDOWS, metavar="N",
                         help=f"with --cluster: windows along a block's side (one Dask task per block; default "
                              f"{BLOCK_WINDOWS})")

@@ -253,11 +253,13 @@ def _open_reference(path: str, grid: Grid):
     return ref
 
 
-def _grid_ecef_bounds(cells: _CellFrames) -> tuple[np.ndarray, np.ndarray]:
-    """ECEF bounding box of the grid (its outline plus the surface's bulge)."""
+def _grid_ecef_bounds(cells: _CellFrames, window=None) -> tuple[np.ndarray, np.ndarray]:
+    """ECEF bounding box of the grid, or of ``window`` of it (its outline plus the surface's bulge)."""
     g = cells.grid
-    rows = np.unique(np.linspace(0, g.height, 64))
-    cols = np.unique(np.linspace(0, g.width, 64))
+    r0, c0, h, w = (0, 0, g.height, g.width) if window is None else (
+        int(window.row_off), int(window.col_off), int(window.height), int(window.width))
+    rows = np.unique(np.linspace(r0, r0 + h, 64))
+    cols = np.unique(np.linspace(c0, c0 + w, 64))
     pts = cells.exact(rows, cols).reshape(-1, 3)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     diag = float(np.linalg.norm(hi - lo))

@@ -156,13 +156,22 @@ class _CellSums:
     1/f^2 of the raster's size. Blocks add their part (integers sum exactly
     in float64), so the result does not depend on the block layout."""
 
-    def __init__(self, factors, n_planes: int, grid_shape: tuple[int, int], folder: str):
+    def __init__(self, factors, n_planes: int, grid_shape: tuple[int, int], folder: str, mode: str = "w+"):
         H, W = grid_shape
+        self.args = (tuple(sorted(set(factors))), n_planes, tuple(grid_shape), str(folder))
         self.s, self.n = {}, {}
-        for f in sorted(set(factors)):
+        for f in self.args[0]:
             shape = (-(-H // f), -(-W // f))
-            self.s[f] = np.memmap(f"{folder}/s{f}.bin", np.float64, "w+", shape=(n_planes,) + shape)
-            self.n[f] = np.memmap(f"{folder}/n{f}.bin", np.float64, "w+", shape=shape)
+            self.s[f] = np.memmap(f"{folder}/s{f}.bin", np.float64, mode, shape=(n_planes,) + shape)
+            self.n[f] = np.memmap(f"{folder}/n{f}.bin", np.float64, mode, shape=shape)
+
+    def __reduce__(self):
+        """Sent to another process (a Dask worker) as its files, opened there read-only."""
+        return _CellSums, self.args + ("r",)
+
+    def flush(self) -> None:
+        for a in list(self.s.values()) + list(self.n.values()):
+            a.flush()
 
     def add(self, planes: np.ndarray, valid: np.ndarray, row0: int, col0: int) -> None:
         """Add a block's planes (k, h, w) and validity (h, w) starting at global pixel (row0, col0)."""
@@ -283,6 +292,120 @@ def _default_nodata(in_nodata, dtype: np.dtype):
     return float("nan") if dtype.kind == "f" else 0
 
 
+@dataclass
+class RetinexPass:
+    """What every block of one run needs once the whole-raster pass is done: the grid shape,
+    scales, mode, log offset, large-scale cell sums (or None) and the shift ``m``."""
+
+    grid_shape: tuple[int, int]
+    scales: list
+    mode: str
+    offset: float
+    cells: "_CellSums | None"
+    shift: float
+
+    def values(self, ds, block):
+        """(Retinex values, luminance, shifted bands, validity inside the block) of ``block``
+        read with its halo from ``ds``; None when the block holds no valid pixel."""
+        data, valid = read_masked(ds, block.read_window, "INPUT")
+        v_in = valid[block.inner]
+        if not v_in.any():
+            return None
+        x = _bands(data, valid, self.shift)
+        r, lum = _retinex_block(x, valid, block, self.grid_shape, self.scales, self.mode, self.offset, self.cells,
+                                self.shift)
+        return r, lum, x[(slice(None),) + block.inner], v_in
+
+    def histogram(self, ds, block) -> tuple[np.ndarray, int]:
+        """Histogram of the block's Retinex values (:data:`_HIST_BINS` bins) and its valid pixels."""
+        got = self.values(ds, block)
+        if got is None:
+            return np.zeros(_HIST_BINS, np.int64), 0
+        r, _, _, v_in = got
+        return np.histogram(r[:, v_in].ravel(), bins=_HIST_BINS, range=_HIST_RANGE)[0], int(v_in.sum())
+
+    def stretched(self, ds, block, stretch: tuple[float, float], out_dtype: np.dtype, nodata) -> np.ndarray:
+        """The block's output (bands, rows, cols) in ``out_dtype``: values stretched from the
+        Retinex range ``stretch`` onto the type's range, nodata where the input has none."""
+        h, w = int(block.window.height), int(block.window.width)
+        out = np.full((ds.count, h, w), nodata, dtype=out_dtype)
+        got = self.values(ds, block)
+        if got is None:
+            return out
+        r, lum, bands, v_in = got
+        lo_r, hi_r = stretch
+        out_lo, out_hi = _output_range(out_dtype, nodata)
+        s = out_lo + (r - lo_r) * ((out_hi - out_lo) / (hi_r - lo_r))
+        if self.mode == "luminance":
+            # MSRCP (Petro et al. 2014): scale every band by one factor per pixel, the
+            # stretched/original luminance ratio, capped so the largest band does not clip
+            bands = bands + np.float32(self.offset)
+            gain = np.minimum(s[0] / (lum + self.offset), out_hi / bands.max(axis=0))
+            s = bands * gain
+        s = np.clip(s, out_lo, out_hi)
+        if out_dtype.kind in "iu":
+            s = np.rint(s)
+        out[:, v_in] = s[:, v_in].astype(out_dtype)
+        return out
+
+
+def whole_raster_pass(ds, grid: Grid, settings: "RetinexSettings", block_size: int, scratch: str,
+                      progress: Progress) -> RetinexPass:
+    """Pass 0 (read once, no halo): whole-raster cell sums of the large scales (memory-mapped
+    files in ``scratch``) and the global minimum of signed and float rasters."""
+    scales = settings.scales()
+    in_dtype = np.dtype(ds.dtypes[0])
+    large = [s for s in scales if s.factor > 1]
+    n_planes = 1 if settings.mode == "luminance" else ds.count
+    cells = _CellSums([s.factor for s in large], n_planes, grid.shape, scratch) if large else None
+    shift = 0.0
+    if large or in_dtype.kind != "u":
+        lowest = math.inf
+        pass0 = list(grid.blocks(block_size, 0))
+        for i, block in enumerate(pass0):
+            progress.check_cancelled()
+            data, valid = read_masked(ds, block.window, "INPUT")
+            if valid.any():
+                if in_dtype.kind != "u":
+                    lowest = min(lowest, float(data[:, valid].min()))
+                if cells is not None:
+                    cells.add(np.stack(_planes(_bands(data, valid), settings.mode)), valid,
+                              int(block.window.row_off), int(block.window.col_off))
+            progress.set_fraction((i + 1) / len(pass0))
+        if lowest < 0:
+            shift = lowest
+            progress.info(f"INPUT has negative values (minimum {lowest:g}): Retinex works on "
+                          "the raster minus its minimum.")
+    if cells is not None:
+        cells.flush()
+    return RetinexPass(grid.shape, scales, settings.mode, _offset(in_dtype), cells, shift)
+
+
+def stretch_from_histogram(hist: np.ndarray, n_valid: int, clip_percent: float, input_path: str) -> tuple[float, float]:
+    """The global stretch (Retinex values at the clip percentiles); refuses an all-nodata raster."""
+    if n_valid == 0:
+        raise InputError("INPUT", f"'{input_path}' holds no valid pixel (all nodata).",
+                         "check the raster and its nodata value.")
+    return _percentiles(hist, clip_percent)
+
+
+def output_type(ds, output_dtype: str | None) -> tuple[np.dtype, float | int]:
+    """The output's data type (``None``: the input's) and nodata value."""
+    out_dtype = np.dtype(output_dtype) if output_dtype else np.dtype(ds.dtypes[0])
+    if out_dtype.kind not in "uif":
+        raise InputError("OUTPUT_TYPE", f"unsupported data type '{out_dtype}'.")
+    return out_dtype, _default_nodata(ds.nodatavals[0], out_dtype)
+
+
+def block_halo(settings: "RetinexSettings") -> int:
+    """Pixels of context a block reads around itself (4 sigma of the scales blurred per pixel)."""
+    return max([s.halo for s in settings.scales() if s.factor == 1], default=0)
+
+
+def output_descriptions(ds) -> list[str]:
+    return [d or f"band {i + 1}" for i, d in enumerate(ds.descriptions)]
+
+
 def retinex(input_path: str, output_path: str, settings: RetinexSettings | None = None,
             output_dtype: str | None = None, block_size: int = 2048,
             progress: Progress | None = None) -> dict:
@@ -297,103 +420,49 @@ def retinex(input_path: str, output_path: str, settings: RetinexSettings | None 
     """
     refuse_input_as_output({"OUTPUT": output_path}, {"INPUT": input_path})
     settings = settings or RetinexSettings()
-    scales = settings.scales()
     progress = ensure(progress)
     with bounded_gdal_cache(), open_raster(input_path, "INPUT") as ds:
-        require_real(ds, "INPUT")
-        grid = Grid.from_dataset(ds)
-        if ds.crs is None:
-            progress.warning("INPUT has no CRS; the output will have none either.")
-        in_dtype = np.dtype(ds.dtypes[0])
-        out_dtype = np.dtype(output_dtype) if output_dtype else in_dtype
-        if out_dtype.kind not in "uif":
-            raise InputError("OUTPUT_TYPE", f"unsupported data type '{out_dtype}'.")
-        offset = _offset(in_dtype)
-        large = [s for s in scales if s.factor > 1]
-        halo = max([s.halo for s in scales if s.factor == 1], default=0)
+        grid = _check_input(ds, settings, progress)
+        out_dtype, nodata = output_type(ds, output_dtype)
+        halo = block_halo(settings)
         blocks = list(grid.blocks(block_size, halo))
-        nodata = _default_nodata(ds.nodatavals[0], out_dtype)
-        n_planes = 1 if settings.mode == "luminance" else ds.count
-        progress.info(f"Retinex on {grid.width} x {grid.height} px, {ds.count} band(s), "
-                      f"scales {[s.sigma for s in scales]} px, mode {settings.mode}, "
-                      f"{len(blocks)} block(s) with a {halo} px halo.")
+        progress.info(f"{len(blocks)} block(s) with a {halo} px halo.")
         out_dir = check_output_folder("OUTPUT", output_path)  # the scratch folder lives there
         with tempfile.TemporaryDirectory(prefix=scratch_prefix("retinex"), dir=out_dir) as scratch:
-            cells = None
-            shift = 0.0
-            signed = in_dtype.kind != "u"
-            if large or signed:
-                # Pass 0 (read once, no halo): whole-raster cell sums of the large scales,
-                # and the global minimum of signed and float rasters.
-                if large:
-                    cells = _CellSums([s.factor for s in large], n_planes, grid.shape, scratch)
-                lowest = math.inf
-                pass0 = list(grid.blocks(block_size, 0))
-                for i, block in enumerate(pass0):
-                    progress.check_cancelled()
-                    data, valid = read_masked(ds, block.window, "INPUT")
-                    if valid.any():
-                        if signed:
-                            lowest = min(lowest, float(data[:, valid].min()))
-                        if cells is not None:
-                            cells.add(np.stack(_planes(_bands(data, valid), settings.mode)), valid,
-                                      int(block.window.row_off), int(block.window.col_off))
-                    progress.set_fraction(0.2 * (i + 1) / len(pass0))
-                if lowest < 0:
-                    shift = lowest
-                    progress.info(f"INPUT has negative values (minimum {lowest:g}): Retinex works on "
-                                  "the raster minus its minimum.")
-
+            run = whole_raster_pass(ds, grid, settings, block_size, scratch, progress.span(0.0, 0.2))
             # Pass 1: histogram of Retinex values over the whole raster -> one stretch.
             hist = np.zeros(_HIST_BINS, np.int64)
             n_valid = 0
             for i, block in enumerate(blocks):
                 progress.check_cancelled()
-                data, valid = read_masked(ds, block.read_window, "INPUT")
-                v_in = valid[block.inner]
-                if v_in.any():
-                    r, _ = _retinex_block(_bands(data, valid, shift), valid, block, grid.shape, scales,
-                                          settings.mode, offset, cells, shift)
-                    hist += np.histogram(r[:, v_in].ravel(), bins=_HIST_BINS, range=_HIST_RANGE)[0]
-                    n_valid += int(v_in.sum())
+                h, n = run.histogram(ds, block)
+                hist += h
+                n_valid += n
                 progress.set_fraction(0.2 + 0.4 * (i + 1) / len(blocks))
-            if n_valid == 0:
-                raise InputError("INPUT", f"'{input_path}' holds no valid pixel (all nodata).",
-                                 "check the raster and its nodata value.")
-            lo_r, hi_r = _percentiles(hist, settings.clip_percent)
-            out_lo, out_hi = _output_range(out_dtype, nodata)
-
+            stretch = stretch_from_histogram(hist, n_valid, settings.clip_percent, input_path)
             # Pass 2: recompute block by block and write with the global stretch.
             with atomic_raster(output_path, grid, ds.count, out_dtype, nodata=nodata,
-                               descriptions=[d or f"band {i + 1}" for i, d in enumerate(ds.descriptions)],
-                               style=_style_of(out_dtype)) as dst:
+                               descriptions=output_descriptions(ds), style=_style_of(out_dtype)) as dst:
                 for i, block in enumerate(blocks):
                     progress.check_cancelled()
-                    data, valid = read_masked(ds, block.read_window, "INPUT")
-                    inner = block.inner
-                    v_in = valid[inner]
-                    out = np.full((ds.count,) + v_in.shape, nodata, dtype=out_dtype)
-                    if v_in.any():
-                        x = _bands(data, valid, shift)
-                        r, lum = _retinex_block(x, valid, block, grid.shape, scales, settings.mode, offset,
-                                                cells, shift)
-                        s = out_lo + (r - lo_r) * ((out_hi - out_lo) / (hi_r - lo_r))
-                        if settings.mode == "luminance":
-                            # MSRCP (Petro et al. 2014): scale every band by one factor per pixel, the
-                            # stretched/original luminance ratio, capped so the largest band does not clip
-                            bands = x[(slice(None),) + inner] + np.float32(offset)
-                            gain = np.minimum(s[0] / (lum + offset), out_hi / bands.max(axis=0))
-                            s = bands * gain
-                        s = np.clip(s, out_lo, out_hi)
-                        if out_dtype.kind in "iu":
-                            s = np.rint(s)
-                        out[:, v_in] = s[:, v_in].astype(out_dtype)
-                    dst.write(out, window=block.window)
+                    dst.write(run.stretched(ds, block, stretch, out_dtype, nodata), window=block.window)
                     progress.set_fraction(0.6 + 0.4 * (i + 1) / len(blocks))
-            del cells
-    return {"output": output_path, "valid_pixels": n_valid, "stretch_low": lo_r, "stretch_high": hi_r,
+            shift = run.shift
+            del run  # closes the scratch memory maps before the folder goes
+    return {"output": output_path, "valid_pixels": n_valid, "stretch_low": stretch[0], "stretch_high": stretch[1],
             "nodata": nodata, "dtype": out_dtype.name, "blocks": len(blocks), "halo": halo, "bands": int(ds.count),
             "shift": shift}
+
+
+def _check_input(ds, settings: "RetinexSettings", progress: Progress) -> Grid:
+    """The input's grid, after the checks and the log line of a run."""
+    require_real(ds, "INPUT")
+    grid = Grid.from_dataset(ds)
+    if ds.crs is None:
+        progress.warning("INPUT has no CRS; the output will have none either.")
+    progress.info(f"Retinex on {grid.width} x {grid.height} px, {ds.count} band(s), "
+                  f"scales {[s.sigma for s in settings.scales()]} px, mode {settings.mode}.")
+    return grid
 
 
 def _percentiles(hist: np.ndarray, clip_percent: float) -> tuple[float, float]:

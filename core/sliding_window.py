@@ -208,6 +208,9 @@ class Predictor:
                  progress: Progress | None = None):
         import torch
 
+        from .malloc import keep_freed_memory
+
+        keep_freed_memory()  # activations reused, not page-faulted again every batch (core/malloc.py)
         self.torch = torch
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()

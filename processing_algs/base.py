@@ -229,6 +229,22 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
     def progress(feedback) -> FeedbackProgress:
         return FeedbackProgress(feedback)
 
+    CLUSTER = "CLUSTER"
+
+    def cluster_parameter(self):
+        """The advanced ``CLUSTER`` parameter: a Dask scheduler address (tcp://HOST:PORT) or
+        local:N; empty runs on this machine (see core.cluster)."""
+        from qgis.core import QgsProcessingParameterDefinition, QgsProcessingParameterString
+
+        p = QgsProcessingParameterString(self.CLUSTER, "Dask cluster: scheduler address tcp://HOST:PORT or local:N "
+                                         "(empty = this machine)", defaultValue="", optional=True)
+        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        return p
+
+    def cluster_address(self, parameters, context) -> str:
+        """The CLUSTER parameter's value, stripped ('' = this machine)."""
+        return (self.parameterAsString(parameters, self.CLUSTER, context) or "").strip()
+
     @staticmethod
     def run_core(fn, *args, **kwargs):
         """Call a core function; Edifice errors become a QgsProcessingException

@@ -29,7 +29,9 @@ class CloudGapFillAlgorithm(EdificeAlgorithm):
             "(<output>.variograms.json). Every gap pixel is kriged from its NEIGHBOURS nearest cloud-free pixels "
             "within SEARCH_RADIUS pixels. Cloud-free pixels are never changed; the output keeps the input's data "
             "type. Optional: kriging variance (float32) and an HTML report with the semivariogram plots. "
-            "Block-wise in bounded memory; cancel leaves nothing behind.")
+            "Block-wise in bounded memory; cancel leaves nothing behind. CLUSTER (advanced): a Dask scheduler "
+            "address (tcp://HOST:8786) or local:N fills the blocks on that cluster (paths visible to the workers); "
+            "an output ending in .vrt is a VRT of the blocks, any other a COG mosaic with the VRT beside it.")
 
     def name(self):
         return "cloudgapfill"
@@ -54,7 +56,8 @@ class CloudGapFillAlgorithm(EdificeAlgorithm):
                                                      options=BEYOND, defaultValue=0))
         for p in (Number(self.MAX_LAG, "Largest semivariogram lag (pixels)", Number.Integer, 100, minValue=2),
                   Number(self.SAMPLE_WINDOWS, "Windows sampled for the semivariogram", Number.Integer, 8, minValue=1),
-                  Number(self.SEED, "Random seed of the sample", Number.Integer, 0, minValue=0)):
+                  Number(self.SEED, "Random seed of the sample", Number.Integer, 0, minValue=0),
+                  self.cluster_parameter()):
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(p)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Filled image"))
@@ -98,8 +101,14 @@ class CloudGapFillAlgorithm(EdificeAlgorithm):
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         variance = self.parameterAsOutputLayer(parameters, self.OUTPUT_VARIANCE, context) or None
         html = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context) or None
-        s = self.run_core(cloud_gap_fill, src, out, gaps, settings, variance_path=variance, report_path=html,
-                          progress=self.progress(feedback))
+        run, extra = cloud_gap_fill, {}
+        cluster = self.cluster_address(parameters, context)
+        if cluster:
+            from ..core.cluster.gapfill import cloud_gap_fill_on_cluster
+
+            run, extra = cloud_gap_fill_on_cluster, {"cluster": cluster}
+        s = self.run_core(run, src, out, gaps, settings, variance_path=variance, report_path=html,
+                          progress=self.progress(feedback), **extra)
         unfilled = s["gap_pixels"] - min(s["filled_per_band"], default=s["gap_pixels"])
         feedback.pushInfo(f"{s['gap_pixels']} gap pixels; filled per band {s['filled_per_band']}; "
                           f"variograms in {s['sidecar']}")

@@ -87,8 +87,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                                                minValue=0.01, maxValue=0.99),
                   QgsProcessingParameterNumber(self.WORKERS, "Reader threads", QgsProcessingParameterNumber.Integer,
                                                defaultValue=1, minValue=1, maxValue=8),
-                  QgsProcessingParameterString(self.CLUSTER, "Dask cluster: scheduler address tcp://HOST:PORT or "
-                                               "local:N (empty = this machine)", defaultValue="", optional=True),
+                  self.cluster_parameter(),
                   QgsProcessingParameterNumber(self.BLOCK_WINDOWS, "Cluster: windows along a block's side",
                                                QgsProcessingParameterNumber.Integer, defaultValue=8, minValue=1)):
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -127,7 +126,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             outs["polygons"] = poly
         if not outs:
             raise QgsProcessingException("No output was asked for. Fix: set at least one output.")
-        cluster = (self.parameterAsString(parameters, self.CLUSTER, context) or "").strip()
+        cluster = self.cluster_address(parameters, context)
         run, extra = map_building_use, {}
         if cluster:
             from ..core.cluster.building_use import map_building_use_on_cluster

@@ -24,7 +24,9 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
             "TARGET_CRS. PRESET maps categories to classes: osm (reads the tags inside other_tags), "
             "gbt35648 (GB/T 35648-2017 codes), overture, google_places, or csv with MAPPING_FILE "
             "(columns value,class). MAX_DISTANCES are d_max in metres as R,C,I. POIs just outside the "
-            "grid count too. Unmapped POIs are counted in the log.")
+            "grid count too. Unmapped POIs are counted in the log. CLUSTER (advanced): a Dask scheduler "
+            "address (tcp://HOST:8786) or local:N computes the blocks on that cluster with the same pixels; an "
+            "output ending in .vrt is a VRT of the blocks, any other a COG mosaic with the VRT beside it.")
 
     def name(self):
         return "poiprobability"
@@ -54,6 +56,7 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
                                         "(default EPSG:4326 for lon/lat)", optional=True)
         crs.setFlags(crs.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(crs)
+        self.addParameter(self.cluster_parameter())
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "POI probability maps"))
         self.addOutput(QgsProcessingOutputNumber("UNMAPPED", "POIs whose category is not in the mapping"))
 
@@ -110,7 +113,13 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
                                  size, crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED))
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         progress = self.progress(feedback).span(0.1, 1.0)
-        summary = self.run_core(poi_probability, classified.pois, grid, out, dmax, ref_path, progress=progress)
+        run, extra = poi_probability, {}
+        cluster = self.cluster_address(parameters, context)
+        if cluster:
+            from ..core.cluster.poi import poi_probability_on_cluster
+
+            run, extra = poi_probability_on_cluster, {"cluster": cluster}
+        summary = self.run_core(run, classified.pois, grid, out, dmax, ref_path, progress=progress, **extra)
         feedback.pushInfo(f"Grid {summary['width']} x {summary['height']} px; d_max {summary['max_distances_m']} m.")
         self.style_output(context, out, "poi_probability.qml")
         return {self.OUTPUT: out, "UNMAPPED": classified.unmapped}

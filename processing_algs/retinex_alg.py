@@ -22,7 +22,10 @@ class RetinexAlgorithm(EdificeAlgorithm):
             "brightness and keeps colours; 'bands' corrects each band. One stretch is computed for the "
             "whole raster (no seams between blocks); nodata pixels are neither used nor filled. "
             "Works on 8-bit, 16-bit, signed and float rasters with any band count, in bounded memory; "
-            "a raster with negative values is corrected as the raster minus its minimum.")
+            "a raster with negative values is corrected as the raster minus its minimum. CLUSTER (advanced): a "
+            "Dask scheduler address (tcp://HOST:8786) or local:N runs the blocks on that cluster with the same "
+            "pixels (paths visible to the workers); an output ending in .vrt is a VRT of the blocks, any other a "
+            "COG mosaic with the VRT beside it.")
 
     def name(self):
         return "retinex"
@@ -42,6 +45,7 @@ class RetinexAlgorithm(EdificeAlgorithm):
                                             minValue=0.0, maxValue=49.0)
         clip.setFlags(clip.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(clip)
+        self.addParameter(self.cluster_parameter())
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Corrected raster"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
@@ -57,7 +61,14 @@ class RetinexAlgorithm(EdificeAlgorithm):
                                    clip_percent=self.parameterAsDouble(parameters, self.CLIP_PERCENT, context))
         out = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         dtype = OUTPUT_TYPES[self.parameterAsEnum(parameters, self.OUTPUT_TYPE, context)][1]
-        summary = self.run_core(retinex, src, out, settings, output_dtype=dtype, progress=self.progress(feedback))
+        run, extra = retinex, {}
+        cluster = self.cluster_address(parameters, context)
+        if cluster:
+            from ..core.cluster.retinex import retinex_on_cluster
+
+            run, extra = retinex_on_cluster, {"cluster": cluster}
+        summary = self.run_core(run, src, out, settings, output_dtype=dtype, progress=self.progress(feedback),
+                                **extra)
         feedback.pushInfo(f"Stretch (log units): {summary['stretch_low']:.4f} .. {summary['stretch_high']:.4f}; "
                           f"{summary['valid_pixels']} valid pixels.")
         if summary["bands"] >= 3 and summary["dtype"] in ("uint8", "uint16", "float32"):

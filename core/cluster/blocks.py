@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..grid import Grid
+from ..grid import Block, Grid
 from ..sliding_window import WindowLayout
 
 
@@ -53,3 +53,21 @@ def plan_blocks(grid: Grid, layout: WindowLayout, block_windows: int) -> list[Cl
             region = (i0, min(i0 + block_windows, ni), j0, min(j0 + block_windows, nj))
             blocks.append(ClusterBlock(region, layout.region_window(grid, region)))
     return blocks
+
+
+def pixel_blocks(grid: Grid, block_size: int) -> list[ClusterBlock]:
+    """Blocks of ``block_size`` x ``block_size`` pixels (fewer at the right and bottom edges),
+    row-major, as :meth:`Grid.blocks` cuts them; ``region`` counts blocks, not windows."""
+    return [ClusterBlock((int(b.window.row_off) // block_size, int(b.window.row_off) // block_size + 1,
+                          int(b.window.col_off) // block_size, int(b.window.col_off) // block_size + 1), b.window)
+            for b in grid.blocks(block_size, 0)]
+
+
+def with_halo(grid: Grid, block: ClusterBlock, halo: int) -> Block:
+    """The :class:`core.grid.Block` of ``block``: its window read with ``halo`` pixels around
+    (clipped to the grid), as :meth:`Grid.blocks` gives it to the single-machine tools."""
+    w = block.window
+    r0, c0 = max(int(w.row_off) - halo, 0), max(int(w.col_off) - halo, 0)
+    r1 = min(int(w.row_off + w.height) + halo, grid.height)
+    c1 = min(int(w.col_off + w.width) + halo, grid.width)
+    return Block(w, Window(c0, r0, c1 - c0, r1 - r0), 0)

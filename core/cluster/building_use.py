@@ -10,26 +10,17 @@ mosaic at the path. Building polygons are merged across block borders.
 """
 from __future__ import annotations
 
-import time
-import uuid
 from pathlib import Path
 
 from ..building_use_map import PRODUCTS, UseJob, UsePlan, plan_building_use, product_output
-from ..errors import Cancelled, EdificeError
 from ..progress import Progress, ensure
 from ..raster_io import atomic_output, bounded_gdal_cache
 from . import BLOCK_WINDOWS
 from .blocks import ClusterBlock, plan_blocks
-from .client import ModelPlugin, PLUGIN_NAME, check_workers, connect, parse_cluster, worker_predictor
-from .manifest import Manifest
-from .mosaic import VrtBands, tile_paths, write_cog, write_vrt, mosaic_tiles
+from .client import ModelPlugin, PLUGIN_NAME, parse_cluster, worker_predictor
+from .mosaic import VrtBands, tile_paths, mosaic_tiles
+from .runner import run_dir_for, run_on_cluster, write_mosaic
 
-
-
-def run_dir_for(anchor: str) -> Path:
-    """The folder of a cluster run's blocks and manifest, beside its first output."""
-    a = Path(anchor)
-    return a.parent / f"{a.stem}_blocks"
 
 
 def imagery_from_tiles(imagery, anchor: str, progress: Progress) -> str:
@@ -43,34 +34,64 @@ def imagery_from_tiles(imagery, anchor: str, progress: Progress) -> str:
     return vrt
 
 
-def _block_files(run_dir: Path, block: ClusterBlock, plan: UsePlan) -> dict:
-    files = {name: str(run_dir / name / f"{block.id}.tif") for name in plan.paths}
-    if plan.polygons:
-        files["polygons"] = str(run_dir / "polygons" / f"{block.id}.gpkg")
-        files["seams"] = str(run_dir / "polygons" / f"{block.id}.seams.json")
-    return files
+class UseBlocks:
+    """The building-use map as a :class:`.runner.BlockTool`: blocks of whole windows, the
+    engine run per block with the worker's model (:class:`.client.ModelPlugin`), one VRT (and
+    COG) per product, building polygons merged across block borders."""
+
+    unit = "windows"
+    needs_torch = True
+
+    def __init__(self, plan: UsePlan, tiles: list[str], checkpoint: str, block_windows: int, device: str,
+                 precision: str):
+        self.use, self.tiles, self.block_windows = plan, tiles, block_windows
+        self.grid = plan.job.grid
+        self._fingerprint = _fingerprint(plan, tiles, block_windows)
+        self.plugin_args = (str(Path(checkpoint).resolve()), device, precision,
+                            self._fingerprint["inputs"]["checkpoint"])
+
+    def plan(self) -> list[ClusterBlock]:
+        return plan_blocks(self.grid, self.use.job.layout, self.block_windows)
+
+    def block_files(self, run_dir: Path, block: ClusterBlock) -> dict:
+        files = {name: str(run_dir / name / f"{block.id}.tif") for name in self.use.paths}
+        if self.use.polygons:
+            files["polygons"] = str(run_dir / "polygons" / f"{block.id}.gpkg")
+            files["seams"] = str(run_dir / "polygons" / f"{block.id}.seams.json")
+        return files
+
+    def fingerprint(self) -> dict:
+        return self._fingerprint
+
+    @staticmethod
+    def task(block: ClusterBlock, files: dict, job: UseJob, inputs_fingerprint: dict, plugin_args: tuple) -> dict:
+        return run_use_block(job, block, files, inputs_fingerprint, plugin_args)
+
+    def task_args(self) -> tuple:
+        return self.use.job, self._fingerprint["inputs"], self.plugin_args
+
+    def worker_plugins(self) -> dict:
+        return {PLUGIN_NAME: ModelPlugin(*self.plugin_args)}
+
+    def assemble(self, blocks: list[ClusterBlock], files: dict, results: dict, run_dir: Path,
+                 progress: Progress) -> dict:
+        outputs, vrts = _write_mosaics(self.use, blocks, files, run_dir, progress)
+        out = {"outputs": outputs, "grid": {"width": self.grid.width, "height": self.grid.height, "resampled": self.use.resampled}}
+        if self.use.polygons:
+            out["polygons"] = _merge_polygons(self.use, blocks, files, vrts["use_probs"], progress)
+        return out
 
 
 def run_use_block(job: UseJob, block: ClusterBlock, files: dict, fingerprint: dict, plugin_args: tuple) -> dict:
-    """Dask task: run the windows of ``block`` with the worker's model and write its files."""
-    from distributed import get_worker
-
-    name = get_worker().address
-    try:
-        predictor = worker_predictor(plugin_args)
-        t0 = time.perf_counter()
-        with bounded_gdal_cache():
-            engine = {k: v for k, v in files.items() if k not in ("polygons", "seams")}
-            s = job.run(predictor, engine, fingerprint, region=block.region, resume=True)
-            out = {"worker": name, "windows_run": s["tiles_run"], "windows_skipped": s["tiles_skipped"]}
-            if "polygons" in files:
-                out.update(_block_polygons(job, block, files))
-        out["seconds"] = time.perf_counter() - t0
-        return out
-    except Exception as exc:  # noqa: BLE001 - sent to the driver as one readable error
-        text = str(exc) if isinstance(exc, EdificeError) else f"{type(exc).__name__}: {exc}"
-    # raised outside the handler, so that it carries no unpicklable context to the driver
-    raise EdificeError(f"block {block.id} on worker {name}: {text}")
+    """Run the windows of ``block`` with the worker's model and write its files."""
+    predictor = worker_predictor(plugin_args)
+    with bounded_gdal_cache():
+        engine = {k: v for k, v in files.items() if k not in ("polygons", "seams")}
+        s = job.run(predictor, engine, fingerprint, region=block.region, resume=True)
+        out = {"windows_run": s["tiles_run"], "windows_skipped": s["tiles_skipped"]}
+        if "polygons" in files:
+            out.update(_block_polygons(job, block, files))
+    return out
 
 
 def _block_polygons(job: UseJob, block: ClusterBlock, files: dict) -> dict:
@@ -102,7 +123,9 @@ def map_building_use_on_cluster(imagery, checkpoint: str, *, cluster: str, block
         plan = plan_building_use(imagery, checkpoint, device=device, precision=precision, progress=progress,
                                  **options)
         try:
-            return _run(plan, tiles, checkpoint, cluster, block_windows, device, precision, resume, progress)
+            tool = UseBlocks(plan, tiles, checkpoint, block_windows, device, precision)
+            progress.info(f"Blocks of up to {block_windows} x {block_windows} windows.")
+            return run_on_cluster(tool, cluster, run_dir_for(next(iter(plan.wanted.values()))), resume, progress)
         finally:
             plan.cleanup()
 
@@ -116,106 +139,6 @@ def _fingerprint(plan: UsePlan, tiles: list[str], block_windows: int) -> dict:
     return {"cluster_run": 1, "inputs": plan.fingerprint, "tiles": [file_fingerprint(t) for t in tiles],
             "layout": [lay.window, lay.margin, lay.blend], "grid": [list(g.transform)[:6], g.width, g.height],
             "block_windows": block_windows, "products": sorted(plan.paths), "polygons": bool(plan.polygons)}
-
-
-def _run(plan: UsePlan, tiles: list[str], checkpoint: str, cluster: str, block_windows: int, device: str,
-         precision: str, resume: bool, progress: Progress) -> dict:
-    t0 = time.perf_counter()
-    run_dir = run_dir_for(next(iter(plan.wanted.values())))
-    blocks = plan_blocks(plan.job.grid, plan.job.layout, block_windows)
-    fingerprint = _fingerprint(plan, tiles, block_windows)
-    manifest = Manifest(run_dir, fingerprint, resume, progress)
-    files = {b.id: _block_files(run_dir, b, plan) for b in blocks}
-    todo = [b for b in blocks if not manifest.is_done(b.id, list(files[b.id].values()))]
-    progress.info(f"{len(blocks)} block(s) of up to {block_windows} x {block_windows} windows in '{run_dir}': "
-                  f"{len(blocks) - len(todo)} already done (skipped), {len(todo)} to run.")
-    if todo:
-        plugin_args = (str(Path(checkpoint).resolve()), device, precision, fingerprint["inputs"]["checkpoint"])
-        with connect(cluster, progress) as client:
-            check_workers(client, progress)
-            client.register_plugin(ModelPlugin(*plugin_args), name=PLUGIN_NAME)
-            t_blocks = time.perf_counter()
-            _run_blocks(client, plan, todo, files, manifest, fingerprint, plugin_args, progress.span(0.0, 0.9))
-            t_blocks = time.perf_counter() - t_blocks
-    else:
-        t_blocks = 0.0
-    outputs, vrts = _write_mosaics(plan, blocks, files, run_dir, progress)
-    summary = {"blocks": len(blocks), "blocks_run": len(todo), "blocks_skipped": len(blocks) - len(todo),
-               "windows": sum(b.windows for b in blocks), "run_folder": str(run_dir), "outputs": outputs,
-               "blocks_seconds": t_blocks, "windows_run": sum(int(manifest.done[b.id].get("windows_run", 0))
-                                                              for b in todo),
-               "grid": {"width": plan.job.grid.width, "height": plan.job.grid.height, "resampled": plan.resampled}}
-    if plan.polygons:
-        summary["polygons"] = _merge_polygons(plan, blocks, files, vrts["use_probs"], progress)
-    summary["seconds"] = time.perf_counter() - t0
-    progress.set_fraction(1.0)
-    progress.info(f"{summary['blocks_run']} block(s) run, {summary['blocks_skipped']} skipped, in "
-                  f"{summary['seconds']:.1f} s.")
-    return summary
-
-
-class _Tally:
-    """Blocks, km² and windows done, with the rate and ETA, for the progress line."""
-
-    def __init__(self, blocks: list[ClusterBlock], grid):
-        self.total, self.grid, self.t0 = len(blocks), grid, time.perf_counter()
-        self.windows_total = sum(b.windows for b in blocks)
-        self.km2_total = sum(b.area_km2(grid) for b in blocks)
-        self.done = self.windows = 0
-        self.km2 = 0.0
-
-    def add(self, block: ClusterBlock) -> str:
-        self.done += 1
-        self.windows += block.windows
-        self.km2 += block.area_km2(self.grid)
-        rate = self.windows / max(time.perf_counter() - self.t0, 1e-9)
-        eta = (self.windows_total - self.windows) / rate if rate > 0 else float("nan")
-        return (f"{self.done}/{self.total} blocks, {self.km2:.3f}/{self.km2_total:.3f} km², {rate:.2f} windows/s, "
-                f"ETA {eta:.0f} s")
-
-
-def _run_blocks(client, plan: UsePlan, todo: list[ClusterBlock], files: dict, manifest: Manifest,
-                fingerprint: dict, plugin_args: tuple, progress: Progress) -> None:
-    """Submit one task per block; record each finished block in the manifest as it arrives."""
-    from distributed import as_completed
-
-    run_id = uuid.uuid4().hex[:8]
-    futures = {client.submit(run_use_block, plan.job, b, files[b.id], fingerprint["inputs"], plugin_args,
-                             key=f"edifice-block-{b.id}-{run_id}", retries=1): b for b in todo}
-    tally = _Tally(todo, plan.job.grid)
-    arriving = as_completed(list(futures), loop=client.loop)
-    try:
-        while not arriving.is_empty():
-            progress.check_cancelled()
-            if not arriving.has_ready():
-                time.sleep(0.2)
-                continue
-            for fut in arriving.next_batch(block=False):
-                block = futures[fut]
-                result = _block_result(fut, block)
-                manifest.mark_done(block.id, result)
-                progress.info(f"block {block.id} done on {result['worker']}: {tally.add(block)}.")
-                progress.set_fraction(tally.done / tally.total)
-    except (Cancelled, KeyboardInterrupt):
-        client.cancel([f for f in futures if not f.done()])
-        progress.info(f"Stopped; {len(manifest.done)} finished block(s) are recorded in {manifest.path}, so "
-                      "running the same command again resumes.")
-        raise
-    except BaseException:
-        client.cancel([f for f in futures if not f.done()])
-        raise
-
-
-def _block_result(fut, block: ClusterBlock) -> dict:
-    """The block's summary, or its error as one readable :class:`EdificeError` (e.g. Dask's
-    KilledWorker when workers kept dying on it)."""
-    try:
-        return fut.result()
-    except EdificeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Dask's own errors
-        text = f"{type(exc).__name__}: {exc}"
-    raise EdificeError(f"CLUSTER: block {block.id} failed: {text}")
 
 
 def _vrt_bands(name: str, plan: UsePlan) -> VrtBands:
@@ -233,15 +156,11 @@ def _write_mosaics(plan: UsePlan, blocks: list[ClusterBlock], files: dict, run_d
     for name in plan.paths:
         asked = plan.wanted.get(keys[name])
         target = Path(asked) if asked else run_dir / f"{name}.vrt"
-        vrt = target if target.suffix.lower() == ".vrt" else target.with_suffix(".vrt")
-        sources = [(files[b.id][name], b.window, (int(b.window.width), int(b.window.height))) for b in blocks]
-        write_vrt(vrt, plan.job.grid, _vrt_bands(name, plan), sources)
-        vrts[name] = str(vrt)
+        paths = write_mosaic(target, plan.job.grid, _vrt_bands(name, plan), blocks,
+                             {b.id: files[b.id][name] for b in blocks}, progress, cog=bool(asked))
+        vrts[name] = paths[0]
         if asked:
-            out[keys[name]] = [str(vrt)]
-            if vrt != target:
-                progress.info(f"Writing the COG mosaic '{target}'.")
-                out[keys[name]].append(write_cog(str(vrt), str(target)))
+            out[keys[name]] = paths
     return out, vrts
 
 

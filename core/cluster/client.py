@@ -102,9 +102,9 @@ def probe_worker() -> dict:
     return out
 
 
-def check_workers(client, progress: Progress, wait_s: float = CONNECT_TIMEOUT_S) -> dict:
-    """Ask every worker what it can import; refuse a cluster with no worker, or with a worker
-    that cannot import torch (naming it and the fix)."""
+def check_workers(client, progress: Progress, wait_s: float = CONNECT_TIMEOUT_S, needs_torch: bool = True) -> dict:
+    """Ask every worker what it can import; refuse a cluster with no worker, or (``needs_torch``)
+    with a worker that cannot import torch (naming it and the fix)."""
     try:
         client.wait_for_workers(1, timeout=wait_s)
     except (TimeoutError, OSError) as exc:
@@ -113,7 +113,7 @@ def check_workers(client, progress: Progress, wait_s: float = CONNECT_TIMEOUT_S)
                          ) from exc
     answers = client.run(probe_worker, on_error="return")
     bad = {w: (a.get("torch_error") if isinstance(a, dict) else f"{type(a).__name__}: {a}")
-           for w, a in answers.items() if not isinstance(a, dict) or "torch_error" in a}
+           for w, a in answers.items() if not isinstance(a, dict) or (needs_torch and "torch_error" in a)}
     if bad:
         names = "; ".join(f"worker {w} ({answers[w].get('python') if isinstance(answers[w], dict) else '?'}): "
                           f"{why}" for w, why in sorted(bad.items()))

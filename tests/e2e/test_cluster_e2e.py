@@ -35,3 +35,24 @@ def test_map_building_use_cluster_through_qgis_process(qp, kampala_rgb, tmp_path
         assert a.driver == "GTiff" and a.transform == b.transform
         assert np.array_equal(a.read(), b.read()) and np.array_equal(v.read(), b.read())
 
+
+
+def test_cloud_gap_fill_cluster_through_qgis_process(qp, tmp_path):
+    """edifice:cloudgapfill with CLUSTER: a .tif output is a COG mosaic of the blocks with the
+    pixels of the run on this machine."""
+    cloudy = scene.cloudy_scene(tmp_path / "scene")
+    common = [f"INPUT={cloudy['image']}", f"MASK={cloudy['mask']}"] + [f"{k}={v}" for k, v in scene.GAP_SETTINGS.items()]
+    ref = tmp_path / "ref.tif"
+    r = qp("run", "edifice:cloudgapfill", "--", *common, f"OUTPUT={ref}", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        out = tmp_path / "out" / "filled.tif"
+        r = qp("run", "edifice:cloudgapfill", "--", *common, f"OUTPUT={out}", f"CLUSTER={dask.address}", timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        dask.stop()
+    with rasterio.open(out) as a, rasterio.open(ref) as b, rasterio.open(out.with_suffix(".vrt")) as v:
+        assert a.driver == "GTiff" and a.transform == b.transform
+        assert np.array_equal(a.read(), b.read()) and np.array_equal(v.read(), b.read())
+        assert not np.array_equal(b.read(), cloudy["img"])

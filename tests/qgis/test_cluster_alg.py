@@ -47,3 +47,63 @@ def test_map_building_use_on_a_dask_cluster(provider, kampala_rgb, tmp_path):
                 "USE_CLASS": str(tmp_path / "x" / "uc.vrt"), "CLUSTER": f"tcp://127.0.0.1:{scene.procs.free_port()}"})
     finally:
         dask.stop()
+
+
+def test_cloud_gap_fill_on_a_dask_cluster(provider, tmp_path):
+    """edifice:cloudgapfill with CLUSTER: the VRT of the blocks has the pixels of the run on this machine."""
+    import processing
+
+    scene = _scene()
+    cloudy = scene.cloudy_scene(tmp_path / "scene")
+    common = {"INPUT": cloudy["image"], "MASK": cloudy["mask"], **scene.GAP_SETTINGS}
+    ref = processing.run("edifice:cloudgapfill", {**common, "OUTPUT": str(tmp_path / "ref.tif")})
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        out = tmp_path / "out" / "filled.vrt"
+        res = processing.run("edifice:cloudgapfill", {**common, "OUTPUT": str(out), "CLUSTER": dask.address})
+    finally:
+        dask.stop()
+    assert res["GAP_PIXELS"] == ref["GAP_PIXELS"] > 0 and res["UNFILLED_PIXELS"] == ref["UNFILLED_PIXELS"]
+    with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
+        assert a.transform == b.transform and np.array_equal(a.read(), b.read())
+        assert not np.array_equal(a.read(), cloudy["img"])  # the gaps were filled
+
+
+def test_retinex_on_a_dask_cluster(provider, tmp_path):
+    """edifice:retinex with CLUSTER: the COG mosaic of the blocks has the pixels of the run on this
+    machine (one global stretch)."""
+    import processing
+
+    scene = _scene()
+    cloudy = scene.cloudy_scene(tmp_path / "scene")
+    common = {"INPUT": cloudy["image"], "SIGMAS": "15,80", "OUTPUT_TYPE": 1}
+    ref = processing.run("edifice:retinex", {**common, "OUTPUT": str(tmp_path / "ref.tif")})
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        out = tmp_path / "out" / "retinex.tif"
+        processing.run("edifice:retinex", {**common, "OUTPUT": str(out), "CLUSTER": dask.address})
+    finally:
+        dask.stop()
+    with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
+        assert a.transform == b.transform and a.dtypes == b.dtypes == ("uint8", "uint8")
+        assert np.array_equal(a.read(), b.read()) and len(np.unique(b.read())) > 100
+
+
+def test_poi_probability_on_a_dask_cluster(provider, kampala_pois, kampala_rgb, tmp_path):
+    """edifice:poiprobability with CLUSTER: the VRT of the blocks (each given only its candidate
+    POIs) has the pixels of the run on this machine."""
+    import processing
+
+    scene = _scene()
+    common = {"INPUT": str(kampala_pois), "CATEGORY_FIELD": "other_tags", "PRESET": 0,
+              "REFERENCE": str(kampala_rgb), "MAX_DISTANCES": "100,100,300"}
+    ref = processing.run("edifice:poiprobability", {**common, "OUTPUT": str(tmp_path / "ref.tif")})
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        out = tmp_path / "out" / "poi.vrt"
+        processing.run("edifice:poiprobability", {**common, "OUTPUT": str(out), "CLUSTER": dask.address})
+    finally:
+        dask.stop()
+    with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
+        assert a.transform == b.transform and np.array_equal(a.read(), b.read())
+        assert (b.read() > 0).any()
