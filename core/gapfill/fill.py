@@ -5,9 +5,10 @@
 2. Per band, an empirical semivariogram from a bounded random sample of windows
    (so its cost does not grow with the image) and a fitted model (auto or given).
 3. Each block with gaps is read with a halo of the search radius; every gap pixel is
-   kriged from its ``n`` nearest cloud-free pixels within the radius
-   (:mod:`.kriging`: a compiled
-   kernel on numba's threads when numba is installed, else stacked numpy solves). Cloud-free pixels are copied bit for bit.
+   kriged from its ``n`` nearest cloud-free pixels within the radius, found by walking the
+   pixel grid (:mod:`.search`) when numba is installed, else with a KD-tree (:mod:`.kriging`:
+   a compiled kernel on numba's threads when numba is installed, else stacked numpy solves).
+   Cloud-free pixels are copied bit for bit.
 
 Outputs (written under temporary names and moved into place together at the end):
 the filled image (input's type: integers rounded and clipped), an optional
