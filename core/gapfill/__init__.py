@@ -1,5 +1,5 @@
 """Cloud gap filling by kriging: semivariograms (:mod:`.variogram`), local ordinary
-kriging in batches (:mod:`.kriging`), gap definitions (:mod:`.gaps`) and the block-wise
+kriging in batches (:mod:`.kriging`), the grid-walk neighbour search (:mod:`.search`), gap definitions (:mod:`.gaps`) and the block-wise
 tool (:mod:`.fill`)."""
 from .fill import KrigingSettings, cloud_gap_fill, sidecar_path
 from .gaps import BandRange, GapSpec, parse_ranges

@@ -209,6 +209,57 @@ def _krige_targets(known_xy, values, targets, index, params, pred, var):
                            pred, var, t)
 
 
+def _insert_nearest(dist, idx, count, n, d, k):
+    """Insert candidate ``k`` at distance ``d`` into the ascending ``dist[:count]``/``idx[:count]``
+    (at most ``n`` kept, the farthest dropped); the new count."""
+    if count == n and d >= dist[n - 1]:
+        return count
+    pos = min(count, n - 1)
+    while pos > 0 and dist[pos - 1] > d:
+        dist[pos], idx[pos] = dist[pos - 1], idx[pos - 1]
+        pos -= 1
+    dist[pos], idx[pos] = d, k
+    return min(count + 1, n)
+
+
+def _grid_search_one(known_index, known_xy, row, col, tx, ty, start, off_row, off_col, off_d, bound, tol,
+                     dist, idx):
+    """The ``n = dist.size`` nearest known pixels of the target pixel (row, col) at (tx, ty), visiting
+    pixel offsets in ascending nominal distance from ``off_d[start]`` on, until ``tol`` beyond the
+    n-th found; true (tie-broken) distances below ``bound``. Returns how many were found."""
+    n = dist.shape[0]
+    h, w = known_index.shape
+    k_missing = known_xy.shape[0]
+    count, found, limit = 0, 0, math.inf
+    for o in range(start, off_d.shape[0]):
+        if off_d[o] > limit:
+            break
+        r, c = row + off_row[o], col + off_col[o]
+        if r < 0 or c < 0 or r >= h or c >= w:
+            continue
+        k = known_index[r, c]
+        if k < 0:
+            continue
+        dx, dy = known_xy[k, 0] - tx, known_xy[k, 1] - ty
+        d = math.sqrt(dx * dx + dy * dy)
+        if d < bound:
+            count = _insert_nearest(dist, idx, count, n, d, k)
+            found += 1
+            if found == n:
+                limit = off_d[o] + tol
+    for i in range(count, n):
+        dist[i], idx[i] = math.inf, k_missing
+    return count
+
+
+def _grid_search(known_index, known_xy, rows, cols, targets, starts, off_row, off_col, off_d, bound, tol,
+                 dist, idx):
+    """:func:`_grid_search_one` for every target, on numba's threads, into ``dist``/``idx`` (t, n)."""
+    for t in prange(rows.shape[0]):
+        _grid_search_one(known_index, known_xy, rows[t], cols[t], targets[t, 0], targets[t, 1], starts[t],
+                         off_row, off_col, off_d, bound, tol, dist[t], idx[t])
+
+
 def threads() -> int:
     """Threads the compiled kernel uses (numba's setting; 1 without numba)."""
     return numba.get_num_threads() if AVAILABLE else 1
@@ -223,6 +274,9 @@ if AVAILABLE:  # pragma: no branch
     _weights_semivariance_form = numba.njit(cache=True)(_weights_semivariance_form)
     _krige_one = numba.njit(cache=True)(_krige_one)
     _krige_targets = numba.njit(cache=True, nogil=True, parallel=True)(_krige_targets)
+    _insert_nearest = numba.njit(cache=True, inline="always")(_insert_nearest)
+    _grid_search_one = numba.njit(cache=True)(_grid_search_one)
+    _grid_search = numba.njit(cache=True, nogil=True, parallel=True)(_grid_search)
 
 
 def krige_targets(known_xy: np.ndarray, values: np.ndarray, targets: np.ndarray, index: np.ndarray,
@@ -233,3 +287,16 @@ def krige_targets(known_xy: np.ndarray, values: np.ndarray, targets: np.ndarray,
         _krige_targets(np.ascontiguousarray(known_xy, dtype=np.float64), np.ascontiguousarray(values, np.float64),
                        np.ascontiguousarray(targets, np.float64), np.ascontiguousarray(index, np.int64),
                        params, pred, var)
+
+
+def grid_search(known_index: np.ndarray, known_xy: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                targets: np.ndarray, starts: np.ndarray, offsets: tuple, bound: float, tol: float,
+                n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (t, n) and indices (t, n) of each target pixel's ``n`` nearest known pixels (see
+    :func:`_grid_search`; inf / ``len(known_xy)`` where missing), ascending as ``cKDTree.query``."""
+    t = rows.shape[0]
+    dist, idx = np.empty((t, n)), np.empty((t, n), np.int64)
+    with _LOCK:
+        _grid_search(known_index, np.ascontiguousarray(known_xy, np.float64), rows, cols,
+                     np.ascontiguousarray(targets, np.float64), starts, *offsets, bound, tol, dist, idx)
+    return dist, idx

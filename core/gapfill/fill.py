@@ -5,9 +5,10 @@
 2. Per band, an empirical semivariogram from a bounded random sample of windows
    (so its cost does not grow with the image) and a fitted model (auto or given).
 3. Each block with gaps is read with a halo of the search radius; every gap pixel is
-   kriged from its ``n`` nearest cloud-free pixels within the radius
-   (:mod:`.kriging`: a compiled
-   kernel on numba's threads when numba is installed, else stacked numpy solves). Cloud-free pixels are copied bit for bit.
+   kriged from its ``n`` nearest cloud-free pixels within the radius, found by walking the
+   pixel grid (:mod:`.search`) when numba is installed, else with a KD-tree (:mod:`.kriging`:
+   a compiled kernel on numba's threads when numba is installed, else stacked numpy solves).
+   Cloud-free pixels are copied bit for bit.
 
 Outputs (written under temporary names and moved into place together at the end):
 the filled image (input's type: integers rounded and clipped), an optional
@@ -31,6 +32,7 @@ from ..outputs import refuse_input_as_output
 from ..raster_io import atomic_output, atomic_raster, bounded_gdal_cache, open_raster
 from .gaps import GapReader, GapSpec, halo_for, open_mask
 from .kriging import krige, pixel_xy, tie_break_xy
+from .search import PixelGridIndex
 from .variogram import MODELS, EmpiricalVariogram, Variogram, VariogramAccumulator, fit_variogram
 
 
@@ -204,6 +206,18 @@ def _known_points(known: np.ndarray, gap_in: np.ndarray, block: Block, job: _Blo
     return kr, kc, tie_break_xy(kr + r0, kc + c0, job.grid.width, aspect)
 
 
+def _neighbour_index(kr: np.ndarray, kc: np.ndarray, known_xy: np.ndarray, shape: tuple[int, int], block: Block,
+                     job: _BlockJob):
+    """The known pixels (window rows ``kr``, cols ``kc``, coordinates ``known_xy``) searchable by
+    ``cKDTree.query``: a walk over the pixel grid when numba is installed (:mod:`.search`), else a KD-tree."""
+    from . import _compiled
+
+    if not _compiled.AVAILABLE:
+        return cKDTree(known_xy)
+    r0, c0 = int(block.read_window.row_off), int(block.read_window.col_off)
+    return PixelGridIndex(kr, kc, known_xy, shape, r0, c0, job.grid.res[1] / job.grid.res[0])
+
+
 def fill_block(data: np.ndarray, valid: np.ndarray, gap: np.ndarray, block: Block, job: _BlockJob,
                counts: _Counts, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
     """Filled values (bands, rows, cols) of ``block.window`` in the output type, and kriging
@@ -220,7 +234,7 @@ def fill_block(data: np.ndarray, valid: np.ndarray, gap: np.ndarray, block: Bloc
     targets = pixel_xy(gr + int(block.window.row_off), gc + int(block.window.col_off), aspect)
     values = data[:, kr, kc].astype(np.float64)
     s = job.settings
-    tree = cKDTree(known_xy) if kr.size else None
+    tree = _neighbour_index(kr, kc, known_xy, gap.shape, block, job) if kr.size else None
     pred, kvar, nearest = krige(known_xy, values, targets, job.variograms, s.n_neighbours, s.search_radius,
                                 tree=tree, check=progress.check_cancelled)
     counts.unfilled += int((~np.isfinite(nearest)).sum())
