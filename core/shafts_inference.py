@@ -448,7 +448,7 @@ def predict_height_footprint_shafts(
         progress.warning(f"extent larger than {max_tile_deg} degrees: processed as {len(tiles)} tiles of "
                          f"{tile_px} x {tile_px} output pixels, each preprocessed on its own (Sentinel-2 "
                          f"scaling per tile, as when SHAFTS is run tile by tile).")
-    model = inference_model(model, dev)
+    model = inference_model(model, dev, owned=isinstance(checkpoint, (str, os.PathLike)))
     if chunk_rows is None:
         chunk_rows = max(1, 16384 // min(tile_px, out_grid.width))
     outputs = [k for k in ("height", "footprint") if task in ("multi", k)]
@@ -505,14 +505,15 @@ def predict_height_footprint_shafts(
             "tiles": len(tiles)}
 
 
-def inference_model(model, dev):
-    """The network as it runs here: a copy with BatchNorm folded into the layers before it
-    (:func:`~edifice.models.shafts.fuse_for_inference`), on ``dev``, weights in channels-last memory
-    format (the batches are built channels-last too). Outputs equal the plain float32 network's up to
-    float32 rounding (measured on the THU sample: see ``tests/unit/test_shafts_fast_inference.py``)."""
+def inference_model(model, dev, owned: bool = False):
+    """The network as it runs here: BatchNorm folded into the layers before it
+    (:func:`~edifice.models.shafts.fuse_for_inference`; on a copy unless ``owned``), on ``dev``,
+    weights in channels-last memory format (the batches are built channels-last too). Outputs equal
+    the plain float32 network's up to float32 rounding (tested on the THU sample in
+    ``tests/unit/test_shafts_inference.py``: within 1e-5 of the output range)."""
     import torch
     from ..models.shafts import fuse_for_inference
-    return fuse_for_inference(model).to(dev).to(memory_format=torch.channels_last)
+    return fuse_for_inference(model, copy_model=not owned).to(dev).to(memory_format=torch.channels_last)
 
 
 def _run_batch(model, dev, x: np.ndarray, d: np.ndarray) -> dict:

@@ -69,6 +69,8 @@ class SEBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         w = self.SEfc(out.mean(dim=(2, 3)))
+        if torch.is_inference_mode_enabled():   # no autograd: the same operations in place, fewer temporaries
+            return out.mul_(w[:, :, None, None]).add_(identity).relu_()
         out = out * w[:, :, None, None]
         return self.relu(out + identity)
 
@@ -156,13 +158,14 @@ def build_shafts_model(resolution_m: int, task: str = "multi", num_blocks: int =
     return ShaftsNet(int(resolution_m), task, int(num_blocks))
 
 
-def fuse_for_inference(model: ShaftsNet) -> ShaftsNet:
-    """A copy of ``model`` for inference only (eval mode, no training): every BatchNorm folded into the
+def fuse_for_inference(model: ShaftsNet, copy_model: bool = True) -> ShaftsNet:
+    """``model`` for inference only (eval mode, no training): every BatchNorm folded into the
     convolution or linear layer before it (and replaced by an identity), so a forward pass makes fewer
     passes over memory. Same outputs as ``model.eval()`` up to float32 rounding (the folded weights
-    are rounded once more); ``model`` itself is left unchanged."""
+    are rounded once more). Works on a copy (``model`` is left unchanged) unless ``copy_model`` is
+    False (for a network nobody else holds)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
-    fused = copy.deepcopy(model).eval()
+    fused = (copy.deepcopy(model) if copy_model else model).eval()
     for backbone in (fused.features, fused.aux_features):
         backbone.conv1, backbone.bn1 = fuse_conv_bn_eval(backbone.conv1, backbone.bn1), nn.Identity()
         for block in (b for layer in backbone.res_layer for b in layer):
