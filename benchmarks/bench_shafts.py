@@ -8,8 +8,8 @@ optimisation measured in the same run. One command prints the whole table:
 
 Per size it runs, interleaved (after, before, shafts, streamlined, after, ...) and keeps the best of
 ``--repeat`` (1 at sizes above 10x: a SHAFTS run there takes minutes):
-  after        predict_height_footprint_shafts as it is now (defaults: batch 256, BatchNorm folded into
-               the convolutions, channels-last batches gathered from strided windows, inference_mode);
+  after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
+               folded into the convolutions, channels-last batches gathered from strided windows, inference_mode);
   before       the same function as it was at ``--before-rev`` (git show of core/shafts_inference.py,
                loaded as a module; default 11b1056, the main commit this work started from, batch 64);
   shafts       SHAFTS's own procedure as its code does it (src/shafts/inference.py

@@ -112,7 +112,8 @@ def add_commands(subparsers) -> None:
     h.add_argument("--padding", type=float, default=0.03, help="degrees around the extent (0.03)")
     h.add_argument("--mode", choices=["shafts"], default="shafts")
     h.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    h.add_argument("--batch-size", type=int, default=256)
+    h.add_argument("--batch-size", type=int, default=None,
+                   help="patches per network call (default: 64 on CPU, 512 on GPU)")
     h.add_argument("--target", choices=["height", "footprint"], default=None,
                    help="what a single-task SHAFTS checkpoint predicts")
     h.add_argument("--h-min", type=float, default=2.0, help="heights below are set to 0 (m)")

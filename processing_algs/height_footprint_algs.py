@@ -147,7 +147,7 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
         self.addParameter(QgsProcessingParameterEnum(self.MODE, "Mode", options=MODES, defaultValue=0))
         self.addParameter(QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)",
                                                        defaultValue="auto"))
-        self.addParameter(_int(self.BATCH_SIZE, "Batch size (patches)", 256, 1, 65536))
+        self.addParameter(_int(self.BATCH_SIZE, "Batch size (patches)", 64, 1, 65536))
         self.addParameter(_advanced(QgsProcessingParameterEnum(
             self.TARGET, "Single-task SHAFTS checkpoint predicts", defaultValue=0,
             options=["(multi-task checkpoint)", "height", "footprint"])))
