@@ -396,7 +396,8 @@ def predict_height_footprint_shafts(
         h_min: float = 2.0, h_max: float = 1000.0, f_min: float = 0.0, f_max: float = 1.0,
         device: str = "auto", batch_size: int | None = None, chunk_rows: int | None = None,
         nodata: float = DEFAULT_NODATA, s1_bands=(1, 2), s2_bands=(1, 2, 3, 4), dem_band: int = 1,
-        max_tile_deg: float | None = DEFAULT_MAX_TILE_DEG, progress: Progress | None = None) -> dict:
+        max_tile_deg: float | None = DEFAULT_MAX_TILE_DEG, precision: str = "fp32",
+        progress: Progress | None = None) -> dict:
     """Predict mean building height (metres) and footprint fraction (0-1) on SHAFTS's output grid.
 
     An extent wider or taller than ``max_tile_deg`` degrees is cut into tiles of that size on the
@@ -409,7 +410,8 @@ def predict_height_footprint_shafts(
     (EPSG:4326). ``checkpoint``: path to a SHAFTS or Edifice ``shafts_senet`` checkpoint, or a loaded
     model. Post-processing (multi-task): height < h_min -> 0, > h_max -> h_max; footprint likewise
     with f_min/f_max; single-task: > max -> max, then < min -> 0. Outputs are float32 GeoTIFFs with
-    ``nodata``, written atomically. Returns {"grid", "height", "footprint", "device", "pixels"}.
+    ``nodata``, written atomically. ``precision``: "fp32" (default) or "bf16" (faster; outputs within 2^-5
+    of the largest output of fp32's, see :data:`PRECISIONS`). Returns {"grid", "height", "footprint", "device", "pixels"}.
     """
     import torch
     refuse_input_as_output({"OUTPUT_HEIGHT": out_height, "OUTPUT_FOOTPRINT": out_footprint},
@@ -421,6 +423,8 @@ def predict_height_footprint_shafts(
         raise InputError("OUTPUT_HEIGHT", "is required for this model.", "give an output file name.")
     if task in ("multi", "footprint") and out_footprint is None:
         raise InputError("OUTPUT_FOOTPRINT", "is required for this model.", "give an output file name.")
+    if precision not in PRECISIONS:
+        raise InputError("PRECISION", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     if batch_size is not None and batch_size < 1:
         raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
     if not padding >= 0:
@@ -451,7 +455,7 @@ def predict_height_footprint_shafts(
         progress.warning(f"extent larger than {max_tile_deg} degrees: processed as {len(tiles)} tiles of "
                          f"{tile_px} x {tile_px} output pixels, each preprocessed on its own (Sentinel-2 "
                          f"scaling per tile, as when SHAFTS is run tile by tile).")
-    model = inference_model(model, dev, owned=isinstance(checkpoint, (str, os.PathLike)))
+    model = inference_model(model, dev, owned=isinstance(checkpoint, (str, os.PathLike)), precision=precision)
     if chunk_rows is None:
         chunk_rows = max(1, 16384 // min(tile_px, out_grid.width))
     outputs = [k for k in ("height", "footprint") if task in ("multi", k)]
@@ -508,7 +512,13 @@ def predict_height_footprint_shafts(
             "tiles": len(tiles)}
 
 
-def inference_model(model, dev, owned: bool = False):
+#: Arithmetic of the network: "fp32" (default; SHAFTS's numbers up to float32 rounding) or "bf16"
+#: (autocast to bfloat16 where the device supports it: on a CPU with AMX about 0.3x the CPU time of fp32,
+#: outputs within 2^-5 of the largest output of fp32's, four bfloat16 rounding steps; tested).
+PRECISIONS = ("fp32", "bf16")
+
+
+def inference_model(model, dev, owned: bool = False, precision: str = "fp32"):
     """The network as it runs here: BatchNorm folded into the layers before it
     (:func:`~edifice.models.shafts.fuse_for_inference`; on a copy unless ``owned``), on ``dev``,
     weights in channels-last memory format (the batches are built channels-last too). Outputs equal
@@ -516,7 +526,9 @@ def inference_model(model, dev, owned: bool = False):
     ``tests/unit/test_shafts_inference.py``: within 1e-5 of the output range)."""
     import torch
     from ..models.shafts import fuse_for_inference
-    return fuse_for_inference(model, copy_model=not owned).to(dev).to(memory_format=torch.channels_last)
+    fast = fuse_for_inference(model, copy_model=not owned).to(dev).to(memory_format=torch.channels_last)
+    fast.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+    return fast
 
 
 def _run_batch(model, dev, x: np.ndarray, d: np.ndarray) -> dict:
@@ -525,7 +537,8 @@ def _run_batch(model, dev, x: np.ndarray, d: np.ndarray) -> dict:
     import torch
     xt = torch.from_numpy(x).to(dev).permute(0, 3, 1, 2).float() / 255.0   # channels-last (N, 6, s, s)
     dt = torch.from_numpy(d).to(dev)
-    with torch.inference_mode():
+    dtype = getattr(model, "autocast_dtype", None)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
         y = model(xt, dt)
     return {k: v.float().cpu().numpy() for k, v in y.items()}
 

@@ -548,3 +548,24 @@ def test_thu_sample_matches_the_plain_batched_network(tmp_path):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         assert np.nanstd(want) > 0.01                     # a non-trivial map
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.nanmax(np.abs(want)), equal_nan=True)
+
+
+def test_bf16_precision_is_within_its_documented_tolerance_and_checked(scene):
+    """bf16 (opt-in): outputs within 2^-5 of the largest fp32 output (bfloat16 keeps 8 significant bits, so
+    that is four of its rounding steps at the largest value; the outputs themselves come out in bfloat16),
+    same nodata; an unknown precision is refused."""
+    model = _model(1)
+    kw = dict(padding=PAD, device="cpu")
+    out32 = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                            scene["tmp"] / "h32.tif", scene["tmp"] / "f32.tif", **kw)
+    out16 = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                            scene["tmp"] / "h16.tif", scene["tmp"] / "f16.tif", precision="bf16", **kw)
+    for k in ("height", "footprint"):
+        a, _ = _read(out32[k])
+        b, _ = _read(out16[k])
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        assert np.nanmax(a) - np.nanmin(a) > 0
+        np.testing.assert_allclose(b, a, rtol=0, atol=np.nanmax(np.abs(a)) / 32, equal_nan=True)
+    with pytest.raises(InputError, match="PRECISION"):
+        predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                        scene["tmp"] / "h.tif", scene["tmp"] / "f.tif", precision="fp8", **kw)
