@@ -10,6 +10,7 @@ Per size it runs, interleaved (after, before, shafts, streamlined, after, ...) a
 ``--repeat`` (1 at sizes above 10x: a SHAFTS run there takes minutes):
   after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
                folded into the convolutions, channels-last batches gathered from strided windows, inference_mode);
+  after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
   before       the same function as it was at ``--before-rev`` (git show of core/shafts_inference.py,
                loaded as a module; default 11b1056, the main commit this work started from, batch 64);
   shafts       SHAFTS's own procedure as its code does it (src/shafts/inference.py
@@ -143,9 +144,9 @@ def load_before(rev: str):
     return mod.predict_height_footprint_shafts
 
 
-def run_ours(fn, paths, extent, ckpt, out: Path, device: str):
+def run_ours(fn, paths, extent, ckpt, out: Path, device: str, **kw):
     s1, s2, dem = paths
-    fn(s1, s2, dem, extent, str(ckpt), 100, out / "h.tif", out / "f.tif", padding=PADDING, device=device)
+    fn(s1, s2, dem, extent, str(ckpt), 100, out / "h.tif", out / "f.tif", padding=PADDING, device=device, **kw)
     return _read(out / "h.tif"), _read(out / "f.tif")
 
 
@@ -498,6 +499,8 @@ def main() -> int:
             *paths, extent = scene(size, a.padding, tmp)
             runners = {"after": lambda o: run_ours(predict_height_footprint_shafts, paths, extent, ckpt, o, a.device),
                        "before": lambda o: run_ours(before, paths, extent, ckpt, o, a.device),
+                       "after_bf16": lambda o: run_ours(predict_height_footprint_shafts, paths, extent, ckpt, o,
+                                                        a.device, precision="bf16"),
                        "shafts": lambda o: shafts_reference(paths, extent, ckpt, o, a.device)}
             if not a.no_streamlined:
                 runners["streamlined"] = lambda o: streamlined_reference(paths, extent, ckpt, a.device)
@@ -520,7 +523,7 @@ def _print_size(row):
     for k, v in times.items():
         print(f"  {k:12s} {v:8.2f} s  {n / v:8.1f} px/s  ratio to shafts {v / times['shafts']:.3f}   "
               f"CPU {cpu[k]:8.2f} s, ratio {cpu[k] / cpu['shafts']:.3f}", flush=True)
-    for other in ("before", "shafts", "streamlined"):
+    for other in ("before", "after_bf16", "shafts", "streamlined"):
         if other in outs:
             dh, same_h = _maxdiff(outs["after"][0], outs[other][0])
             df, _ = _maxdiff(outs["after"][1], outs[other][1])
@@ -533,15 +536,16 @@ def _print_summary(rows, a):
     print(f"\nsummary (device {a.device}, {a.threads} torch threads, padding {a.padding}°; "
           "ratio = time / SHAFTS's procedure, same run)")
     print("  (CPU: the same ratios of process CPU time, less sensitive to other load with --threads 1)")
-    print("  size   pixels   after/shafts  before/shafts  after/before   CPU: after/shafts before/shafts  "
-          "peak MiB after (x 1x)  before (x 1x)")
+    print("  size   pixels   after/shafts  before/shafts  after/before  bf16/shafts   CPU: after/shafts "
+          "before/shafts bf16/shafts  peak MiB after (x 1x)  before (x 1x)")
     base = rows[0][5]
     for size, n, t, c, _, mem, _, _ in rows:
         m = ""
         if mem:
             m = "   ".join(f"{mem[w]:6.0f} ({mem[w] / base[w]:.2f})" for w in ("after", "before"))
         print(f"  {size:4g}x {n:8d}   {t['after'] / t['shafts']:10.3f}   {t['before'] / t['shafts']:11.3f}"
-              f"   {t['after'] / t['before']:11.3f}   {c['after'] / c['shafts']:16.3f} {c['before'] / c['shafts']:13.3f}"
+              f"   {t['after'] / t['before']:11.3f}  {t['after_bf16'] / t['shafts']:10.3f}"
+              f"   {c['after'] / c['shafts']:16.3f} {c['before'] / c['shafts']:13.3f} {c['after_bf16'] / c['shafts']:11.3f}"
               f"     {m}")
 
 

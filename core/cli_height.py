@@ -115,7 +115,7 @@ def add_commands(subparsers) -> None:
     h.add_argument("--batch-size", type=int, default=None,
                    help="patches per network call (default: 64 on CPU, 512 on GPU)")
     h.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="network arithmetic: fp32 (SHAFTS's numbers) or bf16 (faster; within 2^-5 of the largest value)")
+                   help="network arithmetic: fp32 (SHAFTS's numbers) or bf16 (faster; differs from fp32, check it)")
     h.add_argument("--target", choices=["height", "footprint"], default=None,
                    help="what a single-task SHAFTS checkpoint predicts")
     h.add_argument("--h-min", type=float, default=2.0, help="heights below are set to 0 (m)")

@@ -410,8 +410,8 @@ def predict_height_footprint_shafts(
     (EPSG:4326). ``checkpoint``: path to a SHAFTS or Edifice ``shafts_senet`` checkpoint, or a loaded
     model. Post-processing (multi-task): height < h_min -> 0, > h_max -> h_max; footprint likewise
     with f_min/f_max; single-task: > max -> max, then < min -> 0. Outputs are float32 GeoTIFFs with
-    ``nodata``, written atomically. ``precision``: "fp32" (default) or "bf16" (faster; outputs within 2^-5
-    of the largest output of fp32's, see :data:`PRECISIONS`). Returns {"grid", "height", "footprint", "device", "pixels"}.
+    ``nodata``, written atomically. ``precision``: "fp32" (default) or "bf16" (faster, not SHAFTS's
+    numbers: the difference depends on the network, see :data:`PRECISIONS`). Returns {"grid", "height", "footprint", "device", "pixels"}.
     """
     import torch
     refuse_input_as_output({"OUTPUT_HEIGHT": out_height, "OUTPUT_FOOTPRINT": out_footprint},
@@ -513,8 +513,10 @@ def predict_height_footprint_shafts(
 
 
 #: Arithmetic of the network: "fp32" (default; SHAFTS's numbers up to float32 rounding) or "bf16"
-#: (autocast to bfloat16 where the device supports it: on a CPU with AMX about 0.3x the CPU time of fp32,
-#: outputs within 2^-5 of the largest output of fp32's, four bfloat16 rounding steps; tested).
+#: (opt-in autocast to bfloat16: on a CPU with AMX about 0.3x the CPU time of fp32, but NOT SHAFTS's
+#: numbers: how far it moves depends on the network. Measured: within 2^-5 of the largest output on the
+#: unit-test network; up to 2.4 m height / 0.046 footprint on bench_shafts.py's random checkpoint, whose
+#: output layer is scaled up ~400x. Compare with fp32 on your checkpoint before relying on it.)
 PRECISIONS = ("fp32", "bf16")
 
 
