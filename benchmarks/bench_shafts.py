@@ -26,7 +26,7 @@ Per size it runs, interleaved (after, before, shafts, streamlined, after, ...) a
   streamlined  the reference this script used before (edt fill, whole-band conversion, one batch per output
                row): faster than SHAFTS, printed for continuity.
 Ratios are time / shafts time at the same size. Max differences of after vs before and after vs shafts are
-printed (heights in m, footprint fraction). --memory-less runs also print peak resident memory (VmHWM of a
+printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
 Inputs: samples/thu (real Sentinel-1 and SRTM crops from the SHAFTS test case; SYNTHETIC Sentinel-2), extent
