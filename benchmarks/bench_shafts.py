@@ -1,46 +1,60 @@
-"""Benchmark: SHAFTS-style height/footprint mapping of the THU sample, our implementation
-(core.shafts_inference: vectorised patch gathering, batches across rows) against a straightforward
-per-pixel implementation of SHAFTS's own procedure (GDAL warp clip, NaN fill, scaling, then a loop over
-output pixels cutting each patch and running the model one batch per output row, or one pixel at a time),
-on the same inputs and the same checkpoint. Prints patches/s, the time to map the extent and the largest
-difference between the two outputs.
+"""Benchmark: SHAFTS-compatible height/footprint inference (core.shafts_inference) against SHAFTS's own
+inference procedure, at the THU extent and at 10x and 100x its area, with the implementation before this
+optimisation measured in the same run. One command prints the whole table:
 
-Inputs: samples/thu (real Sentinel-1 and SRTM crops from the SHAFTS test case; SYNTHETIC Sentinel-2),
-extent 116.305-116.335 E, 39.987-40.017 N (34 x 34 output pixels at 100 m), padding 0.005°.
-Checkpoint: a 100 m multi-task network with RANDOM weights (scripts/make_random_shafts_checkpoint.py,
-output layers rescaled): the figures are about speed and agreement, not accuracy.
-
-    PYTHONPATH=<dir holding edifice> python benchmarks/bench_shafts.py [--device cpu] [--threads 2] [--repeat 3]
+    PYTHONPATH=<dir holding edifice> nice -n 10 python benchmarks/bench_shafts.py [--sizes 1,10,100]
+        [--threads 2] [--repeat 3] [--before-rev 11b1056] [--no-memory] [--no-streamlined]
     PYTHONPATH=<dir holding edifice> python benchmarks/bench_shafts.py --memory [--sides 0.1,0.5]
 
---memory: peak resident memory (VmHWM of a fresh subprocess) of preparing the inputs of one SHAFTS clip
-(clip, NaN fill, scaling, uint8 quantisation: the memory-heavy part; the network then runs in row chunks)
-for square extents of the given sides plus 0.03° padding, on SYNTHETIC 10 m inputs written to a temporary
-folder (S-1 float32 dB, S-2 uint16 reflectance x 1e4, each with a small NaN/nodata hole so the fill runs;
-SRTM int16 at 30 m). Prints VmHWM and VmHWM minus the resident size after imports.
+Per size it runs, interleaved (after, before, shafts, streamlined, after, ...) and keeps the best of
+``--repeat`` (1 at sizes above 10x: a SHAFTS run there takes minutes):
+  after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
+               folded into the convolutions, channels-last batches gathered from strided windows, inference_mode);
+  after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
+  before       the same function as it was at ``--before-rev`` (git show of core/shafts_inference.py,
+               loaded as a module; default 11b1056, the main commit this work started from, batch 64);
+  shafts       SHAFTS's own procedure as its code does it (src/shafts/inference.py
+               pred_height_from_tiff_DL_patch_MTL at 62d2029 and the helpers it calls; written here, not
+               imported: SHAFTS needs albumentations, h5py, ... and the PyPI release builds the 100 m
+               multi-task network wrongly): gdal.Warp of S-1 and S-2 to check the extent, gdal.Warp clips
+               to temporary GeoTIFFs, ``ReadAsArray() * 1.0``, scipy ``griddata`` nearest fill of every
+               S-1/S-2 band, min/q98/q02 rescale of the S-2 bands, then for each batch of 64 output pixels
+               (SHAFTS's CLI default) one patch per pixel (np.zeros + np.pad per raster), per-patch
+               backscatter conversion, uint8 cast, ToTensor-style scaling, torch.no_grad forward of the
+               plain network (NCHW float32, BatchNorm unfolded), Float64 GeoTIFF outputs. Deviation, so
+               outputs can be compared: declared nodata is read as NaN (SHAFTS reads it as a value);
+  streamlined  the reference this script used before (edt fill, whole-band conversion, one batch per output
+               row): faster than SHAFTS, printed for continuity.
+Ratios are time / shafts time at the same size. Max differences of after vs before and after vs shafts are
+printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
+fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
-Measured --memory (2-core machine, 23 GiB RAM, so GDAL's default block cache is up to ~1.1 GiB; numpy 1.26):
-  0.1° + 0.03° padding (3.2 M px):  VmHWM 279 MiB, 206 MiB above imports (68 bytes/px);
-                                     float64 clips before this change: 344 MiB (90 bytes/px)
-  0.5° + 0.03° padding (38.9 M px): VmHWM 2049 MiB, 1976 MiB above imports (53 bytes/px);
-                                     float64 clips before: 3049 MiB (80 bytes/px);
-                                     with GDAL_CACHEMAX=16: 1440 MiB (37 bytes/px, the numpy arrays)
+Inputs: samples/thu (real Sentinel-1 and SRTM crops from the SHAFTS test case; SYNTHETIC Sentinel-2), extent
+116.305-116.335 E, 39.987-40.017 N (34 x 34 output pixels at 100 m), padding 0.005°. Sizes above 1x are
+SYNTHETIC: the THU rasters tiled (np.tile) into larger GeoTIFFs with the same origin and pixel sizes, and the
+extent grown by sqrt(size) on each side (10x: 108 x 108 px, 100x: 334 x 334 px... see the printed counts).
+Checkpoint: a 100 m multi-task network with 2 SE blocks per layer (SHAFTS's current 100 m MTL layout) and
+RANDOM weights, output layers rescaled (scripts/make_random_shafts_checkpoint.py): the figures are about speed
+and agreement, not accuracy.
 
-Measured (2 CPU cores shared with other jobs, torch 2.13 CPU, 2 threads, best of 3; 1156 patches):
-ours 1.17 s (990 patches/s) at batch 64, 1.20 s at batch 256; SHAFTS-style loop with one batch per
-output row 1.15 s (1003 patches/s); one pixel at a time 5.0 s (231 patches/s). On this small extent the
-network dominates, so batching per row is as fast as ours; per-pixel inference is 4.3x slower. Max
-difference ours vs reference: height 7.6e-5 m, footprint 1.7e-5 (batch-composition rounding; the rescaled
-random output layer multiplies it by ~400). Same nodata. A first run under heavier load from other jobs
-measured 3-11 s for the same work: timings on this shared machine vary by that much.
+--memory: peak resident memory of preparing one SHAFTS clip (the memory-heavy part) for square extents of the
+given sides plus 0.03° padding, on SYNTHETIC 10 m inputs (S-1 float32 dB, S-2 uint16, SRTM int16 at 30 m).
+Measured (2-core machine, 23 GiB RAM, GDAL's default block cache up to ~1.1 GiB; numpy 1.26):
+  0.1° + 0.03° padding (3.2 M px): VmHWM 279 MiB; 0.5° + 0.03° (38.9 M px): VmHWM 2049 MiB
+  (1440 MiB with GDAL_CACHEMAX=16).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import math
+import os
+import subprocess
+import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -48,27 +62,225 @@ import rasterio
 import torch
 
 from edifice.core.shafts_inference import predict_height_footprint_shafts
-from edifice.models.shafts import OUTPUT_RES_DEG, load_shafts_checkpoint
+from edifice.models.shafts import OUTPUT_RES_DEG, build_shafts_model, load_shafts_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 THU = ROOT / "samples" / "thu"
 S1, S2, DEM = THU / "thu_s1_2020.tif", THU / "thu_s2_synthetic.tif", THU / "thu_srtm.tif"
 EXTENT = (116.305, 39.987, 116.335, 40.017)
-PADDING = 0.005
+PADDING = 0.03       # SHAFTS's recommended padding (example/minimum_case_run.py) and our default
+BEFORE_REV = "11b1056"
+SHAFTS_BATCH = 64
 
 
 # ---------------------------------------------------------------------------------------------------
-# reference: SHAFTS's procedure written straightforwardly (shafts-compat.md steps 1-9)
+# inputs: THU as it is (1x) or tiled (synthetic, larger sizes)
+# ---------------------------------------------------------------------------------------------------
+def _tile_raster(src_path: Path, dst_path: Path, reps: int) -> None:
+    """Write ``src_path`` tiled ``reps`` x ``reps``, shifted one tile left and up, so the original data
+    keeps its coordinates in tile (1, 1) and copies of it surround it (same pixel size, dtype, nodata)."""
+    with rasterio.open(src_path) as src:
+        data, profile, t = src.read(), src.profile, src.transform
+    profile.update(width=data.shape[2] * reps, height=data.shape[1] * reps, tiled=True, blockxsize=256,
+                   blockysize=256, compress=None,
+                   transform=rasterio.Affine(t.a, 0, t.c - t.a * data.shape[2], 0, t.e, t.f - t.e * data.shape[1]))
+    with rasterio.open(dst_path, "w", **profile) as dst:
+        dst.write(np.tile(data, (1, reps, reps)))
+
+
+def scene(size: float, padding: float, folder: Path):
+    """(S1, S2, DEM paths, extent) for ``size`` times the THU extent's area: the THU rasters themselves
+    where the extent plus ``padding`` fits in them, else tiled copies (synthetic margins/area) with the
+    real THU data at its own coordinates; the extent grows right and down from the THU extent."""
+    xmin, ymin, xmax, ymax = EXTENT
+    side = math.sqrt(size)
+    w, h = (xmax - xmin) * side, (ymax - ymin) * side
+    extent = (xmin, ymax - h, xmin + w, ymax)
+    with rasterio.open(S1) as ds:
+        b = ds.bounds
+    if size == 1 and b.left <= xmin - padding and b.right >= xmax + padding and \
+            b.bottom <= ymin - padding and b.top >= ymax + padding:
+        return S1, S2, DEM, EXTENT
+    reps = 2 + math.ceil((xmin - b.left + w + padding + 0.01) / (b.right - b.left))
+    paths = []
+    for p in (S1, S2, DEM):
+        dst = folder / f"{p.stem}_x{size:g}.tif"
+        _tile_raster(p, dst, reps)
+        paths.append(dst)
+    return (*paths, extent)
+
+
+def make_checkpoint(path: Path) -> Path:
+    """Random 2-block 100 m multi-task network with random BatchNorm statistics, output layers spread."""
+    spec = importlib.util.spec_from_file_location("mk", ROOT / "scripts" / "make_random_shafts_checkpoint.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    torch.manual_seed(0)
+    model = build_shafts_model(100, "multi", 2)
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if k.endswith("running_var"):
+                v.copy_(0.5 + torch.rand(v.shape))
+            elif k.endswith("running_mean"):
+                v.copy_(torch.rand(v.shape) * 0.2)
+    model.eval()
+    mk._spread_outputs(model, S1, S2, DEM, EXTENT, 0.005)      # fits inside the THU crop
+    torch.save({"epoch": 0, "state_dict": model.state_dict()}, path)      # SHAFTS's file layout
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# the implementation before (git) and after (this checkout)
+# ---------------------------------------------------------------------------------------------------
+def load_before(rev: str):
+    """predict_height_footprint_shafts as core/shafts_inference.py was at git revision ``rev``."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:core/shafts_inference.py"], check=True,
+                         capture_output=True, text=True).stdout
+    name = "edifice.core._shafts_inference_before"
+    mod = types.ModuleType(name)
+    mod.__package__, mod.__file__ = "edifice.core", f"<{rev}:core/shafts_inference.py>"
+    sys.modules[name] = mod
+    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    return mod.predict_height_footprint_shafts
+
+
+def run_ours(fn, paths, extent, ckpt, out: Path, device: str, **kw):
+    s1, s2, dem = paths
+    fn(s1, s2, dem, extent, str(ckpt), 100, out / "h.tif", out / "f.tif", padding=PADDING, device=device, **kw)
+    return _read(out / "h.tif"), _read(out / "f.tif")
+
+
+def _read(path):
+    with rasterio.open(path) as ds:
+        a = ds.read(1).astype(np.float64)
+        if ds.nodata is not None:
+            a[a == ds.nodata] = np.nan
+    return a
+
+
+# ---------------------------------------------------------------------------------------------------
+# SHAFTS's own procedure (see the module docstring)
+# ---------------------------------------------------------------------------------------------------
+def _shafts_check_extent(paths, tmp: Path):
+    from osgeo import gdal
+    for p in paths:                       # SHAFTS warps each whole input to a file to read its bounds
+        dst = str(tmp / "TEMP_check.tif")
+        ds = gdal.Warp(destNameOrDestDS=dst, srcDSOrSrcDSTab=[str(p)])
+        ds.GetGeoTransform()
+        ds = None
+        os.remove(dst)
+
+
+def _shafts_clip(path, bounds, tmp: Path, key: str):
+    from osgeo import gdal
+    dst = str(tmp / f"50pt@{key}@TEMP.tif")
+    gdal.Warp(destNameOrDestDS=dst, srcDSOrSrcDSTab=[str(path)], options=gdal.WarpOptions(outputBounds=bounds))
+    ds = gdal.Open(dst)
+    arr = ds.ReadAsArray() * 1.0
+    if ds.RasterCount == 1:
+        arr = arr[None]
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    if nodata is not None:                 # deviation (see docstring): declared nodata -> NaN
+        arr = arr.astype(np.result_type(arr.dtype, np.float32))
+        arr[arr == nodata] = np.nan
+    return arr, ds.GetGeoTransform()
+
+
+def _shafts_fill(band):
+    from scipy.interpolate import griddata
+    gy, gx = np.mgrid[0:band.shape[0], 0:band.shape[1]]
+    py, px = np.where(~np.isnan(band))
+    return griddata(np.stack([py, px], axis=1), band[py, px], (gy, gx), method="nearest")
+
+
+def _shafts_rescale(band):
+    v = band.flatten()
+    v = v[~np.isnan(v)]
+    lo, hi, low = np.min(v), np.quantile(v, 0.98), np.quantile(v, 0.02)
+    return np.clip((band - lo) / (hi - low), 0.0, 1.0)
+
+
+def _shafts_patch(arr, gt, x, y, s):
+    i, j = np.floor((x - gt[0]) / gt[1]), np.floor((y - gt[3]) / gt[5])
+    r0, c0 = int(j - s / 2 + 1), int(i - s / 2 + 1)
+    bands = np.arange(arr.shape[0])
+    patch = np.zeros((arr.shape[0], s, s))
+    patch[bands] = np.pad(arr[bands, r0:r0 + s, c0:c0 + s], ((0, 0), (0, 0), (0, 0)), mode="constant",
+                          constant_values=np.nan)
+    return patch
+
+
+def _to_tensor(hwc):
+    t = torch.from_numpy(hwc.transpose(2, 0, 1)).contiguous()
+    return t.float().div(255) if t.dtype == torch.uint8 else t.float()
+
+
+def _shafts_batch_input(arrs, x, y, s):
+    (s1, gt1), (s2, gt2), (dem, gtd) = arrs
+    p1, p2 = _shafts_patch(s1, gt1, x, y, s), _shafts_patch(s2, gt2, x, y, s)
+    vv = np.transpose(np.minimum(np.power(10.0, p1[0:1] / 10.0), 1.0) * 255, (1, 2, 0))
+    vh = np.transpose(np.minimum(np.power(10.0, p1[1:2] / 10.0), 1.0) * 255, (1, 2, 0))
+    rgb = np.transpose(p2[0:3] * 1.0 * 255, (1, 2, 0))
+    nir = np.transpose(p2[3:4] * 1.0 * 255, (1, 2, 0))
+    patch = np.concatenate([vv.astype(np.uint8), vh.astype(np.uint8), rgb.astype(np.uint8),
+                            nir.astype(np.uint8)], axis=-1)
+    aux = np.transpose(_shafts_patch(dem, gtd, x, y, s), (1, 2, 0))
+    return _to_tensor(patch)[None], _to_tensor(aux)[None]
+
+
+def shafts_reference(paths, extent, ckpt, tmp: Path, device: str):
+    """Height and footprint (float64, NaN: none) as SHAFTS's own code computes them."""
+    from osgeo import gdal
+    gdal.UseExceptions()
+    model = load_shafts_checkpoint(ckpt).model.to(device).eval()
+    xmin, ymin, xmax, ymax = extent
+    _shafts_check_extent(paths[:2], tmp)
+    bounds = [xmin - PADDING, ymin - PADDING, xmax + PADDING, ymax + PADDING]
+    (s1, gt1), (s2, gt2), (dem, gtd) = (_shafts_clip(p, bounds, tmp, k) for p, k in zip(paths, ("s1", "s2", "dem")))
+    s1 = np.stack([_shafts_fill(b) for b in s1])
+    s2 = np.stack([_shafts_rescale(_shafts_fill(b)) for b in s2])
+    res = OUTPUT_RES_DEG[100]
+    nx = int(np.ceil(round(round(xmax - xmin, 6) / res, 6)))
+    ny = int(np.ceil(round(round(ymax - ymin, 6) / res, 6)))
+    xc = np.array([xmin + res * (i + 1 / 2) for i in range(nx)])
+    yc = np.array([ymax - res * (i + 1 / 2) for i in range(ny)])
+    arrs = ((s1, gt1), (s2, gt2), (dem, gtd))
+    hs, fs = [], []
+    for b0 in range(0, nx * ny, SHAFTS_BATCH):
+        xb, db = zip(*(_shafts_batch_input(arrs, xc[p % nx], yc[p // nx], model.patch_size)
+                       for p in range(b0, min(b0 + SHAFTS_BATCH, nx * ny))))
+        with torch.no_grad():
+            out = model(torch.cat(xb).to(device), torch.cat(db).to(device))
+        hs.append(out["height"].cpu().numpy().reshape(-1))      # SHAFTS squeezes (and fails on a batch of 1)
+        fs.append(out["footprint"].cpu().numpy().reshape(-1))
+    h = np.concatenate(hs).reshape(ny, nx)
+    f = np.concatenate(fs).reshape(ny, nx)
+    h = np.where(h > 1000.0, 1000.0, np.where(h < 2.0, 0.0, h))
+    f = np.where(f > 1.0, 1.0, np.where(f < 0.0, 0.0, f))
+    _shafts_write(tmp, h, f, xmin, ymax, res)
+    return h, f
+
+
+def _shafts_write(tmp: Path, h, f, xmin, ymax, res):
+    from osgeo import gdal
+    drv = gdal.GetDriverByName("GTiff")
+    for name, a in (("height", h), ("footprint", f)):
+        ds = drv.Create(str(tmp / f"shafts_{name}.tif"), a.shape[1], a.shape[0], 1, gdal.GDT_Float64)
+        ds.GetRasterBand(1).WriteArray(a)
+        ds.SetGeoTransform((xmin, res, 0.0, ymax, 0.0, -res))
+        ds.FlushCache()
+        ds = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# the reference this script used before: streamlined SHAFTS (edt fill, whole-band conversion, per row)
 # ---------------------------------------------------------------------------------------------------
 def _gdal_clip(path, bounds):
-    """Warp to outputBounds with no resolution given, nearest neighbour (step 2). Returns (array, gt)."""
     from osgeo import gdal
     gdal.UseExceptions()
     ds = gdal.Warp("", str(path), format="MEM", outputBounds=bounds, resampleAlg="near")
-    arr = ds.ReadAsArray()
-    gt = ds.GetGeoTransform()
     nodata = [ds.GetRasterBand(b + 1).GetNoDataValue() for b in range(ds.RasterCount)]
-    return arr, gt, nodata
+    return ds.ReadAsArray(), ds.GetGeoTransform(), nodata
 
 
 def _fill_nearest(band):
@@ -80,43 +292,36 @@ def _fill_nearest(band):
     return band[tuple(idx)]
 
 
-def _prepare_reference():
-    xmin, ymin, xmax, ymax = EXTENT
+def _prepare_streamlined(paths, extent):
+    xmin, ymin, xmax, ymax = extent
     bounds = (xmin - PADDING, ymin - PADDING, xmax + PADDING, ymax + PADDING)
-    s1, gt1, _ = _gdal_clip(S1, bounds)
-    s2, gt2, nd2 = _gdal_clip(S2, bounds)
-    dem, gtd, _ = _gdal_clip(DEM, bounds)
-    s1 = s1.astype(np.float32)
-    valid1 = np.all(np.isfinite(s1), axis=0)
-    s2 = s2.astype(np.float32)
-    valid2 = np.ones(s2.shape[1:], bool)
-    for b in range(s2.shape[0]):               # declared nodata honoured, as our implementation does
+    (s1, gt1, _), (s2, gt2, nd2), (dem, gtd, _) = (_gdal_clip(p, bounds) for p in paths)
+    s1, s2 = s1.astype(np.float32), s2.astype(np.float32)
+    valid1, valid2 = np.all(np.isfinite(s1), axis=0), np.ones(s2.shape[1:], bool)
+    for b in range(s2.shape[0]):
         if nd2[b] is not None:
             valid2 &= s2[b] != nd2[b]
             s2[b][s2[b] == nd2[b]] = np.nan
-    chans = []
-    for b in range(2):                          # step 4: min(10^(dB/10), 1)
-        x = _fill_nearest(s1[b])
-        chans.append(np.minimum(np.power(np.float32(10), x / np.float32(10)), np.float32(1)))
-    for b in range(4):                          # (x - min) / (q98 - q02), clipped
+    chans = [np.minimum(np.power(np.float32(10), _fill_nearest(s1[b]) / np.float32(10)), np.float32(1))
+             for b in range(2)]
+    for b in range(4):
         x = _fill_nearest(s2[b])
         lo, q02, q98 = np.min(x), np.quantile(x, 0.02), np.quantile(x, 0.98)
         chans.append(np.clip((x - lo) / (q98 - q02), 0, 1))
-    img = [(c * np.float32(255)).astype(np.uint8) for c in chans]   # step 6: uint8 truncation
+    img = [(c * np.float32(255)).astype(np.uint8) for c in chans]
     return img[:2], gt1, img[2:], gt2, dem.astype(np.float64), gtd, valid1, valid2
 
 
-def reference_map(model, device, per_pixel: bool):
-    """SHAFTS's loop: for each output pixel cut the patches, run the model per row (or per pixel)."""
-    s1, gt1, s2, gt2, dem, gtd, valid1, valid2 = _prepare_reference()
-    res = OUTPUT_RES_DEG[model.resolution_m]
-    xmin, ymin, xmax, ymax = EXTENT
+def streamlined_reference(paths, extent, ckpt, device: str):
+    model = load_shafts_checkpoint(ckpt).model.to(device).eval()
+    s1, gt1, s2, gt2, dem, gtd, valid1, valid2 = _prepare_streamlined(paths, extent)
+    res = OUTPUT_RES_DEG[100]
+    xmin, ymin, xmax, ymax = extent
     nx = math.ceil(round(round(xmax - xmin, 6) / res, 6))
     ny = math.ceil(round(round(ymax - ymin, 6) / res, 6))
     s = model.patch_size
     b0, b1 = s // 2 - 1, s // 2 + 1
-    hgt = np.full((ny, nx), np.nan)
-    fp = np.full((ny, nx), np.nan)
+    hgt, fp = np.full((ny, nx), np.nan), np.full((ny, nx), np.nan)
     for r in range(ny):
         xs_batch, ds_batch, cols = [], [], []
         for c in range(nx):
@@ -131,19 +336,42 @@ def reference_map(model, device, per_pixel: bool):
             xs_batch.append(patch.astype(np.float32) / 255.0)
             ds_batch.append(dem[jdm - b0:jdm + b1, idm - b0:idm + b1][None].astype(np.float32))
             cols.append(c)
-        if not cols:
-            continue
-        groups = [[k] for k in range(len(cols))] if per_pixel else [list(range(len(cols)))]
-        for g in groups:
+        if cols:
             with torch.no_grad():
-                out = model(torch.from_numpy(np.stack([xs_batch[k] for k in g])).to(device),
-                            torch.from_numpy(np.stack([ds_batch[k] for k in g])).to(device))
-            for n, k in enumerate(g):
-                hgt[r, cols[k]] = float(out["height"][n])
-                fp[r, cols[k]] = float(out["footprint"][n])
-    hgt = np.where(hgt > 1000, 1000, np.where(hgt < 2.0, 0.0, hgt))     # step 9 (multi-task)
+                out = model(torch.from_numpy(np.stack(xs_batch)).to(device),
+                            torch.from_numpy(np.stack(ds_batch)).to(device))
+            hgt[r, cols] = out["height"].cpu().numpy()
+            fp[r, cols] = out["footprint"].cpu().numpy()
+    hgt = np.where(hgt > 1000, 1000, np.where(hgt < 2.0, 0.0, hgt))
     fp = np.where(fp > 1, 1, np.where(fp < 0, 0.0, fp))
     return hgt, fp
+
+
+# ---------------------------------------------------------------------------------------------------
+# peak memory of one call in a fresh subprocess
+# ---------------------------------------------------------------------------------------------------
+_RUN_CHILD = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+import bench_shafts as b
+from pathlib import Path
+torch.set_num_threads(int(sys.argv[2]))
+which, ckpt, out, s1, s2, dem = sys.argv[3:9]
+extent = tuple(map(float, sys.argv[9:13]))
+b.PADDING = float(sys.argv[14])
+fn = b.predict_height_footprint_shafts if which == "after" else b.load_before(sys.argv[13])
+b.run_ours(fn, (s1, s2, dem), extent, ckpt, Path(out), "cpu")
+print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024.0)
+"""
+
+
+def peak_memory_mib(which, ckpt, paths, extent, out: Path, threads: int, rev: str) -> float:
+    r = subprocess.run([sys.executable, "-c", _RUN_CHILD, str(Path(__file__).parent), str(threads), which, str(ckpt),
+                        str(out), *map(str, paths), *map(str, extent), rev, str(PADDING)], capture_output=True, text=True,
+                       env=dict(os.environ))
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    return float(r.stdout.split()[-1])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -197,15 +425,11 @@ def _synthetic_inputs(folder: Path, side: float):
 
 
 def memory(sides) -> int:
-    import os
-    import subprocess
-    import sys
-    env = dict(os.environ)
     print("peak resident memory of preparing one clip (fresh subprocess; synthetic 10 m inputs)")
     with tempfile.TemporaryDirectory() as tmp:
         for side in sides:
             paths, bounds = _synthetic_inputs(Path(tmp), side)
-            r = subprocess.run([sys.executable, "-c", _CHILD, *paths, *map(str, bounds)], env=env,
+            r = subprocess.run([sys.executable, "-c", _CHILD, *paths, *map(str, bounds)], env=dict(os.environ),
                                capture_output=True, text=True)
             if r.returncode != 0:
                 print(r.stderr[-2000:])
@@ -220,60 +444,109 @@ def memory(sides) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------------
+def _load() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def _maxdiff(a, b):
+    same_nodata = bool((np.isnan(a) == np.isnan(b)).all())
+    ok = np.isfinite(a) & np.isfinite(b)
+    return (float(np.abs(a - b)[ok].max()) if ok.any() else 0.0), same_nodata
+
+
+def bench_size(size, runners, repeat, tmp: Path):
+    """Interleaved best-of-``repeat`` times and outputs of each runner at one size."""
+    times, cpu, outs = {k: math.inf for k in runners}, {k: math.inf for k in runners}, {}
+    for _ in range(repeat):
+        for name, run in runners.items():
+            out = tmp / name
+            out.mkdir(exist_ok=True)
+            t0, c0 = time.perf_counter(), time.process_time()
+            outs[name] = run(out)
+            times[name] = min(times[name], time.perf_counter() - t0)
+            cpu[name] = min(cpu[name], time.process_time() - c0)
+    return times, cpu, outs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="best of N at sizes up to 10x (1 above)")
+    ap.add_argument("--sizes", default="1,10,100", help="area multiples of the THU extent (1,10,100)")
+    ap.add_argument("--padding", type=float, default=PADDING, help="degrees around the extent (0.03)")
+    ap.add_argument("--before-rev", default=BEFORE_REV, help="git revision of the 'before' implementation")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess runs")
+    ap.add_argument("--no-streamlined", action="store_true", help="skip the old streamlined reference")
     ap.add_argument("--memory", action="store_true", help="peak memory of preparing one clip instead")
     ap.add_argument("--sides", default="0.1,0.5", help="extent sides in degrees for --memory (0.1,0.5)")
     a = ap.parse_args()
     if a.memory:
         return memory([float(v) for v in a.sides.split(",")])
     torch.set_num_threads(a.threads)
-    spec = importlib.util.spec_from_file_location("mk", ROOT / "scripts" / "make_random_shafts_checkpoint.py")
-    mk = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mk)
+    globals()["PADDING"] = a.padding
+    before = load_before(a.before_rev)
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = mk.make_random_checkpoint(tmp / "random_100m.pth", 100, 0, (S1, S2, DEM, EXTENT), PADDING)
-        model = load_shafts_checkpoint(ckpt).model.to(a.device).eval()
-        # warm-up (imports, allocator)
-        predict_height_footprint_shafts(S1, S2, DEM, EXTENT, ckpt, 100, tmp / "h.tif", tmp / "f.tif",
-                                        padding=PADDING, device=a.device)
-        times = {}
-        for bs in (64, 256):
-            t = []
-            for _ in range(a.repeat):
-                t0 = time.perf_counter()
-                out = predict_height_footprint_shafts(S1, S2, DEM, EXTENT, ckpt, 100, tmp / f"h{bs}.tif",
-                                                      tmp / f"f{bs}.tif", padding=PADDING, device=a.device,
-                                                      batch_size=bs)
-                t.append(time.perf_counter() - t0)
-            times[f"ours_b{bs}"] = min(t)
-        n = out["pixels"]
-        with rasterio.open(tmp / "h64.tif") as dh, rasterio.open(tmp / "f64.tif") as df:
-            h_ours, f_ours = dh.read(1).astype(np.float64), df.read(1).astype(np.float64)
-        results = {}
-        for name, per_pixel in (("reference_per_row", False), ("reference_per_pixel", True)):
-            t = []
-            for _ in range(a.repeat):
-                t0 = time.perf_counter()
-                results[name] = reference_map(model, a.device, per_pixel)
-                t.append(time.perf_counter() - t0)
-            times[name] = min(t)
-    print(f"THU extent {EXTENT}, 100 m: {n} output pixels (= patches), device {a.device}, "
-          f"{torch.get_num_threads()} torch threads, random-weights checkpoint")
-    for k, v in times.items():
-        print(f"  {k:22s} {v:7.3f} s   {n / v:8.1f} patches/s")
-    for name, (h_ref, f_ref) in results.items():
-        ok = np.isfinite(h_ref) & (h_ours != -9999)
-        assert (np.isfinite(h_ref) == (h_ours != -9999)).all(), "nodata differs"
-        print(f"  max |ours - {name}|: height {np.abs(h_ours - h_ref)[ok].max():.3g} m, "
-              f"footprint {np.abs(f_ours - f_ref)[ok].max():.3g}  ({int(ok.sum())} pixels)")
-    print(f"  speed-up over per-row: {times['reference_per_row'] / times['ours_b64']:.1f}x, "
-          f"over per-pixel: {times['reference_per_pixel'] / times['ours_b64']:.1f}x")
+        ckpt = make_checkpoint(tmp / "random_100m_mtl.pth")
+        *paths, extent = scene(1, a.padding, tmp)
+        run_ours(predict_height_footprint_shafts, paths, extent, ckpt, tmp, a.device)     # warm-up
+        for size in (float(v) for v in a.sizes.split(",")):
+            *paths, extent = scene(size, a.padding, tmp)
+            runners = {"after": lambda o: run_ours(predict_height_footprint_shafts, paths, extent, ckpt, o, a.device),
+                       "before": lambda o: run_ours(before, paths, extent, ckpt, o, a.device),
+                       "after_bf16": lambda o: run_ours(predict_height_footprint_shafts, paths, extent, ckpt, o,
+                                                        a.device, precision="bf16"),
+                       "shafts": lambda o: shafts_reference(paths, extent, ckpt, o, a.device)}
+            if not a.no_streamlined:
+                runners["streamlined"] = lambda o: streamlined_reference(paths, extent, ckpt, a.device)
+            load0 = _load()
+            times, cpu, outs = bench_size(size, runners, a.repeat if size <= 10 else 1, tmp)
+            mem = {} if a.no_memory else {w: peak_memory_mib(w, ckpt, paths, extent, tmp / w, a.threads, a.before_rev)
+                                          for w in ("after", "before")}
+            rows.append((size, outs["after"][0].size, times, cpu, outs, mem, load0, _load()))
+            _print_size(rows[-1])
+            for p in paths:
+                if Path(p).parent == tmp:
+                    Path(p).unlink()
+    _print_summary(rows, a)
     return 0
+
+
+def _print_size(row):
+    size, n, times, cpu, outs, mem, load0, load1 = row
+    print(f"{size:g}x THU extent: {n} output pixels; load average {load0} -> {load1}", flush=True)
+    for k, v in times.items():
+        print(f"  {k:12s} {v:8.2f} s  {n / v:8.1f} px/s  ratio to shafts {v / times['shafts']:.3f}   "
+              f"CPU {cpu[k]:8.2f} s, ratio {cpu[k] / cpu['shafts']:.3f}", flush=True)
+    for other in ("before", "after_bf16", "shafts", "streamlined"):
+        if other in outs:
+            dh, same_h = _maxdiff(outs["after"][0], outs[other][0])
+            df, _ = _maxdiff(outs["after"][1], outs[other][1])
+            print(f"  max |after - {other}|: height {dh:.3g} m, footprint {df:.3g}; same nodata: {same_h}")
+    for k, v in mem.items():
+        print(f"  peak memory {k}: {v:.0f} MiB (VmHWM of a fresh process)")
+
+
+def _print_summary(rows, a):
+    print(f"\nsummary (device {a.device}, {a.threads} torch threads, padding {a.padding}°; "
+          "ratio = time / SHAFTS's procedure, same run)")
+    print("  (CPU: the same ratios of process CPU time, less sensitive to other load with --threads 1)")
+    print("  size   pixels   after/shafts  before/shafts  after/before  bf16/shafts   CPU: after/shafts "
+          "before/shafts bf16/shafts  peak MiB after (x 1x)  before (x 1x)")
+    base = rows[0][5]
+    for size, n, t, c, _, mem, _, _ in rows:
+        m = ""
+        if mem:
+            m = "   ".join(f"{mem[w]:6.0f} ({mem[w] / base[w]:.2f})" for w in ("after", "before"))
+        print(f"  {size:4g}x {n:8d}   {t['after'] / t['shafts']:10.3f}   {t['before'] / t['shafts']:11.3f}"
+              f"   {t['after'] / t['before']:11.3f}  {t['after_bf16'] / t['shafts']:10.3f}"
+              f"   {c['after'] / c['shafts']:16.3f} {c['before'] / c['shafts']:13.3f} {c['after_bf16'] / c['shafts']:11.3f}"
+              f"     {m}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def _cmd_height_footprint(a) -> dict:
     try:
         return _height_footprint(a)
     except InputError as exc:          # name the CLI option, not the Processing parameter
-        opt = {"TARGET": "--target", "MAX_TILE_DEG": "--max-tile-deg"}.get(exc.name)
+        opt = {"TARGET": "--target", "MAX_TILE_DEG": "--max-tile-deg", "PRECISION": "--precision"}.get(exc.name)
         if opt is None:
             raise
         raise InputError(opt, exc.problem, (exc.fix or "").replace("set TARGET", "set --target")) from exc
@@ -42,7 +42,7 @@ def _height_footprint(a) -> dict:
     out = predict_height_footprint_shafts(
         a.s1, a.s2, a.dem, a.extent, a.checkpoint, a.resolution, a.height, a.footprint, padding=a.padding,
         target=a.target, h_min=a.h_min, h_max=a.h_max, device=a.device, batch_size=a.batch_size,
-        max_tile_deg=a.max_tile_deg, progress=TerminalProgress())
+        max_tile_deg=a.max_tile_deg, precision=a.precision, progress=TerminalProgress())
     g = out.pop("grid")
     out["grid"] = {"width": g.width, "height": g.height, "transform": list(g.transform)[:6]}
     return out
@@ -112,7 +112,10 @@ def add_commands(subparsers) -> None:
     h.add_argument("--padding", type=float, default=0.03, help="degrees around the extent (0.03)")
     h.add_argument("--mode", choices=["shafts"], default="shafts")
     h.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    h.add_argument("--batch-size", type=int, default=64)
+    h.add_argument("--batch-size", type=int, default=None,
+                   help="patches per network call (default: 64 on CPU, 512 on GPU)")
+    h.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="network arithmetic: fp32 (SHAFTS's numbers) or bf16 (faster; differs from fp32, check it)")
     h.add_argument("--target", choices=["height", "footprint"], default=None,
                    help="what a single-task SHAFTS checkpoint predicts")
     h.add_argument("--h-min", type=float, default=2.0, help="heights below are set to 0 (m)")

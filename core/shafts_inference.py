@@ -17,7 +17,8 @@ about 37 bytes per 10 m pixel in all, plus GDAL's block cache (up to GDAL_CACHEM
 padding (38.9 M pixels) peaks at 2.0 GiB resident, 1.4 GiB with GDAL_CACHEMAX=16 (3.0 GiB when
 the clips were float64). What stays for the network is uint8 (6 bytes per pixel), two bool
 masks (2) and the float32 DEM at 30 m; the network then runs over the output in row chunks,
-batch by batch.
+batch by batch (patches gathered per batch from strided views of pixel-interleaved uint8 channels,
+straight into a channels-last batch; BatchNorm folded into the convolutions; inference_mode).
 
 Where this differs from SHAFTS on purpose: declared input nodata is honoured (SHAFTS reads it as
 a value); outputs get nodata where the patch centre has no Sentinel data or the DEM patch has
@@ -50,6 +51,9 @@ DEFAULT_NODATA = -9999.0
 #: size, each preprocessed on its own (as when SHAFTS is run tile by tile), so memory stays bounded.
 #: 0 (or None) processes any extent as one clip, exactly as one SHAFTS run over the whole extent.
 DEFAULT_MAX_TILE_DEG = 0.5
+#: Patches per network call by device type (batch_size=None): on a CPU small batches keep the
+#: activations in cache (CPU time is the same from 16 to 256; 64 needs less memory), a GPU needs large ones.
+DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
 
 
 # ---------------------------------------------------------------------------
@@ -148,7 +152,7 @@ def s2_to_unit(band: np.ndarray) -> np.ndarray:
     ``clip((x - min) / (q98 - q02), 0, 1)`` with linear ``np.quantile``."""
     x = band.astype(np.float32, copy=False)
     lo = np.min(x)
-    q02, q98 = np.quantile(x, 0.02), np.quantile(x, 0.98)
+    q02, q98 = np.quantile(x, [0.02, 0.98])    # one partition for both (same values)
     denom = q98 - q02
     if not denom > 0:
         denom = np.float32(1.0)
@@ -187,23 +191,74 @@ def _patch_index(grid: Grid, xs: np.ndarray, ys: np.ndarray, patch_size: int, na
     return ii, jj
 
 
+def _windows(arr: np.ndarray, patch_size: int) -> np.ndarray:
+    """All ``patch_size`` x ``patch_size`` windows of ``arr`` as a strided view (no copy): for a
+    (C, H, W) array, shape (H - s + 1, W - s + 1, s, s, C) (a window is one compact block of memory
+    when ``arr`` is pixel-interleaved, as :func:`_channels_view` makes it); for a 2-D (H, W) array,
+    (H - s + 1, W - s + 1, s, s).
+    ``view[j, i]`` is the window whose top-left pixel is (row j, col i)."""
+    if arr.ndim == 2:
+        return np.lib.stride_tricks.sliding_window_view(arr, (patch_size, patch_size))
+    c, h, w = arr.shape
+    sc, sh, sw = arr.strides
+    return np.lib.stride_tricks.as_strided(
+        arr, shape=(h - patch_size + 1, w - patch_size + 1, patch_size, patch_size, c),
+        strides=(sh, sw, sh, sw, sc), writeable=False)
+
+
+@dataclass
+class PatchIndex:
+    """Where the patches of a set of points start on each clipped grid (top-left row/col of the
+    window) and which points have Sentinel data at the patch centre."""
+    s1: tuple[np.ndarray, np.ndarray]
+    s2: tuple[np.ndarray, np.ndarray]
+    dem: tuple[np.ndarray, np.ndarray]
+    centre_valid: np.ndarray
+
+    def subset(self, keep) -> "PatchIndex":
+        return PatchIndex(*((r[keep], c[keep]) for r, c in (self.s1, self.s2, self.dem)),
+                          self.centre_valid[keep])
+
+
+def patch_index(prep: PreparedInputs, xs: np.ndarray, ys: np.ndarray, patch_size: int) -> PatchIndex:
+    """Patch positions for points (xs, ys in the inputs' CRS) as SHAFTS cuts them (step 5): rows/cols
+    ``j - (s/2 - 1) … j + s/2`` around ``i = floor((x - x0)/dx)``, ``j = floor((y - y0)/dy)`` on each
+    clipped grid (the DEM patch is s x s DEM pixels). Raises InputError if a patch leaves a clip."""
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    before = patch_size // 2 - 1
+    starts, valid = [], None
+    for g, name, ok in ((prep.grid_s1, "S1", prep.centre_valid_s1), (prep.grid_s2, "S2", prep.centre_valid_s2),
+                        (prep.grid_dem, "DEM", None)):
+        ii, jj = _patch_index(g, xs, ys, patch_size, name)
+        if ok is not None:
+            valid = ok[jj, ii] if valid is None else valid & ok[jj, ii]
+        starts.append((jj - before, ii - before))
+    return PatchIndex(*starts, valid)
+
+
+def gather_dem(prep: PreparedInputs, index: PatchIndex, patch_size: int) -> np.ndarray:
+    """DEM patches (N, 1, s, s) float32 metres, NaN where no data."""
+    return _windows(prep.dem, patch_size)[index.dem[0], index.dem[1]].astype(np.float32, copy=False)[:, None]
+
+
+def gather_sentinel_channels_last(prep: PreparedInputs, index: PatchIndex, patch_size: int) -> np.ndarray:
+    """Sentinel patches (N, s, s, 6) uint8, channels VV, VH, R, G, B, NIR last (the memory layout of a
+    channels-last batch), cut from strided window views of the prepared channels (one copy)."""
+    n = index.centre_valid.size
+    out = np.empty((n, patch_size, patch_size, 6), dtype=np.uint8)
+    out[..., :2] = _windows(prep.s1, patch_size)[index.s1[0], index.s1[1]]
+    out[..., 2:] = _windows(prep.s2, patch_size)[index.s2[0], index.s2[1]]
+    return out
+
+
 def gather_patches(prep: PreparedInputs, xs: np.ndarray, ys: np.ndarray, patch_size: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patches centred on points (xs, ys in the inputs' CRS) as SHAFTS cuts them (step 5):
-    rows/cols ``j - (s/2 - 1) … j + s/2`` around ``i = floor((x - x0)/dx)``, ``j = floor((y - y0)/dy)``
-    on each clipped grid. Returns (Sentinel (N, 6, s, s) uint8, DEM (N, 1, s, s) float32 metres with
-    NaN where no data, (N,) bool: the centre pixel has S-1 and S-2 data)."""
-    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-    offs = np.arange(-(patch_size // 2 - 1), patch_size // 2 + 1)
-    out = []
-    for arr, g, name in ((prep.s1, prep.grid_s1, "S1"), (prep.s2, prep.grid_s2, "S2")):
-        ii, jj = _patch_index(g, xs, ys, patch_size, name)
-        out.append((arr[:, (jj[:, None] + offs)[:, :, None], (ii[:, None] + offs)[:, None, :]], ii, jj))
-    x = np.concatenate([out[0][0], out[1][0]], axis=0).transpose(1, 0, 2, 3)
-    valid = prep.centre_valid_s1[out[0][2], out[0][1]] & prep.centre_valid_s2[out[1][2], out[1][1]]
-    ii, jj = _patch_index(prep.grid_dem, xs, ys, patch_size, "DEM")
-    d = prep.dem[(jj[:, None] + offs)[:, :, None], (ii[:, None] + offs)[:, None, :]].astype(np.float32)
-    return np.ascontiguousarray(x), d[:, None], valid
+    """Patches centred on points (xs, ys in the inputs' CRS) as SHAFTS cuts them (:func:`patch_index`).
+    Returns (Sentinel (N, 6, s, s) uint8, DEM (N, 1, s, s) float32 metres with NaN where no data,
+    (N,) bool: the centre pixel has S-1 and S-2 data)."""
+    index = patch_index(prep, xs, ys, patch_size)
+    x = gather_sentinel_channels_last(prep, index, patch_size).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x), gather_dem(prep, index, patch_size), index.centre_valid
 
 
 def _check_inputs(dss: dict, bands: dict, bounds) -> str:
@@ -250,6 +305,13 @@ def sentinel_grid_note(s1_ds, s2_ds) -> str | None:
             "pixels of a patch need not coincide. For aligned patches, export both on one grid.")
 
 
+def _channels_view(shape: tuple[int, int], channels: int) -> np.ndarray:
+    """A (channels, rows, cols) uint8 array stored pixel-interleaved (rows, cols, channels), so that a
+    patch of all channels is one strided window of memory and patches gather straight into the
+    channels-last batch the network runs on (:func:`_gather_channels_last`)."""
+    return np.empty(tuple(shape) + (channels,), dtype=np.uint8).transpose(2, 0, 1)
+
+
 def _prepare(dss, bands, bounds, progress: Progress) -> PreparedInputs:
     """Steps 2-4 and 6: clip, fill, scale and quantise the Sentinel bands; clip the DEM."""
     s1, g1 = clip_nearest(dss["S1"], bounds, bands["S1"], "S1")
@@ -258,7 +320,7 @@ def _prepare(dss, bands, bounds, progress: Progress) -> PreparedInputs:
     if n_valid and sum(int(np.count_nonzero(s1[b][valid1] >= 0)) for b in range(2)) > 0.9 * 2 * n_valid:
         progress.warning("S1: values look like linear backscatter, not dB (over 90 % are >= 0); "
                          "SHAFTS models expect dB (10*log10 of the linear value).")
-    s1u8 = np.empty((2,) + g1.shape, dtype=np.uint8)
+    s1u8 = _channels_view(g1.shape, 2)
     for b in range(2):
         s1u8[b] = quantise_uint8(s1_to_unit(fill_nan_nearest(s1[b], "S1")))
     del s1
@@ -266,7 +328,7 @@ def _prepare(dss, bands, bounds, progress: Progress) -> PreparedInputs:
     progress.check_cancelled()
     s2, g2 = clip_nearest(dss["S2"], bounds, bands["S2"], "S2")
     valid2 = np.isfinite(s2[0])
-    s2u8 = np.empty((4,) + g2.shape, dtype=np.uint8)
+    s2u8 = _channels_view(g2.shape, 4)
     for b in range(4):
         s2u8[b] = quantise_uint8(s2_to_unit(fill_nan_nearest(s2[b], "S2")))
     del s2
@@ -332,9 +394,10 @@ def predict_height_footprint_shafts(
         resolution_m: int, out_height=None, out_footprint=None, *,
         padding: float = DEFAULT_PADDING_DEG, target: str | None = None,
         h_min: float = 2.0, h_max: float = 1000.0, f_min: float = 0.0, f_max: float = 1.0,
-        device: str = "auto", batch_size: int = 64, chunk_rows: int | None = None,
+        device: str = "auto", batch_size: int | None = None, chunk_rows: int | None = None,
         nodata: float = DEFAULT_NODATA, s1_bands=(1, 2), s2_bands=(1, 2, 3, 4), dem_band: int = 1,
-        max_tile_deg: float | None = DEFAULT_MAX_TILE_DEG, progress: Progress | None = None) -> dict:
+        max_tile_deg: float | None = DEFAULT_MAX_TILE_DEG, precision: str = "fp32",
+        progress: Progress | None = None) -> dict:
     """Predict mean building height (metres) and footprint fraction (0-1) on SHAFTS's output grid.
 
     An extent wider or taller than ``max_tile_deg`` degrees is cut into tiles of that size on the
@@ -347,7 +410,8 @@ def predict_height_footprint_shafts(
     (EPSG:4326). ``checkpoint``: path to a SHAFTS or Edifice ``shafts_senet`` checkpoint, or a loaded
     model. Post-processing (multi-task): height < h_min -> 0, > h_max -> h_max; footprint likewise
     with f_min/f_max; single-task: > max -> max, then < min -> 0. Outputs are float32 GeoTIFFs with
-    ``nodata``, written atomically. Returns {"grid", "height", "footprint", "device", "pixels"}.
+    ``nodata``, written atomically. ``precision``: "fp32" (default) or "bf16" (faster, not SHAFTS's
+    numbers: the difference depends on the network, see :data:`PRECISIONS`). Returns {"grid", "height", "footprint", "device", "pixels"}.
     """
     import torch
     refuse_input_as_output({"OUTPUT_HEIGHT": out_height, "OUTPUT_FOOTPRINT": out_footprint},
@@ -359,13 +423,16 @@ def predict_height_footprint_shafts(
         raise InputError("OUTPUT_HEIGHT", "is required for this model.", "give an output file name.")
     if task in ("multi", "footprint") and out_footprint is None:
         raise InputError("OUTPUT_FOOTPRINT", "is required for this model.", "give an output file name.")
-    if batch_size < 1:
+    if precision not in PRECISIONS:
+        raise InputError("PRECISION", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if batch_size is not None and batch_size < 1:
         raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
     if not padding >= 0:
         raise InputError("PADDING", f"must be >= 0 degrees, got {padding}.")
     if max_tile_deg is not None and not max_tile_deg >= 0:
         raise InputError("MAX_TILE_DEG", f"must be >= 0 degrees (0: one clip), got {max_tile_deg}.")
     dev = resolve_device(device)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE.get(dev.type, 64)
     progress.info(f"SHAFTS {resolution_m} m {task}-task model on device {dev}"
                   + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
     xmin, ymin, xmax, ymax = (float(v) for v in extent)
@@ -388,7 +455,7 @@ def predict_height_footprint_shafts(
         progress.warning(f"extent larger than {max_tile_deg} degrees: processed as {len(tiles)} tiles of "
                          f"{tile_px} x {tile_px} output pixels, each preprocessed on its own (Sentinel-2 "
                          f"scaling per tile, as when SHAFTS is run tile by tile).")
-    model = model.to(dev).eval()
+    model = inference_model(model, dev, owned=isinstance(checkpoint, (str, os.PathLike)), precision=precision)
     if chunk_rows is None:
         chunk_rows = max(1, 16384 // min(tile_px, out_grid.width))
     outputs = [k for k in ("height", "footprint") if task in ("multi", k)]
@@ -445,24 +512,53 @@ def predict_height_footprint_shafts(
             "tiles": len(tiles)}
 
 
+#: Arithmetic of the network: "fp32" (default; SHAFTS's numbers up to float32 rounding) or "bf16"
+#: (opt-in autocast to bfloat16: on a CPU with AMX about 0.3x the CPU time of fp32, but NOT SHAFTS's
+#: numbers: how far it moves depends on the network. Measured: within 2^-5 of the largest output on the
+#: unit-test network; up to 2.4 m height / 0.046 footprint on bench_shafts.py's random checkpoint, whose
+#: output layer is scaled up ~400x. Compare with fp32 on your checkpoint before relying on it.)
+PRECISIONS = ("fp32", "bf16")
+
+
+def inference_model(model, dev, owned: bool = False, precision: str = "fp32"):
+    """The network as it runs here: BatchNorm folded into the layers before it
+    (:func:`~edifice.models.shafts.fuse_for_inference`; on a copy unless ``owned``), on ``dev``,
+    weights in channels-last memory format (the batches are built channels-last too). Outputs equal
+    the plain float32 network's up to float32 rounding (tested on the THU sample in
+    ``tests/unit/test_shafts_inference.py``: within 1e-5 of the output range)."""
+    import torch
+    from ..models.shafts import fuse_for_inference
+    fast = fuse_for_inference(model, copy_model=not owned).to(dev).to(memory_format=torch.channels_last)
+    fast.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+    return fast
+
+
+def _run_batch(model, dev, x: np.ndarray, d: np.ndarray) -> dict:
+    """Model outputs for one batch: ``x`` (N, s, s, 6) uint8 channels-last Sentinel patches, scaled by
+    1/255 as torchvision's ToTensor does; ``d`` (N, 1, s, s) float32 DEM metres."""
+    import torch
+    xt = torch.from_numpy(x).to(dev).permute(0, 3, 1, 2).float() / 255.0   # channels-last (N, 6, s, s)
+    dt = torch.from_numpy(d).to(dev)
+    dtype = getattr(model, "autocast_dtype", None)
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        y = model(xt, dt)
+    return {k: v.float().cpu().numpy() for k, v in y.items()}
+
+
 def _predict_window(model, dev, grid: Grid, window: Window, prep: PreparedInputs, batch_size: int,
                     outputs, progress):
-    """Model outputs (float64, NaN where not predicted) for ``window`` of the output grid."""
-    import torch
+    """Model outputs (float64, NaN where not predicted) for ``window`` of the output grid: patches of
+    the points with Sentinel data at the centre and a DEM patch without gaps, in batches."""
     xs, ys = grid.pixel_centres(window)
-    xs, ys = xs.ravel(), ys.ravel()
+    index = patch_index(prep, xs.ravel(), ys.ravel(), model.patch_size)
+    dem = gather_dem(prep, index, model.patch_size)
+    ok = np.flatnonzero(index.centre_valid & np.isfinite(dem).all(axis=(1, 2, 3)))
     out = {k: np.full(xs.size, np.nan) for k in outputs}
-    for b0 in range(0, xs.size, batch_size):
+    for b0 in range(0, ok.size, batch_size):
         progress.check_cancelled()
-        sl = slice(b0, b0 + batch_size)
-        x, d, valid = gather_patches(prep, xs[sl], ys[sl], model.patch_size)
-        ok = valid & np.isfinite(d).all(axis=(1, 2, 3))
-        if not ok.any():
-            continue
-        xt = torch.from_numpy(x[ok]).to(dev).float() / 255.0
-        with torch.no_grad():
-            y = model(xt, torch.from_numpy(d[ok]).to(dev))
+        sel = ok[b0:b0 + batch_size]
+        x = gather_sentinel_channels_last(prep, index.subset(sel), model.patch_size)
+        y = _run_batch(model, dev, x, dem[sel])
         for k in outputs:
-            tgt = out[k][sl]
-            tgt[ok] = y[k].float().cpu().numpy()
+            out[k][sel] = y[k]
     return {k: v.reshape(int(window.height), int(window.width)) for k, v in out.items()}

@@ -13,6 +13,7 @@ Imports torch only.
 """
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ class SEBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         w = self.SEfc(out.mean(dim=(2, 3)))
+        if torch.is_inference_mode_enabled():   # no autograd: the same operations in place, fewer temporaries
+            return out.mul_(w[:, :, None, None]).add_(identity).relu_()
         out = out * w[:, :, None, None]
         return self.relu(out + identity)
 
@@ -153,6 +156,28 @@ def build_shafts_model(resolution_m: int, task: str = "multi", num_blocks: int =
     """A fresh (randomly initialised) SHAFTS network for ``resolution_m`` metres (100/250/500/1000),
     ``task`` "multi" | "height" | "footprint", ``num_blocks`` SE blocks per layer (1 or 2)."""
     return ShaftsNet(int(resolution_m), task, int(num_blocks))
+
+
+def fuse_for_inference(model: ShaftsNet, copy_model: bool = True) -> ShaftsNet:
+    """``model`` for inference only (eval mode, no training): every BatchNorm folded into the
+    convolution or linear layer before it (and replaced by an identity), so a forward pass makes fewer
+    passes over memory. Same outputs as ``model.eval()`` up to float32 rounding (the folded weights
+    are rounded once more). Works on a copy (``model`` is left unchanged) unless ``copy_model`` is
+    False (for a network nobody else holds)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+    fused = (copy.deepcopy(model) if copy_model else model).eval()
+    for backbone in (fused.features, fused.aux_features):
+        backbone.conv1, backbone.bn1 = fuse_conv_bn_eval(backbone.conv1, backbone.bn1), nn.Identity()
+        for block in (b for layer in backbone.res_layer for b in layer):
+            block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
+            block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
+            if block.downsample is not None:
+                block.downsample = nn.Sequential(fuse_conv_bn_eval(block.downsample[0], block.downsample[1]))
+    for suffix in (("_height", "_footprint") if fused.task == "multi" else ("",)):
+        fc, bn = getattr(fused, "fc" + suffix), getattr(fused, "bn_out" + suffix)
+        setattr(fused, "fc" + suffix, fuse_linear_bn_eval(fc, bn))
+        setattr(fused, "bn_out" + suffix, nn.Identity())
+    return fused
 
 
 @dataclass(frozen=True)

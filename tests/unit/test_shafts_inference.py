@@ -478,3 +478,94 @@ def test_cli_max_tile_deg_and_target(scene, tmp_path, capsys):
     out = capsys.readouterr().out
     assert _json.loads(out.strip().splitlines()[-1])["tiles"] == 1
     assert (tmp_path / "h.tif").exists() and not (tmp_path / "f.tif").exists()
+
+
+# ---------------- the fast path (folded BatchNorm, channels-last, strided patches) ----------------
+@pytest.mark.parametrize("res,task", [(100, "multi"), (250, "height"), (1000, "footprint")])
+def test_fused_inference_copy_matches_the_plain_network(res, task):
+    from edifice.models.shafts import fuse_for_inference
+    model = _model(3, res, task)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fuse_for_inference(model)
+    s = model.patch_size
+    g = torch.Generator().manual_seed(0)
+    x, d = torch.rand(5, 6, s, s, generator=g), 50 + 5 * torch.randn(5, 1, s, s, generator=g)
+    with torch.no_grad():
+        want = model(x, d)
+        got = fused.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last), d)
+    assert set(got) == set(want)
+    for k in want:
+        scale = float(want[k].abs().max()) + 1e-6
+        np.testing.assert_allclose(got[k].numpy(), want[k].numpy(), rtol=0, atol=1e-5 * scale)
+    # the caller's network is untouched (still has its BatchNorm layers and weights)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(model.features.bn1, torch.nn.BatchNorm2d) and not model.training
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+
+
+def test_strided_patch_gather_equals_plain_slices(scene):
+    from edifice.core.shafts_inference import gather_patches, prepare_inputs
+    b = (EXTENT[0] - PAD, EXTENT[1] - PAD, EXTENT[2] + PAD, EXTENT[3] + PAD)
+    prep, _ = prepare_inputs(scene["s1"], scene["s2"], scene["dem"], b)
+    rng = np.random.default_rng(1)
+    xs, ys = rng.uniform(EXTENT[0], EXTENT[2], 40), rng.uniform(EXTENT[1], EXTENT[3], 40)
+    x, d, valid = gather_patches(prep, xs, ys, 20)
+    assert x.dtype == np.uint8 and x.shape == (40, 6, 20, 20) and x.flags.c_contiguous
+    for n in range(40):
+        for chans, g, first in ((prep.s1, prep.grid_s1, 0), (prep.s2, prep.grid_s2, 2)):
+            i = math.floor((xs[n] - g.transform.c) / g.transform.a)
+            j = math.floor((ys[n] - g.transform.f) / g.transform.e)
+            np.testing.assert_array_equal(x[n, first:first + len(chans)], chans[:, j - 9:j + 11, i - 9:i + 11])
+        gd = prep.grid_dem.transform
+        i, j = math.floor((xs[n] - gd.c) / gd.a), math.floor((ys[n] - gd.f) / gd.e)
+        np.testing.assert_array_equal(d[n, 0], prep.dem[j - 9:j + 11, i - 9:i + 11])
+
+
+def test_thu_sample_matches_the_plain_batched_network(tmp_path):
+    """The real THU sample (S-1, SRTM; synthetic S-2): the tool's output equals the plain float32 network
+    (BatchNorm unfolded, NCHW, batches of 64 as before) within the documented tolerance: 1e-5 of each
+    output's range (float32 rounding of the folded weights), and the same nodata."""
+    from pathlib import Path
+    from edifice.core.shafts_inference import gather_patches, prepare_inputs
+    thu = Path(__file__).resolve().parents[2] / "samples" / "thu"
+    s1, s2, dem = (str(thu / n) for n in ("thu_s1_2020.tif", "thu_s2_synthetic.tif", "thu_srtm.tif"))
+    extent, pad = (116.315, 39.997, 116.326, 40.008), 0.005
+    model = _model(2)
+    out = predict_height_footprint_shafts(s1, s2, dem, extent, model, 100, tmp_path / "h.tif", tmp_path / "f.tif",
+                                          padding=pad, device="cpu")
+    prep, crs = prepare_inputs(s1, s2, dem, (extent[0] - pad, extent[1] - pad, extent[2] + pad, extent[3] + pad))
+    xs, ys = shafts_output_grid(extent, 100, crs).pixel_centres()
+    x, d, valid = gather_patches(prep, xs.ravel(), ys.ravel(), 20)
+    with torch.no_grad():
+        ys_ = [model(torch.from_numpy(x[b:b + 64]).float() / 255.0, torch.from_numpy(d[b:b + 64]))
+               for b in range(0, len(x), 64)]
+    ok = valid & np.isfinite(d).all(axis=(1, 2, 3))
+    for k, lo, hi in (("height", 2.0, 1000.0), ("footprint", 0.0, 1.0)):
+        want = torch.cat([y[k] for y in ys_]).numpy().astype(np.float64)
+        want = np.where(want > hi, hi, np.where(want < lo, 0.0, want))
+        want = np.where(ok, want, np.nan).reshape(xs.shape)
+        got, _ = _read(out[k])
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        assert np.nanstd(want) > 0.01                     # a non-trivial map
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.nanmax(np.abs(want)), equal_nan=True)
+
+
+def test_bf16_precision_is_within_its_documented_tolerance_and_checked(scene):
+    """bf16 (opt-in): outputs within 2^-5 of the largest fp32 output (bfloat16 keeps 8 significant bits, so
+    that is four of its rounding steps at the largest value; the outputs themselves come out in bfloat16),
+    same nodata; an unknown precision is refused."""
+    model = _model(1)
+    kw = dict(padding=PAD, device="cpu")
+    out32 = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                            scene["tmp"] / "h32.tif", scene["tmp"] / "f32.tif", **kw)
+    out16 = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                            scene["tmp"] / "h16.tif", scene["tmp"] / "f16.tif", precision="bf16", **kw)
+    for k in ("height", "footprint"):
+        a, _ = _read(out32[k])
+        b, _ = _read(out16[k])
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        assert np.nanmax(a) - np.nanmin(a) > 0
+        np.testing.assert_allclose(b, a, rtol=0, atol=np.nanmax(np.abs(a)) / 32, equal_nan=True)
+    with pytest.raises(InputError, match="PRECISION"):
+        predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                        scene["tmp"] / "h.tif", scene["tmp"] / "f.tif", precision="fp8", **kw)
