@@ -1,0 +1,73 @@
+"""Host-side settings for model runs on the CPU: OpenMP threads that sleep instead of spinning,
+and freed memory kept in the process during a run.
+
+* :func:`quiet_cpu_threads` sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set it): torch's
+  OpenMP threads then sleep at once when a parallel region ends instead of spinning for
+  milliseconds, so the reader and writer threads of the sliding-window engine get the cores.
+  OpenMP reads the variable when torch is first imported, so it is set by the CLI's entry point
+  and the QGIS plugin's ``classFactory`` before anything imports torch; in a QGIS where torch was
+  imported earlier (another plugin, the Python console), start QGIS with ``OMP_WAIT_POLICY=PASSIVE``
+  in its environment to get the same.
+* :func:`retained_allocations` keeps freed memory in the process for the duration of a run
+  (glibc ``mallopt``: no ``mmap`` for large blocks, no trimming), so the large per-batch buffers
+  of the model (activations of tens to hundreds of MiB) are not returned to the kernel and
+  page-faulted in again on every batch; afterwards the defaults are restored and the kept memory
+  is returned (``malloc_trim``), so a long-lived process (QGIS) does not keep it. A no-op off glibc.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import threading
+
+# glibc mallopt parameters and their documented defaults
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
+_KEEP = {_M_MMAP_MAX: 0, _M_TRIM_THRESHOLD: 2**31 - 1}
+_lock = threading.Lock()
+_active = 0
+
+
+def quiet_cpu_threads() -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless already set (effective only before torch is imported)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+        lib.mallopt  # noqa: B018 - glibc only
+        lib.malloc_trim  # noqa: B018
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def retained_allocations(enabled: bool = True):
+    """Within the block, freed memory stays in the process (see the module docstring); nested and
+    concurrent uses are counted, the defaults come back when the last one ends."""
+    global _active
+    lib = _libc() if enabled and os.environ.get("EDIFICE_KEEP_FREED_MEMORY", "1") != "0" else None
+    if lib is None:
+        yield
+        return
+    with _lock:
+        _active += 1
+        if _active == 1:
+            for key, value in _KEEP.items():
+                lib.mallopt(key, value)
+    try:
+        yield
+    finally:
+        with _lock:
+            _active -= 1
+            if _active == 0:
+                for key, value in _DEFAULTS.items():
+                    lib.mallopt(key, value)
+                lib.malloc_trim(0)
