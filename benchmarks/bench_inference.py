@@ -101,7 +101,7 @@ def pipeline(img: Path, ck: Path, poi: Path | None, out: Path, cfg: dict) -> dic
                          footprint_probability=str(out / "fp.tif"), use_class=str(out / "uc.tif"),
                          use_probabilities=str(out / "up.tif"), device=cfg["device"], batch_size=cfg["batch"],
                          window=cfg["window"], overlap=cfg["margin"], precision=cfg["precision"], resume=False,
-                         **extra)
+                         workers=cfg.get("workers", 1), **extra)
     _sync(cfg["device"])
     s["wall"] = time.perf_counter() - t0
     return s
@@ -415,6 +415,7 @@ def _parse():
                     help="auto: bf16 (else fp16) on CUDA, fp32 on the CPU")
     ap.add_argument("--batch-size", "--batch", dest="batch", type=int, default=4)
     ap.add_argument("--batch-sizes", default=None, help="comma-separated batch sizes (speed runs for each)")
+    ap.add_argument("--workers", type=int, default=1, help="reader threads of the pipeline")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (model-only and pipeline)")
     ap.add_argument("--compression", default=None, help="output compression of our runs (default: the engine's)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each (the best is reported)")
@@ -446,7 +447,7 @@ def main() -> None:
     batches = [int(b) for b in a.batch_sizes.split(",")] if a.batch_sizes else [a.batch]
     cfg = {"device": str(dev), "encoder": a.encoder, "bands": a.bands, "base_width": a.base_width,
            "window": a.window, "margin": margin, "batch": batches[0], "precision": a.precision,
-           "compile": a.compile, "compression": a.compression}
+           "compile": a.compile, "compression": a.compression, "workers": a.workers}
     variant = "imagery_poi_multitask" if a.bands == 6 else "imagery_multitask"
     print(f"device: {desc}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
     print(f"model: {a.encoder} U-Net base width {a.base_width}, {a.bands} bands ({variant}), random weights; "

@@ -20,12 +20,15 @@ weight still has at least ``margin - ramp`` pixels of context.
 
 Pipeline
 --------
-reader thread(s) (read + reflect-pad + scale, skip tiles that are all nodata or outside the
-mask) → main thread (batches, model on the chosen device, autocast + channels_last on CUDA,
-halving the batch on out-of-memory) → writer thread (blend, per-tile post-processing,
-write). Queues are bounded, so memory is independent of the raster's size (in blend mode
-it holds up to two rows of tile results). The result of every tile depends only on the
-data (never on batch size, number of readers or arrival order).
+reader thread(s) (read + scale straight into one of a fixed pool of window buffers, mirror the
+part beyond the raster in place, skip tiles that are all nodata or outside the mask) → main
+thread (gathers a batch into one reused array; model on the chosen device, channels-last on
+every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memory) → writer
+thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1).
+Queues are bounded, so memory is independent of the raster's size (in blend mode it holds up to
+two rows of tile results); during a run freed memory stays in the process
+(:func:`core.host_tuning.retained_allocations`) and is returned at its end. The result of every
+tile depends only on the data (never on batch size, number of readers or arrival order).
 
 Outputs and resume
 ------------------
@@ -290,7 +293,7 @@ class Predictor:
     numpy → (N, K, H, W) float32 numpy. ``to_channels`` turns the model's output into K
     channels (default: sigmoid of ``use`` then of ``footprint``). Channels-last on every
     device; ``precision`` bf16/fp16 runs under autocast, and the largest difference from fp32
-    on the first batch is reported (``precision_difference``). On CUDA the batch goes through a
+    on the first window is reported (``precision_difference``). On CUDA the batch goes through a
     reused pinned host buffer. On out-of-memory the batch is halved (and stays halved) and the
     work goes on. The result of a window never depends on the batch it is run in."""
 
@@ -339,8 +342,8 @@ class Predictor:
             t = self._to_device(x)
             y = self._forward(t, self.precision)
             if self.precision != "fp32" and self.precision_difference is None:
-                self.precision_difference = float((y - self._forward(t, "fp32")).abs().max())
-                self.progress.info(f"Precision {self.precision}: largest difference from fp32 on the first batch "
+                self.precision_difference = float((y[:1] - self._forward(t[:1], "fp32")).abs().max())
+                self.progress.info(f"Precision {self.precision}: largest difference from fp32 on the first window "
                                    f"{self.precision_difference:.2g} (probabilities 0-1).")
             return y.cpu().numpy()
 

@@ -214,7 +214,7 @@ def test_bf16_on_the_cpu_reports_its_difference_from_fp32():
     rec = RecordingProgress()
     p = Predictor(net, "cpu", precision="bf16", progress=rec)
     y = p(x)
-    diff = float(np.abs(y - fp32).max())
+    diff = float(np.abs(y[:1] - fp32[:1]).max())  # measured on the first window
     assert p.precision_difference == pytest.approx(diff, abs=1e-7)
     assert 0 < diff < 0.05  # bf16 keeps 8 bits of mantissa: probabilities differ, but only slightly
     assert any("largest difference from fp32" in m for m in rec.infos)
