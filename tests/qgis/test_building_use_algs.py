@@ -120,8 +120,8 @@ def test_precision_and_compression_reach_the_engine(provider, kampala_rgb, kampa
     with rasterio.open(fp32) as a, rasterio.open(bf16) as b:
         assert a.compression.name.lower() == "zstd" and b.compression.name.lower() == "deflate"
         pa, pb = a.read(1, masked=True), b.read(1, masked=True)
-    diff = np.abs(pa - pb).max()
-    assert 0 < diff < 0.05  # bf16 was used: close to fp32, not bit-identical
+    assert np.array_equal(pa.mask, pb.mask) and 0 <= pb.min() and pb.max() <= 1
+    assert np.abs(pa - pb).max() > 0  # bf16 was used (a random-weights network: no bound on the difference)
     out = tmp_path / "fp16.tif"
     with pytest.raises(QgsProcessingException, match="PRECISION"):
         processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(out), USE_CLASS=None,
