@@ -14,10 +14,12 @@ One command prints, measured in one run (child processes, interleaved, best of `
 ``--compression-only`` instead measures the write speed and size of the output compressions
 (DEFLATE / ZSTD / LZW levels) on probability rasters made from the Kampala sample.
 
-The issue's CPU table (ResNet-34 U-Net, 6 bands, 1024/128; about 25 min on a quiet 2-core machine):
+The issue's CPU table (ResNet-34 U-Net, 6 bands, 1024/128; about 35 min on a quiet 2-core machine;
+``--base-width 16`` for a 4x quicker run of the same pipeline with a thinner network). The speed raster
+needs several batches (16 windows at 3072 px) for reading, model and writing to overlap, and the 1x
+memory run a full batch (4 windows at 1536 px), else the ratios measure start-up and batch size:
 
-    python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 \
-        --margin 128 --base-width 64 --size 1536 --noop-size 4096 --mem-size 768 --repeat 2 --before 11b1056
+    python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --size 3072 --noop-size 4096 --mem-size 1536 --repeat 2 --before 11b1056
 
 The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
@@ -403,10 +405,10 @@ def _parse():
     ap.add_argument("--bands", type=int, default=6, choices=(3, 6),
                     help="3: RGB (imagery_multitask); 6: RGB + 3 POI bands (imagery_poi_multitask)")
     ap.add_argument("--size", type=int, default=None, help="raster side (px) of the speed runs (default 4096 on "
-                    "CUDA, 1536 on the CPU)")
+                    "CUDA, 3072 on the CPU)")
     ap.add_argument("--noop-size", type=int, default=4096, help="raster side (px) of the no-op pipeline run")
     ap.add_argument("--mem-size", type=int, default=None, help="raster side (px) of the 1x peak-memory run "
-                    "(the 4x one is twice it; default: the window)")
+                    "(the 4x one is twice it; default: 1.5 windows, i.e. a full batch of 4)")
     ap.add_argument("--window", type=int, default=1024, help="window (px)")
     ap.add_argument("--margin", type=int, default=None, help="margin discarded per side (px; default window / 8)")
     ap.add_argument("--base-width", "--width", dest="base_width", type=int, default=64,
@@ -442,7 +444,7 @@ def main() -> None:
     except EdificeError as exc:
         raise SystemExit(str(exc)) from None
     cuda = dev.type == "cuda"
-    size = a.size or (4096 if cuda else 1536)
+    size = a.size or (4096 if cuda else 3072)
     margin = a.margin if a.margin is not None else a.window // 8
     batches = [int(b) for b in a.batch_sizes.split(",")] if a.batch_sizes else [a.batch]
     cfg = {"device": str(dev), "encoder": a.encoder, "bands": a.bands, "base_width": a.base_width,
@@ -503,7 +505,7 @@ def main() -> None:
             if "before" in res:
                 print(f"  after / before: {res['after'] / res['before']:.3f}  (load average {os.getloadavg()[0]:.1f})")
         if not a.skip_memory:
-            m = a.mem_size or a.window
+            m = a.mem_size or (3 * a.window) // 2
             i1, _, p1 = make_inputs(d, m, cfg)
             i4, _, p4 = make_inputs(d, 2 * m, cfg)
             print(f"peak memory (max RSS of a CLI run), 1x = {m} x {m} px, 4x = {2 * m} x {2 * m} px:")
