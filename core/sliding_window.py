@@ -26,8 +26,8 @@ thread (gathers a batch into one reused array; model on the chosen device, chann
 every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memory) → writer
 thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1).
 Queues are bounded, so memory is independent of the raster's size (in blend mode it holds up to
-two rows of tile results); during a run freed memory stays in the process
-(:func:`core.host_tuning.retained_allocations`) and is returned at its end. The result of every
+two rows of tile results); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory stays in the process
+during a run (:func:`core.host_tuning.retained_allocations`) and is returned at its end. The result of every
 tile depends only on the data (never on batch size, number of readers or arrival order).
 
 Outputs and resume
@@ -622,8 +622,8 @@ _STOP = object()
 
 
 def run_sliding_window(*args, **kwargs) -> dict:
-    """:func:`_run_sliding_window` (same arguments) with freed memory kept in the process for the
-    run (:func:`core.host_tuning.retained_allocations`; returned at its end)."""
+    """:func:`_run_sliding_window` (same arguments); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory
+    is kept in the process for the run (:func:`core.host_tuning.retained_allocations`)."""
     from .host_tuning import retained_allocations
 
     with retained_allocations():

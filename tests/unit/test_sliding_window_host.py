@@ -233,7 +233,8 @@ def test_channels_last_gives_the_plain_model_result_and_the_same_bits_every_run(
     assert np.abs(a - plain).max() < 1e-5
 
 
-def test_retained_allocations_nest_and_restore():
+def test_retained_allocations_nest_and_restore(monkeypatch):
+    monkeypatch.setenv("EDIFICE_KEEP_FREED_MEMORY", "1")
     with host_tuning.retained_allocations():
         with host_tuning.retained_allocations():
             assert host_tuning._active in (0, 2)  # 0 where there is no glibc
