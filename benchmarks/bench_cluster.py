@@ -18,7 +18,7 @@ Dask's OMP_NUM_THREADS=1), so the comparison is one core against N cores. One co
 What cost the time before (measured on the shared 2-CPU machine, 19:30-20:10 UTC 2026-11-26): Dask's nanny
 starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand every activation buffer back to the
 kernel and page-fault it again at the next batch: 12,300 page faults and 0.047-0.053 CPU-s per window in such
-a process against 2,100 and 0.023-0.029 in a plain one (core/malloc.py, now called by the engine's Predictor
+a process against 2,100 and 0.023-0.029 in a plain one (core/host_tuning.py, now called by the engine's Predictor
 in every process: 40 faults, 0.018-0.019 CPU-s). Worker threads x torch threads were not oversubscribed (torch
 has 1 thread in each worker); the model is loaded once per worker; splitting into blocks costs 10-20 % in one
 process at 3 x 3 windows a block (partial batches), less at the default 8 x 8; a LocalCluster start costs
@@ -82,7 +82,7 @@ def full_model_window_s() -> float:
     """Seconds of one 1024 px window (6 bands) through a ResNet-34 U-Net of full width on this CPU."""
     import torch
 
-    from edifice.core.malloc import keep_freed_memory
+    from edifice.core.host_tuning import keep_freed_memory
     from edifice.models.unet import UNetResNet
 
     keep_freed_memory()  # as the engine's Predictor does

@@ -1,46 +1,34 @@
-"""Sliding-window inference throughput and memory (building-use model, random weights).
+"""Sliding-window inference throughput, host cost and memory (building-use model, random weights).
 
-Prints, in one run:
-* the device used (and torch version, threads, precision);
-* model-only throughput on the windows of a raster (inputs read and scaled in memory beforehand,
-  the same windows and batches the pipeline runs, through the same Predictor: autocast and
-  channels_last on CUDA) vs the whole pipeline (read, scale, pad, model, merge, write 3 rasters)
-  on the same raster, and their ratio — the pipeline should reach >= 0.9 of the model alone;
-* windows/s, Mpx/s and km²/h at 0.5 m for both;
-* peak memory: CUDA ``torch.cuda.max_memory_allocated`` of each (on CUDA), and peak resident
-  memory (VmHWM from /proc, each run in a fresh subprocess) of the pipeline at 1x and 16x raster
-  area (bounded memory: the two should be close; ``--skip-16x`` leaves this out).
+One command prints, measured in one run (child processes, interleaved, best of ``--repeat``):
+* pipeline / model-only throughput on the same windows (model only: inputs read and scaled in memory
+  beforehand, the same Predictor and batches; pipeline: read, scale, pad, model, merge, write 3 rasters);
+  windows/s and km²/h at 0.5 m end to end (read -> write);
+* the pipeline's own work with the network replaced by a no-op (``--noop-size``): CPU-s (user + sys)
+  per km² at 0.5 m;
+* peak memory (max RSS of a CLI run, ``edifice map-building-use``) at 4x vs 1x area (``--mem-size``);
+* with ``--before REF``: the same figures for the code of git revision REF (extracted into a temporary
+  folder), each figure's runs interleaved with ours — the before/after table of issue 17;
+* on CUDA, per batch size of ``--batch-sizes``: the GPU utilisation (nvidia-smi sampled every 200 ms
+  during the pipeline), ``--compile`` runs the model through torch.compile.
+``--compression-only`` instead measures the write speed and size of the output compressions
+(DEFLATE / ZSTD / LZW levels) on probability rasters made from the Kampala sample.
 
-    python benchmarks/bench_inference.py [--device auto|cpu|cuda|cuda:N] [--encoder resnet18|resnet34|resnet50]
-        [--bands 3|6] [--size PX] [--window PX] [--margin PX] [--base-width 4] [--precision auto|fp32|bf16|fp16]
-        [--batch-size 4] [--threads N] [--repeat 2] [--skip-16x]
+The issue's CPU table (ResNet-34 U-Net, 6 bands, 1024/128; about 35 min on a quiet 2-core machine;
+``--base-width 16`` for a 4x quicker run of the same pipeline with a thinner network). The speed raster
+needs several batches (16 windows at 3072 px) for reading, model and writing to overlap, and the 1x
+memory run a full batch (4 windows at 1536 px), else the ratios measure start-up and batch size:
 
-``--bands 6`` is RGB + the 3 POI probability bands (variant imagery_poi_multitask; a synthetic
-3-band float32 POI raster on the imagery grid is given to the pipeline), ``--bands 3`` RGB only
-(variant imagery_multitask). ``--window`` defaults to 1024 on CUDA, 256 on the CPU; ``--margin``
-to window / 8; ``--size`` to 2048 on CUDA, 512 on the CPU. ``--base-width 64`` is the full ResNet.
-For a GPU figure, e.g.:
+    python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --size 3072 --noop-size 4096 --mem-size 1536 --repeat 2 --before 11b1056
 
-    python benchmarks/bench_inference.py --device cuda --encoder resnet34 --bands 6 --window 1024 --base-width 64
-
-Measured on the shared 2-core CPU machine (torch 2.13 CPU, 2 threads; load average ~2.2 from other
-jobs, so noisy; ResNet-18, 3 bands, window 256, margin 32, batch 4, fp32, model and pipeline runs
-interleaved, best of --repeat):
-  --device cpu --size 1024 --repeat 3 (width 4):  model 62.4 windows/s 1.82 Mpx/s 1636 km²/h, pipeline
-      38.4 windows/s 1.12 Mpx/s 1006 km²/h, ratio 0.61; VmHWM 399 -> 477 MiB at 16x area (1.20x)
-  --device cpu --size 1024 --base-width 32 --repeat 3 --skip-16x:  model 0.953 Mpx/s, pipeline 0.735 Mpx/s,
-      ratio 0.77; VmHWM 490 MiB
-  --device cpu --size 768 --bands 6 --encoder resnet34 --base-width 16 --skip-16x:  model 1.42 Mpx/s,
-      pipeline 0.88 Mpx/s, ratio 0.62
-On 2 cores the pipeline's reader and writer threads (GDAL decode, DEFLATE) take CPU from torch, so the
-faster the model the lower the ratio. Earlier figures taken on a busier machine (model 5-10x slower)
-gave ratios 0.98-1.03 (width 4 and 32); with DEFLATE level 6 and GDAL's block cache uncapped, 0.45-0.89.
-No GPU figures yet.
+The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
+``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -109,11 +97,13 @@ def pipeline(img: Path, ck: Path, poi: Path | None, out: Path, cfg: dict) -> dic
     """The whole engine (edifice.core.building_use_map.map_building_use), 3 raster outputs."""
     from edifice.core.building_use_map import map_building_use
 
+    extra = {"compression": cfg["compression"]} if cfg.get("compression") else {}
     t0 = time.perf_counter()
     s = map_building_use(str(img), str(ck), poi_maps=str(poi) if poi else None,
                          footprint_probability=str(out / "fp.tif"), use_class=str(out / "uc.tif"),
                          use_probabilities=str(out / "up.tif"), device=cfg["device"], batch_size=cfg["batch"],
-                         window=cfg["window"], overlap=cfg["margin"], precision=cfg["precision"], resume=False)
+                         window=cfg["window"], overlap=cfg["margin"], precision=cfg["precision"], resume=False,
+                         workers=cfg.get("workers", 1), **extra)
     _sync(cfg["device"])
     s["wall"] = time.perf_counter() - t0
     return s
@@ -124,6 +114,26 @@ def _sync(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
+
+
+def _retained():
+    """The allocator setting of the engine (this tree's), so that the model-only reference runs
+    with the same one; a no-op for code that has none."""
+    try:
+        from edifice.core.host_tuning import retained_allocations
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return retained_allocations()
+
+
+def _compiled(model, cfg: dict):
+    if not cfg.get("compile"):
+        return model
+    import torch
+
+    return torch.compile(model, dynamic=False)
 
 
 def model_only(img: Path, ck: Path, poi: Path | None, cfg: dict):
@@ -139,6 +149,7 @@ def model_only(img: Path, ck: Path, poi: Path | None, cfg: dict):
 
     model, card = load_model(ck)
     pred = Predictor(model, cfg["device"], precision=cfg["precision"])
+    pred.model = _compiled(pred.model, cfg)
     window = cfg["window"]
     lay = WindowLayout(window, cfg["margin"])
     scale = np.array([b["scale"] for b in card["bands"]], np.float32)[:, None, None]
@@ -158,17 +169,19 @@ def model_only(img: Path, ck: Path, poi: Path | None, cfg: dict):
     x = np.stack(xs)
     batch = cfg["batch"]
     # warm-up (kernels, autotuning, allocator) with the batch shapes of the timed runs
-    pred(x[:batch])
-    if len(x) % batch:
-        pred(x[: len(x) % batch])
+    with _retained():
+        pred(x[:batch])
+        if len(x) % batch:
+            pred(x[: len(x) % batch])
 
     def run() -> float:
-        _sync(cfg["device"])
-        t0 = time.perf_counter()
-        for k in range(0, len(x), batch):
-            pred(x[k:k + batch])
-        _sync(cfg["device"])
-        return time.perf_counter() - t0
+        with _retained():
+            _sync(cfg["device"])
+            t0 = time.perf_counter()
+            for k in range(0, len(x), batch):
+                pred(x[k:k + batch])
+            _sync(cfg["device"])
+            return time.perf_counter() - t0
 
     return run, len(x), pred.precision
 
@@ -181,127 +194,329 @@ class _null:
         return False
 
 
-def peak_memory(img: Path, ck: Path, poi: Path | None, cfg: dict) -> dict:
-    """{'hwm_mib', 'cuda_mib' (None off CUDA), 'wall'} of the pipeline in a fresh subprocess."""
-    code = (
-        "import sys, json, tempfile, pathlib\n"
-        "sys.path.insert(0, %r)\n"
-        "import torch\n"
-        "from bench_inference import pipeline\n"
-        "cfg = json.loads(%r)\n"
-        "poi = pathlib.Path(%r) if %r else None\n"
-        "with tempfile.TemporaryDirectory() as d:\n"
-        "    s = pipeline(pathlib.Path(%r), pathlib.Path(%r), poi, pathlib.Path(d), cfg)\n"
-        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
-        "cuda = torch.cuda.max_memory_allocated(cfg['device']) / 2**20 if cfg['device'].startswith('cuda') "
-        "else None\n"
-        "print(json.dumps({'hwm_mib': int(hwm) / 1024, 'cuda_mib': cuda, 'wall': s['wall']}))\n"
-    ) % (str(Path(__file__).parent), json.dumps(cfg), str(poi), bool(poi), str(img), str(ck))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+class _GpuSampler:
+    """nvidia-smi's GPU utilisation (%) sampled every 200 ms while in the block."""
+
+    def __init__(self, device: str):
+        self.index = int(device.split(":")[1]) if ":" in device else 0
+        self.samples: list[float] = []
+
+    def __enter__(self):
+        try:
+            self.proc = subprocess.Popen(["nvidia-smi", f"--id={self.index}", "--query-gpu=utilization.gpu",
+                                          "--format=csv,noheader,nounits", "-lms", "200"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            self.proc = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            out, _ = self.proc.communicate()
+            self.samples = [float(v) for v in out.split() if v.replace(".", "").isdigit()]
+        return False
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+# ---------------------------------------------------------------- child processes (one per measurement)
+def _patch_compile(cfg: dict) -> None:
+    """With ``--compile``: the pipeline's Predictor runs torch.compile'd models too."""
+    if not cfg.get("compile"):
+        return
+    import edifice.core.building_use_map as bum
+
+    base = bum.Predictor
+
+    class Compiled(base):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.model = _compiled(self.model, cfg)
+
+    bum.Predictor = Compiled
+
+
+def worker_speed(job: dict) -> dict:
+    """Model only and pipeline on the same raster, interleaved, best of ``repeat`` each."""
+    import torch
+
+    cfg, d = job["cfg"], Path(job["folder"])
+    _patch_compile(cfg)
+    img, ck, poi = Path(job["img"]), Path(job["ck"]), Path(job["poi"]) if job["poi"] else None
+    run_model, n, precision = model_only(img, ck, poi, cfg)
+    out = d / f"out_{os.getpid()}"
+    out.mkdir()
+    pipeline(img, ck, poi, out, cfg)  # warm-up (file cache, kernels)
+    t_model, best, gpu = float("inf"), None, None
+    for _ in range(job["repeat"]):
+        t_model = min(t_model, run_model())
+        with (_GpuSampler(cfg["device"]) if cfg["device"].startswith("cuda") else _null()) as smp:
+            r = pipeline(img, ck, poi, out, cfg)
+        if best is None or r["wall"] < best["wall"]:
+            best, gpu = r, (smp.mean if smp is not None else None)
+    return {"t_model": t_model, "t_pipe": best["wall"], "model_in_pipe": best["model_seconds"], "windows": n,
+            "run": best["tiles_run"], "precision": precision, "gpu_util": gpu,
+            "threads": torch.get_num_threads(), "omp_wait": os.environ.get("OMP_WAIT_POLICY", "(unset)")}
+
+
+def worker_noop(job: dict) -> dict:
+    """The pipeline with the network replaced by a no-op (its output: input bands, the smooth POI
+    maps of a 6-band model): CPU-s (user + sys of all threads) of the run."""
+    import resource
+
+    import edifice.core.building_use_map as bum
+
+    cfg, d = job["cfg"], Path(job["folder"])
+    img, ck, poi = Path(job["img"]), Path(job["ck"]), Path(job["poi"]) if job["poi"] else None
+
+    class Noop:
+        def __init__(self, model, device, precision="auto", progress=None, **_):
+            self.precision, self.device = "fp32", device
+
+        def __call__(self, x):
+            # smooth probability-like outputs: the POI bands (6-band models), else the imagery
+            return x[:, [3, 4, 5, 3]] if x.shape[1] >= 6 else x[:, [0, 1, 2, 0]]
+
+    bum.Predictor = Noop
+    out = d / f"noop_{os.getpid()}"
+    out.mkdir()
+    pipeline(img, ck, poi, out, cfg)  # warm-up (imports, file cache)
+    best = None
+    for _ in range(job["repeat"]):
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        s = pipeline(img, ck, poi, out, cfg)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+        if best is None or user + sys_ < best["cpu"]:
+            best = {"cpu": user + sys_, "user": user, "sys": sys_, "wall": s["wall"]}
+    return best
+
+
+def _child(kind: str, job: dict, root: Path | None) -> dict:
+    """Run ``worker_<kind>(job)`` in a fresh interpreter whose ``edifice`` is the tree at ``root``
+    (None: this checkout)."""
+    env = dict(os.environ)
+    if root is not None:
+        env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import sys, json\n"
+            "sys.path.insert(0, %r)\n"
+            "try:\n"
+            "    from edifice.core.host_tuning import quiet_cpu_threads\n"
+            "    quiet_cpu_threads()\n"
+            "except ImportError:\n"
+            "    pass\n"
+            "import bench_inference as b\n"
+            "r = getattr(b, 'worker_' + %r)(json.loads(sys.stdin.read()))\n"
+            "print('RESULT ' + json.dumps(r))\n") % (str(Path(__file__).parent), kind)
+    r = subprocess.run([sys.executable, "-c", code], input=json.dumps(job), capture_output=True, text=True, env=env)
     if r.returncode:
-        sys.stderr.write(r.stderr)
-        raise SystemExit(f"the peak-memory subprocess failed (exit {r.returncode})")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        sys.stderr.write(r.stderr[-4000:])
+        raise SystemExit(f"the {kind} child ({'this checkout' if root is None else root}) failed (exit {r.returncode})")
+    return json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
 
 
-def _rates(px: int, windows: int, t: float) -> str:
-    mpx = px / t / 1e6
-    return (f"{t:7.2f} s  {windows / t:7.2f} windows/s  {mpx:7.3f} Mpx/s  "
-            f"{px / t * 3600 * KM2_PER_PX:8.2f} km²/h at {GSD_M:g} m")
+def cli_peak_rss(img: Path, ck: Path, poi: Path | None, cfg: dict, root: Path | None, out: Path) -> dict:
+    """Max RSS (MiB) and wall (s) of one ``edifice map-building-use`` CLI run of the tree at ``root``."""
+    env = dict(os.environ)
+    if root is not None:
+        env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    args = ["map-building-use", str(img), str(ck), "--footprint-probability", str(out / "fp.tif"),
+            "--use-class", str(out / "uc.tif"), "--use-probabilities", str(out / "up.tif"), "--device",
+            cfg["device"], "--batch-size", str(cfg["batch"]), "--window", str(cfg["window"]), "--overlap",
+            str(cfg["margin"]), "--precision", cfg["precision"], "--no-resume"] + (["--poi-maps", str(poi)] if poi else [])
+    code = "import sys; from edifice.core.cli import main; sys.exit(main(sys.argv[1:]))"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code] + args, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode:
+        sys.stderr.write(err[-4000:])
+        raise SystemExit(f"the CLI run failed (exit {proc.returncode})")
+    return {"rss_mib": usage.ru_maxrss / 1024, "wall": time.perf_counter() - t0}
 
 
-def main() -> None:
+def extract_tree(ref: str, folder: Path) -> Path:
+    """The package at git revision ``ref`` as ``folder/edifice`` (returns ``folder``)."""
+    repo = Path(__file__).resolve().parent.parent
+    dest = folder / "edifice"
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return folder
+
+
+# ---------------------------------------------------------------- output compression
+def compression_table(repeat: int) -> None:
+    """Write speed (Mpx/s) and size of each output compression on the three outputs of a tile row."""
+    import rasterio
+    from affine import Affine
+    from scipy import ndimage
+
+    from edifice.core.sliding_window import compression_options
+
+    src = Path(__file__).resolve().parent.parent / "samples" / "kampala" / "kampala_rgb_50cm.tif"
+    with rasterio.open(src) as ds:
+        rgb = ds.read(out_dtype=np.float32)[:3] / 255.0
+    use = np.stack([ndimage.gaussian_filter(b, 3) for b in rgb]).astype(np.float32)  # smooth 0-1 fields
+    use /= np.maximum(use.sum(axis=0, keepdims=True), 1e-6)
+    fp = ndimage.gaussian_filter(rgb.mean(axis=0), 2).astype(np.float32)
+    cls = np.where(fp > np.median(fp), use.argmax(axis=0) + 1, 0).astype(np.uint8)
+    h, w = fp.shape
+    px = h * w
+    rows = [("fp.tif", fp[None]), ("uc.tif", cls[None]), ("up.tif", use)]
+    print(f"output compression, {w} x {h} px outputs made from samples/kampala (footprint float32, class uint8, "
+          f"3 use probabilities float32), 256 px tiles, best of {repeat}:")
+    with tempfile.TemporaryDirectory() as d:
+        base = None
+        for spec in ("deflate:1", "deflate:6", "zstd:1", "zstd:3", "zstd:9", "lzw", "none"):
+            best, size = float("inf"), 0
+            for _ in range(repeat):
+                t0, size = time.process_time(), 0
+                for name, arr in rows:
+                    opts = compression_options(spec)
+                    if opts["compress"] != "none":
+                        opts["predictor"] = 3 if arr.dtype.kind == "f" else 2
+                    path = Path(d) / name
+                    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=len(arr),
+                                       dtype=arr.dtype.name, tiled=True, blockxsize=256, blockysize=256,
+                                       crs="EPSG:32636", transform=Affine(0.5, 0, 0, 0, -0.5, 0), **opts) as ds:
+                        ds.write(arr)
+                    size += path.stat().st_size
+                best = min(best, time.process_time() - t0)
+            base = base or (best, size)
+            print(f"  {spec:10s} {px / best / 1e6:7.1f} Mpx/s ({best / px * 4e6:6.3f} CPU-s/km² at 0.5 m)  "
+                  f"size {size / 2**20:6.2f} MiB  (vs deflate:1: time {best / base[0]:.2f}x, size "
+                  f"{size / base[1]:.2f}x)")
+
+def _fmt(px: int, windows: int, t: float) -> str:
+    return (f"{windows / t:7.3f} windows/s  {px / t / 1e6:7.3f} Mpx/s  "
+            f"{px / t * 3600 * KM2_PER_PX:9.2f} km²/h at {GSD_M:g} m")
+
+
+def _parse():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
-    ap.add_argument("--encoder", default="resnet18", choices=("resnet18", "resnet34", "resnet50"))
-    ap.add_argument("--bands", type=int, default=3, choices=(3, 6),
+    ap.add_argument("--encoder", default="resnet34", choices=("resnet18", "resnet34", "resnet50"))
+    ap.add_argument("--bands", type=int, default=6, choices=(3, 6),
                     help="3: RGB (imagery_multitask); 6: RGB + 3 POI bands (imagery_poi_multitask)")
-    ap.add_argument("--size", type=int, default=None, help="raster side (px) of the 1x run (default 2048 on "
-                    "CUDA, 512 on the CPU)")
-    ap.add_argument("--window", type=int, default=None, help="window (px; default 1024 on CUDA, 256 on the CPU)")
+    ap.add_argument("--size", type=int, default=None, help="raster side (px) of the speed runs (default 4096 on "
+                    "CUDA, 3072 on the CPU)")
+    ap.add_argument("--noop-size", type=int, default=4096, help="raster side (px) of the no-op pipeline run")
+    ap.add_argument("--mem-size", type=int, default=None, help="raster side (px) of the 1x peak-memory run "
+                    "(the 4x one is twice it; default: 1.5 windows, i.e. a full batch of 4)")
+    ap.add_argument("--window", type=int, default=1024, help="window (px)")
     ap.add_argument("--margin", type=int, default=None, help="margin discarded per side (px; default window / 8)")
-    ap.add_argument("--base-width", "--width", dest="base_width", type=int, default=4,
+    ap.add_argument("--base-width", "--width", dest="base_width", type=int, default=64,
                     help="encoder base width (64 = full ResNet)")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                     help="auto: bf16 (else fp16) on CUDA, fp32 on the CPU")
     ap.add_argument("--batch-size", "--batch", dest="batch", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--batch-sizes", default=None, help="comma-separated batch sizes (speed runs for each)")
+    ap.add_argument("--workers", type=int, default=1, help="reader threads of the pipeline")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (model-only and pipeline)")
+    ap.add_argument("--compression", default=None, help="output compression of our runs (default: the engine's)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each (the best is reported)")
-    ap.add_argument("--skip-16x", action="store_true", help="leave out the 16x-area run (peak RSS is then measured at 1x only)")
-    a = ap.parse_args()
+    ap.add_argument("--before", default=None, metavar="REF", help="also measure the code of git revision REF")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-noop", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--compression-only", action="store_true", help="only the output-compression table")
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = _parse()
+    if a.compression_only:
+        compression_table(max(1, a.repeat))
+        return
     import torch
 
-    from edifice.core.sliding_window import resolve_device
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
     from edifice.core.errors import EdificeError
+    from edifice.core.sliding_window import resolve_device
 
     try:
         dev, desc = resolve_device(a.device)
     except EdificeError as exc:
         raise SystemExit(str(exc)) from None
     cuda = dev.type == "cuda"
-    window = a.window or (1024 if cuda else 256)
-    size = a.size or (2048 if cuda else 512)
-    margin = a.margin if a.margin is not None else window // 8
+    size = a.size or (4096 if cuda else 3072)
+    margin = a.margin if a.margin is not None else a.window // 8
+    batches = [int(b) for b in a.batch_sizes.split(",")] if a.batch_sizes else [a.batch]
     cfg = {"device": str(dev), "encoder": a.encoder, "bands": a.bands, "base_width": a.base_width,
-           "window": window, "margin": margin, "batch": a.batch, "precision": a.precision}
-
+           "window": a.window, "margin": margin, "batch": batches[0], "precision": a.precision,
+           "compile": a.compile, "compression": a.compression, "workers": a.workers}
+    variant = "imagery_poi_multitask" if a.bands == 6 else "imagery_multitask"
+    print(f"device: {desc}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
+    print(f"model: {a.encoder} U-Net base width {a.base_width}, {a.bands} bands ({variant}), random weights; "
+          f"window {a.window} px, margin {margin} px (stride {a.window - 2 * margin}); precision {a.precision}"
+          f"{'; torch.compile' if a.compile else ''}")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
+        trees = {"after": None}
+        if a.before:
+            trees = {"before": extract_tree(a.before, d / "before"), "after": None}
         img, ck, poi = make_inputs(d, size, cfg)
-        out = d / "out"
-        out.mkdir()
+        job = {"cfg": cfg, "folder": str(d), "img": str(img), "ck": str(ck), "poi": str(poi) if poi else None,
+               "repeat": a.repeat}
         px = size * size
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
-        run_model, n, precision = model_only(img, ck, poi, cfg)
-        t_model = run_model()
-        cuda_model = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None
-        pipeline(img, ck, poi, out, cfg)  # warm-up (imports, file cache, kernels)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(dev)
-        # interleaved, best of each: a machine whose load drifts favours neither
-        s = pipeline(img, ck, poi, out, cfg)
-        for _ in range(a.repeat - 1):
-            t_model = min(t_model, run_model())
-            r = pipeline(img, ck, poi, out, cfg)
-            s = r if r["wall"] < s["wall"] else s
-        cuda_pipe = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else None
-        t_pipe = s["wall"]
-        variant = "imagery_poi_multitask" if a.bands == 6 else "imagery_multitask"
-        print(f"device: {desc}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; precision "
-              f"{precision}")
-        print(f"model: {a.encoder} U-Net base width {a.base_width}, {a.bands} bands ({variant}), random weights; "
-              f"window {window} px, margin {margin} px (stride {window - 2 * margin}), batch {a.batch}")
-        print(f"raster {size} x {size} px = {px / 1e6:.2f} Mpx ({px * KM2_PER_PX:.3f} km² at {GSD_M:g} m), "
-              f"{n} windows (pipeline ran {s['tiles_run']})")
-        print(f"best of {a.repeat} interleaved runs each (after a warm-up):")
-        print(f"model only: {_rates(px, n, t_model)}")
-        print(f"pipeline  : {_rates(px, s['tiles_run'], t_pipe)}")
-        print(f"pipeline / model-only throughput: {t_model / t_pipe:.2f}  (model time inside the pipeline: "
-              f"{s['model_seconds']:.2f} s)")
-        if cuda:
-            print(f"peak CUDA memory (max_memory_allocated): model only {cuda_model:.0f} MiB, "
-                  f"pipeline {cuda_pipe:.0f} MiB")
-        if a.skip_16x:
-            m1 = peak_memory(img, ck, poi, cfg)
-            print(f"peak memory of the pipeline (VmHWM, fresh process): {m1['hwm_mib']:.0f} MiB "
-                  f"({m1['wall']:.1f} s)" + (f"; CUDA {m1['cuda_mib']:.0f} MiB" if cuda else ""))
-        else:
-            img16, _, poi16 = make_inputs(d, 4 * size, cfg)
-            m1 = peak_memory(img, ck, poi, cfg)
-            m16 = peak_memory(img16, ck, poi16, cfg)
-            print(f"peak memory of the pipeline (VmHWM, fresh process): 1x {m1['hwm_mib']:.0f} MiB "
-                  f"({m1['wall']:.1f} s), 16x area {m16['hwm_mib']:.0f} MiB ({m16['wall']:.1f} s); "
-                  f"ratio {m16['hwm_mib'] / m1['hwm_mib']:.2f}")
-            if cuda:
-                print(f"peak CUDA memory of the pipeline (fresh process): 1x {m1['cuda_mib']:.0f} MiB, "
-                      f"16x area {m16['cuda_mib']:.0f} MiB")
-            px16 = 16 * px
-            print(f"pipeline at 16x area (fresh process, includes start-up): {px16 / m16['wall'] / 1e6:.3f} Mpx/s, "
-                  f"{px16 / m16['wall'] * 3600 * KM2_PER_PX:.2f} km²/h")
+        if not a.skip_speed:
+            print(f"speed runs: raster {size} x {size} px ({px * KM2_PER_PX:.3f} km² at {GSD_M:g} m); model only = the "
+                  f"same windows read beforehand; best of {a.repeat} interleaved, in a fresh process per code version")
+        for bs in [] if a.skip_speed else batches:
+            res = {}
+            for name, root in trees.items():
+                c = dict(cfg, batch=bs, compression=None if name == "before" else a.compression)
+                res[name] = _child("speed", dict(job, cfg=c), root)
+            for name, r in res.items():
+                print(f"  [{name:6s}] batch {bs:3d}: model {_fmt(px, r['windows'], r['t_model'])}")
+                gpu = f", GPU busy {r['gpu_util']:.0f} %" if r.get("gpu_util") is not None else ""
+                print(f"  [{name:6s}] batch {bs:3d}: pipe  {_fmt(px, r['run'], r['t_pipe'])}{gpu}")
+                print(f"  [{name:6s}] pipeline / model-only throughput: {r['t_model'] / r['t_pipe']:.3f}  (precision "
+                      f"{r['precision']}, {r['threads']} threads, OMP_WAIT_POLICY {r['omp_wait']}; model time "
+                      f"inside the pipeline {r['model_in_pipe']:.2f} s vs {r['t_model']:.2f} s alone)")
+            if "before" in res:
+                print(f"  after / before model-only time: {res['after']['t_model'] / res['before']['t_model']:.3f}, "
+                      f"pipeline time: {res['after']['t_pipe'] / res['before']['t_pipe']:.3f}  "
+                      f"(load average {os.getloadavg()[0]:.1f})")
+        if not a.skip_noop:
+            small, big = a.noop_size // 2, a.noop_size
+            km2 = {n: n * n * KM2_PER_PX for n in (small, big)}
+            print(f"no-op network (the pipeline's own work), rasters {small} and {big} px square ({km2[small]:.2f} and "
+                  f"{km2[big]:.2f} km²); per km² = the difference of the two runs' CPU-s (user + sys) / the "
+                  "difference of their areas (start-up, model loading and checks are left out):")
+            res = {}
+            for name, root in trees.items():
+                c = dict(cfg, compression=None if name == "before" else a.compression)
+                runs = {}
+                for n in (small, big):
+                    nimg, nck, npoi = make_inputs(d, n, cfg)
+                    runs[n] = _child("noop", dict(job, cfg=c, img=str(nimg), ck=str(nck),
+                                                  poi=str(npoi) if npoi else None), root)
+                r = runs[big]
+                res[name] = per = (r["cpu"] - runs[small]["cpu"]) / (km2[big] - km2[small])
+                print(f"  [{name:6s}] {per:6.3f} CPU-s/km²; one core feeds {3600 / per:,.0f} km²/h  ({big} px: user "
+                      f"{r['user']:.2f} s, sys {r['sys']:.2f} s, wall {r['wall']:.2f} s; {small} px: "
+                      f"{runs[small]['cpu']:.2f} CPU-s)")
+            if "before" in res:
+                print(f"  after / before: {res['after'] / res['before']:.3f}  (load average {os.getloadavg()[0]:.1f})")
+        if not a.skip_memory:
+            m = a.mem_size or (3 * a.window) // 2
+            i1, _, p1 = make_inputs(d, m, cfg)
+            i4, _, p4 = make_inputs(d, 2 * m, cfg)
+            print(f"peak memory (max RSS of a CLI run), 1x = {m} x {m} px, 4x = {2 * m} x {2 * m} px:")
+            for name, root in trees.items():
+                o = d / f"mem_{name}"
+                o.mkdir()
+                r1 = cli_peak_rss(i1, ck, p1, cfg, root, o)
+                r4 = cli_peak_rss(i4, ck, p4, cfg, root, o)
+                print(f"  [{name:6s}] 1x {r1['rss_mib']:.0f} MiB ({r1['wall']:.1f} s), 4x {r4['rss_mib']:.0f} MiB "
+                      f"({r4['wall']:.1f} s): 4x / 1x {r4['rss_mib'] / r1['rss_mib']:.2f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -35,13 +35,15 @@ from .grid import Grid
 from .progress import Progress, ensure
 from .raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
 from .styles import write_gpkg_style, write_use_map_styles
-from .sliding_window import (Predictor, RasterOutput, WindowLayout, file_fingerprint, resolve_device,
-                             run_sliding_window)
+from .sliding_window import (Predictor, RasterOutput, WindowLayout, compression_options, file_fingerprint,
+                             resolve_device, run_sliding_window)
 
 USE_NAMES = ("residential", "commercial", "industrial")
 DEFAULT_COLOURS = {0: "#000000", 1: "#e8c547", 2: "#d7263d", 3: "#6a4c93"}
 PROB_NODATA = -1.0
 CLASS_NODATA = 255
+#: raster data types whose every value float32 holds exactly (read straight into the model's buffers)
+_EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "float32"))
 #: relative GSD difference tolerated before resampling
 GSD_TOLERANCE = 0.05
 
@@ -118,6 +120,26 @@ class _Reader:
             data = np.concatenate([data.astype(np.float32), p.astype(np.float32)])
             valid &= pv
         return (data.astype(np.float32) - self.offsets) * self.scales, valid
+
+    @property
+    def bands(self) -> int:
+        return self.img.count + (self.poi.count if self.poi is not None else 0)
+
+    def read_into(self, window, out: np.ndarray):
+        """What :meth:`read` gives, written into ``out`` (C-contiguous (bands, h, w) float32); returns
+        the validity, or None (nothing promised about ``out``) for data types that float32 does not
+        hold exactly (:meth:`read` then)."""
+        sources = [(self.img, "IMAGERY")] + ([(self.poi, "POI_MAPS")] if self.poi is not None else [])
+        if any(np.dtype(ds.dtypes[0]) not in _EXACT_IN_FLOAT32 or len(set(ds.dtypes)) > 1 for ds, _ in sources):
+            return None
+        valid = np.ones(out.shape[1:], bool)
+        b = 0
+        for ds, name in sources:
+            read_masked(ds, window, name, out=out[b:b + ds.count], valid=valid)
+            b += ds.count
+        out -= self.offsets
+        out *= self.scales
+        return valid
 
     def read_mask(self, window):
         if self.mask is None:
@@ -323,6 +345,7 @@ class UseJob:
     colormap: dict
     batch_size: int = 4
     workers: int = 1
+    compression: str | None = None
 
     def open_reader(self) -> "_Reader":
         return _Reader(self.imagery, self.grid, self.scales, self.offsets, self.poi_maps, self.mask)
@@ -346,7 +369,7 @@ class UseJob:
         return run_sliding_window(self.grid, self.layout, self.open_reader, predictor, outputs,
                                   functools.partial(self.finalize, names), batch_size=self.batch_size,
                                   workers=self.workers, fingerprint=fingerprint, resume=resume, region=region,
-                                  progress=progress)
+                                  compression=self.compression, progress=progress)
 
 
 @dataclass
@@ -468,13 +491,16 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                       polygons: str | None = None, device: str = "auto", batch_size: int = 4,
                       window: int | None = None, overlap: int | None = None, blend: bool = False,
                       threshold: float = 0.5, workers: int = 1, precision: str = "auto",
-                      progress: Progress | None = None) -> UsePlan:
+                      compression: str | None = None, progress: Progress | None = None) -> UsePlan:
     """Check the inputs of a building-use run and plan it (POI maps from points are computed
     here, into a hidden file removed by :meth:`UsePlan.cleanup`). ``overlap`` is the margin
     discarded on each side of a window (seed: 128 of 1024); ``None`` or a negative value
     means window / 8. ``poi_columns``: coordinate columns and CRS of a POI table (keywords of
-    :func:`core.poi_sources.read_point_file`). The model is loaded (on the CPU) to check its card."""
+    :func:`core.poi_sources.read_point_file`). ``compression`` of the raster outputs: ``method[:level]``
+    (:func:`core.sliding_window.compression_options`; default zstd:1). The model is loaded (on the CPU)
+    to check its card."""
     progress = ensure(progress)
+    compression_options(compression)
     wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
                                 "use_class": use_class, "use_probabilities": use_probabilities,
                                 "polygons": polygons}.items() if v}
@@ -501,7 +527,7 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
     bands = card["bands"]
     job = UseJob(imagery, grid, layout, tuple(float(b["scale"]) for b in bands),
                  tuple(float(b["offset"]) for b in bands), poi_maps, mask, has_fp, threshold, class_colormap(card),
-                 batch_size, workers)
+                 batch_size, workers, compression)
     fingerprint = {"imagery": file_fingerprint(imagery), "checkpoint": file_fingerprint(checkpoint),
                    "poi_maps": file_fingerprint(poi_maps) if not poi_points else None,
                    "poi_points": [file_fingerprint(poi_points), poi_layer, poi_category_field, poi_preset,

@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .host_tuning import quiet_cpu_threads
+
+    quiet_cpu_threads()  # before anything imports torch (OpenMP reads it then)
     rc = _run(argv)
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         # A torchrun worker whose work is done and whose process group is destroyed leaves

@@ -103,21 +103,25 @@ def require_crs(ds, name: str = "INPUT") -> str:
     return ds.crs.to_wkt()
 
 
-def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = None, out: np.ndarray | None = None,
+                valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window`` of ``ds`` as (bands, rows, cols) values and a (rows, cols)
-    boolean mask that is True where every band holds valid data (not nodata, not NaN)."""
+    boolean mask that is True where every band holds valid data (not nodata, not NaN).
+    ``out``: a C-contiguous array to read into (GDAL converts to its type; nodata is compared
+    after the conversion, so give a type that holds the file's values exactly); ``valid``: a
+    mask to AND the validity into (in place)."""
     idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
     wrong = [b for b in idx if not 1 <= int(b) <= ds.count]
     if wrong:
         raise InputError(name, f"band {wrong[0]} does not exist: '{ds.name}' has {ds.count} band(s).",
                          f"choose a band from 1 to {ds.count}.")
     try:
-        data = ds.read(idx, window=window)
+        data = ds.read(idx, window=window, out=out)
     except RasterioError as exc:
         raise InputError(name, f"'{ds.name}' could not be read ({exc}); the file may be truncated or corrupt.",
                          "re-export or re-download the raster.") from exc
-    valid = np.ones(data.shape[1:], dtype=bool)
+    if valid is None:
+        valid = np.ones(data.shape[1:], dtype=bool)
     for i, b in enumerate(idx):
         nd = ds.nodatavals[b - 1]
         if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):

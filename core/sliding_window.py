@@ -20,12 +20,15 @@ weight still has at least ``margin - ramp`` pixels of context.
 
 Pipeline
 --------
-reader thread(s) (read + reflect-pad + scale, skip tiles that are all nodata or outside the
-mask) → main thread (batches, model on the chosen device, autocast + channels_last on CUDA,
-halving the batch on out-of-memory) → writer thread (blend, per-tile post-processing,
-write). Queues are bounded, so memory is independent of the raster's size (in blend mode
-it holds up to two rows of tile results). The result of every tile depends only on the
-data (never on batch size, number of readers or arrival order).
+reader thread(s) (read + scale straight into one of a fixed pool of window buffers, mirror the
+part beyond the raster in place, skip tiles that are all nodata or outside the mask) → main
+thread (gathers a batch into one reused array; model on the chosen device, channels-last on
+every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memory) → writer
+thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1).
+Queues are bounded, so memory is independent of the raster's size (in blend mode it holds up to
+two rows of tile results); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory stays in the process
+during a run (:func:`core.host_tuning.retained_allocations`) and is returned at its end. The result of every
+tile depends only on the data (never on batch size, number of readers or arrival order).
 
 Outputs and resume
 ------------------
@@ -61,7 +64,8 @@ from .outputs import DiskFullError, verify_written
 from .raster_io import GTIFF_PROFILE, verify_raster
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
-           "run_sliding_window", "pad_reflect", "file_fingerprint", "DiskFullError"]
+           "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
+           "compression_options", "resolve_precision", "PRECISIONS", "DEFAULT_COMPRESSION"]
 
 
 # ---------------------------------------------------------------- layout
@@ -147,6 +151,55 @@ def pad_reflect(a: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
     return np.pad(a, lead + [(0, 0), (left, right)], mode=cols_mode)
 
 
+def fill_reflect(buf: np.ndarray, pads: tuple[int, int, int, int]) -> None:
+    """In place: the borders (top, bottom, left, right pixels) of ``buf`` (C, H, W) become the
+    mirror of its interior, exactly as :func:`pad_reflect` of the interior would give."""
+    top, bottom, left, right = pads
+    if not any(pads):
+        return
+    h, w = buf.shape[-2] - top - bottom, buf.shape[-1] - left - right
+    if max(top, bottom) >= h or max(left, right) >= w:  # reflected more than once, or 'edge': the general way
+        buf[...] = pad_reflect(buf[..., top:top + h, left:left + w].copy(), pads)
+        return
+    r1, c1 = top + h, left + w
+    if top:
+        buf[..., :top, left:c1] = buf[..., top + 1:2 * top + 1, left:c1][..., ::-1, :]
+    if bottom:
+        buf[..., r1:, left:c1] = buf[..., r1 - bottom - 1:r1 - 1, left:c1][..., ::-1, :]
+    if left:
+        buf[..., :, :left] = buf[..., :, left + 1:2 * left + 1][..., :, ::-1]
+    if right:
+        buf[..., :, c1:] = buf[..., :, c1 - right - 1:c1 - 1][..., :, ::-1]
+
+
+class _WindowPool:
+    """At most ``count`` model-input buffers of one shape, reused window after window (no
+    per-window allocation: the pool's memory is fixed for a run and freed with it)."""
+
+    def __init__(self, count: int, stop: threading.Event):
+        self.count, self.stop = count, stop
+        self.free: queue.Queue = queue.Queue()
+        self.made = 0
+        self.lock = threading.Lock()
+
+    def take(self, shape: tuple) -> np.ndarray | None:
+        """A free buffer of ``shape`` (waits for one; None once the run is stopping)."""
+        with self.lock:
+            if self.free.empty() and self.made < self.count:
+                self.made += 1
+                return np.empty(shape, np.float32)
+        while not self.stop.is_set():
+            try:
+                buf = self.free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            return buf if buf.shape == shape else np.empty(shape, np.float32)
+        return None
+
+    def give(self, buf: np.ndarray) -> None:
+        self.free.put(buf)
+
+
 # ---------------------------------------------------------------- inputs
 class WindowReader(Protocol):
     """Reads model-ready inputs on the output grid; one instance per reader thread."""
@@ -156,6 +209,10 @@ class WindowReader(Protocol):
 
     def read_mask(self, window: Window) -> np.ndarray | None:
         """(h, w) bool 'process here' mask, or None when there is no mask."""
+
+    # Optional, faster: ``bands`` (int) and ``read_into(window, out)`` filling a C-contiguous
+    # (bands, h, w) float32 array with what ``read`` returns, giving the validity; ``None`` when
+    # this window must go through ``read``.
 
     def close(self) -> None:
         ...
@@ -197,49 +254,101 @@ def _channels_from_output(out) -> "torch.Tensor":
     return out
 
 
+#: the precisions a Predictor runs at (``auto``: bf16, else fp16, on CUDA; fp32 elsewhere)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX); elsewhere bf16 is
+    emulated and slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str | None, device) -> str:
+    """``auto``/``fp32``/``bf16``/``fp16`` -> the precision a run on ``device`` uses: auto is bf16
+    (fp16 where bf16 is not supported) on CUDA and fp32 elsewhere; fp16 is refused off CUDA and
+    bf16 on a GPU without it."""
+    import torch
+
+    p = (precision or "auto").strip().lower()
+    if p not in PRECISIONS:
+        raise InputError("PRECISION", f"'{precision}' is not one of {', '.join(PRECISIONS)}.")
+    cuda = torch.device(device).type == "cuda"
+    if p == "auto":
+        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if p == "fp16" and not cuda:
+        raise InputError("PRECISION", f"fp16 runs on CUDA only, not on {device}.", "use bf16 or fp32.")
+    if p == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise InputError("PRECISION", f"{device} does not support bf16.", "use fp16 or fp32.")
+    return p
+
+
 class Predictor:
     """Runs ``model`` on batches of windows: ``predictor(x)`` with x (N, C, H, W) float32
     numpy → (N, K, H, W) float32 numpy. ``to_channels`` turns the model's output into K
-    channels (default: sigmoid of ``use`` then of ``footprint``). On CUDA: autocast
-    (bf16 where supported, else fp16) and channels_last. On out-of-memory the batch is
-    halved (and stays halved) and the work goes on."""
+    channels (default: sigmoid of ``use`` then of ``footprint``). Channels-last on every
+    device; ``precision`` bf16/fp16 runs under autocast, and the largest difference from fp32
+    on the first window is reported (``precision_difference``). On CUDA the batch goes through a
+    reused pinned host buffer. On out-of-memory the batch is halved (and stays halved) and the
+    work goes on. The result of a window never depends on the batch it is run in."""
 
     def __init__(self, model, device, to_channels: Callable | None = None, precision: str = "auto",
                  progress: Progress | None = None):
         import torch
 
-        from .malloc import keep_freed_memory
+        from .host_tuning import keep_freed_memory
 
-        keep_freed_memory()  # activations reused, not page-faulted again every batch (core/malloc.py)
+        keep_freed_memory()  # activations reused, not page-faulted again every batch (core/host_tuning.py)
         self.torch = torch
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
         self.to_channels = to_channels or _channels_from_output
         self.progress = ensure(progress)
         self.max_batch: int | None = None
-        cuda = self.device.type == "cuda"
-        if precision == "auto":
-            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise InputError("PRECISION", f"'{precision}' is not one of auto, fp32, bf16, fp16.")
-        self.precision = precision
-        self.channels_last = cuda
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision == "bf16" and self.device.type == "cpu" and not cpu_supports_bf16():
+            self.progress.warning("PRECISION bf16: this CPU has no native bf16 (AVX-512 BF16 / AMX), so it is "
+                                  "emulated and may be slower than fp32.")
+        self.channels_last = True
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.precision_difference: float | None = None
+        self._pinned = None
+
+    def _to_device(self, x: np.ndarray):
+        torch = self.torch
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if self.device.type == "cuda":
+            if self._pinned is None or self._pinned.shape[0] < t.shape[0] or self._pinned.shape[1:] != t.shape[1:]:
+                self._pinned = torch.empty(t.shape, dtype=t.dtype).pin_memory()
+            buf = self._pinned[:t.shape[0]]
+            buf.copy_(t)
+            t = buf.to(self.device, non_blocking=True)
+        else:
+            t = t.to(self.device)
+        return t.contiguous(memory_format=torch.channels_last)
+
+    def _forward(self, t, precision: str):
+        torch = self.torch
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        if dtype is None:
+            return self.to_channels(self.model(t)).float()
+        with torch.autocast(self.device.type, dtype=dtype):
+            return self.to_channels(self.model(t)).float()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
-        if self.channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.inference_mode():
-            if dtype is not None:
-                with torch.autocast(self.device.type, dtype=dtype):
-                    y = self.to_channels(self.model(t))
-            else:
-                y = self.to_channels(self.model(t))
-            return y.float().cpu().numpy()
+            t = self._to_device(x)
+            y = self._forward(t, self.precision)
+            if self.precision != "fp32" and self.precision_difference is None:
+                self.precision_difference = float((y[:1] - self._forward(t[:1], "fp32")).abs().max())
+                self.progress.info(f"Precision {self.precision}: largest difference from fp32 on the first window "
+                                   f"{self.precision_difference:.2g} (probabilities 0-1).")
+            return y.cpu().numpy()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -259,7 +368,7 @@ class Predictor:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 self.progress.warning(f"out of memory on {self.device}: batch size lowered to {step}.")
-        return np.concatenate(outs, axis=0)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
 
 # ---------------------------------------------------------------- outputs
@@ -303,12 +412,42 @@ def block_size_for(stride: int) -> int:
     return 256
 
 
-def _profile(grid: Grid, o: RasterOutput, block: int = 256) -> dict:
+#: output compression methods and the GDAL creation option of their level (None: no level)
+COMPRESSION_METHODS = {"deflate": "zlevel", "zstd": "zstd_level", "lzw": None, "none": None}
+#: measured with benchmarks/bench_inference.py --compression-only: the fastest to write at about DEFLATE's size
+DEFAULT_COMPRESSION = "zstd:1"
+
+
+def compression_options(spec: str | None) -> dict:
+    """GDAL creation options of an output compression ``method[:level]`` (deflate, zstd, lzw or none;
+    e.g. ``zstd:1``, ``deflate:6``); None or empty is :data:`DEFAULT_COMPRESSION`."""
+    text = (spec or DEFAULT_COMPRESSION).strip().lower()
+    method, _, level = text.partition(":")
+    if method not in COMPRESSION_METHODS:
+        raise InputError("COMPRESSION", f"'{spec}' is not one of {', '.join(COMPRESSION_METHODS)} "
+                         "(optionally with :level).", "write e.g. zstd:1 or deflate:6.")
+    key = COMPRESSION_METHODS[method]
+    opts: dict = {"compress": method}
+    if level:
+        top = 22 if method == "zstd" else 9
+        if key is None or not level.isdigit() or not 1 <= int(level) <= top:
+            raise InputError("COMPRESSION", f"'{spec}': {method} takes "
+                             + (f"a level from 1 to {top}." if key else "no level."))
+        opts[key] = int(level)
+    elif key == "zlevel":
+        opts[key] = GTIFF_PROFILE["zlevel"]
+    return opts
+
+
+def _profile(grid: Grid, o: RasterOutput, block: int = 256, compression: str | None = None) -> dict:
     p = dict(GTIFF_PROFILE)
+    p.pop("zlevel", None)
     dt = np.dtype(o.dtype)
     p.update(width=grid.width, height=grid.height, count=o.count, dtype=dt.name, crs=grid.crs,
              transform=grid.transform, nodata=o.nodata, predictor=3 if dt.kind == "f" else 2,
-             blockxsize=block, blockysize=block)
+             blockxsize=block, blockysize=block, **compression_options(compression))
+    if p["compress"] == "none":
+        p.pop("predictor")
     if grid.width < block or grid.height < block:
         p.update(tiled=False)
         p.pop("blockxsize"), p.pop("blockysize")
@@ -319,7 +458,8 @@ class _Outputs:
     """The temporary output datasets plus the resume sidecar."""
 
     def __init__(self, grid: Grid, outputs: Sequence[RasterOutput], fingerprint: dict, resume: bool,
-                 progress: Progress, block: int = 256, origin: tuple[int, int] = (0, 0)):
+                 progress: Progress, block: int = 256, origin: tuple[int, int] = (0, 0),
+                 compression: str | None = None):
         # ``grid`` is the grid of the files; ``origin`` (row, col) its top-left pixel on the engine's grid
         self.grid, self.outputs, self.progress, self.origin = grid, list(outputs), progress, origin
         first = Path(outputs[0].path)
@@ -338,7 +478,7 @@ class _Outputs:
             self.remove()
             for o in self.outputs:
                 Path(o.path).parent.mkdir(parents=True, exist_ok=True)
-                ds = rasterio.open(o.partial, "w", **_profile(grid, o, block))
+                ds = rasterio.open(o.partial, "w", **_profile(grid, o, block, compression))
                 if o.descriptions:
                     for b, d in enumerate(o.descriptions, start=1):
                         ds.set_band_description(b, d)
@@ -440,15 +580,65 @@ def _ramp_weights(n0: int, n1: int, start: int, stop_next: int | None, first: bo
     return w
 
 
+def _window_input(rd, win: Window, pads: tuple, size: int, pool: _WindowPool, scratch: dict):
+    """(model input (C, size, size) in a buffer of ``pool``, validity (h, w) of ``win``): the window read,
+    invalid pixels set to 0, the part beyond the raster mirrored. (None, None) when the run is stopping."""
+    h, w = int(win.height), int(win.width)
+    bands = getattr(rd, "bands", None) if hasattr(rd, "read_into") else None
+    if bands:
+        buf = pool.take((bands, size, size))
+        if buf is None:
+            return None, None
+        direct = not any(pads)  # the window lies inside the raster: read straight into the buffer
+        if direct:
+            x = buf
+        else:
+            if scratch.get("a") is None or scratch["a"].size < bands * h * w:
+                scratch["a"] = np.empty(bands * size * size, np.float32)
+            x = scratch["a"][:bands * h * w].reshape(bands, h, w)
+        valid = rd.read_into(win, x)
+        if valid is not None:
+            if direct:
+                np.copyto(buf, 0, where=~valid[None])
+            else:
+                _place(buf, x, valid, pads)
+            return buf, valid
+        pool.give(buf)
+    x, valid = rd.read(win)
+    buf = pool.take((x.shape[0], size, size))
+    if buf is None:
+        return None, None
+    _place(buf, x, valid, pads)
+    return buf, valid
+
+
+def _place(buf: np.ndarray, x: np.ndarray, valid: np.ndarray, pads: tuple) -> None:
+    """``x`` (0 where not ``valid``) into the interior of ``buf``, its borders mirrored."""
+    top, left = pads[0], pads[2]
+    inner = buf[:, top:top + x.shape[1], left:left + x.shape[2]]
+    np.copyto(inner, x, where=valid[None], casting="unsafe")
+    np.copyto(inner, 0, where=~valid[None])
+    fill_reflect(buf, pads)
+
+
 _STOP = object()
 
 
-def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[], WindowReader],
-                       predictor: Callable[[np.ndarray], np.ndarray], outputs: Sequence[RasterOutput],
-                       finalize: Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]],
-                       batch_size: int = 4, workers: int = 1, fingerprint: dict | None = None,
-                       resume: bool = True, order: str = "rows", region: tuple[int, int, int, int] | None = None,
-                       progress: Progress | None = None) -> dict:
+def run_sliding_window(*args, **kwargs) -> dict:
+    """:func:`_run_sliding_window` (same arguments); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory
+    is kept in the process for the run (:func:`core.host_tuning.retained_allocations`)."""
+    from .host_tuning import retained_allocations
+
+    with retained_allocations():
+        return _run_sliding_window(*args, **kwargs)
+
+
+def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[], WindowReader],
+                        predictor: Callable[[np.ndarray], np.ndarray], outputs: Sequence[RasterOutput],
+                        finalize: Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]],
+                        batch_size: int = 4, workers: int = 1, fingerprint: dict | None = None,
+                        resume: bool = True, order: str = "rows", region: tuple[int, int, int, int] | None = None,
+                        compression: str | None = None, progress: Progress | None = None) -> dict:
     """Predict every tile of ``grid`` and write ``outputs``.
 
     ``open_reader()`` gives a :class:`WindowReader` (one per reader thread);
@@ -460,8 +650,10 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
     end column; ends exclusive) limits the run to those tiles: the outputs then cover only their
     pixels (:meth:`WindowLayout.region_window`), each pixel with the value it has in a run over the
     whole grid (same windows, same reflection at the grid's border, blend neighbours outside the
-    region run as well). Returns a summary (tiles run, skipped, resumed, s).
+    region run as well). ``compression``: of the outputs, see :func:`compression_options`.
+    Returns a summary (tiles run, skipped, resumed, s).
     """
+    compression_options(compression)  # refused before anything is written
     progress = ensure(progress)
     if batch_size < 1:
         raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
@@ -480,17 +672,17 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
         return [by_ij[(t.i + di, t.j + dj)] for di in range(-reach, reach + 1) for dj in range(-reach, reach + 1)
                 if (t.i + di, t.j + dj) in by_ij]
 
-    fp = {"engine": 1, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
+    fp = {"engine": 2, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
           "layout": [layout.window, layout.margin, layout.blend],
           "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata] for o in outputs],
-          "caller": fingerprint or {}}
+          "caller": fingerprint or {}, "compression": compression_options(compression)}
     out_grid = grid
     if region != (0, ni, 0, nj):
         fp["region"] = list(region)
         out_grid = Grid(grid.window_transform(area), int(area.width), int(area.height), grid.crs)
     t_start = time.perf_counter()
     outs = _Outputs(out_grid, outputs, fp, resume, progress, block_size_for(layout.stride),
-                    origin=(int(area.row_off), int(area.col_off)))
+                    origin=(int(area.row_off), int(area.col_off)), compression=compression)
     todo_tiles = [t for t in mine if t.i not in outs.done]
     todo_set = {t.index for t in todo_tiles}
     # windows to run: the tiles to write and (blend) their neighbours
@@ -525,8 +717,12 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
                 continue
         return False
 
+    # input buffers: the ones queued, one being filled per reader, a batch being gathered
+    pool = _WindowPool(in_q.maxsize + workers + batch_size + 1, stop)
+
     def reader_loop():
         rd = None
+        scratch: dict = {}
         try:
             rd = open_reader()
             while not stop.is_set():
@@ -544,19 +740,20 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
                 r0, c0 = max(t.row0, 0), max(t.col0, 0)
                 r1, c1 = min(t.row0 + layout.window, grid.height), min(t.col0 + layout.window, grid.width)
                 win = Window(c0, r0, c1 - c0, r1 - r0)
-                x, valid = rd.read(win)
+                pads = (r0 - t.row0, t.row0 + layout.window - r1, c0 - t.col0, t.col0 + layout.window - c1)
+                x, valid = _window_input(rd, win, pads, layout.window, pool, scratch)
+                if x is None:  # stopping
+                    return
                 er, ec = int(e.row_off) - r0, int(e.col_off) - c0
                 eh, ew = int(e.height), int(e.width)
                 ev = valid[er:er + eh, ec:ec + ew]
                 if m is not None:
                     ev = ev & m
                 if not ev.any():
+                    pool.give(x)
                     if not put(in_q, (idx, None, None)):
                         return
                     continue
-                x = np.where(valid[None], x, 0).astype(np.float32, copy=False)
-                x = pad_reflect(x, (r0 - t.row0, t.row0 + layout.window - r1, c0 - t.col0,
-                                    t.col0 + layout.window - c1))
                 if not put(in_q, (idx, x, ev)):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
@@ -658,12 +855,24 @@ def run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[[
     try:
         finished_readers = 0
         batch: list = []
+        gathered: list = []  # the batch array, allocated once
+
+        def batch_input(items) -> np.ndarray:
+            """The batch's inputs copied into one reused array; their buffers go back to the pool."""
+            shape = (batch_size,) + items[0][1].shape
+            if not gathered or gathered[0].shape != shape:
+                gathered[:] = [np.empty(shape, np.float32)]
+            x = gathered[0][:len(items)]
+            for k, it in enumerate(items):
+                x[k] = it[1]
+                pool.give(it[1])
+            return x
 
         def flush_batch():
             nonlocal t_model
             if not batch:
                 return
-            x = np.stack([it[1] for it in batch])
+            x = batch_input(batch)
             t0 = time.perf_counter()
             y = predictor(x)
             t_model += time.perf_counter() - t0

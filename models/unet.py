@@ -174,7 +174,9 @@ def load_model(path) -> tuple[UNetResNet, dict]:
     """(model in eval mode, card) from an Edifice checkpoint; weights loaded strictly."""
     state, card = load_checkpoint(path)
     shapes_match_on_meta(lambda: build_from_card(card), state)
-    model = build_from_card(card)
+    with torch.device("meta"):  # no random initialisation of weights that are overwritten next
+        model = build_from_card(card)
+    model = model.to_empty(device="cpu")  # every tensor of the network is in the checkpoint (checked above)
     load_state_strict(model, state)
     model.eval()
     return model, card

@@ -103,3 +103,27 @@ def test_bad_checkpoint_is_a_processing_exception(provider, kampala_rgb, tmp_pat
         processing.run("edifice:mapbuildinguse", {"IMAGERY": str(kampala_rgb), "CHECKPOINT": str(bad),
                                                   "USE_CLASS": str(out)})
     assert not out.exists()
+
+
+def test_precision_and_compression_reach_the_engine(provider, kampala_rgb, kampala_pois, tiny_use_checkpoint,
+                                                    tmp_path):
+    """PRECISION bf16 and COMPRESSION deflate:1 (advanced parameters) are used; fp16 on the CPU is refused."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    base = {"IMAGERY": str(kampala_rgb), "CHECKPOINT": str(tiny_use_checkpoint), "POI_LAYER": str(kampala_pois),
+            "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu", "WINDOW": 256, "OVERLAP": 32}
+    fp32, bf16 = tmp_path / "fp32.tif", tmp_path / "bf16.tif"
+    processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(fp32), USE_CLASS=None))
+    processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(bf16), USE_CLASS=None,
+                                                  PRECISION=2, COMPRESSION=1))
+    with rasterio.open(fp32) as a, rasterio.open(bf16) as b:
+        assert a.compression.name.lower() == "zstd" and b.compression.name.lower() == "deflate"
+        pa, pb = a.read(1, masked=True), b.read(1, masked=True)
+    assert np.array_equal(pa.mask, pb.mask) and 0 <= pb.min() and pb.max() <= 1
+    assert np.abs(pa - pb).max() > 0  # bf16 was used (a random-weights network: no bound on the difference)
+    out = tmp_path / "fp16.tif"
+    with pytest.raises(QgsProcessingException, match="PRECISION"):
+        processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(out), USE_CLASS=None,
+                                                      PRECISION=3))
+    assert not out.exists()

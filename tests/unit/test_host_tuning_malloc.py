@@ -1,4 +1,4 @@
-"""core/malloc.py: with Dask's worker environment (MALLOC_TRIM_THRESHOLD_=65536) every large buffer
+"""core/host_tuning.py keep_freed_memory: with Dask's worker environment (MALLOC_TRIM_THRESHOLD_=65536) every large buffer
 freed and allocated again page-faults anew; after keep_freed_memory() it is reused. Counted in
 page faults (not time), in fresh processes."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 SCRIPT = """
 import resource, sys
 import numpy as np
-from edifice.core.malloc import keep_freed_memory
+from edifice.core.host_tuning import keep_freed_memory
 done = keep_freed_memory() if sys.argv[1] == "keep" else None
 np.ones(1 << 20)  # warm up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -1,0 +1,268 @@
+"""The host side of the sliding-window engine (issue 17): in-place mirroring, reused window
+buffers read in place, output compression setting, precision choices, channels-last, the
+allocator and OpenMP settings. Outputs must stay bit-identical for the same device and precision."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from edifice.core import host_tuning
+from edifice.core.building_use_map import _Reader
+from edifice.core.errors import InputError
+from edifice.core.grid import Grid
+from edifice.core.progress import RecordingProgress
+from edifice.core.sliding_window import (Predictor, RasterOutput, WindowLayout, _WindowPool, compression_options,
+                                         fill_reflect, pad_reflect, resolve_precision, run_sliding_window)
+
+H, W = 181, 263
+GRID = Grid(Affine(0.5, 0, 1000, 0, -0.5, 2000), W, H, "EPSG:32636")
+
+
+class Pixelwise(torch.nn.Module):
+    """Per-pixel only (bit-identical whatever the batch or memory layout): tanh(b0 * b1), b2 / 2."""
+
+    def forward(self, x):
+        return torch.cat([torch.tanh(x[:, :1] * x[:, 1:2]), x[:, 2:3] / 2], dim=1)
+
+
+class Reader:
+    """An in-memory reader of (3, H, W) float32 data; ``read_into`` optional, buffers it got recorded."""
+
+    def __init__(self, data, valid, into: bool, seen: list | None = None):
+        self.data, self.valid, self.into, self.seen = data, valid, into, seen
+        self.bands = data.shape[0]
+        if not into:
+            self.read_into = None
+            del self.read_into
+
+    def _sl(self, w):
+        return slice(int(w.row_off), int(w.row_off + w.height)), slice(int(w.col_off), int(w.col_off + w.width))
+
+    def read(self, w):
+        r, c = self._sl(w)
+        return self.data[:, r, c].copy(), self.valid[r, c].copy()
+
+    def read_into(self, w, out):
+        r, c = self._sl(w)
+        if self.seen is not None:
+            self.seen.append(out.__array_interface__["data"][0])
+        out[...] = self.data[:, r, c]
+        return self.valid[r, c].copy()
+
+    def read_mask(self, w):
+        return None
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(7)
+    data = rng.normal(size=(3, H, W)).astype(np.float32)
+    valid = np.ones((H, W), bool)
+    valid[20:60, 30:90] = False
+    valid[:, -7:] = False
+    data[0, 25, 35] = np.nan  # invalid pixels may hold anything
+    return data, valid
+
+
+def _run(tmp_path, name, scene, into, compression=None, seen=None, batch_size=3, layout=WindowLayout(64, 8)):
+    data, valid = scene
+    outs = [RasterOutput(str(tmp_path / f"{name}.tif"), 2, "float32", -9999.0)]
+    run_sliding_window(GRID, layout, lambda: Reader(data, valid, into, seen), Predictor(Pixelwise(), "cpu"), outs,
+                       lambda v, ok: [v], batch_size=batch_size, compression=compression)
+    with rasterio.open(outs[0].path) as ds:
+        return ds.read(), ds.compression
+
+
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (3, 5, 7, 2), (0, 9, 4, 0), (12, 0, 0, 12), (30, 30, 1, 1)])
+@pytest.mark.parametrize("shape", [(2, 13, 17), (1, 1, 9), (2, 4, 1)])
+def test_fill_reflect_is_pad_reflect_in_place(pads, shape):
+    rng = np.random.default_rng(1)
+    inner = rng.normal(size=shape).astype(np.float32)
+    top, bottom, left, right = pads
+    buf = np.full((shape[0], shape[1] + top + bottom, shape[2] + left + right), np.nan, np.float32)
+    buf[:, top:top + shape[1], left:left + shape[2]] = inner
+    fill_reflect(buf, pads)
+    assert np.array_equal(buf, pad_reflect(inner, pads))
+
+
+def test_read_in_place_gives_the_same_bits_as_read(tmp_path, scene):
+    """Windows read into reused buffers (read_into) and through read(): identical outputs, bit for bit,
+    with nodata holes, a NaN in a hole and borders mirrored."""
+    a, _ = _run(tmp_path, "into", scene, into=True)
+    b, _ = _run(tmp_path, "read", scene, into=False)
+    assert np.array_equal(a, b, equal_nan=True)
+    data, valid = scene
+    want = np.tanh(data[0] * data[1])
+    got = a[0]
+    assert np.allclose(got[valid], want[valid], atol=1e-6, rtol=0) and np.all(got[~valid] == -9999.0)
+
+
+def test_window_buffers_are_reused_not_allocated_per_window(tmp_path, scene):
+    """Interior windows are read straight into pool buffers: far fewer distinct buffers than windows."""
+    seen: list = []
+    layout = WindowLayout(32, 4)  # stride 24: 8 x 11 windows, most of them inside the raster
+    _run(tmp_path, "pool", scene, into=True, seen=seen, batch_size=2, layout=layout)
+    pool_size = 2 * 2 + 1 + 2 + 1  # queue (2 x batch) + one reader + one batch + 1, as the engine sizes it
+    windows = len(seen)
+    distinct = {ptr for ptr in seen}
+    assert windows >= 40
+    # interior windows land in pool buffers, border windows in one scratch array per reader
+    assert len(distinct) <= pool_size + 1, (len(distinct), windows)
+
+
+def test_window_pool_hands_back_the_same_buffers():
+    import threading
+
+    pool = _WindowPool(2, threading.Event())
+    a, b = pool.take((2, 4, 4)), pool.take((2, 4, 4))
+    pool.give(a)
+    assert pool.take((2, 4, 4)) is a
+    stop = threading.Event()
+    empty = _WindowPool(0, stop)
+    stop.set()
+    assert empty.take((1, 1, 1)) is None  # a stopping run never blocks on the pool
+    assert b.shape == (2, 4, 4)
+
+
+def test_reader_read_into_matches_read_with_nodata_and_nan(tmp_path):
+    """The building-use reader: uint8 imagery with nodata 0 + float32 POI maps with nodata -1 and NaN."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (3, 70, 90)).astype(np.uint8)
+    poi = rng.random((3, 70, 90)).astype(np.float32)
+    poi[1, 5:9, 5:9] = -1.0
+    poi[2, 30, 40] = np.nan
+    prof = dict(driver="GTiff", width=90, height=70, crs="EPSG:32636", transform=Affine(0.5, 0, 0, 0, -0.5, 0))
+    with rasterio.open(tmp_path / "i.tif", "w", count=3, dtype="uint8", nodata=0, **prof) as ds:
+        ds.write(img)
+    with rasterio.open(tmp_path / "p.tif", "w", count=3, dtype="float32", nodata=-1.0, **prof) as ds:
+        ds.write(poi)
+    with rasterio.open(tmp_path / "i.tif") as ds:
+        grid = Grid.from_dataset(ds)
+    rd = _Reader(str(tmp_path / "i.tif"), grid, [1 / 255] * 3 + [1.0] * 3, [0.0] * 3 + [0.5] * 3,
+                 str(tmp_path / "p.tif"), None)
+    try:
+        win = rasterio.windows.Window(7, 3, 60, 50)
+        x, v = rd.read(win)
+        out = np.empty((rd.bands, 50, 60), np.float32)
+        v2 = rd.read_into(win, out)
+        assert np.array_equal(v, v2) and not v.all()
+        assert np.array_equal(x[:, v], out[:, v])
+    finally:
+        rd.close()
+
+
+def test_reader_read_into_declines_types_float32_does_not_hold(tmp_path):
+    prof = dict(driver="GTiff", width=20, height=20, crs="EPSG:32636", transform=Affine(0.5, 0, 0, 0, -0.5, 0))
+    with rasterio.open(tmp_path / "f.tif", "w", count=3, dtype="float64", **prof) as ds:
+        ds.write(np.full((3, 20, 20), 0.1))
+    with rasterio.open(tmp_path / "f.tif") as ds:
+        grid = Grid.from_dataset(ds)
+    rd = _Reader(str(tmp_path / "f.tif"), grid, [1.0] * 3, [0.0] * 3, None, None)
+    try:
+        assert rd.read_into(rasterio.windows.Window(0, 0, 20, 20), np.empty((3, 20, 20), np.float32)) is None
+    finally:
+        rd.close()
+
+
+def test_compression_setting_is_written_and_keeps_the_values(tmp_path, scene):
+    default, comp = _run(tmp_path, "z", scene, into=True)
+    assert comp.name.lower() == "zstd"
+    for spec, name in (("deflate:6", "deflate"), ("lzw", "lzw"), ("none", None)):
+        vals, comp = _run(tmp_path, spec.replace(":", "_"), scene, into=True, compression=spec)
+        assert (comp.name.lower() if comp else None) == name
+        assert np.array_equal(vals, default, equal_nan=True)
+
+
+@pytest.mark.parametrize("spec", ["gzip", "zstd:0", "zstd:23", "deflate:x", "lzw:3"])
+def test_bad_compression_is_refused_before_anything_is_written(tmp_path, scene, spec):
+    with pytest.raises(InputError, match="COMPRESSION"):
+        _run(tmp_path, "bad", scene, into=True, compression=spec)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compression_options():
+    assert compression_options("zstd:3") == {"compress": "zstd", "zstd_level": 3}
+    assert compression_options("deflate") == {"compress": "deflate", "zlevel": 1}
+    assert compression_options(None)["compress"] == "zstd"
+
+
+def test_precision_choices():
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("BF16", "cpu") == "bf16"
+    with pytest.raises(InputError, match="PRECISION"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(InputError, match="PRECISION"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_bf16_on_the_cpu_reports_its_difference_from_fp32():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 3, padding=1),
+                              torch.nn.Sigmoid())
+    x = np.random.default_rng(0).random((2, 3, 32, 32)).astype(np.float32)
+    fp32 = Predictor(net, "cpu", precision="fp32")(x)
+    rec = RecordingProgress()
+    p = Predictor(net, "cpu", precision="bf16", progress=rec)
+    y = p(x)
+    diff = float(np.abs(y[:1] - fp32[:1]).max())  # measured on the first window
+    assert p.precision_difference == pytest.approx(diff, abs=1e-7)
+    assert 0 < diff < 0.05  # bf16 keeps 8 bits of mantissa: probabilities differ, but only slightly
+    assert any("largest difference from fp32" in m for m in rec.infos)
+
+
+def test_channels_last_gives_the_plain_model_result_and_the_same_bits_every_run():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 3, padding=1))
+    x = np.random.default_rng(0).random((3, 3, 40, 40)).astype(np.float32)
+    with torch.inference_mode():
+        plain = net(torch.from_numpy(x)).numpy()
+    p = Predictor(net, "cpu", precision="fp32")
+    assert p.channels_last
+    a, b = p(x), p(x)
+    assert np.array_equal(a, b)
+    assert np.abs(a - plain).max() < 1e-5
+
+
+def test_retained_allocations_nest_and_restore(monkeypatch):
+    monkeypatch.setenv("EDIFICE_KEEP_FREED_MEMORY", "1")
+    with host_tuning.retained_allocations():
+        with host_tuning.retained_allocations():
+            assert host_tuning._active in (0, 2)  # 0 where there is no glibc
+        big = np.ones(50_000_000 // 8)
+        del big
+    assert host_tuning._active == 0
+
+
+def test_quiet_cpu_threads_keeps_a_users_setting(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    host_tuning.quiet_cpu_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    host_tuning.quiet_cpu_threads()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_cli_sets_the_passive_wait_before_torch_is_imported():
+    """The CLI's entry point sets OMP_WAIT_POLICY before any command imports torch."""
+    code = ("import os, sys\n"
+            "os.environ.pop('OMP_WAIT_POLICY', None)\n"
+            "from edifice.core import cli\n"
+            "assert 'torch' not in sys.modules\n"
+            "try:\n"
+            "    cli.main(['--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "PASSIVE False"
