@@ -94,8 +94,8 @@ def make_inputs(folder: Path, size: int, cfg: dict) -> tuple[Path, Path, Path | 
 
 
 def pipeline(img: Path, ck: Path, poi: Path | None, out: Path, cfg: dict) -> dict:
-    """The whole engine (edifice.core.building_use_map.map_building_use), 3 raster outputs."""
-    from edifice.core.building_use_map import map_building_use
+    """The whole engine (edifice.core.use.building_use_map.map_building_use), 3 raster outputs."""
+    from edifice.core.use.building_use_map import map_building_use
 
     extra = {"compression": cfg["compression"]} if cfg.get("compression") else {}
     t0 = time.perf_counter()
@@ -227,7 +227,7 @@ def _patch_compile(cfg: dict) -> None:
     """With ``--compile``: the pipeline's Predictor runs torch.compile'd models too."""
     if not cfg.get("compile"):
         return
-    import edifice.core.building_use_map as bum
+    import edifice.core.use.building_use_map as bum
 
     base = bum.Predictor
 
@@ -267,7 +267,7 @@ def worker_noop(job: dict) -> dict:
     maps of a 6-band model): CPU-s (user + sys of all threads) of the run."""
     import resource
 
-    import edifice.core.building_use_map as bum
+    import edifice.core.use.building_use_map as bum
 
     cfg, d = job["cfg"], Path(job["folder"])
     img, ck, poi = Path(job["img"]), Path(job["ck"]), Path(job["poi"]) if job["poi"] else None

@@ -170,9 +170,9 @@ def run(name: str, cfg: dict, prep: dict, work: Path, a) -> dict:
     import rasterio
     import torch
 
-    from edifice.core.building_use_map import map_building_use
-    from edifice.core.training import train_building_use
-    from edifice.core.training_dataset import create_training_dataset
+    from edifice.core.use.building_use_map import map_building_use
+    from edifice.core.use.training import train_building_use
+    from edifice.core.use.training_dataset import create_training_dataset
 
     torch.set_num_threads(a.threads)
     ds = work / f"ds_{name}"

@@ -1,4 +1,4 @@
-"""Benchmark: block-wise multi-scale Retinex (edifice.core.retinex) against a
+"""Benchmark: block-wise multi-scale Retinex (edifice.core.use.retinex) against a
 whole-image exact-Gaussian reference.
 
 Raster: synthetic 3-band uint8 texture (fine blurred noise x smooth coloured
@@ -113,7 +113,7 @@ def reference(data: np.ndarray, sigmas=SIGMAS, clip: float = 1.0, nodata_aware: 
 
 
 def run_ours(src: str, dst: str, block_size: int) -> float:
-    from edifice.core.retinex import RetinexSettings, retinex
+    from edifice.core.use.retinex import RetinexSettings, retinex
 
     t = time.perf_counter()
     retinex(src, dst, RetinexSettings(), block_size=block_size)
@@ -124,7 +124,7 @@ def child(src: str, dst: str, block_size: int) -> None:
     """Entry point for the memory runs: one retinex call in a fresh process."""
     import rasterio  # noqa: F401  (imports counted in the baseline)
     import scipy.ndimage  # noqa: F401
-    import edifice.core.retinex  # noqa: F401
+    import edifice.core.use.retinex  # noqa: F401
 
     base = reset_high_water_mark()
     sec = run_ours(src, dst, block_size)

@@ -1,4 +1,4 @@
-"""Benchmark: SHAFTS-compatible height/footprint inference (core.shafts_inference) against SHAFTS's own
+"""Benchmark: SHAFTS-compatible height/footprint inference (core.height.shafts_inference) against SHAFTS's own
 inference procedure, at the THU extent and at 10x and 100x its area, with the implementation before this
 optimisation measured in the same run. One command prints the whole table:
 
@@ -11,7 +11,7 @@ Per size it runs, interleaved (after, before, shafts, streamlined, after, ...) a
   after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
                folded into the convolutions, channels-last batches gathered from strided windows, inference_mode);
   after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
-  before       the same function as it was at ``--before-rev`` (git show of core/shafts_inference.py,
+  before       the same function as it was at ``--before-rev`` (git show of core/height/shafts_inference.py,
                loaded as a module; default 11b1056, the main commit this work started from, batch 64);
   shafts       SHAFTS's own procedure as its code does it (src/shafts/inference.py
                pred_height_from_tiff_DL_patch_MTL at 62d2029 and the helpers it calls; written here, not
@@ -61,7 +61,7 @@ import numpy as np
 import rasterio
 import torch
 
-from edifice.core.shafts_inference import predict_height_footprint_shafts
+from edifice.core.height.shafts_inference import predict_height_footprint_shafts
 from edifice.models.shafts import OUTPUT_RES_DEG, build_shafts_model, load_shafts_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,12 +133,12 @@ def make_checkpoint(path: Path) -> Path:
 # the implementation before (git) and after (this checkout)
 # ---------------------------------------------------------------------------------------------------
 def load_before(rev: str):
-    """predict_height_footprint_shafts as core/shafts_inference.py was at git revision ``rev``."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:core/shafts_inference.py"], check=True,
+    """predict_height_footprint_shafts as core/height/shafts_inference.py was at git revision ``rev``."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:core/height/shafts_inference.py"], check=True,
                          capture_output=True, text=True).stdout
     name = "edifice.core._shafts_inference_before"
     mod = types.ModuleType(name)
-    mod.__package__, mod.__file__ = "edifice.core", f"<{rev}:core/shafts_inference.py>"
+    mod.__package__, mod.__file__ = "edifice.core", f"<{rev}:core/height/shafts_inference.py>"
     sys.modules[name] = mod
     exec(compile(src, mod.__file__, "exec"), mod.__dict__)
     return mod.predict_height_footprint_shafts
@@ -386,7 +386,7 @@ def status(key):
         if line.startswith(key):
             return int(line.split()[1]) / 1024.0
 import numpy, rasterio, scipy.ndimage
-from edifice.core.shafts_inference import prepare_inputs
+from edifice.core.height.shafts_inference import prepare_inputs
 base = status('VmRSS')
 s1, s2, dem, xmin, ymin, xmax, ymax = sys.argv[1:]
 prep, _ = prepare_inputs(s1, s2, dem, tuple(map(float, (xmin, ymin, xmax, ymax))))

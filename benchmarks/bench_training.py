@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-from edifice.core.losses import building_use_loss
-from edifice.core.training import train_building_use
-from edifice.core.training_dataset import create_training_dataset
+from edifice.core.use.losses import building_use_loss
+from edifice.core.use.training import train_building_use
+from edifice.core.use.training_dataset import create_training_dataset
 from edifice.models.unet import UNetResNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def throughput(encoder: str, base_width: int, chip: int, batch: int, iters: int 
                device: torch.device | str = "cpu", amp: bool = False) -> float:
     """Training samples per second (forward + backward + Adam step; 6-band input irrelevant
     here: 3 bands, both heads) on ``device``; with ``amp`` on CUDA, float16 autocast and a
-    GradScaler as in core.training."""
+    GradScaler as in core.use.training."""
     device = torch.device(device)
     use_amp = bool(amp and device.type == "cuda")
     torch.manual_seed(0)

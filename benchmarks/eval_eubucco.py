@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edifice.core.evaluation import evaluate_buildings
-from edifice.core.height_metrics import evaluate_building_heights
+from edifice.core.evaluation.classification import evaluate_buildings
+from edifice.core.evaluation.regression import evaluate_building_heights
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "eubucco"
 

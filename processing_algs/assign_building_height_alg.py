@@ -1,5 +1,5 @@
 """edifice:assignbuildingheight — height of existing footprints from a height raster
-(adapter over core.building_height.assign_building_height)."""
+(adapter over core.height.building_height.assign_building_height)."""
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParameterDefinition,
@@ -51,7 +51,7 @@ class AssignBuildingHeightAlgorithm(EdificeAlgorithm):
                                                                   QgsProcessing.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.building_height import assign_building_height
+        from ..core.height.building_height import assign_building_height
 
         path, layer = self.vector_source(parameters, self.INPUT, context, feedback)
         height = self.raster_path(self.parameterAsRasterLayer(parameters, self.HEIGHT, context), self.HEIGHT)

@@ -1,5 +1,5 @@
 """edifice:assignbuildinguse — use of existing footprints from probability rasters
-(adapter over core.building_use_map.assign_building_use)."""
+(adapter over core.use.building_use_map.assign_building_use)."""
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParameterFeatureSource,
@@ -30,7 +30,7 @@ class AssignBuildingUseAlgorithm(EdificeAlgorithm):
                                                                   QgsProcessing.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.building_use_map import assign_building_use
+        from ..core.use.building_use_map import assign_building_use
 
         path, layer = self.vector_source(parameters, self.INPUT, context, feedback)
         probs = self.raster_path(self.parameterAsRasterLayer(parameters, self.PROBABILITIES, context),

@@ -329,12 +329,12 @@ class EdificeAlgorithm(QgsProcessingAlgorithm):
 
     def table_points(self, parameters, name: str, table, context):
         """A point layer made from a CSV's coordinate columns (x/y, easting/northing, lon/lat,
-        longitude/latitude; core.poi_sources.coordinate_columns) in the POINTS_CRS parameter's CRS,
+        longitude/latitude; core.use.poi_sources.coordinate_columns) in the POINTS_CRS parameter's CRS,
         or EPSG:4326 for longitude/latitude columns."""
         from qgis.core import QgsProcessingFeatureSource, QgsVectorLayer
         from qgis.PyQt.QtCore import QUrl
 
-        from ..core.poi_sources import coordinate_columns
+        from ..core.use.poi_sources import coordinate_columns
 
         cols = coordinate_columns(table.fields().names())
         layer = self.parameterAsVectorLayer(parameters, name, context)

@@ -1,5 +1,5 @@
 """edifice:builtupmask — union of built-up reference layers on the imagery grid
-(adapter over core.builtup_mask.builtup_mask)."""
+(adapter over core.use.builtup_mask.builtup_mask)."""
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParameterMultipleLayers,
@@ -35,7 +35,7 @@ class BuiltupMaskAlgorithm(EdificeAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Built-up mask"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.builtup_mask import builtup_mask
+        from ..core.use.builtup_mask import builtup_mask
 
         ref = self.raster_path(self.parameterAsRasterLayer(parameters, self.REFERENCE, context), self.REFERENCE)
         rasters = [self.raster_path(lyr, self.RASTERS)

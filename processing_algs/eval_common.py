@@ -76,10 +76,10 @@ def vector_path(alg, parameters, name: str, context, feedback) -> str | None:
 
 
 def write_metrics_table(alg, parameters, context, result: dict) -> str | None:
-    """The flat metrics rows (:func:`edifice.core.reports.metrics_rows`) into the
+    """The flat metrics rows (:func:`edifice.core.evaluation.reports.metrics_rows`) into the
     OUTPUT_TABLE sink: fields level, class, metric, value (double; NULL if undefined).
     None when the table was not asked for."""
-    from ..core.reports import metrics_rows
+    from ..core.evaluation.reports import metrics_rows
 
     if parameters.get(OUTPUT_TABLE) in (None, ""):
         return None

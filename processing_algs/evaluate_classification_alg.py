@@ -1,4 +1,4 @@
-"""edifice:evaluateclassification — building-use accuracy (adapter over core.eval_run)."""
+"""edifice:evaluateclassification — building-use accuracy (adapter over core.evaluation.runs)."""
 from __future__ import annotations
 
 from qgis.core import (QgsProcessingException, QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
@@ -133,7 +133,7 @@ class EvaluateClassificationAlgorithm(EdificeAlgorithm):
         return taxonomy_names()[i - 2]
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.eval_run import evaluate_classification, summary_lines
+        from ..core.evaluation.runs import evaluate_classification, summary_lines
 
         comparison = COMPARISONS[self.parameterAsEnum(parameters, self.LEVEL, context)][1]
         pk, ppath, player = ec.layer_input(self, parameters, self.PREDICTION, context, feedback)

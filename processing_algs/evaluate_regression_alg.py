@@ -1,4 +1,4 @@
-"""edifice:evaluateregression — height / footprint accuracy (adapter over core.eval_run)."""
+"""edifice:evaluateregression — height / footprint accuracy (adapter over core.evaluation.runs)."""
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingParameterDefinition, QgsProcessingParameterMapLayer,
@@ -71,7 +71,7 @@ class EvaluateRegressionAlgorithm(EdificeAlgorithm):
                                      "UNMATCHED_REFERENCE": "Unmatched reference buildings"})
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.eval_run import evaluate_regression, summary_lines
+        from ..core.evaluation.runs import evaluate_regression, summary_lines
 
         pk, ppath, player = ec.layer_input(self, parameters, self.PREDICTION, context, feedback)
         rk, rpath, rlayer = ec.layer_input(self, parameters, self.REFERENCE, context, feedback)

@@ -1,5 +1,5 @@
-"""SHAFTS-style building height and footprint tools (adapters over core.shafts_inference, core.ccap,
-core.reference_grids and core.shafts_workflows):
+"""SHAFTS-style building height and footprint tools (adapters over core.height.shafts_inference, core.height.ccap,
+core.height.reference_grids and core.height.shafts_workflows):
 
 - edifice:heightfootprint       height + footprint rasters from Sentinel-1/2 + DEM with a SHAFTS network
 - edifice:ccap                  CCAP urban mask from one or more (height, footprint) predictions
@@ -161,7 +161,7 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
         self.addOutput(QgsProcessingOutputNumber("VALID_PIXELS", "Output pixels predicted"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.shafts_inference import predict_height_footprint_shafts
+        from ..core.height.shafts_inference import predict_height_footprint_shafts
 
         layers, paths = self._sentinel_inputs(parameters, context)
         ckpt = self._checkpoint(parameters, context)
@@ -241,7 +241,7 @@ class CcapAlgorithm(_HeightFootprintBase):
         self.addOutput(QgsProcessingOutputNumber("URBAN_PIXELS", "Urban pixels"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.ccap import ccap_files
+        from ..core.height.ccap import ccap_files
 
         heights = [self.raster_path(lyr, self.HEIGHTS)
                    for lyr in self.parameterAsLayerList(parameters, self.HEIGHTS, context)]
@@ -308,7 +308,7 @@ class ReferenceGridsAlgorithm(_HeightFootprintBase):
         self.addOutput(QgsProcessingOutputNumber("SAMPLES", "Cells kept"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.reference_grids import reference_grids_from_file
+        from ..core.height.reference_grids import reference_grids_from_file
         from ..models.shafts import PATCH_SIZE
 
         layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
@@ -398,7 +398,7 @@ class TrainHeightFootprintAlgorithm(_HeightFootprintBase):
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.shafts_workflows import train_shafts_from_rasters
+        from ..core.height.shafts_workflows import train_shafts_from_rasters
 
         _, paths = self._sentinel_inputs(parameters, context)
         refs = {k: self.raster_path(self.parameterAsRasterLayer(parameters, k, context), k)

@@ -1,5 +1,5 @@
 """edifice:mapbuildinguse — sliding-window building-use mapping (adapter over
-core.building_use_map.map_building_use)."""
+core.use.building_use_map.map_building_use)."""
 from __future__ import annotations
 
 from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParameterBoolean,
@@ -111,7 +111,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.building_use_map import map_building_use
+        from ..core.use.building_use_map import map_building_use
 
         imagery = self.raster_path(self.parameterAsRasterLayer(parameters, self.IMAGERY, context), self.IMAGERY)
         poi_layer = self.parameterAsRasterLayer(parameters, self.POI_MAPS, context)

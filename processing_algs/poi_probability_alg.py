@@ -1,4 +1,4 @@
-"""edifice:poiprobability — POI probability maps (adapter over core.poi_probability)."""
+"""edifice:poiprobability — POI probability maps (adapter over core.use.poi_probability)."""
 from __future__ import annotations
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingException,
@@ -62,8 +62,8 @@ class PoiProbabilityAlgorithm(EdificeAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..core.grid import Grid
-        from ..core.poi_probability import parse_max_distances, poi_probability, reference_grid
-        from ..core.poi_sources import classify_pois, load_poi_mapping
+        from ..core.use.poi_probability import parse_max_distances, poi_probability, reference_grid
+        from ..core.use.poi_sources import classify_pois, load_poi_mapping
 
         source, field = self.point_source(parameters, self.INPUT, self.CATEGORY_FIELD, context)
         names = source.fields().names()

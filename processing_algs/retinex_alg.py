@@ -1,4 +1,4 @@
-"""edifice:retinex — Retinex illumination correction (adapter over core.retinex)."""
+"""edifice:retinex — Retinex illumination correction (adapter over core.use.retinex)."""
 from __future__ import annotations
 
 from qgis.core import (QgsProcessingException, QgsProcessingParameterDefinition,
@@ -49,7 +49,7 @@ class RetinexAlgorithm(EdificeAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Corrected raster"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.retinex import RetinexSettings, retinex
+        from ..core.use.retinex import RetinexSettings, retinex
 
         src = self.raster_path(self.parameterAsRasterLayer(parameters, self.INPUT, context), self.INPUT)
         text = self.parameterAsString(parameters, self.SIGMAS, context)

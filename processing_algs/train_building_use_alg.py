@@ -1,5 +1,5 @@
 """edifice:trainbuildinguse — train the building-use U-Net on a training-dataset folder
-(adapter over core.training.train_building_use)."""
+(adapter over core.use.training.train_building_use)."""
 from __future__ import annotations
 
 import json
@@ -123,7 +123,7 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
         self.addOutput(QgsProcessingOutputFile("RESUME_STATE", "State of the last epoch (for RESUME)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.training import train_building_use
+        from ..core.use.training import train_building_use
 
         dataset = self.parameterAsFile(parameters, self.DATASET, context)
         if not dataset:
@@ -154,7 +154,7 @@ class TrainBuildingUseAlgorithm(EdificeAlgorithm):
         try:
             r = run_core_named(train_building_use, names, dataset, out, **kwargs)
         except QgsProcessingException as exc:
-            from ..core.training import _state_path
+            from ..core.use.training import _state_path
             if feedback.isCanceled() and _state_path(out).is_file():
                 feedback.pushInfo(f"The state of the last finished epoch is in {_state_path(out)}: "
                                   "give it as RESUME to continue.")

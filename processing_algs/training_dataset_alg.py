@@ -1,5 +1,5 @@
 """edifice:trainingdataset — imagery + POI maps + labelled buildings -> training chips
-(adapter over core.training_dataset.create_training_dataset)."""
+(adapter over core.use.training_dataset.create_training_dataset)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -115,7 +115,7 @@ class TrainingDatasetAlgorithm(EdificeAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("CHIPS", "Chips written"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        from ..core.training_dataset import MANIFEST, SUBSETS, create_training_dataset
+        from ..core.use.training_dataset import MANIFEST, SUBSETS, create_training_dataset
 
         imagery = self.raster_path(self.parameterAsRasterLayer(parameters, self.IMAGERY, context), self.IMAGERY)
         poi_layer = self.parameterAsRasterLayer(parameters, self.POI_RASTER, context)

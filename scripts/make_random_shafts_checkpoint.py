@@ -24,7 +24,7 @@ def _spread_outputs(model, s1, s2, dem, extent, padding) -> None:
     import numpy as np
     import torch
 
-    from edifice.core.shafts_inference import gather_patches, prepare_inputs, shafts_output_grid
+    from edifice.core.height.shafts_inference import gather_patches, prepare_inputs, shafts_output_grid
     xmin, ymin, xmax, ymax = extent
     prep, crs = prepare_inputs(s1, s2, dem, (xmin - padding, ymin - padding, xmax + padding, ymax + padding))
     xs, ys = shafts_output_grid(extent, model.resolution_m, crs).pixel_centres()

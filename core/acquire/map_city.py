@@ -94,8 +94,8 @@ def _osm(r: MapCityRequest, results: dict, progress: Progress) -> dict:
 
 
 def _poi_maps(r: MapCityRequest, results: dict, progress: Progress) -> dict:
-    from ..poi_probability import poi_probability, reference_grid
-    from ..poi_sources import classify_pois, load_poi_mapping, read_point_file
+    from ..use.poi_probability import poi_probability, reference_grid
+    from ..use.poi_sources import classify_pois, load_poi_mapping, read_point_file
 
     if results["osm"]["pois"]["total"] == 0:
         raise InputError("EXTENT", "OpenStreetMap has no POI in the extent.", "choose a larger or busier extent.")
@@ -107,7 +107,7 @@ def _poi_maps(r: MapCityRequest, results: dict, progress: Progress) -> dict:
 
 
 def _dataset(r: MapCityRequest, results: dict, progress: Progress) -> dict:
-    from ..training_dataset import create_training_dataset
+    from ..use.training_dataset import create_training_dataset
 
     m = create_training_dataset(r.path("imagery"), r.path("osm"), r.path("dataset"), "building",
                                 use_preset="osm_building", buildings_layer="buildings",
@@ -118,7 +118,7 @@ def _dataset(r: MapCityRequest, results: dict, progress: Progress) -> dict:
 
 
 def _training(r: MapCityRequest, results: dict, progress: Progress) -> dict:
-    from ..training import train_building_use
+    from ..use.training import train_building_use
 
     t = train_building_use(r.path("dataset"), r.path("checkpoint"), variant=r.variant, encoder=r.encoder,
                            base_width=r.base_width, epochs=r.epochs, batch_size=r.batch_size, patience=r.epochs,
@@ -127,7 +127,7 @@ def _training(r: MapCityRequest, results: dict, progress: Progress) -> dict:
 
 
 def _mapping(r: MapCityRequest, results: dict, progress: Progress) -> dict:
-    from ..building_use_map import map_building_use
+    from ..use.building_use_map import map_building_use
 
     s = map_building_use(r.path("imagery"), r.path("checkpoint"), poi_maps=r.path("poi_maps"),
                          use_class=r.path("use_class"), use_probabilities=r.path("use_probabilities"),
@@ -136,14 +136,14 @@ def _mapping(r: MapCityRequest, results: dict, progress: Progress) -> dict:
 
 
 def _footprints(r: MapCityRequest, results: dict, progress: Progress) -> dict:
-    from ..building_use_map import assign_building_use
+    from ..use.building_use_map import assign_building_use
 
     return assign_building_use(r.path("osm"), r.path("use_probabilities"), r.path("buildings"), layer="buildings",
                                progress=progress)
 
 
 def _evaluation(r: MapCityRequest, results: dict, progress: Progress) -> dict:
-    from ..eval_run import evaluate_classification, summary, summary_lines
+    from ..evaluation.runs import evaluate_classification, summary, summary_lines
 
     test = results["dataset"]["test"]
     if sum(test[c] for c in ("residential", "commercial", "industrial")) == 0:

@@ -124,7 +124,7 @@ def _client(request: OsmRequest, progress: Progress):
 def layer_queries(layer: str, tiles, timeout_s: int) -> list[str]:
     """The Overpass QL of ``layer`` (pois, buildings or roads) for each tile (south, west, north, east)."""
     if layer == "pois":
-        from ..poi_sources import load_poi_mapping
+        from ..use.poi_sources import load_poi_mapping
 
         keys = sorted({r.key for r in load_poi_mapping("osm").rules if r.key})
         return [poi_query(b, keys, timeout_s) for b in tiles]
@@ -276,7 +276,7 @@ def _base_columns(keys, timestamp) -> dict:
 
 def poi_table(store: OsmElements, clip: _ExtentClip, timestamp: str | None) -> _Table:
     """Points of POI elements: one text field per key of the ``osm`` POI preset, other tags in ``other_tags``."""
-    from ..poi_sources import load_poi_mapping
+    from ..use.poi_sources import load_poi_mapping
 
     mapping = load_poi_mapping("osm")
     preset_keys = sorted({r.key for r in mapping.rules if r.key})
@@ -316,7 +316,7 @@ def _height_m(text: str | None):
 
 def building_table(store: OsmElements, clip: _ExtentClip, timestamp: str | None) -> _Table:
     """Building footprints with their use tags and the derived ``use`` (``osm_building`` taxonomy)."""
-    from ..labels import load_building_mapping
+    from ..use.labels import load_building_mapping
 
     mapping = load_building_mapping("osm_building")
     items = sorted(k for k, tags in store.tags.items()

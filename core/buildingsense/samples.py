@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..category_mapping import parse_osm_tags
+from ..evaluation.category_mapping import parse_osm_tags
 from ..errors import InputError
 from ..progress import Progress, ensure
 from ._geo import (building_ids, centre_lonlat, metric_crs, safe_name, transform_geoms, transformer,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyproj import CRS, Geod
 
-from ..category_mapping import parse_osm_tags
+from ..evaluation.category_mapping import parse_osm_tags
 from ..errors import InputError
 from ..outputs import refuse_input_as_output
 from ..progress import Progress, ensure

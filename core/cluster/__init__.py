@@ -8,7 +8,7 @@ same engine as one machine over the block's windows and writes the block's own t
 GeoTIFFs (temporary file, then an atomic rename). The driver records finished blocks in a
 manifest with a fingerprint of the inputs and settings (:mod:`.manifest`), so a rerun skips
 them; writes a VRT of the blocks and, on request, a COG mosaic (:mod:`.mosaic`); and merges
-building polygons cut by block borders (:func:`core.vectorize.merged_seam_buildings`).
+building polygons cut by block borders (:func:`core.use.vectorize.merged_seam_buildings`).
 
 Imports dask/distributed lazily: the rest of Edifice works without them.
 """

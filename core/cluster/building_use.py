@@ -1,6 +1,6 @@
 """``edifice map-building-use --cluster``: the building-use map on a Dask cluster.
 
-Same inputs, checks and outputs as :func:`core.building_use_map.map_building_use`; the
+Same inputs, checks and outputs as :func:`core.use.building_use_map.map_building_use`; the
 windows are run block by block (:mod:`.blocks`) on Dask workers, each block written as its
 own tiled GeoTIFFs in ``<first output>_blocks/<product>/<block>.tif`` (and, with polygons,
 its buildings in ``polygons/<block>.gpkg`` plus the parts cut by its borders in
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..building_use_map import PRODUCTS, UseJob, UsePlan, plan_building_use, product_output
+from ..use.building_use_map import PRODUCTS, UseJob, UsePlan, plan_building_use, product_output
 from ..progress import Progress, ensure
 from ..raster_io import atomic_output, bounded_gdal_cache
 from . import BLOCK_WINDOWS
@@ -95,8 +95,8 @@ def run_use_block(job: UseJob, block: ClusterBlock, files: dict, fingerprint: di
 
 
 def _block_polygons(job: UseJob, block: ClusterBlock, files: dict) -> dict:
-    from ..building_use_map import grid_gsd_m
-    from ..vectorize import polygonize_buildings
+    from ..use.building_use_map import grid_gsd_m
+    from ..use.vectorize import polygonize_buildings
 
     w = block.window
     r = polygonize_buildings(files["fp_mask"], files["use_probs"], files["polygons"], grid_gsd_m(job.grid) ** 2,
@@ -110,7 +110,7 @@ def map_building_use_on_cluster(imagery, checkpoint: str, *, cluster: str, block
                                 progress: Progress | None = None, **options) -> dict:
     """Map building use over ``imagery`` (a raster, a VRT, or a folder/list of tiles) on the
     Dask cluster ``cluster`` (``tcp://HOST:PORT`` or ``local:N``); other keyword arguments as
-    :func:`core.building_use_map.plan_building_use`. Returns a summary."""
+    :func:`core.use.building_use_map.plan_building_use`. Returns a summary."""
     progress = ensure(progress)
     parse_cluster(cluster)
     anchor = next((v for k, v in options.items() if k in ("footprint_probability", "footprint_mask", "use_class",
@@ -167,8 +167,8 @@ def _write_mosaics(plan: UsePlan, blocks: list[ClusterBlock], files: dict, run_d
 def _merge_polygons(plan: UsePlan, blocks: list[ClusterBlock], files: dict, probs_vrt: str,
                     progress: Progress) -> dict:
     """The buildings of every block plus those cut by block borders, merged, in one GeoPackage."""
-    from ..building_use_map import grid_gsd_m
-    from ..vectorize import LayerWriter, merged_seam_buildings
+    from ..use.building_use_map import grid_gsd_m
+    from ..use.vectorize import LayerWriter, merged_seam_buildings
 
     g = plan.job.grid
     area = grid_gsd_m(g) ** 2

@@ -174,7 +174,7 @@ def _load_predictor(checkpoint: str, device: str, precision: str):
     except Exception as exc:  # noqa: BLE001 - a worker without torch
         raise EdificeError(f"CLUSTER: torch cannot be imported on worker {_worker_name()} ({sys.executable}): "
                            f"{exc}. Fix: {WORKER_FIX}") from None
-    from ..building_use_map import load_use_model
+    from ..use.building_use_map import load_use_model
     from ..sliding_window import Predictor, resolve_device
 
     model = load_use_model(checkpoint)[0]

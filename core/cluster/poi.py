@@ -1,7 +1,7 @@
 """``edifice poi-probability --cluster``: POI probability maps on a Dask cluster, equal to one machine.
 
 The driver checks the inputs and selects, per class, the POIs that can reach the grid, as
-:func:`core.poi_probability.poi_probability` does; then every block (the tool's blocks of
+:func:`core.use.poi_probability.poi_probability` does; then every block (the tool's blocks of
 ``block_size`` px, a multiple of its cells) is one Dask task that gets only its candidate POIs —
 those within d_max (plus one cell) of the block's ECEF bounding box — and computes its pixels
 with the tool's own block function, on the same cells of the grid, so the pixels equal the
@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..outputs import refuse_input_as_output
-from ..poi_probability import (CLASSES, DEFAULT_MAX_DISTANCES, NODATA, PoiSet, _block_probabilities, _CellFrames,
+from ..use.poi_probability import (CLASSES, DEFAULT_MAX_DISTANCES, NODATA, PoiSet, _block_probabilities, _CellFrames,
                                _class_pois, _ClassPois, _grid_ecef_bounds, _open_reference, parse_max_distances)
 from ..progress import Progress, ensure
 from ..raster_io import bounded_gdal_cache, read_masked
@@ -111,7 +111,7 @@ def poi_probability_on_cluster(pois: PoiSet, grid, output_path: str,
                                max_distances=DEFAULT_MAX_DISTANCES, reference_path: str | None = None,
                                block_size: int = 512, *, cluster: str, resume: bool = True,
                                progress: Progress | None = None) -> dict:
-    """:func:`core.poi_probability.poi_probability` on the Dask cluster ``cluster``
+    """:func:`core.use.poi_probability.poi_probability` on the Dask cluster ``cluster``
     (``tcp://HOST:PORT`` or ``local:N``), one task per block. Returns a summary."""
     from ..sliding_window import file_fingerprint
 

@@ -2,7 +2,7 @@
 
 Retinex has image-wide statistics, computed as one machine computes them:
 
-0. the driver reads the raster once without halo (:func:`core.retinex.whole_raster_pass`):
+0. the driver reads the raster once without halo (:func:`core.use.retinex.whole_raster_pass`):
    cell sums of the large scales (memory-mapped files in ``<output>_blocks/cells``, which the
    workers open read-only: a folder they share) and the minimum of signed rasters;
 1. one Dask task per block computes the block's histogram of Retinex values
@@ -25,7 +25,7 @@ import numpy as np
 from ..outputs import atomic_output, refuse_input_as_output
 from ..progress import Progress, ensure
 from ..raster_io import bounded_gdal_cache, open_raster
-from ..retinex import (RetinexPass, RetinexSettings, _check_input, _HIST_BINS, block_halo, output_descriptions,
+from ..use.retinex import (RetinexPass, RetinexSettings, _check_input, _HIST_BINS, block_halo, output_descriptions,
                        output_type, stretch_from_histogram, whole_raster_pass)
 from .blocks import ClusterBlock, pixel_blocks, with_halo
 from .client import parse_cluster
@@ -128,7 +128,7 @@ class StretchedBlocks(_RetinexBlocks):
 def retinex_on_cluster(input_path: str, output_path: str, settings: RetinexSettings | None = None,
                        output_dtype: str | None = None, block_size: int = 2048, *, cluster: str,
                        resume: bool = True, progress: Progress | None = None) -> dict:
-    """:func:`core.retinex.retinex` on the Dask cluster ``cluster`` (``tcp://HOST:PORT`` or
+    """:func:`core.use.retinex.retinex` on the Dask cluster ``cluster`` (``tcp://HOST:PORT`` or
     ``local:N``): same pixels; ``output_path`` ending in ``.vrt`` is a VRT of the blocks, any
     other a COG mosaic with the VRT beside it. Returns a summary."""
     refuse_input_as_output({"OUTPUT": output_path}, {"INPUT": input_path})

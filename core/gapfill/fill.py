@@ -362,7 +362,7 @@ def _declare_nodata(dst, ds, job: _BlockJob, counts: _Counts) -> None:
 
 def _write_reports(side_tmp: Path, report_tmp: Path | None, summary: dict) -> None:
     """The JSON sidecar (and HTML report) into their temporary names."""
-    from ..reports import write_json_report
+    from ..evaluation.reports import write_json_report
     from .report import variogram_report_html
 
     write_json_report(summary, side_tmp)

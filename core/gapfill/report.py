@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..reports import escape_html, html_page, html_table
+from ..evaluation.reports import escape_html, html_page, html_table
 from .variogram import model_values
 
 

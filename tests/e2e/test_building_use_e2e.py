@@ -57,8 +57,8 @@ def test_bad_device_exits_non_zero_without_output(qp, kampala_rgb, tiny_use_chec
 def trained_use_checkpoint(tmp_path, kampala_rgb, kampala_pois) -> Path:
     """A checkpoint the shipped tools make with their defaults (256 px chips, multi-task,
     imagery + POI): dataset on the Kampala sample, one epoch of a tiny network."""
-    from edifice.core.training import train_building_use
-    from edifice.core.training_dataset import create_training_dataset
+    from edifice.core.use.training import train_building_use
+    from edifice.core.use.training_dataset import create_training_dataset
 
     ds, ck = tmp_path / "ds", tmp_path / "trained.pt"
     create_training_dataset(str(kampala_rgb), str(ROOT / "samples" / "kampala" / "buildings_osm.geojson"), str(ds),

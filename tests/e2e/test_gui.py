@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from edifice.core.training_dataset import create_training_dataset
+from edifice.core.use.training_dataset import create_training_dataset
 from edifice.models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.e2e

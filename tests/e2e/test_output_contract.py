@@ -276,7 +276,7 @@ def test_full_disk_while_saving_a_trained_checkpoint_is_one_clear_line(small_dis
     """Training used to end in a PyTorch writer traceback when the disk filled while saving."""
     import importlib.util
 
-    from edifice.core.training_dataset import create_training_dataset
+    from edifice.core.use.training_dataset import create_training_dataset
 
     folder, preexec = small_disk
     spec = importlib.util.spec_from_file_location("use_scene", ROOT / "tests" / "unit" / "_use_scene.py")

@@ -16,7 +16,7 @@ SAMPLES = ROOT / "samples" / "eubucco"
 
 @pytest.fixture(scope="module")
 def use_result(tmp_path_factory):
-    from edifice.core.eval_run import evaluate_classification
+    from edifice.core.evaluation.runs import evaluate_classification
 
     path = tmp_path_factory.mktemp("dock") / "use.json"
     evaluate_classification("building", SAMPLES / "buildings_gov.gpkg", SAMPLES / "buildings_osm.gpkg", "type",
@@ -27,7 +27,7 @@ def use_result(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def height_result(tmp_path_factory):
-    from edifice.core.eval_run import evaluate_regression
+    from edifice.core.evaluation.runs import evaluate_regression
 
     path = tmp_path_factory.mktemp("dock") / "height.json"
     evaluate_regression(SAMPLES / "buildings_gov.gpkg", SAMPLES / "buildings_osm.gpkg", "height", "height",

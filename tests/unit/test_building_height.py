@@ -9,7 +9,7 @@ import pytest
 import shapely
 from affine import Affine
 
-from edifice.core.building_height import area_weighted_height, assign_building_height
+from edifice.core.height.building_height import area_weighted_height, assign_building_height
 from edifice.core.errors import InputError
 
 _spec = importlib.util.spec_from_file_location("_eval_files", Path(__file__).with_name("_eval_files.py"))

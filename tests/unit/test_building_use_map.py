@@ -10,10 +10,10 @@ import torch
 from affine import Affine
 from scipy import ndimage
 
-from edifice.core.building_use_map import assign_building_use, map_building_use
-from edifice.core.builtup_mask import builtup_mask, parse_values
+from edifice.core.use.building_use_map import assign_building_use, map_building_use
+from edifice.core.use.builtup_mask import builtup_mask, parse_values
 from edifice.core.errors import InputError
-from edifice.core.vectorize import polygonize_buildings
+from edifice.core.use.vectorize import polygonize_buildings
 from edifice.models.checkpoint import save_checkpoint
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -324,7 +324,7 @@ def _crop_with_descriptions(tmp_path, kampala_rgb, name, descriptions, size=256)
 
 
 def test_band_order_warning_rules():
-    from edifice.core.building_use_map import band_order_warning
+    from edifice.core.use.building_use_map import band_order_warning
 
     card = ["red", "green", "blue"]
     text = band_order_warning(["blue", "green", "red"], card)
@@ -373,7 +373,7 @@ def _at_gsd(tmp_path, kampala_rgb, gsd, size=64):
 
 
 def test_gsd_far_from_the_card_is_refused(tmp_path, kampala_rgb, tiny_use_checkpoint):
-    from edifice.core.building_use_map import imagery_grid
+    from edifice.core.use.building_use_map import imagery_grid
     from edifice.core.progress import Progress
 
     pois = _pois_raster(tmp_path, kampala_rgb)

@@ -1,4 +1,4 @@
-"""`edifice evaluate-classification` / `evaluate-regression` and the option parsing of core.eval_run."""
+"""`edifice evaluate-classification` / `evaluate-regression` and the option parsing of core.evaluation.runs."""
 import json
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from affine import Affine
 
 from edifice.core.cli import main
 from edifice.core.errors import InputError
-from edifice.core.eval_run import parse_bins, parse_class_names, parse_levels, parse_taxonomy
+from edifice.core.evaluation.runs import parse_bins, parse_class_names, parse_levels, parse_taxonomy
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "eubucco"
 

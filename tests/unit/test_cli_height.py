@@ -1,4 +1,4 @@
-"""CLI commands height-footprint, ccap and reference-grids (core/cli_height.py) on the THU sample."""
+"""CLI commands height-footprint, ccap and reference-grids (core/cli/height.py) on the THU sample."""
 import json
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""`edifice training-dataset` and `edifice train-building-use` (core/cli_training.py)."""
+"""`edifice training-dataset` and `edifice train-building-use` (core/cli/training.py)."""
 import importlib.util
 import json
 from pathlib import Path

@@ -21,7 +21,7 @@ from edifice.core.errors import InputError
 from edifice.core.grid import Grid
 from edifice.core.progress import Progress
 from edifice.core.sliding_window import Predictor, RasterOutput, WindowLayout, run_sliding_window
-from edifice.core.vectorize import polygonize_buildings
+from edifice.core.use.vectorize import polygonize_buildings
 
 H, W = 150, 217
 GRID = Grid(Affine(0.5, 0, 1000, 0, -0.5, 2000), W, H, "EPSG:32636")

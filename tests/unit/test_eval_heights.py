@@ -9,7 +9,7 @@ from affine import Affine
 from scipy.stats import gaussian_kde
 from sklearn import metrics as skm
 
-from edifice.core import height_metrics as H
+from edifice.core.evaluation import regression as H
 from edifice.core.errors import InputError
 
 

@@ -7,7 +7,7 @@ import pytest
 import shapely
 from affine import Affine
 
-from edifice.core import evaluation as E
+from edifice.core.evaluation import classification as E
 from edifice.core.errors import InputError
 
 

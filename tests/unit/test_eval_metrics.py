@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from edifice.core import metrics as M
+from edifice.core.evaluation import metrics as M
 
 
 def _random_pairs(n=500, k=5, seed=1):

@@ -11,7 +11,7 @@ import shapely
 from affine import Affine
 
 from edifice.core.errors import InputError
-from edifice.core.eval_run import evaluate_classification
+from edifice.core.evaluation.runs import evaluate_classification
 
 _spec = importlib.util.spec_from_file_location("_eval_files", Path(__file__).with_name("_eval_files.py"))
 _files = importlib.util.module_from_spec(_spec)

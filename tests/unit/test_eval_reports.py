@@ -5,9 +5,9 @@ import re
 
 import numpy as np
 
-from edifice.core import evaluation as E
-from edifice.core import height_metrics as H
-from edifice.core import reports as R
+from edifice.core.evaluation import classification as E
+from edifice.core.evaluation import regression as H
+from edifice.core.evaluation import reports as R
 
 
 def _classification():

@@ -463,7 +463,7 @@ def test_gapfill_never_imports_qgis():
     import subprocess
     import sys
 
-    code = ("import sys, edifice.core.gapfill, edifice.core.gapfill.report, edifice.core.cli_gapfill\n"
+    code = ("import sys, edifice.core.gapfill, edifice.core.gapfill.report, edifice.core.cli.gapfill\n"
             "print(sorted(k for k in sys.modules if k.split('.')[0] in ('qgis', 'PyQt5', 'pykrige')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]"
@@ -477,7 +477,7 @@ def test_kriging_without_numba_falls_back_to_numpy():
     import sys
 
     code = ("import sys\n"
-            "import edifice.core.gapfill, edifice.core.cli_gapfill\n"
+            "import edifice.core.gapfill, edifice.core.cli.gapfill\n"
             "print('numba' in sys.modules)\n"
             "sys.modules['numba'] = None\n"
             "import numpy as np\n"

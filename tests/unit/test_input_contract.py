@@ -9,12 +9,12 @@ import rasterio
 import shapely
 from rasterio.transform import from_origin
 
-from edifice.core.building_use_map import assign_building_use
-from edifice.core.builtup_mask import builtup_mask
-from edifice.core.ccap import ccap_files
+from edifice.core.use.building_use_map import assign_building_use
+from edifice.core.use.builtup_mask import builtup_mask
+from edifice.core.height.ccap import ccap_files
 from edifice.core.errors import InputError
 from edifice.core.progress import RecordingProgress
-from edifice.core.retinex import retinex
+from edifice.core.use.retinex import retinex
 
 
 def raster(path, data, crs="EPSG:32636", origin=(454000, 39000), res=0.5, nodata=None):
@@ -138,7 +138,7 @@ def test_ccap_refuses_before_allocating_more_memory_than_available(tmp_path):
 
 
 def test_band_out_of_range_is_named(tmp_path, kampala_rgb):
-    from edifice.core.eval_run import evaluate_regression
+    from edifice.core.evaluation.runs import evaluate_regression
 
     with pytest.raises(InputError, match="PREDICTION: band 9 does not exist: .* has 3 band"):
         evaluate_regression(str(kampala_rgb), str(kampala_rgb), band=9)
@@ -147,7 +147,7 @@ def test_band_out_of_range_is_named(tmp_path, kampala_rgb):
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
 def test_bad_initial_height_checkpoint_is_named_before_work(tmp_path, content):
     """Any bad INIT_CHECKPOINT used to end in a traceback, after the training patches were cut."""
-    from edifice.core.shafts_workflows import train_shafts_from_rasters
+    from edifice.core.height.shafts_workflows import train_shafts_from_rasters
 
     ck = tmp_path / "init.pt"
     if content is None:  # a building-use checkpoint: the wrong network
@@ -166,7 +166,7 @@ def test_bad_initial_height_checkpoint_is_named_before_work(tmp_path, content):
 
 
 def test_map_building_use_refuses_all_nodata_imagery(tmp_path, tiny_use_checkpoint, kampala_pois):
-    from edifice.core.building_use_map import map_building_use
+    from edifice.core.use.building_use_map import map_building_use
 
     img = raster(tmp_path / "empty.tif", np.zeros((3, 300, 300), np.uint8), nodata=0)
     with pytest.raises(InputError, match="IMAGERY: 'empty.tif' has no valid pixels"):
@@ -192,7 +192,7 @@ def _buildings(path, geoms, heights, height_type="float"):
 ])
 def test_reference_grids_name_bad_buildings(tmp_path, case, words):
     """Each of these used to end in a traceback or an empty-but-successful grid."""
-    from edifice.core.reference_grids import reference_grids_from_file
+    from edifice.core.height.reference_grids import reference_grids_from_file
 
     box = shapely.box(454000, 39000, 454020, 39020)
     extent = None
@@ -213,7 +213,7 @@ def test_reference_grids_name_bad_buildings(tmp_path, case, words):
 
 
 def test_reference_grids_repair_invalid_polygons(tmp_path):
-    from edifice.core.reference_grids import reference_grids_from_file
+    from edifice.core.height.reference_grids import reference_grids_from_file
 
     bowtie = shapely.Polygon([(454000, 39000), (454100, 39100), (454100, 39000), (454000, 39100)])
     src = _buildings(tmp_path / "b.gpkg", [bowtie, shapely.box(454000, 39000, 454050, 39050)], [10.0, 20.0])

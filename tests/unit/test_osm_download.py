@@ -275,9 +275,9 @@ def test_pois_feed_poi_probability_and_buildings_feed_training_dataset(overpass,
     from rasterio.transform import from_origin
 
     from edifice.core.grid import Grid
-    from edifice.core.poi_probability import poi_probability
-    from edifice.core.poi_sources import classify_pois, load_poi_mapping, read_point_file
-    from edifice.core.training_dataset import create_training_dataset
+    from edifice.core.use.poi_probability import poi_probability
+    from edifice.core.use.poi_sources import classify_pois, load_poi_mapping, read_point_file
+    from edifice.core.use.training_dataset import create_training_dataset
 
     out = download_osm(_request(overpass, tmp_path, helsinki_3067))
     path = str(tmp_path / "osm.gpkg")

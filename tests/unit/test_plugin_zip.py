@@ -36,7 +36,7 @@ def plugin_zip(tmp_path_factory):
 def test_zip_layout_and_exclusions(plugin_zip):
     names = zipfile.ZipFile(plugin_zip).namelist()
     assert all(n.startswith("edifice/") for n in names)
-    for needed in ("__init__.py", "metadata.txt", "LICENSE", "icon.svg", "core/cli.py", "processing_algs/provider.py",
+    for needed in ("__init__.py", "metadata.txt", "LICENSE", "icon.svg", "core/cli/__init__.py", "processing_algs/provider.py",
                    "qgis_plugin/plugin.py", "qgis_plugin/dependencies.py", "qgis_plugin/styles/use_class.qml",
                    "core/taxonomies/poi/osm.csv"):
         assert f"edifice/{needed}" in names, needed

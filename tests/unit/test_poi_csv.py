@@ -11,7 +11,7 @@ import shapely
 from pyproj import Transformer
 
 from edifice.core.errors import InputError
-from edifice.core.poi_sources import coordinate_columns, read_point_file
+from edifice.core.use.poi_sources import coordinate_columns, read_point_file
 
 PTS = [(454400.0, 38800.0, "shop"), (454700.0, 38600.0, "school"), (454900.0, 38520.0, "industrial")]
 TAGS = {"shop": '"shop"=>"supermarket"', "school": '"amenity"=>"school"', "industrial": '"landuse"=>"industrial"'}

@@ -4,11 +4,11 @@ import rasterio
 from affine import Affine
 from pyproj import CRS, Geod, Transformer
 
-from edifice.core.category_mapping import parse_osm_tags
+from edifice.core.evaluation.category_mapping import parse_osm_tags
 from edifice.core.errors import InputError
 from edifice.core.grid import Grid
-from edifice.core.poi_probability import NODATA, PoiSet, poi_probability
-from edifice.core.poi_sources import classify_pois, load_poi_mapping, read_point_file
+from edifice.core.use.poi_probability import NODATA, PoiSet, poi_probability
+from edifice.core.use.poi_sources import classify_pois, load_poi_mapping, read_point_file
 from edifice.core.progress import Progress
 from edifice.core.raster_io import atomic_raster
 
@@ -182,7 +182,7 @@ def test_reference_without_valid_pixel_is_refused(tmp_path):
 
 
 def test_reference_without_crs_is_refused(tmp_path):
-    from edifice.core.poi_probability import reference_grid
+    from edifice.core.use.poi_probability import reference_grid
     grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 30, 20, UTM)
     ref = _reference(tmp_path / "ref.tif", grid, np.full((1, 20, 30), 7, np.uint8), crs=False)
     with pytest.raises(InputError, match=r"^REFERENCE: .*has no coordinate reference system.*Fix: assign one"):
@@ -225,7 +225,7 @@ def _geodesic_truth(grid, px, py, cls, k):
 def _assert_exact(p, truth, dmax):
     """Our distance (1 - p) d_max equals the WGS84 geodesic within the chord/sphere bound
     (1e-5 relative), the rounding of p to 2^-16 (d_max / 131072) and 1 mm; p = 0 beyond d_max."""
-    from edifice.core.poi_probability import QUANTUM_STEPS
+    from edifice.core.use.poi_probability import QUANTUM_STEPS
     near = truth < dmax * 0.999
     assert near.sum() > 100
     ours = (1 - p.astype(np.float64)) * dmax
@@ -236,7 +236,7 @@ def _assert_exact(p, truth, dmax):
 def test_cells_crowded_with_pois_match_brute_force(tmp_path):
     """A tight cluster of POIs gives cells with more candidates than the pairwise step takes:
     they are computed per pixel and still match exact geodesics."""
-    from edifice.core import poi_probability as pp
+    from edifice.core.use import poi_probability as pp
     grid = Grid(Affine(1.0, 0, 452000.0, 0, -1.0, 40400.0), 96, 80, UTM)
     rng = np.random.default_rng(3)
     n = 3 * pp._MAX_CANDIDATES
@@ -257,7 +257,7 @@ def test_cells_crowded_with_pois_match_brute_force(tmp_path):
 def test_sheared_grid_matches_brute_force(tmp_path):
     """Sinusoidal far from its central meridian: the grid's rows and columns are not
     perpendicular on the ground, so the squared chord needs its u*v term."""
-    from edifice.core import poi_probability as pp
+    from edifice.core.use import poi_probability as pp
     sinu = CRS.from_proj4("+proj=sinu +lon_0=0 +datum=WGS84 +units=m").to_wkt()
     x0, y0 = Transformer.from_crs(LL, sinu, always_xy=True).transform(60.0, 55.0)
     grid = Grid(Affine(1.0, 0, x0, 0, -1.0, y0), 100, 90, sinu)
@@ -290,7 +290,7 @@ def test_long_distances_use_the_arc(tmp_path):
 
 
 def test_output_is_rounded_float32_with_its_quantum_in_the_metadata(tmp_path):
-    from edifice.core.poi_probability import QUANTUM_STEPS
+    from edifice.core.use.poi_probability import QUANTUM_STEPS
     grid = Grid(Affine(1, 0, 450000, 0, -1, 40000), 300, 260, UTM)
     poi_probability(PoiSet([450100.0, 450200.0], [39900.0, 39800.0], [0, 2], UTM), grid,
                     str(tmp_path / "p.tif"), (120.0, 100.0, 250.0))

@@ -10,10 +10,10 @@ from pyproj import CRS
 
 from edifice.core.errors import Cancelled
 from edifice.core.grid import Grid
-from edifice.core.poi_probability import PoiSet, poi_probability
+from edifice.core.use.poi_probability import PoiSet, poi_probability
 from edifice.core.progress import Progress, TerminalProgress
 from edifice.core.raster_io import atomic_raster
-from edifice.core.retinex import RetinexSettings, retinex
+from edifice.core.use.retinex import RetinexSettings, retinex
 
 UTM = CRS.from_epsg(32636).to_wkt()
 

@@ -3,8 +3,8 @@ import re
 
 import numpy as np
 
-from edifice.core import height_metrics as H
-from edifice.core import reports as R
+from edifice.core.evaluation import regression as H
+from edifice.core.evaluation import reports as R
 
 
 def _bars(page: str) -> dict[str, tuple[float, float]]:

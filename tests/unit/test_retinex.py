@@ -8,7 +8,7 @@ from scipy.ndimage import gaussian_filter
 from edifice.core.errors import InputError
 from edifice.core.grid import Grid
 from edifice.core.raster_io import atomic_raster
-from edifice.core.retinex import RetinexSettings, _Scale, _illumination, retinex
+from edifice.core.use.retinex import RetinexSettings, _Scale, _illumination, retinex
 
 UTM = CRS.from_epsg(32636).to_wkt()
 

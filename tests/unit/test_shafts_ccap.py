@@ -6,7 +6,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from edifice.core.ccap import (THRESHOLDS, apply_mask, ccap_arrays, ccap_files, ccap_threshold, cluster_criterion,
+from edifice.core.height.ccap import (THRESHOLDS, apply_mask, ccap_arrays, ccap_files, ccap_threshold, cluster_criterion,
                                criterion_curve, find_knees, fuse_masks, select_threshold, urban_mask)
 from edifice.core.errors import InputError
 
@@ -153,7 +153,7 @@ def test_find_knees_matches_kneed_085_when_installed():
     kneed = pytest.importorskip("kneed")
     if kneed.__version__ != "0.8.5":
         pytest.skip(f"kneed {kneed.__version__} installed, the comparison is with 0.8.5")
-    from edifice.core.ccap import THRESHOLDS, find_knees
+    from edifice.core.height.ccap import THRESHOLDS, find_knees
     rng = np.random.default_rng(0)
     x = THRESHOLDS
     for t in range(60):

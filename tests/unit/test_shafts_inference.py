@@ -10,7 +10,7 @@ from rasterio.crs import CRS
 
 from edifice.core.errors import InputError, Cancelled
 from edifice.core.progress import Progress
-from edifice.core.shafts_inference import (gdal_clip_grid, predict_height_footprint_shafts,
+from edifice.core.height.shafts_inference import (gdal_clip_grid, predict_height_footprint_shafts,
                                            resolve_device, shafts_output_grid)
 from edifice.models.shafts import build_shafts_model
 
@@ -224,7 +224,7 @@ def test_clip_grid_matches_gdal_warp(scene):
         assert (g.width, g.height) == (w, h)
         np.testing.assert_allclose([g.transform.c, g.transform.a, g.transform.f, g.transform.e],
                                    [gt[0], gt[1], gt[3], gt[5]], rtol=1e-12, atol=1e-12)
-        from edifice.core.shafts_inference import clip_nearest
+        from edifice.core.height.shafts_inference import clip_nearest
         with rasterio.open(scene[key]) as src:
             ours, _ = clip_nearest(src, b, (1,), key)
         nd = -32768 if key == "dem" else None
@@ -347,7 +347,7 @@ def test_large_extents_are_tiled_like_separate_shafts_runs(scene):
 
 # ---------------- clip memory layout, tiling switch, bad input ----------------
 def test_clip_nearest_is_float32_band_by_band_with_a_joint_mask(scene):
-    from edifice.core.shafts_inference import clip_nearest
+    from edifice.core.height.shafts_inference import clip_nearest
     b = (EXTENT[0] - PAD, EXTENT[1] - PAD, EXTENT[2] + PAD, EXTENT[3] + PAD)
     with rasterio.open(scene["s2"]) as src:
         four, _ = clip_nearest(src, b, (1, 2, 3, 4), "S2")
@@ -362,7 +362,7 @@ def test_clip_nearest_is_float32_band_by_band_with_a_joint_mask(scene):
 
 
 def _spy_prepare(monkeypatch):
-    import edifice.core.shafts_inference as si
+    import edifice.core.height.shafts_inference as si
     calls = []
     real = si.prepare_inputs
 
@@ -397,7 +397,7 @@ def test_max_tile_deg_zero_is_one_clip_identical_to_shafts(scene, monkeypatch):
 
 def test_max_tile_deg_zero_on_an_extent_above_half_a_degree(tmp_path, monkeypatch):
     """0.6° extent (coarse synthetic inputs, model run skipped): the default 0.5 tiles it, 0 makes one clip."""
-    import edifice.core.shafts_inference as si
+    import edifice.core.height.shafts_inference as si
     monkeypatch.setattr(si, "_predict_window", lambda model, dev, grid, window, prep, bs, outputs, progress: {
         k: np.full((int(window.height), int(window.width)), np.nan) for k in outputs})
     rng = np.random.default_rng(0)
@@ -439,7 +439,7 @@ def test_sentinel_grids_differ_is_noted_and_accepted(scene, tmp_path):
 
 @pytest.mark.parametrize("key", ["s1", "s2"])
 def test_all_nan_clip_is_a_clear_error(scene, tmp_path, key):
-    from edifice.core.shafts_inference import fill_nan_nearest
+    from edifice.core.height.shafts_inference import fill_nan_nearest
     with pytest.raises(InputError, match="^S2: has no valid pixel"):
         fill_nan_nearest(np.full((4, 4), np.nan, np.float32), "S2")
     with rasterio.open(scene[key]) as ds:
@@ -504,7 +504,7 @@ def test_fused_inference_copy_matches_the_plain_network(res, task):
 
 
 def test_strided_patch_gather_equals_plain_slices(scene):
-    from edifice.core.shafts_inference import gather_patches, prepare_inputs
+    from edifice.core.height.shafts_inference import gather_patches, prepare_inputs
     b = (EXTENT[0] - PAD, EXTENT[1] - PAD, EXTENT[2] + PAD, EXTENT[3] + PAD)
     prep, _ = prepare_inputs(scene["s1"], scene["s2"], scene["dem"], b)
     rng = np.random.default_rng(1)
@@ -526,7 +526,7 @@ def test_thu_sample_matches_the_plain_batched_network(tmp_path):
     (BatchNorm unfolded, NCHW, batches of 64 as before) within the documented tolerance: 1e-5 of each
     output's range (float32 rounding of the folded weights), and the same nodata."""
     from pathlib import Path
-    from edifice.core.shafts_inference import gather_patches, prepare_inputs
+    from edifice.core.height.shafts_inference import gather_patches, prepare_inputs
     thu = Path(__file__).resolve().parents[2] / "samples" / "thu"
     s1, s2, dem = (str(thu / n) for n in ("thu_s1_2020.tif", "thu_s2_synthetic.tif", "thu_srtm.tif"))
     extent, pad = (116.315, 39.997, 116.326, 40.008), 0.005

@@ -5,7 +5,7 @@ import rasterio
 import shapely
 
 from edifice.core.errors import InputError
-from edifice.core.reference_grids import (building_grids, fishnet_grid, reference_grids_from_file,
+from edifice.core.height.reference_grids import (building_grids, fishnet_grid, reference_grids_from_file,
                                           sample_filter)
 
 BUILDINGS = [

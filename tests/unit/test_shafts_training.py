@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from edifice.core.shafts_training import (PatchSamples, _uncertainty_module, adaptive_huber, augment_batch, nmad,
+from edifice.core.height.shafts_training import (PatchSamples, _uncertainty_module, adaptive_huber, augment_batch, nmad,
                                           train_shafts)
 from edifice.models.shafts import build_shafts_model, load_shafts_checkpoint
 from edifice.core.errors import InputError
@@ -171,7 +171,7 @@ def test_extract_training_samples_from_files(tmp_path):
     from pyproj import Transformer
     from rasterio.crs import CRS
 
-    from edifice.core.shafts_training import extract_training_samples
+    from edifice.core.height.shafts_training import extract_training_samples
 
     def write(path, data, x0, y0, res, crs, nodata=None):
         with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],

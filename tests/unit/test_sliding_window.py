@@ -277,7 +277,7 @@ def test_device_choice_is_explicit():
 def test_resolve_device_uses_core_devices_only():
     """The engine's device choice is core/devices.py's (no import of the training module)."""
     code = ("import sys; from edifice.core.sliding_window import resolve_device; d, _ = resolve_device('cpu'); "
-            "assert d.type == 'cpu'; print('edifice.core.training' in sys.modules)")
+            "assert d.type == 'cpu'; print('edifice.core.use.training' in sys.modules)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr

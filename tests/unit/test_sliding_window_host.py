@@ -14,7 +14,7 @@ import torch
 from affine import Affine
 
 from edifice.core import host_tuning
-from edifice.core.building_use_map import _Reader
+from edifice.core.use.building_use_map import _Reader
 from edifice.core.errors import InputError
 from edifice.core.grid import Grid
 from edifice.core.progress import RecordingProgress

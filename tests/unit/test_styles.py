@@ -11,7 +11,7 @@ import pyogrio.raw
 import shapely
 
 from edifice.core import styles
-from edifice.core.building_use_map import _report_polygons
+from edifice.core.use.building_use_map import _report_polygons
 from edifice.core.progress import RecordingProgress
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_retinex_cli_writes_its_sidecar(tmp_path, kampala_rgb):
 
 def test_geopackages_are_written_as_version_1_3(tmp_path):
     """QGIS's older GDAL reads them without "may only be partially supported" noise."""
-    from edifice.core.vectorize import _write_empty
+    from edifice.core.use.vectorize import _write_empty
 
     gpkg = tmp_path / "e.gpkg"
     _write_empty(gpkg, "EPSG:32636")

@@ -8,7 +8,7 @@ commercial: for every value either file names, both give the same R/C/I class, a
 value that is not R/C/I for one is not R/C/I for the other."""
 import pytest
 
-from edifice.core.labels import load_building_mapping
+from edifice.core.use.labels import load_building_mapping
 from edifice.core.taxonomy import load_taxonomy
 
 RCI = {"residential", "commercial", "industrial"}

@@ -9,8 +9,8 @@ from affine import Affine
 from pyproj import Transformer
 
 from edifice.core.errors import InputError
-from edifice.core.labels import IGNORE, load_building_mapping
-from edifice.core.training_dataset import create_training_dataset, load_manifest, spatial_split
+from edifice.core.use.labels import IGNORE, load_building_mapping
+from edifice.core.use.training_dataset import create_training_dataset, load_manifest, spatial_split
 
 _spec = importlib.util.spec_from_file_location("_use_scene", Path(__file__).with_name("_use_scene.py"))
 S = importlib.util.module_from_spec(_spec)

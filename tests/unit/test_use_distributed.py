@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import edifice
-from edifice.core.training_dataset import create_training_dataset, load_manifest
+from edifice.core.use.training_dataset import create_training_dataset, load_manifest
 from edifice.models.checkpoint import load_checkpoint
 from edifice.models.unet import load_model
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edifice.core.training import train_building_use
-from edifice.core.training_dataset import create_training_dataset
+from edifice.core.use.training import train_building_use
+from edifice.core.use.training_dataset import create_training_dataset
 
 torch.set_num_threads(1)
 _spec = importlib.util.spec_from_file_location("_use_scene", Path(__file__).with_name("_use_scene.py"))

@@ -8,8 +8,8 @@ import torch
 
 from edifice.core.cli import build_parser, main
 from edifice.core.errors import InputError
-from edifice.core.losses import building_use_loss, dice_binary, dice_multiclass
-from edifice.core.training import train_building_use
+from edifice.core.use.losses import building_use_loss, dice_binary, dice_multiclass
+from edifice.core.use.training import train_building_use
 from edifice.models.checkpoint import load_checkpoint
 
 torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def test_cli_options_parse():
 
 
 def test_lambdas_reach_training_and_are_checked(tmp_path, capsys):
-    from edifice.core.training_dataset import create_training_dataset
+    from edifice.core.use.training_dataset import create_training_dataset
 
     sc = S.make_scene(tmp_path, size=192, seed=2)
     ds = tmp_path / "ds"

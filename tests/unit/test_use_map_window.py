@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from edifice.core.building_use_map import map_building_use
+from edifice.core.use.building_use_map import map_building_use
 from edifice.core.progress import RecordingProgress
-from edifice.core.training import default_map_window, train_building_use
-from edifice.core.training_dataset import create_training_dataset
+from edifice.core.use.training import default_map_window, train_building_use
+from edifice.core.use.training_dataset import create_training_dataset
 from edifice.models.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from edifice.core.errors import InputError
-from edifice.core.training import train_building_use
-from edifice.core.training_dataset import create_training_dataset, spatial_split
+from edifice.core.use.training import train_building_use
+from edifice.core.use.training_dataset import create_training_dataset, spatial_split
 from edifice.models.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 import shapely
 
 from edifice.core.progress import Progress
-from edifice.core.training_dataset import create_training_dataset
+from edifice.core.use.training_dataset import create_training_dataset
 
 _spec = importlib.util.spec_from_file_location("_use_scene", Path(__file__).with_name("_use_scene.py"))
 S = importlib.util.module_from_spec(_spec)

@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from edifice.core.errors import InputError
-from edifice.core.training_dataset import _check_subsets_have_chips, create_training_dataset, spatial_split
+from edifice.core.use.training_dataset import _check_subsets_have_chips, create_training_dataset, spatial_split
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("_use_scene", Path(__file__).with_name("_use_scene.py"))

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from edifice.core.augment import augment_sample
+from edifice.core.use.augment import augment_sample
 from edifice.core.errors import Cancelled, InputError
-from edifice.core.losses import dice_binary, dice_multiclass, predict_labels
+from edifice.core.use.losses import dice_binary, dice_multiclass, predict_labels
 from edifice.core.progress import Progress
-from edifice.core.training import resolve_device, train_building_use
-from edifice.core.training_dataset import create_training_dataset
+from edifice.core.use.training import resolve_device, train_building_use
+from edifice.core.use.training_dataset import create_training_dataset
 from edifice.models.checkpoint import load_checkpoint
 from edifice.models.unet import load_model
 

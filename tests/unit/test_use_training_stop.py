@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from edifice.core import training as T
+from edifice.core.use import training as T
 from edifice.core.distributed import state_hash
 from edifice.core.errors import InputError
-from edifice.core.training import train_building_use
-from edifice.core.training_dataset import create_training_dataset
+from edifice.core.use.training import train_building_use
+from edifice.core.use.training_dataset import create_training_dataset
 from edifice.models.checkpoint import load_checkpoint
 from edifice.models.resnet import ResNetEncoder
 

@@ -1,0 +1,1 @@
+"""Evaluation of building use (classification) and height (regression) against references, and reports."""

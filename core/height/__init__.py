@@ -1,0 +1,1 @@
+"""Building height and footprint fraction from Sentinel (SHAFTS): inference, training, CCAP mask, reference grids."""
