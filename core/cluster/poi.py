@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..outputs import refuse_input_as_output
 from ..use.poi_probability import (CLASSES, DEFAULT_MAX_DISTANCES, NODATA, PoiSet, _block_probabilities, _CellFrames,
-                               _class_pois, _ClassPois, _grid_ecef_bounds, _open_reference, parse_max_distances)
+                                   _class_pois, _ClassPois, _grid_ecef_bounds, _open_reference, check_poi_inputs)
 from ..progress import Progress, ensure
 from ..raster_io import bounded_gdal_cache, read_masked
 from .blocks import ClusterBlock, pixel_blocks
@@ -118,11 +118,7 @@ def poi_probability_on_cluster(pois: PoiSet, grid, output_path: str,
     refuse_input_as_output({"OUTPUT": output_path}, {"REFERENCE": reference_path})
     progress = ensure(progress)
     parse_cluster(cluster)
-    dmax = parse_max_distances(max_distances)
-    if not pois.crs_wkt:
-        raise InputError("INPUT", "the POI layer has no CRS.", "assign the layer's CRS first.")
-    if len(pois.x) == 0:
-        raise InputError("INPUT", "the POI layer has no point.", "give a layer with POI points.")
+    dmax = check_poi_inputs(pois, max_distances)
     cells = _CellFrames(grid)
     if reference_path:
         _open_reference(reference_path, grid).close()  # fail before any work

@@ -333,6 +333,16 @@ def _probability(sq_chord: np.ndarray, dmax: float) -> np.ndarray:
     return p
 
 
+def check_poi_inputs(pois, max_distances) -> tuple:
+    """d_max per class (m) from ``max_distances``, after checking that ``pois`` has a CRS and points."""
+    dmax = parse_max_distances(max_distances)
+    if not pois.crs_wkt:
+        raise InputError("INPUT", "the POI layer has no CRS.", "assign the layer's CRS first.")
+    if len(pois.x) == 0:
+        raise InputError("INPUT", "the POI layer has no point.", "give a layer with POI points.")
+    return dmax
+
+
 def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
                     max_distances: Sequence[float] = DEFAULT_MAX_DISTANCES,
                     reference_path: str | None = None, block_size: int = 512,
@@ -347,11 +357,7 @@ def poi_probability(pois: PoiSet, grid: Grid, output_path: str,
     """
     refuse_input_as_output({"OUTPUT": output_path}, {"REFERENCE": reference_path})
     progress = ensure(progress)
-    dmax = parse_max_distances(max_distances)
-    if not pois.crs_wkt:
-        raise InputError("INPUT", "the POI layer has no CRS.", "assign the layer's CRS first.")
-    if len(pois.x) == 0:
-        raise InputError("INPUT", "the POI layer has no point.", "give a layer with POI points.")
+    dmax = check_poi_inputs(pois, max_distances)
     cells = _CellFrames(grid)
     if reference_path:
         _open_reference(reference_path, grid).close()  # fail before any work
