@@ -494,8 +494,8 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                       compression: str | None = None, progress: Progress | None = None) -> UsePlan:
     """Check the inputs of a building-use run and plan it (POI maps from points are computed
     here, into a hidden file removed by :meth:`UsePlan.cleanup`). ``overlap`` is the margin
-    discarded on each side of a window (seed: 128 of 1024); ``None`` or a negative value
-    means window / 8. ``poi_columns``: coordinate columns and CRS of a POI table (keywords of
+    discarded on each side of a window (seed: 128 of 1024); ``None`` means window / 8
+    (a negative margin is refused). ``poi_columns``: coordinate columns and CRS of a POI table (keywords of
     :func:`core.use.poi_sources.read_point_file`). ``compression`` of the raster outputs: ``method[:level]``
     (:func:`core.sliding_window.compression_options`; default zstd:1). The model is loaded (on the CPU)
     to check its card."""
