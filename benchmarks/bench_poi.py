@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE_COMMIT = "11b1056"  # main before issue 17 (core/use/poi_probability.py of that commit)
+BEFORE_COMMIT = "11b1056"  # main before issue 17 (core/poi_probability.py of that commit)
 CRS = "EPSG:3067"
 ORIGIN = (383000.0, 6676000.0)  # top-left corner (m), Helsinki
 RES = 0.5
@@ -89,9 +89,9 @@ def peak_rss_mib() -> float:
 
 
 def before_module():
-    """core/use/poi_probability.py of BEFORE_COMMIT as a module of this package, or None."""
+    """core/poi_probability.py (its path then) of BEFORE_COMMIT as a module of this package, or None."""
     try:
-        src = subprocess.run(["git", "show", f"{BEFORE_COMMIT}:core/use/poi_probability.py"], cwd=ROOT,
+        src = subprocess.run(["git", "show", f"{BEFORE_COMMIT}:core/poi_probability.py"], cwd=ROOT,
                              capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -101,7 +101,7 @@ def before_module():
     mod = importlib.util.module_from_spec(spec)
     mod.__package__ = "edifice.core"
     sys.modules[spec.name] = mod
-    exec(compile(src, f"{BEFORE_COMMIT}:core/use/poi_probability.py", "exec"), mod.__dict__)
+    exec(compile(src, f"{BEFORE_COMMIT}:core/poi_probability.py", "exec"), mod.__dict__)
     edifice.core._poi_probability_before = mod
     return mod
 

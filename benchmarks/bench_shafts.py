@@ -11,7 +11,7 @@ Per size it runs, interleaved (after, before, shafts, streamlined, after, ...) a
   after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
                folded into the convolutions, channels-last batches gathered from strided windows, inference_mode);
   after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
-  before       the same function as it was at ``--before-rev`` (git show of core/height/shafts_inference.py,
+  before       the same function as it was at ``--before-rev`` (git show of core/shafts_inference.py, its path then,
                loaded as a module; default 11b1056, the main commit this work started from, batch 64);
   shafts       SHAFTS's own procedure as its code does it (src/shafts/inference.py
                pred_height_from_tiff_DL_patch_MTL at 62d2029 and the helpers it calls; written here, not
@@ -133,8 +133,8 @@ def make_checkpoint(path: Path) -> Path:
 # the implementation before (git) and after (this checkout)
 # ---------------------------------------------------------------------------------------------------
 def load_before(rev: str):
-    """predict_height_footprint_shafts as core/height/shafts_inference.py was at git revision ``rev``."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:core/height/shafts_inference.py"], check=True,
+    """predict_height_footprint_shafts as core/shafts_inference.py (its path then) was at git revision ``rev``."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:core/shafts_inference.py"], check=True,
                          capture_output=True, text=True).stdout
     name = "edifice.core._shafts_inference_before"
     mod = types.ModuleType(name)
