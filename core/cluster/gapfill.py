@@ -14,10 +14,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from ..outputs import refuse_input_as_output
 from ..progress import Progress, ensure
 from ..raster_io import atomic_output, bounded_gdal_cache
-from ..gapfill.fill import (KrigingSettings, _BlockJob, _Counts, _final_counts, _nodata_value, _open_inputs,
+from ..gapfill.fill import (KrigingSettings, checked_settings, _BlockJob, _Counts, _final_counts, _nodata_value, _open_inputs,
                             _output_limits, _scan, _summary, _variograms, _warn, _write_reports, fill_block,
                             sidecar_path)
 from ..gapfill.gaps import GapReader, GapSpec, halo_for
@@ -120,12 +119,9 @@ def cloud_gap_fill_on_cluster(input_path: str, output_path: str, gaps: GapSpec, 
     """:func:`core.gapfill.cloud_gap_fill` on the Dask cluster ``cluster`` (``tcp://HOST:PORT``
     or ``local:N``), one task per block of ``block_size`` px. ``output_path`` / ``variance_path``
     ending in ``.vrt`` get a VRT of the blocks, others a VRT beside them plus a COG mosaic."""
-    settings = settings or KrigingSettings()
-    settings.check()
+    settings = checked_settings(settings, input_path, output_path, gaps, variance_path, report_path)
     progress = ensure(progress)
     parse_cluster(cluster)
-    refuse_input_as_output({"OUTPUT": output_path, "OUTPUT_VARIANCE": variance_path, "OUTPUT_HTML": report_path,
-                            "VARIOGRAMS": sidecar_path(output_path)}, {"INPUT": input_path, "MASK": gaps.mask_path})
     with contextlib.ExitStack() as stack:
         stack.enter_context(bounded_gdal_cache())
         ds, mask, grid, dtype = _open_inputs(stack, input_path, gaps)

@@ -273,17 +273,24 @@ def _nodata_value(ds, dtype: np.dtype):
     return float("nan") if dtype.kind == "f" else 0
 
 
+def checked_settings(settings: KrigingSettings | None, input_path: str, output_path: str, gaps: GapSpec,
+                     variance_path: str | None, report_path: str | None) -> KrigingSettings:
+    """The run's settings (defaults when None), checked, after refusing outputs that are inputs."""
+    settings = settings or KrigingSettings()
+    settings.check()
+    refuse_input_as_output({"OUTPUT": output_path, "OUTPUT_VARIANCE": variance_path, "OUTPUT_HTML": report_path,
+                            "VARIOGRAMS": sidecar_path(output_path)}, {"INPUT": input_path, "MASK": gaps.mask_path})
+    return settings
+
+
 def cloud_gap_fill(input_path: str, output_path: str, gaps: GapSpec, settings: KrigingSettings | None = None,
                    variance_path: str | None = None, report_path: str | None = None, block_size: int = 1024,
                    progress: Progress | None = None) -> dict:
     """Fill the gaps of ``input_path`` by ordinary kriging and write ``output_path`` (same type,
     bands and grid), the JSON sidecar and, when given, the variance raster and HTML report.
     Returns a summary (pixel counts, variograms, output paths)."""
-    settings = settings or KrigingSettings()
-    settings.check()
+    settings = checked_settings(settings, input_path, output_path, gaps, variance_path, report_path)
     progress = ensure(progress)
-    refuse_input_as_output({"OUTPUT": output_path, "OUTPUT_VARIANCE": variance_path, "OUTPUT_HTML": report_path,
-                            "VARIOGRAMS": sidecar_path(output_path)}, {"INPUT": input_path, "MASK": gaps.mask_path})
     with contextlib.ExitStack() as stack:
         stack.enter_context(bounded_gdal_cache())
         ds, mask, grid, dtype = _open_inputs(stack, input_path, gaps)
