@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -292,12 +293,111 @@ def train_building_use(dataset_dir: str, output_path: str, variant: str = "image
         ctx.close()
 
 
+@dataclass
+class _Run:
+    """What one training run holds: its data, network, optimiser and settings."""
+    ctx: distributed.DistContext
+    progress: Progress
+    manifest: dict
+    sets: dict
+    params: dict
+    config: dict
+    model: UNetResNet
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper (same parameters)
+    dev: torch.device
+    use_amp: bool
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    sampler: torch.utils.data.distributed.DistributedSampler | None
+    epochs: int
+    total_steps: int
+    window: int
+    window_reason: str
+
+    def loader(self, subset: str, shuffle: bool, epoch: int = 0):
+        """A DataLoader of ``subset``: this rank's shard under torchrun (evaluation shards unpadded,
+        ``evaluate`` reduces the sums), seeded by the run's seed and the epoch."""
+        c = self.config
+        if self.ctx.enabled and subset == "train":
+            self.sampler.set_epoch(epoch)
+            return torch.utils.data.DataLoader(self.sets[subset], batch_size=c["batch_size"], sampler=self.sampler,
+                                               num_workers=c["num_workers"], drop_last=False)
+        data = self.sets[subset]
+        if self.ctx.enabled:
+            data = torch.utils.data.Subset(data, range(self.ctx.rank, len(data), self.ctx.world_size))
+        g = torch.Generator().manual_seed(c["seed"] * 100003 + epoch)
+        return torch.utils.data.DataLoader(data, batch_size=c["batch_size"], shuffle=shuffle, generator=g,
+                                           num_workers=c["num_workers"], drop_last=False)
+
+    def evaluate(self, subset: str) -> dict:
+        c = self.config
+        return evaluate(self.model, self.loader(subset, False), self.dev, c["lambda_footprint"], c["lambda_use"],
+                        self.use_amp, self.ctx)
+
+    def card(self, metrics: dict, summary: dict) -> dict:
+        """The checkpoint's model card: architecture, bands with scaling, window, classes, outputs, training."""
+        m, head = self.manifest, VARIANTS[self.config["variant"]][1]
+        bands = [{k: m["bands"][i][k] for k in ("name", "scale", "offset")}
+                 for i in select_bands(m, self.config["variant"])]
+        outputs = {"use": "3 logits per pixel; sigmoid = membership probability of residential, commercial, "
+                          "industrial",
+                   **({"footprint": "1 logit per pixel; sigmoid > 0.5 = building"} if head else {}),
+                   "label": "0 background, 1 residential, 2 commercial, 3 industrial: argmax of use where "
+                            + ("footprint > 0.5" if head else "max use probability > 0.5")}
+        return {"task": "building_use", "architecture": {"name": ARCHITECTURE, "params": self.params},
+                "bands": bands, "gsd_m": m["gsd_m"], "window": self.window, "window_reason": self.window_reason,
+                "training_chip_size": m["chip_size"], "classes": m["classes"], "outputs": outputs,
+                "training": summary, "metrics": metrics}
+
+
+@dataclass
+class _Counters:
+    """Where a run stands: optimiser steps, best validation loss and epoch, epochs without improvement."""
+    start_epoch: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = -1
+    bad: int = 0
+    history: list = field(default_factory=list)
+    best_state: dict | None = None
+    step: int = 0
+
+
 def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_iterations, batch_size,
            learning_rate, weight_decay, lambda_footprint, lambda_use, patience, device, amp, seed, augment,
            num_workers, resume_from, pretrained_encoder, epoch_callback, progress, ctx) -> dict:
     progress = ensure(progress) if ctx.is_main else ensure(None)
-    if not ctx.is_main:
-        epoch_callback = None
+    run = _prepare_run(dataset_dir, variant, encoder, base_width, epochs, max_iterations, batch_size,
+                       learning_rate, weight_decay, lambda_footprint, lambda_use, patience, device, amp, seed,
+                       augment, num_workers, pretrained_encoder, progress, ctx)
+    n = _Counters()
+    if resume_from:
+        n = _Counters(*_resume(resume_from, run.model, run.opt, run.sched, run.scaler, run.params, progress,
+                               ctx.world_size))
+    if ctx.enabled:  # wrapped after a resume has loaded the weights, as DDP broadcasts rank 0's at creation
+        run.net = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.dev] if run.dev.type == "cuda" else None)
+    t_start = time.monotonic()
+    stopped_early = False
+    for epoch in range(n.start_epoch, run.epochs):
+        if n.step >= run.total_steps:
+            break
+        t0 = time.monotonic()
+        train_loss = _train_epoch(run, n, epoch)
+        rec = _close_epoch(run, n, epoch, train_loss, time.monotonic() - t0, output_path)
+        if epoch_callback is not None and ctx.is_main:
+            epoch_callback(dict(rec))
+        if n.bad >= patience:
+            stopped_early = True
+            progress.info(f"Early stopping: no validation improvement for {patience} epochs.")
+            break
+    return _finish_run(run, n, dataset_dir, output_path, stopped_early, time.monotonic() - t_start)
+
+
+def _prepare_run(dataset_dir, variant, encoder, base_width, epochs, max_iterations, batch_size, learning_rate,
+                 weight_decay, lambda_footprint, lambda_use, patience, device, amp, seed, augment, num_workers,
+                 pretrained_encoder, progress, ctx) -> _Run:
+    """Check the settings, load the dataset and build the network, optimiser and schedule (seeded)."""
     manifest = load_manifest(dataset_dir)
     band_index = select_bands(manifest, variant)
     if batch_size < 1 or epochs < 1:
@@ -311,172 +411,165 @@ def _train(dataset_dir, output_path, variant, encoder, base_width, epochs, max_i
                   + ".")
     torch.manual_seed(seed)
     np.random.seed(seed % 2 ** 32)
+    sets = _chip_sets(dataset_dir, manifest, band_index)
+    params = {"encoder": encoder, "in_channels": len(band_index), "variant": variant, "num_classes": 3,
+              "base_width": base_width}
+    model = _build_model(params, pretrained_encoder).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    sampler = None
+    if ctx.enabled:  # each rank trains on its shard: same number of steps on every rank
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            sets["train"], num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=False)
+    epochs, total_steps = _schedule_length(len(sampler) if sampler else len(sets["train"]), batch_size, epochs,
+                                           max_iterations)
+    config = {"variant": variant, "encoder": encoder, "base_width": base_width, "epochs": epochs,
+              "max_iterations": max_iterations, "batch_size": batch_size, "learning_rate": learning_rate,
+              "weight_decay": weight_decay, "lambda_footprint": lambda_footprint, "lambda_use": lambda_use,
+              "patience": patience, "seed": seed, "augment": augment, "amp": use_amp}
+    window, window_reason = default_map_window(int(manifest["chip_size"]), float(manifest["gsd_m"]))
+    progress.info(f"Default mapping window in the model card: {window} px, {window_reason}.")
+    return _Run(ctx=ctx, progress=progress, manifest=manifest, sets=sets, params=params,
+                config={**config, "num_workers": num_workers}, model=model, net=model, dev=dev, use_amp=use_amp,
+                opt=opt, sched=torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps),
+                scaler=torch.amp.GradScaler("cuda", enabled=use_amp), sampler=sampler, epochs=epochs,
+                total_steps=total_steps, window=window, window_reason=window_reason)
 
+
+def _chip_sets(dataset_dir, manifest: dict, band_index: Sequence[int]) -> dict:
+    """The train, val and test chips; train and val must not be empty."""
     sets = {s: ChipSet(dataset_dir, manifest, s, band_index) for s in ("train", "val", "test")}
     for s in ("train", "val"):
         if len(sets[s]) == 0:
             raise InputError("DATASET", f"the dataset has no {s} chip.", "recreate it with more buildings.")
-    in_ch = len(band_index)
-    params = {"encoder": encoder, "in_channels": in_ch, "variant": variant, "num_classes": 3,
-              "base_width": base_width}
+    return sets
+
+
+def _build_model(params: dict, pretrained_encoder: str | None) -> UNetResNet:
     try:
         model = UNetResNet(**params)
     except ValueError as exc:
         raise InputError("ENCODER", str(exc)) from exc
     if pretrained_encoder:
         _load_pretrained(model, pretrained_encoder)
-    model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    sampler = None
-    if ctx.enabled:  # each rank trains on its shard: same number of steps on every rank
-        sampler = torch.utils.data.distributed.DistributedSampler(
-            sets["train"], num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=False)
-    steps_per_epoch = math.ceil((len(sampler) if sampler else len(sets["train"])) / batch_size)
-    if max_iterations:
-        epochs = min(epochs, math.ceil(max_iterations / steps_per_epoch))
-    total_steps = max(1, epochs * steps_per_epoch if not max_iterations else min(max_iterations, epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best_loss, best_epoch, bad, history, best_state, step = 0, math.inf, -1, 0, [], None, 0
+    return model
 
-    if resume_from:
-        start_epoch, best_loss, best_epoch, bad, history, best_state, step = _resume(
-            resume_from, model, opt, sched, scaler, params, progress, ctx.world_size)
-    net = model  # what trains: the model, or its DDP wrapper (same parameters)
-    if ctx.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
 
-    bands = [{"name": manifest["bands"][i]["name"], "scale": manifest["bands"][i]["scale"],
-              "offset": manifest["bands"][i]["offset"]} for i in band_index]
-    config = {"variant": variant, "encoder": encoder, "base_width": base_width, "epochs": epochs,
-              "max_iterations": max_iterations, "batch_size": batch_size, "learning_rate": learning_rate,
-              "weight_decay": weight_decay, "lambda_footprint": lambda_footprint, "lambda_use": lambda_use,
-              "patience": patience, "seed": seed, "augment": augment, "amp": use_amp}
+def _schedule_length(train_chips: int, batch_size: int, epochs: int, max_iterations: int | None) -> tuple[int, int]:
+    """(epochs, optimiser steps) of the cosine schedule: ``max_iterations`` caps both."""
+    steps_per_epoch = math.ceil(train_chips / batch_size)
+    if not max_iterations:
+        return epochs, max(1, epochs * steps_per_epoch)
+    epochs = min(epochs, math.ceil(max_iterations / steps_per_epoch))
+    return epochs, max(1, min(max_iterations, epochs * steps_per_epoch))
 
-    def loader(subset, shuffle, epoch=0):
-        g = torch.Generator().manual_seed(seed * 100003 + epoch)
-        if ctx.enabled and subset == "train":
-            sampler.set_epoch(epoch)
-            return torch.utils.data.DataLoader(sets[subset], batch_size=batch_size, sampler=sampler,
-                                               num_workers=num_workers, drop_last=False)
-        data = sets[subset]
-        if ctx.enabled:  # evaluation shard of this rank (no padding); evaluate() reduces the sums
-            data = torch.utils.data.Subset(data, range(ctx.rank, len(data), ctx.world_size))
-        return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=g,
-                                           num_workers=num_workers, drop_last=False)
 
-    window, window_reason = default_map_window(int(manifest["chip_size"]), float(manifest["gsd_m"]))
-    progress.info(f"Default mapping window in the model card: {window} px, {window_reason}.")
-
-    def card(metrics: dict, summary: dict) -> dict:
-        return {"task": "building_use", "architecture": {"name": ARCHITECTURE, "params": params},
-                "bands": bands, "gsd_m": manifest["gsd_m"], "window": window,
-                "window_reason": window_reason, "training_chip_size": manifest["chip_size"],
-                "classes": manifest["classes"],
-                "outputs": {"use": "3 logits per pixel; sigmoid = membership probability of residential, "
-                                   "commercial, industrial",
-                            **({"footprint": "1 logit per pixel; sigmoid > 0.5 = building"}
-                               if VARIANTS[variant][1] else {}),
-                            "label": "0 background, 1 residential, 2 commercial, 3 industrial: argmax of use where "
-                                     + ("footprint > 0.5" if VARIANTS[variant][1] else "max use probability > 0.5")},
-                "training": summary, "metrics": metrics}
-
-    t_start = time.monotonic()
-    stopped_early = False
-    epoch = start_epoch
-    for epoch in range(start_epoch, epochs):
-        if step >= total_steps:
+def _train_epoch(run: _Run, n: _Counters, epoch: int) -> float:
+    """One pass over this rank's training chips (augmented, seeded per epoch and rank), then precise
+    BatchNorm statistics; returns the mean training loss over all ranks. Stops at the schedule's end."""
+    ctx, c = run.ctx, run.config
+    run.net.train()
+    gen = torch.Generator().manual_seed(c["seed"] * 7919 + epoch + 104729 * ctx.rank)
+    if ctx.enabled and epoch == n.start_epoch:
+        run.sampler.set_epoch(epoch)
+        ctx.debug["first_epoch_chips"] = list(iter(run.sampler))
+    tot, count = 0.0, 0
+    for x, a, b in run.loader("train", True, epoch):
+        run.progress.check_cancelled()
+        if c["augment"]:
+            x, a, b = augment_batch(x, a, b, gen)
+        tot += _train_step(run, x, a, b) * len(x)
+        count += len(x)
+        n.step += 1
+        run.progress.set_fraction(min(n.step / run.total_steps, 1.0) * 0.95)
+        if n.step >= run.total_steps:
             break
-        t0 = time.monotonic()
-        net.train()
-        gen = torch.Generator().manual_seed(seed * 7919 + epoch + 104729 * ctx.rank)
-        if ctx.enabled and epoch == start_epoch:
-            sampler.set_epoch(epoch)
-            ctx.debug["first_epoch_chips"] = list(iter(sampler))
-        tot, n = 0.0, 0
-        for x, a, b in loader("train", True, epoch):
-            progress.check_cancelled()
-            if augment:
-                x, a, b = augment_batch(x, a, b, gen)
-            x, a, b = x.to(dev, non_blocking=True), a.to(dev), b.to(dev)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, enabled=use_amp):
-                out = net(x)
-            loss, _ = building_use_loss(out, a, b, lambda_footprint, lambda_use)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            tot += float(loss.detach()) * len(x)
-            n += len(x)
-            progress.set_fraction(min(step / total_steps, 1.0) * 0.95)
-            if step >= total_steps:
-                break
-        recalibrate_batchnorm(model, loader("train", False, epoch), dev, amp=use_amp)
-        if ctx.enabled:
-            tot, n = ctx.sum_all([tot, n])
-            ctx.average_buffers(model)
-        val = evaluate(model, loader("val", False), dev, lambda_footprint, lambda_use, use_amp, ctx)
-        improved = val["loss"] < best_loss - 1e-6
-        if improved:
-            best_loss, best_epoch, bad = val["loss"], epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if ctx.is_main:
-                save_checkpoint(output_path, best_state, card({"validation": _brief(val)},
-                                                              {"status": "in progress", "best_epoch": epoch}))
-        else:
-            bad += 1
-        rec = {"epoch": epoch + 1, "train_loss": tot / max(n, 1), "val_loss": val["loss"],
-               "val_mean_f1_use": val["mean_f1_use"], "lr": opt.param_groups[0]["lr"],
-               "seconds": time.monotonic() - t0, "improved": improved}
-        history.append(rec)
-        progress.info(f"epoch {rec['epoch']}/{epochs}: train loss {rec['train_loss']:.4f}, val loss "
+    recalibrate_batchnorm(run.model, run.loader("train", False, epoch), run.dev, amp=run.use_amp)
+    if ctx.enabled:
+        tot, count = ctx.sum_all([tot, count])
+        ctx.average_buffers(run.model)
+    return tot / max(count, 1)
+
+
+def _train_step(run: _Run, x, a, b) -> float:
+    """One optimiser step on a batch; returns its loss."""
+    x, a, b = x.to(run.dev, non_blocking=True), a.to(run.dev), b.to(run.dev)
+    run.opt.zero_grad(set_to_none=True)
+    with torch.autocast(run.dev.type, enabled=run.use_amp):
+        out = run.net(x)
+    loss, _ = building_use_loss(out, a, b, run.config["lambda_footprint"], run.config["lambda_use"])
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.sched.step()
+    return float(loss.detach())
+
+
+def _close_epoch(run: _Run, n: _Counters, epoch: int, train_loss: float, seconds: float, output_path) -> dict:
+    """Validate, keep (and write) the best weights, log the epoch and save the resume state; returns
+    the epoch's record."""
+    val = run.evaluate("val")
+    improved = val["loss"] < n.best_loss - 1e-6
+    if improved:
+        n.best_loss, n.best_epoch, n.bad = val["loss"], epoch, 0
+        n.best_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+        if run.ctx.is_main:
+            save_checkpoint(output_path, n.best_state, run.card({"validation": _brief(val)},
+                                                                {"status": "in progress", "best_epoch": epoch}))
+    else:
+        n.bad += 1
+    rec = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
+           "val_mean_f1_use": val["mean_f1_use"], "lr": run.opt.param_groups[0]["lr"], "seconds": seconds,
+           "improved": improved}
+    n.history.append(rec)
+    run.progress.info(f"epoch {rec['epoch']}/{run.epochs}: train loss {rec['train_loss']:.4f}, val loss "
                       f"{rec['val_loss']:.4f}, val mean F1 {rec['val_mean_f1_use']:.3f}, lr {rec['lr']:.2e}"
                       + (" (best)" if improved else ""))
-        if epoch_callback is not None:
-            epoch_callback(dict(rec))
-        if ctx.is_main:
-            _save_state({"format": STATE_FORMAT, "params": params, "config": config, "epoch": epoch + 1,
-                         "step": step, "best_loss": best_loss, "best_epoch": best_epoch, "bad_epochs": bad,
-                         "history": history, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                         "best_model": best_state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "scaler": scaler.state_dict(), **({"world_size": ctx.world_size} if ctx.enabled else {})},
-                        _state_path(output_path))
-        if bad >= patience:
-            stopped_early = True
-            progress.info(f"Early stopping: no validation improvement for {patience} epochs.")
-            break
+    if run.ctx.is_main:
+        _save_state(_resume_state(run, n, epoch), _state_path(output_path))
+    return rec
 
-    if best_state is None:
+
+def _resume_state(run: _Run, n: _Counters, epoch: int) -> dict:
+    """The ``.resume.pt`` content after ``epoch``: weights, optimiser, scheduler, scaler and counters."""
+    config = {k: v for k, v in run.config.items() if k != "num_workers"}
+    return {"format": STATE_FORMAT, "params": run.params, "config": config, "epoch": epoch + 1,
+            "step": n.step, "best_loss": n.best_loss, "best_epoch": n.best_epoch, "bad_epochs": n.bad,
+            "history": n.history, "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+            "best_model": n.best_state, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+            "scaler": run.scaler.state_dict(), **({"world_size": run.ctx.world_size} if run.ctx.enabled else {})}
+
+
+def _finish_run(run: _Run, n: _Counters, dataset_dir, output_path, stopped_early: bool, seconds: float) -> dict:
+    """Reload the best weights, measure them on the validation and test chips and write the final checkpoint."""
+    ctx = run.ctx
+    if n.best_state is None:
         raise InputError("EPOCHS", "no epoch was run (the resumed run had already finished).",
                          "raise the number of epochs to continue training.")
     if ctx.enabled:
-        ctx.write_debug(final_state=distributed.state_hash(model.state_dict()),
-                        best_state=distributed.state_hash(best_state), history=history)
-    model.load_state_dict(best_state)
-    val = evaluate(model, loader("val", False), dev, lambda_footprint, lambda_use, use_amp, ctx)
-    metrics = {"validation": _brief(val)}
-    if len(sets["test"]):
-        test = evaluate(model, loader("test", False), dev, lambda_footprint, lambda_use, use_amp, ctx)
-        metrics["test"] = _brief(test)
-    summary = {"status": "finished", "dataset": str(dataset_dir), "chips": {s: len(v) for s, v in sets.items()},
-               "device": str(dev), "world_size": ctx.world_size, "effective_batch_size": batch_size * ctx.world_size,
-               "epochs_run": len(history), "iterations": step, "best_epoch": best_epoch + 1,
-               "best_val_loss": best_loss, "stopped_early": stopped_early, "config": config,
+        ctx.write_debug(final_state=distributed.state_hash(run.model.state_dict()),
+                        best_state=distributed.state_hash(n.best_state), history=n.history)
+    run.model.load_state_dict(n.best_state)
+    metrics = {"validation": _brief(run.evaluate("val"))}
+    if len(run.sets["test"]):
+        metrics["test"] = _brief(run.evaluate("test"))
+    config = {k: v for k, v in run.config.items() if k != "num_workers"}
+    batch_size = config["batch_size"]
+    summary = {"status": "finished", "dataset": str(dataset_dir), "chips": {s: len(v) for s, v in run.sets.items()},
+               "device": str(run.dev), "world_size": ctx.world_size, "effective_batch_size": batch_size * ctx.world_size,
+               "epochs_run": len(n.history), "iterations": n.step, "best_epoch": n.best_epoch + 1,
+               "best_val_loss": n.best_loss, "stopped_early": stopped_early, "config": config,
                "loss": "lambda_B * Dice(footprint) + lambda_U * mean Dice(R, C, I) (seed Eq. 5-7)",
-               "optimizer": "Adam + cosine annealing", "seconds": time.monotonic() - t_start,
-               "history": history, "split": {s: manifest["split"]["subsets"][s]["buildings"] for s in
-                                             ("train", "val", "test")}}
+               "optimizer": "Adam + cosine annealing", "seconds": seconds, "history": n.history,
+               "split": {s: run.manifest["split"]["subsets"][s]["buildings"] for s in ("train", "val", "test")}}
     if ctx.is_main:
-        save_checkpoint(output_path, best_state, card(metrics, summary))
-    progress.set_fraction(1.0)
+        save_checkpoint(output_path, n.best_state, run.card(metrics, summary))
+    run.progress.set_fraction(1.0)
     for sub, m in metrics.items():
-        progress.info(f"{sub}: " + ", ".join(f"{c} F1 {m['per_class'][c]['f1']:.3f}" for c in USE_CLASSES)
-                      + f", footprint IoU {m['footprint_iou']:.3f}")
-    return {"output": str(output_path), "device": str(dev), "epochs_run": len(history), "best_epoch": best_epoch + 1,
-            "best_val_loss": best_loss, "stopped_early": stopped_early, "history": history, "metrics": metrics,
-            "resume_state": str(_state_path(output_path))}
+        run.progress.info(f"{sub}: " + ", ".join(f"{c} F1 {m['per_class'][c]['f1']:.3f}" for c in USE_CLASSES)
+                          + f", footprint IoU {m['footprint_iou']:.3f}")
+    return {"output": str(output_path), "device": str(run.dev), "epochs_run": len(n.history),
+            "best_epoch": n.best_epoch + 1, "best_val_loss": n.best_loss, "stopped_early": stopped_early,
+            "history": n.history, "metrics": metrics, "resume_state": str(_state_path(output_path))}
 
 
 def _brief(m: dict) -> dict:
