@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -284,99 +285,47 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
     default 4 chips).
     """
     progress = ensure(progress)
-    if chip_size < 16:
-        raise InputError("CHIP_SIZE", f"must be at least 16 pixels, got {chip_size}.")
     final = Path(output_dir)
-    if final.exists() and not overwrite and any(final.iterdir()):
-        raise InputError("OUTPUT", f"folder '{final}' exists and is not empty.",
-                         "choose a new folder or allow overwriting.")
+    _check_request(chip_size, final, overwrite, poi_raster_path, poi_points_path)
     mapping = load_building_mapping(use_preset, mapping_file)
-    if poi_raster_path and poi_points_path:
-        raise InputError("POI", "both a POI raster and POI points were given.", "give one of them.")
-
     ds = open_raster(imagery_path, "IMAGERY")
     try:
         crs = require_crs(ds, "IMAGERY")
         grid = Grid.from_dataset(ds)
         gsd = _gsd_m(grid)
-        scaling = _band_scaling(ds)
-        names = _band_names(ds)
         progress.info(f"Imagery: {grid.width} x {grid.height} px, {ds.count} band(s), {gsd:.3g} m pixels.")
-
-        buildings = read_buildings(buildings_path, use_field, mapping, crs, buildings_layer)
-        progress.info(f"Buildings: {buildings.stats['kept']} of {buildings.stats['read']} kept "
-                      f"({buildings.stats.get('repaired', 0)} repaired), classes {buildings.class_counts()}.")
-        gxmin, gymin, gxmax, gymax = grid.bounds
-        inside = shapely.intersects(buildings.geoms, shapely.box(gxmin, gymin, gxmax, gymax))
-        if not inside.any():
-            raise InputError("BUILDINGS", "no building overlaps the imagery.",
-                             "check that the buildings and the imagery cover the same area and that both CRSs are right.")
-        buildings = Buildings(buildings.geoms[inside], buildings.codes[inside], crs,
-                              {**buildings.stats, "outside_imagery": int((~inside).sum())})
-        if use_field is not None and not np.isin(buildings.codes, list(USE_CODES.values())).any():
-            ex = ", ".join(f"{v} ({n})" for v, n in buildings.stats.get("unmapped_examples", []))
-            raise InputError("USE_FIELD", f"no value of '{use_field}' maps to residential, commercial or "
-                             f"industrial with preset '{use_preset}'" + (f" (values seen: {ex})." if ex else "."),
-                             "pick the field holding building use, another preset, or a CSV mapping.")
-
+        buildings = _buildings_on_imagery(buildings_path, buildings_layer, use_field, use_preset, mapping, crs,
+                                          grid, progress)
         tile_px = (4 if split_tile_m is None else max(1, int(round(split_tile_m / (chip_size * gsd))))) * chip_size
         tile_subset, b_subset, usable = _split_buildings(ds, grid, buildings, tile_px, split_ratios, seed, progress)
         stride = _chip_stride(chip_stride, chip_size)
-        chips = _building_chips(buildings, grid, chip_size, stride)
-        tree = shapely.STRtree(buildings.geoms)
-
-        parent = final.parent if str(final.parent) else Path(".")
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        tmp = _partial_folder(final)
         try:
-            poi_ds, poi_info = None, None
-            if poi_points_path:
-                poi_ds, poi_info = _poi_from_points(poi_points_path, poi_layer, poi_category_field, poi_preset,
-                                                    poi_mapping_file, poi_max_distances, grid, imagery_path,
-                                                    tmp / "poi_probability.tif", progress.span(0.0, 0.3),
-                                                    poi_columns)
-            elif poi_raster_path:
-                poi_ds, poi_info = _poi_from_raster(poi_raster_path, grid)
-            try:
-                manifest_chips, pix = _write_chips(ds, grid, chips, chip_size, tile_px, tile_subset, buildings,
-                                                   b_subset, tree, poi_ds, min_building_pixels, tmp,
-                                                   progress.span(0.3 if poi_points_path else 0.0, 1.0),
-                                                   background_ratio, split_ratios, seed, stride)
-            finally:
-                if poi_ds is not None:
-                    poi_ds.close()
-            if not manifest_chips:
-                raise InputError("BUILDINGS", f"no chip holds {min_building_pixels} or more building pixels.",
-                                 "check the buildings overlap valid imagery, or lower the minimum.")
-            per_subset = _subset_counts(buildings, b_subset, tile_subset, manifest_chips, pix)
+            poi = _PoiSource(poi_raster_path, poi_points_path, poi_layer, poi_category_field, poi_preset,
+                             poi_mapping_file, poi_max_distances, poi_columns)
+            chips, pix, poi_info = _chips_with_poi(ds, grid, buildings, tile_subset, b_subset, tile_px, chip_size, stride, poi,
+                                                   imagery_path, min_building_pixels, background_ratio,
+                                                   split_ratios, seed, tmp, progress)
+            per_subset = _subset_counts(buildings, b_subset, tile_subset, chips, pix)
             _write_test_buildings(tmp / TEST_BUILDINGS, buildings, b_subset == SUBSETS.index("test"), crs)
             _check_subsets_have_chips(per_subset, tile_px * gsd, chip_size * gsd, split_ratios)
             ratio_note = _check_split_ratios(b_subset[b_subset >= 0], split_ratios, tile_px * gsd, chip_size * gsd,
                                              len(tile_subset), progress)
-            bands = [{"name": n, "scale": s, "offset": o, "source": "imagery"} for n, (s, o) in zip(names, scaling)]
-            if poi_ds is not None or poi_info is not None:
-                bands += [{"name": f"p_{c}", "scale": 1.0, "offset": 0.0, "source": "poi"} for c in USE_CLASSES]
             manifest = {
                 "format": FORMAT, "version": VERSION,
                 "sources": {"imagery": str(imagery_path), "buildings": str(buildings_path),
                             "buildings_layer": buildings_layer, "use_field": use_field, "use_preset": use_preset,
                             "mapping_file": mapping_file, "poi": poi_info},
                 "crs": crs, "grid": {"transform": list(grid.transform)[:6], "width": grid.width, "height": grid.height},
-                "gsd_m": gsd, "chip_size": chip_size, "chip_stride": stride, "bands": bands,
-                "imagery_dtype": ds.dtypes[0],
-                "classes": [{"index": 0, "name": "background", "color": CLASS_COLOURS["background"]}]
-                + [{"index": USE_CODES[c], "name": c, "color": CLASS_COLOURS[c]} for c in USE_CLASSES],
-                "mask_values": {"footprint": {"0": "background", "1": "building", "255": "ignore"},
-                                "use": {"0": "background", "1": "residential", "2": "commercial",
-                                        "3": "industrial", "255": "ignore (unknown use or other subset)"}},
-                "background_ratio": background_ratio,
+                "gsd_m": gsd, "chip_size": chip_size, "chip_stride": stride,
+                "bands": _manifest_bands(ds, with_poi=poi_info is not None), "imagery_dtype": ds.dtypes[0],
+                **_CLASS_ENTRIES, "background_ratio": background_ratio,
                 "split": {"ratios": list(split_ratios), "seed": seed, "tile_size_px": tile_px,
                           "tile_size_m": tile_px * gsd, "subsets": per_subset, **ratio_note},
                 "buildings": {**buildings.stats, "in_imagery": int(len(buildings)),
                               "over_nodata": int((~usable).sum()), **buildings.class_counts()},
                 "test_buildings": TEST_BUILDINGS,
-                "chips": manifest_chips,
+                "chips": chips,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
             progress.check_cancelled()
@@ -391,6 +340,105 @@ def create_training_dataset(imagery_path: str, buildings_path: str, output_dir: 
     progress.info(f"Training dataset written to {final} ({counts}).")
     progress.set_fraction(1.0)
     return manifest
+
+
+#: The manifest's class list and mask values (names, codes and colours of the use taxonomy).
+_CLASS_ENTRIES = {
+    "classes": [{"index": 0, "name": "background", "color": CLASS_COLOURS["background"]}]
+    + [{"index": USE_CODES[c], "name": c, "color": CLASS_COLOURS[c]} for c in USE_CLASSES],
+    "mask_values": {"footprint": {"0": "background", "1": "building", "255": "ignore"},
+                    "use": {"0": "background", "1": "residential", "2": "commercial",
+                            "3": "industrial", "255": "ignore (unknown use or other subset)"}},
+}
+
+
+def _check_request(chip_size: int, final: Path, overwrite: bool, poi_raster_path, poi_points_path) -> None:
+    """Refuse a too small chip, a non-empty output folder (unless overwriting) and two POI sources."""
+    if chip_size < 16:
+        raise InputError("CHIP_SIZE", f"must be at least 16 pixels, got {chip_size}.")
+    if final.exists() and not overwrite and any(final.iterdir()):
+        raise InputError("OUTPUT", f"folder '{final}' exists and is not empty.",
+                         "choose a new folder or allow overwriting.")
+    if poi_raster_path and poi_points_path:
+        raise InputError("POI", "both a POI raster and POI points were given.", "give one of them.")
+
+
+def _buildings_on_imagery(path, layer, use_field, use_preset, mapping, crs: str, grid: Grid,
+                          progress: Progress) -> Buildings:
+    """The labelled buildings (imagery CRS) that overlap the imagery; refused when none does or
+    when no value of the use field maps to a use class."""
+    buildings = read_buildings(path, use_field, mapping, crs, layer)
+    progress.info(f"Buildings: {buildings.stats['kept']} of {buildings.stats['read']} kept "
+                  f"({buildings.stats.get('repaired', 0)} repaired), classes {buildings.class_counts()}.")
+    inside = shapely.intersects(buildings.geoms, shapely.box(*grid.bounds))
+    if not inside.any():
+        raise InputError("BUILDINGS", "no building overlaps the imagery.",
+                         "check that the buildings and the imagery cover the same area and that both CRSs are right.")
+    buildings = Buildings(buildings.geoms[inside], buildings.codes[inside], crs,
+                          {**buildings.stats, "outside_imagery": int((~inside).sum())})
+    if use_field is not None and not np.isin(buildings.codes, list(USE_CODES.values())).any():
+        ex = ", ".join(f"{v} ({n})" for v, n in buildings.stats.get("unmapped_examples", []))
+        raise InputError("USE_FIELD", f"no value of '{use_field}' maps to residential, commercial or "
+                         f"industrial with preset '{use_preset}'" + (f" (values seen: {ex})." if ex else "."),
+                         "pick the field holding building use, another preset, or a CSV mapping.")
+    return buildings
+
+
+def _partial_folder(final: Path) -> Path:
+    """A new hidden sibling of ``final`` that the dataset is written into before the rename."""
+    parent = final.parent if str(final.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+@dataclass
+class _PoiSource:
+    """Where the POI bands come from: a 3-band R,C,I raster, or points to map here (or neither)."""
+    raster_path: str | None
+    points_path: str | None
+    layer: str | None
+    category_field: str | None
+    preset: str
+    mapping_file: str | None
+    max_distances: Sequence[float] | str | None
+    columns: dict | None
+
+
+def _chips_with_poi(ds, grid: Grid, buildings: Buildings, tile_subset: dict, b_subset: np.ndarray, tile_px: int, chip_size: int, stride: int,
+                    poi: _PoiSource, imagery_path, min_pixels: int, background_ratio: float, ratios, seed: int,
+                    tmp: Path, progress: Progress) -> tuple[list[dict], dict, dict | None]:
+    """Open (or compute, on the imagery grid) the POI bands, then write the chips into ``tmp``;
+    returns the manifest's chip list, pixel counts per subset and the POI source description."""
+    poi_ds, poi_info = None, None
+    if poi.points_path:
+        poi_ds, poi_info = _poi_from_points(poi.points_path, poi.layer, poi.category_field, poi.preset,
+                                            poi.mapping_file, poi.max_distances, grid, imagery_path,
+                                            tmp / "poi_probability.tif", progress.span(0.0, 0.3), poi.columns)
+    elif poi.raster_path:
+        poi_ds, poi_info = _poi_from_raster(poi.raster_path, grid)
+    try:
+        chips, pix = _write_chips(ds, grid, _building_chips(buildings, grid, chip_size, stride), chip_size, tile_px,
+                                  tile_subset, buildings, b_subset, shapely.STRtree(buildings.geoms), poi_ds,
+                                  min_pixels, tmp, progress.span(0.3 if poi.points_path else 0.0, 1.0),
+                                  background_ratio, ratios, seed, stride)
+    finally:
+        if poi_ds is not None:
+            poi_ds.close()
+    if not chips:
+        raise InputError("BUILDINGS", f"no chip holds {min_pixels} or more building pixels.",
+                         "check the buildings overlap valid imagery, or lower the minimum.")
+    return chips, pix, poi_info
+
+
+def _manifest_bands(ds, with_poi: bool) -> list[dict]:
+    """The chips' bands with their scaling: the imagery's, then P_R, P_C, P_I when POIs are used."""
+    bands = [{"name": n, "scale": s, "offset": o, "source": "imagery"}
+             for n, (s, o) in zip(_band_names(ds), _band_scaling(ds))]
+    if with_poi:
+        bands += [{"name": f"p_{c}", "scale": 1.0, "offset": 0.0, "source": "poi"} for c in USE_CLASSES]
+    return bands
 
 
 def _write_test_buildings(path: Path, buildings: Buildings, in_test: np.ndarray, crs: str) -> None:
