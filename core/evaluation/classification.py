@@ -423,66 +423,22 @@ def evaluate_class_raster(prediction_raster, reference_raster=None, reference_ve
     if (reference_raster in (None, "")) == (reference_vector in (None, "")):
         raise InputError("REFERENCE", "give either a reference raster or reference polygons (not both).")
     pds = open_raster(prediction_raster, "PREDICTION")
+    ref = None
     try:
         require_crs(pds, "PREDICTION")
         grid = Grid.from_dataset(pds)
         if not 1 <= band <= pds.count:
             raise InputError("BAND", f"band {band} does not exist (the raster has {pds.count}).")
-        rds = None
-        out_win = grid.full_window()
-        ref_off = (0, 0)
         if reference_raster not in (None, ""):
-            rds = open_raster(reference_raster, "REFERENCE")
-            out_win, rwin = aligned_window(rds, grid, "REFERENCE")
-            ref_off = (int(rwin.row_off - out_win.row_off), int(rwin.col_off - out_win.col_off))
-            ref_labels_of = _value_labels(reference_class_names)
+            ref = _RasterReference(reference_raster, reference_class_names, grid)
         else:
-            if not reference_field:
-                raise InputError("REFERENCE_FIELD", "no field with the reference use was given.", "choose a field.")
-            cols, rgeoms, keep = _read_polygons(reference_vector, reference_field, reference_layer, grid, "REFERENCE")
-            rlab = np.array(as_str_labels(cols[reference_field]), dtype=object)
-            uniq, inv = np.unique(rlab, return_inverse=True)
-
-            def ref_labels_of(v):  # polygon label index -> label
-                return str(uniq[int(v) - 1])
-            rgeoms, rvals = rgeoms[keep], (inv + 1).astype(np.int32)[keep]
-            rtree = shapely.STRtree(rgeoms)
-        if building_mask not in (None, ""):
-            _, mgeoms, mkeep = _read_polygons(building_mask, None, None, grid, "BUILDING_MASK")
-            mgeoms = mgeoms[mkeep]
-            mtree = shapely.STRtree(mgeoms)
-            mvals = np.ones(len(mgeoms), dtype=np.int32)
-        joint: Counter = Counter()
-        for n, n_blocks, gw in overlap_blocks(grid, out_win, block_size):
-            progress.check_cancelled()
-            pdata, pvalid = read_masked(pds, gw, "PREDICTION", [band])
-            pv = pdata[0]
-            valid = pvalid.copy()
-            if rds is not None:
-                rw = Window(gw.col_off + ref_off[1], gw.row_off + ref_off[0], gw.width, gw.height)
-                rdata, rvalid = read_masked(rds, rw, "REFERENCE", [1])
-                rv = rdata[0]
-                valid &= rvalid
-            else:
-                rv = _polygons_for_block(rgeoms, rtree, rvals, grid.transform, gw, grid)
-                valid &= rv > 0
-            if building_mask not in (None, ""):
-                valid &= _polygons_for_block(mgeoms, mtree, mvals, grid.transform, gw, grid) > 0
-            if valid.any():
-                pairs = np.stack([rv[valid].astype(np.float64), pv[valid].astype(np.float64)], axis=1)
-                u, c = np.unique(pairs, axis=0, return_counts=True)
-                for (a, b), k in zip(u.tolist(), c.tolist()):
-                    joint[(a, b)] += k
-            progress.set_fraction(0.9 * (n + 1) / n_blocks)
-        if not joint:
-            raise InputError("REFERENCE", "no pixel has both a valid prediction and a reference "
-                                          "(empty intersection).",
-                             "check that the layers cover the same area and that nodata is set correctly.")
+            ref = _PolygonReference(reference_vector, reference_field, reference_layer, grid)
+        mask = _PolygonMask(building_mask, grid) if building_mask not in (None, "") else None
+        joint = _joint_counts(pds, band, ref, mask, grid, block_size, progress.span(0.0, 0.9))
         pred_labels_of = _value_labels(class_names)
         rkeys, pkeys, counts = contingency(joint)
-        rl = [ref_labels_of(a) for a in rkeys]
-        pl = [pred_labels_of(b) for b in pkeys]
-        rl, pl, counts = _merge_duplicate_labels(rl, pl, counts)
+        rl, pl, counts = _merge_duplicate_labels([ref.label(a) for a in rkeys], [pred_labels_of(b) for b in pkeys],
+                                                 counts)
         res = score_raw_counts(rl, pl, counts, taxonomy, levels, prediction_taxonomy, None, unknown,
                                n_boot, confidence, seed)
         matching = {"matched": int(counts.sum()), "unmatched_reference": 0, "unmatched_prediction": 0,
@@ -490,9 +446,94 @@ def evaluate_class_raster(prediction_raster, reference_raster=None, reference_ve
         progress.set_fraction(1.0)
     finally:
         pds.close()
-        if "rds" in locals() and rds is not None:
-            rds.close()
+        if ref is not None:
+            ref.close()
     return _finish(res, "pixel", matching, json_path, html_path, csv_path, title)
+
+
+class _RasterReference:
+    """A reference class raster on the prediction's CRS, pixel size and alignment (overlap only)."""
+
+    def __init__(self, path, class_names, grid: Grid):
+        self.ds = open_raster(path, "REFERENCE")
+        try:
+            self.window, rwin = aligned_window(self.ds, grid, "REFERENCE")
+        except BaseException:
+            self.ds.close()
+            raise
+        self.offset = (int(rwin.row_off - self.window.row_off), int(rwin.col_off - self.window.col_off))
+        self.label = _value_labels(class_names)
+
+    def block(self, gw: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(reference values, valid) on the prediction window ``gw``."""
+        rw = Window(gw.col_off + self.offset[1], gw.row_off + self.offset[0], gw.width, gw.height)
+        data, valid = read_masked(self.ds, rw, "REFERENCE", [1])
+        return data[0], valid
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+class _PolygonReference:
+    """Reference polygons with their use in ``field``, reprojected to the prediction CRS and rasterised
+    per block on its grid (pixel centres inside); value k + 1 stands for the k-th distinct label."""
+
+    def __init__(self, path, field: str | None, layer, grid: Grid):
+        if not field:
+            raise InputError("REFERENCE_FIELD", "no field with the reference use was given.", "choose a field.")
+        cols, geoms, keep = _read_polygons(path, field, layer, grid, "REFERENCE")
+        self.labels, inv = np.unique(np.array(as_str_labels(cols[field]), dtype=object), return_inverse=True)
+        self.geoms, self.values = geoms[keep], (inv + 1).astype(np.int32)[keep]
+        self.tree = shapely.STRtree(self.geoms)
+        self.grid = grid
+        self.window = grid.full_window()
+
+    def label(self, v) -> str:
+        return str(self.labels[int(v) - 1])
+
+    def block(self, gw: Window) -> tuple[np.ndarray, np.ndarray]:
+        rv = _polygons_for_block(self.geoms, self.tree, self.values, self.grid.transform, gw, self.grid)
+        return rv, rv > 0
+
+    def close(self) -> None:
+        pass
+
+
+class _PolygonMask:
+    """Pixels (prediction grid) whose centres fall inside the polygons of a layer."""
+
+    def __init__(self, path, grid: Grid):
+        _, geoms, keep = _read_polygons(path, None, None, grid, "BUILDING_MASK")
+        self.geoms = geoms[keep]
+        self.tree = shapely.STRtree(self.geoms)
+        self.values = np.ones(len(self.geoms), dtype=np.int32)
+        self.grid = grid
+
+    def block(self, gw: Window) -> np.ndarray:
+        return _polygons_for_block(self.geoms, self.tree, self.values, self.grid.transform, gw, self.grid) > 0
+
+
+def _joint_counts(pds, band: int, ref, mask: _PolygonMask | None, grid: Grid, block_size: int,
+                  progress: Progress) -> Counter:
+    """Pixel counts per (reference value, predicted value) over the pixels valid in both (and in the mask)."""
+    joint: Counter = Counter()
+    for n, n_blocks, gw in overlap_blocks(grid, ref.window, block_size):
+        progress.check_cancelled()
+        pdata, pvalid = read_masked(pds, gw, "PREDICTION", [band])
+        rv, rvalid = ref.block(gw)
+        valid = pvalid & rvalid
+        if mask is not None:
+            valid &= mask.block(gw)
+        if valid.any():
+            pairs = np.stack([rv[valid].astype(np.float64), pdata[0][valid].astype(np.float64)], axis=1)
+            u, c = np.unique(pairs, axis=0, return_counts=True)
+            for (a, b), k in zip(u.tolist(), c.tolist()):
+                joint[(a, b)] += k
+        progress.set_fraction((n + 1) / n_blocks)
+    if not joint:
+        raise InputError("REFERENCE", "no pixel has both a valid prediction and a reference (empty intersection).",
+                         "check that the layers cover the same area and that nodata is set correctly.")
+    return joint
 
 
 def _value_labels(names):
