@@ -280,89 +280,42 @@ def _train_shafts(train, val, resolution_m, out_path, task, num_blocks, weightin
     import torch
 
     from ...models.checkpoint import save_checkpoint
-    from ...models.shafts import build_shafts_model, shafts_card
+    from ...models.shafts import shafts_card
     from ..devices import resolve_device
-    if weighting not in ("uncertainty", "fixed"):
-        raise InputError("WEIGHTING", f"must be 'uncertainty' or 'fixed', got '{weighting}'.")
-    if len(train) < 2 or len(val) < 1:
-        raise InputError("TRAINING_DATA", f"has {len(train)} training and {len(val)} validation samples.",
-                         "give at least 2 training and 1 validation sample.")
+    _check_training_request(weighting, train, val)
     dev = resolve_device(device)
     progress.info(f"training SHAFTS {resolution_m} m {task}-task on device {dev} (seed {seed}, "
                   f"{threads} intra-op thread(s), deterministic algorithms)")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    if init_checkpoint is not None:
-        model = init_checkpoint if isinstance(init_checkpoint, torch.nn.Module) else \
-            initial_model(init_checkpoint, resolution_m, task)
-    else:
-        model = build_shafts_model(resolution_m, task, num_blocks)
-    model = model.to(dev)
+    model = _starting_model(init_checkpoint, resolution_m, task, num_blocks).to(dev)
     tasks = ["footprint", "height"] if task == "multi" else [task]
     delta = {k: max(nmad(getattr(train, k)), 1e-6) for k in tasks}
     weigher = _uncertainty_module().to(dev) if (task == "multi" and weighting == "uncertainty") else None
-    params = list(model.parameters()) + (list(weigher.parameters()) if weigher is not None else [])
-    if task == "multi":
-        opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    opt = _optimiser(list(model.parameters()) + (list(weigher.parameters()) if weigher is not None else []),
+                     task, lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=5, T_mult=2)
     bs = batch_size or (256 if task == "multi" else 64)
-    history, best = [], (-math.inf, None, None)
+    history, best = [], (-math.inf, None, None, None)
     for epoch in range(epochs):
-        model.train()
-        order = rng.permutation(len(train))
-        residuals = {k: [] for k in tasks}
-        losses = []
-        for i in range(0, len(order), bs):
-            idx = np.sort(order[i:i + bs])
-            if idx.size < 2:           # BatchNorm cannot train on one sample
-                continue
-            progress.check_cancelled()
-            x = torch.from_numpy(train.x[idx]).to(dev).float() / 255.0
-            d = torch.from_numpy(train.dem[idx]).to(dev)
-            if augment:
-                x, d = augment_batch(x, d, g)
-            out = model(x, d)
-            task_loss = {}
-            for k in tasks:
-                y = torch.from_numpy(getattr(train, k)[idx]).to(dev)
-                ok = torch.isfinite(y)
-                task_loss[k] = adaptive_huber(out[k][ok], y[ok], delta[k]) if ok.any() else out[k].sum() * 0
-                residuals[k].append((out[k][ok] - y[ok]).detach().abs().cpu().numpy())
-            if task != "multi":
-                loss = task_loss[task]
-            elif weigher is not None:
-                loss = weigher(task_loss["footprint"], task_loss["height"])
-            else:
-                loss = 100.0 * task_loss["footprint"] + task_loss["height"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+        losses, residuals = _train_epoch(model, weigher, opt, train, tasks, delta, bs, rng.permutation(len(train)),
+                                         g if augment else None, dev, progress)
         sched.step()
-        train_rmse = {}
-        for k in tasks:                  # Eq. 9: δ = q90 of the epoch's absolute residuals
-            r = np.concatenate(residuals[k]) if residuals[k] else np.array([])
-            if r.size:
-                delta[k] = max(float(np.quantile(r, 0.9)), 1e-6)
-                train_rmse[k] = float(np.sqrt(np.mean(r.astype(np.float64) ** 2)))
+        train_rmse = _update_deltas(delta, residuals)
         metrics = evaluate(model, val, dev)
         score = float(np.nanmean([metrics[k]["r2"] for k in tasks]))
         rec = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "train_rmse": train_rmse,
-               "lr": opt.param_groups[0]["lr"], "delta": dict(delta), "val": metrics}
+               "train_rmse": train_rmse, "lr": opt.param_groups[0]["lr"], "delta": dict(delta), "val": metrics}
         if weigher is not None:
             rec["log_var"] = weigher.log_var.detach().cpu().tolist()
         history.append(rec)
         progress.info(f"epoch {epoch + 1}/{epochs}: loss {rec['train_loss']:.4f}, "
                       + ", ".join(f"{k} R² {metrics[k]['r2']:.3f} RMSE {metrics[k]['rmse']:.3f}" for k in tasks))
         if best[1] is None or (np.isfinite(score) and score > best[0]):
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best = (score, epoch + 1, state, metrics)
+            best = (score, epoch + 1, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, metrics)
         progress.set_fraction((epoch + 1) / epochs)
-    score, best_epoch, state, metrics = best
+    _, best_epoch, state, metrics = best
     card = shafts_card(resolution_m, task, model.num_blocks,
                        training={"samples_train": len(train), "samples_val": len(val), "epochs": epochs,
                                  "best_epoch": best_epoch, "weighting": weighting if task == "multi" else None,
@@ -374,3 +327,84 @@ def _train_shafts(train, val, resolution_m, out_path, task, num_blocks, weightin
     save_checkpoint(out_path, state, card)
     return {"history": history, "best_epoch": best_epoch, "best_metrics": metrics, "device": str(dev),
             "threads": threads}
+
+
+def _check_training_request(weighting: str, train: PatchSamples, val: PatchSamples) -> None:
+    if weighting not in ("uncertainty", "fixed"):
+        raise InputError("WEIGHTING", f"must be 'uncertainty' or 'fixed', got '{weighting}'.")
+    if len(train) < 2 or len(val) < 1:
+        raise InputError("TRAINING_DATA", f"has {len(train)} training and {len(val)} validation samples.",
+                         "give at least 2 training and 1 validation sample.")
+
+
+def _starting_model(init_checkpoint, resolution_m: int, task: str, num_blocks: int):
+    """A given module, the network of a checkpoint (fine-tuning), or a new SHAFTS network."""
+    import torch
+
+    from ...models.shafts import build_shafts_model
+    if init_checkpoint is None:
+        return build_shafts_model(resolution_m, task, num_blocks)
+    if isinstance(init_checkpoint, torch.nn.Module):
+        return init_checkpoint
+    return initial_model(init_checkpoint, resolution_m, task)
+
+
+def _optimiser(params: list, task: str, lr: float, weight_decay: float):
+    """SHAFTS's optimisers: Adam for the multi-task network, SGD with momentum 0.9 for single tasks."""
+    import torch
+    if task == "multi":
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+def _train_epoch(model, weigher, opt, train: PatchSamples, tasks: list[str], delta: dict, bs: int,
+                 order: np.ndarray, augment_generator, dev, progress) -> tuple[list[float], dict]:
+    """One pass over the training samples in ``order`` (batches of ``bs``; a last single sample is
+    skipped, BatchNorm cannot train on it); returns the batch losses and absolute residuals per task."""
+    import torch
+    model.train()
+    residuals = {k: [] for k in tasks}
+    losses = []
+    for i in range(0, len(order), bs):
+        idx = np.sort(order[i:i + bs])
+        if idx.size < 2:
+            continue
+        progress.check_cancelled()
+        x = torch.from_numpy(train.x[idx]).to(dev).float() / 255.0
+        d = torch.from_numpy(train.dem[idx]).to(dev)
+        if augment_generator is not None:
+            x, d = augment_batch(x, d, augment_generator)
+        out = model(x, d)
+        task_loss = {}
+        for k in tasks:
+            y = torch.from_numpy(getattr(train, k)[idx]).to(dev)
+            ok = torch.isfinite(y)
+            task_loss[k] = adaptive_huber(out[k][ok], y[ok], delta[k]) if ok.any() else out[k].sum() * 0
+            residuals[k].append((out[k][ok] - y[ok]).detach().abs().cpu().numpy())
+        loss = _combined_loss(task_loss, weigher)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses, residuals
+
+
+def _combined_loss(task_loss: dict, weigher):
+    """The single task's loss, the uncertainty-weighted sum, or 100 x footprint + height (fixed weights)."""
+    if len(task_loss) == 1:
+        return next(iter(task_loss.values()))
+    if weigher is not None:
+        return weigher(task_loss["footprint"], task_loss["height"])
+    return 100.0 * task_loss["footprint"] + task_loss["height"]
+
+
+def _update_deltas(delta: dict, residuals: dict) -> dict:
+    """Eq. 9: each task's Huber δ becomes the q90 of the epoch's absolute residuals; returns the
+    epoch's training RMSE per task."""
+    train_rmse = {}
+    for k, parts in residuals.items():
+        r = np.concatenate(parts) if parts else np.array([])
+        if r.size:
+            delta[k] = max(float(np.quantile(r, 0.9)), 1e-6)
+            train_rmse[k] = float(np.sqrt(np.mean(r.astype(np.float64) ** 2)))
+    return train_rmse
