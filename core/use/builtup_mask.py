@@ -74,8 +74,6 @@ def builtup_mask(reference: str, output: str, rasters: Sequence[tuple[str, str |
                  progress: Progress | None = None) -> dict:
     """Write the union mask on the grid of ``reference``. ``rasters``: (path, built-up
     values); ``polygons``: paths (or (path, layer)). Returns the built-up fraction."""
-    import shapely
-
     refuse_input_as_output({"OUTPUT": output}, {"REFERENCE": reference, "RASTERS": [r[0] for r in rasters],
                                                 "POLYGONS": [p if isinstance(p, str) else p[0] for p in polygons]})
     progress = ensure(progress)
@@ -107,24 +105,7 @@ def builtup_mask(reference: str, output: str, rasters: Sequence[tuple[str, str |
             for i, blk in enumerate(blocks):
                 progress.check_cancelled()
                 w = blk.window
-                m = np.zeros((int(w.height), int(w.width)), bool)
-                for vrt, vals in srcs:
-                    a = vrt.read(1, window=w)
-                    nd = vrt.nodata
-                    hit = np.isin(a, vals)
-                    if nd is not None:
-                        hit &= a != nd
-                    m |= hit
-                if polys:
-                    t = grid.window_transform(w)
-                    x0, y1 = t.c, t.f
-                    x1, y0 = t.c + t.a * int(w.width), t.f + t.e * int(w.height)
-                    box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
-                    for g, tree in polys:
-                        idx = tree.query(box, predicate="intersects")
-                        if len(idx):
-                            m |= features.rasterize(((geom, 1) for geom in g[idx]), out_shape=m.shape,
-                                                    transform=t, all_touched=True, dtype=np.uint8).astype(bool)
+                m = _block_mask(w, grid, srcs, polys)
                 n_built += int(m.sum())
                 dst.write(m.astype(np.uint8)[None], window=w)
                 progress.set_fraction((i + 1) / len(blocks))
@@ -133,6 +114,37 @@ def builtup_mask(reference: str, output: str, rasters: Sequence[tuple[str, str |
         progress.warning("the built-up mask is empty: no reference layer marks any pixel of the grid as built-up.")
     progress.info(f"Built-up mask: {100 * frac:.1f} % of {grid.width} x {grid.height} px.")
     return {"output": output, "builtup_fraction": frac, "builtup_pixels": n_built}
+
+
+def _block_mask(w, grid: Grid, srcs: list, polys: list) -> np.ndarray:
+    """Built-up pixels of window ``w``: a listed value in any class raster (nodata excluded) or
+    touched by any polygon."""
+    m = np.zeros((int(w.height), int(w.width)), bool)
+    for vrt, vals in srcs:
+        a = vrt.read(1, window=w)
+        hit = np.isin(a, vals)
+        if vrt.nodata is not None:
+            hit &= a != vrt.nodata
+        m |= hit
+    if polys:
+        m |= _polygon_pixels(w, grid, polys)
+    return m
+
+
+def _polygon_pixels(w, grid: Grid, polys: list) -> np.ndarray:
+    """Pixels of window ``w`` touched by a polygon (all_touched rasterisation, grid CRS)."""
+    import shapely
+    t = grid.window_transform(w)
+    x0, y1 = t.c, t.f
+    x1, y0 = t.c + t.a * int(w.width), t.f + t.e * int(w.height)
+    box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    m = np.zeros((int(w.height), int(w.width)), bool)
+    for g, tree in polys:
+        idx = tree.query(box, predicate="intersects")
+        if len(idx):
+            m |= features.rasterize(((geom, 1) for geom in g[idx]), out_shape=m.shape, transform=t,
+                                    all_touched=True, dtype=np.uint8).astype(bool)
+    return m
 
 
 __all__ = ["builtup_mask", "parse_values"]
