@@ -659,57 +659,176 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
         raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
     if workers < 1:
         raise InputError("WORKERS", f"must be at least 1, got {workers}.")
-    tiles = layout.tiles(grid)
-    ni, nj = layout.shape(grid)
-    region = tuple(region) if region is not None else (0, ni, 0, nj)
-    area = layout.region_window(grid, region)
-    mine = [t for t in tiles if region[0] <= t.i < region[1] and region[2] <= t.j < region[3]]
-    by_ij = {(t.i, t.j): t for t in tiles}
-    b = layout.ramp
-    reach = 1 if b > 0 else 0
+    if order not in ("rows", "reverse"):
+        raise ValueError(f"unknown order '{order}'")
+    plan = _TilePlan(grid, layout, region)
+    t_start = time.perf_counter()
+    outs = _Outputs(plan.out_grid, outputs, _run_fingerprint(plan, outputs, fingerprint, compression), resume,
+                    progress, block_size_for(layout.stride), origin=(int(plan.area.row_off), int(plan.area.col_off)),
+                    compression=compression)
+    plan.schedule(outs.done, reverse=order == "reverse")
+    pipeline = _Pipeline(plan, open_reader, predictor, outputs, finalize, outs, batch_size, workers, progress)
+    pipeline.run()
+    return {"tiles": len(plan.mine), "tiles_run": pipeline.stats["run"], "tiles_skipped": pipeline.stats["skipped"],
+            "rows_resumed": plan.region[1] - plan.region[0] - len(plan.row_left),
+            "seconds": time.perf_counter() - t_start, "model_seconds": pipeline.model_seconds,
+            "tile_rows": plan.ni, "tile_cols": plan.nj}
 
-    def neighbours(t: Tile) -> list[Tile]:
-        return [by_ij[(t.i + di, t.j + dj)] for di in range(-reach, reach + 1) for dj in range(-reach, reach + 1)
-                if (t.i + di, t.j + dj) in by_ij]
 
+def _run_fingerprint(plan: "_TilePlan", outputs: Sequence[RasterOutput], caller: dict | None,
+                     compression: str | None) -> dict:
+    """What a resumed run must share with the run that wrote the partial files."""
+    grid, layout = plan.grid, plan.layout
     fp = {"engine": 2, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
           "layout": [layout.window, layout.margin, layout.blend],
           "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata] for o in outputs],
-          "caller": fingerprint or {}, "compression": compression_options(compression)}
-    out_grid = grid
-    if region != (0, ni, 0, nj):
-        fp["region"] = list(region)
-        out_grid = Grid(grid.window_transform(area), int(area.width), int(area.height), grid.crs)
-    t_start = time.perf_counter()
-    outs = _Outputs(out_grid, outputs, fp, resume, progress, block_size_for(layout.stride),
-                    origin=(int(area.row_off), int(area.col_off)), compression=compression)
-    todo_tiles = [t for t in mine if t.i not in outs.done]
-    todo_set = {t.index for t in todo_tiles}
-    # windows to run: the tiles to write and (blend) their neighbours
-    needed = sorted({n.index for t in todo_tiles for n in neighbours(t)})
-    if order == "reverse":
-        needed = needed[::-1]
-    elif order != "rows":
-        raise ValueError(f"unknown order '{order}'")
-    # which unfinished tiles use each window (to free its result when they are written)
-    users: dict[int, int] = {}
-    for t in todo_tiles:
-        for n in neighbours(t):
-            users[n.index] = users.get(n.index, 0) + 1
-    row_left = {}
-    for t in todo_tiles:
-        row_left[t.i] = row_left.get(t.i, 0) + 1
+          "caller": caller or {}, "compression": compression_options(compression)}
+    if plan.region != (0, plan.ni, 0, plan.nj):
+        fp["region"] = list(plan.region)
+    return fp
 
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    in_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
-    out_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
-    feed = iter(needed)
-    feed_lock = threading.Lock()
-    stats = {"run": 0, "skipped": 0, "written": 0}
 
-    def put(q, item) -> bool:
-        while not stop.is_set():
+class _TilePlan:
+    """The tiles of a run (all of the grid, or a region of tile rows and columns), the windows to
+    predict for the tiles still to write, and how many of those tiles use each window."""
+
+    def __init__(self, grid: Grid, layout: WindowLayout, region: tuple[int, int, int, int] | None):
+        self.grid, self.layout = grid, layout
+        self.tiles = layout.tiles(grid)
+        self.ni, self.nj = layout.shape(grid)
+        self.region = tuple(region) if region is not None else (0, self.ni, 0, self.nj)
+        self.area = layout.region_window(grid, self.region)
+        r = self.region
+        self.mine = [t for t in self.tiles if r[0] <= t.i < r[1] and r[2] <= t.j < r[3]]
+        self.out_grid = grid
+        if self.region != (0, self.ni, 0, self.nj):
+            a = self.area
+            self.out_grid = Grid(grid.window_transform(a), int(a.width), int(a.height), grid.crs)
+        self._by_ij = {(t.i, t.j): t for t in self.tiles}
+        self._reach = 1 if layout.ramp > 0 else 0
+
+    def neighbours(self, t: Tile) -> list[Tile]:
+        """``t`` and the tiles whose windows blend into it (its 8 neighbours in blend mode)."""
+        k = self._reach
+        return [self._by_ij[(t.i + di, t.j + dj)] for di in range(-k, k + 1) for dj in range(-k, k + 1)
+                if (t.i + di, t.j + dj) in self._by_ij]
+
+    def schedule(self, done_rows: set[int], reverse: bool = False) -> None:
+        """The tiles to write (rows not in ``done_rows``), the windows they need in reading order,
+        how many of them use each window, and how many are left per tile row."""
+        self.todo = [t for t in self.mine if t.i not in done_rows]
+        self.todo_set = {t.index for t in self.todo}
+        self.needed = sorted({n.index for t in self.todo for n in self.neighbours(t)}, reverse=reverse)
+        self.users: dict[int, int] = {}
+        self.row_left: dict[int, int] = {}
+        for t in self.todo:
+            self.row_left[t.i] = self.row_left.get(t.i, 0) + 1
+            for n in self.neighbours(t):
+                self.users[n.index] = self.users.get(n.index, 0) + 1
+
+    def read_window(self, t: Tile) -> tuple[Window, tuple[int, int, int, int]]:
+        """The part of ``t``'s model window inside the raster, and the pads (top, bottom, left, right)
+        mirrored around it."""
+        g, size = self.grid, self.layout.window
+        r0, c0 = max(t.row0, 0), max(t.col0, 0)
+        r1, c1 = min(t.row0 + size, g.height), min(t.col0 + size, g.width)
+        return Window(c0, r0, c1 - c0, r1 - r0), (r0 - t.row0, t.row0 + size - r1, c0 - t.col0, t.col0 + size - c1)
+
+    def blend(self, t: Tile, cache: dict) -> np.ndarray:
+        """Tile ``t``'s values (K, h, w) float32: the ramp-weighted mean of the windows that hold its
+        pixels (``cache``: window index -> (values over its extent, valid) or None when skipped)."""
+        h, w = int(t.out.height), int(t.out.width)
+        r0, c0 = int(t.out.row_off), int(t.out.col_off)
+        s, ramp = self.layout.stride, self.layout.ramp
+        acc, wsum = None, np.zeros((h, w), np.float64)
+        for n in self.neighbours(t):
+            entry = cache.get(n.index)
+            if entry is None:
+                continue
+            e = n.ext
+            rr0, rr1 = max(r0, int(e.row_off)), min(r0 + h, int(e.row_off + e.height))
+            cc0, cc1 = max(c0, int(e.col_off)), min(c0 + w, int(e.col_off + e.width))
+            if rr0 >= rr1 or cc0 >= cc1:
+                continue
+            wy = _ramp_weights(rr0, rr1, n.i * s, (n.i + 1) * s if n.i < self.ni - 1 else None, n.i == 0, ramp)
+            wx = _ramp_weights(cc0, cc1, n.j * s, (n.j + 1) * s if n.j < self.nj - 1 else None, n.j == 0, ramp)
+            wgt = wy[:, None] * wx[None, :]
+            part = entry[0][:, rr0 - int(e.row_off):rr1 - int(e.row_off), cc0 - int(e.col_off):cc1 - int(e.col_off)]
+            if acc is None:
+                acc = np.zeros((part.shape[0], h, w), np.float64)
+            acc[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] += part * wgt
+            wsum[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] += wgt
+        return (acc / np.maximum(wsum, 1e-12)).astype(np.float32)
+
+
+class _Pipeline:
+    """One run's threads: readers fill window buffers (queue ``in_q``), the calling thread batches
+    them through the model (queue ``out_q``), a writer blends, finalises and writes finished tiles.
+    Errors in any thread stop all of them and are raised in the calling thread."""
+
+    def __init__(self, plan: _TilePlan, open_reader, predictor, outputs, finalize, outs: "_Outputs",
+                 batch_size: int, workers: int, progress: Progress):
+        self.plan, self.open_reader, self.predictor = plan, open_reader, predictor
+        self.outputs, self.finalize, self.outs = list(outputs), finalize, outs
+        self.batch_size, self.workers, self.progress = batch_size, workers, progress
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.in_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
+        self.out_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
+        self.feed = iter(plan.needed)
+        self.feed_lock = threading.Lock()
+        # input buffers: the ones queued, one being filled per reader, a batch being gathered
+        self.pool = _WindowPool(self.in_q.maxsize + workers + batch_size + 1, self.stop)
+        self.stats = {"run": 0, "skipped": 0, "written": 0}
+        self.cache: dict[int, tuple | None] = {}
+        self.model_seconds = 0.0
+        self._batch: list = []
+        self._gathered: np.ndarray | None = None  # the batch array, allocated once
+
+    # ------------------------------------------------------------ whole run
+    def run(self) -> None:
+        """Start the threads, feed the model until the readers are done, then finish the outputs;
+        on cancel keep the finished rows for a resume, on any other error remove the partial files."""
+        self.readers = [threading.Thread(target=self._reader_loop, name=f"edifice-reader-{k}", daemon=True)
+                        for k in range(self.workers)]
+        self.writer = threading.Thread(target=self._writer_loop, name="edifice-writer", daemon=True)
+        for th in self.readers + [self.writer]:
+            th.start()
+        try:
+            self._model_loop()
+            self._end_writer()
+            if self.errors:
+                raise self.errors[0]
+            self.progress.check_cancelled()
+            if any(v for v in self.plan.row_left.values()):
+                raise EdificeError("internal error: some tiles were not written")
+            self.outs.finish()
+        except (Cancelled, KeyboardInterrupt):
+            self._halt()
+            self.outs.close()
+            self.progress.info(f"Stopped; {len(self.outs.done)} finished tile row(s) are kept in "
+                               f"{self.outs.sidecar.parent} so that running the same command again resumes.")
+            raise
+        except OSError as exc:
+            self._halt()
+            self.outs.remove()
+            if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+                raise DiskFullError(f"OUTPUT: the disk is full while writing to "
+                                    f"'{Path(self.outputs[0].path).parent}'; nothing was written. "
+                                    "Fix: free some space or choose another folder.") from exc
+            raise
+        except BaseException:
+            self._halt()
+            self.outs.remove()
+            raise
+
+    def _halt(self) -> None:
+        self.stop.set()
+        _drain(self.in_q, self.out_q, self.readers, self.writer)
+
+    def _put(self, q, item) -> bool:
+        """Put unless the run is stopping (then False)."""
+        while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.1)
                 return True
@@ -717,238 +836,171 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
                 continue
         return False
 
-    # input buffers: the ones queued, one being filled per reader, a batch being gathered
-    pool = _WindowPool(in_q.maxsize + workers + batch_size + 1, stop)
+    def _end_writer(self) -> None:
+        while self.writer.is_alive():  # the writer drains the queue until it sees _STOP
+            try:
+                self.out_q.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.writer.join()
 
-    def reader_loop():
+    # ------------------------------------------------------------ readers
+    def _reader_loop(self) -> None:
         rd = None
         scratch: dict = {}
         try:
-            rd = open_reader()
-            while not stop.is_set():
-                with feed_lock:
-                    idx = next(feed, None)
-                if idx is None:
+            rd = self.open_reader()
+            while not self.stop.is_set():
+                with self.feed_lock:
+                    idx = next(self.feed, None)
+                if idx is None or not self._read_tile(rd, idx, scratch):
                     break
-                t = tiles[idx]
-                e = t.ext
-                m = rd.read_mask(e)
-                if m is not None and not m.any():
-                    if not put(in_q, (idx, None, None)):
-                        return
-                    continue
-                r0, c0 = max(t.row0, 0), max(t.col0, 0)
-                r1, c1 = min(t.row0 + layout.window, grid.height), min(t.col0 + layout.window, grid.width)
-                win = Window(c0, r0, c1 - c0, r1 - r0)
-                pads = (r0 - t.row0, t.row0 + layout.window - r1, c0 - t.col0, t.col0 + layout.window - c1)
-                x, valid = _window_input(rd, win, pads, layout.window, pool, scratch)
-                if x is None:  # stopping
-                    return
-                er, ec = int(e.row_off) - r0, int(e.col_off) - c0
-                eh, ew = int(e.height), int(e.width)
-                ev = valid[er:er + eh, ec:ec + ew]
-                if m is not None:
-                    ev = ev & m
-                if not ev.any():
-                    pool.give(x)
-                    if not put(in_q, (idx, None, None)):
-                        return
-                    continue
-                if not put(in_q, (idx, x, ev)):
-                    return
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-            stop.set()
+            self.errors.append(exc)
+            self.stop.set()
         finally:
             if rd is not None:
                 rd.close()
-            put(in_q, _STOP)
+            self._put(self.in_q, _STOP)
 
-    cache: dict[int, tuple | None] = {}
+    def _read_tile(self, rd, idx: int, scratch: dict) -> bool:
+        """Queue window ``idx`` as (idx, input, validity over its extent), or (idx, None, None) when the
+        extent is all nodata or outside the mask; False when the run is stopping."""
+        t = self.plan.tiles[idx]
+        e = t.ext
+        m = rd.read_mask(e)
+        if m is not None and not m.any():
+            return self._put(self.in_q, (idx, None, None))
+        win, pads = self.plan.read_window(t)
+        x, valid = _window_input(rd, win, pads, self.plan.layout.window, self.pool, scratch)
+        if x is None:
+            return False
+        er, ec = int(e.row_off) - int(win.row_off), int(e.col_off) - int(win.col_off)
+        ev = valid[er:er + int(e.height), ec:ec + int(e.width)]
+        if m is not None:
+            ev = ev & m
+        if not ev.any():
+            self.pool.give(x)
+            return self._put(self.in_q, (idx, None, None))
+        return self._put(self.in_q, (idx, x, ev))
 
-    def finish_tile(t: Tile) -> None:
-        own = cache[t.index]
+    # ------------------------------------------------------------ model (calling thread)
+    def _model_loop(self) -> None:
+        finished_readers = 0
+        while finished_readers < self.workers:
+            self.progress.check_cancelled()
+            if self.errors:
+                return
+            try:
+                item = self.in_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _STOP:
+                finished_readers += 1
+                continue
+            idx, x, _ = item
+            if x is None:
+                self.stats["skipped"] += 1
+                self._put(self.out_q, (idx, None))
+                continue
+            self._batch.append(item)
+            if len(self._batch) >= self.batch_size:
+                self._flush_batch()
+                self.progress.check_cancelled()
+        if not self.errors:
+            self._flush_batch()
+
+    def _batch_input(self) -> np.ndarray:
+        """The batch's inputs copied into one reused array; their buffers go back to the pool."""
+        items = self._batch
+        shape = (self.batch_size,) + items[0][1].shape
+        if self._gathered is None or self._gathered.shape != shape:
+            self._gathered = np.empty(shape, np.float32)
+        x = self._gathered[:len(items)]
+        for k, it in enumerate(items):
+            x[k] = it[1]
+            self.pool.give(it[1])
+        return x
+
+    def _flush_batch(self) -> None:
+        """Run the model on the gathered batch and queue each window's values over its extent."""
+        if not self._batch:
+            return
+        x = self._batch_input()
+        t0 = time.perf_counter()
+        y = self.predictor(x)
+        self.model_seconds += time.perf_counter() - t0
+        for (idx, _, ev), yy in zip(self._batch, y):
+            t = self.plan.tiles[idx]
+            e = t.ext
+            oy, ox = int(e.row_off) - t.row0, int(e.col_off) - t.col0
+            part = np.ascontiguousarray(yy[:, oy:oy + int(e.height), ox:ox + int(e.width)], dtype=np.float32)
+            if not self._put(self.out_q, (idx, (part, ev))):
+                break
+        self.stats["run"] += len(self._batch)
+        self._batch.clear()
+
+    # ------------------------------------------------------------ writer
+    def _writer_loop(self) -> None:
+        try:
+            arrived: set[int] = set()
+            written: set[int] = set()
+            plan = self.plan
+            while True:
+                item = self.out_q.get()
+                if item is _STOP:
+                    break
+                if self.stop.is_set():
+                    continue
+                idx, entry = item
+                self.cache[idx] = entry
+                arrived.add(idx)
+                for cand in plan.neighbours(plan.tiles[idx]):
+                    if cand.index in plan.todo_set and cand.index not in written and \
+                            all(n.index in arrived for n in plan.neighbours(cand)):
+                        self._finish_tile(cand)
+                        written.add(cand.index)
+                        self._release_windows(cand)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.errors.append(exc)
+            self.stop.set()
+            while self.out_q.get() is not _STOP:  # keep draining so that the main thread never blocks
+                pass
+
+    def _release_windows(self, t: Tile) -> None:
+        """Drop the cached windows no unwritten tile needs after ``t``."""
+        for n in self.plan.neighbours(t):
+            self.plan.users[n.index] -= 1
+            if self.plan.users[n.index] == 0:
+                self.cache.pop(n.index, None)
+
+    def _finish_tile(self, t: Tile) -> None:
+        """Merge, finalise and write tile ``t`` (nodata where invalid); a finished tile row is flushed
+        and recorded for resume."""
+        own = self.cache[t.index]
         h, w = int(t.out.height), int(t.out.width)
         if own is None:
-            valid = np.zeros((h, w), bool)
-            vals = None
+            valid, vals = np.zeros((h, w), bool), None
         else:
-            ev = own[1]
             oy, ox = int(t.out.row_off - t.ext.row_off), int(t.out.col_off - t.ext.col_off)
-            valid = ev[oy:oy + h, ox:ox + w]
-            if b == 0:
-                vals = own[0][:, oy:oy + h, ox:ox + w]
-            else:
-                acc = None
-                wsum = np.zeros((h, w), np.float64)
-                r0, c0 = int(t.out.row_off), int(t.out.col_off)
-                for n in neighbours(t):
-                    entry = cache.get(n.index)
-                    if entry is None:
-                        continue
-                    e = n.ext
-                    rr0, rr1 = max(r0, int(e.row_off)), min(r0 + h, int(e.row_off + e.height))
-                    cc0, cc1 = max(c0, int(e.col_off)), min(c0 + w, int(e.col_off + e.width))
-                    if rr0 >= rr1 or cc0 >= cc1:
-                        continue
-                    s = layout.stride
-                    wy = _ramp_weights(rr0, rr1, n.i * s, (n.i + 1) * s if n.i < ni - 1 else None, n.i == 0, b)
-                    wx = _ramp_weights(cc0, cc1, n.j * s, (n.j + 1) * s if n.j < nj - 1 else None, n.j == 0, b)
-                    wgt = wy[:, None] * wx[None, :]
-                    part = entry[0][:, rr0 - int(e.row_off):rr1 - int(e.row_off), cc0 - int(e.col_off):cc1 - int(e.col_off)]
-                    if acc is None:
-                        acc = np.zeros((part.shape[0], h, w), np.float64)
-                    acc[:, rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] += part * wgt
-                    wsum[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] += wgt
-                vals = (acc / np.maximum(wsum, 1e-12)).astype(np.float32)
-        results = finalize(vals, valid) if vals is not None else [None] * len(outputs)
-        for k, o in enumerate(outputs):
+            valid = own[1][oy:oy + h, ox:ox + w]
+            vals = own[0][:, oy:oy + h, ox:ox + w] if self.plan.layout.ramp == 0 else self.plan.blend(t, self.cache)
+        results = self.finalize(vals, valid) if vals is not None else [None] * len(self.outputs)
+        for k, o in enumerate(self.outputs):
             arr = results[k]
             if arr is None:
                 arr = np.full((o.count, h, w), o.nodata, dtype=o.dtype)
             else:
                 arr = np.asarray(arr).reshape(o.count, h, w).astype(o.dtype, copy=True)
                 arr[:, ~valid] = o.nodata
-            outs.write(k, arr, t.out)
-        stats["written"] += 1
+            self.outs.write(k, arr, t.out)
+        self.stats["written"] += 1
+        row_left = self.plan.row_left
         row_left[t.i] -= 1
         if row_left[t.i] == 0:
-            outs.row_done(t.i)
-        progress.set_fraction(stats["written"] / max(1, len(todo_tiles)))
-
-    def writer_loop():
-        try:
-            arrived: set[int] = set()
-            written: set[int] = set()
-            while True:
-                item = out_q.get()
-                if item is _STOP:
-                    break
-                if stop.is_set():
-                    continue
-                idx, entry = item
-                cache[idx] = entry
-                arrived.add(idx)
-                t = tiles[idx]
-                for cand in neighbours(t):
-                    if cand.index in todo_set and cand.index not in written and \
-                            all(n.index in arrived for n in neighbours(cand)):
-                        finish_tile(cand)
-                        written.add(cand.index)
-                        for n in neighbours(cand):
-                            users[n.index] -= 1
-                            if users[n.index] == 0:
-                                cache.pop(n.index, None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-            stop.set()
-            while out_q.get() is not _STOP:  # keep draining so that the main thread never blocks
-                pass
-
-    readers = [threading.Thread(target=reader_loop, name=f"edifice-reader-{k}", daemon=True) for k in range(workers)]
-    writer = threading.Thread(target=writer_loop, name="edifice-writer", daemon=True)
-    for th in readers:
-        th.start()
-    writer.start()
-    t_model = 0.0
-    ok = False
-    try:
-        finished_readers = 0
-        batch: list = []
-        gathered: list = []  # the batch array, allocated once
-
-        def batch_input(items) -> np.ndarray:
-            """The batch's inputs copied into one reused array; their buffers go back to the pool."""
-            shape = (batch_size,) + items[0][1].shape
-            if not gathered or gathered[0].shape != shape:
-                gathered[:] = [np.empty(shape, np.float32)]
-            x = gathered[0][:len(items)]
-            for k, it in enumerate(items):
-                x[k] = it[1]
-                pool.give(it[1])
-            return x
-
-        def flush_batch():
-            nonlocal t_model
-            if not batch:
-                return
-            x = batch_input(batch)
-            t0 = time.perf_counter()
-            y = predictor(x)
-            t_model += time.perf_counter() - t0
-            for (idx, _, ev), yy in zip(batch, y):
-                t = tiles[idx]
-                e = t.ext
-                oy, ox = int(e.row_off) - t.row0, int(e.col_off) - t.col0
-                part = np.ascontiguousarray(yy[:, oy:oy + int(e.height), ox:ox + int(e.width)], dtype=np.float32)
-                if not put(out_q, (idx, (part, ev))):
-                    break
-            stats["run"] += len(batch)
-            batch.clear()
-
-        while finished_readers < workers:
-            progress.check_cancelled()
-            if errors:
-                break
-            try:
-                item = in_q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is _STOP:
-                finished_readers += 1
-                continue
-            idx, x, ev = item
-            if x is None:
-                stats["skipped"] += 1
-                put(out_q, (idx, None))
-                continue
-            batch.append(item)
-            if len(batch) >= batch_size:
-                flush_batch()
-                progress.check_cancelled()
-        if not errors:
-            flush_batch()
-        while writer.is_alive():  # the writer drains the queue until it sees _STOP
-            try:
-                out_q.put(_STOP, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        writer.join()
-        if errors:
-            raise errors[0]
-        progress.check_cancelled()
-        if any(v for v in row_left.values()):
-            raise EdificeError("internal error: some tiles were not written")
-        outs.finish()
-        ok = True
-    except (Cancelled, KeyboardInterrupt):
-        stop.set()
-        _drain(in_q, out_q, readers, writer)
-        outs.close()
-        progress.info(f"Stopped; {len(outs.done)} finished tile row(s) are kept in {outs.sidecar.parent} so that "
-                      "running the same command again resumes.")
-        raise
-    except OSError as exc:
-        stop.set()
-        _drain(in_q, out_q, readers, writer)
-        outs.remove()
-        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
-            raise DiskFullError(f"OUTPUT: the disk is full while writing to '{Path(outputs[0].path).parent}'; "
-                                "nothing was written. Fix: free some space or choose another folder.") from exc
-        raise
-    except BaseException:
-        stop.set()
-        _drain(in_q, out_q, readers, writer)
-        outs.remove()
-        raise
-    finally:
-        if not ok:
-            stop.set()
-    elapsed = time.perf_counter() - t_start
-    return {"tiles": len(mine), "tiles_run": stats["run"], "tiles_skipped": stats["skipped"],
-            "rows_resumed": region[1] - region[0] - len(row_left), "seconds": elapsed, "model_seconds": t_model,
-            "tile_rows": ni, "tile_cols": nj}
+            self.outs.row_done(t.i)
+        self.progress.set_fraction(self.stats["written"] / max(1, len(self.plan.todo)))
 
 
 def _drain(in_q, out_q, readers, writer) -> None:
