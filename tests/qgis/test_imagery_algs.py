@@ -24,26 +24,6 @@ def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("EDIFICE_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _feedback():
-    from qgis.core import QgsProcessingFeedback
-
-    class Collect(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def pushInfo(self, info):  # noqa: N802
-            self.lines.append(info)
-
-        def pushWarning(self, warning):  # noqa: N802
-            self.lines.append(warning)
-
-        def reportError(self, error, fatalError=False):  # noqa: N802,N803
-            self.lines.append(error)
-
-    return Collect()
-
-
 def _run(params, feedback=None):
     import processing
 
@@ -79,7 +59,7 @@ def test_xyz_url_and_the_same_service_as_a_qgis_layer(provider, standin, tmp_pat
     assert both.sum() > 0.95 * (a[0] > 0).sum() and np.abs(a.astype(int) - b.astype(int))[:, both].mean() < 6
 
 
-def test_key_from_authcfg_never_reaches_log_output_or_project(provider, standin, tmp_path):
+def test_key_from_authcfg_never_reaches_log_output_or_project(provider, standin, tmp_path, recording_feedback):
     from qgis.core import (QgsApplication, QgsAuthMethodConfig, QgsProcessingException, QgsProject,
                            QgsRasterLayer)
 
@@ -94,7 +74,7 @@ def test_key_from_authcfg_never_reaches_log_output_or_project(provider, standin,
     config.setConfig("password", KEY)
     assert manager.storeAuthenticationConfig(config)
     tiles.set_faults([{"kind": "status", "status": 429, "retry_after": 0, "times": 1}])  # a retry message
-    fb = _feedback()
+    fb = recording_feedback()
     out = tmp_path / "keyed.tif"
     _run({"SOURCE_TYPE": 0, "URL": tiles.url + "/xyz/{z}/{x}/{y}.png", "KEY_PARAM": "key",
           "AUTHCFG": config.id(), "EXTENT": EXTENT, "MAX_ZOOM": 21, "OUTPUT": str(out)}, fb)
@@ -104,7 +84,7 @@ def test_key_from_authcfg_never_reaches_log_output_or_project(provider, standin,
     project = QgsProject()
     project.addMapLayer(QgsRasterLayer(str(out), "keyed"))
     assert project.write(str(tmp_path / "p.qgs"))
-    fb2 = _feedback()
+    fb2 = recording_feedback()
     with pytest.raises(QgsProcessingException, match="AUTHCFG"):   # {key} in the URL and no configuration
         _run({"SOURCE_TYPE": 0, "URL": tiles.url + "/xyz/{z}/{x}/{y}.png?key={key}", "EXTENT": EXTENT,
               "OUTPUT": str(tmp_path / "none.tif")}, fb2)
