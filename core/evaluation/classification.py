@@ -67,23 +67,7 @@ def score_raw_counts(ref_labels: Sequence[str], pred_labels: Sequence[str], coun
     tax = resolve_taxonomy(taxonomy, list(ref_labels) + list(pred_labels), classes)
     ptax = resolve_taxonomy(prediction_taxonomy, (), None) if prediction_taxonomy not in (None, "") else tax
     flat_ref = taxonomy in (None, "")  # reference labels as they are: predictions go to ptax's coarsest level
-    if levels is None or len(levels) == 0:
-        levels = list(tax.levels)
-        if ptax is not tax and not flat_ref:  # default: every level both taxonomies have
-            levels = [lv for lv in levels if lv in ptax.levels] or levels
-    names = [tax.levels[tax.level_index(lv)] for lv in levels]
-    if ptax is not tax and not flat_ref:
-        missing = [n for n in names if n not in ptax.levels]
-        if missing:
-            shared = [lv for lv in tax.levels if lv in ptax.levels]
-            fix = (f"score at a level both have ({', '.join(shared)})" if shared else
-                   f"give the prediction taxonomy a level named like one of the reference's "
-                   f"({', '.join(tax.levels)}) in its header")
-            raise InputError("SCORE_LEVEL",
-                             f"the prediction taxonomy '{ptax.name}' has no level "
-                             f"{', '.join(repr(m) for m in missing)} (its levels: {', '.join(ptax.levels)}), "
-                             "so predictions cannot be mapped to it.",
-                             fix + ", or use the same taxonomy for both sides.")
+    names = _score_levels(tax, ptax, levels, check_prediction=ptax is not tax and not flat_ref)
     ref_w = counts.sum(axis=1)
     pred_w = counts.sum(axis=0)
     by_level = {}
@@ -91,28 +75,52 @@ def score_raw_counts(ref_labels: Sequence[str], pred_labels: Sequence[str], coun
         mr = tax.map(ref_labels, name, unknown, "REFERENCE labels", ref_w)
         mp = ptax.map(pred_labels, None if flat_ref and ptax is not tax else name, unknown, "PREDICTION labels", pred_w)
         cls = tax.classes(name, extra=mr.labels + mp.labels)
-        index = {c: k for k, c in enumerate(cls)}
-        ri = np.array([index.get(x, -1) for x in mr.labels], dtype=np.int64)
-        pj = np.array([index.get(x, -1) for x in mp.labels], dtype=np.int64)
-        k = len(cls)
-        cm = np.zeros((k, k), dtype=np.int64)
-        keep_r = ri >= 0
-        keep_p = pj >= 0
-        sub = counts[np.ix_(keep_r, keep_p)]
-        np.add.at(cm, (ri[keep_r][:, None], pj[keep_p][None, :]), sub)
+        cm = _level_confusion(counts, mr.labels, mp.labels, cls)
         _require_scored(cm, counts, name, mr, mp)
         summary = metrics.classification_summary(cm, cls, n_boot, confidence, seed)
-        summary["ignored"] = int(counts.sum() - cm.sum())
-        summary["warnings"] = _disjoint_warning(cm, cls, name)
-        summary["unknown_reference"] = mr.unknown
-        summary["unknown_prediction"] = mp.unknown
-        summary["missing_reference"] = mr.missing
-        summary["missing_prediction"] = mp.missing
+        summary.update({"ignored": int(counts.sum() - cm.sum()), "warnings": _disjoint_warning(cm, cls, name),
+                        "unknown_reference": mr.unknown, "unknown_prediction": mp.unknown,
+                        "missing_reference": mr.missing, "missing_prediction": mp.missing})
         by_level[name] = summary
     out = {"kind": "classification", "taxonomy": tax.name, "levels": names, "by_level": by_level}
     out.update(by_level[names[0]])
     out["warnings"] = [w for lv in names for w in by_level[lv]["warnings"]]
     return out
+
+
+def _score_levels(tax, ptax, levels: Sequence[str] | None, check_prediction: bool) -> list[str]:
+    """The taxonomy levels to score (default: all, or with a different prediction taxonomy all both
+    have); with ``check_prediction`` a level the prediction taxonomy lacks is refused."""
+    if levels is None or len(levels) == 0:
+        levels = list(tax.levels)
+        if check_prediction:
+            levels = [lv for lv in levels if lv in ptax.levels] or levels
+    names = [tax.levels[tax.level_index(lv)] for lv in levels]
+    missing = [n for n in names if n not in ptax.levels] if check_prediction else []
+    if missing:
+        shared = [lv for lv in tax.levels if lv in ptax.levels]
+        fix = (f"score at a level both have ({', '.join(shared)})" if shared else
+               f"give the prediction taxonomy a level named like one of the reference's "
+               f"({', '.join(tax.levels)}) in its header")
+        raise InputError("SCORE_LEVEL",
+                         f"the prediction taxonomy '{ptax.name}' has no level "
+                         f"{', '.join(repr(m) for m in missing)} (its levels: {', '.join(ptax.levels)}), "
+                         "so predictions cannot be mapped to it.",
+                         fix + ", or use the same taxonomy for both sides.")
+    return names
+
+
+def _level_confusion(counts: np.ndarray, ref_mapped: Sequence[str], pred_mapped: Sequence[str],
+                     cls: Sequence[str]) -> np.ndarray:
+    """The raw table folded onto one level's classes ``cls`` (rows reference, columns prediction);
+    labels outside ``cls`` are left out."""
+    index = {c: k for k, c in enumerate(cls)}
+    ri = np.array([index.get(x, -1) for x in ref_mapped], dtype=np.int64)
+    pj = np.array([index.get(x, -1) for x in pred_mapped], dtype=np.int64)
+    cm = np.zeros((len(cls), len(cls)), dtype=np.int64)
+    keep_r, keep_p = ri >= 0, pj >= 0
+    np.add.at(cm, (ri[keep_r][:, None], pj[keep_p][None, :]), counts[np.ix_(keep_r, keep_p)])
+    return cm
 
 
 def _require_scored(cm: np.ndarray, counts: np.ndarray, level: str, mr, mp) -> None:
