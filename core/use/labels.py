@@ -90,44 +90,15 @@ def prepare_buildings(geoms: Sequence, records: Sequence[dict], crs_wkt: str, us
     geoms = np.asarray(geoms, dtype=object)
     if len(geoms) == 0:
         raise InputError(name, "the building layer has no feature.", "give a polygon layer of buildings.")
-    src, dst = CRS.from_user_input(crs_wkt), CRS.from_user_input(target_crs_wkt)
-    if src != dst:
-        tr = Transformer.from_crs(src, dst, always_xy=True)
-
-        def fwd(xy):
-            x, y = tr.transform(xy[:, 0], xy[:, 1])
-            return np.column_stack([x, y])
-        geoms = shapely.transform(geoms, fwd)
+    geoms = _reprojected(geoms, crs_wkt, target_crs_wkt)
     stats = Counter()
     unmapped: Counter = Counter()
     out_g, out_c = [], []
     for g, rec in zip(geoms, records):
-        if g is None or shapely.is_empty(g):
-            stats["skipped_empty"] += 1
+        g = _usable_polygon(g, stats)
+        if g is None:
             continue
-        if shapely.get_type_id(g) not in (3, 6, 7):
-            stats["skipped_not_polygon"] += 1
-            continue
-        if not np.all(np.isfinite(shapely.get_coordinates(g))):
-            stats["skipped_not_transformable"] += 1
-            continue
-        if not shapely.is_valid(g):
-            g = _polygonal(shapely.make_valid(g))
-            if g is None or shapely.is_empty(g) or shapely.area(g) <= 0:
-                stats["skipped_invalid"] += 1
-                continue
-            stats["repaired"] += 1
-        elif shapely.get_type_id(g) == 7:
-            g = _polygonal(g)
-            if g is None:
-                stats["skipped_not_polygon"] += 1
-                continue
-        if use_field is None:
-            k = IGNORED
-        else:
-            if mapping.keyed and use_field != "building" and "building" not in rec:
-                rec = {**rec, "building": rec.get(use_field)}  # OSM presets read the use field as building=*
-            k = mapping.classify_record(rec, use_field)
+        k = _building_class(rec, use_field, mapping)
         if k is None:
             unmapped[str(rec.get(use_field))[:40]] += 1
         out_g.append(g)
@@ -140,6 +111,53 @@ def prepare_buildings(geoms: Sequence, records: Sequence[dict], crs_wkt: str, us
                "unmapped": int(sum(unmapped.values())),
                "unmapped_examples": [[v, n] for v, n in unmapped.most_common(5)]}
     return b
+
+
+def _reprojected(geoms: np.ndarray, crs_wkt: str, target_crs_wkt: str) -> np.ndarray:
+    """``geoms`` transformed from ``crs_wkt`` to ``target_crs_wkt`` (x, y order); as they are when equal."""
+    src, dst = CRS.from_user_input(crs_wkt), CRS.from_user_input(target_crs_wkt)
+    if src == dst:
+        return geoms
+    tr = Transformer.from_crs(src, dst, always_xy=True)
+
+    def fwd(xy):
+        x, y = tr.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+    return shapely.transform(geoms, fwd)
+
+
+def _usable_polygon(g, stats: Counter):
+    """``g`` as a (multi)polygon, repaired when invalid; None (counted in ``stats`` by reason) when it
+    is empty, not polygonal, not transformable or beyond repair."""
+    if g is None or shapely.is_empty(g):
+        stats["skipped_empty"] += 1
+        return None
+    if shapely.get_type_id(g) not in (3, 6, 7):
+        stats["skipped_not_polygon"] += 1
+        return None
+    if not np.all(np.isfinite(shapely.get_coordinates(g))):
+        stats["skipped_not_transformable"] += 1
+        return None
+    if not shapely.is_valid(g):
+        g = _polygonal(shapely.make_valid(g))
+        if g is None or shapely.is_empty(g) or shapely.area(g) <= 0:
+            stats["skipped_invalid"] += 1
+            return None
+        stats["repaired"] += 1
+    elif shapely.get_type_id(g) == 7:
+        g = _polygonal(g)
+        if g is None:
+            stats["skipped_not_polygon"] += 1
+    return g
+
+
+def _building_class(rec: dict, use_field: str | None, mapping: CategoryMapping):
+    """The class a building's attributes map to (None: unmapped; IGNORED without a use field)."""
+    if use_field is None:
+        return IGNORED
+    if mapping.keyed and use_field != "building" and "building" not in rec:
+        rec = {**rec, "building": rec.get(use_field)}  # OSM presets read the use field as building=*
+    return mapping.classify_record(rec, use_field)
 
 
 def read_buildings(path: str, use_field: str | None, mapping: CategoryMapping, target_crs_wkt: str,
