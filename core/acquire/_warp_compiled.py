@@ -54,11 +54,22 @@ def source_pixel_grid(dst_transform, dst_crs: str, src_transform, src_crs: str, 
     (len(rows), len(cols)) float64 arrays. ``shape``: output (rows, cols)."""
     rows, cols = _knots(shape[0], step), _knots(shape[1], step)
     cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
-    x, y = dst_transform * (cc, rr)
+    sx, sy = _source_pixels(dst_transform, dst_crs, src_transform, src_crs, cc, rr)
+    return rows, cols, sx, sy
+
+
+def _source_pixels(dst_transform, dst_crs: str, src_transform, src_crs: str, cols: np.ndarray,
+                   rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source (column, row) pixel coordinates of output pixel coordinates (``cols``, ``rows``)."""
+    x, y = _affine(dst_transform, cols, rows)
     if dst_crs != src_crs:
         x, y = _transformer(dst_crs, src_crs).transform(x, y)
-    sx, sy = ~src_transform * (np.asarray(x), np.asarray(y))
-    return rows, cols, np.ascontiguousarray(sx, np.float64), np.ascontiguousarray(sy, np.float64)
+    sx, sy = _affine(~src_transform, np.asarray(x, np.float64), np.asarray(y, np.float64))
+    return np.ascontiguousarray(sx), np.ascontiguousarray(sy)
+
+
+def _affine(t, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
 
 
 def grid_error(dst_transform, dst_crs: str, src_transform, src_crs: str, shape: tuple[int, int],
@@ -70,10 +81,7 @@ def grid_error(dst_transform, dst_crs: str, src_transform, src_crs: str, shape: 
         return 0.0
     mid_r, mid_c = (rows[:-1] + rows[1:]) / 2, (cols[:-1] + cols[1:]) / 2
     cc, rr = np.meshgrid(mid_c + 0.5, mid_r + 0.5)
-    x, y = dst_transform * (cc, rr)
-    if dst_crs != src_crs:
-        x, y = _transformer(dst_crs, src_crs).transform(x, y)
-    ex, ey = ~src_transform * (np.asarray(x), np.asarray(y))
+    ex, ey = _source_pixels(dst_transform, dst_crs, src_transform, src_crs, cc, rr)
     ix = (sx[:-1, :-1] + sx[1:, :-1] + sx[:-1, 1:] + sx[1:, 1:]) / 4
     iy = (sy[:-1, :-1] + sy[1:, :-1] + sy[:-1, 1:] + sy[1:, 1:]) / 4
     return float(np.hypot(ix - ex, iy - ey).max())

@@ -19,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from affine import Affine
@@ -91,10 +92,9 @@ def download_imagery(source: ImagerySource, extent: tuple[float, float, float, f
                           (plan.level.tile_height, plan.level.tile_width), max_concurrency,
                           keep=_tiles_to_keep(plan, block_size), progress=progress)
     try:
-        _mosaic_blocks(plan, store, fetcher, block_size, progress.span(0.0, 0.95))
+        valid = _mosaic_into(output, plan, store, fetcher, block_size, _metadata(source, plan), progress)
     finally:
         fetcher.close()
-    valid = _assemble(output, plan.grid, store, block_size, _metadata(source, plan), progress.span(0.95, 1.0))
     store.remove()
     if valid == 0:
         progress.warning("The service has no imagery over the extent: the output is all nodata.")
@@ -223,10 +223,59 @@ def _tiles_to_keep(plan: _Plan, block_size: int) -> int:
 
 
 # -- mosaicking -----------------------------------------------------------------------------
+def _mosaic_into(output, plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_size: int, tags: dict,
+                 progress: Progress) -> float:
+    """Mosaic every unfinished block (each kept in ``store`` when done, for a resume) and write the
+    blocks into the GeoTIFF ``output`` in order, each as soon as it and those before it are done,
+    so that compressing overlaps fetching and warping; the file appears only when complete. No
+    overviews: GDAL's overview builder holds rows of the whole width (memory would grow with the
+    extent) and the mosaic is model input; ``gdaladdo`` adds them when wanted. Returns the
+    fraction of valid pixels."""
+    with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
+            atomic_raster(output, plan.grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False,
+                          **OUTPUT_COMPRESSION) as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+        dst.update_tags(**tags)
+        writer = _OrderedWriter(dst, plan.grid, store, block_size)
+        for index in _mosaic_blocks(plan, store, fetcher, block_size, progress):
+            writer.finished(index)
+        writer.finished(None)
+        progress.set_fraction(1.0)
+        return writer.valid / (plan.grid.width * plan.grid.height)
+
+
+class _OrderedWriter:
+    """Writes the blocks of ``grid`` into ``dst`` in their order, from ``store``, as they are
+    finished (in any order): the GeoTIFF's bytes do not depend on the order of completion."""
+
+    def __init__(self, dst, grid: Grid, store: BlockStore, block_size: int):
+        self._dst, self._store = dst, store
+        self._blocks = list(grid.blocks(block_size))
+        self._next = 0
+        self._done: set[int] = set()
+        self.valid = 0
+
+    def finished(self, index: int | None) -> None:
+        """Block ``index`` is in the store (None: only those finished before this run, at the
+        start and at the end); write every block that can now be written in order."""
+        if index is not None:
+            self._done.add(index)
+        while self._next < len(self._blocks):
+            block = self._blocks[self._next]
+            if block.index not in self._done and not self._store.is_done(block.index):
+                return
+            data = self._store.get(block.index, (3, int(block.window.height), int(block.window.width)))
+            self._dst.write(data, window=block.window)
+            self.valid += int(np.count_nonzero(data[0]))
+            self._done.discard(block.index)
+            self._next += 1
+
+
 def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_size: int,
-                   progress: Progress) -> None:
+                   progress: Progress) -> Iterator[int]:
     """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (their
-    tiles are fetched together, warps run in parallel: GDAL releases the GIL)."""
+    tiles are fetched together, warps run in parallel: GDAL and the compiled kernel release the
+    GIL); yields the index of each block when it is stored."""
     blocks = [b for b in plan.grid.blocks(block_size) if not store.is_done(b.index)]
     total = plan.grid.block_count(block_size)
 
@@ -237,8 +286,9 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
         store.put(blocks[i].index, _warp_block(plan, blocks[i], tiles))
 
     runs = run_bounded(mosaic, range(len(blocks)), BLOCK_WORKERS, progress)
-    for done, _ in enumerate(runs, start=total - len(blocks) + 1):
+    for done, (i, _) in enumerate(runs, start=total - len(blocks) + 1):
         progress.set_fraction(done / total)
+        yield blocks[i].index
 
 
 def _block_bounds_in_tms(plan: _Plan, block: Block) -> tuple[float, float, float, float]:
@@ -420,28 +470,6 @@ def _metadata(source: ImagerySource, plan: _Plan) -> dict:
         tags["EDIFICE_ATTRIBUTION"] = plan.service.attribution
         tags["TIFFTAG_COPYRIGHT"] = plan.service.attribution
     return tags
-
-
-def _assemble(output, grid: Grid, store: BlockStore, block_size: int, tags: dict, progress: Progress) -> float:
-    """Write the GeoTIFF from the stored blocks, in order (bounded memory); it appears only when
-    complete. No overviews: GDAL's overview builder holds rows of the whole width (memory would
-    grow with the extent) and the mosaic is model input; ``gdaladdo`` adds them when wanted.
-    Returns the fraction of valid pixels."""
-    valid = 0
-    with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
-            atomic_raster(output, grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False,
-                          **OUTPUT_COMPRESSION) as dst:
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-        dst.update_tags(**tags)
-        n = grid.block_count(block_size)
-        for block in grid.blocks(block_size):
-            progress.check_cancelled()
-            shape = (3, int(block.window.height), int(block.window.width))
-            data = store.get(block.index, shape)
-            dst.write(data, window=block.window)
-            valid += int(np.count_nonzero(data[0]))
-            progress.set_fraction((block.index + 1) / n)
-    return valid / (grid.width * grid.height)
 
 
 def _summary(output, plan: _Plan, fetcher: TileFetcher, store: BlockStore, block_size: int, valid: float) -> dict:
