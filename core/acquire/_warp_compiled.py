@@ -143,10 +143,12 @@ def _kernel(src, rows, cols, sx, sy, out):
 
 def _sample(src, x, y, height, width, out, r, c):
     """Bilinear at source pixel coordinate (x, y), corner-origin, into ``out[:, r, c]``."""
-    ix = int(math.floor(x - 0.5))
-    iy = int(math.floor(y - 0.5))
-    fx = x - 0.5 - ix
-    fy = y - 0.5 - iy
+    x -= 0.5
+    y -= 0.5
+    ix = int(x) if x >= 0.0 else int(math.floor(x))  # truncation is floor's cheaper equal for x >= 0
+    iy = int(y) if y >= 0.0 else int(math.floor(y))
+    fx = x - ix
+    fy = y - iy
     if ix >= 0 and iy >= 0 and ix + 1 < width and iy + 1 < height \
             and src[3, iy, ix] & src[3, iy, ix + 1] & src[3, iy + 1, ix] & src[3, iy + 1, ix + 1] == 255:
         w00 = (1.0 - fx) * (1.0 - fy)

@@ -143,7 +143,7 @@ def _plan(source: ImagerySource, client, extent, extent_crs: str, gsd_m: float, 
 def _centre_lonlat(extent, extent_crs: str) -> tuple[float, float]:
     xmin, ymin, xmax, ymax = _check_extent(extent)
     try:
-        to_ll = Transformer.from_crs(CRS.from_user_input(extent_crs), CRS.from_epsg(4326), always_xy=True)
+        to_ll = Transformer.from_crs(_pyproj_crs(extent_crs), CRS.from_epsg(4326), always_xy=True)
     except Exception as exc:  # noqa: BLE001 - pyproj's CRSError
         raise InputError("EXTENT", f"its CRS '{extent_crs}' is not known ({exc}).", "give e.g. EPSG:4326.") from exc
     lon, lat = to_ll.transform((xmin + xmax) / 2, (ymin + ymax) / 2)
@@ -171,7 +171,7 @@ def utm_crs(lon: float, lat: float) -> str:
 def _output_crs(crs: str | None, lon: float, lat: float) -> str:
     text = crs or utm_crs(lon, lat)
     try:
-        return CRS.from_user_input(text).to_wkt()
+        return _pyproj_crs(text).to_wkt()
     except Exception as exc:  # noqa: BLE001 - pyproj's CRSError
         raise InputError("CRS", f"'{text}' is not a known CRS ({exc}).", "give e.g. EPSG:32636.") from exc
 
@@ -179,8 +179,8 @@ def _output_crs(crs: str | None, lon: float, lat: float) -> str:
 def output_grid(extent, extent_crs: str, out_crs: str, gsd_m: float, lat: float) -> Grid:
     """The output grid: ``extent`` transformed to ``out_crs``, pixels of ``gsd_m`` metres (for a
     geographic CRS, the equivalent in degrees at latitude ``lat``), corners on multiples of the pixel."""
-    bounds = transform_bounds(CRS.from_user_input(extent_crs), CRS.from_user_input(out_crs), *extent, densify_pts=21)
-    c = CRS.from_user_input(out_crs)
+    bounds = transform_bounds(_pyproj_crs(extent_crs), _pyproj_crs(out_crs), *extent, densify_pts=21)
+    c = _pyproj_crs(out_crs)
     if c.is_geographic:
         size = gsd_m / (111320.0 * max(math.cos(math.radians(lat)), 1e-6))
     else:
@@ -196,11 +196,11 @@ def _open_service(source: ImagerySource, client, grid: Grid, gsd_m: float, lon: 
         resp = client.get(fill_secrets(source.url, source.secrets), accept=("text/xml", "application/xml",
                                                                               "application/vnd.ogc.wms_xml"))
         return WmtsService(source, resp.content)
-    if CRS.from_user_input(source.crs) == CRS.from_user_input(grid.crs):
+    if _pyproj_crs(source.crs) == _pyproj_crs(grid.crs):
         res = grid.res[0]  # requests on the output grid itself: no resampling
     else:  # twice as fine as asked, then averaged: one resampling at the same resolution would blur
         res = wms_resolution(source.crs, gsd_m, lon, lat) / 2
-    bounds = transform_bounds(CRS.from_user_input(grid.crs), CRS.from_user_input(source.crs), *grid.bounds,
+    bounds = transform_bounds(_pyproj_crs(grid.crs), _pyproj_crs(source.crs), *grid.bounds,
                               densify_pts=21)
     return WmsService(source, res, bounds)
 
@@ -297,6 +297,12 @@ def _block_bounds_in_tms(plan: _Plan, block: Block) -> tuple[float, float, float
     b = transform_bounds(_crs(plan.grid.crs), _crs(plan.service.tms.crs), xmin, ymin, xmax, ymax, densify_pts=21)
     m = 2 * plan.level.resolution
     return b[0] - m, b[1] - m, b[2] + m, b[3] + m
+
+
+@functools.lru_cache(maxsize=16)
+def _pyproj_crs(text: str) -> CRS:
+    """pyproj's CRS of ``text``, parsed once (a WKT costs milliseconds to read)."""
+    return CRS.from_user_input(text)
 
 
 @functools.lru_cache(maxsize=16)
@@ -474,7 +480,7 @@ def _metadata(source: ImagerySource, plan: _Plan) -> dict:
 
 def _summary(output, plan: _Plan, fetcher: TileFetcher, store: BlockStore, block_size: int, valid: float) -> dict:
     g = plan.grid
-    return {"output": str(output), "crs": CRS.from_user_input(g.crs).to_string(), "width": g.width,
+    return {"output": str(output), "crs": _pyproj_crs(g.crs).to_string(), "width": g.width,
             "height": g.height, "pixel_size": g.res[0], "level": plan.level.identifier,
             "level_gsd_m": round(plan.level_gsd_m, 4), "tiles_requested": fetcher.requested,
             "tiles_missing": fetcher.missing, "blocks": g.block_count(block_size), "blocks_resumed": store.resumed,
