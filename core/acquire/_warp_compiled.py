@@ -124,42 +124,66 @@ def _interp_row(r, rows, sx, sy, row_x, row_y):
 
 
 def _kernel(src, rows, cols, sx, sy, out):
+    """Row by row: source positions and weights of the row's pixels first, then each band in its
+    own pass (one source plane at a time: fewer cache lines in flight)."""
     height, width = src.shape[1], src.shape[2]
     n_rows, n_cols = out.shape[1], out.shape[2]
     row_x = np.empty(sx.shape[1])
     row_y = np.empty(sx.shape[1])
+    ix = np.empty(n_cols, np.int64)
+    iy = np.empty(n_cols, np.int64)
+    fx = np.empty(n_cols)
+    fy = np.empty(n_cols)
+    opaque = np.empty(n_cols, np.bool_)
+    planes = src.reshape(src.shape[0], height * width)
     for r in range(n_rows):
         _interp_row(r, rows, sx, sy, row_x, row_y)
-        for k in range(max(len(cols) - 1, 1)):  # one cell of the grid: coordinates step linearly
-            c_start = int(cols[k])
-            c_end = int(cols[k + 1]) + 1 if k == len(cols) - 2 else (int(cols[k + 1]) if len(cols) > 1 else 1)
-            span = cols[k + 1] - cols[k] if len(cols) > 1 else 1.0
-            dx = (row_x[k + 1] - row_x[k]) / span if len(cols) > 1 else 0.0
-            dy = (row_y[k + 1] - row_y[k]) / span if len(cols) > 1 else 0.0
-            for c in range(c_start, c_end):
-                t = c - cols[k]
-                _sample(src, row_x[k] + t * dx, row_y[k] + t * dy, height, width, out, r, c)
+        _row_positions(row_x, row_y, cols, n_cols, planes[3], height, width, ix, iy, fx, fy, opaque)
+        for c in range(n_cols):
+            if not opaque[c]:
+                _edge_sample(src, ix[c], iy[c], fx[c], fy[c], out, r, c)
+        for b in range(3):
+            plane = planes[b]
+            for c in range(n_cols):
+                if opaque[c]:  # all four opaque and inside: GDAL's formula as it is
+                    o = iy[c] * width + ix[c]
+                    x = fx[c]
+                    y = fy[c]
+                    v = ((1.0 - x) * (1.0 - y) * plane[o] + x * (1.0 - y) * plane[o + 1]
+                         + (1.0 - x) * y * plane[o + width] + x * y * plane[o + width + 1])
+                    out[b, r, c] = _colour(v)
 
 
-def _sample(src, x, y, height, width, out, r, c):
-    """Bilinear at source pixel coordinate (x, y), corner-origin, into ``out[:, r, c]``."""
-    x -= 0.5
-    y -= 0.5
-    ix = int(x) if x >= 0.0 else int(math.floor(x))  # truncation is floor's cheaper equal for x >= 0
-    iy = int(y) if y >= 0.0 else int(math.floor(y))
-    fx = x - ix
-    fy = y - iy
-    if ix >= 0 and iy >= 0 and ix + 1 < width and iy + 1 < height \
-            and src[3, iy, ix] & src[3, iy, ix + 1] & src[3, iy + 1, ix] & src[3, iy + 1, ix + 1] == 255:
-        w00 = (1.0 - fx) * (1.0 - fy)
-        w01 = fx * (1.0 - fy)
-        w10 = (1.0 - fx) * fy
-        w11 = fx * fy
-        for b in range(3):  # all four opaque: GDAL's formula as it is
-            v = (w00 * src[b, iy, ix] + w01 * src[b, iy, ix + 1] + w10 * src[b, iy + 1, ix]
-                 + w11 * src[b, iy + 1, ix + 1])
-            out[b, r, c] = _colour(v)
-        return
+def _row_positions(row_x, row_y, cols, n_cols, alpha, height, width, ix, iy, fx, fy, opaque):
+    """For each pixel of a row: its top-left source neighbour (``ix``, ``iy``), the fractions
+    (``fx``, ``fy``) and whether its four neighbours are inside the source and opaque (``alpha``:
+    the flattened alpha plane). Coordinates step linearly within a cell of the grid."""
+    for k in range(max(len(cols) - 1, 1)):
+        c_start = int(cols[k])
+        c_end = int(cols[k + 1]) + 1 if k == len(cols) - 2 else (int(cols[k + 1]) if len(cols) > 1 else 1)
+        span = cols[k + 1] - cols[k] if len(cols) > 1 else 1.0
+        dx = (row_x[k + 1] - row_x[k]) / span if len(cols) > 1 else 0.0
+        dy = (row_y[k + 1] - row_y[k]) / span if len(cols) > 1 else 0.0
+        for c in range(c_start, min(c_end, n_cols)):
+            t = c - cols[k]
+            x = row_x[k] + t * dx - 0.5
+            y = row_y[k] + t * dy - 0.5
+            i = int(math.floor(x))
+            j = int(math.floor(y))
+            ix[c] = i
+            iy[c] = j
+            fx[c] = x - i
+            fy[c] = y - j
+            o = j * width + i
+            opaque[c] = (0 <= i and i + 1 < width and 0 <= j and j + 1 < height
+                         and (alpha[o] & alpha[o + 1] & alpha[o + width] & alpha[o + width + 1]) == 255)
+
+
+def _edge_sample(src, ix, iy, fx, fy, out, r, c):
+    """A pixel with a transparent or outside neighbour (top-left one ``ix``, ``iy``): colours
+    weighted by alpha (neighbours outside the source count as transparent); nodata where the
+    warped alpha rounds below 128."""
+    height, width = src.shape[1], src.shape[2]
     a = 0.0
     c0 = 0.0
     c1 = 0.0
@@ -197,5 +221,6 @@ def _colour(v):
 if AVAILABLE:  # pragma: no branch
     _interp_row = numba.njit(cache=True, nogil=True)(_interp_row)
     _colour = numba.njit(cache=True, nogil=True, inline="always")(_colour)
-    _sample = numba.njit(cache=True, nogil=True, inline="always")(_sample)
+    _row_positions = numba.njit(cache=True, nogil=True)(_row_positions)
+    _edge_sample = numba.njit(cache=True, nogil=True)(_edge_sample)
     _kernel = numba.njit(cache=True, nogil=True)(_kernel)
