@@ -231,13 +231,14 @@ def _mosaic_into(output, plan: _Plan, store: BlockStore, fetcher: TileFetcher, b
     overviews: GDAL's overview builder holds rows of the whole width (memory would grow with the
     extent) and the mosaic is model input; ``gdaladdo`` adds them when wanted. Returns the
     fraction of valid pixels."""
+    finished = _mosaic_blocks(plan, store, fetcher, block_size, progress)  # fetching starts now
     with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
             atomic_raster(output, plan.grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False,
                           **OUTPUT_COMPRESSION) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         writer = _OrderedWriter(dst, plan.grid, store, block_size)
-        for index in _mosaic_blocks(plan, store, fetcher, block_size, progress):
+        for index in finished:
             writer.finished(index)
         writer.finished(None)
         progress.set_fraction(1.0)
@@ -273,19 +274,25 @@ class _OrderedWriter:
 
 def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_size: int,
                    progress: Progress) -> Iterator[int]:
-    """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (their
-    tiles are fetched together, warps run in parallel: GDAL and the compiled kernel release the
-    GIL); yields the index of each block when it is stored."""
+    """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (warps
+    run in parallel: GDAL and the compiled kernel release the GIL). The tiles of the first blocks
+    are requested here, in block order; each block requests those of the block that starts when
+    it ends. Returns an iterator of the index of each block when it is stored."""
     blocks = [b for b in plan.grid.blocks(block_size) if not store.is_done(b.index)]
-    total = plan.grid.block_count(block_size)
+    for block in blocks[:BLOCK_WORKERS]:
+        fetcher.reserve(_block_tiles(plan, block))
 
     def mosaic(i: int) -> None:
-        if i + BLOCK_WORKERS < len(blocks):  # the block that starts when one of these ends
+        if i + BLOCK_WORKERS < len(blocks):
             fetcher.reserve(_block_tiles(plan, blocks[i + BLOCK_WORKERS]))
-        tiles = fetcher.get(_block_tiles(plan, blocks[i]), reserved=i >= BLOCK_WORKERS)
+        tiles = fetcher.get(_block_tiles(plan, blocks[i]), reserved=True)
         store.put(blocks[i].index, _warp_block(plan, blocks[i], tiles))
 
-    runs = run_bounded(mosaic, range(len(blocks)), BLOCK_WORKERS, progress)
+    return _report_blocks(run_bounded(mosaic, range(len(blocks)), BLOCK_WORKERS, progress), blocks,
+                          plan.grid.block_count(block_size), progress)
+
+
+def _report_blocks(runs, blocks: list[Block], total: int, progress: Progress) -> Iterator[int]:
     for done, (i, _) in enumerate(runs, start=total - len(blocks) + 1):
         progress.set_fraction(done / total)
         yield blocks[i].index
