@@ -111,6 +111,16 @@ def warp_binary_alpha(src: np.ndarray, rows: np.ndarray, cols: np.ndarray, sx: n
     return out
 
 
+def warm_up() -> None:
+    """Compile or load the kernel (numba: ~1 s on first use in a process) on a tiny image."""
+    if not AVAILABLE:
+        return
+    from affine import Affine
+
+    rows, cols, sx, sy = source_pixel_grid(Affine.identity(), "EPSG:3857", Affine.identity(), "EPSG:3857", (2, 2))
+    warp_binary_alpha(np.zeros((4, 2, 2), np.uint8), rows, cols, sx, sy, (2, 2))
+
+
 def _interp_row(r, rows, sx, sy, row_x, row_y):
     """Source coordinates at the grid's columns, interpolated to output row ``r``."""
     i = 0

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import math
 import os
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -79,6 +80,7 @@ def download_imagery(source: ImagerySource, extent: tuple[float, float, float, f
     extent's centre). ``cache``: True for the default cache folder, a folder, or None/False for
     none. A run with the same parameters after a cancel or kill resumes. Returns a summary dict."""
     progress = ensure(progress)
+    _warm_up_compiled_warp()
     source = _keys_out_of_url(source)
     check_source(source)
     if not (gsd_m and gsd_m > 0):
@@ -101,6 +103,26 @@ def download_imagery(source: ImagerySource, extent: tuple[float, float, float, f
     if valid == 0:
         progress.warning("The service has no imagery over the extent: the output is all nodata.")
     return _summary(output, plan, fetcher, store, block_size, valid)
+
+
+def _warm_up_compiled_warp() -> None:
+    """Import numba and load the compiled warp in a background thread (the first time in a
+    process: ~1 s) while the service is opened and the first tiles are fetched."""
+    if COMPILED_WARP and not _WARMED.is_set():
+        _WARMED.set()
+        threading.Thread(target=_warm_up, name="edifice-warp-warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    try:
+        from . import _warp_compiled
+
+        _warp_compiled.warm_up()
+    except Exception:  # noqa: BLE001 - only a head start: the first block reports any real error
+        pass
+
+
+_WARMED = threading.Event()
 
 
 def _keys_out_of_url(source: ImagerySource) -> ImagerySource:
