@@ -17,10 +17,11 @@ environment spends a few seconds compiling. ``nogil``: blocks warp in parallel t
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
+
+from .tiles import transformer
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba
@@ -40,13 +41,6 @@ def _knots(n: int, step: int) -> np.ndarray:
     return np.unique(np.r_[np.arange(0, n, step), n - 1]).astype(np.float64)
 
 
-@functools.lru_cache(maxsize=16)
-def _transformer(dst_crs: str, src_crs: str):
-    from pyproj import CRS, Transformer
-
-    return Transformer.from_crs(CRS.from_user_input(dst_crs), CRS.from_user_input(src_crs), always_xy=True)
-
-
 def source_pixel_grid(dst_transform, dst_crs: str, src_transform, src_crs: str, shape: tuple[int, int],
                       step: int = GRID_STEP) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Row knots, column knots (output pixel indices) and the source (column, row) pixel
@@ -63,7 +57,7 @@ def _source_pixels(dst_transform, dst_crs: str, src_transform, src_crs: str, col
     """Source (column, row) pixel coordinates of output pixel coordinates (``cols``, ``rows``)."""
     x, y = _affine(dst_transform, cols, rows)
     if dst_crs != src_crs:
-        x, y = _transformer(dst_crs, src_crs).transform(x, y)
+        x, y = transformer(dst_crs, src_crs).transform(x, y)
     sx, sy = _affine(~src_transform, np.asarray(x, np.float64), np.asarray(y, np.float64))
     return np.ascontiguousarray(sx), np.ascontiguousarray(sy)
 

@@ -39,7 +39,7 @@ from .http import HttpClient, ResponseCache, default_cache_dir, redact, run_boun
 from .imagery_sources import (ImagerySource, TileService, WmsService, WmtsService, XyzService, check_source,
                               fill_secrets, secrets_from_url, wms_resolution)
 from .tile_fetch import TileFetcher
-from .tiles import TileMatrix, choose_level
+from .tiles import TileMatrix, choose_level, transformer
 
 BANDS = ("red", "green", "blue")
 #: Output block size (pixels); a multiple of the GeoTIFF's 256-pixel tiles. 512 rather than 1024:
@@ -303,13 +303,19 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
     are requested here, in block order; each block requests those of the block that starts when
     it ends. Returns an iterator of the index of each block when it is stored."""
     blocks = [b for b in plan.grid.blocks(block_size) if not store.is_done(b.index)]
-    for block in blocks[:BLOCK_WORKERS]:
-        fetcher.reserve(_block_tiles(plan, block))
+    reserved: dict[int, list] = {}  # block -> the tiles reserved for it
+
+    def reserve(i: int) -> None:
+        reserved[i] = _block_tiles(plan, blocks[i])
+        fetcher.reserve(reserved[i])
+
+    for i in range(min(BLOCK_WORKERS, len(blocks))):
+        reserve(i)
 
     def mosaic(i: int) -> None:
         if i + BLOCK_WORKERS < len(blocks):
-            fetcher.reserve(_block_tiles(plan, blocks[i + BLOCK_WORKERS]))
-        tiles = fetcher.get(_block_tiles(plan, blocks[i]), reserved=True)
+            reserve(i + BLOCK_WORKERS)
+        tiles = fetcher.get(reserved.pop(i), reserved=True)
         store.put(blocks[i].index, _warp_block(plan, blocks[i], tiles))
 
     return _report_blocks(run_bounded(mosaic, range(len(blocks)), BLOCK_WORKERS, progress), blocks,
@@ -324,8 +330,8 @@ def _report_blocks(runs, blocks: list[Block], total: int, progress: Progress) ->
 
 def _block_bounds_in_tms(plan: _Plan, block: Block) -> tuple[float, float, float, float]:
     """Bounds of ``block`` in the tile set's CRS, grown by two source pixels for the resampling kernel."""
-    xmin, ymin, xmax, ymax = _window_bounds(plan.grid, block)
-    b = transform_bounds(_crs(plan.grid.crs), _crs(plan.service.tms.crs), xmin, ymin, xmax, ymax, densify_pts=21)
+    b = transformer(plan.grid.crs, plan.service.tms.crs).transform_bounds(*_window_bounds(plan.grid, block),
+                                                                          densify_pts=21)
     m = 2 * plan.level.resolution
     return b[0] - m, b[1] - m, b[2] + m, b[3] + m
 
