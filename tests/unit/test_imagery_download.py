@@ -323,6 +323,23 @@ def test_blocks_mosaicked_in_parallel_give_the_same_bytes_as_one_at_a_time(tiles
     assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "parallel.tif").read_bytes()
 
 
+def test_tiles_are_fetched_once_within_a_strip_and_blocks_go_strip_by_strip(tiles, tmp_path):
+    from edifice.core.acquire.imagery import block_order
+    from edifice.core.grid import Grid
+
+    before = len(tiles.requests())
+    # ~1000 m x 330 m: 14 x 6 tiles of zoom 19, 16 x 6 blocks of 128 pixels; row by row with only
+    # about one block's tiles kept, every tile was fetched twice
+    wide = (32.5920, 0.3495, 32.6010, 0.3525)
+    summary = download_imagery(xyz(tiles), wide, "EPSG:4326", tmp_path / "o.tif", cache=None, block_size=128)
+    paths = [r["path"] for r in tiles.requests()[before:] if "/xyz/" in r["path"]]
+    assert summary["blocks"] == 96 and len(paths) == len(set(paths)) == summary["tiles_requested"] == 84
+    grid = Grid.from_extent(0, 0, 5000, 2000, 1.0, "EPSG:32636")  # 5000 x 2000 pixels: strips of 2048
+    order = [(int(b.window.col_off), int(b.window.row_off)) for b in block_order(grid, 1024)]
+    assert order == [(0, 0), (1024, 0), (0, 1024), (1024, 1024), (2048, 0), (3072, 0), (2048, 1024), (3072, 1024),
+                     (4096, 0), (4096, 1024)]
+
+
 def test_blocks_finished_out_of_order_are_written_in_order(tmp_path):
     from edifice.core.acquire.block_store import BlockStore
     from edifice.core.acquire.imagery import _OrderedWriter
