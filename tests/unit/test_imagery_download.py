@@ -312,6 +312,17 @@ def test_compiled_and_gdal_warps_give_the_same_download_within_2_dn(tiles, tmp_p
     assert np.abs(got.astype(int) - ref.astype(int))[:, both].max() <= 2  # as the warp of premultiplied colours
 
 
+def test_without_numba_gdals_warp_is_used(tiles, tmp_path, monkeypatch):
+    import edifice.core.acquire.imagery as imagery
+    from edifice.core.acquire import _warp_compiled
+
+    monkeypatch.setattr(_warp_compiled, "AVAILABLE", False)  # as when numba is not installed
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "no_numba.tif", cache=None)
+    monkeypatch.setattr(imagery, "COMPILED_WARP", False)
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "gdal.tif", cache=None)
+    assert read(tmp_path / "no_numba.tif")[0].tobytes() == read(tmp_path / "gdal.tif")[0].tobytes()
+
+
 def test_blocks_mosaicked_in_parallel_give_the_same_bytes_as_one_at_a_time(tiles, tmp_path, monkeypatch):
     import edifice.core.acquire.imagery as imagery
 
