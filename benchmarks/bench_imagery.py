@@ -22,7 +22,7 @@ both clients see the same, warm server (one untimed warm-up pass first).
   * ours as a process: ``python -m edifice.core.cli imagery-download`` (interpreter start-up,
     imports and the first use of the compiled warp included: what a one-off CLI user waits).
   Every writer uses our output's creation options (ZSTD level 1, horizontal predictor), so the
-  comparison is like with like. The four are run in turn in each of ``--repeats`` rounds (ours,
+  comparison is like with like. All are run in turn in each of ``--repeats`` rounds (ours,
   ref, ours, ref...) and the best of each is kept. Each reports extent area per second and CPU
   seconds; ratios are throughputs, ours / GDAL. Run at 0 and 30 ms of server latency per tile
   (``--latencies``).
