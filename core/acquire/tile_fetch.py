@@ -1,9 +1,11 @@
 """Fetching and decoding tiles concurrently (a bounded thread pool over one thread-safe
-HTTP client), with a bounded in-memory store of decoded tiles so that blocks that share
-tiles do not fetch them twice."""
+HTTP client; decoding in a second pool, so that a connection does not wait for a decode
+before its next request), with a bounded in-memory store of decoded tiles so that blocks
+that share tiles do not fetch them twice."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import threading
 import warnings
 from collections import Counter, OrderedDict
@@ -27,6 +29,8 @@ warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreference
 
 #: (col, row) of a tile in its level.
 TileKey = tuple[int, int]
+#: Threads that decode tiles (GDAL releases the GIL while it decodes).
+DECODE_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def decode_image(content: bytes, expect: tuple[int, int], where: str) -> np.ndarray:
@@ -77,7 +81,7 @@ def _to_rgba(data: np.ndarray, cmap: dict | None) -> np.ndarray:
 
 class TileFetcher:
     """Tiles of one level, fetched by ``max_concurrency`` threads with ``client`` (an ``HttpClient``)
-    and decoded. ``url_of(col, row)`` gives a tile's URL with secrets filled, ``label_of`` a
+    and decoded by :data:`DECODE_WORKERS` others. ``url_of(col, row)`` gives a tile's URL with secrets filled, ``label_of`` a
     redacted name for messages. Besides the tiles that callers of :meth:`get` are waiting for or
     using, at most ``keep`` recently used tiles stay in memory. Thread-safe."""
 
@@ -86,6 +90,7 @@ class TileFetcher:
         self._client, self._url_of, self._label_of = client, url_of, label_of
         self._shape = tile_shape
         self._pool = cf.ThreadPoolExecutor(max(1, int(max_concurrency)), thread_name_prefix="edifice-tiles")
+        self._decoders = cf.ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="edifice-decode")
         self._futures: OrderedDict[TileKey, cf.Future] = OrderedDict()
         self._pins: Counter[TileKey] = Counter()
         self._keep = keep
@@ -127,12 +132,14 @@ class TileFetcher:
     def close(self) -> None:
         """Stop: pending fetches are dropped, running ones end on their own."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._decoders.shutdown(wait=False, cancel_futures=True)
 
     def _submit(self, key: TileKey) -> cf.Future:
         """The future of ``key`` (started now if new), marked most recently used. Lock held."""
         fut = self._futures.get(key)
         if fut is None:
-            fut = self._futures[key] = self._pool.submit(self._fetch, key)
+            fut = self._futures[key] = cf.Future()
+            self._pool.submit(self._fetch, key, fut)
             self.requested += 1
         else:
             self._futures.move_to_end(key)
@@ -151,7 +158,21 @@ class TileFetcher:
                 del self._pins[key]
                 excess -= 1
 
-    def _fetch(self, key: TileKey) -> np.ndarray | None:
+    def _fetch(self, key: TileKey, fut: cf.Future) -> None:
+        """Download ``key`` and hand it to a decoder, which completes ``fut`` (here: an error, or
+        None for a tile without imagery)."""
+        try:
+            content = self._download(key)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            fut.set_exception(exc)
+            return
+        if content is None:
+            fut.set_result(None)
+        else:
+            self._decoders.submit(self._decode, key, content, fut)
+
+    def _download(self, key: TileKey) -> bytes | None:
+        """The image bytes of ``key``; None where the service has no imagery."""
         try:
             resp = self._client.get(self._url_of(*key), accept=IMAGE_TYPES)
         except HttpError as exc:
@@ -162,4 +183,10 @@ class TileFetcher:
             with self._lock:
                 self.missing += 1
             return None
-        return decode_image(resp.content, self._shape, f"tile {self._label_of(*key)}")
+        return resp.content
+
+    def _decode(self, key: TileKey, content: bytes, fut: cf.Future) -> None:
+        try:
+            fut.set_result(decode_image(content, self._shape, f"tile {self._label_of(*key)}"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            fut.set_exception(exc)

@@ -7,6 +7,7 @@ corner, rows growing downwards, as in OGC WMTS; an XYZ ``{x}/{y}`` pair is
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -73,6 +74,13 @@ def web_mercator_set(min_zoom: int = 0, max_zoom: int = 19, tile_size: int = 256
         levels.append(TileMatrix(str(z), 2 * WEB_MERCATOR_HALF / (tile_size * n),
                                  (-WEB_MERCATOR_HALF, WEB_MERCATOR_HALF), tile_size, tile_size, n, n))
     return TileMatrixSet("EPSG:3857", tuple(levels), "GoogleMapsCompatible")
+
+
+@functools.lru_cache(maxsize=16)
+def transformer(src_crs: str, dst_crs: str) -> Transformer:
+    """pyproj's (x, y)-ordered transformer from ``src_crs`` to ``dst_crs`` (any pyproj-readable
+    text), made once: making one costs milliseconds (PROJ database look-ups)."""
+    return Transformer.from_crs(CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs), always_xy=True)
 
 
 def ground_metres_per_unit(crs: str, lon: float, lat: float) -> float:

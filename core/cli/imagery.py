@@ -53,12 +53,12 @@ def source_from_args(a):
 
 
 def _cmd_imagery_download(a) -> dict:
-    from ..acquire.imagery import download_imagery
+    from ..acquire.imagery import BLOCK_SIZE, download_imagery
 
     cache = False if a.no_cache else (a.cache_dir or True)
     return download_imagery(source_from_args(a), a.extent, a.extent_crs, a.output, gsd_m=a.gsd, crs=a.crs,
                             max_concurrency=a.max_concurrency, cache=cache, progress=TerminalProgress(),
-                            block_size=a.block_size)
+                            block_size=a.block_size or BLOCK_SIZE)
 
 
 def add_source_arguments(p) -> None:
@@ -93,5 +93,5 @@ def add_commands(sub) -> None:
     p.add_argument("--max-concurrency", type=int, default=4, help="requests in flight at once (4)")
     p.add_argument("--cache-dir", default=None, help="response cache folder (default ~/.cache/edifice/imagery)")
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--block-size", type=int, default=1024, help="output block size in pixels")
+    p.add_argument("--block-size", type=int, default=None, help="output block size in pixels (512)")
     p.set_defaults(func=_cmd_imagery_download)

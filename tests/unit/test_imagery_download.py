@@ -3,6 +3,7 @@ that cuts tiles from the Kampala 7.5 cm drone mosaic: XYZ, TMS, WMTS and WMS, fa
 resume after a cancel, keys never leaked, and the mosaic checked pixel by pixel against the source."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -188,17 +189,25 @@ def _rgba_with_holes(seed: int = 0) -> np.ndarray:
     return rgba
 
 
-def _warps(src: np.ndarray):
-    """``src`` warped from Web Mercator to UTM 36N (bilinear) by GDAL's alpha kernel and by
-    edifice's path, as (3, 500, 600) RGB with 0 as nodata each, and whether edifice premultiplied."""
+def _warp_grids(dst_pixel_m: float = 0.3):
+    """Transforms of the (600, 700) Web Mercator source of :func:`_rgba_with_holes` (0.2986 m
+    pixels, as zoom 19 near the equator) and of a (500, 600) UTM 36N output inside it."""
     from affine import Affine
     from pyproj import Transformer
-    from edifice.core.acquire.imagery import _premultiply_binary_alpha, _rgb_where_valid
 
     src_t = Affine(0.2986, 0, 3628000.0, 0, -0.2986, 39500.0)
     x, y = Transformer.from_crs(3857, 32636, always_xy=True).transform(*(src_t @ (350, 300)))  # src centre
-    warp = dict(src_transform=src_t, src_crs="EPSG:3857", dst_crs="EPSG:32636",
-                dst_transform=Affine(0.3, 0, x - 90.0, 0, -0.3, y + 75.0), resampling=Resampling.bilinear)
+    return src_t, Affine(dst_pixel_m, 0, x - 90.0, 0, -dst_pixel_m, y + 75.0)
+
+
+def _warps(src: np.ndarray):
+    """``src`` warped from Web Mercator to UTM 36N (bilinear) by GDAL's alpha kernel and by
+    edifice's GDAL path, as (3, 500, 600) RGB with 0 as nodata each, and whether edifice premultiplied."""
+    from edifice.core.acquire.imagery import _premultiply_binary_alpha, _rgb_where_valid
+
+    src_t, dst_t = _warp_grids()
+    warp = dict(src_transform=src_t, src_crs="EPSG:3857", dst_crs="EPSG:32636", dst_transform=dst_t,
+                resampling=Resampling.bilinear)
     ref = np.zeros((4, 500, 600), np.uint8)
     reproject(src, ref, src_alpha=4, dst_alpha=4, **warp)
     ours, mine = np.zeros((4, 500, 600), np.uint8), src.copy()
@@ -241,6 +250,129 @@ def test_premultiplied_colours_come_back_unchanged_on_the_same_grid():
     opaque = src[3] == 255
     np.testing.assert_array_equal(got[:, opaque], src[:3, opaque])
     assert not got[:, ~opaque].any()
+
+
+needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba is not installed")
+
+
+def _compiled_warp(src: np.ndarray, dst_pixel_m: float = 0.3):
+    """``src`` warped as :func:`_warps` does, by the compiled kernel; None where it does not apply."""
+    from edifice.core.acquire import _warp_compiled as wc
+
+    src_t, dst_t = _warp_grids(dst_pixel_m)
+    rows, cols, sx, sy = wc.source_pixel_grid(dst_t, "EPSG:32636", src_t, "EPSG:3857", (500, 600))
+    if not wc.four_sample_bilinear_applies(sx, sy, rows, cols):
+        return None
+    return wc.warp_binary_alpha(src, rows, cols, sx, sy, (500, 600))
+
+
+@needs_numba
+def test_compiled_warp_matches_gdals_warps():
+    """Within 1 DN of GDAL's alpha warp (both weight colours by alpha exactly; only the last
+    rounding differs) and within the documented 2 DN of the warp of premultiplied colours it
+    replaces (that one rounds twice); valid masks differ only on the edges of holes."""
+    src = _rgba_with_holes()
+    gdal_alpha, gdal_premultiplied, _ = _warps(src)
+    got = _compiled_warp(src)
+    for ref, max_dn in ((gdal_alpha, 1), (gdal_premultiplied, 2)):
+        got_valid, ref_valid = got[0] > 0, ref[0] > 0
+        assert (got_valid != ref_valid).mean() < 0.001
+        both = got_valid & ref_valid
+        assert np.abs(got.astype(int) - ref.astype(int))[:, both].max() <= max_dn
+    opaque_everywhere = np.full_like(src, 200)  # no holes: every pixel valid, colour kept
+    assert (_compiled_warp(opaque_everywhere) == 200).all()
+
+
+@needs_numba
+def test_compiled_warp_leaves_wider_kernels_and_partial_alpha_to_gdal():
+    from edifice.core.acquire import _warp_compiled as wc
+    from edifice.core.acquire.imagery import _binary_alpha
+
+    assert _compiled_warp(_rgba_with_holes(), dst_pixel_m=0.3) is not None   # 1.005 source pixels per pixel
+    assert _compiled_warp(_rgba_with_holes(), dst_pixel_m=0.33) is None      # 1.1: GDAL widens its kernel
+    src_t, dst_t = _warp_grids()
+    assert wc.grid_error(dst_t, "EPSG:32636", src_t, "EPSG:3857", (500, 600)) < 1e-4  # pixels
+    alpha = _rgba_with_holes()[3]
+    assert _binary_alpha(alpha)
+    alpha[5, 5] = 128
+    assert not _binary_alpha(alpha)
+
+
+@needs_numba
+def test_compiled_and_gdal_warps_give_the_same_download_within_2_dn(tiles, tmp_path, monkeypatch):
+    import edifice.core.acquire.imagery as imagery
+
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "compiled.tif", cache=None)
+    monkeypatch.setattr(imagery, "COMPILED_WARP", False)
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "gdal.tif", cache=None)
+    got, ref = read(tmp_path / "compiled.tif")[0], read(tmp_path / "gdal.tif")[0]
+    got_valid, ref_valid = got[0] > 0, ref[0] > 0
+    assert 0.2 < ref_valid.mean() < 0.99 and (got_valid != ref_valid).mean() < 0.001
+    both = got_valid & ref_valid
+    assert np.abs(got.astype(int) - ref.astype(int))[:, both].max() <= 2  # as the warp of premultiplied colours
+
+
+def test_without_numba_gdals_warp_is_used(tiles, tmp_path, monkeypatch):
+    import edifice.core.acquire.imagery as imagery
+    from edifice.core.acquire import _warp_compiled
+
+    monkeypatch.setattr(_warp_compiled, "AVAILABLE", False)  # as when numba is not installed
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "no_numba.tif", cache=None)
+    monkeypatch.setattr(imagery, "COMPILED_WARP", False)
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "gdal.tif", cache=None)
+    assert read(tmp_path / "no_numba.tif")[0].tobytes() == read(tmp_path / "gdal.tif")[0].tobytes()
+
+
+def test_blocks_mosaicked_in_parallel_give_the_same_bytes_as_one_at_a_time(tiles, tmp_path, monkeypatch):
+    import edifice.core.acquire.imagery as imagery
+
+    monkeypatch.setattr(imagery, "BLOCK_WORKERS", 1)
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "serial.tif", cache=None, block_size=128)
+    monkeypatch.setattr(imagery, "BLOCK_WORKERS", 4)
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "parallel.tif", cache=None, block_size=128,
+                     max_concurrency=8)
+    assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "parallel.tif").read_bytes()
+
+
+def test_tiles_are_fetched_once_within_a_strip_and_blocks_go_strip_by_strip(tiles, tmp_path):
+    from edifice.core.acquire.imagery import block_order
+    from edifice.core.grid import Grid
+
+    before = len(tiles.requests())
+    # ~1000 m x 330 m: 14 x 6 tiles of zoom 19, 16 x 6 blocks of 128 pixels; row by row with only
+    # about one block's tiles kept, every tile was fetched twice
+    wide = (32.5920, 0.3495, 32.6010, 0.3525)
+    summary = download_imagery(xyz(tiles), wide, "EPSG:4326", tmp_path / "o.tif", cache=None, block_size=128)
+    paths = [r["path"] for r in tiles.requests()[before:] if "/xyz/" in r["path"]]
+    assert summary["blocks"] == 96 and len(paths) == len(set(paths)) == summary["tiles_requested"] == 84
+    grid = Grid.from_extent(0, 0, 5000, 2000, 1.0, "EPSG:32636")  # 5000 x 2000 pixels: strips of 2048
+    order = [(int(b.window.col_off), int(b.window.row_off)) for b in block_order(grid, 1024)]
+    assert order == [(0, 0), (1024, 0), (0, 1024), (1024, 1024), (2048, 0), (3072, 0), (2048, 1024), (3072, 1024),
+                     (4096, 0), (4096, 1024)]
+
+
+def test_blocks_finished_out_of_order_are_written_in_order(tmp_path):
+    from edifice.core.acquire.block_store import BlockStore
+    from edifice.core.acquire.imagery import _OrderedWriter
+    from edifice.core.grid import Grid
+
+    grid = Grid.from_extent(0, 0, 30, 20, 1.0, "EPSG:32636")  # 30 x 20 pixels: blocks of 10 -> 3 x 2
+    store = BlockStore(tmp_path / "out.tif", {"job": 1})
+    written = []
+
+    class Dst:
+        def write(self, data, window):
+            written.append((int(window.col_off), int(window.row_off), int(data[0, 0, 0])))
+
+    blocks = list(grid.blocks(10))
+    store.put(blocks[0].index, np.full((3, 10, 10), 1, np.uint8))  # finished before this run (a resume)
+    writer = _OrderedWriter(Dst(), grid, store, 10)
+    for b in reversed(blocks[1:]):
+        store.put(b.index, np.full((3, 10, 10), b.index + 1, np.uint8))
+        writer.finished(b.index)
+        assert len(written) == (1 if b.index > 1 else len(blocks))  # block 0, then nothing until block 1
+    assert written == [(int(b.window.col_off), int(b.window.row_off), b.index + 1) for b in blocks]
+    assert writer.valid == 30 * 20
 
 
 def test_output_on_the_tile_grid_is_the_tiles_cut_not_resampled(tiles, tmp_path):
