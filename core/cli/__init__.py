@@ -37,7 +37,8 @@ def _cmd_poi(a) -> dict:
 
     from ..grid import Grid
     from ..use.poi_probability import poi_probability, reference_grid
-    from ..use.poi_sources import classify_pois, load_poi_mapping, point_columns, read_point_file
+    from ..use.poi_sources import classify_pois, load_poi_mapping, read_point_file
+    from .options import point_columns
 
     progress = TerminalProgress()
     mapping = load_poi_mapping(a.preset, a.mapping_file)
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-distances", default="500,500,1500", help="d_max in metres, R,C,I")
     q.add_argument("--block-size", type=int, default=512, help="pixels along a block's side (512)")
     add_cluster_option(q)  # one Dask task per block
-    from ..use.poi_sources import add_point_column_arguments
+    from .options import add_point_column_arguments
     add_point_column_arguments(q)
     q.set_defaults(func=_cmd_poi)
     from .evaluation import add_commands; add_commands(sub)  # noqa: E702 - evaluate-* subcommands

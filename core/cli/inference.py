@@ -7,7 +7,7 @@ from ..progress import TerminalProgress
 
 def _cmd_map(a) -> dict:
     from ..use.building_use_map import map_building_use
-    from ..use.poi_sources import point_columns
+    from .options import point_columns
 
     options = dict(poi_maps=a.poi_maps, poi_points=a.poi_points, poi_columns=point_columns(a), poi_layer=a.poi_layer,
                    poi_category_field=a.category_field, poi_preset=a.preset, poi_mapping_file=a.mapping_file,
@@ -77,7 +77,7 @@ def add_commands(subparsers) -> None:
     m.add_argument("--poi-maps", default=None, help="3-band POI probability raster (R, C, I)")
     m.add_argument("--poi-points", default=None, help="POI point file (maps computed on the imagery grid)")
     m.add_argument("--poi-layer", default=None)
-    from ..use.poi_sources import add_point_column_arguments
+    from .options import add_point_column_arguments
     add_point_column_arguments(m, "poi-")
     m.add_argument("--category-field", default="other_tags")
     m.add_argument("--preset", default="osm", choices=["osm", "gbt35648", "overture", "google_places", "csv"])

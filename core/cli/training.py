@@ -22,7 +22,7 @@ def _ratios(text: str) -> list[float]:
 
 
 def _cmd_dataset(a) -> dict:
-    from ..use.poi_sources import point_columns
+    from .options import point_columns
     from ..use.training_dataset import SUBSETS, create_training_dataset
 
     progress = TerminalProgress()
@@ -79,7 +79,7 @@ def add_commands(subparsers) -> None:
     g.add_argument("--poi-raster", default=None, help="POI probability maps (3 bands R,C,I)")
     g.add_argument("--poi-points", default=None, help="POI points: maps computed on the imagery grid")
     d.add_argument("--poi-layer", default=None, help="layer of --poi-points (e.g. 'points' of an .osm.pbf)")
-    from ..use.poi_sources import add_point_column_arguments
+    from .options import add_point_column_arguments
     add_point_column_arguments(d, "poi-")
     d.add_argument("--category-field", default="other_tags", help="POI category field")
     d.add_argument("--preset", default="osm", choices=["osm", "gbt35648", "overture", "google_places", "csv"],

@@ -145,21 +145,6 @@ def _has_geometry(path: str, layer: str | None) -> bool:
         return True
 
 
-def add_point_column_arguments(parser, prefix: str = "") -> None:
-    """CLI options naming the coordinate columns of a POI table (CSV) and their CRS."""
-    parser.add_argument(f"--{prefix}x-field", dest="points_x_field", default=None,
-                        help="POI table: x (or longitude) column (default: x, easting, lon, longitude)")
-    parser.add_argument(f"--{prefix}y-field", dest="points_y_field", default=None,
-                        help="POI table: y (or latitude) column (default: y, northing, lat, latitude)")
-    parser.add_argument(f"--{prefix}points-crs", dest="points_crs", default=None,
-                        help="POI table: CRS of the coordinates, e.g. EPSG:32636 (default EPSG:4326 for lon/lat)")
-
-
-def point_columns(args) -> dict:
-    """The keyword arguments of :func:`read_point_file` from :func:`add_point_column_arguments`'s options."""
-    return {"x_field": args.points_x_field, "y_field": args.points_y_field, "crs": args.points_crs}
-
-
 def read_point_file(path: str, layer: str | None, category_field: str, x_field: str | None = None,
                     y_field: str | None = None, crs: str | None = None
                     ) -> tuple[np.ndarray, np.ndarray, list[dict], str]:
