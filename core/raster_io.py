@@ -126,7 +126,7 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
         nd = ds.nodatavals[b - 1]
         if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
             valid &= data[i] != nd
-        if data.dtype.kind == "f":
+        if data.dtype.kind == "f" and np.dtype(ds.dtypes[b - 1]).kind in "fc":  # integers read as floats are finite
             valid &= np.isfinite(data[i])
     return data, valid
 

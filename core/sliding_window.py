@@ -626,7 +626,8 @@ def _window_input(rd, win: Window, pads: tuple, size: int, pool: _WindowPool, sc
         valid = rd.read_into(win, x)
         if valid is not None:
             if direct:
-                np.copyto(buf, 0, where=~valid[None])
+                if not valid.all():
+                    np.copyto(buf, 0, where=~valid[None])
             else:
                 _place(buf, x, valid, pads)
             return buf, valid
@@ -643,8 +644,11 @@ def _place(buf: np.ndarray, x: np.ndarray, valid: np.ndarray, pads: tuple) -> No
     """``x`` (0 where not ``valid``) into the interior of ``buf``, its borders mirrored."""
     top, left = pads[0], pads[2]
     inner = buf[:, top:top + x.shape[1], left:left + x.shape[2]]
-    np.copyto(inner, x, where=valid[None], casting="unsafe")
-    np.copyto(inner, 0, where=~valid[None])
+    if valid.all():
+        np.copyto(inner, x, casting="unsafe")
+    else:
+        np.copyto(inner, x, where=valid[None], casting="unsafe")
+        np.copyto(inner, 0, where=~valid[None])
     fill_reflect(buf, pads)
 
 
