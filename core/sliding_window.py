@@ -842,7 +842,8 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
                 arr = np.full((o.count, h, w), o.nodata, dtype=o.dtype)
             else:
                 arr = np.asarray(arr).reshape(o.count, h, w).astype(o.dtype, copy=True)
-                arr[:, ~valid] = o.nodata
+                if not valid.all():
+                    arr[:, ~valid] = o.nodata
             outs.write(k, arr, t.out)
         stats["written"] += 1
         row_left[t.i] -= 1

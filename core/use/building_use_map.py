@@ -335,6 +335,16 @@ def product_output(name: str, path: str, colormap: dict) -> RasterOutput:
     raise ValueError(f"unknown product '{name}'")
 
 
+def argmax_of_three(use: np.ndarray) -> np.ndarray:
+    """``np.argmax(use, axis=0)`` (uint8) of a (3, h, w) array, by two comparisons (a quarter of argmax's time
+    along the first axis); the first of equal values wins, as in argmax. With a NaN, argmax itself."""
+    if np.isnan(use).any():
+        return np.argmax(use, axis=0).astype(np.uint8)
+    idx = (use[1] > use[0]).astype(np.uint8)
+    idx[use[2] > np.maximum(use[0], use[1])] = 2
+    return idx
+
+
 @dataclass(frozen=True)
 class UseJob:
     """Everything a sliding-window run of a building-use model needs except the model itself.
@@ -363,7 +373,7 @@ class UseJob:
         use = vals[:3]
         pb = vals[3] if self.has_footprint else use.max(axis=0)
         building = pb > self.threshold
-        cls = np.where(building, np.argmax(use, axis=0) + 1, 0).astype(np.uint8)
+        cls = np.where(building, argmax_of_three(use) + 1, 0).astype(np.uint8)
         res = {"fp_prob": pb[None], "fp_mask": building[None].astype(np.uint8), "use_class": cls[None],
                "use_probs": use}
         return [res[n] for n in names]

@@ -13,6 +13,7 @@ from rasterio.enums import Resampling
 import edifice.core.sliding_window as sw
 from edifice.core.grid import Grid
 from edifice.core.raster_io import overview_compression_env, overview_factors
+from edifice.core.use.building_use_map import _Reader
 from edifice.core.sliding_window import RasterOutput, WindowLayout, compression_options, run_sliding_window
 
 H, W = 150, 1300  # wider than 1024 px: the outputs get overviews (factors 2 and 4)
@@ -20,31 +21,19 @@ GRID = Grid(Affine(0.5, 0, 1000, 0, -0.5, 2000), W, H, "EPSG:32636")
 LAYOUT = WindowLayout(128, 16)  # stride 96: 2 x 14 tiles, ragged last ones
 
 
-class ArrayReader:
-    def __init__(self, data, valid):
-        self.data, self.valid = data, valid
-
-    def read(self, w):
-        r = slice(int(w.row_off), int(w.row_off + w.height))
-        c = slice(int(w.col_off), int(w.col_off + w.width))
-        return self.data[:, r, c].copy(), self.valid[r, c].copy()
-
-    def read_mask(self, w):
-        return None
-
-    def close(self):
-        pass
-
-
 @pytest.fixture(scope="module")
-def scene():
+def scene(tmp_path_factory):
+    """A 2-band float32 GeoTIFF on GRID with nodata (-9) holes: the path."""
     rng = np.random.default_rng(11)
     yy, xx = np.mgrid[0:H, 0:W]
     data = np.stack([np.sin(xx / 37.0) * np.cos(yy / 23.0), rng.normal(size=(H, W))]).astype(np.float32)
-    valid = np.ones((H, W), bool)
-    valid[10:70, 200:333] = False  # overview pixels that mix valid and nodata pixels
-    valid[:, 1291:] = False        # and a nodata strip on the ragged border
-    return data, valid
+    data[:, 10:70, 200:333] = -9.0  # overview pixels that mix valid and nodata pixels
+    data[:, :, 1291:] = -9.0        # and a nodata strip on the ragged border
+    path = tmp_path_factory.mktemp("scene") / "in.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=W, height=H, count=2, dtype="float32", nodata=-9.0,
+                       crs=GRID.crs, transform=GRID.transform) as ds:
+        ds.write(data)
+    return str(path)
 
 
 def predictor(x):
@@ -53,12 +42,11 @@ def predictor(x):
 
 
 def _run(folder, scene, **kwargs):
-    data, valid = scene
     folder.mkdir(parents=True, exist_ok=True)
     outs = [RasterOutput(str(folder / "p.tif"), 2, "float32", -1.0),
             RasterOutput(str(folder / "c.tif"), 1, "uint8", 255, colormap={0: (0, 0, 0, 0), 1: (200, 30, 30, 255),
                                                                            255: (0, 0, 0, 0)})]
-    run_sliding_window(GRID, LAYOUT, lambda: ArrayReader(data, valid), predictor, outs,
+    run_sliding_window(GRID, LAYOUT, lambda: _Reader(scene, GRID, [1.0, 1.0], [0.0, 0.0], None, None), predictor, outs,
                        lambda v, ok: [v, (v[0:1] > 0.5).astype(np.uint8)], batch_size=3, **kwargs)
     return outs
 
@@ -102,7 +90,7 @@ def test_outputs_stay_open_until_a_flush_is_due_and_give_the_same_values(tmp_pat
         return real_open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(sw.rasterio, "open", spy)
-    once = _run(tmp_path / "once", scene)  # default FLUSH_SECONDS: far longer than this run
+    once = _run(tmp_path / "once", scene, flush_seconds=float("inf"))  # no flush due during the run
     assert modes.count("w") == 2 and "r+" not in modes
     modes.clear()
     every = _run(tmp_path / "every", scene, flush_seconds=0)  # every tile row put on disk
