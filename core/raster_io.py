@@ -164,10 +164,11 @@ def overview_compression_env(profile: dict) -> dict:
 
 def build_internal_overviews(ds, resampling: Resampling, profile: dict) -> list[int]:
     """Internal overviews of the dataset ``ds`` (open for writing) at :func:`overview_factors`, compressed as its
-    base (``profile``, see :func:`overview_compression_env`); returns the factors built."""
+    base (``profile``, see :func:`overview_compression_env`), computed on every core (the same pixels as on one:
+    GDAL splits the levels into rows of blocks); returns the factors built."""
     factors = overview_factors(ds.width, ds.height)
     if factors:
-        with rasterio.Env(**overview_compression_env(profile)):
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", **overview_compression_env(profile)):
             ds.build_overviews(factors, resampling)
     return factors
 
