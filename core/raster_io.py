@@ -126,7 +126,7 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
         nd = ds.nodatavals[b - 1]
         if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
             valid &= data[i] != nd
-        if data.dtype.kind == "f":
+        if data.dtype.kind == "f" and np.dtype(ds.dtypes[b - 1]).kind in "fc":  # integers read as floats are finite
             valid &= np.isfinite(data[i])
     return data, valid
 
@@ -139,6 +139,38 @@ def verify_raster(path: str | os.PathLike) -> None:
         for band in range(1, ds.count + 1):
             ds.read(band, window=Window(0, 0, 1, 1))
             ds.read(band, window=last)
+
+
+def overview_factors(width: int, height: int) -> list[int]:
+    """Overview decimation factors of a ``width`` x ``height`` px output: none up to 1024 px on the longer
+    side, else 2, 4, ... 64 while the level keeps at least 256 px on that side."""
+    side = max(width, height)
+    if side <= 1024:
+        return []
+    return [f for f in (2, 4, 8, 16, 32, 64) if side / f >= 256]
+
+
+def overview_compression_env(profile: dict) -> dict:
+    """GDAL configuration under which internal overviews are compressed at the level of the base image
+    (``profile``: its creation options). Without it GDAL writes them at its own default level (ZSTD 9,
+    DEFLATE 6), whatever the base's level: 2-4x the CPU time of level 1 for the same pixel values."""
+    env = {}
+    if profile.get("zstd_level"):
+        env["ZSTD_LEVEL_OVERVIEW"] = str(profile["zstd_level"])
+    if profile.get("zlevel"):
+        env["ZLEVEL_OVERVIEW"] = str(profile["zlevel"])
+    return env
+
+
+def build_internal_overviews(ds, resampling: Resampling, profile: dict) -> list[int]:
+    """Internal overviews of the dataset ``ds`` (open for writing) at :func:`overview_factors`, compressed as its
+    base (``profile``, see :func:`overview_compression_env`), computed on every core (the same pixels as on one:
+    GDAL splits the levels into rows of blocks); returns the factors built."""
+    factors = overview_factors(ds.width, ds.height)
+    if factors:
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", **overview_compression_env(profile)):
+            ds.build_overviews(factors, resampling)
+    return factors
 
 
 @contextlib.contextmanager
@@ -172,10 +204,8 @@ def atomic_raster(path: str | os.PathLike, grid: Grid, count: int, dtype, nodata
                 dst.write_colormap(1, colormap)
                 dst.colorinterp = [ColorInterp.palette]
             yield dst
-            if overviews and max(grid.width, grid.height) > 1024:
-                factors = [f for f in (2, 4, 8, 16, 32, 64) if max(grid.width, grid.height) / f >= 256]
-                if factors:
-                    dst.build_overviews(factors, Resampling.nearest if colormap else Resampling.average)
+            if overviews:
+                build_internal_overviews(dst, Resampling.nearest if colormap else Resampling.average, profile)
     if style or classes:
         from .styles import write_raster_style
 

@@ -34,7 +34,8 @@ Outputs and resume
 ------------------
 Every output raster is written tile by tile into a temporary sibling
 ``.<name>.partial.tif``; a sidecar ``.<first output>.resume.json`` lists the tile rows
-that are complete (and flushed to disk) with a fingerprint of the inputs and settings.
+that are complete (and on disk: at a flush, at most every ``FLUSH_SECONDS``, and when the run is
+cancelled) with a fingerprint of the inputs and settings.
 On success the temporaries are moved into place and the sidecar is removed. When a run is
 cancelled (or killed) the partial files stay; running the same command again skips the
 finished rows and ends with the same output. Any other error removes them.
@@ -61,7 +62,7 @@ from .errors import Cancelled, EdificeError, InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .outputs import DiskFullError, verify_written
-from .raster_io import GTIFF_PROFILE, verify_raster
+from .raster_io import GTIFF_PROFILE, build_internal_overviews, verify_raster
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
@@ -454,18 +455,34 @@ def _profile(grid: Grid, o: RasterOutput, block: int = 256, compression: str | N
     return p
 
 
+#: at most this many seconds of finished tile rows are lost when a run is killed (see :class:`_Outputs`)
+FLUSH_SECONDS = 300.0
+
+
 class _Outputs:
-    """The temporary output datasets plus the resume sidecar."""
+    """The temporary output datasets plus the resume sidecar.
+
+    A finished tile row becomes resumable (listed in the sidecar) once it is on disk: when the datasets
+    are closed (end, cancel) and at a flush, which closes and reopens them. Flushes are at most every
+    ``flush_seconds`` (0: after every row), because GDAL cannot be told the compression level of a
+    reopened GeoTIFF: what is written after a flush is compressed at GDAL's default level (ZSTD 9,
+    DEFLATE 6: 2-4x the CPU time of level 1 for the same pixel values). So a run shorter than
+    ``flush_seconds`` is written wholly at the COMPRESSION level, and a killed run loses at most
+    ``flush_seconds`` of finished rows."""
 
     def __init__(self, grid: Grid, outputs: Sequence[RasterOutput], fingerprint: dict, resume: bool,
                  progress: Progress, block: int = 256, origin: tuple[int, int] = (0, 0),
-                 compression: str | None = None):
+                 compression: str | None = None, flush_seconds: float = FLUSH_SECONDS):
         # ``grid`` is the grid of the files; ``origin`` (row, col) its top-left pixel on the engine's grid
         self.grid, self.outputs, self.progress, self.origin = grid, list(outputs), progress, origin
         first = Path(outputs[0].path)
         self.sidecar = first.with_name(f".{first.stem}.resume.json")
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+        self.profiles = [_profile(grid, o, block, compression) for o in self.outputs]
+        self.flush_seconds = flush_seconds
         self.done: set[int] = set()
+        self.written: set[int] = set()  # finished rows not yet on disk
+        self.last_flush = time.monotonic()
         self.ds: list = []
         old = self._load_sidecar() if resume else None
         if old is not None and old.get("fingerprint") == self.fingerprint and \
@@ -476,9 +493,9 @@ class _Outputs:
             if old is not None:
                 progress.info("Partial results of an earlier run with other inputs or settings are discarded.")
             self.remove()
-            for o in self.outputs:
+            for o, profile in zip(self.outputs, self.profiles):
                 Path(o.path).parent.mkdir(parents=True, exist_ok=True)
-                ds = rasterio.open(o.partial, "w", **_profile(grid, o, block, compression))
+                ds = rasterio.open(o.partial, "w", **profile)
                 if o.descriptions:
                     for b, d in enumerate(o.descriptions, start=1):
                         ds.set_band_description(b, d)
@@ -518,34 +535,44 @@ class _Outputs:
         _write_block(self.ds[k], data, Window(window.col_off - c, window.row_off - r, window.width, window.height))
 
     def row_done(self, i: int) -> None:
-        """Flush everything written so far (close and reopen), then record row ``i`` as done."""
-        self.flush()
-        self.done.add(i)
-        self._save()
+        """Row ``i`` is written; it is recorded as done at the next flush (now when ``flush_seconds`` have
+        passed since the last one) or when the datasets are closed."""
+        self.written.add(i)
+        if time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
 
     def flush(self) -> None:
+        """Put everything written so far on disk (close and reopen) and record its rows as done."""
         for k, o in enumerate(self.outputs):
             self.ds[k].close()
             self.ds[k] = rasterio.open(o.partial, "r+")
+        self._record_written()
+
+    def _record_written(self) -> None:
+        if self.written:
+            self.done |= self.written
+            self.written.clear()
+            self._save()
+        self.last_flush = time.monotonic()
 
     def close(self) -> None:
+        """Close the datasets; the rows written are recorded as done when every one closed cleanly."""
+        clean = bool(self.ds)
         for ds in self.ds:
             try:
                 ds.close()
             except Exception:  # noqa: BLE001 - closing after an error
-                pass
+                clean = False
         self.ds = []
+        if clean:
+            self._record_written()
 
     def finish(self) -> None:
-        """Overviews, then move every temporary into place and drop the sidecar."""
+        """Overviews (built in the open datasets, compressed at the COMPRESSION level), then move every
+        temporary into place and drop the sidecar."""
+        for ds, o, profile in zip(self.ds, self.outputs, self.profiles):
+            build_internal_overviews(ds, Resampling.nearest if o.colormap else o.resampling, profile)
         self.close()
-        g = self.grid
-        for o in self.outputs:
-            if max(g.width, g.height) > 1024:
-                factors = [f for f in (2, 4, 8, 16, 32, 64) if max(g.width, g.height) / f >= 256]
-                if factors:
-                    with rasterio.open(o.partial, "r+") as ds:
-                        ds.build_overviews(factors, Resampling.nearest if o.colormap else o.resampling)
         for o in self.outputs:  # a write error GDAL did not report shows here, before anything is moved
             verify_written(verify_raster, Path(o.partial), Path(o.path), "OUTPUT", Path(o.path).parent)
         for o in self.outputs:
@@ -599,7 +626,8 @@ def _window_input(rd, win: Window, pads: tuple, size: int, pool: _WindowPool, sc
         valid = rd.read_into(win, x)
         if valid is not None:
             if direct:
-                np.copyto(buf, 0, where=~valid[None])
+                if not valid.all():
+                    np.copyto(buf, 0, where=~valid[None])
             else:
                 _place(buf, x, valid, pads)
             return buf, valid
@@ -616,8 +644,11 @@ def _place(buf: np.ndarray, x: np.ndarray, valid: np.ndarray, pads: tuple) -> No
     """``x`` (0 where not ``valid``) into the interior of ``buf``, its borders mirrored."""
     top, left = pads[0], pads[2]
     inner = buf[:, top:top + x.shape[1], left:left + x.shape[2]]
-    np.copyto(inner, x, where=valid[None], casting="unsafe")
-    np.copyto(inner, 0, where=~valid[None])
+    if valid.all():
+        np.copyto(inner, x, casting="unsafe")
+    else:
+        np.copyto(inner, x, where=valid[None], casting="unsafe")
+        np.copyto(inner, 0, where=~valid[None])
     fill_reflect(buf, pads)
 
 
@@ -638,7 +669,8 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
                         finalize: Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]],
                         batch_size: int = 4, workers: int = 1, fingerprint: dict | None = None,
                         resume: bool = True, order: str = "rows", region: tuple[int, int, int, int] | None = None,
-                        compression: str | None = None, progress: Progress | None = None) -> dict:
+                        compression: str | None = None, flush_seconds: float = FLUSH_SECONDS,
+                        progress: Progress | None = None) -> dict:
     """Predict every tile of ``grid`` and write ``outputs``.
 
     ``open_reader()`` gives a :class:`WindowReader` (one per reader thread);
@@ -650,7 +682,8 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
     end column; ends exclusive) limits the run to those tiles: the outputs then cover only their
     pixels (:meth:`WindowLayout.region_window`), each pixel with the value it has in a run over the
     whole grid (same windows, same reflection at the grid's border, blend neighbours outside the
-    region run as well). ``compression``: of the outputs, see :func:`compression_options`.
+    region run as well). ``compression``: of the outputs, see :func:`compression_options`. ``flush_seconds``:
+    how often finished tile rows are put on disk for resuming after a kill (see :class:`_Outputs`).
     Returns a summary (tiles run, skipped, resumed, s).
     """
     compression_options(compression)  # refused before anything is written
@@ -665,7 +698,7 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
     t_start = time.perf_counter()
     outs = _Outputs(plan.out_grid, outputs, _run_fingerprint(plan, outputs, fingerprint, compression), resume,
                     progress, block_size_for(layout.stride), origin=(int(plan.area.row_off), int(plan.area.col_off)),
-                    compression=compression)
+                    compression=compression, flush_seconds=flush_seconds)
     plan.schedule(outs.done, reverse=order == "reverse")
     pipeline = _Pipeline(plan, open_reader, predictor, outputs, finalize, outs, batch_size, workers, progress)
     pipeline.run()
@@ -993,7 +1026,8 @@ class _Pipeline:
                 arr = np.full((o.count, h, w), o.nodata, dtype=o.dtype)
             else:
                 arr = np.asarray(arr).reshape(o.count, h, w).astype(o.dtype, copy=True)
-                arr[:, ~valid] = o.nodata
+                if not valid.all():
+                    arr[:, ~valid] = o.nodata
             self.outs.write(k, arr, t.out)
         self.stats["written"] += 1
         row_left = self.plan.row_left

@@ -388,3 +388,16 @@ def test_gsd_far_from_the_card_is_refused(tmp_path, kampala_rgb, tiny_use_checkp
     for gsd in (3.9, 0.0635):
         grid, resampled = imagery_grid(str(_at_gsd(tmp_path, kampala_rgb, gsd)), card, Progress())
         assert resampled and np.isclose(grid.res[0], 0.5, rtol=0.02), (gsd, grid.res)
+
+
+def test_argmax_of_three_is_numpys_argmax_with_ties_zeros_and_nan():
+    from edifice.core.use.building_use_map import argmax_of_three
+
+    rng = np.random.default_rng(2)
+    use = rng.integers(0, 3, (3, 40, 50)).astype(np.float32) / 2  # many ties, two- and three-way
+    use[:, 0, :3] = [[0.0, -0.0, 0.5], [-0.0, 0.0, 0.5], [0.0, 0.0, -0.5]]  # signed zeros compare equal
+    got = argmax_of_three(use)
+    assert got.dtype == np.uint8 and np.array_equal(got, np.argmax(use, axis=0))
+    assert set(np.unique(got)) == {0, 1, 2}
+    use[1, 5, 5] = use[2, 7, 7] = np.nan  # argmax takes the first NaN
+    assert np.array_equal(argmax_of_three(use), np.argmax(use, axis=0))

@@ -161,6 +161,32 @@ def test_reader_read_into_matches_read_with_nodata_and_nan(tmp_path):
         rd.close()
 
 
+def test_reader_scaling_is_the_cards_formula_bit_for_bit_with_identity_bands(tmp_path):
+    """Bands with offset 0 and scale 1 are left as read (no pass over them): every value, valid or not,
+    has the bits of (value - offset) * scale in float32, as the model was trained with."""
+    rng = np.random.default_rng(5)
+    img = rng.integers(1, 256, (3, 40, 50)).astype(np.uint8)
+    poi = (rng.random((3, 40, 50)) * 3 - 1).astype(np.float32)
+    prof = dict(driver="GTiff", width=50, height=40, crs="EPSG:32636", transform=Affine(0.5, 0, 0, 0, -0.5, 0))
+    with rasterio.open(tmp_path / "i.tif", "w", count=3, dtype="uint8", **prof) as ds:
+        ds.write(img)
+    with rasterio.open(tmp_path / "p.tif", "w", count=3, dtype="float32", **prof) as ds:
+        ds.write(poi)
+    with rasterio.open(tmp_path / "i.tif") as ds:
+        grid = Grid.from_dataset(ds)
+    scales, offsets = [1 / 255, 1.0, 1.0, 1.0, 0.5, 1.0], [0.0, 0.0, 10.0, 0.0, 0.0, -0.25]
+    rd = _Reader(str(tmp_path / "i.tif"), grid, scales, offsets, str(tmp_path / "p.tif"), None)
+    try:
+        out = np.empty((6, 40, 50), np.float32)
+        assert rd.read_into(rasterio.windows.Window(0, 0, 50, 40), out).all()
+    finally:
+        rd.close()
+    raw = np.concatenate([img.astype(np.float32), poi])
+    want = (raw - np.asarray(offsets, np.float32)[:, None, None]) * np.asarray(scales, np.float32)[:, None, None]
+    assert np.array_equal(out.view(np.uint32), want.view(np.uint32))
+    assert np.array_equal(out[[1, 3]], raw[[1, 3]])
+
+
 def test_reader_read_into_declines_types_float32_does_not_hold(tmp_path):
     prof = dict(driver="GTiff", width=20, height=20, crs="EPSG:32636", transform=Affine(0.5, 0, 0, 0, -0.5, 0))
     with rasterio.open(tmp_path / "f.tif", "w", count=3, dtype="float64", **prof) as ds:

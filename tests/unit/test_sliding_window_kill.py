@@ -1,5 +1,6 @@
 """Resume after a hard kill: a run killed with SIGKILL after some tile rows are finished
-resumes those rows when started again and ends with the same bytes as an uninterrupted run.
+resumes those rows when started again and ends with the same bytes as an uninterrupted run (rows are
+put on disk after every row here: ``flush_seconds=0``).
 
 Run as a script (``python test_sliding_window_kill.py OUT_DIR DELAY``) it is the child
 process: a numpy 'model' (no torch), ``DELAY`` seconds per batch.
@@ -20,7 +21,7 @@ import pytest
 H, W = 300, 420
 
 
-def _run(out: Path, delay: float) -> dict:
+def _run(out: Path, delay: float, flush_seconds: float = 0.0) -> dict:
     from affine import Affine
 
     from edifice.core.grid import Grid
@@ -51,7 +52,8 @@ def _run(out: Path, delay: float) -> dict:
     outs = [RasterOutput(str(out / "a.tif"), 2, "float32", -9999.0),
             RasterOutput(str(out / "b.tif"), 1, "uint8", 255)]
     return run_sliding_window(grid, WindowLayout(64, 8), Reader, predictor, outs,
-                              lambda v, ok: [v, (v[1:2] > 0).astype(np.uint8)], batch_size=2)
+                              lambda v, ok: [v, (v[1:2] > 0).astype(np.uint8)], batch_size=2,
+                              flush_seconds=flush_seconds)
 
 
 def _child(out: Path, delay: float) -> subprocess.Popen:
