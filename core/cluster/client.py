@@ -129,6 +129,37 @@ except ImportError:  # pragma: no cover - dask missing: connect() refuses first
     _PluginBase = object
 
 
+#: name of :class:`ProfilerPause` on the workers during a run
+PROFILER_PAUSE = "edifice-profiler-pause"
+
+
+class ProfilerPause(_PluginBase):
+    """Worker plugin: pauses Dask's statistical profiler while registered (one run; the driver
+    unregisters it at the end, which starts it again). The profiler is a 10 ms timer on the worker's
+    event loop that walks the whole stack of the task thread (twice) and merges it into its counts,
+    holding the GIL, 100 times a second: a task thread running a network (short torch calls between
+    Python lines) hands the GIL over and waits for it each time. Measured (tiny U-Net, 1-worker
+    LocalCluster): the event loop's CPU fell from 3.5 % to 1.8 % of the run's wall time without it.
+    Only the dashboard's Profile page loses this run's samples; the task stream is unchanged."""
+
+    idempotent = True
+    _CALLBACKS = ("profile", "profile-cycle")
+
+    def setup(self, worker=None):
+        self.paused = []
+        for key in self._CALLBACKS:
+            pc = getattr(worker, "periodic_callbacks", {}).get(key)
+            if pc is not None and pc.is_running():
+                pc.stop()
+                self.paused.append(key)
+
+    def teardown(self, worker=None):
+        for key in getattr(self, "paused", []):
+            pc = worker.periodic_callbacks.get(key)
+            if pc is not None:
+                pc.start()
+
+
 class ModelPlugin(_PluginBase):
     """Worker plugin: loads the checkpoint once per worker, on the device the worker has
     (``auto``: its GPU, one worker per GPU), and keeps the predictor for every block the

@@ -160,3 +160,23 @@ def test_height_footprint_on_cluster_equals_single_machine(cluster, tmp_path, th
     assert len(np.unique(_read(tmp_path / "h.tif")[0])) > 20
     again = _edifice(args)
     assert again["blocks_run"] == 0 and again["blocks_skipped"] == 9
+
+
+def _profilers_running(client) -> dict:
+    return client.run(lambda dask_worker: dask_worker.periodic_callbacks["profile"].is_running())
+
+
+def test_profiler_is_paused_while_registered_and_runs_again_after(cluster):
+    """ProfilerPause (registered by the runner for the blocks of a run) stops Dask's 10 ms
+    statistical profiler on every worker; unregistering it (the end of the run) starts it again."""
+    from distributed import Client
+
+    from edifice.core.cluster.client import PROFILER_PAUSE, ProfilerPause
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as c:
+        assert set(_profilers_running(c).values()) == {True}
+        c.register_plugin(ProfilerPause(), name=PROFILER_PAUSE)
+        paused = _profilers_running(c)
+        c.unregister_worker_plugin(PROFILER_PAUSE)
+        assert len(paused) == 2 and set(paused.values()) == {False}
+        assert set(_profilers_running(c).values()) == {True}
