@@ -125,7 +125,10 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
             "MAX_TILE_DEG (advanced, default 0.5): an extent wider or taller than this many degrees is cut into "
             "tiles of that size, each clipped and scaled on its own (as running SHAFTS tile by tile), so memory "
             "stays bounded; 0 processes the whole extent as one clip, identical to one SHAFTS run (memory grows "
-            "with the extent). "
+            "with the extent). CLUSTER (advanced): a Dask scheduler address (tcp://HOST:8786) or local:N runs one "
+            "task per tile on that cluster (inputs, checkpoint and outputs in a folder the workers share), with "
+            "the same pixels; an output ending in .vrt gets a VRT of the tiles, others a VRT beside them plus a "
+            "COG mosaic; a rerun skips the tiles already written. "
             "Outputs are float32 with nodata where an input has no data at the pixel.")
 
     def name(self):
@@ -155,6 +158,7 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
         self.addParameter(_advanced(_double(self.H_MAX, "Heights above this are capped (m)", 1000.0, 0.0)))
         self.addParameter(_advanced(_double(self.MAX_TILE_DEG, "Largest clip side (degrees; 0 = one clip, as SHAFTS)",
                                             0.5, 0.0)))
+        self.addParameter(self.cluster_parameter())
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_HEIGHT, "Building height (m)"))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_FOOTPRINT, "Building footprint fraction"))
         self.addOutput(QgsProcessingOutputString("DEVICE_USED", "Device used"))
@@ -180,14 +184,20 @@ class HeightFootprintAlgorithm(_HeightFootprintBase):
         out_f = self.parameterAsOutputLayer(parameters, self.OUTPUT_FOOTPRINT, context)
         target = TARGETS[self.parameterAsEnum(parameters, self.TARGET, context)]
         device = self.parameterAsString(parameters, self.DEVICE, context) or "auto"
+        run, extra = predict_height_footprint_shafts, {}
+        cluster = self.cluster_address(parameters, context)
+        if cluster:  # one Dask task per tile
+            from ..core.cluster.height import height_footprint_on_cluster
+
+            run, extra = height_footprint_on_cluster, {"cluster": cluster}
         summary = self.run_core(
-            predict_height_footprint_shafts, paths["SENTINEL1"], paths["SENTINEL2"], paths["DEM"], extent, ckpt, res,
+            run, paths["SENTINEL1"], paths["SENTINEL2"], paths["DEM"], extent, ckpt, res,
             out_h, out_f, padding=padding, target=target, device=device,
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             h_min=self.parameterAsDouble(parameters, self.H_MIN, context),
             h_max=self.parameterAsDouble(parameters, self.H_MAX, context),
             max_tile_deg=self.parameterAsDouble(parameters, self.MAX_TILE_DEG, context),
-            progress=self.progress(feedback))
+            progress=self.progress(feedback), **extra)
         g = summary["grid"]
         feedback.pushInfo(f"Device used: {summary['device']}. Output grid {g.width} x {g.height} px of "
                           f"{g.res[0]}°, origin ({g.transform.c}, {g.transform.f}).")

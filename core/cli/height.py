@@ -2,7 +2,8 @@
 algorithms edifice:heightfootprint, edifice:ccap, edifice:referencegrids, edifice:trainheightfootprint,
 edifice:assignbuildingheight):
 
-    edifice height-footprint S1.tif S2.tif DEM.tif CKPT.pth HEIGHT.tif FOOTPRINT.tif --extent xmin,ymin,xmax,ymax
+    edifice height-footprint S1.tif S2.tif DEM.tif CKPT.pth HEIGHT.tif FOOTPRINT.tif --extent xmin,ymin,xmax,ymax \
+        [--cluster tcp://HOST:8786]
     edifice ccap --height H.tif --footprint F.tif [--height H2.tif --footprint F2.tif] MASK.tif
     edifice reference-grids BUILDINGS.gpkg FOOTPRINT.tif HEIGHT.tif --height-field height --resolution 100
     edifice train-height-footprint S1 S2 DEM REF_FOOTPRINT REF_HEIGHT OUT.pth --epochs 155
@@ -39,10 +40,15 @@ def _cmd_height_footprint(a) -> dict:
 
 def _height_footprint(a) -> dict:
     from ..height.shafts_inference import predict_height_footprint_shafts
-    out = predict_height_footprint_shafts(
+    run, extra = predict_height_footprint_shafts, {}
+    if a.cluster:  # one Dask task per tile of --max-tile-deg
+        from ..cluster.height import height_footprint_on_cluster
+
+        run, extra = height_footprint_on_cluster, {"cluster": a.cluster}
+    out = run(
         a.s1, a.s2, a.dem, a.extent, a.checkpoint, a.resolution, a.height, a.footprint, padding=a.padding,
         target=a.target, h_min=a.h_min, h_max=a.h_max, device=a.device, batch_size=a.batch_size,
-        max_tile_deg=a.max_tile_deg, precision=a.precision, progress=TerminalProgress())
+        max_tile_deg=a.max_tile_deg, precision=a.precision, progress=TerminalProgress(), **extra)
     g = out.pop("grid")
     out["grid"] = {"width": g.width, "height": g.height, "transform": list(g.transform)[:6]}
     return out
@@ -100,6 +106,7 @@ def _cmd_train(a) -> dict:
 
 def add_commands(subparsers) -> None:
     """Add height-footprint, ccap, reference-grids and train-height-footprint to ``edifice``."""
+    from .inference import add_cluster_option
     h = subparsers.add_parser("height-footprint", help="building height and footprint from Sentinel-1/2 + DEM "
                                                        "with a SHAFTS network")
     for name, text in (("s1", "Sentinel-1 GeoTIFF (VV, VH in dB; EPSG:4326)"),
@@ -122,7 +129,9 @@ def add_commands(subparsers) -> None:
     h.add_argument("--h-max", type=float, default=1000.0, help="heights above are capped (m)")
     h.add_argument("--max-tile-deg", type=float, default=0.5,
                    help="largest clip side in degrees; larger extents are tiled, each tile scaled on its own "
-                        "(0.5; 0 = the whole extent as one clip, identical to one SHAFTS run)")
+                        "(0.5; 0 = the whole extent as one clip, identical to one SHAFTS run); with --cluster, "
+                        "one Dask task per tile")
+    add_cluster_option(h)
     h.set_defaults(func=_cmd_height_footprint)
 
     c = subparsers.add_parser("ccap", help="CCAP urban mask from height/footprint predictions")

@@ -8,6 +8,8 @@ single-machine run.
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 from rasterio.windows import Window
@@ -35,9 +37,28 @@ class ClusterBlock:
         return (i1 - i0) * (j1 - j0)
 
     def area_km2(self, grid: Grid) -> float:
-        """Area of the block's pixels in km² (grid units taken as metres)."""
+        """Area of the block's pixels in km²: grid units taken as metres, or on a geographic CRS
+        (degrees) the area on a sphere of the mean Earth radius."""
         rx, ry = grid.res
-        return int(self.window.width) * int(self.window.height) * rx * ry / 1e6
+        w, h = int(self.window.width), int(self.window.height)
+        if not _is_geographic(grid.crs):
+            return w * h * rx * ry / 1e6
+        y1 = grid.transform.f - int(self.window.row_off) * ry
+        lat0, lat1 = math.radians(max(y1 - h * ry, -90.0)), math.radians(min(y1, 90.0))
+        return _EARTH_RADIUS_KM ** 2 * math.radians(w * rx) * abs(math.sin(lat1) - math.sin(lat0))
+
+
+#: mean Earth radius (km), for block areas on geographic grids
+_EARTH_RADIUS_KM = 6371.0088
+
+
+@functools.lru_cache(maxsize=8)
+def _is_geographic(crs_wkt: str | None) -> bool:
+    if not crs_wkt:
+        return False
+    from pyproj import CRS
+
+    return CRS.from_user_input(crs_wkt).is_geographic
 
 
 def plan_blocks(grid: Grid, layout: WindowLayout, block_windows: int) -> list[ClusterBlock]:

@@ -12,7 +12,8 @@ A tool describes its run as a :class:`BlockTool`:
 * ``assemble(blocks, files, results, run_dir, progress)``: the driver's last step (VRT, COG, merges).
 
 :func:`run_on_cluster` does the rest for every tool: the manifest (resume), connecting to
-the cluster, checking its workers, the worker plugins (a model kept loaded), one Dask task
+the cluster, checking its workers, the worker plugins (a model kept loaded; Dask's statistical
+profiler paused during the run, :class:`.client.ProfilerPause`), one Dask task
 per block with Dask's retries, progress (blocks, km², units/s, ETA) and cancellation.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Callable, Protocol
 from ..errors import Cancelled, EdificeError
 from ..progress import Progress
 from .blocks import ClusterBlock
-from .client import check_workers, connect
+from .client import PROFILER_PAUSE, ProfilerPause, check_workers, connect
 from .manifest import Manifest
 from .mosaic import VrtBands, write_cog, write_vrt
 
@@ -93,9 +94,13 @@ def run_on_cluster(tool: BlockTool, cluster: str, run_dir: Path, resume: bool, p
             check_workers(client, progress, needs_torch=tool.needs_torch)
             for name, plugin in tool.worker_plugins().items():
                 client.register_plugin(plugin, name=name)
-            t_blocks = time.perf_counter()
-            _run_blocks(client, tool, todo, files, manifest, progress.span(0.0, 0.9))
-            t_blocks = time.perf_counter() - t_blocks
+            client.register_plugin(ProfilerPause(), name=PROFILER_PAUSE)
+            try:
+                t_blocks = time.perf_counter()
+                _run_blocks(client, tool, todo, files, manifest, progress.span(0.0, 0.9))
+                t_blocks = time.perf_counter() - t_blocks
+            finally:
+                _unregister(client, PROFILER_PAUSE)
     summary = {"blocks": len(blocks), "blocks_run": len(todo), "blocks_skipped": len(blocks) - len(todo),
                tool.unit: sum(b.windows for b in blocks), "run_folder": str(run_dir), "blocks_seconds": t_blocks,
                f"{tool.unit}_run": sum(int(manifest.done[b.id].get(f"{tool.unit}_run", b.windows)) for b in todo),
@@ -106,6 +111,15 @@ def run_on_cluster(tool: BlockTool, cluster: str, run_dir: Path, resume: bool, p
     progress.info(f"{summary['blocks_run']} block(s) run, {summary['blocks_skipped']} skipped, in "
                   f"{summary['seconds']:.1f} s.")
     return summary
+
+
+def _unregister(client, name: str) -> None:
+    """Unregister the worker plugin ``name`` (its teardown runs on each worker); a worker that has
+    gone or a closing cluster is no error here."""
+    try:
+        client.unregister_worker_plugin(name)
+    except Exception:  # noqa: BLE001 - best effort at the end of a run
+        pass
 
 
 class _Tally:

@@ -389,6 +389,151 @@ def _load_model(checkpoint, resolution_m, target):
 # ---------------------------------------------------------------------------
 # main entry point
 # ---------------------------------------------------------------------------
+_DESCRIPTIONS = {"height": "mean building height (m)", "footprint": "building footprint fraction"}
+_STYLES = {"height": "height_m.qml", "footprint": "footprint_fraction.qml"}
+
+
+@dataclass(frozen=True)
+class ShaftsRun:
+    """Everything but the network that predicting one tile needs (picklable: a Dask task gets it).
+
+    ``grid``: SHAFTS's output grid of the whole extent (degrees); ``tile_px``: output pixels along a
+    tile's side (each tile is clipped with ``padding`` degrees and preprocessed on its own);
+    ``outputs``: "height" and/or "footprint"; ``limits``: {output: (min, max)} of the post-processing."""
+    s1_path: str
+    s2_path: str
+    dem_path: str
+    bands: tuple            # (S1 bands, S2 bands, (DEM band,))
+    extent: tuple           # xmin, ymin, xmax, ymax (degrees)
+    padding: float          # degrees
+    grid: Grid
+    tile_px: int
+    chunk_rows: int
+    batch_size: int | None  # None: by the device type of the process that runs it
+    task: str
+    outputs: tuple
+    limits: dict
+    nodata: float
+
+    def tiles(self) -> list:
+        """The tiles (:class:`core.grid.Block`) of the output grid, row-major."""
+        return list(self.grid.blocks(self.tile_px))
+
+    def tile_bounds(self, window: Window) -> tuple[float, float, float, float]:
+        """The clip of the tile ``window`` (degrees): its part of the extent (the output grid may
+        reach past xmax and ymin) plus the padding, the halo its patches read."""
+        res = self.grid.res[0]
+        c0, r0, tw, th = int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+        tx0 = self.grid.transform.c + c0 * res
+        ty1 = self.grid.transform.f - r0 * res
+        xmin, ymin, xmax, _ = self.extent
+        return (tx0 - self.padding, max(ty1 - th * res, ymin) - self.padding,
+                min(tx0 + tw * res, xmax) + self.padding, ty1 + self.padding)
+
+
+def _check_options(precision, batch_size, padding, max_tile_deg) -> None:
+    if precision not in PRECISIONS:
+        raise InputError("PRECISION", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    if batch_size is not None and batch_size < 1:
+        raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
+    if not padding >= 0:
+        raise InputError("PADDING", f"must be >= 0 degrees, got {padding}.")
+    if max_tile_deg is not None and not max_tile_deg >= 0:
+        raise InputError("MAX_TILE_DEG", f"must be >= 0 degrees (0: one clip), got {max_tile_deg}.")
+
+
+def _check_outputs(task: str, out_height, out_footprint) -> tuple:
+    if task in ("multi", "height") and out_height is None:
+        raise InputError("OUTPUT_HEIGHT", "is required for this model.", "give an output file name.")
+    if task in ("multi", "footprint") and out_footprint is None:
+        raise InputError("OUTPUT_FOOTPRINT", "is required for this model.", "give an output file name.")
+    return tuple(k for k in ("height", "footprint") if task in ("multi", k))
+
+
+def _checked_crs(paths: tuple, bands: tuple, bounds, progress: Progress) -> str:
+    """Check all three inputs cover ``bounds`` (extent plus padding) before any work; their CRS (WKT)."""
+    with contextlib.ExitStack() as stack:
+        dss = {k: stack.enter_context(open_raster(p, k)) for k, p in zip(("S1", "S2", "DEM"), paths)}
+        crs = _check_inputs(dss, dict(zip(("S1", "S2", "DEM"), bands)), bounds)
+        note = sentinel_grid_note(dss["S1"], dss["S2"])
+    if note:
+        progress.warning(note)
+    return crs
+
+
+def plan_shafts_run(s1_path, s2_path, dem_path, extent, resolution_m: int, task: str, out_height, out_footprint,
+                    *, padding: float, h_min: float, h_max: float, f_min: float, f_max: float,
+                    batch_size: int | None, chunk_rows: int | None, nodata: float, s1_bands, s2_bands,
+                    dem_band: int, max_tile_deg: float | None, precision: str,
+                    progress: Progress) -> ShaftsRun:
+    """Check the settings and inputs of a SHAFTS run (one machine or a Dask cluster) and cut its
+    output grid into tiles of ``max_tile_deg`` degrees. Raises InputError naming the setting."""
+    outputs = _check_outputs(task, out_height, out_footprint)
+    _check_options(precision, batch_size, padding, max_tile_deg)
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    bands = (tuple(s1_bands), tuple(s2_bands), (int(dem_band),))
+    crs = _checked_crs((str(s1_path), str(s2_path), str(dem_path)), bands,
+                       (xmin - padding, ymin - padding, xmax + padding, ymax + padding), progress)
+    grid = shafts_output_grid((xmin, ymin, xmax, ymax), resolution_m, crs)
+    tile_px = max(grid.width, grid.height)
+    if max_tile_deg and max(xmax - xmin, ymax - ymin) > max_tile_deg:
+        tile_px = max(1, int(max_tile_deg // grid.res[0]))
+    if chunk_rows is None:
+        chunk_rows = max(1, 16384 // min(tile_px, grid.width))
+    run = ShaftsRun(str(s1_path), str(s2_path), str(dem_path), bands, (xmin, ymin, xmax, ymax), float(padding),
+                    grid, tile_px, int(chunk_rows), batch_size, task, outputs,
+                    {"height": (h_min, h_max), "footprint": (f_min, f_max)}, float(nodata))
+    n = len(run.tiles())
+    if n > 1:
+        progress.warning(f"extent larger than {max_tile_deg} degrees: processed as {n} tiles of "
+                         f"{tile_px} x {tile_px} output pixels, each preprocessed on its own (Sentinel-2 "
+                         f"scaling per tile, as when SHAFTS is run tile by tile).")
+    return run
+
+
+def postprocess(v: np.ndarray, output: str, run: ShaftsRun) -> np.ndarray:
+    """Network output (float64, NaN where not predicted) to the written float32: multi-task: below
+    min -> 0 (not clipped to min), above max -> max; single-task: first above max -> max, then
+    below min -> 0; NaN -> nodata."""
+    lo, hi = run.limits[output]
+    ok = np.isfinite(v)
+    if run.task == "multi":
+        v = np.where(v > hi, hi, np.where(v < lo, 0.0, v))
+    else:
+        v = np.where(v > hi, hi, v)
+        v = np.where(v < lo, 0.0, v)
+    return np.where(ok, v, run.nodata).astype(np.float32)
+
+
+def predict_tile(run: ShaftsRun, model, dev, window: Window, write, progress: Progress) -> dict:
+    """Predict the tile ``window`` of ``run.grid``: clip and prepare its inputs (its part of the extent
+    plus the padding, :meth:`ShaftsRun.tile_bounds`), then run the network over it in chunks of
+    ``run.chunk_rows`` rows, calling ``write(output, float32 array, chunk window)`` for each output.
+    The one code path of both the single-machine run and a cluster block. Returns the pixel counts."""
+    s1_bands, s2_bands, (dem_band,) = run.bands
+    prep, _ = prepare_inputs(run.s1_path, run.s2_path, run.dem_path, run.tile_bounds(window), s1_bands, s2_bands,
+                             dem_band, progress.span(0.0, 0.15))
+    progress.check_cancelled()
+    # patches at the tile's corners must lie inside its clip (clear error otherwise)
+    xs_c, ys_c = run.grid.pixel_centres(window)
+    gather_patches(prep, xs_c[[0, -1]][:, [0, -1]].ravel(), ys_c[[0, -1]][:, [0, -1]].ravel(), model.patch_size)
+    batch_size = run.batch_size or DEFAULT_BATCH_SIZE.get(dev.type, 64)
+    model_progress = progress.span(0.15, 1.0)
+    c0, r0, tw, th = int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+    stats = {"pixels": 0, "valid": 0}
+    for a in range(r0, r0 + th, run.chunk_rows):
+        progress.check_cancelled()
+        b = min(a + run.chunk_rows, r0 + th)
+        chunk = Window(c0, a, tw, b - a)
+        pred = _predict_window(model, dev, run.grid, chunk, prep, batch_size, run.outputs, progress)
+        for k in run.outputs:
+            write(k, postprocess(pred[k], k, run), chunk)
+        stats["pixels"] += (b - a) * tw
+        stats["valid"] += int(np.isfinite(pred[run.outputs[0]]).sum())
+        model_progress.set_fraction((b - r0) / th)
+    return stats
+
+
 def predict_height_footprint_shafts(
         s1_path, s2_path, dem_path, extent: tuple[float, float, float, float], checkpoint,
         resolution_m: int, out_height=None, out_footprint=None, *,
@@ -408,8 +553,7 @@ def predict_height_footprint_shafts(
 
     ``extent`` (xmin, ymin, xmax, ymax) and ``padding`` are in degrees of the inputs' geographic CRS
     (EPSG:4326). ``checkpoint``: path to a SHAFTS or Edifice ``shafts_senet`` checkpoint, or a loaded
-    model. Post-processing (multi-task): height < h_min -> 0, > h_max -> h_max; footprint likewise
-    with f_min/f_max; single-task: > max -> max, then < min -> 0. Outputs are float32 GeoTIFFs with
+    model. Post-processing: :func:`postprocess`. Outputs are float32 GeoTIFFs with
     ``nodata``, written atomically. ``precision``: "fp32" (default) or "bf16" (faster, not SHAFTS's
     numbers: the difference depends on the network, see :data:`PRECISIONS`). Returns {"grid", "height", "footprint", "device", "pixels"}.
     """
@@ -419,95 +563,31 @@ def predict_height_footprint_shafts(
                             "CHECKPOINT": checkpoint if isinstance(checkpoint, (str, os.PathLike)) else None})
     progress = ensure(progress)
     model, task = _load_model(checkpoint, resolution_m, target)
-    if task in ("multi", "height") and out_height is None:
-        raise InputError("OUTPUT_HEIGHT", "is required for this model.", "give an output file name.")
-    if task in ("multi", "footprint") and out_footprint is None:
-        raise InputError("OUTPUT_FOOTPRINT", "is required for this model.", "give an output file name.")
-    if precision not in PRECISIONS:
-        raise InputError("PRECISION", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    if batch_size is not None and batch_size < 1:
-        raise InputError("BATCH_SIZE", f"must be at least 1, got {batch_size}.")
-    if not padding >= 0:
-        raise InputError("PADDING", f"must be >= 0 degrees, got {padding}.")
-    if max_tile_deg is not None and not max_tile_deg >= 0:
-        raise InputError("MAX_TILE_DEG", f"must be >= 0 degrees (0: one clip), got {max_tile_deg}.")
+    _check_outputs(task, out_height, out_footprint)
+    _check_options(precision, batch_size, padding, max_tile_deg)
     dev = resolve_device(device)
-    batch_size = batch_size or DEFAULT_BATCH_SIZE.get(dev.type, 64)
     progress.info(f"SHAFTS {resolution_m} m {task}-task model on device {dev}"
                   + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""))
-    xmin, ymin, xmax, ymax = (float(v) for v in extent)
-    with contextlib.ExitStack() as stack:  # check all three inputs cover the whole extent before any work
-        dss = {"S1": stack.enter_context(open_raster(s1_path, "S1")),
-               "S2": stack.enter_context(open_raster(s2_path, "S2")),
-               "DEM": stack.enter_context(open_raster(dem_path, "DEM"))}
-        crs = _check_inputs(dss, {"S1": tuple(s1_bands), "S2": tuple(s2_bands), "DEM": (int(dem_band),)},
-                            (xmin - padding, ymin - padding, xmax + padding, ymax + padding))
-        note = sentinel_grid_note(dss["S1"], dss["S2"])
-        if note:
-            progress.warning(note)
-    out_grid = shafts_output_grid((xmin, ymin, xmax, ymax), resolution_m, crs)
-    res = out_grid.res[0]
-    tile_px = max(out_grid.width, out_grid.height)
-    if max_tile_deg and max(xmax - xmin, ymax - ymin) > max_tile_deg:
-        tile_px = max(1, int(max_tile_deg // res))
-    tiles = list(out_grid.blocks(tile_px))
-    if len(tiles) > 1:
-        progress.warning(f"extent larger than {max_tile_deg} degrees: processed as {len(tiles)} tiles of "
-                         f"{tile_px} x {tile_px} output pixels, each preprocessed on its own (Sentinel-2 "
-                         f"scaling per tile, as when SHAFTS is run tile by tile).")
+    run = plan_shafts_run(s1_path, s2_path, dem_path, extent, resolution_m, task, out_height, out_footprint,
+                          padding=padding, h_min=h_min, h_max=h_max, f_min=f_min, f_max=f_max,
+                          batch_size=batch_size, chunk_rows=chunk_rows, nodata=nodata, s1_bands=s1_bands,
+                          s2_bands=s2_bands, dem_band=dem_band, max_tile_deg=max_tile_deg, precision=precision,
+                          progress=progress)
     model = inference_model(model, dev, owned=isinstance(checkpoint, (str, os.PathLike)), precision=precision)
-    if chunk_rows is None:
-        chunk_rows = max(1, 16384 // min(tile_px, out_grid.width))
-    outputs = [k for k in ("height", "footprint") if task in ("multi", k)]
     paths = {"height": out_height, "footprint": out_footprint}
+    tiles = run.tiles()
     stats = {"pixels": 0, "valid": 0}
     with contextlib.ExitStack() as stack:
-        dsts = {k: stack.enter_context(atomic_raster(paths[k], out_grid, 1, "float32", nodata=nodata,
-                                                     descriptions=[{"height": "mean building height (m)",
-                                                                    "footprint": "building footprint fraction"}[k]],
-                                                     style={"height": "height_m.qml",
-                                                            "footprint": "footprint_fraction.qml"}[k]))
-                for k in outputs}
+        dsts = {k: stack.enter_context(atomic_raster(paths[k], run.grid, 1, "float32", nodata=nodata,
+                                                     descriptions=[_DESCRIPTIONS[k]], style=_STYLES[k]))
+                for k in run.outputs}
         for t, tile in enumerate(tiles):
-            tile_progress = progress.span(t / len(tiles), (t + 1) / len(tiles))
-            w = tile.window
-            c0, r0, tw, th = int(w.col_off), int(w.row_off), int(w.width), int(w.height)
-            tx0 = out_grid.transform.c + c0 * res
-            ty1 = out_grid.transform.f - r0 * res
-            # the tile's part of the extent (the output grid may reach past xmax and ymin)
-            bounds = (tx0 - padding, max(ty1 - th * res, ymin) - padding,
-                      min(tx0 + tw * res, xmax) + padding, ty1 + padding)
-            prep, _ = prepare_inputs(s1_path, s2_path, dem_path, bounds, s1_bands, s2_bands, dem_band,
-                                     tile_progress.span(0.0, 0.15))
-            progress.check_cancelled()
-            # patches at the tile's corners must lie inside its clip (clear error otherwise)
-            xs_c, ys_c = out_grid.pixel_centres(w)
-            gather_patches(prep, xs_c[[0, -1]][:, [0, -1]].ravel(), ys_c[[0, -1]][:, [0, -1]].ravel(),
-                           model.patch_size)
-            model_progress = tile_progress.span(0.15, 1.0)
-            for a in range(r0, r0 + th, chunk_rows):
-                progress.check_cancelled()
-                b = min(a + chunk_rows, r0 + th)
-                chunk = Window(c0, a, tw, b - a)
-                pred = _predict_window(model, dev, out_grid, chunk, prep, batch_size, outputs, progress)
-                for k in outputs:
-                    v = pred[k]
-                    ok = np.isfinite(v)
-                    lo, hi = (h_min, h_max) if k == "height" else (f_min, f_max)
-                    if task == "multi":      # below min -> 0 (not clipped to min), above max -> max
-                        v = np.where(v > hi, hi, np.where(v < lo, 0.0, v))
-                    else:                    # single-task: first above max -> max, then below min -> 0
-                        v = np.where(v > hi, hi, v)
-                        v = np.where(v < lo, 0.0, v)
-                    v = np.where(ok, v, nodata).astype(np.float32)
-                    dsts[k].write(v[None], window=chunk)
-                stats["pixels"] += (b - a) * tw
-                stats["valid"] += int(np.isfinite(pred[outputs[0]]).sum())
-                model_progress.set_fraction((b - r0) / th)
-            del prep
+            s = predict_tile(run, model, dev, tile.window, lambda k, v, w: dsts[k].write(v[None], window=w),
+                             progress.span(t / len(tiles), (t + 1) / len(tiles)))
+            stats = {k: stats[k] + s[k] for k in stats}
     progress.info(f"{stats['valid']} of {stats['pixels']} output pixels predicted")
-    return {"grid": out_grid, "height": out_height if "height" in outputs else None,
-            "footprint": out_footprint if "footprint" in outputs else None,
+    return {"grid": run.grid, "height": out_height if "height" in run.outputs else None,
+            "footprint": out_footprint if "footprint" in run.outputs else None,
             "device": str(dev), "pixels": stats["pixels"], "valid_pixels": stats["valid"],
             "tiles": len(tiles)}
 

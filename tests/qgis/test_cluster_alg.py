@@ -107,3 +107,41 @@ def test_poi_probability_on_a_dask_cluster(provider, kampala_pois, kampala_rgb, 
     with rasterio.open(out) as a, rasterio.open(ref["OUTPUT"]) as b:
         assert a.transform == b.transform and np.array_equal(a.read(), b.read())
         assert (b.read() > 0).any()
+
+
+def test_height_footprint_on_a_dask_cluster(provider, thu_dir, thu_checkpoint, tmp_path):
+    """edifice:heightfootprint with CLUSTER: one task per tile; the height VRT comes back styled in
+    the project with the pixels of the single-machine CLI run (one math thread, as the worker)."""
+    import json
+    import subprocess
+    import sys
+
+    import processing
+    from qgis.core import QgsProject
+
+    scene = _scene()
+    inputs = [str(thu_dir / f) for f in ("thu_s1_2020.tif", "thu_s2_synthetic.tif", "thu_srtm.tif")]
+    r = subprocess.run([sys.executable, "-m", "edifice.core.cli", "height-footprint", *inputs, str(thu_checkpoint),
+                        str(tmp_path / "h.tif"), str(tmp_path / "f.tif"), "--extent", "116.31,39.99,116.325,40.005",
+                        "--padding", "0.005", "--max-tile-deg", "0.006", "--device", "cpu", "--batch-size", "5"],
+                       capture_output=True, text=True, env=scene.procs.cli_env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["tiles"] == 9
+    dask = scene.one_worker_cluster(tmp_path)
+    try:
+        out_h = tmp_path / "out" / "height.vrt"
+        QgsProject.instance().removeAllMapLayers()
+        res = processing.runAndLoadResults("edifice:heightfootprint", {
+            "SENTINEL1": inputs[0], "SENTINEL2": inputs[1], "DEM": inputs[2], "CHECKPOINT": str(thu_checkpoint),
+            "RESOLUTION": "100", "EXTENT": "116.31,116.325,39.99,40.005 [EPSG:4326]", "PADDING": 0.005,
+            "DEVICE": "cpu", "BATCH_SIZE": 5, "MAX_TILE_DEG": 0.006, "CLUSTER": dask.address,
+            "OUTPUT_HEIGHT": str(out_h), "OUTPUT_FOOTPRINT": str(tmp_path / "out" / "footprint.tif")})
+        assert res["DEVICE_USED"].startswith(f"Dask cluster {dask.address}: 9 block(s) run")
+        layers = {lyr.source(): lyr for lyr in QgsProject.instance().mapLayers().values()}
+        assert layers[str(out_h)].renderer().type() == "singlebandpseudocolor"
+        QgsProject.instance().removeAllMapLayers()
+    finally:
+        dask.stop()
+    for dist, single in ((out_h, "h.tif"), (tmp_path / "out" / "footprint.tif", "f.tif")):
+        with rasterio.open(dist) as a, rasterio.open(tmp_path / single) as b:
+            assert a.transform == b.transform and np.array_equal(a.read(), b.read())

@@ -135,3 +135,48 @@ def test_poi_probability_on_cluster_equals_single_machine(cluster, tmp_path, hel
     np.testing.assert_array_equal(_read(tmp_path / "dist.vrt")[0], single)
     assert all(0 < (band > 0).mean() for band in single)  # every class reaches part of the grid
     assert ((single > 0) & (single < 1)).any()
+
+
+def test_height_footprint_on_cluster_equals_single_machine(cluster, tmp_path, thu_dir, thu_checkpoint):
+    """SHAFTS over the THU sample in 3 x 3 tiles of 0.006° (the cluster's blocks): the VRT and the
+    COG have the single machine's pixels, both workers ran tiles, a rerun skips them all."""
+    inputs = [str(thu_dir / f) for f in ("thu_s1_2020.tif", "thu_s2_synthetic.tif", "thu_srtm.tif")]
+    common = [str(thu_checkpoint)]
+    opts = ["--extent", "116.31,39.99,116.325,40.005", "--padding", "0.005", "--max-tile-deg", "0.006",
+            "--device", "cpu", "--batch-size", "5"]
+    ref = _edifice(["height-footprint", *inputs, *common, str(tmp_path / "h.tif"), str(tmp_path / "f.tif"), *opts])
+    args = ["height-footprint", *inputs, *common, str(tmp_path / "dh.vrt"), str(tmp_path / "df.tif"), *opts,
+            "--cluster", cluster.address]
+    out = _edifice(args)
+    assert out["blocks"] == out["blocks_run"] == 9 and out["valid_pixels"] == ref["valid_pixels"] > 250
+    assert out["grid"] == ref["grid"]
+    done = json.loads((tmp_path / "dh_blocks" / "manifest.json").read_text())["done"]
+    assert {v["worker"] for v in done.values()} == _worker_addresses(cluster)
+    for dist, single in (("dh.vrt", "h.tif"), ("df.tif", "f.tif"), ("df.vrt", "f.tif")):
+        a, nd = _read(tmp_path / dist)
+        b, single_nd = _read(tmp_path / single)
+        assert nd == single_nd
+        np.testing.assert_array_equal(a, b)
+    assert len(np.unique(_read(tmp_path / "h.tif")[0])) > 20
+    again = _edifice(args)
+    assert again["blocks_run"] == 0 and again["blocks_skipped"] == 9
+
+
+def _profilers_running(client) -> dict:
+    return client.run(lambda dask_worker: dask_worker.periodic_callbacks["profile"].is_running())
+
+
+def test_profiler_is_paused_while_registered_and_runs_again_after(cluster):
+    """ProfilerPause (registered by the runner for the blocks of a run) stops Dask's 10 ms
+    statistical profiler on every worker; unregistering it (the end of the run) starts it again."""
+    from distributed import Client
+
+    from edifice.core.cluster.client import PROFILER_PAUSE, ProfilerPause
+
+    with Client(cluster.address, timeout=30, set_as_default=False) as c:
+        assert set(_profilers_running(c).values()) == {True}
+        c.register_plugin(ProfilerPause(), name=PROFILER_PAUSE)
+        paused = _profilers_running(c)
+        c.unregister_worker_plugin(PROFILER_PAUSE)
+        assert len(paused) == 2 and set(paused.values()) == {False}
+        assert set(_profilers_running(c).values()) == {True}
