@@ -287,7 +287,6 @@ class HttpClient:
     def _session(self):
         session = getattr(self._local, "session", None)
         if session is None:
-            import requests
             from requests.adapters import HTTPAdapter
 
             session = _session_class()()
