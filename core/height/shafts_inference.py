@@ -53,7 +53,8 @@ DEFAULT_NODATA = -9999.0
 #: 0 (or None) processes any extent as one clip, exactly as one SHAFTS run over the whole extent.
 DEFAULT_MAX_TILE_DEG = 0.5
 #: Patches per network call by device type (batch_size=None): on a CPU small batches keep the
-#: activations in cache (CPU time is the same from 16 to 256; 64 needs less memory), a GPU needs large ones.
+#: activations in cache (CPU time is the same from 16 to 256; 64 needs less memory; each CPU worker thread
+#: runs its own batches, :func:`_batch_workers`), a GPU needs large ones.
 DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
 
 
