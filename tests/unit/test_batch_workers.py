@@ -89,3 +89,36 @@ def test_even_batches_cover_everything_once_within_the_batch_size(n, bs, workers
         assert max(sizes) - min(sizes) <= 1
         assert len(b) % workers == 0 or len(b) == n
         assert len(b) >= -(-n // bs)
+
+
+def test_overlapping_pools_restore_the_setting_of_before_the_first():
+    """Two runs at once (as two QGIS tasks): the second opens its pool in another thread while the first's
+    is open (that thread starts with one intra-op thread) and closes last; threads started afterwards still
+    get the setting of before the first run."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    opened, first_closed, seen = threading.Event(), threading.Event(), {}
+
+    def second_task():
+        with cpu_batch_workers(2) as b:
+            seen["in_task"] = torch.get_num_threads()
+            seen["in_worker"] = b.submit(torch.get_num_threads).result()
+            opened.set()
+            first_closed.wait(10)
+
+    try:
+        with cpu_batch_workers(2) as a:
+            a.submit(torch.get_num_threads).result()
+            t = threading.Thread(target=second_task)
+            t.start()
+            assert opened.wait(10)
+        first_closed.set()
+        t.join(10)
+        assert seen == {"in_task": 1, "in_worker": 1}
+        later = []
+        t2 = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        t2.start()
+        t2.join()
+        assert later == [2]
+    finally:
+        torch.set_num_threads(before)
