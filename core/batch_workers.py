@@ -3,17 +3,19 @@ intra-op (OpenMP) thread, instead of every batch being split across all cores.
 
 Why: a small network's forward pass is hundreds of short parallel regions (convolutions of 20 x 20
 patches, squeeze-excitation pools, ReLUs), each ending in a barrier of all OpenMP threads. On a
-loaded machine one descheduled thread stalls every barrier (and OpenMP's default policy spins while
-it waits), so the intra-op-parallel forward ran 1.5-3x slower in wall time than its CPU time
-suggests. With one batch per core there are no barriers at all; the CPU time per patch is the same
-(measured on 2 cores with the SHAFTS 100 m network: 3.0-3.6 ms of CPU per patch either way).
+loaded machine one descheduled thread stalls every barrier, and OpenMP's default policy spins while
+it waits: measured on 2 cores at load average 6-8 (SHAFTS 100 m network, batches of 64), the
+2-thread forward used 1.7-2.6x the CPU time per patch of one-thread batches (3.2-3.6 ms). With one
+batch per core there are no barriers at all and the CPU time per patch is that of one thread.
 
 torch's intra-op thread count is process-wide in its API but per thread in OpenMP/MKL:
 :func:`cpu_batch_workers` sets one thread in each worker and restores the caller's setting
 (``torch.get_num_threads()``) when the pool closes. Imports torch lazily.
 
-Measured (benchmarks/bench_shafts.py, 2 cores, load average 6-8, THU extent): the SHAFTS inference's
-wall time 0.57x and CPU time 0.41x of the OpenMP-parallel batches it replaced.
+Measured (benchmarks/bench_shafts.py, 2 cores, load average 6-9): the SHAFTS inference's wall time
+0.57x (THU extent) and 0.46x (10x its area) of the OpenMP-parallel batches it replaced, CPU time
+0.41x and 0.38x. On an idle machine the gain is smaller (only the barriers' own cost; not measured:
+the machine was never idle).
 """
 from __future__ import annotations
 
