@@ -33,6 +33,16 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
+Measured (2-core machine shared with other jobs; --repeat 1 unless noted; ratio to shafts, wall / CPU):
+  --threads 2, load 6-9: 1x after 0.282 / 0.154 (best of 2), previous 0.496 / 0.372; 10x after 0.205 / 0.181,
+  previous 0.443 / 0.482.  --threads 2, load 4-5: 1x after 0.354 / 0.199, previous 0.433 / 0.385; 10x after
+  0.362 / 0.263, previous 0.442 / 0.472.  --threads 1, load 3-5 (no OpenMP barriers on either side, the
+  intrinsic cost): 1x after 0.259 / 0.335; 10x after 0.628 / 0.486 (CPU per patch: after ~3.1 ms, SHAFTS's
+  forward alone ~4.1-4.5 ms). The ratio grows with the size because SHAFTS's fixed work (gdal.Warp, griddata
+  fill of the padded clip: ~10 CPU-s at 1x, clip area x3 at 10x) is spread over 10x more patches, so it tends
+  to the per-patch ratio; the lower ratios under load come from SHAFTS's OpenMP-parallel batches (barriers,
+  spinning) that ours no longer has.
+
 Inputs: samples/thu (real Sentinel-1 and SRTM crops from the SHAFTS test case; SYNTHETIC Sentinel-2), extent
 116.305-116.335 E, 39.987-40.017 N (34 x 34 output pixels at 100 m), padding 0.005°. Sizes above 1x are
 SYNTHETIC: the THU rasters tiled (np.tile) into larger GeoTIFFs with the same origin and pixel sizes, and the
