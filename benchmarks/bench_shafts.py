@@ -3,14 +3,18 @@ inference procedure, at the THU extent and at 10x and 100x its area, with the im
 optimisation measured in the same run. One command prints the whole table:
 
     PYTHONPATH=<dir holding edifice> nice -n 10 python benchmarks/bench_shafts.py [--sizes 1,10,100]
-        [--threads 2] [--repeat 3] [--before-rev 11b1056] [--no-memory] [--no-streamlined]
+        [--threads 2] [--repeat 3] [--before-rev 11b1056] [--previous-rev fdc00d5] [--no-memory] [--no-streamlined]
     PYTHONPATH=<dir holding edifice> python benchmarks/bench_shafts.py --memory [--sides 0.1,0.5]
 
-Per size it runs, interleaved (after, before, shafts, streamlined, after, ...) and keeps the best of
+Per size it runs, interleaved (after, before, after_bf16, shafts, previous, streamlined, after, ...) and keeps the best of
 ``--repeat`` (1 at sizes above 10x: a SHAFTS run there takes minutes):
   after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
-               folded into the convolutions, channels-last batches gathered from strided windows, inference_mode);
+               folded into the convolutions, channels-last batches gathered from strided windows, inference_mode;
+               on a CPU one worker thread per torch thread, each running whole batches with one intra-op
+               thread: core/batch_workers.py);
   after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
+  previous     the same function as it was at ``--previous-rev`` (default fdc00d5: batches of 64 split across
+               the cores by torch's OpenMP threads, before the batch-parallel CPU workers; '' skips it);
   before       the same function as it was at ``--before-rev`` (git show of core/shafts_inference.py, its path then,
                loaded as a module; default 11b1056, the main commit this work started from, batch 64);
   shafts       SHAFTS's own procedure as its code does it (src/shafts/inference.py
@@ -28,6 +32,16 @@ Per size it runs, interleaved (after, before, shafts, streamlined, after, ...) a
 Ratios are time / shafts time at the same size. Max differences of after vs before and after vs shafts are
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
+
+Measured (2-core machine shared with other jobs; --repeat 1 unless noted; ratio to shafts, wall / CPU):
+  --threads 2, load 6-9: 1x after 0.282 / 0.154 (best of 2), previous 0.496 / 0.372; 10x after 0.205 / 0.181,
+  previous 0.443 / 0.482.  --threads 2, load 4-5: 1x after 0.354 / 0.199, previous 0.433 / 0.385; 10x after
+  0.362 / 0.263, previous 0.442 / 0.472.  --threads 1, load 3-5 (no OpenMP barriers on either side, the
+  intrinsic cost): 1x after 0.259 / 0.335; 10x after 0.628 / 0.486 (CPU per patch: after ~3.1 ms, SHAFTS's
+  forward alone ~4.1-4.5 ms). The ratio grows with the size because SHAFTS's fixed work (gdal.Warp, griddata
+  fill of the padded clip: ~10 CPU-s at 1x, clip area x3 at 10x) is spread over 10x more patches, so it tends
+  to the per-patch ratio; the lower ratios under load come from SHAFTS's OpenMP-parallel batches (barriers,
+  spinning) that ours no longer has.
 
 Inputs: samples/thu (real Sentinel-1 and SRTM crops from the SHAFTS test case; SYNTHETIC Sentinel-2), extent
 116.305-116.335 E, 39.987-40.017 N (34 x 34 output pixels at 100 m), padding 0.005°. Sizes above 1x are
@@ -70,6 +84,8 @@ S1, S2, DEM = THU / "thu_s1_2020.tif", THU / "thu_s2_synthetic.tif", THU / "thu_
 EXTENT = (116.305, 39.987, 116.335, 40.017)
 PADDING = 0.03       # SHAFTS's recommended padding (example/minimum_case_run.py) and our default
 BEFORE_REV = "11b1056"
+#: the main commit the batch-parallel CPU workers started from (batches split across the cores by OpenMP)
+PREVIOUS_REV = "fdc00d5"
 SHAFTS_BATCH = 64
 
 
@@ -133,14 +149,20 @@ def make_checkpoint(path: Path) -> Path:
 # the implementation before (git) and after (this checkout)
 # ---------------------------------------------------------------------------------------------------
 def load_before(rev: str):
-    """predict_height_footprint_shafts as core/shafts_inference.py (its path then) was at git revision ``rev``."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:core/shafts_inference.py"], check=True,
-                         capture_output=True, text=True).stdout
-    name = "edifice.core._shafts_inference_before"
+    """predict_height_footprint_shafts as it was at git revision ``rev`` (core/height/shafts_inference.py,
+    or core/shafts_inference.py before core/ was split by domain)."""
+    for path, package in (("core/height/shafts_inference.py", "edifice.core.height"),
+                          ("core/shafts_inference.py", "edifice.core")):
+        r = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"no shafts_inference.py at revision {rev}")
+    name = f"{package}._shafts_inference_{rev}"
     mod = types.ModuleType(name)
-    mod.__package__, mod.__file__ = "edifice.core", f"<{rev}:core/height/shafts_inference.py>"
+    mod.__package__, mod.__file__ = package, f"<{rev}:{path}>"
     sys.modules[name] = mod
-    exec(compile(src, mod.__file__, "exec"), mod.__dict__)
+    exec(compile(r.stdout, mod.__file__, "exec"), mod.__dict__)
     return mod.predict_height_footprint_shafts
 
 
@@ -479,6 +501,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="1,10,100", help="area multiples of the THU extent (1,10,100)")
     ap.add_argument("--padding", type=float, default=PADDING, help="degrees around the extent (0.03)")
     ap.add_argument("--before-rev", default=BEFORE_REV, help="git revision of the 'before' implementation")
+    ap.add_argument("--previous-rev", default=PREVIOUS_REV,
+                    help="git revision of the 'previous' implementation ('' to skip it)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess runs")
     ap.add_argument("--no-streamlined", action="store_true", help="skip the old streamlined reference")
     ap.add_argument("--memory", action="store_true", help="peak memory of preparing one clip instead")
@@ -489,6 +513,7 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     globals()["PADDING"] = a.padding
     before = load_before(a.before_rev)
+    previous = load_before(a.previous_rev) if a.previous_rev else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -502,6 +527,8 @@ def main() -> int:
                        "after_bf16": lambda o: run_ours(predict_height_footprint_shafts, paths, extent, ckpt, o,
                                                         a.device, precision="bf16"),
                        "shafts": lambda o: shafts_reference(paths, extent, ckpt, o, a.device)}
+            if previous is not None:
+                runners["previous"] = lambda o: run_ours(previous, paths, extent, ckpt, o, a.device)
             if not a.no_streamlined:
                 runners["streamlined"] = lambda o: streamlined_reference(paths, extent, ckpt, a.device)
             load0 = _load()
@@ -523,7 +550,7 @@ def _print_size(row):
     for k, v in times.items():
         print(f"  {k:12s} {v:8.2f} s  {n / v:8.1f} px/s  ratio to shafts {v / times['shafts']:.3f}   "
               f"CPU {cpu[k]:8.2f} s, ratio {cpu[k] / cpu['shafts']:.3f}", flush=True)
-    for other in ("before", "after_bf16", "shafts", "streamlined"):
+    for other in ("before", "previous", "after_bf16", "shafts", "streamlined"):
         if other in outs:
             dh, same_h = _maxdiff(outs["after"][0], outs[other][0])
             df, _ = _maxdiff(outs["after"][1], outs[other][1])
@@ -533,20 +560,23 @@ def _print_size(row):
 
 
 def _print_summary(rows, a):
-    print(f"\nsummary (device {a.device}, {a.threads} torch threads, padding {a.padding}°; "
-          "ratio = time / SHAFTS's procedure, same run)")
+    print(f"\nsummary (device {a.device}, {a.threads} torch threads, padding {a.padding}°, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; ratio = time / SHAFTS's procedure, same run)")
     print("  (CPU: the same ratios of process CPU time, less sensitive to other load with --threads 1)")
-    print("  size   pixels   after/shafts  before/shafts  after/before  bf16/shafts   CPU: after/shafts "
-          "before/shafts bf16/shafts  peak MiB after (x 1x)  before (x 1x)")
+    print("  size   pixels   after/shafts  previous/shafts  before/shafts  after/before  bf16/shafts   "
+          "CPU: after/shafts previous/shafts before/shafts bf16/shafts   load average   peak MiB after (x 1x)  "
+          "before (x 1x)")
     base = rows[0][5]
-    for size, n, t, c, _, mem, _, _ in rows:
+    for size, n, t, c, _, mem, load0, load1 in rows:
         m = ""
         if mem:
             m = "   ".join(f"{mem[w]:6.0f} ({mem[w] / base[w]:.2f})" for w in ("after", "before"))
-        print(f"  {size:4g}x {n:8d}   {t['after'] / t['shafts']:10.3f}   {t['before'] / t['shafts']:11.3f}"
+        prev_t = f"{t['previous'] / t['shafts']:13.3f}" if "previous" in t else f"{'-':>13s}"
+        prev_c = f"{c['previous'] / c['shafts']:15.3f}" if "previous" in c else f"{'-':>15s}"
+        print(f"  {size:4g}x {n:8d}   {t['after'] / t['shafts']:10.3f}   {prev_t}   {t['before'] / t['shafts']:12.3f}"
               f"   {t['after'] / t['before']:11.3f}  {t['after_bf16'] / t['shafts']:10.3f}"
-              f"   {c['after'] / c['shafts']:16.3f} {c['before'] / c['shafts']:13.3f} {c['after_bf16'] / c['shafts']:11.3f}"
-              f"     {m}")
+              f"   {c['after'] / c['shafts']:16.3f} {prev_c} {c['before'] / c['shafts']:13.3f}"
+              f" {c['after_bf16'] / c['shafts']:11.3f}   {load0} -> {load1}     {m}")
 
 
 if __name__ == "__main__":

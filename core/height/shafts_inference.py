@@ -32,6 +32,7 @@ import os
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from affine import Affine
@@ -52,7 +53,8 @@ DEFAULT_NODATA = -9999.0
 #: 0 (or None) processes any extent as one clip, exactly as one SHAFTS run over the whole extent.
 DEFAULT_MAX_TILE_DEG = 0.5
 #: Patches per network call by device type (batch_size=None): on a CPU small batches keep the
-#: activations in cache (CPU time is the same from 16 to 256; 64 needs less memory), a GPU needs large ones.
+#: activations in cache (CPU time is the same from 16 to 256; 64 needs less memory; each CPU worker thread
+#: runs its own batches, :func:`_batch_workers`), a GPU needs large ones.
 DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
 
 
@@ -625,20 +627,46 @@ def _run_batch(model, dev, x: np.ndarray, d: np.ndarray) -> dict:
     return {k: v.float().cpu().numpy() for k, v in y.items()}
 
 
+def _batch_workers(dev) -> int:
+    """Worker threads for the forward passes: on a CPU one per intra-op thread torch would use
+    (``torch.get_num_threads()``), each running whole batches with one thread (:mod:`core.batch_workers`);
+    elsewhere 1 (batches run in the calling thread)."""
+    import torch
+    return torch.get_num_threads() if dev.type == "cpu" else 1
+
+
+def _map_batches(run, batches, workers: int, progress) -> Iterator:
+    """``run(batch)`` for each batch in order: on ``workers`` threads (at most two batches each in
+    flight) when ``workers`` > 1, else in this thread; cancellation is checked before each batch."""
+    if workers <= 1:
+        for batch in batches:
+            progress.check_cancelled()
+            yield run(batch)
+        return
+    from ..batch_workers import cpu_batch_workers, ordered_map
+    with cpu_batch_workers(workers) as pool:
+        yield from ordered_map(pool, run, batches, 2 * workers, progress.check_cancelled)
+
+
 def _predict_window(model, dev, grid: Grid, window: Window, prep: PreparedInputs, batch_size: int,
                     outputs, progress):
     """Model outputs (float64, NaN where not predicted) for ``window`` of the output grid: patches of
-    the points with Sentinel data at the centre and a DEM patch without gaps, in batches."""
+    the points with Sentinel data at the centre and a DEM patch without gaps, in batches of at most
+    ``batch_size`` (on a CPU, one batch per core at a time: :func:`_batch_workers`)."""
+    from ..batch_workers import even_batches
     xs, ys = grid.pixel_centres(window)
     index = patch_index(prep, xs.ravel(), ys.ravel(), model.patch_size)
     dem = gather_dem(prep, index, model.patch_size)
     ok = np.flatnonzero(index.centre_valid & np.isfinite(dem).all(axis=(1, 2, 3)))
     out = {k: np.full(xs.size, np.nan) for k in outputs}
-    for b0 in range(0, ok.size, batch_size):
-        progress.check_cancelled()
-        sel = ok[b0:b0 + batch_size]
+
+    def run(bounds):
+        sel = ok[bounds[0]:bounds[1]]
         x = gather_sentinel_channels_last(prep, index.subset(sel), model.patch_size)
-        y = _run_batch(model, dev, x, dem[sel])
+        return sel, _run_batch(model, dev, x, dem[sel])
+
+    workers = _batch_workers(dev)
+    for sel, y in _map_batches(run, even_batches(ok.size, batch_size, workers), workers, progress):
         for k in outputs:
             out[k][sel] = y[k]
     return {k: v.reshape(int(window.height), int(window.width)) for k, v in out.items()}

@@ -569,3 +569,35 @@ def test_bf16_precision_is_within_its_documented_tolerance_and_checked(scene):
     with pytest.raises(InputError, match="PRECISION"):
         predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
                                         scene["tmp"] / "h.tif", scene["tmp"] / "f.tif", precision="fp8", **kw)
+
+
+def test_batch_parallel_cpu_workers_give_the_single_thread_outputs(scene, monkeypatch):
+    """With 2 torch threads the batches run on 2 worker threads (one intra-op thread each, batches split
+    evenly): outputs equal the 1-thread run within float32 rounding (1e-5 of the output range), the same
+    nodata, every batch went through a worker, and the caller's thread setting is back afterwards."""
+    import threading
+    from edifice.core.height import shafts_inference as si
+    model = _model(1)
+    kw = dict(padding=PAD, device="cpu", batch_size=4)
+    one = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                          scene["tmp"] / "h1.tif", scene["tmp"] / "f1.tif", **kw)
+    threads, run_batch = set(), si._run_batch
+
+    def spy(*a):
+        threads.add((threading.current_thread().name, torch.get_num_threads()))
+        return run_batch(*a)
+    monkeypatch.setattr(si, "_run_batch", spy)
+    torch.set_num_threads(2)
+    try:
+        two = predict_height_footprint_shafts(scene["s1"], scene["s2"], scene["dem"], EXTENT, model, 100,
+                                              scene["tmp"] / "h2.tif", scene["tmp"] / "f2.tif", **kw)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert threads and all(name.startswith("edifice-batch") and n == 1 for name, n in threads)
+    for k in ("height", "footprint"):
+        a, _ = _read(one[k])
+        b, _ = _read(two[k])
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        assert np.isfinite(a).sum() >= 25
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.nanmax(np.abs(a)), equal_nan=True)
