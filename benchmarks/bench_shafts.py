@@ -60,7 +60,6 @@ Measured (2-core machine, 23 GiB RAM, GDAL's default block cache up to ~1.1 GiB;
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import math
 import os
