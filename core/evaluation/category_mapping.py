@@ -155,3 +155,18 @@ def load_preset(kind: str, name: str, classes: Sequence[str], what: str = "PRESE
     if not path.is_file():
         raise InputError(what, f"unknown preset '{name}'.", f"use one of {', '.join(list_presets(kind))}.")
     return CategoryMapping.from_csv(path, classes, name, what)
+
+
+def load_mapping(kind: str, preset: str, presets: Sequence[str], mapping_file: str | None,
+                 classes: Sequence[str], preset_param: str, classes_hint: str) -> CategoryMapping:
+    """A shipped preset of ``kind`` or (``preset`` "csv") the user's ``mapping_file``, refused by
+    parameter name when the preset is unknown or the file is missing. ``classes_hint`` names the
+    classes a CSV may use, for the error message."""
+    if preset == "csv":
+        if not mapping_file:
+            raise InputError("MAPPING_FILE", f"is required with {preset_param}=csv.",
+                             f"give a CSV with columns value,class ({classes_hint}).")
+        return CategoryMapping.from_csv(mapping_file, classes, what="MAPPING_FILE")
+    if preset not in presets:
+        raise InputError(preset_param, f"unknown preset '{preset}'.", f"use one of {', '.join(presets)}.")
+    return load_preset(kind, preset, classes, what=preset_param)

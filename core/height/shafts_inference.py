@@ -307,6 +307,15 @@ def sentinel_grid_note(s1_ds, s2_ds) -> str | None:
             "pixels of a patch need not coincide. For aligned patches, export both on one grid.")
 
 
+def _filled_uint8(bands: np.ndarray, channels: int, shape: tuple[int, int], to_unit, name: str) -> np.ndarray:
+    """Steps 3-4 and 6 for one sensor: the first ``channels`` bands, NaNs filled with the nearest valid
+    pixel, scaled to [0, 1] by ``to_unit`` and quantised to uint8, in a pixel-interleaved array."""
+    out = _channels_view(shape, channels)
+    for b in range(channels):
+        out[b] = quantise_uint8(to_unit(fill_nan_nearest(bands[b], name)))
+    return out
+
+
 def _channels_view(shape: tuple[int, int], channels: int) -> np.ndarray:
     """A (channels, rows, cols) uint8 array stored pixel-interleaved (rows, cols, channels), so that a
     patch of all channels is one strided window of memory and patches gather straight into the
@@ -322,17 +331,13 @@ def _prepare(dss, bands, bounds, progress: Progress) -> PreparedInputs:
     if n_valid and sum(int(np.count_nonzero(s1[b][valid1] >= 0)) for b in range(2)) > 0.9 * 2 * n_valid:
         progress.warning("S1: values look like linear backscatter, not dB (over 90 % are >= 0); "
                          "SHAFTS models expect dB (10*log10 of the linear value).")
-    s1u8 = _channels_view(g1.shape, 2)
-    for b in range(2):
-        s1u8[b] = quantise_uint8(s1_to_unit(fill_nan_nearest(s1[b], "S1")))
+    s1u8 = _filled_uint8(s1, 2, g1.shape, s1_to_unit, "S1")
     del s1
     progress.set_fraction(0.3)
     progress.check_cancelled()
     s2, g2 = clip_nearest(dss["S2"], bounds, bands["S2"], "S2")
     valid2 = np.isfinite(s2[0])
-    s2u8 = _channels_view(g2.shape, 4)
-    for b in range(4):
-        s2u8[b] = quantise_uint8(s2_to_unit(fill_nan_nearest(s2[b], "S2")))
+    s2u8 = _filled_uint8(s2, 4, g2.shape, s2_to_unit, "S2")
     del s2
     progress.set_fraction(0.8)
     progress.check_cancelled()

@@ -21,7 +21,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio import features
 
-from ..evaluation.category_mapping import IGNORED, CategoryMapping, list_presets, load_preset
+from ..evaluation.category_mapping import IGNORED, CategoryMapping, list_presets, load_mapping
 from ..errors import InputError
 
 #: Class names a building-use mapping may use (``unknown``/``none``: use ignored).
@@ -39,14 +39,8 @@ CLASS_COLOURS = {"background": "#000000", "residential": "#e8c547", "commercial"
 def load_building_mapping(preset: str = "osm_building", mapping_file: str | None = None) -> CategoryMapping:
     """Mapping of a building use attribute to residential/commercial/industrial/unknown.
     ``preset`` is ``osm_building``, ``eubucco_type`` or ``csv`` (reads ``mapping_file``)."""
-    if preset == "csv":
-        if not mapping_file:
-            raise InputError("MAPPING_FILE", "is required with USE_PRESET=csv.",
-                             "give a CSV with columns value,class (residential, commercial, industrial or unknown).")
-        return CategoryMapping.from_csv(mapping_file, LABEL_CLASSES, what="MAPPING_FILE")
-    if preset not in PRESETS:
-        raise InputError("USE_PRESET", f"unknown preset '{preset}'.", f"use one of {', '.join(PRESETS)}.")
-    return load_preset("building_use", preset, LABEL_CLASSES, what="USE_PRESET")
+    return load_mapping("building_use", preset, PRESETS, mapping_file, LABEL_CLASSES, "USE_PRESET",
+                        "residential, commercial, industrial or unknown")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..evaluation.category_mapping import IGNORED, CategoryMapping, list_presets, load_preset
+from ..evaluation.category_mapping import IGNORED, CategoryMapping, list_presets, load_mapping
 from ..errors import InputError
 from .poi_probability import CLASSES, PoiSet
 
@@ -18,14 +18,8 @@ PRESETS = ("osm", "gbt35648", "overture", "google_places", "csv")
 
 def load_poi_mapping(preset: str, mapping_file: str | None = None) -> CategoryMapping:
     """The POI category mapping for ``preset`` (``csv`` reads ``mapping_file``)."""
-    if preset == "csv":
-        if not mapping_file:
-            raise InputError("MAPPING_FILE", "is required with PRESET=csv.",
-                             "give a CSV with columns value,class (class: residential, commercial or industrial).")
-        return CategoryMapping.from_csv(mapping_file, CLASSES, what="MAPPING_FILE")
-    if preset not in PRESETS:
-        raise InputError("PRESET", f"unknown preset '{preset}'.", f"use one of {', '.join(PRESETS)}.")
-    return load_preset("poi", preset, CLASSES)
+    return load_mapping("poi", preset, PRESETS, mapping_file, CLASSES, "PRESET",
+                        "class: residential, commercial or industrial")
 
 
 @dataclass
