@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-from .tiles import transformer
+from ._warp_grid import (GRID_STEP, MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL,  # noqa: F401 - the grid's API, here too
+                         four_sample_bilinear_applies, grid_error, source_pixel_grid)
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba
@@ -29,69 +30,6 @@ except ImportError:  # pragma: no cover
     numba = None
 
 AVAILABLE = numba is not None
-#: Output pixels between exactly transformed points of the coordinate grid.
-GRID_STEP = 32
-#: Source pixels per output pixel (along each axis) up to which GDAL's bilinear warp uses its
-#: four-sample formula (its scale >= 0.95); beyond, GDAL widens the kernel, and so is used.
-MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL = 1 / 0.95
-
-
-def _knots(n: int, step: int) -> np.ndarray:
-    """Output pixel indices 0, step, 2 step, ..., n - 1 (the last always included)."""
-    return np.unique(np.r_[np.arange(0, n, step), n - 1]).astype(np.float64)
-
-
-def source_pixel_grid(dst_transform, dst_crs: str, src_transform, src_crs: str, shape: tuple[int, int],
-                      step: int = GRID_STEP) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Row knots, column knots (output pixel indices) and the source (column, row) pixel
-    coordinates, corner-origin, of the output pixel centres at those knots: two
-    (len(rows), len(cols)) float64 arrays. ``shape``: output (rows, cols)."""
-    rows, cols = _knots(shape[0], step), _knots(shape[1], step)
-    cc, rr = np.meshgrid(cols + 0.5, rows + 0.5)
-    sx, sy = _source_pixels(dst_transform, dst_crs, src_transform, src_crs, cc, rr)
-    return rows, cols, sx, sy
-
-
-def _source_pixels(dst_transform, dst_crs: str, src_transform, src_crs: str, cols: np.ndarray,
-                   rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Source (column, row) pixel coordinates of output pixel coordinates (``cols``, ``rows``)."""
-    x, y = _affine(dst_transform, cols, rows)
-    if dst_crs != src_crs:
-        x, y = transformer(dst_crs, src_crs).transform(x, y)
-    sx, sy = _affine(~src_transform, np.asarray(x, np.float64), np.asarray(y, np.float64))
-    return np.ascontiguousarray(sx), np.ascontiguousarray(sy)
-
-
-def _affine(t, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
-
-
-def grid_error(dst_transform, dst_crs: str, src_transform, src_crs: str, shape: tuple[int, int],
-               step: int = GRID_STEP) -> float:
-    """Largest distance (source pixels) between the interpolated and the exact source
-    coordinates at the centres of the coarse grid's cells (where interpolation is worst)."""
-    rows, cols, sx, sy = source_pixel_grid(dst_transform, dst_crs, src_transform, src_crs, shape, step)
-    if len(rows) < 2 or len(cols) < 2:
-        return 0.0
-    mid_r, mid_c = (rows[:-1] + rows[1:]) / 2, (cols[:-1] + cols[1:]) / 2
-    cc, rr = np.meshgrid(mid_c + 0.5, mid_r + 0.5)
-    ex, ey = _source_pixels(dst_transform, dst_crs, src_transform, src_crs, cc, rr)
-    ix = (sx[:-1, :-1] + sx[1:, :-1] + sx[:-1, 1:] + sx[1:, 1:]) / 4
-    iy = (sy[:-1, :-1] + sy[1:, :-1] + sy[:-1, 1:] + sy[1:, 1:]) / 4
-    return float(np.hypot(ix - ex, iy - ey).max())
-
-
-def four_sample_bilinear_applies(sx: np.ndarray, sy: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> bool:
-    """Whether output pixels span at most :data:`MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL` source
-    pixels along each axis (GDAL's condition for its four-sample bilinear formula)."""
-    if len(rows) < 2 and len(cols) < 2:
-        return True
-    span = 0.0
-    if len(cols) >= 2:
-        span = max(span, float(np.max(np.hypot(np.diff(sx, axis=1), np.diff(sy, axis=1)) / np.diff(cols))))
-    if len(rows) >= 2:
-        span = max(span, float(np.max(np.hypot(np.diff(sx, axis=0), np.diff(sy, axis=0)) / np.diff(rows)[:, None])))
-    return span <= MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL
 
 
 def warp_binary_alpha(src: np.ndarray, rows: np.ndarray, cols: np.ndarray, sx: np.ndarray, sy: np.ndarray,

@@ -55,7 +55,7 @@ class BlockStore:
     def put(self, index: int, data: np.ndarray) -> None:
         """Keep block ``index`` (uint8 array, uncompressed: compressing costs more than the disk
         write); the file appears whole or not at all."""
-        _atomic_write(self._path(index), np.ascontiguousarray(data).tobytes())
+        _atomic_write(self._path(index), memoryview(np.ascontiguousarray(data)).cast("B"))
 
     def get(self, index: int, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
         return np.fromfile(self._path(index), dtype=dtype).reshape(shape)
@@ -65,7 +65,7 @@ class BlockStore:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | memoryview) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         tmp.write_bytes(data)

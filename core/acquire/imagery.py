@@ -26,7 +26,7 @@ import numpy as np
 from affine import Affine
 import rasterio
 import rasterio.crs
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import reproject, transform_bounds
 
@@ -38,6 +38,7 @@ from .block_store import BlockStore
 from .http import HttpClient, ResponseCache, default_cache_dir, redact, run_bounded
 from .imagery_sources import (ImagerySource, TileService, WmsService, WmtsService, XyzService, check_source,
                               fill_secrets, secrets_from_url, wms_resolution)
+from ._warp_grid import source_coordinate_grid, source_pixels
 from .tile_fetch import TileFetcher
 from .tiles import TileMatrix, choose_level, transformer
 
@@ -50,6 +51,8 @@ BLOCK_SIZE = 512
 STRIP_WIDTH = 2048
 #: Output blocks mosaicked at once (each holds its tiles and a warp buffer: ~6 MiB at 512 px).
 BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
+#: Finished blocks held in memory for the writer while they wait for their turn (each 0.75 MiB at 512 px).
+HELD_BLOCKS = 8
 #: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
 #: cache loses nothing and peak memory does not grow with the output (GDAL's default is 5 % of RAM).
 ASSEMBLY_CACHE_BYTES = 16 * 2**20
@@ -169,7 +172,7 @@ def _plan(source: ImagerySource, client, extent, extent_crs: str, gsd_m: float, 
 def _centre_lonlat(extent, extent_crs: str) -> tuple[float, float]:
     xmin, ymin, xmax, ymax = _check_extent(extent)
     try:
-        to_ll = Transformer.from_crs(_pyproj_crs(extent_crs), CRS.from_epsg(4326), always_xy=True)
+        to_ll = transformer(extent_crs, "EPSG:4326")
     except Exception as exc:  # noqa: BLE001 - pyproj's CRSError
         raise InputError("EXTENT", f"its CRS '{extent_crs}' is not known ({exc}).", "give e.g. EPSG:4326.") from exc
     lon, lat = to_ll.transform((xmin + xmax) / 2, (ymin + ymax) / 2)
@@ -276,8 +279,8 @@ def _mosaic_into(output, plan: _Plan, store: BlockStore, fetcher: TileFetcher, b
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         writer = _OrderedWriter(dst, plan.grid, store, block_size)
-        for index in finished:
-            writer.finished(index)
+        for index, data in finished:
+            writer.finished(index, data)
         writer.finished(None)
         progress.set_fraction(1.0)
         return writer.valid / (plan.grid.width * plan.grid.height)
@@ -285,25 +288,33 @@ def _mosaic_into(output, plan: _Plan, store: BlockStore, fetcher: TileFetcher, b
 
 class _OrderedWriter:
     """Writes the blocks of ``grid`` into ``dst`` in :func:`block_order`, from ``store``, as they
-    are finished (in any order): the GeoTIFF's bytes do not depend on the order of completion."""
+    are finished (in any order): the GeoTIFF's bytes do not depend on the order of completion.
+    The data of up to :data:`HELD_BLOCKS` blocks finished ahead of their turn is held in memory
+    (no read back from the store); beyond that, and for blocks of an earlier run, the store's copy."""
 
     def __init__(self, dst, grid: Grid, store: BlockStore, block_size: int):
         self._dst, self._store = dst, store
         self._blocks = block_order(grid, block_size)
         self._next = 0
         self._done: set[int] = set()
+        self._held: dict[int, np.ndarray] = {}
         self.valid = 0
 
-    def finished(self, index: int | None) -> None:
+    def finished(self, index: int | None, data: np.ndarray | None = None) -> None:
         """Block ``index`` is in the store (None: only those finished before this run, at the
-        start and at the end); write every block that can now be written in order."""
+        start and at the end), ``data`` its pixels if at hand; write every block that can now
+        be written in order."""
         if index is not None:
             self._done.add(index)
+            if data is not None and len(self._held) < HELD_BLOCKS:
+                self._held[index] = data
         while self._next < len(self._blocks):
             block = self._blocks[self._next]
             if block.index not in self._done and not self._store.is_done(block.index):
                 return
-            data = self._store.get(block.index, (3, int(block.window.height), int(block.window.width)))
+            data = self._held.pop(block.index, None)
+            if data is None:
+                data = self._store.get(block.index, (3, int(block.window.height), int(block.window.width)))
             self._dst.write(data, window=block.window)
             self.valid += int(np.count_nonzero(data[0]))
             self._done.discard(block.index)
@@ -313,39 +324,64 @@ class _OrderedWriter:
 def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_size: int,
                    progress: Progress) -> Iterator[int]:
     """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (warps
-    run in parallel: GDAL and the compiled kernel release the GIL). The tiles of the first blocks
-    are requested here, in block order, and those of each next block when a block is submitted.
-    Returns an iterator of the index of each block when it is stored."""
+    run in parallel: GDAL and the compiled kernel release the GIL). Each block is prepared here,
+    in this thread (its tiles requested, its coarse grid of source coordinates computed: see
+    :func:`_prepare`): those of the first blocks now, in block order, and those of each next
+    block when a block is submitted. Returns an iterator of (index, pixels) of each block when it is stored."""
     blocks = [b for b in block_order(plan.grid, block_size) if not store.is_done(b.index)]
-    reserved: dict[int, list] = {}  # block -> the tiles reserved for it
+    prepared: dict[int, _Prepared] = {}  # block -> its tiles (reserved) and coordinate grid
 
-    def reserve(i: int) -> None:
-        reserved[i] = _block_tiles(plan, blocks[i])
-        fetcher.reserve(reserved[i])
+    def prepare(i: int) -> None:
+        prepared[i] = _prepare(plan, blocks[i])
+        fetcher.reserve(prepared[i].tiles)
 
     for i in range(min(BLOCK_WORKERS, len(blocks))):
-        reserve(i)
+        prepare(i)
 
     def submitted() -> Iterator[int]:
-        """Blocks as they are submitted (in this thread): each reserves the tiles of the block
-        that starts when one of those running ends, so a block's tiles are reserved before it runs."""
+        """Blocks as they are submitted (in this thread): each prepares the block that starts
+        when one of those running ends, so a block's tiles are reserved before it runs."""
         for i in range(len(blocks)):
             if i + BLOCK_WORKERS < len(blocks):
-                reserve(i + BLOCK_WORKERS)
+                prepare(i + BLOCK_WORKERS)
             yield i
 
-    def mosaic(i: int) -> None:
-        tiles = fetcher.get(reserved.pop(i), reserved=True)
-        store.put(blocks[i].index, _warp_block(plan, blocks[i], tiles))
+    def mosaic(i: int) -> np.ndarray:
+        work = prepared.pop(i)
+        rgb = _warp_block(plan, blocks[i], fetcher.get(work.tiles, reserved=True), work.coordinates)
+        store.put(blocks[i].index, rgb)
+        return rgb
 
     return _report_blocks(run_bounded(mosaic, submitted(), BLOCK_WORKERS, progress), blocks,
                           plan.grid.block_count(block_size), progress)
 
 
-def _report_blocks(runs, blocks: list[Block], total: int, progress: Progress) -> Iterator[int]:
-    for done, (i, _) in enumerate(runs, start=total - len(blocks) + 1):
+@dataclass(frozen=True)
+class _Prepared:
+    """What a block needs, computed ahead: its tiles and, where the compiled warp may apply,
+    the coarse grid of its output pixels' coordinates in the tile set's CRS
+    (:func:`._warp_grid.source_coordinate_grid`)."""
+
+    tiles: list[tuple[int, int]]
+    coordinates: tuple | None
+
+
+def _prepare(plan: _Plan, block: Block) -> _Prepared:
+    """The tiles and coordinate grid of ``block``. PROJ work is done here, in the long-lived
+    submitting thread, not in the block workers: pyproj makes its transformer again in each new
+    thread (~4 ms of PROJ database look-ups per worker and download)."""
+    coordinates = None
+    if COMPILED_WARP and plan.resampling == Resampling.bilinear:
+        coordinates = source_coordinate_grid(plan.grid.window_transform(block.window), plan.grid.crs,
+                                             plan.service.tms.crs,
+                                             (int(block.window.height), int(block.window.width)))
+    return _Prepared(_block_tiles(plan, block), coordinates)
+
+
+def _report_blocks(runs, blocks: list[Block], total: int, progress: Progress) -> Iterator[tuple[int, np.ndarray]]:
+    for done, (i, rgb) in enumerate(runs, start=total - len(blocks) + 1):
         progress.set_fraction(done / total)
-        yield blocks[i].index
+        yield blocks[i].index, rgb
 
 
 def _block_bounds_in_tms(plan: _Plan, block: Block) -> tuple[float, float, float, float]:
@@ -379,8 +415,9 @@ def _block_tiles(plan: _Plan, block: Block) -> list[tuple[int, int]]:
     return [(c, r) for r in range(row0, row1) for c in range(col0, col1)]
 
 
-def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
-    """(3, rows, cols) uint8 RGB of ``block`` from its decoded ``tiles``; 0 where there is no imagery."""
+def _warp_block(plan: _Plan, block: Block, tiles: dict, coordinates: tuple | None = None) -> np.ndarray:
+    """(3, rows, cols) uint8 RGB of ``block`` from its decoded ``tiles``; 0 where there is no imagery.
+    ``coordinates``: the block's coarse coordinate grid (:func:`_prepare`), computed here if None."""
     h, w = int(block.window.height), int(block.window.width)
     present = {k: t for k, t in tiles.items() if t is not None}
     if not present:
@@ -390,7 +427,7 @@ def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
     offset = _pixel_offset(plan, src_transform, dst_transform)
     if offset is not None:  # the output grid is the tiles' own: no resampling at all
         return _rgb_where_valid(_cut(src, offset, h, w), premultiplied=False)
-    rgb = _compiled_bilinear(plan, src, src_transform, dst_transform, (h, w))
+    rgb = _compiled_bilinear(plan, src, src_transform, dst_transform, (h, w), coordinates)
     if rgb is not None:
         return rgb
     everywhere = len(present) == len(tiles) and _covers(src_transform, src.shape, _block_bounds_in_tms(plan, block))
@@ -398,7 +435,7 @@ def _warp_block(plan: _Plan, block: Block, tiles: dict) -> np.ndarray:
 
 
 def _compiled_bilinear(plan: _Plan, src: np.ndarray, src_transform: Affine, dst_transform: Affine,
-                       shape: tuple[int, int]) -> np.ndarray | None:
+                       shape: tuple[int, int], coordinates: tuple | None = None) -> np.ndarray | None:
     """``src`` (RGBA) warped by the compiled bilinear kernel of :mod:`._warp_compiled` (2.5x
     cheaper than GDAL's warp of premultiplied bands, within 1 DN of it), or None where that
     kernel does not apply: numba missing, resampling not bilinear, alpha other than 0/255,
@@ -409,8 +446,10 @@ def _compiled_bilinear(plan: _Plan, src: np.ndarray, src_transform: Affine, dst_
 
     if not _warp_compiled.AVAILABLE:
         return None
-    rows, cols, sx, sy = _warp_compiled.source_pixel_grid(dst_transform, plan.grid.crs, src_transform,
-                                                          plan.service.tms.crs, shape)
+    if coordinates is None:
+        coordinates = source_coordinate_grid(dst_transform, plan.grid.crs, plan.service.tms.crs, shape)
+    rows, cols, x, y = coordinates
+    sx, sy = source_pixels(src_transform, x, y)
     if not _warp_compiled.four_sample_bilinear_applies(sx, sy, rows, cols):
         return None
     return _warp_compiled.warp_binary_alpha(src, rows, cols, sx, sy, shape)

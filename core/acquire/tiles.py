@@ -83,13 +83,16 @@ def transformer(src_crs: str, dst_crs: str) -> Transformer:
     return Transformer.from_crs(CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs), always_xy=True)
 
 
+@functools.lru_cache(maxsize=16)
+def _is_geographic(crs: str) -> bool:
+    return CRS.from_user_input(crs).is_geographic
+
+
 def ground_metres_per_unit(crs: str, lon: float, lat: float) -> float:
     """Ground distance (metres, on the WGS84 ellipsoid) of one CRS unit along x at (lon, lat) degrees."""
-    to_crs = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_user_input(crs), always_xy=True)
-    to_ll = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
-    x, y = to_crs.transform(lon, lat)
-    step = 1e-6 if CRS.from_user_input(crs).is_geographic else 1.0
-    lon2, lat2 = to_ll.transform(x + step, y)
+    x, y = transformer("EPSG:4326", crs).transform(lon, lat)
+    step = 1e-6 if _is_geographic(crs) else 1.0
+    lon2, lat2 = transformer(crs, "EPSG:4326").transform(x + step, y)
     _, _, dist = _GEOD.inv(lon, lat, lon2, lat2)
     return dist / step
 
