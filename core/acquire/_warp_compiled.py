@@ -21,8 +21,8 @@ import math
 
 import numpy as np
 
-from ._warp_grid import (GRID_STEP, MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL,  # noqa: F401 - the grid's API, here too
-                         four_sample_bilinear_applies, grid_error, source_pixel_grid)
+from ._warp_grid import (GRID_STEP, MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL, four_sample_bilinear_applies, grid_error,
+                         source_pixel_grid)
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba
@@ -30,6 +30,8 @@ except ImportError:  # pragma: no cover
     numba = None
 
 AVAILABLE = numba is not None
+__all__ = ["AVAILABLE", "GRID_STEP", "MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL", "four_sample_bilinear_applies", "grid_error",
+           "source_pixel_grid", "warm_up", "warp_binary_alpha"]
 
 
 def warp_binary_alpha(src: np.ndarray, rows: np.ndarray, cols: np.ndarray, sx: np.ndarray, sy: np.ndarray,

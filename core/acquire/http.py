@@ -4,11 +4,11 @@ One client with the manners of a good citizen: a User-Agent that names Edifice, 
 exponential backoff on 429/5xx, dropped connections and truncated bodies, ``Retry-After`` honoured, waits
 that a cancel interrupts, an optional persistent response cache, and messages from which every secret
 (API keys, tokens, signed-URL signatures) is removed. Thread-safe: one :class:`HttpClient` can serve a
-``ThreadPoolExecutor`` (see :func:`run_bounded`); each thread gets its own connection pool."""
+``ThreadPoolExecutor`` (see :func:`run_bounded`); its threads share its connection pools
+(:mod:`.http_transport`: urllib3, without requests' layers)."""
 from __future__ import annotations
 
 import email.utils
-import functools
 import hashlib
 import json as jsonlib
 import os
@@ -21,11 +21,11 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
-from urllib.parse import urlsplit
 
 from ... import __version__
 from ..errors import Cancelled, EdificeError
 from ..progress import Progress
+from .http_transport import Transport, TransportError, with_params
 
 USER_AGENT = f"Edifice/{__version__} (QGIS plugin and CLI for building use and height mapping)"
 #: statuses that mean "try again later"
@@ -38,8 +38,6 @@ _SECRET_PARAM_RE = re.compile(r"(?i)([?&;](?:" + "|".join(re.escape(n) for n in 
                               + r")=)[^&#\s'\"]+")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 REDACTED = "***"
-#: Bytes read at a time from a response body (requests reads 10 KiB at a time: 16 reads for a tile).
-BODY_CHUNK_BYTES = 1 << 20
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -243,7 +241,8 @@ class HttpClient:
         self.secrets = tuple(s for s in secrets if s)
         self.headers = {"User-Agent": user_agent or USER_AGENT, **(headers or {})}
         self.pool_size = pool_size
-        self._local = threading.local()
+        self._wire: Transport | None = None
+        self._wire_lock = threading.Lock()
 
     # -- public API -------------------------------------------------------------------------------------
     def get(self, url: str, **kw) -> HttpResponse:
@@ -284,17 +283,14 @@ class HttpClient:
         clean = {k: (REDACTED if str(v) in self.secrets else v) for k, v in (params or {}).items()}
         return ResponseCache.key(method, self.redact(url), clean, body)
 
-    def _session(self):
-        session = getattr(self._local, "session", None)
-        if session is None:
-            from requests.adapters import HTTPAdapter
-
-            session = _session_class()()
-            adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_size, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-        return session
+    @property
+    def _transport(self) -> Transport:
+        """The client's connection pools (made on first use; shared by its threads)."""
+        transport = self._wire
+        if transport is None:
+            with self._wire_lock:
+                transport = self._wire = self._wire or Transport(self.pool_size)
+        return transport
 
     @property
     def policy(self) -> RetryPolicy:
@@ -310,27 +306,17 @@ class HttpClient:
                                           f"(last: {exc.last}). Try again later, or check the service URL.") from None
 
     def _attempt(self, method, url, params, body, is_json, headers, accept, timeout_s, shown) -> HttpResponse:
-        import requests
-
         all_headers = dict(self.headers)
         if is_json:
             all_headers["Content-Type"] = "application/json"
         all_headers.update(headers or {})
         try:
-            r = self._session().request(method, url, params=params, data=body, headers=all_headers,
-                                        timeout=(min(10.0, timeout_s), timeout_s), stream=True)
-            with r:  # read as requests' ``r.content`` does, in chunks of 1 MiB rather than 10 KiB
-                content = b"".join(r.iter_content(BODY_CHUNK_BYTES))
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Retry(f"connection failed ({type(exc).__name__})") from None
-        except requests.exceptions.ChunkedEncodingError:
-            raise Retry("the answer was cut off") from None
-        except requests.exceptions.ContentDecodingError:
-            raise Retry("the answer could not be decoded") from None
-        except requests.RequestException as exc:
-            raise HttpError(self.service, f"request to {shown} failed: {self.redact(str(exc))}") from None
-        response = HttpResponse(r.status_code, {k.lower(): v for k, v in r.headers.items()}, content,
-                                self.redact(r.url), service=self.service)
+            status, response_headers, content = self._transport.send(method, url, params, body, all_headers,
+                                                                       timeout_s)
+        except TransportError as exc:
+            raise _failure(exc, self.service, shown, self.redact) from None
+        response = HttpResponse(status, response_headers, content, self.redact(with_params(url, params)),
+                                service=self.service)
         self._check(response, accept, shown)
         return response
 
@@ -354,29 +340,16 @@ class HttpClient:
         return self.policy.retry_after(response.headers.get("retry-after"))
 
 
-@functools.lru_cache(maxsize=1)
-def _session_class():
-    """requests' ``Session`` whose look-ups of the environment (proxies, ``no_proxy``, CA bundle:
-    two scans of ``os.environ``, ~0.6 ms of CPU a request) are made once per scheme and host and
-    then reused (a session lives for one client's thread: the environment does not change)."""
-    import requests
-
-    class Session(requests.Session):
-        def __init__(self):
-            super().__init__()
-            self._environment: dict[tuple, dict] = {}
-
-        def merge_environment_settings(self, url, proxies, stream, verify, cert):
-            if proxies:  # explicit proxies: requests' own merge
-                return super().merge_environment_settings(url, proxies, stream, verify, cert)
-            parts = urlsplit(url)
-            key = (parts.scheme, parts.netloc, stream, verify, cert)
-            if key not in self._environment:
-                self._environment[key] = super().merge_environment_settings(url, {}, stream, verify, cert)
-            settings = self._environment[key]
-            return {**settings, "proxies": dict(settings["proxies"])}
-
-    return Session
+def _failure(exc: TransportError, service: str, shown: str, redact_text: Callable[[str], str]) -> Exception:
+    """What a transport failure is to the client: a :class:`Retry` (connection failures, cut-off
+    or undecodable answers) or an :class:`HttpError` (a request that cannot be made)."""
+    if exc.kind == "connection":
+        return Retry(f"connection failed ({exc.name})")
+    if exc.kind == "cut_off":
+        return Retry("the answer was cut off")
+    if exc.kind == "decode":
+        return Retry("the answer could not be decoded")
+    return HttpError(service, f"request to {shown} failed: {redact_text(str(exc))}")
 
 
 def _encode_body(data, json) -> bytes | None:

@@ -174,13 +174,13 @@ def test_secret_from_env_or_file(tmp_path, monkeypatch):
 
 
 def test_environment_proxies_are_honoured_and_looked_up_once_per_host(echo, monkeypatch):
-    """The session looks the environment up once per host (not per request, ~0.6 ms of CPU each):
+    """The client looks the environment up once per host (not per request, ~0.6 ms of CPU each):
     an HTTP_PROXY still routes every request, NO_PROXY still exempts its hosts."""
-    import requests.sessions
+    import requests.utils
 
     calls = []
-    real = requests.sessions.get_environ_proxies
-    monkeypatch.setattr(requests.sessions, "get_environ_proxies", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    real = requests.utils.get_environ_proxies
+    monkeypatch.setattr(requests.utils, "get_environ_proxies", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     monkeypatch.setenv("HTTP_PROXY", echo.url)
     monkeypatch.setenv("NO_PROXY", "no-such-host.invalid")
     client = HttpClient("proxied", max_retries=0)
@@ -190,3 +190,46 @@ def test_environment_proxies_are_honoured_and_looked_up_once_per_host(echo, monk
     with pytest.raises(HttpError):  # exempted from the proxy: tried directly, and it does not resolve
         client.get("http://no-such-host.invalid/bytes/10")
     assert len(calls) == 2
+
+
+def test_redirects_are_followed_and_compressed_answers_decoded(echo):
+    """What requests did for the client, the transport does (urllib3 directly): redirects, gzip."""
+    http = client(max_retries=0)
+    assert http.get(echo.url + "/redirect/1000").content == PATTERN_1000
+    r = http.get(echo.url + "/gzip/1000")
+    assert r.content == PATTERN_1000 and r.headers["content-encoding"] == "gzip"
+    assert [q["path"] for q in echo.requests()] == ["/redirect/1000", "/bytes/1000", "/gzip/1000"]
+    assert all("gzip" in q["headers"].get("accept-encoding", "") for q in echo.requests())
+    with pytest.raises(HttpError, match="request to .*/loop failed"):  # too many redirects: not retried
+        http.get(echo.url + "/loop")
+    assert len(echo.requests()) == 3 + 31
+
+
+@pytest.mark.parametrize("url, params", [
+    ("http://h/p", {"a": "1", "b": "x y&z"}),
+    ("http://h/p?k=v", {"a": 2, "skip": None}),
+    ("http://h/p", {"bbox": "1,2,3,4", "layers": ["a", "b"]}),
+    ("http://h/p?SERVICE=WMS", {}),
+])
+def test_query_parameters_are_encoded_as_requests_encodes_them(url, params):
+    import requests
+
+    from edifice.core.acquire.http_transport import with_params
+
+    assert with_params(url, params) == requests.Request("GET", url, params=params).prepare().url
+
+
+def test_proxy_credentials_are_sent_to_the_proxy_and_never_shown(echo, monkeypatch):
+    import base64
+
+    host = echo.url.split("//", 1)[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://edifice-user:pr0xy-pw@{host}")
+    progress = Recorder()
+    http = HttpClient("proxied", max_retries=1, backoff_s=0.01, progress=progress)
+    assert http.get("http://edifice-proxied.invalid/bytes/10").content == PATTERN_1000[:10]
+    seen = echo.requests()[-1]["headers"]
+    assert seen["proxy-authorization"] == "Basic " + base64.b64encode(b"edifice-user:pr0xy-pw").decode()
+    echo.set_faults([{"kind": "status", "status": 403, "match": "/bytes", "times": 1}])
+    with pytest.raises(HttpError) as err:
+        http.get("http://edifice-proxied.invalid/bytes/10")
+    assert "pr0xy-pw" not in str(err.value) and not any("pr0xy-pw" in line for line in progress.lines)
