@@ -24,8 +24,11 @@ both clients see the same, warm server (one untimed warm-up pass first).
   Every writer uses our output's creation options (ZSTD level 1, horizontal predictor), so the
   comparison is like with like. All are run in turn in each of ``--repeats`` rounds (ours,
   ref, ours, ref...) and the best of each is kept. Each reports extent area per second and CPU
-  seconds; ratios are throughputs, ours / GDAL. Run at 0 and 30 ms of server latency per tile
-  (``--latencies``).
+  seconds, and the tile server's CPU seconds meanwhile (it shares the machine's CPUs: it must not
+  be what limits either side); ratios are throughputs, ours / GDAL. Run at 0 and 30 ms of server
+  latency per tile (``--latencies``).
+(a') The issue's ratio, ours / gdal_translate, again on a larger square extent (``--large-side``,
+  default 1500 m: a city is kilometres; fixed costs weigh less there), in the same run.
 (b) Peak memory: ``download_imagery`` in a fresh process (VmHWM from /proc/self/status) for the 1x
   extent and the 16x extent (4x the side); the ratio 16x / 1x (goal <= 1.2).
 
@@ -131,24 +134,36 @@ def run_gdalwarp(xml_path: str, grid_bounds, out: str, threads: int) -> None:
                     "--config", "GDAL_ENABLE_WMS_CACHE", "NO", xml_path, out], check=True)
 
 
-def _run_timed(fn) -> tuple[float, float]:
-    """Wall seconds of ``fn()`` and its CPU seconds (this process and its children: the tile
-    server is neither)."""
+def _run_timed(fn, server_pid: int | None = None) -> tuple[float, float, float]:
+    """Wall seconds of ``fn()``, its CPU seconds (this process and its children: the tile
+    server is neither) and the tile server's CPU seconds meanwhile (``server_pid``)."""
     r0s, r0c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    s0 = _process_cpu(server_pid)
     t0 = time.perf_counter()
     fn()
     wall = time.perf_counter() - t0
+    s1 = _process_cpu(server_pid)
     r1s, r1c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, sum(b.ru_utime - a.ru_utime + b.ru_stime - a.ru_stime for a, b in ((r0s, r1s), (r0c, r1c)))
+    return wall, sum(b.ru_utime - a.ru_utime + b.ru_stime - a.ru_stime for a, b in ((r0s, r1s), (r0c, r1c))), s1 - s0
 
 
-def timed_interleaved(fns: dict, repeats: int) -> dict:
-    """Best (wall, CPU) of ``repeats`` rounds for each of ``fns``, run in turn within each round
-    (ours, ref, ours, ref...) so that a change of machine load hits all of them alike."""
-    best = {k: (math.inf, math.inf) for k in fns}
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far; 0 without one."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_interleaved(fns: dict, repeats: int, server_pid: int | None = None) -> dict:
+    """Best (wall, CPU, server CPU) of ``repeats`` rounds for each of ``fns`` (the round of least
+    wall time), run in turn within each round (ours, ref, ours, ref...) so that a change of
+    machine load hits all of them alike."""
+    best = {k: (math.inf, math.inf, math.inf) for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            best[k] = min(best[k], _run_timed(fn))
+            best[k] = min(best[k], _run_timed(fn, server_pid))
     return best
 
 
@@ -179,6 +194,8 @@ def measure_memory(url: str, side: float, out: str, concurrency: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--side", type=float, default=600.0, help="1x extent side, metres")
+    p.add_argument("--large-side", type=float, default=1500.0,
+                   help="side (metres) of a larger extent for ours / gdal_translate alone (0: none)")
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--latencies", default="0,30", help="server latencies to test, ms per tile (0,30)")
@@ -191,7 +208,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, latency in enumerate([] if a.skip_throughput else [float(v) for v in a.latencies.split(",")]):
             with _server(Path(tmp) / f"srv{i}", latency) as server:
-                throughput(server.url, a, Path(tmp), latency)
+                throughput(server, a, Path(tmp), latency)
         if not a.skip_memory:
             with _server(Path(tmp) / "srvm", 0.0) as server:
                 memory(server.url, a, Path(tmp))
@@ -201,7 +218,8 @@ def _server(state: Path, latency_ms: float):
     return _standin().start_standin(SERVER, state, ["--source", MOSAIC, "--repeat", "--latency-ms", latency_ms])
 
 
-def throughput(url: str, a, tmp: Path, latency_ms: float) -> None:
+def throughput(server, a, tmp: Path, latency_ms: float) -> None:
+    url = server.url
     extent = utm_extent(a.side)
     xml = tmp / "tms.xml"
     xml.write_text(gdal_wms_xml(url, a.concurrency))
@@ -220,7 +238,7 @@ def throughput(url: str, a, tmp: Path, latency_ms: float) -> None:
         "cli": lambda: run_cli(url, extent, str(tmp / "cli.tif"), a.concurrency),
         "warp": lambda: run_gdalwarp(str(xml), grid_bounds, str(tmp / "gdalwarp.tif"), 1),
         "warp_mt": lambda: run_gdalwarp(str(xml), grid_bounds, str(tmp / "gdalwarp_mt.tif"), gdal_threads)},
-        a.repeats)
+        a.repeats, server.proc.pid)
     print(f"(a) throughput, server latency {latency_ms:g} ms per tile, {a.side:.0f} m x {a.side:.0f} m at {GSD} m "
           f"(zoom {ZOOM}, {warm['tiles_requested']} tiles, {a.concurrency} connections each), best of {a.repeats} "
           f"interleaved rounds, load average {_load()} on {os.cpu_count()} CPUs:")
@@ -231,9 +249,7 @@ def throughput(url: str, a, tmp: Path, latency_ms: float) -> None:
             ("ours", "edifice download_imagery (same UTM grid)"),
             ("ours_wm", "edifice, Web Mercator at the tiles' resolution (no warp)"),
             ("cli", "edifice as a CLI process (same UTM grid; start-up, imports)"))
-    for key, label in rows:
-        wall, cpu = t[key]
-        print(f"    {label:<56} {wall:7.2f} s  {area_km2 / wall:8.4f} km2/s  CPU {cpu:6.2f} s")
+    _print_rows(t, rows, area_km2)
     ours = t["ours"][0]
     print(f"    throughput ours / gdal_translate (the issue's reference; goal >= 2): {t['translate'][0] / ours:.2f}x; "
           f"its start-up left out: {(t['translate'][0] - t['startup'][0]) / ours:.2f}x; "
@@ -244,6 +260,35 @@ def throughput(url: str, a, tmp: Path, latency_ms: float) -> None:
     print(f"    throughput ours / gdal_translate, both Web Mercator at the tiles' resolution (the same product): "
           f"{t['translate'][0] / t['ours_wm'][0]:.2f}x", flush=True)
     compare_outputs(tmp)
+    if a.large_side:
+        throughput_large(server, a, tmp, latency_ms)
+
+
+def throughput_large(server, a, tmp: Path, latency_ms: float) -> None:
+    """The issue's ratio (ours / gdal_translate) on a larger extent (a city is kilometres):
+    fixed costs (process start-up, planning, the first and last tiles) weigh less there."""
+    url, side = server.url, a.large_side
+    extent = utm_extent(side)
+    xml = tmp / "tms.xml"
+    warm = run_ours(url, extent, str(tmp / "warm_large.tif"), a.concurrency)  # untimed: warms the server's memo
+    t = timed_interleaved({
+        "ours": lambda: run_ours(url, extent, str(tmp / "ours_large.tif"), a.concurrency),
+        "translate": lambda: run_gdal(str(xml), extent, str(tmp / "gdal_large.tif")),
+        "startup": run_gdal_startup}, a.repeats, server.proc.pid)
+    print(f"(a') the same at {side:.0f} m x {side:.0f} m, server latency {latency_ms:g} ms ({warm['tiles_requested']} "
+          f"tiles), best of {a.repeats} interleaved rounds, load average {_load()}:")
+    _print_rows(t, (("translate", "GDAL WMS driver, gdal_translate (Web Mercator, no warp)"),
+                    ("startup", "  of which its process start-up (gdal_translate --version)"),
+                    ("ours", "edifice download_imagery (UTM grid)")), (side / 1000) ** 2)
+    print(f"    throughput ours / gdal_translate (goal >= 2): {t['translate'][0] / t['ours'][0]:.2f}x; its start-up "
+          f"left out: {(t['translate'][0] - t['startup'][0]) / t['ours'][0]:.2f}x", flush=True)
+
+
+def _print_rows(t: dict, rows, area_km2: float) -> None:
+    for key, label in rows:
+        wall, cpu, server_cpu = t[key]
+        print(f"    {label:<56} {wall:7.2f} s  {area_km2 / wall:8.4f} km2/s  CPU {cpu:6.2f} s  "
+              f"server CPU {server_cpu:5.2f} s")
 
 
 def compare_outputs(tmp: Path) -> None:

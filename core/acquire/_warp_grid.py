@@ -18,7 +18,8 @@ MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL = 1 / 0.95
 
 def _knots(n: int, step: int) -> np.ndarray:
     """Output pixel indices 0, step, 2 step, ..., n - 1 (the last always included)."""
-    return np.unique(np.r_[np.arange(0, n, step), n - 1]).astype(np.float64)
+    knots = np.arange(0, n, step, dtype=np.float64)
+    return knots if knots[-1] == n - 1 else np.append(knots, float(n - 1))
 
 
 def source_pixel_grid(dst_transform, dst_crs: str, src_transform, src_crs: str, shape: tuple[int, int],

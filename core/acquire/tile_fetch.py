@@ -12,7 +12,6 @@ from collections import Counter, OrderedDict
 from typing import Callable
 
 import numpy as np
-import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 
@@ -37,14 +36,13 @@ def decode_image(content: bytes, expect: tuple[int, int], where: str) -> np.ndar
     """(4, rows, cols) uint8 RGBA of a PNG/JPEG/GIF/WebP/TIFF image; grey, grey+alpha and paletted
     images are expanded. Raises :class:`EdificeError` naming ``where`` for an unreadable image or
     one whose size is not ``expect`` (rows, cols)."""
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-        try:
-            with MemoryFile(content) as mem, mem.open() as ds:
-                data = ds.read()
-                cmap = ds.colormap(1) if ds.count == 1 and _has_palette(ds) else None
-        except RasterioError as exc:
-            raise EdificeError(f"The imagery service answered {where} with data that is not a readable image "
-                               f"({len(content)} bytes).") from exc
+    try:  # no .aux.xml is read or written for a /vsimem/ image that is only read
+        with MemoryFile(content) as mem, mem.open(driver=_driver_of(content)) as ds:
+            data = ds.read()
+            cmap = ds.colormap(1) if ds.count == 1 and _has_palette(ds) else None
+    except RasterioError as exc:
+        raise EdificeError(f"The imagery service answered {where} with data that is not a readable image "
+                           f"({len(content)} bytes).") from exc
     if data.shape[1:] != tuple(expect):
         raise EdificeError(f"The imagery service answered {where} with an image of {data.shape[2]} x {data.shape[1]} "
                            f"pixels; {expect[1]} x {expect[0]} were asked for. Check the tile size, or the service.")
@@ -52,6 +50,16 @@ def decode_image(content: bytes, expect: tuple[int, int], where: str) -> np.ndar
         raise EdificeError(f"The imagery service answered {where} with {data.dtype} pixels; only 8-bit images "
                            "are supported.")
     return _to_rgba(data, cmap)
+
+
+def _driver_of(content: bytes) -> str | None:
+    """GDAL's driver for a PNG or JPEG image by its signature (spares GDAL probing every driver:
+    ~0.1 ms a tile); None (GDAL probes) for anything else."""
+    if content.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if content.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    return None
 
 
 def _has_palette(ds) -> bool:
