@@ -306,7 +306,8 @@ class _OrderedWriter:
         be written in order."""
         if index is not None:
             self._done.add(index)
-            if data is not None and len(self._held) < HELD_BLOCKS:
+            turn = self._next < len(self._blocks) and self._blocks[self._next].index == index
+            if data is not None and (turn or len(self._held) < HELD_BLOCKS):
                 self._held[index] = data
         while self._next < len(self._blocks):
             block = self._blocks[self._next]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
@@ -373,6 +374,98 @@ def test_blocks_finished_out_of_order_are_written_in_order(tmp_path):
         assert len(written) == (1 if b.index > 1 else len(blocks))  # block 0, then nothing until block 1
     assert written == [(int(b.window.col_off), int(b.window.row_off), b.index + 1) for b in blocks]
     assert writer.valid == 30 * 20
+
+
+def test_blocks_handed_over_in_memory_are_written_as_stored(tmp_path, monkeypatch):
+    """Blocks finished ahead of their turn are held in memory up to HELD_BLOCKS; the others are
+    read back from the store; either way the same pixels, in order."""
+    import edifice.core.acquire.imagery as imagery
+    from edifice.core.acquire.block_store import BlockStore
+    from edifice.core.grid import Grid
+
+    monkeypatch.setattr(imagery, "HELD_BLOCKS", 2)
+    grid = Grid.from_extent(0, 0, 40, 10, 1.0, "EPSG:32636")  # blocks of 10 -> 4 in a row
+    store = BlockStore(tmp_path / "out.tif", {"job": 2})
+    written, reads = [], []
+
+    class Dst:
+        def write(self, data, window):
+            written.append((int(window.col_off), int(data[0, 0, 0])))
+
+    real_get = store.get
+    monkeypatch.setattr(store, "get", lambda index, shape: reads.append(index) or real_get(index, shape))
+    writer = imagery._OrderedWriter(Dst(), grid, store, 10)
+    blocks = list(grid.blocks(10))
+    for b in reversed(blocks):  # 3, 2, 1 wait for block 0; only two of them are held
+        data = np.full((3, 10, 10), b.index + 1, np.uint8)
+        store.put(b.index, data)
+        writer.finished(b.index, data)
+    assert written == [(10 * b.index, b.index + 1) for b in blocks]
+    assert reads == [1]  # blocks 3 and 2 were held, block 1 came from the store, block 0 was at hand
+
+
+def _kampala_tile(tiles) -> bytes:
+    """The PNG of a real zoom-19 tile of the Kampala mosaic, as the tile server sends it."""
+    import requests
+
+    from edifice.core.acquire.tiles import WEB_MERCATOR_HALF
+
+    x, y = Transformer.from_crs(4326, 3857, always_xy=True).transform(32.5950, 0.3507)
+    span = 2 * WEB_MERCATOR_HALF / 2 ** 19
+    col, row = int((x + WEB_MERCATOR_HALF) // span), int((WEB_MERCATOR_HALF - y) // span)
+    r = requests.get(f"{tiles.url}/xyz/19/{col}/{row}.png", timeout=10)
+    assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+    return r.content
+
+
+def test_tiles_decode_to_the_pixels_that_pillow_decodes(tiles):
+    """GDAL (its PNG or JPEG driver named by the signature, or probing for other formats) gives the
+    pixels of an independent decoder (Pillow) for a real Kampala tile as PNG, JPEG and paletted GIF."""
+    import io
+
+    PIL = pytest.importorskip("PIL.Image")
+    from edifice.core.acquire.tile_fetch import _driver_of, decode_image
+
+    png = _kampala_tile(tiles)
+    rgba = np.asarray(PIL.open(io.BytesIO(png)).convert("RGBA"))
+    assert _driver_of(png) == "PNG" and (rgba[..., 3] == 255).mean() > 0.5
+    np.testing.assert_array_equal(decode_image(png, (256, 256), "t"), np.moveaxis(rgba, -1, 0))
+    buf = io.BytesIO()
+    PIL.fromarray(rgba[..., :3]).save(buf, "JPEG", quality=90, subsampling=0)  # 4:4:4: no chroma upsampling
+    jpeg = buf.getvalue()
+    got, want = decode_image(jpeg, (256, 256), "t"), np.asarray(PIL.open(io.BytesIO(jpeg)).convert("RGBA"))
+    assert _driver_of(jpeg) == "JPEG" and (got[3] == 255).all()
+    assert np.abs(got.astype(int) - np.moveaxis(want, -1, 0)).max() <= 1  # two libjpeg builds: IDCT rounding at most
+    buf = io.BytesIO()
+    PIL.fromarray(rgba[..., :3]).convert("P", palette=PIL.Palette.ADAPTIVE).save(buf, "GIF")
+    gif = buf.getvalue()
+    assert _driver_of(gif) is None
+    np.testing.assert_array_equal(decode_image(gif, (256, 256), "t"),
+                                  np.moveaxis(np.asarray(PIL.open(io.BytesIO(gif)).convert("RGBA")), -1, 0))
+    with pytest.raises(EdificeError, match="not a readable image"):
+        decode_image(png[:8] + b"garbage" * 10, (256, 256), "t")
+
+
+def test_proj_work_stays_in_the_submitting_thread(tiles, tmp_path, monkeypatch):
+    """Block workers (new threads each download) never make or use a pyproj transformer: pyproj
+    makes its transformer again in each new thread (PROJ database look-ups); the coarse grid of
+    source coordinates is computed ahead, in the thread that submits the blocks."""
+    import threading
+
+    from edifice.core.acquire import _warp_grid, imagery, tiles as tiles_mod
+
+    threads = set()
+    real = tiles_mod.transformer
+
+    def recording(*args):
+        threads.add(threading.current_thread().name)
+        return real(*args)
+
+    for module in (tiles_mod, _warp_grid, imagery):
+        monkeypatch.setattr(module, "transformer", recording)
+    summary = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "a.tif", gsd_m=0.3, cache=None)
+    assert summary["blocks"] > 1 and summary["valid_fraction"] > 0.3
+    assert threads == {threading.current_thread().name}
 
 
 def test_output_on_the_tile_grid_is_the_tiles_cut_not_resampled(tiles, tmp_path):
