@@ -24,6 +24,7 @@ class BlockStore:
         out = Path(output)
         self.folder = out.with_name(f".{out.name}.parts")
         self.job = job
+        self._done: set[int] = set()
         self.resumed = self._open()
 
     def _open(self) -> int:
@@ -36,7 +37,8 @@ class BlockStore:
             except (OSError, ValueError):
                 same = False
             if same:
-                return len(self.finished())
+                self._done = self.finished()
+                return len(self._done)
             shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(manifest, json.dumps(self.job, indent=1, sort_keys=True).encode())
@@ -50,12 +52,14 @@ class BlockStore:
         return {int(p.stem[1:]) for p in self.folder.glob("b*.bin")}
 
     def is_done(self, index: int) -> bool:
-        return self._path(index).exists()
+        """Whether block ``index`` is stored (by an earlier run or this one: one process writes a store)."""
+        return index in self._done
 
     def put(self, index: int, data: np.ndarray) -> None:
         """Keep block ``index`` (uint8 array, uncompressed: compressing costs more than the disk
         write); the file appears whole or not at all."""
         _atomic_write(self._path(index), memoryview(np.ascontiguousarray(data)).cast("B"))
+        self._done.add(index)
 
     def get(self, index: int, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
         return np.fromfile(self._path(index), dtype=dtype).reshape(shape)

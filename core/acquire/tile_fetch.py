@@ -12,6 +12,7 @@ from collections import Counter, OrderedDict
 from typing import Callable
 
 import numpy as np
+import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 
@@ -36,7 +37,7 @@ def decode_image(content: bytes, expect: tuple[int, int], where: str) -> np.ndar
     """(4, rows, cols) uint8 RGBA of a PNG/JPEG/GIF/WebP/TIFF image; grey, grey+alpha and paletted
     images are expanded. Raises :class:`EdificeError` naming ``where`` for an unreadable image or
     one whose size is not ``expect`` (rows, cols)."""
-    try:  # no .aux.xml is read or written for a /vsimem/ image that is only read
+    try:
         with MemoryFile(content) as mem, mem.open(driver=_driver_of(content)) as ds:
             data = ds.read()
             cmap = ds.colormap(1) if ds.count == 1 and _has_palette(ds) else None
@@ -87,6 +88,13 @@ def _to_rgba(data: np.ndarray, cmap: dict | None) -> np.ndarray:
     return data[:4]
 
 
+def _enter_gdal_environment() -> None:
+    """Give this (decoding) thread a rasterio/GDAL environment for the rest of its life: without
+    one, rasterio makes and tears down a default environment around every call (~0.25 ms a tile,
+    mostly with the GIL held). rasterio's environments are thread-local; this one ends with the thread."""
+    rasterio.Env(GDAL_PAM_ENABLED="NO").__enter__()
+
+
 class TileFetcher:
     """Tiles of one level, fetched by ``max_concurrency`` threads with ``client`` (an ``HttpClient``)
     and decoded by :data:`DECODE_WORKERS` others. ``url_of(col, row)`` gives a tile's URL with secrets filled, ``label_of`` a
@@ -98,7 +106,8 @@ class TileFetcher:
         self._client, self._url_of, self._label_of = client, url_of, label_of
         self._shape = tile_shape
         self._pool = cf.ThreadPoolExecutor(max(1, int(max_concurrency)), thread_name_prefix="edifice-tiles")
-        self._decoders = cf.ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="edifice-decode")
+        self._decoders = cf.ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix="edifice-decode",
+                                               initializer=_enter_gdal_environment)
         self._futures: OrderedDict[TileKey, cf.Future] = OrderedDict()
         self._pins: Counter[TileKey] = Counter()
         self._keep = keep
