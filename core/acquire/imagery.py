@@ -52,7 +52,7 @@ STRIP_WIDTH = 2048
 #: Output blocks mosaicked at once (each holds its tiles and a warp buffer: ~6 MiB at 512 px).
 BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
 #: Finished blocks held in memory for the writer while they wait for their turn (each 0.75 MiB at 512 px).
-HELD_BLOCKS = 8
+HELD_BLOCKS = 4
 #: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
 #: cache loses nothing and peak memory does not grow with the output (GDAL's default is 5 % of RAM).
 ASSEMBLY_CACHE_BYTES = 16 * 2**20
