@@ -323,12 +323,12 @@ class _OrderedWriter:
 
 
 def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_size: int,
-                   progress: Progress) -> Iterator[int]:
+                   progress: Progress) -> Iterator[tuple[int, np.ndarray]]:
     """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (warps
     run in parallel: GDAL and the compiled kernel release the GIL). Each block is prepared here,
     in this thread (its tiles requested, its coarse grid of source coordinates computed: see
     :func:`_prepare`): those of the first blocks now, in block order, and those of each next
-    block when a block is submitted. Returns an iterator of (index, pixels) of each block when it is stored."""
+    block when a block is submitted. Returns an iterator of (index, pixels) of each block once stored."""
     blocks = [b for b in block_order(plan.grid, block_size) if not store.is_done(b.index)]
     prepared: dict[int, _Prepared] = {}  # block -> its tiles (reserved) and coordinate grid
 
