@@ -58,6 +58,8 @@ class Transport:
              timeout_s: float) -> tuple[int, dict[str, str], bytes]:
         """(status, headers with lower-case names, body) of one request; raises :class:`TransportError`."""
         url = with_params(url, params)
+        if urlsplit(url).scheme.lower() not in ("http", "https"):  # as requests: no guessing of a scheme
+            raise TransportError("request", "InvalidURL", f"{url!r} is not an http:// or https:// URL")
         manager = self._manager(url)
         try:
             r = manager.request(method, url, body=body, headers={**DEFAULT_HEADERS, **headers},

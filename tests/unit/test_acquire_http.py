@@ -233,3 +233,9 @@ def test_proxy_credentials_are_sent_to_the_proxy_and_never_shown(echo, monkeypat
     with pytest.raises(HttpError) as err:
         http.get("http://edifice-proxied.invalid/bytes/10")
     assert "pr0xy-pw" not in str(err.value) and not any("pr0xy-pw" in line for line in progress.lines)
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1/json", "ftp://127.0.0.1/x", "file:///etc/passwd"])
+def test_urls_without_an_http_scheme_are_refused_not_guessed(url):
+    with pytest.raises(HttpError, match=r"request to .* failed: .*not an http:// or https:// URL"):
+        client(max_retries=3).get(url)
