@@ -34,15 +34,16 @@ both clients see the same, warm server (one untimed warm-up pass first).
 
     cd <worktree> && source scripts/env.sh && nice -n 10 python benchmarks/bench_imagery.py --repeats 3
 
-Measured (2 CPUs shared with two other sessions, load average 4-6, so the wall-time ratios are
-noisy; CPU seconds are the steadier figure): ours / gdal_translate 1.67-1.86x at 0 ms and
-2.12-2.18x at 30 ms (600 m), 0.95-1.19x at 0 ms and 1.90-1.92x at 30 ms (1500 m); our CPU for
-600 m 0.46-0.50 s against GDAL's 0.57-0.58 s, for 1500 m 2.66-2.77 s against 2.62-3.13 s; the
-tile server used 0.02-0.07 s (600 m) and 0.14-0.25 s (1500 m) of CPU per run for either side:
-not what limits either. Before this round (same load, same run of the machine): ours CPU 0.53-0.57 s
-for 600 m, ratios 1.11-1.77x (0 ms) and 2.19-2.22x (30 ms). At 0 ms on 2 busy CPUs the ratio
-is about the ratio of CPU seconds: GDAL does no warp (ours: ~0.1 s of the 0.46 s for 600 m)
-and its per-tile cost amortises its start-up on larger extents.
+Measured in three runs (2 CPUs shared with two other sessions, load average 4-6: the best-of-3
+wall times swing by 1.5x from run to run, so the wall-time ratios are noisy; CPU seconds are the
+steadier figure): ours / gdal_translate 1.20-1.86x at 0 ms and 2.12-2.37x at 30 ms (600 m),
+0.95-1.85x at 0 ms and 1.90-2.09x at 30 ms (1500 m); our CPU for 600 m 0.46-0.50 s against GDAL's
+0.56-0.58 s, for 1500 m 2.66-2.77 s against 2.54-3.13 s; the tile server used 0.02-0.07 s (600 m)
+and 0.13-0.30 s (1500 m) of CPU per run for either side: not what limits either. The code before
+this round, measured just before each of those runs: ours CPU 0.52-0.57 s for 600 m, ratios
+1.11-1.77x (0 ms) and 1.98-2.22x (30 ms). At 0 ms on busy CPUs the ratio tends to the ratio of
+CPU seconds: gdal_translate does no warp (ours: ~0.1 s of the 0.46 s for 600 m), and its start-up
+weighs less on larger extents. At 30 ms both are bound by 4 connections x 30 ms per tile.
 """
 from __future__ import annotations
 
