@@ -37,6 +37,8 @@ SECRET_PARAM_NAMES = ("key", "apikey", "api_key", "api-key", "token", "access_to
 _SECRET_PARAM_RE = re.compile(r"(?i)([?&;](?:" + "|".join(re.escape(n) for n in SECRET_PARAM_NAMES)
                               + r")=)[^&#\s'\"]+")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+#: the password of a URL's user information (``scheme://user:password@host``, e.g. a proxy URL)
+_URL_PASSWORD_RE = re.compile(r"(//[^/@\s:'\"]+:)[^/@\s'\"]+(@)")
 REDACTED = "***"
 
 T = TypeVar("T")
@@ -44,10 +46,12 @@ R = TypeVar("R")
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with each of ``secrets``, secret-named query parameters and bearer tokens replaced by ***."""
+    """``text`` with each of ``secrets``, secret-named query parameters, URL passwords and bearer tokens
+    replaced by ***."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     text = _SECRET_PARAM_RE.sub(r"\1" + REDACTED, text)
+    text = _URL_PASSWORD_RE.sub(r"\1" + REDACTED + r"\2", text)
     return _BEARER_RE.sub(r"\1" + REDACTED, text)
 
 

@@ -239,3 +239,23 @@ def test_proxy_credentials_are_sent_to_the_proxy_and_never_shown(echo, monkeypat
 def test_urls_without_an_http_scheme_are_refused_not_guessed(url):
     with pytest.raises(HttpError, match=r"request to .* failed: .*not an http:// or https:// URL"):
         client(max_retries=3).get(url)
+
+
+@pytest.mark.parametrize("proxy", ["socks5://edifice-user:pr0xy-pw@127.0.0.1:9",
+                                   "http://edifice-user:pr0xy-pw@127.0.0.1:9"])
+def test_a_proxy_that_cannot_be_used_is_named_without_its_password(proxy, monkeypatch):
+    # an unsupported proxy scheme, and a proxy that refuses connections (port 9: discard, not served)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    progress = Recorder()
+    http = HttpClient("proxied", max_retries=1, backoff_s=0.01, progress=progress)
+    with pytest.raises(HttpError) as err:
+        http.get("http://edifice-proxied.invalid/bytes/10")
+    shown = [str(err.value), *progress.lines]
+    assert not any("pr0xy-pw" in line for line in shown), shown
+
+
+def test_redact_hides_the_password_of_a_url_but_keeps_the_rest():
+    from edifice.core.acquire.http import redact
+
+    text = "proxy 'http://me:s3cr%40t@proxy.example:3128' and https://tiles.example/{z}/{x}/{y}.png"
+    assert redact(text) == "proxy 'http://me:***@proxy.example:3128' and https://tiles.example/{z}/{x}/{y}.png"
