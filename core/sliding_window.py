@@ -62,7 +62,9 @@ from .errors import Cancelled, EdificeError, InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .outputs import DiskFullError, verify_written
-from .raster_io import GTIFF_PROFILE, build_internal_overviews, verify_raster
+from .raster_io import (GTIFF_PROFILE, build_internal_overviews, overview_compression_env, overview_factors,
+                        verify_raster)
+from .tile_overviews import GdalOverviewWriter, TileOverviews, exact_cascade
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
@@ -472,8 +474,9 @@ class _Outputs:
 
     def __init__(self, grid: Grid, outputs: Sequence[RasterOutput], fingerprint: dict, resume: bool,
                  progress: Progress, block: int = 256, origin: tuple[int, int] = (0, 0),
-                 compression: str | None = None, flush_seconds: float = FLUSH_SECONDS):
-        # ``grid`` is the grid of the files; ``origin`` (row, col) its top-left pixel on the engine's grid
+                 compression: str | None = None, flush_seconds: float = FLUSH_SECONDS, tile_step: int = 0):
+        # ``grid`` is the grid of the files; ``origin`` (row, col) its top-left pixel on the engine's grid;
+        # ``tile_step``: the tiles' stride (px), for overviews built from the tiles (core/tile_overviews.py)
         self.grid, self.outputs, self.progress, self.origin = grid, list(outputs), progress, origin
         first = Path(outputs[0].path)
         self.sidecar = first.with_name(f".{first.stem}.resume.json")
@@ -484,6 +487,7 @@ class _Outputs:
         self.written: set[int] = set()  # finished rows not yet on disk
         self.last_flush = time.monotonic()
         self.ds: list = []
+        self.pyramids: list[TileOverviews | None] = [None] * len(self.outputs)
         old = self._load_sidecar() if resume else None
         if old is not None and old.get("fingerprint") == self.fingerprint and \
                 all(o.partial.exists() for o in self.outputs) and self._reopen():
@@ -503,7 +507,22 @@ class _Outputs:
                     ds.write_colormap(1, o.colormap)
                     ds.colorinterp = [ColorInterp.palette]
                 self.ds.append(ds)
+            self.pyramids = [self._tile_overviews(o, ds, p, tile_step)
+                             for o, ds, p in zip(self.outputs, self.ds, self.profiles)]
             self._save()
+
+    def _tile_overviews(self, o: RasterOutput, ds, profile: dict, step: int) -> TileOverviews | None:
+        """Overviews of the new dataset ``ds`` built from its tiles as they are written, where they equal
+        GDAL's (:func:`core.tile_overviews.exact_cascade`); None: GDAL builds them at the end."""
+        factors = overview_factors(ds.width, ds.height)
+        if not exact_cascade(ds.width, ds.height, factors, step, o.dtype, o.nodata):
+            return None
+        try:
+            with rasterio.Env(**overview_compression_env(profile)):
+                writer = GdalOverviewWriter(str(o.partial), o.count, factors)
+            return TileOverviews(ds.width, ds.height, factors, o.nodata, not o.colormap, writer)
+        except (LookupError, OSError, AttributeError):
+            return None
 
     def _reopen(self) -> bool:
         """Open the partial files for update; False (nothing open) when one cannot be read, as
@@ -532,7 +551,10 @@ class _Outputs:
 
     def write(self, k: int, data: np.ndarray, window: Window) -> None:
         r, c = self.origin
-        _write_block(self.ds[k], data, Window(window.col_off - c, window.row_off - r, window.width, window.height))
+        col, row = int(window.col_off) - c, int(window.row_off) - r
+        _write_block(self.ds[k], data, Window(col, row, window.width, window.height))
+        if self.pyramids[k] is not None:
+            self.pyramids[k].add(data, col, row)
 
     def row_done(self, i: int) -> None:
         """Row ``i`` is written; it is recorded as done at the next flush (now when ``flush_seconds`` have
@@ -546,6 +568,12 @@ class _Outputs:
         for k, o in enumerate(self.outputs):
             self.ds[k].close()
             self.ds[k] = rasterio.open(o.partial, "r+")
+            pyr = self.pyramids[k]
+            if pyr is not None:  # the reopened dataset has another GDAL handle
+                try:
+                    pyr.writer = GdalOverviewWriter(str(o.partial), o.count, [2 ** (k + 1) for k in range(len(pyr.sizes))])
+                except LookupError:
+                    self.pyramids[k] = None
         self._record_written()
 
     def _record_written(self) -> None:
@@ -568,10 +596,11 @@ class _Outputs:
             self._record_written()
 
     def finish(self) -> None:
-        """Overviews (built in the open datasets, compressed at the COMPRESSION level), then move every
-        temporary into place and drop the sidecar."""
-        for ds, o, profile in zip(self.ds, self.outputs, self.profiles):
-            build_internal_overviews(ds, Resampling.nearest if o.colormap else o.resampling, profile)
+        """Overviews (built in the open datasets, compressed at the COMPRESSION level; by GDAL unless they were
+        built from the tiles), then move every temporary into place and drop the sidecar."""
+        for ds, o, profile, pyr in zip(self.ds, self.outputs, self.profiles, self.pyramids):
+            if pyr is None or not pyr.complete:
+                build_internal_overviews(ds, Resampling.nearest if o.colormap else o.resampling, profile)
         self.close()
         for o in self.outputs:  # a write error GDAL did not report shows here, before anything is moved
             verify_written(verify_raster, Path(o.partial), Path(o.path), "OUTPUT", Path(o.path).parent)
@@ -698,7 +727,7 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
     t_start = time.perf_counter()
     outs = _Outputs(plan.out_grid, outputs, _run_fingerprint(plan, outputs, fingerprint, compression), resume,
                     progress, block_size_for(layout.stride), origin=(int(plan.area.row_off), int(plan.area.col_off)),
-                    compression=compression, flush_seconds=flush_seconds)
+                    compression=compression, flush_seconds=flush_seconds, tile_step=layout.stride)
     plan.schedule(outs.done, reverse=order == "reverse")
     pipeline = _Pipeline(plan, open_reader, predictor, outputs, finalize, outs, batch_size, workers, progress)
     pipeline.run()
