@@ -48,18 +48,18 @@ def halve_mean(x: np.ndarray, nodata) -> np.ndarray:
     pixels of each 2 x 2 block, in GDAL's order, divided by their number, cast back to ``x``'s type;
     ``nodata`` where none is valid."""
     v = x.astype(np.float64)
-    parts = (v[:, 0::2, 0::2], v[:, 0::2, 1::2], v[:, 1::2, 0::2], v[:, 1::2, 1::2])
-    if nodata is None:
-        s = parts[0] + parts[1]
-        s += parts[2]
-        s += parts[3]
+    valid = None if nodata is None else x != nodata
+    if valid is not None and not valid.all():
+        v[~valid] = 0.0  # adding 0.0 is what skipping the pixel gives
+    s = v[:, 0::2, 0::2] + v[:, 0::2, 1::2]
+    s += v[:, 1::2, 0::2]
+    s += v[:, 1::2, 1::2]
+    if valid is None or v.size == 0 or valid.all():
         return (s / 4).astype(x.dtype)
-    masks = [p != nodata for p in parts]
-    s = np.where(masks[0], parts[0], 0.0)
-    n = masks[0].astype(np.uint8)
-    for p, m in zip(parts[1:], masks[1:]):
-        s += np.where(m, p, 0.0)
-        n += m
+    n = valid[:, 0::2, 0::2].astype(np.uint8)
+    n += valid[:, 0::2, 1::2]
+    n += valid[:, 1::2, 0::2]
+    n += valid[:, 1::2, 1::2]
     out = s / np.maximum(n, 1)
     out[n == 0] = nodata
     return out.astype(x.dtype)
