@@ -213,9 +213,9 @@ class WindowReader(Protocol):
     def read_mask(self, window: Window) -> np.ndarray | None:
         """(h, w) bool 'process here' mask, or None when there is no mask."""
 
-    # Optional, faster: ``bands`` (int) and ``read_into(window, out)`` filling a C-contiguous
-    # (bands, h, w) float32 array with what ``read`` returns, giving the validity; ``None`` when
-    # this window must go through ``read``.
+    # Optional, faster: ``bands`` (int) and ``read_into(window, out)`` filling a (bands, h, w) float32
+    # array (a view into the window's buffer: contiguous along its rows only) with what ``read``
+    # returns, giving the validity; ``None`` when this window must go through ``read``.
 
     def close(self) -> None:
         ...
@@ -571,7 +571,7 @@ class _Outputs:
             pyr = self.pyramids[k]
             if pyr is not None:  # the reopened dataset has another GDAL handle
                 try:
-                    pyr.writer = GdalOverviewWriter(str(o.partial), o.count, [2 ** (k + 1) for k in range(len(pyr.sizes))])
+                    pyr.writer = GdalOverviewWriter(str(o.partial), o.count, pyr.factors)
                 except LookupError:
                     self.pyramids[k] = None
         self._record_written()
@@ -636,29 +636,22 @@ def _ramp_weights(n0: int, n1: int, start: int, stop_next: int | None, first: bo
     return w
 
 
-def _window_input(rd, win: Window, pads: tuple, size: int, pool: _WindowPool, scratch: dict):
-    """(model input (C, size, size) in a buffer of ``pool``, validity (h, w) of ``win``): the window read,
-    invalid pixels set to 0, the part beyond the raster mirrored. (None, None) when the run is stopping."""
-    h, w = int(win.height), int(win.width)
+def _window_input(rd, win: Window, pads: tuple, size: int, pool: _WindowPool):
+    """(model input (C, size, size) in a buffer of ``pool``, validity (h, w) of ``win``): the window read
+    (straight into the buffer where the reader can), invalid pixels set to 0, the part beyond the raster
+    mirrored. (None, None) when the run is stopping."""
     bands = getattr(rd, "bands", None) if hasattr(rd, "read_into") else None
     if bands:
         buf = pool.take((bands, size, size))
         if buf is None:
             return None, None
-        direct = not any(pads)  # the window lies inside the raster: read straight into the buffer
-        if direct:
-            x = buf
-        else:
-            if scratch.get("a") is None or scratch["a"].size < bands * h * w:
-                scratch["a"] = np.empty(bands * size * size, np.float32)
-            x = scratch["a"][:bands * h * w].reshape(bands, h, w)
+        top, left = pads[0], pads[2]
+        x = buf[:, top:top + int(win.height), left:left + int(win.width)]
         valid = rd.read_into(win, x)
         if valid is not None:
-            if direct:
-                if not valid.all():
-                    np.copyto(buf, 0, where=~valid[None])
-            else:
-                _place(buf, x, valid, pads)
+            if not valid.all():
+                np.copyto(x, 0, where=~valid[None])
+            fill_reflect(buf, pads)
             return buf, valid
         pool.give(buf)
     x, valid = rd.read(win)
@@ -910,13 +903,12 @@ class _Pipeline:
     # ------------------------------------------------------------ readers
     def _reader_loop(self) -> None:
         rd = None
-        scratch: dict = {}
         try:
             rd = self.open_reader()
             while not self.stop.is_set():
                 with self.feed_lock:
                     idx = next(self.feed, None)
-                if idx is None or not self._read_tile(rd, idx, scratch):
+                if idx is None or not self._read_tile(rd, idx):
                     break
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.errors.append(exc)
@@ -926,7 +918,7 @@ class _Pipeline:
                 rd.close()
             self._put(self.in_q, _STOP)
 
-    def _read_tile(self, rd, idx: int, scratch: dict) -> bool:
+    def _read_tile(self, rd, idx: int) -> bool:
         """Queue window ``idx`` as (idx, input, validity over its extent), or (idx, None, None) when the
         extent is all nodata or outside the mask; False when the run is stopping."""
         t = self.plan.tiles[idx]
@@ -935,7 +927,7 @@ class _Pipeline:
         if m is not None and not m.any():
             return self._put(self.in_q, (idx, None, None))
         win, pads = self.plan.read_window(t)
-        x, valid = _window_input(rd, win, pads, self.plan.layout.window, self.pool, scratch)
+        x, valid = _window_input(rd, win, pads, self.plan.layout.window, self.pool)
         if x is None:
             return False
         er, ec = int(e.row_off) - int(win.row_off), int(e.col_off) - int(win.col_off)

@@ -14,9 +14,9 @@ The levels are written into the overview IFDs of the very dataset the tiles go t
 the start (GDAL ``BuildOverviews`` with resampling ``NONE``, compressed as the base), through that
 dataset's GDAL handle: rasterio has no call that writes an overview (nor builds ``NONE`` ones), so
 :class:`GdalOverviewWriter` finds the handle among GDAL's open datasets (C API through ``ctypes``, in
-the GDAL library rasterio itself uses). Every level is kept in memory only as strips one overview block high, written (whole
-blocks) as soon as every tile over them has arrived: memory grows with the raster's width, not its
-height.
+the GDAL library rasterio itself uses). Every level is kept in memory only as strips one overview block
+high, written (whole blocks) as soon as every tile over them has arrived: memory grows with the
+raster's width, not its height.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def exact_cascade(width: int, height: int, factors: list[int], step: int, dtype,
         return False
     top = factors[-1]
     nan = nodata is not None and isinstance(nodata, float) and np.isnan(nodata)
-    return step > 0 and width % top == 0 and height % top == 0 and step % top == 0 and np.dtype(dtype).name in _GDT and not nan
+    divisible = step > 0 and width % top == 0 and height % top == 0 and step % top == 0
+    return divisible and np.dtype(dtype).name in _GDT and not nan
 
 
 def halve_mean(x: np.ndarray, nodata) -> np.ndarray:
@@ -77,6 +78,7 @@ class TileOverviews:
     def __init__(self, width: int, height: int, factors: list[int], nodata, average: bool,
                  writer: "GdalOverviewWriter"):
         self.nodata, self.average, self.writer = nodata, average, writer
+        self.factors = list(factors)
         self.sizes = [(width // f, height // f) for f in factors]
         self.block_rows = [writer.block_height(k) for k in range(len(factors))]
         self.strips: list[dict[int, list]] = [{} for _ in factors]
