@@ -64,7 +64,7 @@ from .progress import Progress, ensure
 from .outputs import DiskFullError, verify_written
 from .raster_io import (GTIFF_PROFILE, build_internal_overviews, overview_compression_env, overview_factors,
                         verify_raster)
-from .tile_overviews import GdalOverviewWriter, TileOverviews, exact_cascade
+from .tile_overviews import GdalOverviewWriter, TileOverviews, tile_levels
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
@@ -512,15 +512,18 @@ class _Outputs:
             self._save()
 
     def _tile_overviews(self, o: RasterOutput, ds, profile: dict, step: int) -> TileOverviews | None:
-        """Overviews of the new dataset ``ds`` built from its tiles as they are written, where they equal
-        GDAL's (:func:`core.tile_overviews.exact_cascade`); None: GDAL builds them at the end."""
+        """Overviews of the new dataset ``ds`` built from its tiles as they are written (core/tile_overviews.py;
+        the same pixels as GDAL's); None: GDAL builds them from the base at the end."""
         factors = overview_factors(ds.width, ds.height)
-        if not exact_cascade(ds.width, ds.height, factors, step, o.dtype, o.nodata):
+        resampling = _overview_resampling(o)
+        levels = tile_levels(ds.width, ds.height, factors, step, o.dtype, o.nodata)
+        if not levels or resampling not in (Resampling.average, Resampling.nearest):
             return None
         try:
             with rasterio.Env(**overview_compression_env(profile)):
                 writer = GdalOverviewWriter(str(o.partial), o.count, factors)
-            return TileOverviews(ds.width, ds.height, factors, o.nodata, not o.colormap, writer)
+            return TileOverviews(ds.width, ds.height, factors, levels, o.nodata, resampling == Resampling.average,
+                                 writer)
         except (LookupError, OSError, AttributeError):
             return None
 
@@ -600,7 +603,10 @@ class _Outputs:
         built from the tiles), then move every temporary into place and drop the sidecar."""
         for ds, o, profile, pyr in zip(self.ds, self.outputs, self.profiles, self.pyramids):
             if pyr is None or not pyr.complete:
-                build_internal_overviews(ds, Resampling.nearest if o.colormap else o.resampling, profile)
+                build_internal_overviews(ds, _overview_resampling(o), profile)
+            else:
+                with rasterio.Env(**overview_compression_env(profile)):
+                    pyr.finish()
         self.close()
         for o in self.outputs:  # a write error GDAL did not report shows here, before anything is moved
             verify_written(verify_raster, Path(o.partial), Path(o.path), "OUTPUT", Path(o.path).parent)
@@ -615,6 +621,11 @@ class _Outputs:
                 p.unlink(missing_ok=True)
         self.sidecar.unlink(missing_ok=True)
         Path(str(self.sidecar) + ".tmp").unlink(missing_ok=True)
+
+
+def _overview_resampling(o: RasterOutput) -> Resampling:
+    """How the overviews of ``o`` are computed: nearest for palette rasters (classes), else its ``resampling``."""
+    return Resampling.nearest if o.colormap else o.resampling
 
 
 def _write_block(ds, data: np.ndarray, window: Window) -> None:

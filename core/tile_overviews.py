@@ -6,9 +6,12 @@ the mean of the valid (not nodata) pixels of a 2 x 2 block, summed in float64 (`
 top-left pixel (``NEAREST``). Where every level halves the one below exactly (the raster's width and
 height divisible by the largest factor) and the tiles start on multiples of it, each tile holds whole
 blocks of every level, so :class:`TileOverviews` computes them from the tile in the same order of
-operations and the same float64 arithmetic: the overviews equal GDAL's pixel for pixel
-(``tests/unit/test_tile_overviews.py`` compares them). Elsewhere (a size not divisible, GDAL then weights
-fractional source pixels) :func:`exact_cascade` is False and the caller lets GDAL build them.
+operations and the same float64 arithmetic. The coarser levels, where a level is not exactly half the
+one below (GDAL then weights fractional source pixels), are left to GDAL at the end, each from the one
+below (``GDALRegenerateOverviews``, as GDAL's own cascade does): it reads the last level built from the
+tiles, not the base. So the overviews equal GDAL's pixel for pixel (``tests/unit/test_tile_overviews.py``
+compares them); only a raster with an odd width or height (:func:`tile_levels` 0) has them built by GDAL
+from the base, as before.
 
 The levels are written into the overview IFDs of the very dataset the tiles go to, created empty at
 the start (GDAL ``BuildOverviews`` with resampling ``NONE``, compressed as the base), through that
@@ -26,22 +29,22 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["exact_cascade", "halve_mean", "halve_nearest", "TileOverviews", "GdalOverviewWriter"]
+__all__ = ["tile_levels", "halve_mean", "halve_nearest", "TileOverviews", "GdalOverviewWriter"]
 
 #: GDAL data type codes of the numpy types the engine writes
 _GDT = {"uint8": 1, "uint16": 2, "int16": 3, "uint32": 4, "int32": 5, "float32": 6, "float64": 7}
 
 
-def exact_cascade(width: int, height: int, factors: list[int], step: int, dtype, nodata) -> bool:
-    """True when :class:`TileOverviews` gives GDAL's pixels: ``factors`` are 2, 4, ..., F, ``width``,
-    ``height`` and the tile ``step`` (px) are multiples of F, the type is one GDAL writes here and the
-    nodata is not NaN."""
-    if not factors or factors != [2 ** k for k in range(1, len(factors) + 1)]:
-        return False
-    top = factors[-1]
-    nan = nodata is not None and isinstance(nodata, float) and np.isnan(nodata)
-    divisible = step > 0 and width % top == 0 and height % top == 0 and step % top == 0
-    return divisible and np.dtype(dtype).name in _GDT and not nan
+def tile_levels(width: int, height: int, factors: list[int], step: int, dtype, nodata) -> int:
+    """How many of the overview levels ``factors`` (2, 4, ..., as :func:`core.raster_io.overview_factors`
+    gives them) :class:`TileOverviews` builds from the tiles: those whose factor divides ``width``,
+    ``height`` and the tile ``step`` (px), so that each level is exactly half the one below and every
+    tile holds whole blocks of it (0: none; also for types GDAL is not written in here and NaN nodata)."""
+    if not factors or factors != [2 ** k for k in range(1, len(factors) + 1)] or step <= 0:
+        return 0
+    if np.dtype(dtype).name not in _GDT or (isinstance(nodata, float) and np.isnan(nodata)):
+        return 0
+    return sum(1 for f in factors if width % f == 0 and height % f == 0 and step % f == 0)
 
 
 def halve_mean(x: np.ndarray, nodata) -> np.ndarray:
@@ -72,16 +75,17 @@ def halve_nearest(x: np.ndarray) -> np.ndarray:
 
 
 class TileOverviews:
-    """The overview levels (``factors`` 2, 4, ...) of one output raster, computed tile by tile
-    (:meth:`add`) and written through ``writer`` in strips of whole overview blocks."""
+    """The overview levels (``factors`` 2, 4, ...) of one output raster: the first ``levels`` computed tile by
+    tile (:meth:`add`) and written through ``writer`` in strips of whole overview blocks, the others by GDAL
+    from them (:meth:`finish`)."""
 
-    def __init__(self, width: int, height: int, factors: list[int], nodata, average: bool,
+    def __init__(self, width: int, height: int, factors: list[int], levels: int, nodata, average: bool,
                  writer: "GdalOverviewWriter"):
         self.nodata, self.average, self.writer = nodata, average, writer
         self.factors = list(factors)
-        self.sizes = [(width // f, height // f) for f in factors]
-        self.block_rows = [writer.block_height(k) for k in range(len(factors))]
-        self.strips: list[dict[int, list]] = [{} for _ in factors]
+        self.sizes = [(width // f, height // f) for f in factors[:levels]]
+        self.block_rows = [writer.block_height(k) for k in range(levels)]
+        self.strips: list[dict[int, list]] = [{} for _ in range(levels)]
 
     def add(self, data: np.ndarray, col: int, row: int) -> None:
         """Tile ``data`` (count, h, w) written at (``col``, ``row``) of the raster (multiples of the largest
@@ -113,8 +117,13 @@ class TileOverviews:
 
     @property
     def complete(self) -> bool:
-        """Every strip of every level written (all the tiles arrived)."""
+        """Every strip of every level built from the tiles written (all the tiles arrived)."""
         return not any(self.strips)
+
+    def finish(self) -> None:
+        """The levels not built from the tiles, by GDAL, each from the one below."""
+        for k in range(len(self.sizes), len(self.factors)):
+            self.writer.regenerate(k, "NEAREST" if not self.average else "AVERAGE")
 
 
 @lru_cache(maxsize=1)
@@ -137,6 +146,8 @@ def _gdal():
     lib.GDALDatasetRasterIO.restype = ci
     lib.GDALBuildOverviews.argtypes = [vp, ctypes.c_char_p, ci, ctypes.POINTER(ci), ci, vp, vp, vp]
     lib.GDALBuildOverviews.restype = ci
+    lib.GDALRegenerateOverviews.argtypes = [vp, ci, ctypes.POINTER(vp), ctypes.c_char_p, vp, vp]
+    lib.GDALRegenerateOverviews.restype = ci
     lib.CPLGetLastErrorMsg.argtypes, lib.CPLGetLastErrorMsg.restype = [], ctypes.c_char_p
     return lib
 
@@ -179,6 +190,17 @@ class GdalOverviewWriter:
         err = self.lib.GDALDatasetRasterIO(self.levels[k], 1, col, row, w, h, data.ctypes.data, w, h,
                                            _GDT[data.dtype.name], c, self.bands, item, w * item, h * w * item)
         if err:
-            msg = (self.lib.CPLGetLastErrorMsg() or b"").decode(errors="replace")
-            code = errno.ENOSPC if "No space left" in msg else errno.EIO
-            raise OSError(code, f"writing overview level {k + 1} of '{self.path}' failed: {msg}")
+            self._fail(f"writing overview level {k + 1}")
+
+    def regenerate(self, k: int, resampling: str) -> None:
+        """Overview level ``k`` (>= 1) computed by GDAL from level ``k - 1``, band by band."""
+        for b in range(1, self.count + 1):
+            src = self.lib.GDALGetRasterBand(self.levels[k - 1], b)
+            dst = (ctypes.c_void_p * 1)(self.lib.GDALGetRasterBand(self.levels[k], b))
+            if self.lib.GDALRegenerateOverviews(src, 1, dst, resampling.encode(), None, None):
+                self._fail(f"computing overview level {k + 1}")
+
+    def _fail(self, what: str) -> None:
+        msg = (self.lib.CPLGetLastErrorMsg() or b"").decode(errors="replace")
+        code = errno.ENOSPC if "No space left" in msg else errno.EIO
+        raise OSError(code, f"{what} of '{self.path}' failed: {msg}")

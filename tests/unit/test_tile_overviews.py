@@ -1,6 +1,7 @@
 """Overviews built from the tiles as the engine writes them (core/tile_overviews.py): pixel for pixel what GDAL
 builds from the finished base image (``AVERAGE`` with nodata holes, ``NEAREST`` for palette rasters), without
-GDAL re-reading the base; GDAL still builds them where the cascade is not exact (sizes not divisible)."""
+GDAL re-reading the base; levels that do not halve exactly are GDAL's from the level below; odd sizes: GDAL from
+the base."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,7 @@ from rasterio.enums import Resampling
 
 import edifice.core.sliding_window as sw
 from edifice.core.grid import Grid
-from edifice.core.tile_overviews import exact_cascade, halve_mean, halve_nearest
+from edifice.core.tile_overviews import halve_mean, halve_nearest, tile_levels
 from edifice.core.use.building_use_map import _Reader
 from edifice.core.sliding_window import RasterOutput, WindowLayout, run_sliding_window
 
@@ -97,26 +98,52 @@ def test_tile_overviews_equal_gdals_without_rereading_the_base(tmp_path, monkeyp
         assert (got[0] == o.nodata).any() and (got[0] != o.nodata).any()
 
 
-def test_sizes_not_divisible_fall_back_to_gdal(tmp_path, monkeypatch):
+def _gdal_run(folder, scene, grid, monkeypatch) -> list[RasterOutput]:
+    """The same run with every overview built by GDAL from the finished base (as before tile overviews)."""
+    with monkeypatch.context() as m:
+        m.setattr(sw, "tile_levels", lambda *a: 0)
+        folder.mkdir()
+        return _run(folder, scene, grid)
+
+
+@pytest.mark.parametrize("h, w", [(250, 1530), (256, 2052)])
+def test_levels_not_halving_exactly_are_gdals_from_the_level_below(tmp_path, monkeypatch, h, w):
+    """1530 px: level 2 would be 382.5 px wide, GDAL weights fractional pixels there; 2052 = 4 x 513: levels 1
+    and 2 from the tiles, level 3 (513 -> 257 px) by GDAL. The base is not read; the outputs are those of GDAL's
+    overviews of the finished base."""
+    scene, grid = _scene(tmp_path, h, w), _grid(h, w)
+    refs = _gdal_run(tmp_path / "ref", scene, grid, monkeypatch)
+    _no_gdal_overviews(monkeypatch)
+    (tmp_path / "run").mkdir()
+    for o, r in zip(_run(tmp_path / "run", scene, grid), refs):
+        got, want = _levels(o.path), _levels(r.path)
+        assert len(got) == len(want) == (2 if w == 1530 else 3)
+        for g, ref in zip(got, want):
+            np.testing.assert_array_equal(g, ref)
+        with rasterio.open(o.path) as a, rasterio.open(r.path) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_odd_sizes_fall_back_to_gdal(tmp_path, monkeypatch):
     calls = []
     real = sw.build_internal_overviews
     monkeypatch.setattr(sw, "build_internal_overviews", lambda *a: calls.append(1) or real(*a))
-    h, w = 250, 1530  # level 2 would be 382.5 px wide: GDAL weights fractional pixels there
+    h, w = 250, 1531
     (tmp_path / "run").mkdir()
     outs = _run(tmp_path / "run", _scene(tmp_path, h, w), _grid(h, w))
     assert len(calls) == len(outs)
-    for o in outs[:1]:  # (the palette raster's NEAREST at a fractional ratio is GDAL's either way)
-        for g, ref in zip(_levels(o.path), _gdal_levels(o, tmp_path)):
-            np.testing.assert_array_equal(g, ref)
+    for g, ref in zip(_levels(outs[0].path), _gdal_levels(outs[0], tmp_path)):
+        np.testing.assert_array_equal(g, ref)
 
 
-def test_exact_cascade_conditions():
-    assert exact_cascade(1536, 256, [2, 4], 96, "float32", -1.0)
-    assert not exact_cascade(1530, 256, [2, 4], 96, "float32", -1.0)   # width not a multiple of 4
-    assert not exact_cascade(1536, 256, [2, 4], 90, "float32", -1.0)   # tiles not on multiples of 4
-    assert not exact_cascade(1536, 256, [2, 4], 96, "float32", float("nan"))
-    assert not exact_cascade(1536, 256, [], 96, "uint8", 255)
-    assert not exact_cascade(1536, 256, [2, 4], 0, "uint8", 255)
+def test_tile_levels():
+    assert tile_levels(1536, 256, [2, 4], 96, "float32", -1.0) == 2
+    assert tile_levels(1530, 256, [2, 4], 96, "float32", -1.0) == 1    # width not a multiple of 4
+    assert tile_levels(1531, 256, [2, 4], 96, "float32", -1.0) == 0    # odd width
+    assert tile_levels(1536, 256, [2, 4], 90, "float32", -1.0) == 1    # tiles not on multiples of 4
+    assert tile_levels(1536, 256, [2, 4], 96, "float32", float("nan")) == 0
+    assert tile_levels(1536, 256, [], 96, "uint8", 255) == 0
+    assert tile_levels(1536, 256, [2, 4], 0, "uint8", 255) == 0
 
 
 def test_halving_by_hand():
