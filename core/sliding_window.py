@@ -1052,13 +1052,14 @@ class _Pipeline:
             valid = own[1][oy:oy + h, ox:ox + w]
             vals = own[0][:, oy:oy + h, ox:ox + w] if self.plan.layout.ramp == 0 else self.plan.blend(t, self.cache)
         results = self.finalize(vals, valid) if vals is not None else [None] * len(self.outputs)
+        holes = not valid.all()
         for k, o in enumerate(self.outputs):
             arr = results[k]
             if arr is None:
                 arr = np.full((o.count, h, w), o.nodata, dtype=o.dtype)
-            else:
-                arr = np.asarray(arr).reshape(o.count, h, w).astype(o.dtype, copy=True)
-                if not valid.all():
+            else:  # a copy only where nodata goes in (``arr`` may be a view of the cached model output)
+                arr = np.asarray(arr).reshape(o.count, h, w).astype(o.dtype, copy=holes)
+                if holes:
                     arr[:, ~valid] = o.nodata
             self.outs.write(k, arr, t.out)
         self.stats["written"] += 1

@@ -51,22 +51,22 @@ def halve_mean(x: np.ndarray, nodata) -> np.ndarray:
     """(count, h/2, w/2) GDAL ``AVERAGE`` of (count, h, w) ``x`` (h, w even): the float64 sum of the valid
     pixels of each 2 x 2 block, in GDAL's order, divided by their number, cast back to ``x``'s type;
     ``nodata`` where none is valid."""
-    v = x.astype(np.float64)
     valid = None if nodata is None else x != nodata
-    if valid is not None and not valid.all():
-        v[~valid] = 0.0  # adding 0.0 is what skipping the pixel gives
-    s = v[:, 0::2, 0::2] + v[:, 0::2, 1::2]
-    s += v[:, 1::2, 0::2]
-    s += v[:, 1::2, 1::2]
-    if valid is None or v.size == 0 or valid.all():
-        return (s / 4).astype(x.dtype)
+    holes = valid is not None and not valid.all()
+    z = np.where(valid, x, x.dtype.type(0)) if holes else x  # adding 0 is what skipping the pixel gives
+    s = np.add(z[:, 0::2, 0::2], z[:, 0::2, 1::2], dtype=np.float64)
+    s += z[:, 1::2, 0::2]
+    s += z[:, 1::2, 1::2]
+    if not holes:
+        s /= 4
+        return s.astype(x.dtype)
     n = valid[:, 0::2, 0::2].astype(np.uint8)
     n += valid[:, 0::2, 1::2]
     n += valid[:, 1::2, 0::2]
     n += valid[:, 1::2, 1::2]
-    out = s / np.maximum(n, 1)
-    out[n == 0] = nodata
-    return out.astype(x.dtype)
+    s /= np.maximum(n, 1)
+    s[n == 0] = nodata
+    return s.astype(x.dtype)
 
 
 def halve_nearest(x: np.ndarray) -> np.ndarray:
