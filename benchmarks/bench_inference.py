@@ -93,6 +93,24 @@ def make_inputs(folder: Path, size: int, cfg: dict) -> tuple[Path, Path, Path | 
     return img, ck, poi
 
 
+def edifice_poi(poi: Path) -> Path:
+    """The POI maps of ``poi`` as ``edifice:poiprobability`` writes them (values rounded to its quantum,
+    float32, ZSTD level 1, floating-point predictor; core/use/poi_probability.py), beside it."""
+    import rasterio
+
+    from edifice.core.use.poi_probability import OUTPUT_PROFILE, QUANTUM_STEPS
+
+    out = poi.with_name(poi.stem + "_edifice.tif")
+    if not out.exists():
+        with rasterio.open(poi) as src:
+            profile = dict(src.profile, **OUTPUT_PROFILE)
+            with rasterio.open(out, "w", **profile) as dst:
+                for _, w in src.block_windows(1):
+                    p = src.read(window=w)
+                    dst.write(np.where(p == src.nodata, p, np.round(p * QUANTUM_STEPS) / QUANTUM_STEPS), window=w)
+    return out
+
+
 def pipeline(img: Path, ck: Path, poi: Path | None, out: Path, cfg: dict) -> dict:
     """The whole engine (edifice.core.use.building_use_map.map_building_use), 3 raster outputs."""
     from edifice.core.use.building_use_map import map_building_use
@@ -393,6 +411,24 @@ def compression_table(repeat: int) -> None:
                   f"size {size / 2**20:6.2f} MiB  (vs deflate:1: time {best / base[0]:.2f}x, size "
                   f"{size / base[1]:.2f}x)")
 
+def _noop_row(name: str, root, small: int, big: int, km2: dict, d: Path, job: dict, cfg: dict, compression,
+              edifice_pois: bool) -> float:
+    """No-op CPU-s per km² of the tree at ``root`` (the difference of a ``small`` and a ``big`` px run), printed."""
+    c = dict(cfg, compression=None if name == "before" else compression)
+    runs = {}
+    for n in (small, big):
+        nimg, nck, npoi = make_inputs(d, n, cfg)
+        if npoi and edifice_pois:
+            npoi = edifice_poi(npoi)
+        runs[n] = _child("noop", dict(job, cfg=c, img=str(nimg), ck=str(nck), poi=str(npoi) if npoi else None), root)
+    r = runs[big]
+    per = (r["cpu"] - runs[small]["cpu"]) / (km2[big] - km2[small])
+    label = f"{name}, edifice POI" if edifice_pois else name
+    print(f"  [{label:6s}] {per:6.3f} CPU-s/km²; one core feeds {3600 / per:,.0f} km²/h  ({big} px: user "
+          f"{r['user']:.2f} s, sys {r['sys']:.2f} s, wall {r['wall']:.2f} s; {small} px: {runs[small]['cpu']:.2f} CPU-s)")
+    return per
+
+
 def _fmt(px: int, windows: int, t: float) -> str:
     return (f"{windows / t:7.3f} windows/s  {px / t / 1e6:7.3f} Mpx/s  "
             f"{px / t * 3600 * KM2_PER_PX:9.2f} km²/h at {GSD_M:g} m")
@@ -491,19 +527,17 @@ def main() -> None:
                   "difference of their areas (start-up, model loading and checks are left out):")
             res = {}
             for name, root in trees.items():
-                c = dict(cfg, compression=None if name == "before" else a.compression)
-                runs = {}
-                for n in (small, big):
-                    nimg, nck, npoi = make_inputs(d, n, cfg)
-                    runs[n] = _child("noop", dict(job, cfg=c, img=str(nimg), ck=str(nck),
-                                                  poi=str(npoi) if npoi else None), root)
-                r = runs[big]
-                res[name] = per = (r["cpu"] - runs[small]["cpu"]) / (km2[big] - km2[small])
-                print(f"  [{name:6s}] {per:6.3f} CPU-s/km²; one core feeds {3600 / per:,.0f} km²/h  ({big} px: user "
-                      f"{r['user']:.2f} s, sys {r['sys']:.2f} s, wall {r['wall']:.2f} s; {small} px: "
-                      f"{runs[small]['cpu']:.2f} CPU-s)")
+                res[name] = _noop_row(name, root, small, big, km2, d, job, cfg, a.compression, False)
             if "before" in res:
                 print(f"  after / before: {res['after'] / res['before']:.3f}  (load average {os.getloadavg()[0]:.1f})")
+            if cfg["bands"] == 6:
+                print("  the same with the POI maps as edifice:poiprobability writes them (ZSTD level 1, floating-point "
+                      "predictor, values rounded to 1/65536) instead of the DEFLATE float32 maps above:")
+                res = {name: _noop_row(name, root, small, big, km2, d, job, cfg, a.compression, True)
+                       for name, root in trees.items()}
+                if "before" in res:
+                    print(f"  after / before (edifice POI maps): {res['after'] / res['before']:.3f}  "
+                          f"(load average {os.getloadavg()[0]:.1f})")
         if not a.skip_memory:
             m = a.mem_size or (3 * a.window) // 2
             i1, _, p1 = make_inputs(d, m, cfg)
