@@ -24,7 +24,9 @@ reader thread(s) (read + scale straight into one of a fixed pool of window buffe
 part beyond the raster in place, skip tiles that are all nodata or outside the mask) → main
 thread (gathers a batch into one reused array; model on the chosen device, channels-last on
 every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memory) → writer
-thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1).
+thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1, and the
+tile's blocks of the internal overviews: :mod:`core.tile_overviews`, so that GDAL need not re-read the
+finished rasters to build them).
 Queues are bounded, so memory is independent of the raster's size (in blend mode it holds up to
 two rows of tile results); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory stays in the process
 during a run (:func:`core.host_tuning.retained_allocations`) and is returned at its end. The result of every
@@ -64,7 +66,7 @@ from .progress import Progress, ensure
 from .outputs import DiskFullError, verify_written
 from .raster_io import (GTIFF_PROFILE, build_internal_overviews, overview_compression_env, overview_factors,
                         verify_raster)
-from .tile_overviews import GdalOverviewWriter, TileOverviews, tile_levels
+from .tile_overviews import DATASET_CLOSE_LOCK, GdalOverviewWriter, TileOverviews, tile_levels
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
@@ -569,7 +571,8 @@ class _Outputs:
     def flush(self) -> None:
         """Put everything written so far on disk (close and reopen) and record its rows as done."""
         for k, o in enumerate(self.outputs):
-            self.ds[k].close()
+            with DATASET_CLOSE_LOCK:
+                self.ds[k].close()
             self.ds[k] = rasterio.open(o.partial, "r+")
             pyr = self.pyramids[k]
             if pyr is not None:  # the reopened dataset has another GDAL handle
@@ -591,7 +594,8 @@ class _Outputs:
         clean = bool(self.ds)
         for ds in self.ds:
             try:
-                ds.close()
+                with DATASET_CLOSE_LOCK:
+                    ds.close()
             except Exception:  # noqa: BLE001 - closing after an error
                 clean = False
         self.ds = []
@@ -926,7 +930,8 @@ class _Pipeline:
             self.stop.set()
         finally:
             if rd is not None:
-                rd.close()
+                with DATASET_CLOSE_LOCK:  # not while a writer looks up its dataset (core/tile_overviews.py)
+                    rd.close()
             self._put(self.in_q, _STOP)
 
     def _read_tile(self, rd, idx: int) -> bool:

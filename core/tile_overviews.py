@@ -25,11 +25,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import threading
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["tile_levels", "halve_mean", "halve_nearest", "TileOverviews", "GdalOverviewWriter"]
+__all__ = ["tile_levels", "halve_mean", "halve_nearest", "TileOverviews", "GdalOverviewWriter", "DATASET_CLOSE_LOCK"]
+
+#: held while :class:`GdalOverviewWriter` looks through GDAL's open datasets, and by the engine's threads while
+#: they close theirs (readers, outputs), so that no dataset is destroyed while its description is being read
+DATASET_CLOSE_LOCK = threading.Lock()
 
 #: GDAL data type codes of the numpy types the engine writes
 _GDT = {"uint8": 1, "uint16": 2, "int16": 3, "uint32": 4, "int32": 5, "float32": 6, "float64": 7}
@@ -160,8 +165,10 @@ class GdalOverviewWriter:
     def __init__(self, path: str, count: int, factors: list[int]):
         lib = _gdal()
         arr, n = ctypes.POINTER(ctypes.c_void_p)(), ctypes.c_int()
-        lib.GDALGetOpenDatasets(ctypes.byref(arr), ctypes.byref(n))
-        found = [arr[i] for i in range(n.value) if (lib.GDALGetDescription(arr[i]) or b"").decode() == str(path)]
+        with DATASET_CLOSE_LOCK:
+            lib.GDALGetOpenDatasets(ctypes.byref(arr), ctypes.byref(n))
+            found = [arr[i] for i in range(n.value)
+                     if (lib.GDALGetDescription(arr[i]) or b"").decode(errors="replace") == str(path)]
         if len(found) != 1:
             raise LookupError(f"{len(found)} open GDAL datasets are '{path}'")
         band = lib.GDALGetRasterBand(found[0], 1)

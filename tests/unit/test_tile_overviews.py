@@ -152,3 +152,26 @@ def test_halving_by_hand():
     np.testing.assert_array_equal(halve_mean(np.full((1, 2, 2), -1, np.float32), -1.0), [[[-1.0]]])
     np.testing.assert_array_equal(halve_mean(x, None), np.array([[[1.25, 0.5]]], np.float32))
     np.testing.assert_array_equal(halve_nearest(np.arange(16, dtype=np.uint8).reshape(1, 4, 4)), [[[0, 2], [8, 10]]])
+
+
+def test_without_the_gdal_handle_gdal_builds_them_from_the_base(tmp_path, monkeypatch):
+    """When the dataset's GDAL handle cannot be found, the run still ends with GDAL's overviews."""
+    from edifice.core.tile_overviews import GdalOverviewWriter
+
+    with pytest.raises(LookupError):
+        GdalOverviewWriter(str(tmp_path / "not_open.tif"), 1, [2])
+
+    def missing(path, count, factors):
+        raise LookupError("no such dataset")
+
+    calls = []
+    real = sw.build_internal_overviews
+    monkeypatch.setattr(sw, "GdalOverviewWriter", missing)
+    monkeypatch.setattr(sw, "build_internal_overviews", lambda *a: calls.append(1) or real(*a))
+    grid = _grid(H, W)
+    (tmp_path / "run").mkdir()
+    outs = _run(tmp_path / "run", _scene(tmp_path, H, W), grid)
+    assert len(calls) == len(outs)
+    for o in outs:
+        for g, w in zip(_levels(o.path), _gdal_levels(o, tmp_path)):
+            np.testing.assert_array_equal(g, w)
