@@ -107,9 +107,9 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
                 valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read ``window`` of ``ds`` as (bands, rows, cols) values and a (rows, cols)
     boolean mask that is True where every band holds valid data (not nodata, not NaN).
-    ``out``: a C-contiguous array to read into (GDAL converts to its type; nodata is compared
-    after the conversion, so give a type that holds the file's values exactly); ``valid``: a
-    mask to AND the validity into (in place)."""
+    ``out``: an array to read into, C-contiguous or a view with contiguous rows (GDAL converts to
+    its type; nodata is compared after the conversion, so give a type that holds the file's values
+    exactly); ``valid``: a mask to AND the validity into (in place)."""
     idx = list(bands) if bands is not None else list(range(1, ds.count + 1))
     wrong = [b for b in idx if not 1 <= int(b) <= ds.count]
     if wrong:

@@ -24,7 +24,9 @@ reader thread(s) (read + scale straight into one of a fixed pool of window buffe
 part beyond the raster in place, skip tiles that are all nodata or outside the mask) → main
 thread (gathers a batch into one reused array; model on the chosen device, channels-last on
 every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memory) → writer
-thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1).
+thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1, and the
+tile's blocks of the internal overviews: :mod:`core.tile_overviews`, so that GDAL need not re-read the
+finished rasters to build them).
 Queues are bounded, so memory is independent of the raster's size (in blend mode it holds up to
 two rows of tile results); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory stays in the process
 during a run (:func:`core.host_tuning.retained_allocations`) and is returned at its end. The result of every
@@ -62,7 +64,9 @@ from .errors import Cancelled, EdificeError, InputError
 from .grid import Grid
 from .progress import Progress, ensure
 from .outputs import DiskFullError, verify_written
-from .raster_io import GTIFF_PROFILE, build_internal_overviews, verify_raster
+from .raster_io import (GTIFF_PROFILE, build_internal_overviews, overview_compression_env, overview_factors,
+                        verify_raster)
+from .tile_overviews import DATASET_CLOSE_LOCK, GdalOverviewWriter, TileOverviews, tile_levels
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
@@ -211,9 +215,9 @@ class WindowReader(Protocol):
     def read_mask(self, window: Window) -> np.ndarray | None:
         """(h, w) bool 'process here' mask, or None when there is no mask."""
 
-    # Optional, faster: ``bands`` (int) and ``read_into(window, out)`` filling a C-contiguous
-    # (bands, h, w) float32 array with what ``read`` returns, giving the validity; ``None`` when
-    # this window must go through ``read``.
+    # Optional, faster: ``bands`` (int) and ``read_into(window, out)`` filling a (bands, h, w) float32
+    # array (a view into the window's buffer: contiguous along its rows only) with what ``read``
+    # returns, giving the validity; ``None`` when this window must go through ``read``.
 
     def close(self) -> None:
         ...
@@ -472,8 +476,9 @@ class _Outputs:
 
     def __init__(self, grid: Grid, outputs: Sequence[RasterOutput], fingerprint: dict, resume: bool,
                  progress: Progress, block: int = 256, origin: tuple[int, int] = (0, 0),
-                 compression: str | None = None, flush_seconds: float = FLUSH_SECONDS):
-        # ``grid`` is the grid of the files; ``origin`` (row, col) its top-left pixel on the engine's grid
+                 compression: str | None = None, flush_seconds: float = FLUSH_SECONDS, tile_step: int = 0):
+        # ``grid`` is the grid of the files; ``origin`` (row, col) its top-left pixel on the engine's grid;
+        # ``tile_step``: the tiles' stride (px), for overviews built from the tiles (core/tile_overviews.py)
         self.grid, self.outputs, self.progress, self.origin = grid, list(outputs), progress, origin
         first = Path(outputs[0].path)
         self.sidecar = first.with_name(f".{first.stem}.resume.json")
@@ -484,6 +489,7 @@ class _Outputs:
         self.written: set[int] = set()  # finished rows not yet on disk
         self.last_flush = time.monotonic()
         self.ds: list = []
+        self.pyramids: list[TileOverviews | None] = [None] * len(self.outputs)
         old = self._load_sidecar() if resume else None
         if old is not None and old.get("fingerprint") == self.fingerprint and \
                 all(o.partial.exists() for o in self.outputs) and self._reopen():
@@ -503,7 +509,25 @@ class _Outputs:
                     ds.write_colormap(1, o.colormap)
                     ds.colorinterp = [ColorInterp.palette]
                 self.ds.append(ds)
+            self.pyramids = [self._tile_overviews(o, ds, p, tile_step)
+                             for o, ds, p in zip(self.outputs, self.ds, self.profiles)]
             self._save()
+
+    def _tile_overviews(self, o: RasterOutput, ds, profile: dict, step: int) -> TileOverviews | None:
+        """Overviews of the new dataset ``ds`` built from its tiles as they are written (core/tile_overviews.py;
+        the same pixels as GDAL's); None: GDAL builds them from the base at the end."""
+        factors = overview_factors(ds.width, ds.height)
+        resampling = _overview_resampling(o)
+        levels = tile_levels(ds.width, ds.height, factors, step, o.dtype, o.nodata)
+        if not levels or resampling not in (Resampling.average, Resampling.nearest):
+            return None
+        try:
+            with rasterio.Env(**overview_compression_env(profile)):
+                writer = GdalOverviewWriter(str(o.partial), o.count, factors)
+            return TileOverviews(ds.width, ds.height, factors, levels, o.nodata, resampling == Resampling.average,
+                                 writer)
+        except (LookupError, OSError, AttributeError):
+            return None
 
     def _reopen(self) -> bool:
         """Open the partial files for update; False (nothing open) when one cannot be read, as
@@ -532,7 +556,10 @@ class _Outputs:
 
     def write(self, k: int, data: np.ndarray, window: Window) -> None:
         r, c = self.origin
-        _write_block(self.ds[k], data, Window(window.col_off - c, window.row_off - r, window.width, window.height))
+        col, row = int(window.col_off) - c, int(window.row_off) - r
+        _write_block(self.ds[k], data, Window(col, row, window.width, window.height))
+        if self.pyramids[k] is not None:
+            self.pyramids[k].add(data, col, row)
 
     def row_done(self, i: int) -> None:
         """Row ``i`` is written; it is recorded as done at the next flush (now when ``flush_seconds`` have
@@ -544,8 +571,15 @@ class _Outputs:
     def flush(self) -> None:
         """Put everything written so far on disk (close and reopen) and record its rows as done."""
         for k, o in enumerate(self.outputs):
-            self.ds[k].close()
+            with DATASET_CLOSE_LOCK:
+                self.ds[k].close()
             self.ds[k] = rasterio.open(o.partial, "r+")
+            pyr = self.pyramids[k]
+            if pyr is not None:  # the reopened dataset has another GDAL handle
+                try:
+                    pyr.writer = GdalOverviewWriter(str(o.partial), o.count, pyr.factors)
+                except LookupError:
+                    self.pyramids[k] = None
         self._record_written()
 
     def _record_written(self) -> None:
@@ -560,7 +594,8 @@ class _Outputs:
         clean = bool(self.ds)
         for ds in self.ds:
             try:
-                ds.close()
+                with DATASET_CLOSE_LOCK:
+                    ds.close()
             except Exception:  # noqa: BLE001 - closing after an error
                 clean = False
         self.ds = []
@@ -568,10 +603,14 @@ class _Outputs:
             self._record_written()
 
     def finish(self) -> None:
-        """Overviews (built in the open datasets, compressed at the COMPRESSION level), then move every
-        temporary into place and drop the sidecar."""
-        for ds, o, profile in zip(self.ds, self.outputs, self.profiles):
-            build_internal_overviews(ds, Resampling.nearest if o.colormap else o.resampling, profile)
+        """Overviews (built in the open datasets, compressed at the COMPRESSION level; by GDAL unless they were
+        built from the tiles), then move every temporary into place and drop the sidecar."""
+        for ds, o, profile, pyr in zip(self.ds, self.outputs, self.profiles, self.pyramids):
+            if pyr is None or not pyr.complete:
+                build_internal_overviews(ds, _overview_resampling(o), profile)
+            else:
+                with rasterio.Env(**overview_compression_env(profile)):
+                    pyr.finish()
         self.close()
         for o in self.outputs:  # a write error GDAL did not report shows here, before anything is moved
             verify_written(verify_raster, Path(o.partial), Path(o.path), "OUTPUT", Path(o.path).parent)
@@ -586,6 +625,11 @@ class _Outputs:
                 p.unlink(missing_ok=True)
         self.sidecar.unlink(missing_ok=True)
         Path(str(self.sidecar) + ".tmp").unlink(missing_ok=True)
+
+
+def _overview_resampling(o: RasterOutput) -> Resampling:
+    """How the overviews of ``o`` are computed: nearest for palette rasters (classes), else its ``resampling``."""
+    return Resampling.nearest if o.colormap else o.resampling
 
 
 def _write_block(ds, data: np.ndarray, window: Window) -> None:
@@ -607,29 +651,22 @@ def _ramp_weights(n0: int, n1: int, start: int, stop_next: int | None, first: bo
     return w
 
 
-def _window_input(rd, win: Window, pads: tuple, size: int, pool: _WindowPool, scratch: dict):
-    """(model input (C, size, size) in a buffer of ``pool``, validity (h, w) of ``win``): the window read,
-    invalid pixels set to 0, the part beyond the raster mirrored. (None, None) when the run is stopping."""
-    h, w = int(win.height), int(win.width)
+def _window_input(rd, win: Window, pads: tuple, size: int, pool: _WindowPool):
+    """(model input (C, size, size) in a buffer of ``pool``, validity (h, w) of ``win``): the window read
+    (straight into the buffer where the reader can), invalid pixels set to 0, the part beyond the raster
+    mirrored. (None, None) when the run is stopping."""
     bands = getattr(rd, "bands", None) if hasattr(rd, "read_into") else None
     if bands:
         buf = pool.take((bands, size, size))
         if buf is None:
             return None, None
-        direct = not any(pads)  # the window lies inside the raster: read straight into the buffer
-        if direct:
-            x = buf
-        else:
-            if scratch.get("a") is None or scratch["a"].size < bands * h * w:
-                scratch["a"] = np.empty(bands * size * size, np.float32)
-            x = scratch["a"][:bands * h * w].reshape(bands, h, w)
+        top, left = pads[0], pads[2]
+        x = buf[:, top:top + int(win.height), left:left + int(win.width)]
         valid = rd.read_into(win, x)
         if valid is not None:
-            if direct:
-                if not valid.all():
-                    np.copyto(buf, 0, where=~valid[None])
-            else:
-                _place(buf, x, valid, pads)
+            if not valid.all():
+                np.copyto(x, 0, where=~valid[None])
+            fill_reflect(buf, pads)
             return buf, valid
         pool.give(buf)
     x, valid = rd.read(win)
@@ -698,7 +735,7 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
     t_start = time.perf_counter()
     outs = _Outputs(plan.out_grid, outputs, _run_fingerprint(plan, outputs, fingerprint, compression), resume,
                     progress, block_size_for(layout.stride), origin=(int(plan.area.row_off), int(plan.area.col_off)),
-                    compression=compression, flush_seconds=flush_seconds)
+                    compression=compression, flush_seconds=flush_seconds, tile_step=layout.stride)
     plan.schedule(outs.done, reverse=order == "reverse")
     pipeline = _Pipeline(plan, open_reader, predictor, outputs, finalize, outs, batch_size, workers, progress)
     pipeline.run()
@@ -881,23 +918,23 @@ class _Pipeline:
     # ------------------------------------------------------------ readers
     def _reader_loop(self) -> None:
         rd = None
-        scratch: dict = {}
         try:
             rd = self.open_reader()
             while not self.stop.is_set():
                 with self.feed_lock:
                     idx = next(self.feed, None)
-                if idx is None or not self._read_tile(rd, idx, scratch):
+                if idx is None or not self._read_tile(rd, idx):
                     break
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.errors.append(exc)
             self.stop.set()
         finally:
             if rd is not None:
-                rd.close()
+                with DATASET_CLOSE_LOCK:  # not while a writer looks up its dataset (core/tile_overviews.py)
+                    rd.close()
             self._put(self.in_q, _STOP)
 
-    def _read_tile(self, rd, idx: int, scratch: dict) -> bool:
+    def _read_tile(self, rd, idx: int) -> bool:
         """Queue window ``idx`` as (idx, input, validity over its extent), or (idx, None, None) when the
         extent is all nodata or outside the mask; False when the run is stopping."""
         t = self.plan.tiles[idx]
@@ -906,7 +943,7 @@ class _Pipeline:
         if m is not None and not m.any():
             return self._put(self.in_q, (idx, None, None))
         win, pads = self.plan.read_window(t)
-        x, valid = _window_input(rd, win, pads, self.plan.layout.window, self.pool, scratch)
+        x, valid = _window_input(rd, win, pads, self.plan.layout.window, self.pool)
         if x is None:
             return False
         er, ec = int(e.row_off) - int(win.row_off), int(e.col_off) - int(win.col_off)
@@ -1020,13 +1057,14 @@ class _Pipeline:
             valid = own[1][oy:oy + h, ox:ox + w]
             vals = own[0][:, oy:oy + h, ox:ox + w] if self.plan.layout.ramp == 0 else self.plan.blend(t, self.cache)
         results = self.finalize(vals, valid) if vals is not None else [None] * len(self.outputs)
+        holes = not valid.all()
         for k, o in enumerate(self.outputs):
             arr = results[k]
             if arr is None:
                 arr = np.full((o.count, h, w), o.nodata, dtype=o.dtype)
-            else:
-                arr = np.asarray(arr).reshape(o.count, h, w).astype(o.dtype, copy=True)
-                if not valid.all():
+            else:  # a copy only where nodata goes in (``arr`` may be a view of the cached model output)
+                arr = np.asarray(arr).reshape(o.count, h, w).astype(o.dtype, copy=holes)
+                if holes:
                     arr[:, ~valid] = o.nodata
             self.outs.write(k, arr, t.out)
         self.stats["written"] += 1

@@ -132,7 +132,7 @@ class _Reader:
         return self.img.count + (self.poi.count if self.poi is not None else 0)
 
     def read_into(self, window, out: np.ndarray):
-        """What :meth:`read` gives, written into ``out`` (C-contiguous (bands, h, w) float32); returns
+        """What :meth:`read` gives, written into ``out`` ((bands, h, w) float32, rows contiguous); returns
         the validity, or None (nothing promised about ``out``) for data types that float32 does not
         hold exactly (:meth:`read` then)."""
         sources = [(self.img, "IMAGERY")] + ([(self.poi, "POI_MAPS")] if self.poi is not None else [])

@@ -51,8 +51,11 @@ class Reader:
 
     def read_into(self, w, out):
         r, c = self._sl(w)
-        if self.seen is not None:
-            self.seen.append(out.__array_interface__["data"][0])
+        if self.seen is not None:  # the buffer ``out`` is (a view of)
+            root = out
+            while root.base is not None:
+                root = root.base
+            self.seen.append(root.__array_interface__["data"][0])
         out[...] = self.data[:, r, c]
         return self.valid[r, c].copy()
 
@@ -108,7 +111,8 @@ def test_read_in_place_gives_the_same_bits_as_read(tmp_path, scene):
 
 
 def test_window_buffers_are_reused_not_allocated_per_window(tmp_path, scene):
-    """Interior windows are read straight into pool buffers: far fewer distinct buffers than windows."""
+    """Windows are read straight into pool buffers (border ones into their interior): far fewer distinct buffers
+    than windows."""
     seen: list = []
     layout = WindowLayout(32, 4)  # stride 24: 8 x 11 windows, most of them inside the raster
     _run(tmp_path, "pool", scene, into=True, seen=seen, batch_size=2, layout=layout)
@@ -116,8 +120,7 @@ def test_window_buffers_are_reused_not_allocated_per_window(tmp_path, scene):
     windows = len(seen)
     distinct = {ptr for ptr in seen}
     assert windows >= 40
-    # interior windows land in pool buffers, border windows in one scratch array per reader
-    assert len(distinct) <= pool_size + 1, (len(distinct), windows)
+    assert len(distinct) <= pool_size, (len(distinct), windows)
 
 
 def test_window_pool_hands_back_the_same_buffers():
