@@ -80,11 +80,12 @@ class WinogradConv2d(nn.Module):
             raise ValueError("WinogradConv2d needs a 3x3 stride-1 padding-1 convolution without groups")
         at, g, bt = (_tensor(x) for x in winograd_matrices(m))
         w = conv.weight.detach().to(torch.float64)
-        u = torch.einsum("ak,oikl,bl->abio", g, w, g)             # (t, t, C_in, C_out)
+        u = (g @ w @ g.T).permute(2, 3, 1, 0)                       # G g G^T: (t, t, C_in, C_out)
         self.m, self.t, self.max_side = m, m + 2, max_side
         self.conv = conv
         dtype = conv.weight.dtype
-        self.register_buffer("u", u.reshape(self.t ** 2, w.shape[1], w.shape[0]).to(dtype), persistent=False)
+        self.register_buffer("u", u.reshape(self.t ** 2, w.shape[1], w.shape[0]).to(dtype).contiguous(),
+                             persistent=False)
         self.register_buffer("bt", bt.to(dtype), persistent=False)
         self.register_buffer("ka", torch.kron(at, at).to(dtype), persistent=False)   # (m^2, t^2)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(w.shape[0], dtype=dtype)
