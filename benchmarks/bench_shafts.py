@@ -504,6 +504,9 @@ def main() -> int:
                     help="git revision of the 'previous' implementation ('' to skip it)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess runs")
     ap.add_argument("--no-streamlined", action="store_true", help="skip the old streamlined reference")
+    ap.add_argument("--runners", default="",
+                    help="comma-separated subset of after,before,after_bf16,shafts,previous,streamlined to run "
+                         "(default all; 'after' and 'shafts' are always run), e.g. at 100x where a run takes minutes")
     ap.add_argument("--memory", action="store_true", help="peak memory of preparing one clip instead")
     ap.add_argument("--sides", default="0.1,0.5", help="extent sides in degrees for --memory (0.1,0.5)")
     a = ap.parse_args()
@@ -530,6 +533,9 @@ def main() -> int:
                 runners["previous"] = lambda o: run_ours(previous, paths, extent, ckpt, o, a.device)
             if not a.no_streamlined:
                 runners["streamlined"] = lambda o: streamlined_reference(paths, extent, ckpt, a.device)
+            if a.runners:
+                keep = set(a.runners.split(",")) | {"after", "shafts"}
+                runners = {k: v for k, v in runners.items() if k in keep}
             load0 = _load()
             times, cpu, outs = bench_size(size, runners, a.repeat if size <= 10 else 1, tmp)
             mem = {} if a.no_memory else {w: peak_memory_mib(w, ckpt, paths, extent, tmp / w, a.threads, a.before_rev)
@@ -572,10 +578,12 @@ def _print_summary(rows, a):
             m = "   ".join(f"{mem[w]:6.0f} ({mem[w] / base[w]:.2f})" for w in ("after", "before"))
         prev_t = f"{t['previous'] / t['shafts']:13.3f}" if "previous" in t else f"{'-':>13s}"
         prev_c = f"{c['previous'] / c['shafts']:15.3f}" if "previous" in c else f"{'-':>15s}"
-        print(f"  {size:4g}x {n:8d}   {t['after'] / t['shafts']:10.3f}   {prev_t}   {t['before'] / t['shafts']:12.3f}"
-              f"   {t['after'] / t['before']:11.3f}  {t['after_bf16'] / t['shafts']:10.3f}"
-              f"   {c['after'] / c['shafts']:16.3f} {prev_c} {c['before'] / c['shafts']:13.3f}"
-              f" {c['after_bf16'] / c['shafts']:11.3f}   {load0} -> {load1}     {m}")
+        def r(d, k, ref="shafts", w=10):
+            return f"{d[k] / d[ref]:{w}.3f}" if k in d and ref in d else f"{'-':>{w}s}"
+        print(f"  {size:4g}x {n:8d}   {r(t, 'after')}   {prev_t}   {r(t, 'before', w=12)}"
+              f"   {r(t, 'after', 'before', 11)}  {r(t, 'after_bf16')}"
+              f"   {r(c, 'after', w=16)} {prev_c} {r(c, 'before', w=13)}"
+              f" {r(c, 'after_bf16', w=11)}   {load0} -> {load1}     {m}")
 
 
 if __name__ == "__main__":
