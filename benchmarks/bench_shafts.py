@@ -11,7 +11,8 @@ Per size it runs, interleaved (after, before, after_bf16, shafts, previous, stre
   after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
                folded into the convolutions, channels-last batches gathered from strided windows, inference_mode;
                on a CPU one worker thread per torch thread, each running whole batches with one intra-op
-               thread: core/batch_workers.py);
+               thread: core/batch_workers.py; on a CPU in fp32 the 3x3 stride-1 convolutions of >= 128
+               channels by Winograd F(5,3): models/winograd.py);
   after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
   previous     the same function as it was at ``--previous-rev`` (default fdc00d5: batches of 64 split across
                the cores by torch's OpenMP threads, before the batch-parallel CPU workers; '' skips it);
@@ -33,7 +34,19 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
-Measured (2-core machine shared with other jobs; --repeat 1 unless noted; ratio to shafts, wall / CPU):
+Measured with Winograd F(5,3) (commit f4be7df; 2-core machine shared with two other engineers' jobs):
+  ``--sizes 1,10 --threads 2 --repeat 2 --no-memory --no-streamlined``, load 3.0-5.7, ratio to shafts wall / CPU:
+  1x after 0.313 / 0.246, previous 0.558 / 0.527, before 0.804 / 0.867, bf16 0.125 / 0.098;
+  10x after 0.119 / 0.180, previous 0.528 / 0.601, before 0.804 / 0.817, bf16 0.102 / 0.097
+  (after: 2.7 CPU-ms per output pixel at 10x; SHAFTS's OpenMP batches lose more to the load than ours, so
+  the wall ratios at this load are lower than a quiet machine's). Max differences after vs shafts:
+  1x height 5.3e-5 m, footprint 4.3e-6; 10x 4.6e-5 m, 5.0e-6; same nodata. Winograd vs the plain (direct)
+  convolution, i.e. after vs previous (the same folded fp32 network without Winograd): 1x height 2.3e-5 m,
+  footprint 7.2e-7; 10x 1.5e-5 m, 7.8e-7 (random network whose output layer is scaled ~400x; heights up to
+  ~100s of m). Network alone (one thread,
+  batch 64): 2.2 ms per patch with Winograd, 2.7 ms direct (oneDNN), outputs within 1e-7.
+  100x: not measured in that session (see ``--runners after,shafts``; a SHAFTS run there takes ~30 min under load).
+Before Winograd (2-core machine shared with other jobs; --repeat 1 unless noted; ratio to shafts, wall / CPU):
   --threads 2, load 6-9: 1x after 0.282 / 0.154 (best of 2), previous 0.496 / 0.372; 10x after 0.205 / 0.181,
   previous 0.443 / 0.482.  --threads 2, load 4-5: 1x after 0.354 / 0.199, previous 0.433 / 0.385; 10x after
   0.362 / 0.263, previous 0.442 / 0.472.  --threads 1, load 3-5 (no OpenMP barriers on either side, the
