@@ -34,7 +34,11 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
-Measured with Winograd F(5,3) (commit f4be7df; 2-core machine shared with two other engineers' jobs):
+Measured with Winograd F(5,3) (commit f4be7df):
+  quietest run, ``--sizes 1,10 --threads 2 --repeat 2 --no-memory --no-streamlined``, load 0.5-1.8, ratio to
+  shafts wall / CPU: 1x after 0.190 / 0.281, previous 0.258 / 0.401, before 0.273 / 0.429, bf16 0.096 / 0.137;
+  10x after 0.313 / 0.417, previous 0.352 / 0.473, before 0.479 / 0.643, bf16 0.145 / 0.190 (after: 2.8
+  CPU-ms per output pixel with two workers; SHAFTS 52 s). The same command on the loaded machine:
   ``--sizes 1,10 --threads 2 --repeat 2 --no-memory --no-streamlined``, load 3.0-5.7, ratio to shafts wall / CPU:
   1x after 0.313 / 0.246, previous 0.558 / 0.527, before 0.804 / 0.867, bf16 0.125 / 0.098;
   10x after 0.119 / 0.180, previous 0.528 / 0.601, before 0.804 / 0.817, bf16 0.102 / 0.097
