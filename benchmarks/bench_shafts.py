@@ -46,9 +46,8 @@ Measured with Winograd F(5,3) (commit f4be7df):
   the wall ratios at this load are lower than a quiet machine's). Max differences after vs shafts:
   1x height 5.3e-5 m, footprint 4.3e-6; 10x 4.6e-5 m, 5.0e-6; same nodata. Winograd vs the plain (direct)
   convolution, i.e. after vs previous (the same folded fp32 network without Winograd): 1x height 2.3e-5 m,
-  footprint 7.2e-7; 10x 1.5e-5 m, 7.8e-7 (random network whose output layer is scaled ~400x; heights up to
-  ~100s of m). Network alone (one thread,
-  batch 64): 2.2 ms per patch with Winograd, 2.7 ms direct (oneDNN), outputs within 1e-7.
+  footprint 7.2e-7; 10x 1.5e-5 m, 7.8e-7 (random network whose output layer is scaled ~400x). Network alone
+  (one thread, batch 64): 2.2 ms per patch with Winograd, 2.7 ms direct (oneDNN), outputs within 1e-7.
   100x (``--sizes 100 --repeat 1 --runners after,shafts``, 111556 px): after 0.340 / 0.245 (after ran at
   load 4-5 and got 0.74 of a core, 3.2 CPU-ms per pixel; SHAFTS ran later at load 2-3: 1405 s); max differences
   height 5.3e-5 m, footprint 5.1e-6, same nodata.
