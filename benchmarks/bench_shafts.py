@@ -11,7 +11,8 @@ Per size it runs, interleaved (after, before, after_bf16, shafts, previous, stre
   after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
                folded into the convolutions, channels-last batches gathered from strided windows, inference_mode;
                on a CPU one worker thread per torch thread, each running whole batches with one intra-op
-               thread: core/batch_workers.py);
+               thread: core/batch_workers.py; on a CPU in fp32 the 3x3 stride-1 convolutions of >= 128
+               channels by Winograd F(5,3): models/winograd.py);
   after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
   previous     the same function as it was at ``--previous-rev`` (default fdc00d5: batches of 64 split across
                the cores by torch's OpenMP threads, before the batch-parallel CPU workers; '' skips it);
@@ -33,7 +34,24 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
-Measured (2-core machine shared with other jobs; --repeat 1 unless noted; ratio to shafts, wall / CPU):
+Measured with Winograd F(5,3) (commit f4be7df):
+  quietest run, ``--sizes 1,10 --threads 2 --repeat 2 --no-memory --no-streamlined``, load 0.5-1.8, ratio to
+  shafts wall / CPU: 1x after 0.190 / 0.281, previous 0.258 / 0.401, before 0.273 / 0.429, bf16 0.096 / 0.137;
+  10x after 0.313 / 0.417, previous 0.352 / 0.473, before 0.479 / 0.643, bf16 0.145 / 0.190 (after: 2.8
+  CPU-ms per output pixel with two workers; SHAFTS 52 s). The same command on the loaded machine:
+  ``--sizes 1,10 --threads 2 --repeat 2 --no-memory --no-streamlined``, load 3.0-5.7, ratio to shafts wall / CPU:
+  1x after 0.313 / 0.246, previous 0.558 / 0.527, before 0.804 / 0.867, bf16 0.125 / 0.098;
+  10x after 0.119 / 0.180, previous 0.528 / 0.601, before 0.804 / 0.817, bf16 0.102 / 0.097
+  (after: 2.7 CPU-ms per output pixel at 10x; SHAFTS's OpenMP batches lose more to the load than ours, so
+  the wall ratios at this load are lower than a quiet machine's). Max differences after vs shafts:
+  1x height 5.3e-5 m, footprint 4.3e-6; 10x 4.6e-5 m, 5.0e-6; same nodata. Winograd vs the plain (direct)
+  convolution, i.e. after vs previous (the same folded fp32 network without Winograd): 1x height 2.3e-5 m,
+  footprint 7.2e-7; 10x 1.5e-5 m, 7.8e-7 (random network whose output layer is scaled ~400x). Network alone
+  (one thread, batch 64): 2.2 ms per patch with Winograd, 2.7 ms direct (oneDNN), outputs within 1e-7.
+  100x (``--sizes 100 --repeat 1 --runners after,shafts``, 111556 px): after 0.340 / 0.245 (after ran at
+  load 4-5 and got 0.74 of a core, 3.2 CPU-ms per pixel; SHAFTS ran later at load 2-3: 1405 s); max differences
+  height 5.3e-5 m, footprint 5.1e-6, same nodata.
+Before Winograd (2-core machine shared with other jobs; --repeat 1 unless noted; ratio to shafts, wall / CPU):
   --threads 2, load 6-9: 1x after 0.282 / 0.154 (best of 2), previous 0.496 / 0.372; 10x after 0.205 / 0.181,
   previous 0.443 / 0.482.  --threads 2, load 4-5: 1x after 0.354 / 0.199, previous 0.433 / 0.385; 10x after
   0.362 / 0.263, previous 0.442 / 0.472.  --threads 1, load 3-5 (no OpenMP barriers on either side, the
@@ -504,6 +522,9 @@ def main() -> int:
                     help="git revision of the 'previous' implementation ('' to skip it)")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess runs")
     ap.add_argument("--no-streamlined", action="store_true", help="skip the old streamlined reference")
+    ap.add_argument("--runners", default="",
+                    help="comma-separated subset of after,before,after_bf16,shafts,previous,streamlined to run "
+                         "(default all; 'after' and 'shafts' are always run), e.g. at 100x where a run takes minutes")
     ap.add_argument("--memory", action="store_true", help="peak memory of preparing one clip instead")
     ap.add_argument("--sides", default="0.1,0.5", help="extent sides in degrees for --memory (0.1,0.5)")
     a = ap.parse_args()
@@ -530,6 +551,9 @@ def main() -> int:
                 runners["previous"] = lambda o: run_ours(previous, paths, extent, ckpt, o, a.device)
             if not a.no_streamlined:
                 runners["streamlined"] = lambda o: streamlined_reference(paths, extent, ckpt, a.device)
+            if a.runners:
+                keep = set(a.runners.split(",")) | {"after", "shafts"}
+                runners = {k: v for k, v in runners.items() if k in keep}
             load0 = _load()
             times, cpu, outs = bench_size(size, runners, a.repeat if size <= 10 else 1, tmp)
             mem = {} if a.no_memory else {w: peak_memory_mib(w, ckpt, paths, extent, tmp / w, a.threads, a.before_rev)
@@ -572,10 +596,12 @@ def _print_summary(rows, a):
             m = "   ".join(f"{mem[w]:6.0f} ({mem[w] / base[w]:.2f})" for w in ("after", "before"))
         prev_t = f"{t['previous'] / t['shafts']:13.3f}" if "previous" in t else f"{'-':>13s}"
         prev_c = f"{c['previous'] / c['shafts']:15.3f}" if "previous" in c else f"{'-':>15s}"
-        print(f"  {size:4g}x {n:8d}   {t['after'] / t['shafts']:10.3f}   {prev_t}   {t['before'] / t['shafts']:12.3f}"
-              f"   {t['after'] / t['before']:11.3f}  {t['after_bf16'] / t['shafts']:10.3f}"
-              f"   {c['after'] / c['shafts']:16.3f} {prev_c} {c['before'] / c['shafts']:13.3f}"
-              f" {c['after_bf16'] / c['shafts']:11.3f}   {load0} -> {load1}     {m}")
+        def r(d, k, ref="shafts", w=10):
+            return f"{d[k] / d[ref]:{w}.3f}" if k in d and ref in d else f"{'-':>{w}s}"
+        print(f"  {size:4g}x {n:8d}   {r(t, 'after')}   {prev_t}   {r(t, 'before', w=12)}"
+              f"   {r(t, 'after', 'before', 11)}  {r(t, 'after_bf16')}"
+              f"   {r(c, 'after', w=16)} {prev_c} {r(c, 'before', w=13)}"
+              f" {r(c, 'after_bf16', w=11)}   {load0} -> {load1}     {m}")
 
 
 if __name__ == "__main__":
