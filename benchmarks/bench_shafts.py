@@ -50,7 +50,9 @@ Measured with Winograd F(5,3) (commit f4be7df):
   (one thread, batch 64): 2.2 ms per patch with Winograd, 2.7 ms direct (oneDNN), outputs within 1e-7.
   100x (``--sizes 100 --repeat 1 --runners after,shafts``, 111556 px): after 0.340 / 0.245 (after ran at
   load 4-5 and got 0.74 of a core, 3.2 CPU-ms per pixel; SHAFTS ran later at load 2-3: 1405 s); max differences
-  height 5.3e-5 m, footprint 5.1e-6, same nodata.
+  height 5.3e-5 m, footprint 5.1e-6, same nodata. Quiet re-runs (lead, load 0.6-2.0): ``--sizes 1,10 --repeat 2
+  --runners after,shafts,previous``: 1x after 0.182 / 0.270, previous 0.199; 10x after 0.276 / 0.367, previous
+  0.440; ``--sizes 100 --runners after,shafts``: 100x after 0.316 / 0.385 (128.8 s vs SHAFTS 407.2 s).
 Before Winograd (2-core machine shared with other jobs; --repeat 1 unless noted; ratio to shafts, wall / CPU):
   --threads 2, load 6-9: 1x after 0.282 / 0.154 (best of 2), previous 0.496 / 0.372; 10x after 0.205 / 0.181,
   previous 0.443 / 0.482.  --threads 2, load 4-5: 1x after 0.354 / 0.199, previous 0.433 / 0.385; 10x after
