@@ -68,59 +68,52 @@ def _interp_row(r, rows, sx, sy, row_x, row_y):
 
 
 def _kernel(src, rows, cols, sx, sy, out):
-    """Row by row: source positions and weights of the row's pixels first, then each band in its
-    own pass (one source plane at a time: fewer cache lines in flight)."""
+    """Row by row: the row's source coordinates at the grid's columns (:func:`_interp_row`),
+    then its pixels, cell by cell of the grid (coordinates step linearly within a cell). Each
+    pixel's four weights are computed once for its three bands: GDAL's four-sample formula, the
+    same products in the same order, so the same values. A pixel with a transparent or outside
+    neighbour goes to :func:`_edge_sample`. Offsets into the flattened planes are unsigned
+    (checked in range first): numba then drops its wrap-around test of negative indices."""
     height, width = src.shape[1], src.shape[2]
-    n_rows, n_cols = out.shape[1], out.shape[2]
+    planes = src.reshape(src.shape[0], height * width)
+    red, green, blue, alpha = planes[0], planes[1], planes[2], planes[3]
+    out_red, out_green, out_blue = out[0], out[1], out[2]
     row_x = np.empty(sx.shape[1])
     row_y = np.empty(sx.shape[1])
-    ix = np.empty(n_cols, np.int64)
-    iy = np.empty(n_cols, np.int64)
-    fx = np.empty(n_cols)
-    fy = np.empty(n_cols)
-    opaque = np.empty(n_cols, np.bool_)
-    planes = src.reshape(src.shape[0], height * width)
-    for r in range(n_rows):
+    one, below = np.uint64(1), np.uint64(width)
+    for r in range(out.shape[1]):
         _interp_row(r, rows, sx, sy, row_x, row_y)
-        _row_positions(row_x, row_y, cols, n_cols, planes[3], height, width, ix, iy, fx, fy, opaque)
-        for c in range(n_cols):
-            if not opaque[c]:
-                _edge_sample(src, ix[c], iy[c], fx[c], fy[c], out, r, c)
-        for b in range(3):
-            plane = planes[b]
-            for c in range(n_cols):
-                if opaque[c]:  # all four opaque and inside: GDAL's formula as it is
-                    o = iy[c] * width + ix[c]
-                    x = fx[c]
-                    y = fy[c]
-                    v = ((1.0 - x) * (1.0 - y) * plane[o] + x * (1.0 - y) * plane[o + 1]
-                         + (1.0 - x) * y * plane[o + width] + x * y * plane[o + width + 1])
-                    out[b, r, c] = _colour(v)
+        for k in range(max(len(cols) - 1, 1)):
+            c_start, c_end, dx, dy = _cell_span(cols, k, row_x, row_y, out.shape[2])
+            for c in range(c_start, c_end):
+                x = row_x[k] + (c - cols[k]) * dx - 0.5
+                y = row_y[k] + (c - cols[k]) * dy - 0.5
+                i, j = int(math.floor(x)), int(math.floor(y))
+                fx, fy = x - i, y - j
+                if not (0 <= i and i + 1 < width and 0 <= j and j + 1 < height):
+                    _edge_sample(src, i, j, fx, fy, out, r, c)
+                    continue
+                o = np.uint64(j * width + i)
+                if (alpha[o] & alpha[o + one] & alpha[o + below] & alpha[o + below + one]) != 255:
+                    _edge_sample(src, i, j, fx, fy, out, r, c)
+                    continue
+                w00, w10, w01, w11 = (1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy
+                out_red[r, c] = _colour(w00 * red[o] + w10 * red[o + one] + w01 * red[o + below]
+                                        + w11 * red[o + below + one])
+                out_green[r, c] = _colour(w00 * green[o] + w10 * green[o + one] + w01 * green[o + below]
+                                          + w11 * green[o + below + one])
+                out_blue[r, c] = _colour(w00 * blue[o] + w10 * blue[o + one] + w01 * blue[o + below]
+                                         + w11 * blue[o + below + one])
 
 
-def _row_positions(row_x, row_y, cols, n_cols, alpha, height, width, ix, iy, fx, fy, opaque):
-    """For each pixel of a row: its top-left source neighbour (``ix``, ``iy``), the fractions
-    (``fx``, ``fy``) and whether its four neighbours are inside the source and opaque (``alpha``:
-    the flattened alpha plane). Coordinates step linearly within a cell of the grid."""
-    for k in range(max(len(cols) - 1, 1)):
-        c_start = int(cols[k])
-        c_end = int(cols[k + 1]) + 1 if k == len(cols) - 2 else (int(cols[k + 1]) if len(cols) > 1 else 1)
-        span = cols[k + 1] - cols[k] if len(cols) > 1 else 1.0
-        dx = (row_x[k + 1] - row_x[k]) / span if len(cols) > 1 else 0.0
-        dy = (row_y[k + 1] - row_y[k]) / span if len(cols) > 1 else 0.0
-        for c in range(c_start, min(c_end, n_cols)):
-            t = c - cols[k]
-            x = row_x[k] + t * dx - 0.5
-            y = row_y[k] + t * dy - 0.5
-            i = int(math.floor(x))
-            j = int(math.floor(y))
-            ix[c] = i
-            iy[c] = j
-            fx[c] = x - i
-            fy[c] = y - j
-            o = j * width + i
-            opaque[c] = (0 <= i and i + 1 < width and 0 <= j and j + 1 < height
-                         and (alpha[o] & alpha[o + 1] & alpha[o + width] & alpha[o + width + 1]) == 255)
+def _cell_span(cols, k, row_x, row_y, n_cols):
+    """First and end (exclusive) output column of the grid's cell ``k`` on a row, and the step
+    of the source coordinates per output column there."""
+    if len(cols) < 2:
+        return 0, min(1, n_cols), 0.0, 0.0
+    c_end = int(cols[k + 1]) + 1 if k == len(cols) - 2 else int(cols[k + 1])
+    span = cols[k + 1] - cols[k]
+    return int(cols[k]), min(c_end, n_cols), (row_x[k + 1] - row_x[k]) / span, (row_y[k + 1] - row_y[k]) / span
 
 
 def _edge_sample(src, ix, iy, fx, fy, out, r, c):
@@ -165,6 +158,6 @@ def _colour(v):
 if AVAILABLE:  # pragma: no branch
     _interp_row = numba.njit(cache=True, nogil=True)(_interp_row)
     _colour = numba.njit(cache=True, nogil=True, inline="always")(_colour)
-    _row_positions = numba.njit(cache=True, nogil=True)(_row_positions)
+    _cell_span = numba.njit(cache=True, nogil=True, inline="always")(_cell_span)
     _edge_sample = numba.njit(cache=True, nogil=True)(_edge_sample)
-    _kernel = numba.njit(cache=True, nogil=True)(_kernel)
+    _kernel = numba.njit(cache=True, nogil=True, error_model="numpy")(_kernel)

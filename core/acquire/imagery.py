@@ -51,6 +51,10 @@ BLOCK_SIZE = 512
 STRIP_WIDTH = 2048
 #: Output blocks mosaicked at once (each holds its tiles and a warp buffer: ~6 MiB at 512 px).
 BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
+#: Blocks whose tiles are requested ahead (those being mosaicked included): twice the blocks
+#: mosaicked at once, so that the connections and the decoders always have work queued (with 4,
+#: a block's tiles were only asked for when a block ended, and decoding waited on them).
+PREFETCH_BLOCKS = 2 * BLOCK_WORKERS
 #: Finished blocks held in memory for the writer while they wait for their turn (each 0.75 MiB at 512 px).
 HELD_BLOCKS = 4
 #: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
@@ -327,8 +331,8 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
     """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (warps
     run in parallel: GDAL and the compiled kernel release the GIL). Each block is prepared here,
     in this thread (its tiles requested, its coarse grid of source coordinates computed: see
-    :func:`_prepare`): those of the first blocks now, in block order, and those of each next
-    block when a block is submitted. Returns an iterator of (index, pixels) of each block once stored."""
+    :func:`_prepare`): the first :data:`PREFETCH_BLOCKS` now, in block order, and one more
+    each time a block is submitted. Returns an iterator of (index, pixels) of each block once stored."""
     blocks = [b for b in block_order(plan.grid, block_size) if not store.is_done(b.index)]
     prepared: dict[int, _Prepared] = {}  # block -> its tiles (reserved) and coordinate grid
 
@@ -336,15 +340,15 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
         prepared[i] = _prepare(plan, blocks[i])
         fetcher.reserve(prepared[i].tiles)
 
-    for i in range(min(BLOCK_WORKERS, len(blocks))):
+    for i in range(min(PREFETCH_BLOCKS, len(blocks))):
         prepare(i)
 
     def submitted() -> Iterator[int]:
         """Blocks as they are submitted (in this thread): each prepares the block that starts
         when one of those running ends, so a block's tiles are reserved before it runs."""
         for i in range(len(blocks)):
-            if i + BLOCK_WORKERS < len(blocks):
-                prepare(i + BLOCK_WORKERS)
+            if i + PREFETCH_BLOCKS < len(blocks):
+                prepare(i + PREFETCH_BLOCKS)
             yield i
 
     def mosaic(i: int) -> np.ndarray:
