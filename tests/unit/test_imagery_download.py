@@ -402,6 +402,28 @@ def test_blocks_mosaicked_in_parallel_give_the_same_bytes_as_one_at_a_time(tiles
     assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "parallel.tif").read_bytes()
 
 
+def test_tile_mosaic_copies_only_the_window_of_the_bounds_with_missing_tiles_as_nodata():
+    from edifice.core.acquire.imagery import _tile_mosaic
+
+    level = web_mercator_set(19, 19).matrices[0]
+    rng = np.random.default_rng(3)
+    tiles = {(c, r): rng.integers(1, 256, (4, 256, 256), dtype=np.uint8) for c in (10, 11, 12) for r in (20, 21, 22)}
+    del tiles[(12, 22)]  # a tile without imagery
+    whole = np.zeros((4, 768, 768), np.uint8)
+    for (c, r), t in tiles.items():
+        whole[:, (r - 20) * 256:(r - 19) * 256, (c - 10) * 256:(c - 9) * 256] = t
+    x0, y1 = level.top_left[0] + 10 * 256 * level.resolution, level.top_left[1] - 20 * 256 * level.resolution
+    res = level.resolution
+    bounds = (x0 + 100.3 * res, y1 - 700.2 * res, x0 + 650.5 * res, y1 - 120.9 * res)  # pixels 100..651 x 120..701
+    got, t = _tile_mosaic(level, tiles, bounds)
+    np.testing.assert_array_equal(got, whole[:, 120:701, 100:651])
+    assert t.a == res and t.e == -res and t.c == pytest.approx(x0 + 100 * res) and t.f == pytest.approx(y1 - 120 * res)
+    beyond = (x0 - 50 * res, y1 - 900 * res, x0 + 300 * res, y1 + 40 * res)  # past the tiles: clipped to them
+    got, t = _tile_mosaic(level, tiles, beyond)
+    np.testing.assert_array_equal(got, whole[:, 0:768, 0:300])
+    assert t.c == pytest.approx(x0) and t.f == pytest.approx(y1)
+
+
 def test_output_compressed_in_threads_has_the_same_bytes(tiles, tmp_path, monkeypatch):
     import edifice.core.acquire.imagery as imagery
 
