@@ -26,8 +26,8 @@ import math
 
 import numpy as np
 
-from ._warp_grid import (GRID_STEP, MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL, SEPARABLE_MAX_SHIFT, four_sample_bilinear_applies,
-                         grid_error, separable_applies, source_pixel_grid)
+from ._warp_grid import (GRID_STEP, MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL, SEPARABLE_MAX_SHIFT,
+                         four_sample_bilinear_applies, grid_error, separable_applies, source_pixel_grid)
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba
@@ -37,8 +37,9 @@ except ImportError:  # pragma: no cover
 AVAILABLE = numba is not None
 #: Source rows resampled along x that :func:`_separable_kernel` keeps (a row reads two or three).
 SEPARABLE_SLOTS = 4
-__all__ = ["AVAILABLE", "GRID_STEP", "MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL", "four_sample_bilinear_applies", "grid_error",
-           "source_pixel_grid", "warm_up", "warp_binary_alpha"]
+__all__ = ["AVAILABLE", "GRID_STEP", "MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL", "SEPARABLE_MAX_SHIFT",
+           "four_sample_bilinear_applies", "grid_error", "separable_applies", "source_pixel_grid", "warm_up",
+           "warp_binary_alpha"]
 
 
 def warp_binary_alpha(src: np.ndarray, rows: np.ndarray, cols: np.ndarray, sx: np.ndarray, sy: np.ndarray,

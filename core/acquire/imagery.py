@@ -558,7 +558,8 @@ def _covers(transform, shape: tuple[int, ...], bounds: tuple[float, float, float
     return x0 <= bounds[0] and y0 <= bounds[1] and x1 >= bounds[2] and y1 >= bounds[3]
 
 
-def _tile_mosaic(level: TileMatrix, tiles: dict, bounds: tuple[float, float, float, float]) -> tuple[np.ndarray, Affine]:
+def _tile_mosaic(level: TileMatrix, tiles: dict,
+                 bounds: tuple[float, float, float, float]) -> tuple[np.ndarray, Affine]:
     """The parts of the tiles within ``bounds`` (tile set's CRS) pasted into one (4, rows, cols)
     RGBA array, and its transform: only what the block reads is copied (a 512-pixel block
     overlaps 3 x 3 tiles of 256, 2.2x the pixels it needs)."""
