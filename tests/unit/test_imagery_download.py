@@ -480,10 +480,38 @@ def test_tiles_are_fetched_once_within_a_strip_and_blocks_go_strip_by_strip(tile
     summary = download_imagery(xyz(tiles), wide, "EPSG:4326", tmp_path / "o.tif", cache=None, block_size=128)
     paths = [r["path"] for r in tiles.requests()[before:] if "/xyz/" in r["path"]]
     assert summary["blocks"] == 96 and len(paths) == len(set(paths)) == summary["tiles_requested"] == 84
-    grid = Grid.from_extent(0, 0, 5000, 2000, 1.0, "EPSG:32636")  # 5000 x 2000 pixels: strips of 2048
-    order = [(int(b.window.col_off), int(b.window.row_off)) for b in block_order(grid, 1024)]
-    assert order == [(0, 0), (1024, 0), (0, 1024), (1024, 1024), (2048, 0), (3072, 0), (2048, 1024), (3072, 1024),
-                     (4096, 0), (4096, 1024)]
+    grid = Grid.from_extent(0, 0, 9000, 4000, 1.0, "EPSG:32636")  # 9000 x 4000 pixels: strips of 4096
+    order = [(int(b.window.col_off), int(b.window.row_off)) for b in block_order(grid, 2048)]
+    assert order == [(0, 0), (2048, 0), (0, 2048), (2048, 2048), (4096, 0), (6144, 0), (4096, 2048), (6144, 2048),
+                     (8192, 0), (8192, 2048)]
+
+
+def test_across_two_strips_only_the_tiles_on_their_edge_are_fetched_twice(tiles, tmp_path):
+    from pyproj import Transformer
+
+    from edifice.core.acquire.imagery import STRIP_WIDTH
+
+    before = len(tiles.requests())
+    # ~30 km x 15 km at 4.8 m (zoom 15, tiles of ~1.2 km): ~6200 x 3100 pixels, two strips of blocks
+    # (4096 pixels and the rest), 25 x 13 tiles (nearly all without imagery: answered 404, not decoded)
+    extent = (32.47, 0.29, 32.74, 0.42)
+    summary = download_imagery(xyz(tiles), extent, "EPSG:4326", tmp_path / "o.tif", cache=None, gsd_m=4.8)
+    paths = [r["path"] for r in tiles.requests()[before:] if "/xyz/" in r["path"]]
+    assert len(paths) == summary["tiles_requested"] and summary["width"] > STRIP_WIDTH
+    keys = [tuple(int(v) for v in p.removesuffix(".png").split("/")[-3:]) for p in paths]
+    assert {z for z, _, _ in keys} == {15}
+    distinct = set(keys)
+    twice = {k for k in distinct if keys.count(k) > 1}
+    # the strip edge (pixel column STRIP_WIDTH of the output) in tile columns of zoom 15
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        x, y = ds.transform @ (STRIP_WIDTH, ds.height / 2)
+        mx, _ = Transformer.from_crs(ds.crs, "EPSG:3857", always_xy=True).transform(x, y)
+    edge_col = (mx + 20037508.342789244) / (2 * 20037508.342789244 / 2 ** 15)
+    assert 0.1 < edge_col % 1 < 0.9  # the edge crosses one column of tiles (not on their border)
+    rows = {r for _, _, r in distinct}
+    assert twice == {(15, int(edge_col), r) for r in rows}  # that column, every row, nothing else
+    assert all(keys.count(k) == 2 for k in twice)
+    assert len(keys) == len(distinct) + len(rows)
 
 
 def test_blocks_finished_out_of_order_are_written_in_order(tmp_path):
