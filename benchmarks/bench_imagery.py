@@ -34,16 +34,37 @@ both clients see the same, warm server (one untimed warm-up pass first).
 
     cd <worktree> && source scripts/env.sh && nice -n 10 python benchmarks/bench_imagery.py --repeats 3
 
-Measured in three runs (2 CPUs shared with two other sessions, load average 4-6: the best-of-3
-wall times swing by 1.5x from run to run, so the wall-time ratios are noisy; CPU seconds are the
-steadier figure): ours / gdal_translate 1.20-1.86x at 0 ms and 2.12-2.37x at 30 ms (600 m),
-0.95-1.85x at 0 ms and 1.90-2.09x at 30 ms (1500 m); our CPU for 600 m 0.46-0.50 s against GDAL's
-0.56-0.58 s, for 1500 m 2.66-2.77 s against 2.54-3.13 s; the tile server used 0.02-0.07 s (600 m)
-and 0.13-0.30 s (1500 m) of CPU per run for either side: not what limits either. The code before
-this round, measured just before each of those runs: ours CPU 0.52-0.57 s for 600 m, ratios
-1.11-1.77x (0 ms) and 1.98-2.22x (30 ms). At 0 ms on busy CPUs the ratio tends to the ratio of
-CPU seconds: gdal_translate does no warp (ours: ~0.1 s of the 0.46 s for 600 m), and its start-up
-weighs less on larger extents. At 30 ms both are bound by 4 connections x 30 ms per tile.
+Measured after the round that added the two-pass warp, the 8-block tile look-ahead, compression in
+GDAL threads and the cropped tile mosaics (one run, 2 CPUs shared with two other sessions, load
+average 4.7-5.9; a loaded machine favours ours, whose work is spread over threads, while
+gdal_translate decodes and compresses in one thread: quiet-machine ratios are lower):
+  600 m, 0 ms: gdal_translate 1.29 s (CPU 0.82 s), ours 0.53 s (CPU 0.50 s): 2.43x; no warp 2.93x;
+  600 m, 30 ms: 1.96 s against 0.75 s: 2.60x; 1500 m, 0 ms: 5.66 s (CPU 3.61) against 2.72 s
+  (CPU 3.30): 2.08x; 1500 m, 30 ms: 9.02 s against 4.17 s: 2.16x; peak memory 16x / 1x 1.02;
+  ours vs gdalwarp max 1 DN, mean 0.0024 DN (the one-pass warp: 1 DN, 0.0021 DN).
+The same code against the code before this round (main at 66264d0), each in its own process, best of
+4-8 interleaved runs on the same server, load 5.4-5.5: 600 m, 0 ms 0.622 -> 0.440 s (ratio to
+gdal_translate 1.56x -> 2.21x); 1500 m, 0 ms 3.62 -> 2.40 s (1.59x -> 2.40x), CPU 3.68 -> 3.05 s.
+Before this round, on a quiet machine: 1.67x, 1.90x (30 ms), 1.64x (1500 m), 1.51x (1500 m, 30 ms).
+Strips of 4096 pixels instead of 2048 (core/acquire/imagery.py STRIP_WIDTH; one column of tiles on
+each strip edge is fetched and decoded twice): 1500 m (5000 px, one edge instead of two) 439 requests
+for 420 tiles, was 462; 2400 m (the 16x extent, 8000 px) 1089 for 1056, was 1155; a city-wide extent
+~6 % of its tiles twice, was ~12 %. Same run, same server, interleaved, best of 4, 1500 m, load
+5.8-6.1: 0 ms 2.07 -> 1.80 s (ratio to gdal_translate 1.92x -> 2.21x), 30 ms (best of 3, load 4.6-5.4)
+4.11 -> 3.77 s (2.25x -> 2.45x); the same CPU at 0 ms (2.31 -> 2.29 s). The tiles kept to bridge the rows of a
+strip grow with its width, not the extent (33 -> 57 decoded tiles, 8 -> 14 MiB): peak memory at 16x
+252 -> 256 MiB, 16x / 1x 1.04 -> 1.05 (strips of 8192: 271 MiB, 1.12, no refetch below 8192 px;
+left out, the memory goal is 1.2). The 600 m extent (2000 px) is one strip either way: unchanged.
+The whole benchmark after it, two runs (load 5.2-6.6): 600 m, 0 ms: gdal_translate 0.85 / 0.82 s,
+ours 0.63 / 0.55 s: 1.34x / 1.49x (gdal_translate ran faster than in the round above, 1.29 s: the
+load of the other sessions, not this change; a third run of 600 m, 0 ms alone, best of 5, load 4.5-4.7:
+0.91 s against 0.38 s, 2.41x); 600 m, 30 ms: 2.26x / 2.27x; no warp 1.82x / 1.75x
+(0 ms), 2.37x / 2.33x (30 ms); 1500 m, 0 ms: 4.60 s (CPU 2.87) against 2.25 s (CPU 2.60): 2.04x, and
+4.20 s against 1.72 s (CPU 2.41): 2.44x; 1500 m, 30 ms: 2.17x / 1.96x; peak memory 16x / 1x 1.05 / 1.05.
+Bound by latency at 30 ms: 4 connections x 30 ms per tile make ours at least 81 x 30 / 4 = 0.61 s
+(600 m) and 439 x 30 / 4 = 3.29 s (1500 m: 439 requests for 420 tiles, those on the edge of the
+4096-pixel strips fetched again so that memory stays flat), so against a quiet gdal_translate (1.37 s,
+5.82 s) the ratio cannot pass 2.2x (600 m) and 1.77x (1500 m) there; 1.85x with no tile fetched twice.
 """
 from __future__ import annotations
 

@@ -11,6 +11,11 @@ are left to GDAL. Source coordinates are exact (pyproj) on a coarse grid of outp
 transformer interpolates along rows with a 0.125 pixel error threshold; between UTM and Web
 Mercator the interpolation error here is below 1e-4 pixel, checked by :func:`grid_error`).
 
+Where the output grid is nearly aligned with the source's (UTM and Web Mercator over a block:
+:func:`separable_applies`), :func:`_separable_kernel` does the same in two passes, along x then
+along y, at half the cost; it is within 1 DN of the one-pass kernel (max 1 DN, mean 0.0024 DN
+against gdalwarp on the benchmark's 600 m of Kampala, as the one-pass kernel: 1 DN, 0.0021).
+
 Optional: :data:`AVAILABLE` is False when numba is not installed (the caller then uses GDAL's
 warp). Compiled code is cached on disk (numba ``cache=True``): the first run in a new
 environment spends a few seconds compiling. ``nogil``: blocks warp in parallel threads.
@@ -21,8 +26,8 @@ import math
 
 import numpy as np
 
-from ._warp_grid import (GRID_STEP, MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL, four_sample_bilinear_applies, grid_error,
-                         source_pixel_grid)
+from ._warp_grid import (GRID_STEP, MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL, SEPARABLE_MAX_SHIFT,
+                         four_sample_bilinear_applies, grid_error, separable_applies, source_pixel_grid)
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba
@@ -30,18 +35,25 @@ except ImportError:  # pragma: no cover
     numba = None
 
 AVAILABLE = numba is not None
-__all__ = ["AVAILABLE", "GRID_STEP", "MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL", "four_sample_bilinear_applies", "grid_error",
-           "source_pixel_grid", "warm_up", "warp_binary_alpha"]
+#: Source rows resampled along x that :func:`_separable_kernel` keeps (a row reads two or three).
+SEPARABLE_SLOTS = 4
+__all__ = ["AVAILABLE", "GRID_STEP", "MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL", "SEPARABLE_MAX_SHIFT",
+           "four_sample_bilinear_applies", "grid_error", "separable_applies", "source_pixel_grid", "warm_up",
+           "warp_binary_alpha"]
 
 
 def warp_binary_alpha(src: np.ndarray, rows: np.ndarray, cols: np.ndarray, sx: np.ndarray, sy: np.ndarray,
-                      shape: tuple[int, int]) -> np.ndarray:
+                      shape: tuple[int, int], separable: bool | None = None) -> np.ndarray:
     """(3, rows, cols) uint8 RGB of ``src`` ((4, H, W) uint8 RGBA, alpha 0 or 255) warped
     bilinearly to the output pixels whose source coordinates the grid (``rows``, ``cols``,
     ``sx``, ``sy`` of :func:`source_pixel_grid`) gives: colours weighted by alpha, 0 where
-    the interpolated alpha rounds below 128, at least 1 elsewhere. Outside ``src``: alpha 0."""
+    the interpolated alpha rounds below 128, at least 1 elsewhere. Outside ``src``: alpha 0.
+    ``separable``: in two passes (:func:`_separable_kernel`, within 1 DN of the one-pass kernel);
+    None: where :func:`separable_applies`."""
     out = np.empty((3, shape[0], shape[1]), np.uint8)
-    _kernel(np.ascontiguousarray(src), rows, cols, sx, sy, out)
+    if separable is None:
+        separable = separable_applies(rows, sx, sy)
+    (_separable_kernel if separable else _kernel)(np.ascontiguousarray(src), rows, cols, sx, sy, out)
     return out
 
 
@@ -68,59 +80,139 @@ def _interp_row(r, rows, sx, sy, row_x, row_y):
 
 
 def _kernel(src, rows, cols, sx, sy, out):
-    """Row by row: source positions and weights of the row's pixels first, then each band in its
-    own pass (one source plane at a time: fewer cache lines in flight)."""
+    """Row by row: the row's source coordinates at the grid's columns (:func:`_interp_row`),
+    then its pixels, cell by cell of the grid (coordinates step linearly within a cell). Each
+    pixel's four weights are computed once for its three bands: GDAL's four-sample formula, the
+    same products in the same order, so the same values. A pixel with a transparent or outside
+    neighbour goes to :func:`_edge_sample`. Offsets into the flattened planes are unsigned
+    (checked in range first): numba then drops its wrap-around test of negative indices."""
     height, width = src.shape[1], src.shape[2]
-    n_rows, n_cols = out.shape[1], out.shape[2]
+    planes = src.reshape(src.shape[0], height * width)
+    red, green, blue, alpha = planes[0], planes[1], planes[2], planes[3]
+    out_red, out_green, out_blue = out[0], out[1], out[2]
     row_x = np.empty(sx.shape[1])
     row_y = np.empty(sx.shape[1])
-    ix = np.empty(n_cols, np.int64)
-    iy = np.empty(n_cols, np.int64)
-    fx = np.empty(n_cols)
-    fy = np.empty(n_cols)
-    opaque = np.empty(n_cols, np.bool_)
-    planes = src.reshape(src.shape[0], height * width)
-    for r in range(n_rows):
+    one, below = np.uint64(1), np.uint64(width)
+    for r in range(out.shape[1]):
         _interp_row(r, rows, sx, sy, row_x, row_y)
-        _row_positions(row_x, row_y, cols, n_cols, planes[3], height, width, ix, iy, fx, fy, opaque)
-        for c in range(n_cols):
-            if not opaque[c]:
-                _edge_sample(src, ix[c], iy[c], fx[c], fy[c], out, r, c)
-        for b in range(3):
-            plane = planes[b]
+        for k in range(max(len(cols) - 1, 1)):
+            c_start, c_end, dx, dy = _cell_span(cols, k, row_x, row_y, out.shape[2])
+            for c in range(c_start, c_end):
+                x = row_x[k] + (c - cols[k]) * dx - 0.5
+                y = row_y[k] + (c - cols[k]) * dy - 0.5
+                i, j = int(math.floor(x)), int(math.floor(y))
+                fx, fy = x - i, y - j
+                if not (0 <= i and i + 1 < width and 0 <= j and j + 1 < height):
+                    _edge_sample(src, i, j, fx, fy, out, r, c)
+                    continue
+                o = np.uint64(j * width + i)
+                if (alpha[o] & alpha[o + one] & alpha[o + below] & alpha[o + below + one]) != 255:
+                    _edge_sample(src, i, j, fx, fy, out, r, c)
+                    continue
+                w00, w10, w01, w11 = (1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy
+                out_red[r, c] = _colour(w00 * red[o] + w10 * red[o + one] + w01 * red[o + below]
+                                        + w11 * red[o + below + one])
+                out_green[r, c] = _colour(w00 * green[o] + w10 * green[o + one] + w01 * green[o + below]
+                                          + w11 * green[o + below + one])
+                out_blue[r, c] = _colour(w00 * blue[o] + w10 * blue[o + one] + w01 * blue[o + below]
+                                         + w11 * blue[o + below + one])
+
+
+def _separable_kernel(src, rows, cols, sx, sy, out):
+    """:func:`_kernel` in two passes, for grids nearly aligned with the source's (see
+    :func:`separable_applies`), 2x faster: row by row, each source row the output row reads is
+    resampled along x once (:func:`_horizontal_pass`, at this row's exact x positions) and kept
+    in a ring of :data:`SEPARABLE_SLOTS` rows for the next output rows, which read it at their own
+    exact y (:func:`_vertical_pass`); reused rows are off by the drift of x over a few rows.
+    Pixels with a transparent or outside neighbour go to :func:`_edge_sample` at their exact
+    position; so does a whole row that spans too many source rows (never, where it applies)."""
+    n_cols = out.shape[2]
+    row_x, row_y = np.empty(sx.shape[1]), np.empty(sx.shape[1])
+    ix, iy, fx, fy = np.empty(n_cols, np.int64), np.empty(n_cols, np.int64), np.empty(n_cols), np.empty(n_cols)
+    across_x = np.zeros((SEPARABLE_SLOTS, 3, n_cols))
+    opaque = np.zeros((SEPARABLE_SLOTS, n_cols), np.uint8)
+    held = np.full(SEPARABLE_SLOTS, -(2 ** 40), np.int64)  # the source row in each slot
+    for r in range(out.shape[1]):
+        _interp_row(r, rows, sx, sy, row_x, row_y)
+        _row_positions(row_x, row_y, cols, ix, fx, iy, fy)
+        j_first, j_last = iy.min(), iy.max()
+        if j_last + 1 - j_first >= SEPARABLE_SLOTS:
             for c in range(n_cols):
-                if opaque[c]:  # all four opaque and inside: GDAL's formula as it is
-                    o = iy[c] * width + ix[c]
-                    x = fx[c]
-                    y = fy[c]
-                    v = ((1.0 - x) * (1.0 - y) * plane[o] + x * (1.0 - y) * plane[o + 1]
-                         + (1.0 - x) * y * plane[o + width] + x * y * plane[o + width + 1])
-                    out[b, r, c] = _colour(v)
+                _edge_sample(src, ix[c], iy[c], fx[c], fy[c], out, r, c)
+            continue
+        for j in range(j_first, j_last + 2):
+            if held[j % SEPARABLE_SLOTS] != j:
+                _horizontal_pass(src, j, ix, fx, across_x[j % SEPARABLE_SLOTS], opaque[j % SEPARABLE_SLOTS])
+                held[j % SEPARABLE_SLOTS] = j
+        _vertical_pass(src, across_x, opaque, ix, fx, iy, fy, out, r)
 
 
-def _row_positions(row_x, row_y, cols, n_cols, alpha, height, width, ix, iy, fx, fy, opaque):
-    """For each pixel of a row: its top-left source neighbour (``ix``, ``iy``), the fractions
-    (``fx``, ``fy``) and whether its four neighbours are inside the source and opaque (``alpha``:
-    the flattened alpha plane). Coordinates step linearly within a cell of the grid."""
+def _row_positions(row_x, row_y, cols, ix, fx, iy, fy):
+    """Each output column's top-left source neighbour (``ix``, ``iy``) and fractions (``fx``,
+    ``fy``) on a row whose coordinates at the grid's columns are ``row_x``, ``row_y``."""
     for k in range(max(len(cols) - 1, 1)):
-        c_start = int(cols[k])
-        c_end = int(cols[k + 1]) + 1 if k == len(cols) - 2 else (int(cols[k + 1]) if len(cols) > 1 else 1)
-        span = cols[k + 1] - cols[k] if len(cols) > 1 else 1.0
-        dx = (row_x[k + 1] - row_x[k]) / span if len(cols) > 1 else 0.0
-        dy = (row_y[k + 1] - row_y[k]) / span if len(cols) > 1 else 0.0
-        for c in range(c_start, min(c_end, n_cols)):
-            t = c - cols[k]
-            x = row_x[k] + t * dx - 0.5
-            y = row_y[k] + t * dy - 0.5
-            i = int(math.floor(x))
-            j = int(math.floor(y))
-            ix[c] = i
-            iy[c] = j
-            fx[c] = x - i
-            fy[c] = y - j
-            o = j * width + i
-            opaque[c] = (0 <= i and i + 1 < width and 0 <= j and j + 1 < height
-                         and (alpha[o] & alpha[o + 1] & alpha[o + width] & alpha[o + width + 1]) == 255)
+        c_start, c_end, dx, dy = _cell_span(cols, k, row_x, row_y, ix.shape[0])
+        for c in range(c_start, c_end):
+            x = row_x[k] + (c - cols[k]) * dx - 0.5
+            y = row_y[k] + (c - cols[k]) * dy - 0.5
+            ix[c], iy[c] = int(math.floor(x)), int(math.floor(y))
+            fx[c], fy[c] = x - ix[c], y - iy[c]
+
+
+def _horizontal_pass(src, j, ix, fx, across_x, opaque):
+    """Source row ``j`` resampled along x at each output column's (``ix``, ``fx``): ``across_x``
+    (3, columns) float64 colours and ``opaque`` 255 where both neighbours are inside and opaque."""
+    height, width = src.shape[1], src.shape[2]
+    if j < 0 or j >= height:
+        opaque[:] = 0
+        return
+    red, green, blue, alpha = src[0, j], src[1, j], src[2, j], src[3, j]
+    out_red, out_green, out_blue = across_x[0], across_x[1], across_x[2]
+    one = np.uint64(1)
+    for c in range(ix.shape[0]):
+        if ix[c] < 0 or ix[c] + 1 >= width:
+            opaque[c] = 0
+            continue
+        i = np.uint64(ix[c])
+        opaque[c] = alpha[i] & alpha[i + one]
+        f, g = fx[c], 1.0 - fx[c]
+        out_red[c] = g * red[i] + f * red[i + one]
+        out_green[c] = g * green[i] + f * green[i + one]
+        out_blue[c] = g * blue[i] + f * blue[i + one]
+
+
+def _vertical_pass(src, across_x, opaque, ix, fx, iy, fy, out, r):
+    """Output row ``r`` from the resampled source rows around each pixel's exact y; where a
+    row reads one source row pair (nearly always), band by band in plain loops (vectorised)."""
+    n_cols = ix.shape[0]
+    j_first, j_last = iy.min(), iy.max()
+    if j_first == j_last:
+        top, bottom = j_first % SEPARABLE_SLOTS, (j_first + 1) % SEPARABLE_SLOTS
+        for b in range(3):
+            _blend_rows(across_x[top, b], across_x[bottom, b], fy, out[b, r])
+    for c in range(n_cols):
+        top, bottom = iy[c] % SEPARABLE_SLOTS, (iy[c] + 1) % SEPARABLE_SLOTS
+        if (opaque[top, c] & opaque[bottom, c]) != 255:
+            _edge_sample(src, ix[c], iy[c], fx[c], fy[c], out, r, c)
+        elif j_first != j_last:
+            for b in range(3):
+                out[b, r, c] = _colour((1.0 - fy[c]) * across_x[top, b, c] + fy[c] * across_x[bottom, b, c])
+
+
+def _blend_rows(top, bottom, fy, out):
+    """``out`` = colours of ``top`` and ``bottom`` weighted by ``1 - fy`` and ``fy``."""
+    for c in range(out.shape[0]):
+        out[c] = _colour((1.0 - fy[c]) * top[c] + fy[c] * bottom[c])
+
+
+def _cell_span(cols, k, row_x, row_y, n_cols):
+    """First and end (exclusive) output column of the grid's cell ``k`` on a row, and the step
+    of the source coordinates per output column there."""
+    if len(cols) < 2:
+        return 0, min(1, n_cols), 0.0, 0.0
+    c_end = int(cols[k + 1]) + 1 if k == len(cols) - 2 else int(cols[k + 1])
+    span = cols[k + 1] - cols[k]
+    return int(cols[k]), min(c_end, n_cols), (row_x[k + 1] - row_x[k]) / span, (row_y[k + 1] - row_y[k]) / span
 
 
 def _edge_sample(src, ix, iy, fx, fy, out, r, c):
@@ -165,6 +257,11 @@ def _colour(v):
 if AVAILABLE:  # pragma: no branch
     _interp_row = numba.njit(cache=True, nogil=True)(_interp_row)
     _colour = numba.njit(cache=True, nogil=True, inline="always")(_colour)
-    _row_positions = numba.njit(cache=True, nogil=True)(_row_positions)
+    _cell_span = numba.njit(cache=True, nogil=True, inline="always")(_cell_span)
     _edge_sample = numba.njit(cache=True, nogil=True)(_edge_sample)
-    _kernel = numba.njit(cache=True, nogil=True)(_kernel)
+    _kernel = numba.njit(cache=True, nogil=True, error_model="numpy")(_kernel)
+    _row_positions = numba.njit(cache=True, nogil=True, error_model="numpy")(_row_positions)
+    _horizontal_pass = numba.njit(cache=True, nogil=True, error_model="numpy")(_horizontal_pass)
+    _blend_rows = numba.njit(cache=True, nogil=True, error_model="numpy")(_blend_rows)
+    _vertical_pass = numba.njit(cache=True, nogil=True, error_model="numpy")(_vertical_pass)
+    _separable_kernel = numba.njit(cache=True, nogil=True, error_model="numpy")(_separable_kernel)

@@ -14,6 +14,10 @@ GRID_STEP = 32
 #: Source pixels per output pixel (along each axis) up to which GDAL's bilinear warp uses its
 #: four-sample formula (its scale >= 0.95); beyond, GDAL widens the kernel, and so is used.
 MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL = 1 / 0.95
+#: Largest shift (source pixels) of the x positions at which the two-pass (separable) warp reads a
+#: source row resampled for an earlier output row: 1e-3 pixel moves a value by at most 0.26 DN
+#: (a 255 DN step between neighbours), so the result is within 1 DN of the one-pass kernel.
+SEPARABLE_MAX_SHIFT = 1e-3
 
 
 def _knots(n: int, step: int) -> np.ndarray:
@@ -87,3 +91,20 @@ def four_sample_bilinear_applies(sx: np.ndarray, sy: np.ndarray, rows: np.ndarra
     if len(rows) >= 2:
         span = max(span, float(np.max(np.hypot(np.diff(sx, axis=0), np.diff(sy, axis=0)) / np.diff(rows)[:, None])))
     return span <= MAX_SOURCE_PIXELS_PER_OUTPUT_PIXEL
+
+
+def separable_applies(rows: np.ndarray, sx: np.ndarray, sy: np.ndarray) -> bool:
+    """Whether the two-pass warp of :mod:`._warp_compiled` applies to the coarse grid (``rows``:
+    its knots; ``sx``, ``sy``: source pixel coordinates): a source row is read by output rows
+    at most a few rows apart, over which x drifts by at most :data:`SEPARABLE_MAX_SHIFT`
+    source pixels, and an output row spans less than one source row of y (grids nearly aligned
+    with the source's, as UTM and Web Mercator over a block)."""
+    if len(rows) < 2:
+        return sx.shape[1] < 2 or float(np.ptp(sy)) < 1.0
+    steps = np.diff(rows)[:, None]
+    dx_per_row = float(np.max(np.abs(np.diff(sx, axis=0)) / steps))
+    dy_per_row = float(np.min(np.diff(sy, axis=0) / steps))
+    if dy_per_row <= 0:
+        return False
+    rows_per_source_row = int(np.ceil(1.0 / dy_per_row)) + 1
+    return dx_per_row * rows_per_source_row <= SEPARABLE_MAX_SHIFT and float(np.max(np.ptp(sy, axis=1))) < 1.0

@@ -386,10 +386,11 @@ def run_bounded(fn: Callable[[T], R], items: Iterable[T], max_workers: int,
                 progress.check_cancelled()
                 for fut in done:
                     item = running.pop(fut)
-                    yield item, fut.result()
-                    nxt = next(it, _END)
+                    result = fut.result()
+                    nxt = next(it, _END)  # the next one runs while the caller handles this result
                     if nxt is not _END:
                         running[pool.submit(fn, nxt)] = nxt
+                    yield item, result
         except BaseException:
             for fut in running:
                 fut.cancel()

@@ -48,9 +48,16 @@ BANDS = ("red", "green", "blue")
 #: tile arrives (1.2-1.3x the throughput on the benchmark, the same CPU time).
 BLOCK_SIZE = 512
 #: Width (pixels) of the vertical strips in which blocks are mosaicked and written (:func:`block_order`).
-STRIP_WIDTH = 2048
+#: The tiles on the edge between two strips are fetched and decoded twice (one column of tiles per
+#: edge: ~6 % of the tiles at 4096 px, ~12 % at 2048); the tiles kept in memory grow with the width,
+#: not the extent (:func:`_tiles_to_keep`: 57 tiles, 14 MiB, at 4096 px and zoom 19 for 0.3 m).
+STRIP_WIDTH = 4096
 #: Output blocks mosaicked at once (each holds its tiles and a warp buffer: ~6 MiB at 512 px).
 BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
+#: Blocks whose tiles are requested ahead (those being mosaicked included): twice the blocks
+#: mosaicked at once, so that the connections and the decoders always have work queued (with 4,
+#: a block's tiles were only asked for when a block ended, and decoding waited on them).
+PREFETCH_BLOCKS = 2 * BLOCK_WORKERS
 #: Finished blocks held in memory for the writer while they wait for their turn (each 0.75 MiB at 512 px).
 HELD_BLOCKS = 4
 #: GDAL block cache while the GeoTIFF is assembled: blocks are written whole, in order, so a small
@@ -59,6 +66,9 @@ ASSEMBLY_CACHE_BYTES = 16 * 2**20
 #: Output compression: ZSTD level 1 with the horizontal predictor is 3x faster to write than DEFLATE
 #: level 1 and as small (within 2 % on the Kampala mosaic); read by GDAL >= 2.3, so by any QGIS 3.
 OUTPUT_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
+#: Threads in which GDAL compresses the output's tiles (its GTiff ``NUM_THREADS``): compression then
+#: runs beside the thread that hands blocks over, not in it. The file's bytes are the same.
+COMPRESSION_THREADS = 2
 #: Bilinear warps by the compiled kernel of :mod:`._warp_compiled` where it applies (and numba is
 #: installed); False: always GDAL's warp (the tests compare the two).
 COMPILED_WARP = True
@@ -275,7 +285,7 @@ def _mosaic_into(output, plan: _Plan, store: BlockStore, fetcher: TileFetcher, b
     finished = _mosaic_blocks(plan, store, fetcher, block_size, progress)  # fetching starts now
     with rasterio.Env(GDAL_CACHEMAX=ASSEMBLY_CACHE_BYTES), \
             atomic_raster(output, plan.grid, 3, np.uint8, nodata=0, descriptions=BANDS, overviews=False,
-                          **OUTPUT_COMPRESSION) as dst:
+                          num_threads=COMPRESSION_THREADS, **OUTPUT_COMPRESSION) as dst:
         dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(**tags)
         writer = _OrderedWriter(dst, plan.grid, store, block_size)
@@ -327,8 +337,8 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
     """Mosaic every unfinished block into ``store``, :data:`BLOCK_WORKERS` blocks at a time (warps
     run in parallel: GDAL and the compiled kernel release the GIL). Each block is prepared here,
     in this thread (its tiles requested, its coarse grid of source coordinates computed: see
-    :func:`_prepare`): those of the first blocks now, in block order, and those of each next
-    block when a block is submitted. Returns an iterator of (index, pixels) of each block once stored."""
+    :func:`_prepare`): the first :data:`PREFETCH_BLOCKS` now, in block order, and one more
+    each time a block is submitted. Returns an iterator of (index, pixels) of each block once stored."""
     blocks = [b for b in block_order(plan.grid, block_size) if not store.is_done(b.index)]
     prepared: dict[int, _Prepared] = {}  # block -> its tiles (reserved) and coordinate grid
 
@@ -336,20 +346,20 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
         prepared[i] = _prepare(plan, blocks[i])
         fetcher.reserve(prepared[i].tiles)
 
-    for i in range(min(BLOCK_WORKERS, len(blocks))):
+    for i in range(min(PREFETCH_BLOCKS, len(blocks))):
         prepare(i)
 
     def submitted() -> Iterator[int]:
         """Blocks as they are submitted (in this thread): each prepares the block that starts
         when one of those running ends, so a block's tiles are reserved before it runs."""
         for i in range(len(blocks)):
-            if i + BLOCK_WORKERS < len(blocks):
-                prepare(i + BLOCK_WORKERS)
+            if i + PREFETCH_BLOCKS < len(blocks):
+                prepare(i + PREFETCH_BLOCKS)
             yield i
 
     def mosaic(i: int) -> np.ndarray:
         work = prepared.pop(i)
-        rgb = _warp_block(plan, blocks[i], fetcher.get(work.tiles, reserved=True), work.coordinates)
+        rgb = _warp_block(plan, blocks[i], fetcher.get(work.tiles, reserved=True), work.coordinates, work.bounds)
         store.put(blocks[i].index, rgb)
         return rgb
 
@@ -365,6 +375,7 @@ class _Prepared:
 
     tiles: list[tuple[int, int]]
     coordinates: tuple | None
+    bounds: tuple[float, float, float, float]
 
 
 def _prepare(plan: _Plan, block: Block) -> _Prepared:
@@ -376,7 +387,8 @@ def _prepare(plan: _Plan, block: Block) -> _Prepared:
         coordinates = source_coordinate_grid(plan.grid.window_transform(block.window), plan.grid.crs,
                                              plan.service.tms.crs,
                                              (int(block.window.height), int(block.window.width)))
-    return _Prepared(_block_tiles(plan, block), coordinates)
+    bounds = _block_bounds_in_tms(plan, block)
+    return _Prepared(_tiles_in(plan, bounds), coordinates, bounds)
 
 
 def _report_blocks(runs, blocks: list[Block], total: int, progress: Progress) -> Iterator[tuple[int, np.ndarray]]:
@@ -411,19 +423,23 @@ def _window_bounds(grid: Grid, block: Block) -> tuple[float, float, float, float
     return x0, y0 + t.e * block.window.height, x0 + t.a * block.window.width, y0
 
 
-def _block_tiles(plan: _Plan, block: Block) -> list[tuple[int, int]]:
-    col0, row0, col1, row1 = plan.level.tile_range(_block_bounds_in_tms(plan, block))
+def _tiles_in(plan: _Plan, bounds: tuple[float, float, float, float]) -> list[tuple[int, int]]:
+    """The tiles that overlap ``bounds`` (tile set's CRS)."""
+    col0, row0, col1, row1 = plan.level.tile_range(bounds)
     return [(c, r) for r in range(row0, row1) for c in range(col0, col1)]
 
 
-def _warp_block(plan: _Plan, block: Block, tiles: dict, coordinates: tuple | None = None) -> np.ndarray:
+def _warp_block(plan: _Plan, block: Block, tiles: dict, coordinates: tuple | None = None,
+                bounds: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """(3, rows, cols) uint8 RGB of ``block`` from its decoded ``tiles``; 0 where there is no imagery.
-    ``coordinates``: the block's coarse coordinate grid (:func:`_prepare`), computed here if None."""
+    ``coordinates``, ``bounds``: the block's coarse coordinate grid and its bounds in the tile set's
+    CRS (:func:`_prepare`), computed here if None."""
     h, w = int(block.window.height), int(block.window.width)
     present = {k: t for k, t in tiles.items() if t is not None}
     if not present:
         return np.zeros((3, h, w), np.uint8)
-    src, src_transform = _tile_mosaic(plan.level, present)
+    bounds = bounds or _block_bounds_in_tms(plan, block)
+    src, src_transform = _tile_mosaic(plan.level, present, bounds)
     dst_transform = plan.grid.window_transform(block.window)
     offset = _pixel_offset(plan, src_transform, dst_transform)
     if offset is not None:  # the output grid is the tiles' own: no resampling at all
@@ -431,7 +447,7 @@ def _warp_block(plan: _Plan, block: Block, tiles: dict, coordinates: tuple | Non
     rgb = _compiled_bilinear(plan, src, src_transform, dst_transform, (h, w), coordinates)
     if rgb is not None:
         return rgb
-    everywhere = len(present) == len(tiles) and _covers(src_transform, src.shape, _block_bounds_in_tms(plan, block))
+    everywhere = len(present) == len(tiles) and _covers(src_transform, src.shape, bounds)
     return _gdal_warp(plan, src, src_transform, dst_transform, (h, w), everywhere)
 
 
@@ -545,19 +561,35 @@ def _covers(transform, shape: tuple[int, ...], bounds: tuple[float, float, float
     return x0 <= bounds[0] and y0 <= bounds[1] and x1 >= bounds[2] and y1 >= bounds[3]
 
 
-def _tile_mosaic(level: TileMatrix, tiles: dict) -> tuple[np.ndarray, Affine]:
-    """The tiles pasted into one (4, rows, cols) RGBA array and its transform (tile set's CRS)."""
-    from affine import Affine
-
-    cols = [k[0] for k in tiles]
-    rows = [k[1] for k in tiles]
-    c0, r0 = min(cols), min(rows)
+def _tile_mosaic(level: TileMatrix, tiles: dict,
+                 bounds: tuple[float, float, float, float]) -> tuple[np.ndarray, Affine]:
+    """The parts of the tiles within ``bounds`` (tile set's CRS) pasted into one (4, rows, cols)
+    RGBA array, and its transform: only what the block reads is copied (a 512-pixel block
+    overlaps 3 x 3 tiles of 256, 2.2x the pixels it needs)."""
+    (row0, row1), (col0, col1) = _level_window(level, tiles, bounds)
     th, tw = level.tile_height, level.tile_width
-    mosaic = np.zeros((4, (max(rows) - r0 + 1) * th, (max(cols) - c0 + 1) * tw), np.uint8)
+    mosaic = np.zeros((4, max(row1 - row0, 0), max(col1 - col0, 0)), np.uint8)
     for (c, r), tile in tiles.items():
-        mosaic[:, (r - r0) * th:(r - r0 + 1) * th, (c - c0) * tw:(c - c0 + 1) * tw] = tile
-    x0, _, _, y1 = level.tile_bounds(c0, r0)
-    return mosaic, Affine(level.resolution, 0, x0, 0, -level.resolution, y1)
+        top, left = r * th, c * tw  # the tile's first pixel in the level
+        r0, r1, c0, c1 = max(row0, top), min(row1, top + th), max(col0, left), min(col1, left + tw)
+        if r1 > r0 and c1 > c0:
+            mosaic[:, r0 - row0:r1 - row0, c0 - col0:c1 - col0] = tile[:, r0 - top:r1 - top, c0 - left:c1 - left]
+    x0, y1 = level.top_left
+    return mosaic, Affine(level.resolution, 0, x0 + col0 * level.resolution, 0, -level.resolution,
+                          y1 - row0 * level.resolution)
+
+
+def _level_window(level: TileMatrix, tiles: dict, bounds) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((row0, row1), (col0, col1)), end-exclusive, in pixels of the whole level, of ``bounds``
+    within the span of ``tiles``."""
+    x0, y1 = level.top_left
+    res, th, tw = level.resolution, level.tile_height, level.tile_width
+    cols, rows = [k[0] for k in tiles], [k[1] for k in tiles]
+    col0 = max(math.floor((bounds[0] - x0) / res), min(cols) * tw)
+    col1 = min(math.ceil((bounds[2] - x0) / res), (max(cols) + 1) * tw)
+    row0 = max(math.floor((y1 - bounds[3]) / res), min(rows) * th)
+    row1 = min(math.ceil((y1 - bounds[1]) / res), (max(rows) + 1) * th)
+    return (row0, row1), (col0, col1)
 
 
 # -- output ---------------------------------------------------------------------------------

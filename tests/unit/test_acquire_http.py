@@ -146,6 +146,23 @@ def test_run_bounded_limits_concurrency_and_returns_every_result(echo):
     assert peak[0] <= 3
 
 
+def test_run_bounded_starts_the_next_item_before_the_caller_handles_a_result():
+    """The caller's handling of a result (the imagery writer compressing a block) overlaps the
+    next item's work: with one worker, item 2 is running while the caller still holds item 1."""
+    started = {n: threading.Event() for n in (1, 2)}
+
+    def work(n):
+        started[n].set()
+        return n
+
+    seen = []
+    for n, result in run_bounded(work, [1, 2], max_workers=1):
+        if n == 1:
+            assert started[2].wait(10), "item 2 was not submitted before item 1's result was handed over"
+        seen.append(result)
+    assert seen == [1, 2]
+
+
 def test_run_bounded_raises_the_first_error(echo):
     http = client(max_retries=0)
     with pytest.raises(HttpError, match="HTTP 404"):

@@ -284,6 +284,108 @@ def test_compiled_warp_matches_gdals_warps():
     assert (_compiled_warp(opaque_everywhere) == 200).all()
 
 
+def _kampala_rgba(row_off: int, col_off: int) -> np.ndarray:
+    """(4, 600, 700) RGBA of real Kampala drone pixels: transparent where the mosaic has no
+    imagery (black), as the tile server serves it."""
+    from rasterio.windows import Window
+
+    with rasterio.open(MOSAIC) as ds:
+        rgb = ds.read(window=Window(col_off, row_off, 700, 600))
+    alpha = np.where(rgb.any(axis=0), 255, 0).astype(np.uint8)
+    return np.concatenate([rgb, alpha[None]])
+
+
+def _four_sample_reference(src: np.ndarray, rows, cols, sx, sy, shape) -> np.ndarray:
+    """GDAL's four-sample bilinear formula, in NumPy, at the positions the coarse grid gives
+    (interpolated along the grid's rows, then along its columns), colours weighted by binary
+    alpha where a neighbour is transparent or outside: what the compiled kernel must compute."""
+    h, w = shape
+    r, c = np.arange(h, dtype=float), np.arange(w, dtype=float)
+    i = np.clip(np.searchsorted(rows, r, side="right") - 1, 0, max(len(rows) - 2, 0))
+    t = ((r - rows[i]) / (rows[i + 1] - rows[i]))[:, None]
+    row_x, row_y = sx[i] + t * (sx[i + 1] - sx[i]), sy[i] + t * (sy[i + 1] - sy[i])
+    k = np.clip(np.searchsorted(cols, c, side="right") - 1, 0, len(cols) - 2)
+    span = cols[k + 1] - cols[k]
+    x = row_x[:, k] + (c - cols[k]) * ((row_x[:, k + 1] - row_x[:, k]) / span) - 0.5
+    y = row_y[:, k] + (c - cols[k]) * ((row_y[:, k + 1] - row_y[:, k]) / span) - 0.5
+    ix, iy = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - ix, y - iy
+    height, width = src.shape[1:]
+    weight_sum, colour_sums = np.zeros(shape), np.zeros((3, *shape))
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        yy, xx = iy + dy, ix + dx
+        inside = (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
+        value = src[:, np.clip(yy, 0, height - 1), np.clip(xx, 0, width - 1)].astype(float)
+        valid = inside & (value[3] == 255)
+        weight = np.where(valid, (fy if dy else 1.0 - fy) * (fx if dx else 1.0 - fx), 0.0)
+        weight_sum += weight
+        colour_sums += weight * value[:3]
+    all_four = np.isclose(weight_sum, 1.0, rtol=0, atol=1e-12) & _all_neighbours_opaque(src, ix, iy)
+    colour = np.where(all_four, colour_sums, colour_sums / np.where(weight_sum > 0, weight_sum, 1.0))
+    out = np.clip(np.floor(colour + 0.5), 1, 255).astype(np.uint8)
+    out[:, weight_sum * 255.0 + 0.5 < 128.0] = 0
+    return out
+
+
+def _all_neighbours_opaque(src: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
+    height, width = src.shape[1:]
+    inside = (ix >= 0) & (ix + 1 < width) & (iy >= 0) & (iy + 1 < height)
+    a = src[3, np.clip(iy, 0, height - 2)[..., None, None] + np.array([0, 1])[:, None],
+            np.clip(ix, 0, width - 2)[..., None, None] + np.array([0, 1])[None, :]]
+    return inside & (a == 255).all(axis=(-1, -2))
+
+
+@needs_numba
+@pytest.mark.parametrize("window", [(1400, 6800), (0, 7700)])  # the mosaic's edge; scattered black pixels
+def test_compiled_warp_is_the_four_sample_formula_at_every_pixel_of_real_imagery(window):
+    """The compiled kernel (weights computed once per pixel for its three bands) gives, at every
+    output pixel, the value of GDAL's formula computed independently in NumPy: not one DN apart."""
+    from edifice.core.acquire import _warp_compiled as wc
+
+    src = _kampala_rgba(*window)
+    src_t, dst_t = _warp_grids()
+    rows, cols, sx, sy = wc.source_pixel_grid(dst_t, "EPSG:32636", src_t, "EPSG:3857", (500, 600))
+    got = wc.warp_binary_alpha(src, rows, cols, sx, sy, (500, 600), separable=False)
+    want = _four_sample_reference(src, rows, cols, sx, sy, (500, 600))
+    assert 0.0 < (want[0] == 0).mean() < 0.5 and len(np.unique(want[0])) > 100  # holes, and real detail
+    np.testing.assert_array_equal(got, want)
+
+
+@needs_numba
+@pytest.mark.parametrize("window, pixel_m", [((1400, 6800), 0.3), ((0, 7700), 0.3), ((1400, 6800), 0.1)])
+def test_two_pass_warp_is_within_1_dn_of_the_one_pass_warp_on_real_imagery(window, pixel_m):
+    """The separable (two-pass) kernel reads source rows resampled along x for an earlier output
+    row, at most 1e-3 source pixel off: 0.26 DN at most on a 255 DN step, so within 1 DN of the
+    one-pass kernel, with the same valid mask; also where it upsamples (0.1 m from 0.3 m tiles:
+    a source row serves three output rows)."""
+    from edifice.core.acquire import _warp_compiled as wc
+
+    src = _kampala_rgba(*window)
+    src_t, dst_t = _warp_grids(pixel_m)
+    rows, cols, sx, sy = wc.source_pixel_grid(dst_t, "EPSG:32636", src_t, "EPSG:3857", (500, 600))
+    assert wc.separable_applies(rows, sx, sy)  # UTM 36N and Web Mercator near Kampala
+    one = wc.warp_binary_alpha(src, rows, cols, sx, sy, (500, 600), separable=False)
+    two = wc.warp_binary_alpha(src, rows, cols, sx, sy, (500, 600), separable=True)
+    assert 0.3 < (one[0] > 0).mean() and len(np.unique(one[0])) > 100  # real imagery in the block
+    np.testing.assert_array_equal(two[0] > 0, one[0] > 0)
+    assert np.abs(two.astype(int) - one.astype(int)).max() <= 1
+
+
+def test_two_pass_warp_is_refused_where_x_drifts_down_the_rows():
+    from affine import Affine
+    from edifice.core.acquire._warp_grid import separable_applies, source_pixel_grid
+
+    src_t, dst_t = _warp_grids()
+    rows, _, sx, sy = source_pixel_grid(dst_t, "EPSG:32636", src_t, "EPSG:3857", (500, 600))
+    assert separable_applies(rows, sx, sy)
+    rotated = dst_t @ Affine.rotation(0.5)  # half a degree: x drifts 0.009 pixel per row
+    rows, _, sx, sy = source_pixel_grid(rotated, "EPSG:32636", src_t, "EPSG:3857", (500, 600))
+    assert not separable_applies(rows, sx, sy)
+    far_east = Affine(0.3, 0, 800000.0, 0, -0.3, 5000000.0)  # UTM 36N at 45 N, 300 km from its meridian
+    rows, _, sx, sy = source_pixel_grid(far_east, "EPSG:32636", src_t, "EPSG:3857", (500, 600))
+    assert not separable_applies(rows, sx, sy)  # grid convergence ~2.5 degrees
+
+
 @needs_numba
 def test_compiled_warp_leaves_wider_kernels_and_partial_alpha_to_gdal():
     from edifice.core.acquire import _warp_compiled as wc
@@ -335,6 +437,38 @@ def test_blocks_mosaicked_in_parallel_give_the_same_bytes_as_one_at_a_time(tiles
     assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "parallel.tif").read_bytes()
 
 
+def test_tile_mosaic_copies_only_the_window_of_the_bounds_with_missing_tiles_as_nodata():
+    from edifice.core.acquire.imagery import _tile_mosaic
+
+    level = web_mercator_set(19, 19).matrices[0]
+    rng = np.random.default_rng(3)
+    tiles = {(c, r): rng.integers(1, 256, (4, 256, 256), dtype=np.uint8) for c in (10, 11, 12) for r in (20, 21, 22)}
+    del tiles[(12, 22)]  # a tile without imagery
+    whole = np.zeros((4, 768, 768), np.uint8)
+    for (c, r), t in tiles.items():
+        whole[:, (r - 20) * 256:(r - 19) * 256, (c - 10) * 256:(c - 9) * 256] = t
+    x0, y1 = level.top_left[0] + 10 * 256 * level.resolution, level.top_left[1] - 20 * 256 * level.resolution
+    res = level.resolution
+    bounds = (x0 + 100.3 * res, y1 - 700.2 * res, x0 + 650.5 * res, y1 - 120.9 * res)  # pixels 100..651 x 120..701
+    got, t = _tile_mosaic(level, tiles, bounds)
+    np.testing.assert_array_equal(got, whole[:, 120:701, 100:651])
+    assert t.a == res and t.e == -res and t.c == pytest.approx(x0 + 100 * res) and t.f == pytest.approx(y1 - 120 * res)
+    beyond = (x0 - 50 * res, y1 - 900 * res, x0 + 300 * res, y1 + 40 * res)  # past the tiles: clipped to them
+    got, t = _tile_mosaic(level, tiles, beyond)
+    np.testing.assert_array_equal(got, whole[:, 0:768, 0:300])
+    assert t.c == pytest.approx(x0) and t.f == pytest.approx(y1)
+
+
+def test_output_compressed_in_threads_has_the_same_bytes(tiles, tmp_path, monkeypatch):
+    import edifice.core.acquire.imagery as imagery
+
+    monkeypatch.setattr(imagery, "COMPRESSION_THREADS", 1)
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "one.tif", cache=None, block_size=256)
+    monkeypatch.setattr(imagery, "COMPRESSION_THREADS", 2)
+    download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "two.tif", cache=None, block_size=256)
+    assert (tmp_path / "one.tif").read_bytes() == (tmp_path / "two.tif").read_bytes()
+
+
 def test_tiles_are_fetched_once_within_a_strip_and_blocks_go_strip_by_strip(tiles, tmp_path):
     from edifice.core.acquire.imagery import block_order
     from edifice.core.grid import Grid
@@ -346,10 +480,38 @@ def test_tiles_are_fetched_once_within_a_strip_and_blocks_go_strip_by_strip(tile
     summary = download_imagery(xyz(tiles), wide, "EPSG:4326", tmp_path / "o.tif", cache=None, block_size=128)
     paths = [r["path"] for r in tiles.requests()[before:] if "/xyz/" in r["path"]]
     assert summary["blocks"] == 96 and len(paths) == len(set(paths)) == summary["tiles_requested"] == 84
-    grid = Grid.from_extent(0, 0, 5000, 2000, 1.0, "EPSG:32636")  # 5000 x 2000 pixels: strips of 2048
-    order = [(int(b.window.col_off), int(b.window.row_off)) for b in block_order(grid, 1024)]
-    assert order == [(0, 0), (1024, 0), (0, 1024), (1024, 1024), (2048, 0), (3072, 0), (2048, 1024), (3072, 1024),
-                     (4096, 0), (4096, 1024)]
+    grid = Grid.from_extent(0, 0, 9000, 4000, 1.0, "EPSG:32636")  # 9000 x 4000 pixels: strips of 4096
+    order = [(int(b.window.col_off), int(b.window.row_off)) for b in block_order(grid, 2048)]
+    assert order == [(0, 0), (2048, 0), (0, 2048), (2048, 2048), (4096, 0), (6144, 0), (4096, 2048), (6144, 2048),
+                     (8192, 0), (8192, 2048)]
+
+
+def test_across_two_strips_only_the_tiles_on_their_edge_are_fetched_twice(tiles, tmp_path):
+    from pyproj import Transformer
+
+    from edifice.core.acquire.imagery import STRIP_WIDTH
+
+    before = len(tiles.requests())
+    # ~30 km x 15 km at 4.8 m (zoom 15, tiles of ~1.2 km): ~6200 x 3100 pixels, two strips of blocks
+    # (4096 pixels and the rest), 25 x 13 tiles (nearly all without imagery: answered 404, not decoded)
+    extent = (32.47, 0.29, 32.74, 0.42)
+    summary = download_imagery(xyz(tiles), extent, "EPSG:4326", tmp_path / "o.tif", cache=None, gsd_m=4.8)
+    paths = [r["path"] for r in tiles.requests()[before:] if "/xyz/" in r["path"]]
+    assert len(paths) == summary["tiles_requested"] and summary["width"] > STRIP_WIDTH
+    keys = [tuple(int(v) for v in p.removesuffix(".png").split("/")[-3:]) for p in paths]
+    assert {z for z, _, _ in keys} == {15}
+    distinct = set(keys)
+    twice = {k for k in distinct if keys.count(k) > 1}
+    # the strip edge (pixel column STRIP_WIDTH of the output) in tile columns of zoom 15
+    with rasterio.open(tmp_path / "o.tif") as ds:
+        x, y = ds.transform @ (STRIP_WIDTH, ds.height / 2)
+        mx, _ = Transformer.from_crs(ds.crs, "EPSG:3857", always_xy=True).transform(x, y)
+    edge_col = (mx + 20037508.342789244) / (2 * 20037508.342789244 / 2 ** 15)
+    assert 0.1 < edge_col % 1 < 0.9  # the edge crosses one column of tiles (not on their border)
+    rows = {r for _, _, r in distinct}
+    assert twice == {(15, int(edge_col), r) for r in rows}  # that column, every row, nothing else
+    assert all(keys.count(k) == 2 for k in twice)
+    assert len(keys) == len(distinct) + len(rows)
 
 
 def test_blocks_finished_out_of_order_are_written_in_order(tmp_path):
