@@ -388,6 +388,9 @@ class RasterOutput:
     descriptions: Sequence[str] | None = None
     colormap: dict | None = None
     resampling: Resampling = Resampling.average
+    #: GDAL band scale (and offset) of scaled integer values (value = DN x scale + offset); None: none written
+    scale: float | None = None
+    offset: float = 0.0
 
     @property
     def partial(self) -> Path:
@@ -508,6 +511,8 @@ class _Outputs:
                 if o.colormap is not None:
                     ds.write_colormap(1, o.colormap)
                     ds.colorinterp = [ColorInterp.palette]
+                if o.scale is not None:
+                    ds.scales, ds.offsets = [o.scale] * o.count, [o.offset] * o.count
                 self.ds.append(ds)
             self.pyramids = [self._tile_overviews(o, ds, p, tile_step)
                              for o, ds, p in zip(self.outputs, self.ds, self.profiles)]
@@ -751,7 +756,8 @@ def _run_fingerprint(plan: "_TilePlan", outputs: Sequence[RasterOutput], caller:
     grid, layout = plan.grid, plan.layout
     fp = {"engine": 2, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
           "layout": [layout.window, layout.margin, layout.blend],
-          "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata] for o in outputs],
+          "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata]
+                      + ([o.scale, o.offset] if o.scale is not None else []) for o in outputs],
           "caller": caller or {}, "compression": compression_options(compression)}
     if plan.region != (0, plan.ni, 0, plan.nj):
         fp["region"] = list(plan.region)
