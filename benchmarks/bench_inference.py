@@ -116,6 +116,8 @@ def pipeline(img: Path, ck: Path, poi: Path | None, out: Path, cfg: dict) -> dic
     from edifice.core.use.building_use_map import map_building_use
 
     extra = {"compression": cfg["compression"]} if cfg.get("compression") else {}
+    if cfg.get("probability_type"):
+        extra["probability_type"] = cfg["probability_type"]
     t0 = time.perf_counter()
     s = map_building_use(str(img), str(ck), poi_maps=str(poi) if poi else None,
                          footprint_probability=str(out / "fp.tif"), use_class=str(out / "uc.tif"),
@@ -419,7 +421,8 @@ def _noop_rows(trees: dict, small: int, big: int, km2: dict, d: Path, job: dict,
     runs: dict = {}
     for _ in range(job["repeat"]):
         for name, root in trees.items():
-            c = dict(cfg, compression=None if name == "before" else compression)
+            c = dict(cfg, compression=None if name == "before" else compression,
+                     probability_type=None if name == "before" else cfg.get("probability_type"))
             for n in (small, big):
                 nimg, nck, npoi = make_inputs(d, n, cfg)
                 if npoi and edifice_pois:
@@ -465,6 +468,10 @@ def _parse():
     ap.add_argument("--workers", type=int, default=1, help="reader threads of the pipeline")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (model-only and pipeline)")
     ap.add_argument("--compression", default=None, help="output compression of our runs (default: the engine's)")
+    ap.add_argument("--probability-type", default=None, choices=("float32", "uint16", "uint8"),
+                    help="PROBABILITY_TYPE of our runs' probability rasters (the --before tree runs its default)")
+    ap.add_argument("--noop-only", action="store_true", help="only the no-op lines (same as --skip-speed "
+                    "--skip-memory)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each (the best is reported)")
     ap.add_argument("--before", default=None, metavar="REF", help="also measure the code of git revision REF")
     ap.add_argument("--skip-speed", action="store_true")
@@ -494,12 +501,15 @@ def main() -> None:
     batches = [int(b) for b in a.batch_sizes.split(",")] if a.batch_sizes else [a.batch]
     cfg = {"device": str(dev), "encoder": a.encoder, "bands": a.bands, "base_width": a.base_width,
            "window": a.window, "margin": margin, "batch": batches[0], "precision": a.precision,
-           "compile": a.compile, "compression": a.compression, "workers": a.workers}
+           "compile": a.compile, "compression": a.compression, "workers": a.workers,
+           "probability_type": a.probability_type}
+    if a.noop_only:
+        a.skip_speed = a.skip_memory = True
     variant = "imagery_poi_multitask" if a.bands == 6 else "imagery_multitask"
     print(f"device: {desc}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
     print(f"model: {a.encoder} U-Net base width {a.base_width}, {a.bands} bands ({variant}), random weights; "
           f"window {a.window} px, margin {margin} px (stride {a.window - 2 * margin}); precision {a.precision}"
-          f"{'; torch.compile' if a.compile else ''}")
+          f"{'; torch.compile' if a.compile else ''}; our probability rasters {a.probability_type or 'float32 (default)'}")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         trees = {"after": None}
@@ -515,7 +525,8 @@ def main() -> None:
         for bs in [] if a.skip_speed else batches:
             res = {}
             for name, root in trees.items():
-                c = dict(cfg, batch=bs, compression=None if name == "before" else a.compression)
+                c = dict(cfg, batch=bs, compression=None if name == "before" else a.compression,
+                         probability_type=None if name == "before" else a.probability_type)
                 res[name] = _child("speed", dict(job, cfg=c), root)
             for name, r in res.items():
                 print(f"  [{name:6s}] batch {bs:3d}: model {_fmt(px, r['windows'], r['t_model'])}")
