@@ -337,7 +337,8 @@ def product_output(name: str, path: str, colormap: dict, probability_type: str =
     if name == "use_class":
         return RasterOutput(path, 1, "uint8", CLASS_NODATA, ["use_class"], colormap=dict(colormap))
     if name == "use_probs":
-        return RasterOutput(path, 3, dtype, nodata, [f"p_{c}" for c in USE_NAMES], scale=scale)
+        return RasterOutput(path, 3, dtype, nodata, [f"p_{c}" for c in USE_NAMES], scale=scale,
+                            band_interleaved=scale is not None)
     if name == "poly_probs":
         return RasterOutput(path, 3, "float32", PROB_NODATA, [f"p_{c}" for c in USE_NAMES])
     raise ValueError(f"unknown product '{name}'")
