@@ -158,23 +158,40 @@ def pad_reflect(a: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
 
 def fill_reflect(buf: np.ndarray, pads: tuple[int, int, int, int]) -> None:
     """In place: the borders (top, bottom, left, right pixels) of ``buf`` (C, H, W) become the
-    mirror of its interior, exactly as :func:`pad_reflect` of the interior would give."""
+    mirror of its interior, exactly as :func:`pad_reflect` of the interior would give (rows first, over the
+    interior's columns, then columns over every row; pads longer than the interior reflected again and again)."""
     top, bottom, left, right = pads
     if not any(pads):
         return
     h, w = buf.shape[-2] - top - bottom, buf.shape[-1] - left - right
-    if max(top, bottom) >= h or max(left, right) >= w:  # reflected more than once, or 'edge': the general way
-        buf[...] = pad_reflect(buf[..., top:top + h, left:left + w].copy(), pads)
+    _mirror_last_axis(buf[..., left:left + w].swapaxes(-1, -2), top, top + h, bottom)
+    _mirror_last_axis(buf, left, left + w, right)
+
+
+def _mirror_last_axis(v: np.ndarray, lo: int, hi: int, after: int) -> None:
+    """In place along the last axis of ``v``: [0, lo) and [hi, hi + after) become numpy's 'reflect' padding of
+    [lo, hi) ('edge' when it is one long), by slice copies in numpy 1.26's order (``_set_reflect_both``: pads longer
+    than the interior in chunks, each the mirror of what is filled so far, both sides in turn), so that the
+    values are exactly :func:`pad_reflect`'s."""
+    if hi - lo == 1:
+        if lo:
+            v[..., :lo] = v[..., lo:hi]
+        if after:
+            v[..., hi:hi + after] = v[..., lo:hi]
         return
-    r1, c1 = top + h, left + w
-    if top:
-        buf[..., :top, left:c1] = buf[..., top + 1:2 * top + 1, left:c1][..., ::-1, :]
-    if bottom:
-        buf[..., r1:, left:c1] = buf[..., r1 - bottom - 1:r1 - 1, left:c1][..., ::-1, :]
-    if left:
-        buf[..., :, :left] = buf[..., :, left + 1:2 * left + 1][..., :, ::-1]
-    if right:
-        buf[..., :, c1:] = buf[..., :, c1 - right - 1:c1 - 1][..., :, ::-1]
+    n = v.shape[-1]
+    left, right = lo, after
+    while left > 0 or right > 0:
+        chunk = n - left - right - 1  # what is filled so far, less the pixel mirrored about
+        if left > 0:
+            k = min(chunk, left)
+            v[..., left - k:left] = v[..., left + 1:left + k + 1][..., ::-1]
+            left -= k
+        if right > 0:
+            k = min(chunk, right)
+            e = n - right
+            v[..., e:e + k] = v[..., e - k - 1:e - 1][..., ::-1]
+            right -= k
 
 
 class _WindowPool:
