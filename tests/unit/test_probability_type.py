@@ -141,7 +141,8 @@ def test_float32_is_the_default_and_bad_types_are_refused(tmp_path, kampala_rgb,
 
 
 def test_quantise_clips_and_never_writes_nodata():
-    p = np.array([-0.1, 0.0, 0.001, 0.002, 0.5, 0.999, 1.0, 1.2], np.float32)
-    np.testing.assert_array_equal(quantise(p, "uint8"), [0, 0, 0, 1, 125, 250, 250, 250])
-    assert quantise(p, "uint16").max() == 50000
+    p = np.array([-0.1, 0.0, 0.001, 0.002, 0.5, 0.999, 1.0, 1.2, np.nan], np.float32)
+    np.testing.assert_array_equal(quantise(p, "uint8"), [0, 0, 0, 1, 125, 250, 250, 250, 255])
+    np.testing.assert_array_equal(quantise(p[:-1], "uint16"), [0, 0, 50, 100, 25000, 49950, 50000, 50000])
+    np.testing.assert_array_equal(quantise(p[1:-2], "uint8"), [0, 0, 1, 125, 250, 250])
     assert quantise(p, "float32") is p
