@@ -284,7 +284,8 @@ def worker_speed(job: dict) -> dict:
 
 def worker_noop(job: dict) -> dict:
     """The pipeline with the network replaced by a no-op (its output: input bands, the smooth POI
-    maps of a 6-band model): CPU-s (user + sys of all threads) of the run."""
+    maps of a 6-band model, as a view of the batch: no work of its own; the host settings the real
+    Predictor makes, keep_freed_memory, are made as well): CPU-s (user + sys of all threads) of the run."""
     import resource
 
     import edifice.core.use.building_use_map as bum
@@ -295,10 +296,15 @@ def worker_noop(job: dict) -> dict:
     class Noop:
         def __init__(self, model, device, precision="auto", progress=None, **_):
             self.precision, self.device = "fp32", device
+            try:  # what the real Predictor does on creation (glibc thresholds: core/host_tuning.py)
+                from edifice.core.host_tuning import keep_freed_memory
+            except ImportError:
+                return
+            keep_freed_memory()
 
         def __call__(self, x):
-            # smooth probability-like outputs: the POI bands (6-band models), else the imagery
-            return x[:, [3, 4, 5, 3]] if x.shape[1] >= 6 else x[:, [0, 1, 2, 0]]
+            # smooth probability-like outputs (blue / 255 and the POI bands of 6-band models, a view), else the imagery
+            return x[:, 2:6] if x.shape[1] >= 6 else x[:, [0, 1, 2, 0]]
 
     bum.Predictor = Noop
     out = d / f"noop_{os.getpid()}"
