@@ -2,8 +2,8 @@
 (and decompressing) the whole finished raster.
 
 GDAL builds the overview levels 2, 4, 8, ... as a cascade: each level from the one below, every pixel
-the mean of the valid (not nodata) pixels of a 2 x 2 block, summed in float64 (``AVERAGE``), or its
-top-left pixel (``NEAREST``). Where every level halves the one below exactly (the raster's width and
+the mean of the valid (not nodata) pixels of a 2 x 2 block, summed in float64 (``AVERAGE``; unsigned integers:
+the integer mean rounded half up), or its top-left pixel (``NEAREST``). Where every level halves the one below exactly (the raster's width and
 height divisible by the largest factor) and the tiles start on multiples of it, each tile holds whole
 blocks of every level, so :class:`TileOverviews` computes them from the tile in the same order of
 operations and the same float64 arithmetic. The coarser levels, where a level is not exactly half the
@@ -90,12 +90,15 @@ def _halve_int(x: np.ndarray, nodata) -> np.ndarray:
     ``(sum + n // 2) // n`` (``(sum + 2) >> 2`` for a whole block), in integers (exact; checked against GDAL's
     overviews in tests/unit/test_tile_overviews.py)."""
     wide = _WIDER[x.dtype]
-    valid = None if nodata is None else x != nodata
+    top = np.iinfo(x.dtype).max
+    # nodata at the type's top (as PROBABILITY_TYPE writes it): no nodata pixel when the maximum is below it,
+    # one reduction instead of a mask
+    maybe = nodata is not None and not (nodata == top and x.max() < top)
+    valid = x != nodata if maybe else None
     holes = valid is not None and not valid.all()
     z = np.where(valid, x, x.dtype.type(0)) if holes else x
-    s = np.add(z[:, 0::2, 0::2], z[:, 0::2, 1::2], dtype=wide)
-    s += z[:, 1::2, 0::2]
-    s += z[:, 1::2, 1::2]
+    rows = np.add(z[:, 0::2], z[:, 1::2], dtype=wide)  # whole rows first (exact: the order does not matter)
+    s = rows[:, :, 0::2] + rows[:, :, 1::2]
     if not holes:
         s += 2
         s >>= 2
