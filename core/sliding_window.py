@@ -196,20 +196,34 @@ def _mirror_last_axis(v: np.ndarray, lo: int, hi: int, after: int) -> None:
 
 class _WindowPool:
     """At most ``count`` model-input buffers of one shape, reused window after window (no
-    per-window allocation: the pool's memory is fixed for a run and freed with it)."""
+    per-window allocation: the pool's memory is fixed for a run and freed with it). The buffers are
+    the slots of slabs of ``slab`` windows, so that a batch of consecutive slots is the model's input
+    as it is (:meth:`run_of`), without being copied into a batch array."""
 
-    def __init__(self, count: int, stop: threading.Event):
-        self.count, self.stop = count, stop
+    def __init__(self, count: int, stop: threading.Event, slab: int = 1):
+        self.slab = max(1, slab)
+        self.count, self.stop = -(-count // self.slab) * self.slab, stop
         self.free: queue.Queue = queue.Queue()
         self.made = 0
         self.lock = threading.Lock()
+        self._slabs: list[np.ndarray] = []
+        self._where: dict[int, tuple[int, int]] = {}  # buffer address -> (slab, slot)
+
+    def _new(self, shape: tuple) -> np.ndarray:
+        k = self.made % self.slab
+        if k == 0 or self._slabs[-1].shape[1:] != shape:
+            self._slabs.append(np.empty((self.slab,) + shape, np.float32))
+            k = 0
+        buf = self._slabs[-1][k]
+        self._where[buf.ctypes.data] = (len(self._slabs) - 1, k)
+        self.made += 1
+        return buf
 
     def take(self, shape: tuple) -> np.ndarray | None:
         """A free buffer of ``shape`` (waits for one; None once the run is stopping)."""
         with self.lock:
             if self.free.empty() and self.made < self.count:
-                self.made += 1
-                return np.empty(shape, np.float32)
+                return self._new(shape)
         while not self.stop.is_set():
             try:
                 buf = self.free.get(timeout=0.1)
@@ -220,6 +234,18 @@ class _WindowPool:
 
     def give(self, buf: np.ndarray) -> None:
         self.free.put(buf)
+
+    def run_of(self, bufs: list) -> np.ndarray | None:
+        """``bufs`` as one (n, C, H, W) array when they are consecutive slots of one slab (a view), else None."""
+        places = [self._where.get(b.ctypes.data) for b in bufs]
+        if places[0] is None or any(p is None for p in places):
+            return None
+        s, k0 = places[0]
+        if any(p != (s, k0 + i) for i, p in enumerate(places)):
+            return None
+        slab = self._slabs[s]
+        run = slab[k0:k0 + len(bufs)]
+        return run if run.shape[1:] == bufs[0].shape else None
 
 
 # ---------------------------------------------------------------- inputs
@@ -876,12 +902,13 @@ class _Pipeline:
         self.feed = iter(plan.needed)
         self.feed_lock = threading.Lock()
         # input buffers: the ones queued, one being filled per reader, a batch being gathered
-        self.pool = _WindowPool(self.in_q.maxsize + workers + batch_size + 1, self.stop)
+        self.pool = _WindowPool(self.in_q.maxsize + workers + batch_size + 1, self.stop, batch_size)
         self.stats = {"run": 0, "skipped": 0, "written": 0}
         self.cache: dict[int, tuple | None] = {}
         self.model_seconds = 0.0
         self._batch: list = []
         self._gathered: np.ndarray | None = None  # the batch array, allocated once
+        self._in_use: list = []  # pool buffers that are the model's input right now
 
     # ------------------------------------------------------------ whole run
     def run(self) -> None:
@@ -1010,8 +1037,13 @@ class _Pipeline:
             self._flush_batch()
 
     def _batch_input(self) -> np.ndarray:
-        """The batch's inputs copied into one reused array; their buffers go back to the pool."""
+        """The batch's inputs as one array: their buffers themselves when they are consecutive slots of the pool
+        (given back by :meth:`_flush_batch` after the model), else copied into one reused array (given back now)."""
         items = self._batch
+        run = self.pool.run_of([it[1] for it in items])
+        if run is not None:
+            self._in_use = [it[1] for it in items]
+            return run
         shape = (self.batch_size,) + items[0][1].shape
         if self._gathered is None or self._gathered.shape != shape:
             self._gathered = np.empty(shape, np.float32)
@@ -1034,8 +1066,13 @@ class _Pipeline:
             e = t.ext
             oy, ox = int(e.row_off) - t.row0, int(e.col_off) - t.col0
             part = np.ascontiguousarray(yy[:, oy:oy + int(e.height), ox:ox + int(e.width)], dtype=np.float32)
+            if np.may_share_memory(part, x):  # a model output that is its input: the buffer is reused next
+                part = part.copy()
             if not self._put(self.out_q, (idx, (part, ev))):
                 break
+        for buf in self._in_use:  # the model (and its output, when a view of them) is done with them
+            self.pool.give(buf)
+        self._in_use = []
         self.stats["run"] += len(self._batch)
         self._batch.clear()
 
