@@ -221,8 +221,8 @@ class _WindowPool:
 
     def take(self, shape: tuple) -> np.ndarray | None:
         """A free buffer of ``shape`` (waits for one; None once the run is stopping)."""
-        with self.lock:
-            if self.free.empty() and self.made < self.count:
+        with self.lock:  # a slab begun is handed out to its end first, so that batches stay consecutive slots
+            if self.made < self.count and (self.free.empty() or self.made % self.slab):
                 return self._new(shape)
         while not self.stop.is_set():
             try:
