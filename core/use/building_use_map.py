@@ -147,8 +147,10 @@ class _Reader:
             read_masked(ds, window, name, out=out[b:b + ds.count], valid=valid)
             b += ds.count
         for k, offset, scale in self._scaled:  # band by band: the same float32 operations as (out - offsets) * scales
-            out[k] -= offset
-            out[k] *= scale
+            if offset != 0:  # x - 0 is x, bit for bit
+                out[k] -= offset
+            if scale != 1:
+                out[k] *= scale
         return valid
 
     def read_mask(self, window):
