@@ -22,7 +22,8 @@ Pipeline
 --------
 reader thread(s) (read + scale straight into one of a fixed pool of window buffers, mirror the
 part beyond the raster in place, skip tiles that are all nodata or outside the mask) → main
-thread (gathers a batch into one reused array; model on the chosen device, channels-last on
+thread (a batch is the pool's buffers themselves when they are consecutive slots of one of its
+batch-sized slabs, as they are when no window is skipped, else gathered into one reused array; model on the chosen device, channels-last on
 every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memory) → writer
 thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1, and the
 tile's blocks of the internal overviews: :mod:`core.tile_overviews`, so that GDAL need not re-read the
