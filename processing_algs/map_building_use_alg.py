@@ -9,13 +9,14 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParam
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination, QgsProcessingOutputString)
 
+from ..core.use.probability_type import PROBABILITY_TYPES as CORE_PROBABILITY_TYPES
 from .base import EdificeAlgorithm, field_parameter
 
 PRESETS = ["osm", "gbt35648", "overture", "google_places", "csv"]
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 COMPRESSIONS = ["zstd:1", "deflate:1", "deflate:6", "lzw", "none"]
-#: PROBABILITY_TYPE options, the names of core.use.probability_type.PROBABILITY_TYPES
-PROBABILITY_TYPES = ["float32", "uint16", "uint8"]
+#: PROBABILITY_TYPE options (core/use/probability_type.py: numpy only, importable without the others)
+PROBABILITY_TYPES = list(CORE_PROBABILITY_TYPES)
 RASTER_OUTPUTS = [("FOOTPRINT_PROBABILITY", "footprint_probability", "Footprint probability", "footprint_probability.qml"),
                   ("FOOTPRINT_MASK", "footprint_mask", "Footprint mask", "footprint_mask.qml"),
                   ("USE_CLASS", "use_class", "Building use class", "use_class.qml"),

@@ -16,10 +16,7 @@ polygons never use the quantised values.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..errors import InputError
-from ..raster_io import read_masked
 
 #: PROBABILITY_TYPE -> (data type, DN per unit probability (None: the probability itself), nodata)
 PROBABILITY_TYPES = {"float32": ("float32", None, -1.0), "uint16": ("uint16", 50000, 65535),
@@ -42,8 +39,10 @@ def probability_encoding(ptype: str) -> tuple[str, float, float | None]:
     return dtype, nodata, (None if steps is None else 1.0 / steps)
 
 
-def quantise(p: np.ndarray, ptype: str) -> np.ndarray:
+def quantise(p, ptype: str):
     """Probabilities ``p`` (float32) as PROBABILITY_TYPE ``ptype`` stores them (``p`` itself for float32)."""
+    import numpy as np  # here and below: this module's names are imported where numpy may be missing
+
     dtype, steps, nodata = PROBABILITY_TYPES[ptype]
     if steps is None:
         return p
@@ -57,9 +56,14 @@ def quantise(p: np.ndarray, ptype: str) -> np.ndarray:
     return q.astype(dtype)
 
 
-def read_probabilities(ds, window, name: str = "PROBABILITIES", dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+def read_probabilities(ds, window, name: str = "PROBABILITIES", dtype=None) -> tuple:
     """(bands, h, w) probabilities of ``window`` of ``ds`` as ``dtype`` and their validity: the band scale/offset
     applied where the raster has them (scaled integer probabilities), float rasters as they are."""
+    import numpy as np
+
+    from ..raster_io import read_masked
+
+    dtype = dtype or np.float32
     data, valid = read_masked(ds, window, name)
     scales, offsets = ds.scales, ds.offsets
     if np.dtype(ds.dtypes[0]).kind == "f" and all(s == 1 for s in scales) and not any(offsets):
@@ -73,6 +77,8 @@ def read_probabilities(ds, window, name: str = "PROBABILITIES", dtype=np.float32
 
 def is_scaled(ds) -> bool:
     """True when ``ds`` holds scaled integer values (an integer type with a band scale other than 1)."""
+    import numpy as np
+
     return np.dtype(ds.dtypes[0]).kind in "ui" and any(s != 1 for s in ds.scales)
 
 
