@@ -578,7 +578,7 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                                   file_fingerprint(poi_mapping_file), str(poi_max_distances), str(poi_columns)]
                    if poi_points else None,
                    "mask": file_fingerprint(mask), "threshold": threshold, "precision": precision,
-                   "device": device}
+                   "device": device, "probability_type": probability_type}
     return UsePlan(job, model, card, wanted, paths, fingerprint, resampled, created, polygons, fp_mask_path,
                    probs_path)
 
