@@ -351,9 +351,17 @@ def argmax_of_three(use: np.ndarray) -> np.ndarray:
     along the first axis); the first of equal values wins, as in argmax. With a NaN, argmax itself."""
     if np.isnan(use).any():
         return np.argmax(use, axis=0).astype(np.uint8)
-    idx = (use[1] > use[0]).astype(np.uint8)
-    idx[use[2] > np.maximum(use[0], use[1])] = 2
-    return idx
+    idx = (use[1] > use[0]).view(np.uint8)
+    two = (use[2] > np.maximum(use[0], use[1])).view(np.uint8)
+    two <<= 1
+    return np.maximum(idx, two, out=idx)  # 2 where the third wins (arithmetic: a masked store is 10x slower)
+
+
+def use_classes(use: np.ndarray, building: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 use class: 0 where not ``building``, else 1 + :func:`argmax_of_three` of ``use``."""
+    cls = argmax_of_three(use)
+    cls += 1
+    return np.multiply(cls, building, out=cls)
 
 
 @dataclass(frozen=True)
@@ -388,7 +396,7 @@ class UseJob:
         building = pb > self.threshold
         res = {"fp_prob": lambda: quantise(pb[None], self.probability_type),
                "fp_mask": lambda: building[None].view(np.uint8),
-               "use_class": lambda: np.where(building, argmax_of_three(use) + 1, 0).astype(np.uint8)[None],
+               "use_class": lambda: use_classes(use, building)[None],
                "use_probs": lambda: quantise(use, self.probability_type), "poly_probs": lambda: use}
         return [res[n]() for n in names]
 
