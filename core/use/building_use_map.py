@@ -661,8 +661,8 @@ def _check_probability_raster(ds) -> None:
     if ds.count != 3:
         raise InputError("PROBABILITIES", f"has {ds.count} band(s); use probabilities have 3 (R, C, I).", fix)
     if np.dtype(ds.dtypes[0]).kind != "f" and not is_scaled(ds):
-        raise InputError("PROBABILITIES", f"holds {ds.dtypes[0]} values without a band scale, not probabilities "
-                                          "(floats 0-1, or scaled integers): it looks like an image.", fix)
+        raise InputError("PROBABILITIES", f"holds {ds.dtypes[0]} values, not probabilities (floats 0-1, or "
+                                          "integers with a band scale): it looks like an image.", fix)
     sample, valid = read_probabilities(ds, Window(0, 0, min(ds.width, 512), min(ds.height, 512)))
     values = sample[:, valid]
     if values.size and (values.min() < -1e-6 or values.max() > 1 + 1e-6):
