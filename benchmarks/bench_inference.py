@@ -21,6 +21,16 @@ memory run a full batch (4 windows at 1536 px), else the ratios measure start-up
 
     python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --size 3072 --noop-size 4096 --mem-size 1536 --repeat 2 --before 11b1056
 
+The no-op lines alone (a few minutes), our probability rasters as scaled uint8 (``--probability-type``; the
+``--before`` tree writes its default, float32):
+
+    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --probability-type uint8 --before 66264d0
+
+Measured on the shared 2-core machine (load average 3.8-5.4, so CPU-s are inflated; before = 66264d0, float32):
+CPU-s/km² with the bench's DEFLATE POI maps / with POI maps as edifice:poiprobability writes them — before
+1.065 / 1.250; after uint8 0.575 / 0.502 (0.54x / 0.40x); uint16 0.688 / 0.660; float32 see the issue 17 report.
+Of the uint8 figure about 0.22 CPU-s/km² is GDAL decoding the inputs (each block once).
+
 The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
 """
