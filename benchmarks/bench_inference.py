@@ -28,7 +28,8 @@ The no-op lines alone (a few minutes), our probability rasters as scaled uint8 (
 
 Measured on the shared 2-core machine (load average 3.8-5.4, so CPU-s are inflated; before = 66264d0, float32):
 CPU-s/km² with the bench's DEFLATE POI maps / with POI maps as edifice:poiprobability writes them — before
-1.065 / 1.250; after uint8 0.575 / 0.502 (0.54x / 0.40x); uint16 0.688 / 0.660; float32 see the issue 17 report.
+1.065 / 1.250; after uint8 0.575 / 0.502 (0.54x / 0.40x); uint16 0.688 / 0.660 and float32 1.094 / 0.920
+(separate runs without --before, load 5.4 and 6.2).
 Of the uint8 figure about 0.22 CPU-s/km² is GDAL decoding the inputs (each block once).
 
 The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
