@@ -21,6 +21,17 @@ memory run a full batch (4 windows at 1536 px), else the ratios measure start-up
 
     python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --size 3072 --noop-size 4096 --mem-size 1536 --repeat 2 --before 11b1056
 
+The no-op lines alone (a few minutes), our probability rasters as scaled uint8 (``--probability-type``; the
+``--before`` tree writes its default, float32):
+
+    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --probability-type uint8 --before 66264d0
+
+Measured on the shared 2-core machine (load average 3.8-5.4, so CPU-s are inflated; before = 66264d0, float32):
+CPU-s/km² with the bench's DEFLATE POI maps / with POI maps as edifice:poiprobability writes them — before
+1.065 / 1.250; after uint8 0.575 / 0.502 (0.54x / 0.40x); uint16 0.688 / 0.660 and float32 1.094 / 0.920
+(separate runs without --before, load 5.4 and 6.2).
+Of the uint8 figure about 0.22 CPU-s/km² is GDAL decoding the inputs (each block once).
+
 The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
 """
@@ -116,6 +127,8 @@ def pipeline(img: Path, ck: Path, poi: Path | None, out: Path, cfg: dict) -> dic
     from edifice.core.use.building_use_map import map_building_use
 
     extra = {"compression": cfg["compression"]} if cfg.get("compression") else {}
+    if cfg.get("probability_type"):
+        extra["probability_type"] = cfg["probability_type"]
     t0 = time.perf_counter()
     s = map_building_use(str(img), str(ck), poi_maps=str(poi) if poi else None,
                          footprint_probability=str(out / "fp.tif"), use_class=str(out / "uc.tif"),
@@ -282,7 +295,8 @@ def worker_speed(job: dict) -> dict:
 
 def worker_noop(job: dict) -> dict:
     """The pipeline with the network replaced by a no-op (its output: input bands, the smooth POI
-    maps of a 6-band model): CPU-s (user + sys of all threads) of the run."""
+    maps of a 6-band model, as a view of the batch: no work of its own; the host settings the real
+    Predictor makes, keep_freed_memory, are made as well): CPU-s (user + sys of all threads) of the run."""
     import resource
 
     import edifice.core.use.building_use_map as bum
@@ -293,10 +307,15 @@ def worker_noop(job: dict) -> dict:
     class Noop:
         def __init__(self, model, device, precision="auto", progress=None, **_):
             self.precision, self.device = "fp32", device
+            try:  # what the real Predictor does on creation (glibc thresholds: core/host_tuning.py)
+                from edifice.core.host_tuning import keep_freed_memory
+            except ImportError:
+                return
+            keep_freed_memory()
 
         def __call__(self, x):
-            # smooth probability-like outputs: the POI bands (6-band models), else the imagery
-            return x[:, [3, 4, 5, 3]] if x.shape[1] >= 6 else x[:, [0, 1, 2, 0]]
+            # smooth probability-like outputs (blue / 255 and the POI bands of 6-band models, a view), else the imagery
+            return x[:, 2:6] if x.shape[1] >= 6 else x[:, [0, 1, 2, 0]]
 
     bum.Predictor = Noop
     out = d / f"noop_{os.getpid()}"
@@ -419,7 +438,8 @@ def _noop_rows(trees: dict, small: int, big: int, km2: dict, d: Path, job: dict,
     runs: dict = {}
     for _ in range(job["repeat"]):
         for name, root in trees.items():
-            c = dict(cfg, compression=None if name == "before" else compression)
+            c = dict(cfg, compression=None if name == "before" else compression,
+                     probability_type=None if name == "before" else cfg.get("probability_type"))
             for n in (small, big):
                 nimg, nck, npoi = make_inputs(d, n, cfg)
                 if npoi and edifice_pois:
@@ -465,6 +485,10 @@ def _parse():
     ap.add_argument("--workers", type=int, default=1, help="reader threads of the pipeline")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (model-only and pipeline)")
     ap.add_argument("--compression", default=None, help="output compression of our runs (default: the engine's)")
+    ap.add_argument("--probability-type", default=None, choices=("float32", "uint16", "uint8"),
+                    help="PROBABILITY_TYPE of our runs' probability rasters (the --before tree runs its default)")
+    ap.add_argument("--noop-only", action="store_true", help="only the no-op lines (same as --skip-speed "
+                    "--skip-memory)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each (the best is reported)")
     ap.add_argument("--before", default=None, metavar="REF", help="also measure the code of git revision REF")
     ap.add_argument("--skip-speed", action="store_true")
@@ -494,12 +518,15 @@ def main() -> None:
     batches = [int(b) for b in a.batch_sizes.split(",")] if a.batch_sizes else [a.batch]
     cfg = {"device": str(dev), "encoder": a.encoder, "bands": a.bands, "base_width": a.base_width,
            "window": a.window, "margin": margin, "batch": batches[0], "precision": a.precision,
-           "compile": a.compile, "compression": a.compression, "workers": a.workers}
+           "compile": a.compile, "compression": a.compression, "workers": a.workers,
+           "probability_type": a.probability_type}
+    if a.noop_only:
+        a.skip_speed = a.skip_memory = True
     variant = "imagery_poi_multitask" if a.bands == 6 else "imagery_multitask"
     print(f"device: {desc}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
     print(f"model: {a.encoder} U-Net base width {a.base_width}, {a.bands} bands ({variant}), random weights; "
           f"window {a.window} px, margin {margin} px (stride {a.window - 2 * margin}); precision {a.precision}"
-          f"{'; torch.compile' if a.compile else ''}")
+          f"{'; torch.compile' if a.compile else ''}; our probability rasters {a.probability_type or 'float32 (default)'}")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         trees = {"after": None}
@@ -515,7 +542,8 @@ def main() -> None:
         for bs in [] if a.skip_speed else batches:
             res = {}
             for name, root in trees.items():
-                c = dict(cfg, batch=bs, compression=None if name == "before" else a.compression)
+                c = dict(cfg, batch=bs, compression=None if name == "before" else a.compression,
+                         probability_type=None if name == "before" else a.probability_type)
                 res[name] = _child("speed", dict(job, cfg=c), root)
             for name, r in res.items():
                 print(f"  [{name:6s}] batch {bs:3d}: model {_fmt(px, r['windows'], r['t_model'])}")

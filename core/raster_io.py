@@ -126,9 +126,16 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
         nd = ds.nodatavals[b - 1]
         if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
             valid &= data[i] != nd
-        if data.dtype.kind == "f" and np.dtype(ds.dtypes[b - 1]).kind in "fc":  # integers read as floats are finite
+        # integers read as floats are finite; a band whose sum is finite holds no NaN or infinity (one fast
+        # reduction instead of a mask per band; a sum that overflows only costs the full check)
+        if data.dtype.kind == "f" and np.dtype(ds.dtypes[b - 1]).kind in "fc" and not _finite_sum(data[i]):
             valid &= np.isfinite(data[i])
     return data, valid
+
+
+def _finite_sum(x: np.ndarray) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(x.sum()))
 
 
 def verify_raster(path: str | os.PathLike) -> None:

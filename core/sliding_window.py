@@ -22,7 +22,8 @@ Pipeline
 --------
 reader thread(s) (read + scale straight into one of a fixed pool of window buffers, mirror the
 part beyond the raster in place, skip tiles that are all nodata or outside the mask) → main
-thread (gathers a batch into one reused array; model on the chosen device, channels-last on
+thread (a batch is the pool's buffers themselves when they are consecutive slots of one of its
+batch-sized slabs, as they are when no window is skipped, else gathered into one reused array; model on the chosen device, channels-last on
 every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memory) → writer
 thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1, and the
 tile's blocks of the internal overviews: :mod:`core.tile_overviews`, so that GDAL need not re-read the
@@ -158,41 +159,72 @@ def pad_reflect(a: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
 
 def fill_reflect(buf: np.ndarray, pads: tuple[int, int, int, int]) -> None:
     """In place: the borders (top, bottom, left, right pixels) of ``buf`` (C, H, W) become the
-    mirror of its interior, exactly as :func:`pad_reflect` of the interior would give."""
+    mirror of its interior, exactly as :func:`pad_reflect` of the interior would give (rows first, over the
+    interior's columns, then columns over every row; pads longer than the interior reflected again and again)."""
     top, bottom, left, right = pads
     if not any(pads):
         return
     h, w = buf.shape[-2] - top - bottom, buf.shape[-1] - left - right
-    if max(top, bottom) >= h or max(left, right) >= w:  # reflected more than once, or 'edge': the general way
-        buf[...] = pad_reflect(buf[..., top:top + h, left:left + w].copy(), pads)
+    _mirror_last_axis(buf[..., left:left + w].swapaxes(-1, -2), top, top + h, bottom)
+    _mirror_last_axis(buf, left, left + w, right)
+
+
+def _mirror_last_axis(v: np.ndarray, lo: int, hi: int, after: int) -> None:
+    """In place along the last axis of ``v``: [0, lo) and [hi, hi + after) become numpy's 'reflect' padding of
+    [lo, hi) ('edge' when it is one long), by slice copies in numpy 1.26's order (``_set_reflect_both``: pads longer
+    than the interior in chunks, each the mirror of what is filled so far, both sides in turn), so that the
+    values are exactly :func:`pad_reflect`'s."""
+    if hi - lo == 1:
+        if lo:
+            v[..., :lo] = v[..., lo:hi]
+        if after:
+            v[..., hi:hi + after] = v[..., lo:hi]
         return
-    r1, c1 = top + h, left + w
-    if top:
-        buf[..., :top, left:c1] = buf[..., top + 1:2 * top + 1, left:c1][..., ::-1, :]
-    if bottom:
-        buf[..., r1:, left:c1] = buf[..., r1 - bottom - 1:r1 - 1, left:c1][..., ::-1, :]
-    if left:
-        buf[..., :, :left] = buf[..., :, left + 1:2 * left + 1][..., :, ::-1]
-    if right:
-        buf[..., :, c1:] = buf[..., :, c1 - right - 1:c1 - 1][..., :, ::-1]
+    n = v.shape[-1]
+    left, right = lo, after
+    while left > 0 or right > 0:
+        chunk = n - left - right - 1  # what is filled so far, less the pixel mirrored about
+        if left > 0:
+            k = min(chunk, left)
+            v[..., left - k:left] = v[..., left + 1:left + k + 1][..., ::-1]
+            left -= k
+        if right > 0:
+            k = min(chunk, right)
+            e = n - right
+            v[..., e:e + k] = v[..., e - k - 1:e - 1][..., ::-1]
+            right -= k
 
 
 class _WindowPool:
     """At most ``count`` model-input buffers of one shape, reused window after window (no
-    per-window allocation: the pool's memory is fixed for a run and freed with it)."""
+    per-window allocation: the pool's memory is fixed for a run and freed with it). The buffers are
+    the slots of slabs of ``slab`` windows, so that a batch of consecutive slots is the model's input
+    as it is (:meth:`run_of`), without being copied into a batch array."""
 
-    def __init__(self, count: int, stop: threading.Event):
-        self.count, self.stop = count, stop
+    def __init__(self, count: int, stop: threading.Event, slab: int = 1):
+        self.slab = max(1, slab)
+        self.count, self.stop = -(-count // self.slab) * self.slab, stop
         self.free: queue.Queue = queue.Queue()
         self.made = 0
         self.lock = threading.Lock()
+        self._slabs: list[np.ndarray] = []
+        self._where: dict[int, tuple[int, int]] = {}  # buffer address -> (slab, slot)
+
+    def _new(self, shape: tuple) -> np.ndarray:
+        k = self.made % self.slab
+        if k == 0 or self._slabs[-1].shape[1:] != shape:
+            self._slabs.append(np.empty((self.slab,) + shape, np.float32))
+            k = 0
+        buf = self._slabs[-1][k]
+        self._where[buf.ctypes.data] = (len(self._slabs) - 1, k)
+        self.made += 1
+        return buf
 
     def take(self, shape: tuple) -> np.ndarray | None:
         """A free buffer of ``shape`` (waits for one; None once the run is stopping)."""
-        with self.lock:
-            if self.free.empty() and self.made < self.count:
-                self.made += 1
-                return np.empty(shape, np.float32)
+        with self.lock:  # a slab begun is handed out to its end first, so that batches stay consecutive slots
+            if self.made < self.count and (self.free.empty() or self.made % self.slab):
+                return self._new(shape)
         while not self.stop.is_set():
             try:
                 buf = self.free.get(timeout=0.1)
@@ -203,6 +235,18 @@ class _WindowPool:
 
     def give(self, buf: np.ndarray) -> None:
         self.free.put(buf)
+
+    def run_of(self, bufs: list) -> np.ndarray | None:
+        """``bufs`` as one (n, C, H, W) array when they are consecutive slots of one slab (a view), else None."""
+        places = [self._where.get(b.ctypes.data) for b in bufs]
+        if places[0] is None or any(p is None for p in places):
+            return None
+        s, k0 = places[0]
+        if any(p != (s, k0 + i) for i, p in enumerate(places)):
+            return None
+        slab = self._slabs[s]
+        run = slab[k0:k0 + len(bufs)]
+        return run if run.shape[1:] == bufs[0].shape else None
 
 
 # ---------------------------------------------------------------- inputs
@@ -388,6 +432,12 @@ class RasterOutput:
     descriptions: Sequence[str] | None = None
     colormap: dict | None = None
     resampling: Resampling = Resampling.average
+    #: GDAL band scale (and offset) of scaled integer values (value = DN x scale + offset); None: none written
+    scale: float | None = None
+    offset: float = 0.0
+    #: bands stored one after the other (GDAL INTERLEAVE=BAND) instead of pixel-interleaved: no interleaving on
+    #: write, and each band a smooth field for the predictor and compressor (a fraction of the CPU time and size)
+    band_interleaved: bool = False
 
     @property
     def partial(self) -> Path:
@@ -451,6 +501,8 @@ def _profile(grid: Grid, o: RasterOutput, block: int = 256, compression: str | N
     p.update(width=grid.width, height=grid.height, count=o.count, dtype=dt.name, crs=grid.crs,
              transform=grid.transform, nodata=o.nodata, predictor=3 if dt.kind == "f" else 2,
              blockxsize=block, blockysize=block, **compression_options(compression))
+    if o.band_interleaved and o.count > 1:
+        p["interleave"] = "band"
     if p["compress"] == "none":
         p.pop("predictor")
     if grid.width < block or grid.height < block:
@@ -508,6 +560,8 @@ class _Outputs:
                 if o.colormap is not None:
                     ds.write_colormap(1, o.colormap)
                     ds.colorinterp = [ColorInterp.palette]
+                if o.scale is not None:
+                    ds.scales, ds.offsets = [o.scale] * o.count, [o.offset] * o.count
                 self.ds.append(ds)
             self.pyramids = [self._tile_overviews(o, ds, p, tile_step)
                              for o, ds, p in zip(self.outputs, self.ds, self.profiles)]
@@ -751,7 +805,8 @@ def _run_fingerprint(plan: "_TilePlan", outputs: Sequence[RasterOutput], caller:
     grid, layout = plan.grid, plan.layout
     fp = {"engine": 2, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
           "layout": [layout.window, layout.margin, layout.blend],
-          "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata] for o in outputs],
+          "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata]
+                      + ([o.scale, o.offset] if o.scale is not None else []) for o in outputs],
           "caller": caller or {}, "compression": compression_options(compression)}
     if plan.region != (0, plan.ni, 0, plan.nj):
         fp["region"] = list(plan.region)
@@ -848,12 +903,13 @@ class _Pipeline:
         self.feed = iter(plan.needed)
         self.feed_lock = threading.Lock()
         # input buffers: the ones queued, one being filled per reader, a batch being gathered
-        self.pool = _WindowPool(self.in_q.maxsize + workers + batch_size + 1, self.stop)
+        self.pool = _WindowPool(self.in_q.maxsize + workers + batch_size + 1, self.stop, batch_size)
         self.stats = {"run": 0, "skipped": 0, "written": 0}
         self.cache: dict[int, tuple | None] = {}
         self.model_seconds = 0.0
         self._batch: list = []
         self._gathered: np.ndarray | None = None  # the batch array, allocated once
+        self._in_use: list = []  # pool buffers that are the model's input right now
 
     # ------------------------------------------------------------ whole run
     def run(self) -> None:
@@ -982,8 +1038,13 @@ class _Pipeline:
             self._flush_batch()
 
     def _batch_input(self) -> np.ndarray:
-        """The batch's inputs copied into one reused array; their buffers go back to the pool."""
+        """The batch's inputs as one array: their buffers themselves when they are consecutive slots of the pool
+        (given back by :meth:`_flush_batch` after the model), else copied into one reused array (given back now)."""
         items = self._batch
+        run = self.pool.run_of([it[1] for it in items])
+        if run is not None:
+            self._in_use = [it[1] for it in items]
+            return run
         shape = (self.batch_size,) + items[0][1].shape
         if self._gathered is None or self._gathered.shape != shape:
             self._gathered = np.empty(shape, np.float32)
@@ -1006,8 +1067,13 @@ class _Pipeline:
             e = t.ext
             oy, ox = int(e.row_off) - t.row0, int(e.col_off) - t.col0
             part = np.ascontiguousarray(yy[:, oy:oy + int(e.height), ox:ox + int(e.width)], dtype=np.float32)
+            if np.may_share_memory(part, x):  # a model output that is its input: the buffer is reused next
+                part = part.copy()
             if not self._put(self.out_q, (idx, (part, ev))):
                 break
+        for buf in self._in_use:  # the model (and its output, when a view of them) is done with them
+            self.pool.give(buf)
+        self._in_use = []
         self.stats["run"] += len(self._batch)
         self._batch.clear()
 

@@ -2,8 +2,8 @@
 (and decompressing) the whole finished raster.
 
 GDAL builds the overview levels 2, 4, 8, ... as a cascade: each level from the one below, every pixel
-the mean of the valid (not nodata) pixels of a 2 x 2 block, summed in float64 (``AVERAGE``), or its
-top-left pixel (``NEAREST``). Where every level halves the one below exactly (the raster's width and
+the mean of the valid (not nodata) pixels of a 2 x 2 block, summed in float64 (``AVERAGE``; unsigned integers:
+the integer mean rounded half up), or its top-left pixel (``NEAREST``). Where every level halves the one below exactly (the raster's width and
 height divisible by the largest factor) and the tiles start on multiples of it, each tile holds whole
 blocks of every level, so :class:`TileOverviews` computes them from the tile in the same order of
 operations and the same float64 arithmetic. The coarser levels, where a level is not exactly half the
@@ -53,23 +53,59 @@ def tile_levels(width: int, height: int, factors: list[int], step: int, dtype, n
 
 
 def halve_mean(x: np.ndarray, nodata) -> np.ndarray:
-    """(count, h/2, w/2) GDAL ``AVERAGE`` of (count, h, w) ``x`` (h, w even): the float64 sum of the valid
-    pixels of each 2 x 2 block, in GDAL's order, divided by their number, cast back to ``x``'s type;
+    """(count, h/2, w/2) GDAL ``AVERAGE`` of (count, h, w) ``x`` (h, w even): the sum of the valid pixels of each
+    2 x 2 block divided by their number, cast back to ``x``'s type (:func:`_halve_int` for unsigned integers);
     ``nodata`` where none is valid."""
+    if x.dtype.kind == "u":
+        return _halve_int(x, nodata)
     valid = None if nodata is None else x != nodata
     holes = valid is not None and not valid.all()
     z = np.where(valid, x, x.dtype.type(0)) if holes else x  # adding 0 is what skipping the pixel gives
-    s = np.add(z[:, 0::2, 0::2], z[:, 0::2, 1::2], dtype=np.float64)
+    s = np.add(z[:, 0::2, 0::2], z[:, 0::2, 1::2], dtype=np.float64)  # GDAL's float64 sum, in its order
     s += z[:, 1::2, 0::2]
     s += z[:, 1::2, 1::2]
     if not holes:
         s /= 4
         return s.astype(x.dtype)
+    n = _valid_counts(valid)
+    s /= np.maximum(n, 1)
+    s[n == 0] = nodata
+    return s.astype(x.dtype)
+
+
+def _valid_counts(valid: np.ndarray) -> np.ndarray:
     n = valid[:, 0::2, 0::2].astype(np.uint8)
     n += valid[:, 0::2, 1::2]
     n += valid[:, 1::2, 0::2]
     n += valid[:, 1::2, 1::2]
-    s /= np.maximum(n, 1)
+    return n
+
+
+#: unsigned type wide enough for the sum of four values of each unsigned type halved
+_WIDER = {np.dtype("uint8"): np.uint16, np.dtype("uint16"): np.uint32, np.dtype("uint32"): np.uint64}
+
+
+def _halve_int(x: np.ndarray, nodata) -> np.ndarray:
+    """GDAL 3.10's ``AVERAGE`` of unsigned integers: the integer mean of the valid pixels rounded half up,
+    ``(sum + n // 2) // n`` (``(sum + 2) >> 2`` for a whole block), in integers (exact; checked against GDAL's
+    overviews in tests/unit/test_tile_overviews.py)."""
+    wide = _WIDER[x.dtype]
+    top = np.iinfo(x.dtype).max
+    # nodata at the type's top (as PROBABILITY_TYPE writes it): no nodata pixel when the maximum is below it,
+    # one reduction instead of a mask
+    maybe = nodata is not None and not (nodata == top and x.max() < top)
+    valid = x != nodata if maybe else None
+    holes = valid is not None and not valid.all()
+    z = np.where(valid, x, x.dtype.type(0)) if holes else x
+    rows = np.add(z[:, 0::2], z[:, 1::2], dtype=wide)  # whole rows first (exact: the order does not matter)
+    s = rows[:, :, 0::2] + rows[:, :, 1::2]
+    if not holes:
+        s += 2
+        s >>= 2
+        return s.astype(x.dtype)
+    n = _valid_counts(valid)
+    s += n >> 1
+    s //= np.maximum(n, 1)
     s[n == 0] = nodata
     return s.astype(x.dtype)
 

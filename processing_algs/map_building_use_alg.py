@@ -9,11 +9,14 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParam
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination, QgsProcessingOutputString)
 
+from ..core.use.probability_type import PROBABILITY_TYPES as CORE_PROBABILITY_TYPES
 from .base import EdificeAlgorithm, field_parameter
 
 PRESETS = ["osm", "gbt35648", "overture", "google_places", "csv"]
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 COMPRESSIONS = ["zstd:1", "deflate:1", "deflate:6", "lzw", "none"]
+#: PROBABILITY_TYPE options (core/use/probability_type.py: numpy only, importable without the others)
+PROBABILITY_TYPES = list(CORE_PROBABILITY_TYPES)
 RASTER_OUTPUTS = [("FOOTPRINT_PROBABILITY", "footprint_probability", "Footprint probability", "footprint_probability.qml"),
                   ("FOOTPRINT_MASK", "footprint_mask", "Footprint mask", "footprint_mask.qml"),
                   ("USE_CLASS", "use_class", "Building use class", "use_class.qml"),
@@ -27,7 +30,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
     BATCH_SIZE, WINDOW, OVERLAP, BLEND, THRESHOLD, WORKERS = ("BATCH_SIZE", "WINDOW", "OVERLAP", "BLEND",
                                                               "THRESHOLD", "WORKERS")
     POLYGONS, CLUSTER, BLOCK_WINDOWS = "POLYGONS", "CLUSTER", "BLOCK_WINDOWS"
-    PRECISION, COMPRESSION = "PRECISION", "COMPRESSION"
+    PRECISION, COMPRESSION, PROBABILITY_TYPE = "PRECISION", "COMPRESSION", "PROBABILITY_TYPE"
     GROUP, GROUP_ID = "Building use", "buildinguse"
     #: values that meant "automatic" before these parameters could be left unset (saved models, scripts)
     LEGACY_AUTOMATIC = {"WINDOW": (0, "the model card's window"), "OVERLAP": (-1, "window / 8")}
@@ -46,7 +49,11 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             "available), cpu, cuda, cuda:N or mps; the device used is reported. PRECISION (advanced): auto = bf16 "
             "(else fp16) on CUDA, fp32 on the CPU; bf16 on a CPU with AVX-512 BF16 or AMX is about twice as fast "
             "(the largest difference from fp32 is reported in the log). COMPRESSION (advanced) of the raster "
-            "outputs: zstd:1 keeps up with the model; deflate for readers without ZSTD. A cancelled run keeps its "
+            "outputs: zstd:1 keeps up with the model; deflate for readers without ZSTD. PROBABILITY_TYPE (advanced) of the "
+            "probability outputs: float32 (exact, nodata -1), uint16 (p = DN x 0.00002, nodata 65535) or uint8 "
+            "(p = DN x 0.004, nodata 255), DN = round(p x scale), so within half a step of the model's value; the "
+            "scale is written in the raster (GDAL band scale), masks, classes and polygons are the same whatever "
+            "the type. A cancelled run keeps its "
             "finished rows and resumes when run again with the same inputs. CLUSTER (advanced): the address "
             "of a Dask scheduler (tcp://HOST:8786) or local:N runs the windows on that cluster, BLOCK_WINDOWS x "
             "BLOCK_WINDOWS windows per task (paths must be visible to the workers: a shared folder); a "
@@ -96,6 +103,9 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                   QgsProcessingParameterEnum(self.PRECISION, "Precision (auto: bf16 on CUDA, fp32 on the CPU)",
                                              options=PRECISIONS, defaultValue=0),
                   QgsProcessingParameterEnum(self.COMPRESSION, "Output compression", options=COMPRESSIONS,
+                                             defaultValue=0),
+                  QgsProcessingParameterEnum(self.PROBABILITY_TYPE, "Probability rasters' type (uint16, uint8: "
+                                             "scaled integers, p = DN x 0.00002 / 0.004)", options=PROBABILITY_TYPES,
                                              defaultValue=0),
                   self.cluster_parameter(),
                   QgsProcessingParameterNumber(self.BLOCK_WINDOWS, "Cluster: windows along a block's side",
@@ -157,6 +167,7 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             workers=self.parameterAsInt(parameters, self.WORKERS, context),
             precision=PRECISIONS[self.parameterAsEnum(parameters, self.PRECISION, context)],
             compression=COMPRESSIONS[self.parameterAsEnum(parameters, self.COMPRESSION, context)],
+            probability_type=PROBABILITY_TYPES[self.parameterAsEnum(parameters, self.PROBABILITY_TYPE, context)],
             progress=self.progress(feedback), **outs, **extra)
         results = {"DEVICE_USED": summary.get("device_description")
                    or f"Dask cluster {cluster}: {summary['blocks_run']} block(s) run, {summary['blocks_skipped']} skipped"}

@@ -15,7 +15,7 @@ def _cmd_map(a) -> dict:
                    use_class=a.use_class, use_probabilities=a.use_probabilities, polygons=a.polygons,
                    device=a.device, batch_size=a.batch_size, window=a.window, overlap=a.overlap, blend=a.blend,
                    threshold=a.threshold, workers=a.workers, precision=a.precision, compression=a.compression,
-                   resume=not a.no_resume,
+                   probability_type=a.probability_type, resume=not a.no_resume,
                    progress=TerminalProgress())
     if a.cluster:
         from ..cluster.building_use import map_building_use_on_cluster
@@ -101,6 +101,10 @@ def add_commands(subparsers) -> None:
                         "about twice as fast as fp32 (the largest difference from fp32 is reported)")
     m.add_argument("--compression", default=None, metavar="METHOD[:LEVEL]",
                    help="raster outputs: zstd, deflate, lzw or none, optionally with a level (default zstd:1)")
+    m.add_argument("--probability-type", default=None, metavar="TYPE",
+                   help="probability rasters: float32 (default, exact), uint16 (DN = round(p x 50000), p = DN x "
+                        "0.00002, nodata 65535) or uint8 (DN = round(p x 250), p = DN x 0.004, nodata 255); the scale "
+                        "is written as GDAL band scale metadata")
     m.add_argument("--no-resume", action="store_true", help="discard partial results of an interrupted run")
     add_cluster_arguments(m)
     m.set_defaults(func=_cmd_map)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..use.building_use_map import PRODUCTS, UseJob, UsePlan, plan_building_use, product_output
+from ..use.building_use_map import (PRODUCTS, UseJob, UsePlan, plan_building_use, polygon_probs_product,
+                                   product_output)
 from ..progress import Progress, ensure
 from ..raster_io import atomic_output, bounded_gdal_cache
 from . import BLOCK_WINDOWS
@@ -78,7 +79,8 @@ class UseBlocks:
         outputs, vrts = _write_mosaics(self.use, blocks, files, run_dir, progress)
         out = {"outputs": outputs, "grid": {"width": self.grid.width, "height": self.grid.height, "resampled": self.use.resampled}}
         if self.use.polygons:
-            out["polygons"] = _merge_polygons(self.use, blocks, files, vrts["use_probs"], progress)
+            out["polygons"] = _merge_polygons(self.use, blocks, files, vrts[polygon_probs_product(vrts)],
+                                              progress)
         return out
 
 
@@ -99,7 +101,7 @@ def _block_polygons(job: UseJob, block: ClusterBlock, files: dict) -> dict:
     from ..use.vectorize import polygonize_buildings
 
     w = block.window
-    r = polygonize_buildings(files["fp_mask"], files["use_probs"], files["polygons"], grid_gsd_m(job.grid) ** 2,
+    r = polygonize_buildings(files["fp_mask"], files[polygon_probs_product(files)], files["polygons"], grid_gsd_m(job.grid) ** 2,
                              origin=(int(w.row_off), int(w.col_off)), grid_shape=(job.grid.height, job.grid.width),
                              transform=job.grid.transform, seams_path=files["seams"])
     return {"buildings": r["buildings"], "seam_parts": r["seam_parts"]}
@@ -142,8 +144,8 @@ def _fingerprint(plan: UsePlan, tiles: list[str], block_windows: int) -> dict:
 
 
 def _vrt_bands(name: str, plan: UsePlan) -> VrtBands:
-    o = product_output(name, "", plan.job.colormap)
-    return VrtBands(o.count, o.dtype, o.nodata, tuple(o.descriptions or ()) or None, o.colormap)
+    o = product_output(name, "", plan.job.colormap, plan.job.probability_type)
+    return VrtBands(o.count, o.dtype, o.nodata, tuple(o.descriptions or ()) or None, o.colormap, o.scale, o.offset)
 
 
 def _write_mosaics(plan: UsePlan, blocks: list[ClusterBlock], files: dict, run_dir: Path,

@@ -29,13 +29,15 @@ TILE_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt")
 @dataclass(frozen=True)
 class VrtBands:
     """What every band of a mosaic is: ``count`` bands of ``dtype``, ``nodata``, optional
-    band descriptions and colour table (band 1)."""
+    band descriptions, colour table (band 1) and scale/offset of scaled integer values (None: none)."""
 
     count: int
     dtype: str
     nodata: float | int | None
     descriptions: tuple | None = None
     colormap: dict | None = None
+    scale: float | None = None
+    offset: float = 0.0
 
 
 def _band_xml(b: int, bands: VrtBands, sources, vrt_dir: Path | None) -> list[str]:
@@ -44,6 +46,8 @@ def _band_xml(b: int, bands: VrtBands, sources, vrt_dir: Path | None) -> list[st
         out.append(f"    <NoDataValue>{bands.nodata!r}</NoDataValue>")
     if bands.descriptions:
         out.append(f"    <Description>{escape(str(bands.descriptions[b - 1]))}</Description>")
+    if bands.scale is not None:
+        out.append(f"    <Offset>{bands.offset!r}</Offset>\n    <Scale>{bands.scale!r}</Scale>")
     if bands.colormap and b == 1:
         out.append("    <ColorInterp>Palette</ColorInterp>\n    <ColorTable>")
         for k in range(max(bands.colormap) + 1):

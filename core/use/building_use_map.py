@@ -7,10 +7,12 @@ warning; the outputs are then on that grid) and window size (default ``WINDOW``)
 are a 3-band raster (R, C, I; warped onto the imagery grid when needed) or computed on the
 fly from a POI point layer.
 
-Outputs (each optional): footprint probability (float32), footprint mask (uint8 0/1,
+Outputs (each optional): footprint probability (1 band), footprint mask (uint8 0/1,
 nodata 255), use class (uint8 0 non-building, 1 R, 2 C, 3 I, nodata 255, colour table
-from the card), per-class probabilities (float32 x 3), building polygons (GeoPackage, with
+from the card), per-class probabilities (3 bands), building polygons (GeoPackage, with
 use_class, use_name, p_residential, p_commercial, p_industrial, confidence, area_m2).
+The probability rasters are float32 or scaled integers (``probability_type``, see
+:mod:`.probability_type`); masks, classes and polygons come from the float values whatever it is.
 A pixel is a building where the footprint probability is > ``threshold`` (models without
 a footprint head: where the largest use probability is > ``threshold``); its class is the
 argmax of the use probabilities.
@@ -35,6 +37,7 @@ from ..grid import Grid
 from ..progress import Progress, ensure
 from ..raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
 from ..styles import write_gpkg_style, write_use_map_styles
+from .probability_type import check_probability_type, is_scaled, probability_encoding, quantise, read_probabilities
 from ..sliding_window import (Predictor, RasterOutput, WindowLayout, compression_options, file_fingerprint,
                              resolve_device, run_sliding_window)
 
@@ -144,8 +147,10 @@ class _Reader:
             read_masked(ds, window, name, out=out[b:b + ds.count], valid=valid)
             b += ds.count
         for k, offset, scale in self._scaled:  # band by band: the same float32 operations as (out - offsets) * scales
-            out[k] -= offset
-            out[k] *= scale
+            if offset != 0:  # x - 0 is x, bit for bit
+                out[k] -= offset
+            if scale != 1:
+                out[k] *= scale
         return valid
 
     def read_mask(self, window):
@@ -316,21 +321,27 @@ def map_building_use(imagery: str, checkpoint: str, **kwargs) -> dict:
         return _map_building_use(imagery, checkpoint, **kwargs)
 
 
-#: the engine's outputs, in the order they are written: (name, keyword of the path)
+#: the engine's outputs, in the order they are written: (name, keyword of the path); ``poly_probs``: float32 use
+#: probabilities the polygons are made from, hidden, when the asked-for ones are scaled integers
 PRODUCTS = (("fp_prob", "footprint_probability"), ("fp_mask", "footprint_mask"), ("use_class", "use_class"),
-            ("use_probs", "use_probabilities"))
+            ("use_probs", "use_probabilities"), ("poly_probs", None))
 _MASK_COLOURS = {0: (0, 0, 0, 0), 1: (220, 60, 40, 255), CLASS_NODATA: (0, 0, 0, 0)}
 
 
-def product_output(name: str, path: str, colormap: dict) -> RasterOutput:
-    """The :class:`RasterOutput` of engine product ``name`` (see :data:`PRODUCTS`) written to ``path``."""
+def product_output(name: str, path: str, colormap: dict, probability_type: str = "float32") -> RasterOutput:
+    """The :class:`RasterOutput` of engine product ``name`` (see :data:`PRODUCTS`) written to ``path``; the
+    probabilities as ``probability_type`` (:mod:`.probability_type`)."""
+    dtype, nodata, scale = probability_encoding(probability_type)
     if name == "fp_prob":
-        return RasterOutput(path, 1, "float32", PROB_NODATA, ["p_building"])
+        return RasterOutput(path, 1, dtype, nodata, ["p_building"], scale=scale)
     if name == "fp_mask":
         return RasterOutput(path, 1, "uint8", CLASS_NODATA, ["building"], colormap=dict(_MASK_COLOURS))
     if name == "use_class":
         return RasterOutput(path, 1, "uint8", CLASS_NODATA, ["use_class"], colormap=dict(colormap))
     if name == "use_probs":
+        return RasterOutput(path, 3, dtype, nodata, [f"p_{c}" for c in USE_NAMES], scale=scale,
+                            band_interleaved=scale is not None)
+    if name == "poly_probs":
         return RasterOutput(path, 3, "float32", PROB_NODATA, [f"p_{c}" for c in USE_NAMES])
     raise ValueError(f"unknown product '{name}'")
 
@@ -340,9 +351,17 @@ def argmax_of_three(use: np.ndarray) -> np.ndarray:
     along the first axis); the first of equal values wins, as in argmax. With a NaN, argmax itself."""
     if np.isnan(use).any():
         return np.argmax(use, axis=0).astype(np.uint8)
-    idx = (use[1] > use[0]).astype(np.uint8)
-    idx[use[2] > np.maximum(use[0], use[1])] = 2
-    return idx
+    idx = (use[1] > use[0]).view(np.uint8)
+    two = (use[2] > np.maximum(use[0], use[1])).view(np.uint8)
+    two <<= 1
+    return np.maximum(idx, two, out=idx)  # 2 where the third wins (arithmetic: a masked store is 10x slower)
+
+
+def use_classes(use: np.ndarray, building: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 use class: 0 where not ``building``, else 1 + :func:`argmax_of_three` of ``use``."""
+    cls = argmax_of_three(use)
+    cls += 1
+    return np.multiply(cls, building, out=cls)
 
 
 @dataclass(frozen=True)
@@ -363,26 +382,29 @@ class UseJob:
     batch_size: int = 4
     workers: int = 1
     compression: str | None = None
+    probability_type: str = "float32"
 
     def open_reader(self) -> "_Reader":
         return _Reader(self.imagery, self.grid, self.scales, self.offsets, self.poi_maps, self.mask)
 
     def finalize(self, names: list[str], vals: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
         """Per-pixel products ``names`` of one merged tile: ``vals`` (3 use + [footprint]
-        probabilities, h, w)."""
+        probabilities, h, w); masks and classes from these float values, the probability products
+        quantised to ``probability_type``."""
         use = vals[:3]
         pb = vals[3] if self.has_footprint else use.max(axis=0)
         building = pb > self.threshold
-        cls = np.where(building, argmax_of_three(use) + 1, 0).astype(np.uint8)
-        res = {"fp_prob": pb[None], "fp_mask": building[None].astype(np.uint8), "use_class": cls[None],
-               "use_probs": use}
-        return [res[n] for n in names]
+        res = {"fp_prob": lambda: quantise(pb[None], self.probability_type),
+               "fp_mask": lambda: building[None].view(np.uint8),
+               "use_class": lambda: use_classes(use, building)[None],
+               "use_probs": lambda: quantise(use, self.probability_type), "poly_probs": lambda: use}
+        return [res[n]() for n in names]
 
     def run(self, predictor, paths: dict[str, str], fingerprint: dict, region=None, resume: bool = True,
             progress: Progress | None = None) -> dict:
         """Run the engine (over the tiles of ``region``, or all) writing ``paths`` {product: path}."""
         names = [n for n, _ in PRODUCTS if n in paths]
-        outputs = [product_output(n, paths[n], self.colormap) for n in names]
+        outputs = [product_output(n, paths[n], self.colormap, self.probability_type) for n in names]
         return run_sliding_window(self.grid, self.layout, self.open_reader, predictor, outputs,
                                   functools.partial(self.finalize, names), batch_size=self.batch_size,
                                   workers=self.workers, fingerprint=fingerprint, resume=resume, region=region,
@@ -487,15 +509,25 @@ def _poi_maps_from_points(anchor: Path, grid: Grid, imagery: str | None, poi_poi
     return path
 
 
-def _engine_paths(wanted: dict, polygons: str | None) -> tuple[dict, list, str | None, str | None]:
-    """({product: path} for the engine, hidden paths made for the polygons, mask path, probabilities path)."""
-    fp_mask_path = wanted.get("footprint_mask") or (_hidden(Path(polygons), "footprint") if polygons else None)
-    probs_path = wanted.get("use_probabilities") or (_hidden(Path(polygons), "useprob") if polygons else None)
-    paths = {name: wanted.get(key) for name, key in PRODUCTS}
-    paths["fp_mask"], paths["use_probs"] = fp_mask_path, probs_path
-    hidden = [p for p, key in ((fp_mask_path, "footprint_mask"), (probs_path, "use_probabilities"))
-              if p and not wanted.get(key)]
-    return {k: v for k, v in paths.items() if v}, hidden, fp_mask_path, probs_path
+def _engine_paths(wanted: dict, polygons: str | None, probability_type: str
+                  ) -> tuple[dict, list, str | None, str | None]:
+    """({product: path} for the engine, hidden paths made for the polygons, mask path, probabilities path). The
+    polygons are made from float32 probabilities: the asked-for ones when float32, else hidden ones."""
+    paths = {name: wanted.get(key) for name, key in PRODUCTS if key}
+    hidden: list = []
+    if not polygons:
+        return {k: v for k, v in paths.items() if v}, hidden, None, None
+    probs = "use_probs" if probability_type == "float32" else "poly_probs"
+    for name, tag in (("fp_mask", "footprint"), (probs, "useprob")):
+        if not paths.get(name):
+            paths[name] = _hidden(Path(polygons), tag)
+            hidden.append(paths[name])
+    return {k: v for k, v in paths.items() if v}, hidden, paths["fp_mask"], paths[probs]
+
+
+def polygon_probs_product(paths) -> str:
+    """The engine product (a key of ``paths``) that building polygons take their probabilities from."""
+    return "poly_probs" if "poly_probs" in paths else "use_probs"
 
 
 def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = None,
@@ -508,16 +540,19 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                       polygons: str | None = None, device: str = "auto", batch_size: int = 4,
                       window: int | None = None, overlap: int | None = None, blend: bool = False,
                       threshold: float = 0.5, workers: int = 1, precision: str = "auto",
-                      compression: str | None = None, progress: Progress | None = None) -> UsePlan:
+                      compression: str | None = None, probability_type: str | None = None,
+                      progress: Progress | None = None) -> UsePlan:
     """Check the inputs of a building-use run and plan it (POI maps from points are computed
     here, into a hidden file removed by :meth:`UsePlan.cleanup`). ``overlap`` is the margin
     discarded on each side of a window (seed: 128 of 1024); ``None`` means window / 8
     (a negative margin is refused). ``poi_columns``: coordinate columns and CRS of a POI table (keywords of
     :func:`core.use.poi_sources.read_point_file`). ``compression`` of the raster outputs: ``method[:level]``
-    (:func:`core.sliding_window.compression_options`; default zstd:1). The model is loaded (on the CPU)
-    to check its card."""
+    (:func:`core.sliding_window.compression_options`; default zstd:1). ``probability_type`` of the probability
+    rasters: float32 (default), uint16 or uint8 (:mod:`core.use.probability_type`). The model is loaded (on the
+    CPU) to check its card."""
     progress = ensure(progress)
     compression_options(compression)
+    probability_type = check_probability_type(probability_type)
     wanted = {k: v for k, v in {"footprint_probability": footprint_probability, "footprint_mask": footprint_mask,
                                 "use_class": use_class, "use_probabilities": use_probabilities,
                                 "polygons": polygons}.items() if v}
@@ -539,19 +574,19 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
                                          poi_points, poi_layer, poi_category_field, poi_preset, poi_mapping_file,
                                          poi_max_distances, poi_columns, progress.span(0.0, 0.1))
         created.append(poi_maps)
-    paths, hidden, fp_mask_path, probs_path = _engine_paths(wanted, polygons)
+    paths, hidden, fp_mask_path, probs_path = _engine_paths(wanted, polygons, probability_type)
     created += hidden
     bands = card["bands"]
     job = UseJob(imagery, grid, layout, tuple(float(b["scale"]) for b in bands),
                  tuple(float(b["offset"]) for b in bands), poi_maps, mask, has_fp, threshold, class_colormap(card),
-                 batch_size, workers, compression)
+                 batch_size, workers, compression, probability_type)
     fingerprint = {"imagery": file_fingerprint(imagery), "checkpoint": file_fingerprint(checkpoint),
                    "poi_maps": file_fingerprint(poi_maps) if not poi_points else None,
                    "poi_points": [file_fingerprint(poi_points), poi_layer, poi_category_field, poi_preset,
                                   file_fingerprint(poi_mapping_file), str(poi_max_distances), str(poi_columns)]
                    if poi_points else None,
                    "mask": file_fingerprint(mask), "threshold": threshold, "precision": precision,
-                   "device": device}
+                   "device": device, "probability_type": probability_type}
     return UsePlan(job, model, card, wanted, paths, fingerprint, resampled, created, polygons, fp_mask_path,
                    probs_path)
 
@@ -620,14 +655,15 @@ def _report_polygons(count: int, path: str, progress: Progress) -> None:
 
 # ---------------------------------------------------------------- assign to existing footprints
 def _check_probability_raster(ds) -> None:
-    """Use probabilities are 3 float bands in [0, 1] (edifice:mapbuildinguse's USE_PROBABILITIES)."""
+    """Use probabilities are 3 bands in [0, 1]: floats, or scaled integers with their band scale
+    (edifice:mapbuildinguse's USE_PROBABILITIES at any PROBABILITY_TYPE)."""
     fix = "give the per-class probability output (USE_PROBABILITIES) of edifice:mapbuildinguse."
     if ds.count != 3:
         raise InputError("PROBABILITIES", f"has {ds.count} band(s); use probabilities have 3 (R, C, I).", fix)
-    if np.dtype(ds.dtypes[0]).kind != "f":
-        raise InputError("PROBABILITIES", f"holds {ds.dtypes[0]} values, not probabilities (floats 0-1): it "
-                                          "looks like an image.", fix)
-    sample, valid = read_masked(ds, Window(0, 0, min(ds.width, 512), min(ds.height, 512)), "PROBABILITIES")
+    if np.dtype(ds.dtypes[0]).kind != "f" and not is_scaled(ds):
+        raise InputError("PROBABILITIES", f"holds {ds.dtypes[0]} values, not probabilities (floats 0-1, or "
+                                          "integers with a band scale): it looks like an image.", fix)
+    sample, valid = read_probabilities(ds, Window(0, 0, min(ds.width, 512), min(ds.height, 512)))
     values = sample[:, valid]
     if values.size and (values.min() < -1e-6 or values.max() > 1 + 1e-6):
         raise InputError("PROBABILITIES", f"holds values from {values.min():g} to {values.max():g}, not "
@@ -692,7 +728,7 @@ def assign_building_use(buildings: str, probabilities: str, output: str, layer: 
             if got is None:
                 continue
             w, inside = got
-            p, pv = read_masked(ds, w, "PROBABILITIES")
+            p, pv = read_probabilities(ds, w)
             sel = inside & pv
             counts[k] = inside.sum()
             nprob[k] = sel.sum()

@@ -29,6 +29,7 @@ from ..grid import Grid
 from ..progress import Progress, ensure
 from ..raster_io import atomic_output, open_raster, read_masked
 from ..vector_io import GPKG_CREATION
+from .probability_type import read_probabilities
 
 USE_NAMES = ("residential", "commercial", "industrial")
 FIELDS = ("use_class", "use_name", "p_residential", "p_commercial", "p_industrial", "confidence",
@@ -145,7 +146,7 @@ def exact_attributes(pds, polys_px, origin: tuple[int, int], pixel_area_m2: floa
         win = Window(xmin - c0, ymin - r0, xmax - xmin, ymax - ymin)
         inside = features.geometry_mask([poly], (ymax - ymin, xmax - xmin), Affine.translation(xmin, ymin),
                                         invert=True)
-        p, pv = read_masked(pds, win, "USE_PROBABILITIES")
+        p, pv = read_probabilities(pds, win, "USE_PROBABILITIES")
         sel = inside & pv
         counts[k], nprob[k] = inside.sum(), sel.sum()
         zeros = np.zeros(int(nprob[k]), np.int64)
@@ -255,7 +256,7 @@ def _polygonize_block(mds, pds, w: Window, grid: Grid, outer, origin, writer: La
     m = mds.read(1, window=w) == 1
     if not m.any():
         return []
-    p, pv = read_masked(pds, w, "USE_PROBABILITIES")
+    p, pv = read_probabilities(pds, w, "USE_PROBABILITIES")
     lab, counts, cnt_p, sums = _block_components(m, p, pv)
     r0, c0 = int(w.row_off), int(w.col_off)
     seams = (r0 > 0 or outer[0], c0 > 0 or outer[1], r0 + int(w.height) < grid.height or outer[2],

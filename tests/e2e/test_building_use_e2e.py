@@ -142,3 +142,17 @@ def test_qgis_process_field_left_out_takes_its_default(qp, kampala_rgb, kampala_
     r = qp("run", "edifice:poiprobability", "--", f"INPUT={kampala_pois}", f"REFERENCE={kampala_rgb}",
            "CATEGORY_FIELD=no_such_field", f"OUTPUT={tmp_path / 'x.tif'}")
     assert r.returncode == 1 and "no_such_field" in r.stdout + r.stderr and "other_tags" in r.stdout + r.stderr
+
+
+def test_probability_type_uint8_through_qgis_process(qp, kampala_rgb, kampala_pois, tiny_use_checkpoint, tmp_path):
+    """PROBABILITY_TYPE=2 (uint8): scaled probabilities with the band scale, nodata where the imagery has none."""
+    fp, up = tmp_path / "fp.tif", tmp_path / "up.tif"
+    r = qp("run", "edifice:mapbuildinguse", "--", f"IMAGERY={kampala_rgb}", f"CHECKPOINT={tiny_use_checkpoint}",
+           f"POI_LAYER={kampala_pois}", "CATEGORY_FIELD=other_tags", "DEVICE=cpu", "WINDOW=256", "OVERLAP=32",
+           "PROBABILITY_TYPE=2", f"FOOTPRINT_PROBABILITY={fp}", f"USE_PROBABILITIES={up}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with rasterio.open(kampala_rgb) as src, rasterio.open(up) as a, rasterio.open(fp) as b:
+        nodata = (src.read() == 0).any(axis=0)
+        assert a.dtypes[0] == b.dtypes[0] == "uint8" and a.scales == (0.004,) * 3 and b.scales == (0.004,)
+        q = a.read()
+    assert (q[:, nodata] == 255).all() and q[:, ~nodata].max() <= 250 and len(np.unique(q[:, ~nodata])) > 5

@@ -127,3 +127,42 @@ def test_precision_and_compression_reach_the_engine(provider, kampala_rgb, kampa
         processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(out), USE_CLASS=None,
                                                       PRECISION=3))
     assert not out.exists()
+
+
+def test_uint8_probabilities_are_read_as_probabilities_by_qgis(provider, kampala_rgb, kampala_pois,
+                                                             tiny_use_checkpoint, tmp_path):
+    """PROBABILITY_TYPE uint8 (advanced): QGIS's raster provider applies the band scale (p = DN x 0.004), so
+    identify, sample and the 0..1 styles see probabilities; the values are the float32 run's, rounded."""
+    import processing
+    from qgis.core import QgsPointXY, QgsProject, QgsRaster, QgsRasterLayer
+
+    base = {"IMAGERY": str(kampala_rgb), "CHECKPOINT": str(tiny_use_checkpoint), "POI_LAYER": str(kampala_pois),
+            "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu", "WINDOW": 256, "OVERLAP": 32, "USE_CLASS": None}
+    f32, q8, fp8 = tmp_path / "up32.tif", tmp_path / "up8.tif", tmp_path / "fp8.tif"
+    processing.run("edifice:mapbuildinguse", dict(base, USE_PROBABILITIES=str(f32)))
+    QgsProject.instance().removeAllMapLayers()
+    processing.runAndLoadResults("edifice:mapbuildinguse", dict(base, USE_PROBABILITIES=str(q8),
+                                                               FOOTPRINT_PROBABILITY=str(fp8), PROBABILITY_TYPE=2))
+    layers = {lyr.source().split("|")[0]: lyr for lyr in QgsProject.instance().mapLayers().values()}
+    assert layers[str(q8)].renderer().type() == "multibandcolor"
+    assert layers[str(fp8)].renderer().type() == "singlebandpseudocolor"
+    QgsProject.instance().removeAllMapLayers()
+    with rasterio.open(f32) as a, rasterio.open(q8) as b:
+        p, dn, t = a.read(), b.read(), b.transform
+        assert b.dtypes[0] == "uint8" and b.scales == (0.004,) * 3 and b.nodata == 255
+    valid = p[0] != -1
+    rows, cols = np.nonzero(valid)
+    pick = np.linspace(0, len(rows) - 1, 25).astype(int)
+    layer = QgsRasterLayer(str(q8), "q8", "gdal")
+    assert layer.isValid()
+    dp = layer.dataProvider()
+    for k in pick:
+        r, c = int(rows[k]), int(cols[k])
+        x, y = rasterio.transform.xy(t, r, c)
+        for band in (1, 2, 3):
+            value, ok = dp.sample(QgsPointXY(x, y), band)
+            assert ok and value == pytest.approx(dn[band - 1, r, c] * 0.004, abs=1e-6)
+            assert abs(value - p[band - 1, r, c]) <= 0.002 + 1e-6
+        ident = dp.identify(QgsPointXY(x, y), QgsRaster.IdentifyFormatValue).results()
+        assert ident[1] == pytest.approx(dn[0, r, c] * 0.004, abs=1e-6)
+    del layer

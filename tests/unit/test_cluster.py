@@ -253,3 +253,27 @@ def test_worker_without_torch_is_named(scene, own_cluster, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "torch cannot be imported on 1 worker(s): worker tcp://127.0.0.1:" in r.stderr
     assert "torch is not installed here" in r.stderr and "requirements.lock" in r.stderr
+
+
+def test_cluster_run_at_uint8_scales_and_keeps_classes_and_polygons(scene, cluster, tmp_path):
+    """--probability-type uint8 on the cluster: the VRT and the COG of the use probabilities carry the band scale and
+    hold the single-machine float32 values rounded (DN = round(p x 250)); classes and polygons are the float32
+    run's."""
+    from edifice.core.use.probability_type import quantise
+
+    out = tmp_path / "out"
+    r = _edifice(_map_args(scene["tiles"], scene["ck"], out, cluster.address) + ["--probability-type", "uint8"])
+    assert r.returncode == 0, r.stderr
+    ref, _, _ = _read(scene["ref"] / "use_probs.tif")
+    valid = ref != -1
+    for name in ("use_probs.vrt", "use_probs.tif"):
+        q, _, _ = _read(out / name)
+        with rasterio.open(out / name) as ds:
+            assert ds.dtypes[0] == "uint8" and ds.nodata == 255 and ds.scales == (0.004,) * 3, name
+        assert np.array_equal(q[valid], quantise(ref[valid], "uint8")) and (q[~valid] == 255).all(), name
+    a, _, _ = _read(out / "use_class.vrt")
+    b, _, _ = _read(scene["ref"] / "use_class.tif")
+    assert np.array_equal(a, b)
+    g1, f1 = _buildings(out / "buildings.gpkg")
+    g2, f2 = _buildings(scene["ref"] / "buildings.gpkg")
+    assert len(g1) == len(g2) > 50 and sorted(f1["p_residential"]) == sorted(f2["p_residential"])

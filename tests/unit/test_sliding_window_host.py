@@ -86,7 +86,8 @@ def _run(tmp_path, name, scene, into, compression=None, seen=None, batch_size=3,
         return ds.read(), ds.compression
 
 
-@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (3, 5, 7, 2), (0, 9, 4, 0), (12, 0, 0, 12), (30, 30, 1, 1)])
+@pytest.mark.parametrize("pads", [(0, 0, 0, 0), (3, 5, 7, 2), (0, 9, 4, 0), (12, 0, 0, 12), (30, 30, 1, 1),
+                                  (2, 15, 18, 18), (14, 1, 3, 21), (40, 0, 0, 40)])
 @pytest.mark.parametrize("shape", [(2, 13, 17), (1, 1, 9), (2, 4, 1)])
 def test_fill_reflect_is_pad_reflect_in_place(pads, shape):
     rng = np.random.default_rng(1)

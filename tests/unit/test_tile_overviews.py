@@ -24,15 +24,16 @@ def _grid(h, w):
     return Grid(Affine(0.5, 0, 1000, 0, -0.5, 2000), w, h, "EPSG:32636")
 
 
-def _scene(folder, h, w):
-    """A 2-band float32 GeoTIFF with nodata (-9) holes: the path."""
+def _scene(folder, h, w, holes: bool = True):
+    """A 2-band float32 GeoTIFF with nodata (-9) holes (``holes``; else none): the path."""
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[0:h, 0:w]
     data = np.stack([np.sin(xx / 37.0) * np.cos(yy / 23.0), rng.normal(size=(h, w))]).astype(np.float32)
-    data[:, 10:71, 201:333] = -9.0   # overview blocks that mix valid and nodata pixels
-    data[:, rng.random((h, w)) < 0.05] = -9.0
-    data[:, :, w - 37:] = -9.0       # all-nodata overview pixels at the border
-    path = folder / f"in_{h}_{w}.tif"
+    if holes:
+        data[:, 10:71, 201:333] = -9.0   # overview blocks that mix valid and nodata pixels
+        data[:, rng.random((h, w)) < 0.05] = -9.0
+        data[:, :, w - 37:] = -9.0       # all-nodata overview pixels at the border
+    path = folder / f"in_{h}_{w}_{holes}.tif"
     with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=2, dtype="float32", nodata=-9.0,
                        crs="EPSG:32636", transform=_grid(h, w).transform) as ds:
         ds.write(data)
@@ -96,6 +97,42 @@ def test_tile_overviews_equal_gdals_without_rereading_the_base(tmp_path, monkeyp
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
         assert (got[0] == o.nodata).any() and (got[0] != o.nodata).any()
+
+
+@pytest.mark.parametrize("ptype", ["uint8", "uint16"])
+@pytest.mark.parametrize("holes", [True, False])
+def test_integer_tile_overviews_equal_gdals(tmp_path, monkeypatch, ptype, holes):
+    """Scaled integer probabilities (PROBABILITY_TYPE uint8/uint16): GDAL averages integers rounding half up;
+    the levels built from the tiles are GDAL's, with and without nodata holes."""
+    from edifice.core.use.probability_type import probability_encoding, quantise
+
+    _no_gdal_overviews(monkeypatch)
+    grid = _grid(H, W)
+    scene = _scene(tmp_path, H, W, holes)
+    dtype, nodata, scale = probability_encoding(ptype)
+    o = RasterOutput(str(tmp_path / "q.tif"), 2, dtype, nodata, scale=scale)
+    run_sliding_window(grid, LAYOUT, lambda: _Reader(scene, grid, [1.0, 1.0], [0.0, 0.0], None, None), predictor,
+                       [o], lambda v, ok: [quantise(v, ptype)], batch_size=3)
+    got, want = _levels(o.path), _gdal_levels(o, tmp_path)
+    assert len(got) == 2
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert ((got[0] == nodata).any() and (got[0] != nodata).any()) == holes
+    with rasterio.open(o.path) as ds:
+        assert ds.scales == (scale, scale) and ds.offsets == (0.0, 0.0) and ds.nodata == nodata
+        assert ds.dtypes[0] == ptype
+
+
+def test_integer_halving_by_hand():
+    """Half up: (sum + n // 2) // n of the valid pixels."""
+    x = np.array([[[1, 2, 5, 255], [2, 255, 255, 255]]], np.uint8)      # 5/3 -> 2 (1.67), 5 -> 5
+    np.testing.assert_array_equal(halve_mean(x, 255), [[[2, 5]]])
+    y = np.array([[[1, 2, 1, 1], [2, 2, 1, 2]]], np.uint16)             # 7/4 = 1.75 -> 2, 5/4 = 1.25 -> 1
+    np.testing.assert_array_equal(halve_mean(y, 65535), [[[2, 1]]])
+    z = np.array([[[1, 2, 0, 1], [255, 255, 0, 0]]], np.uint8)          # 3/2 = 1.5 -> 2 (ties up), 1/4 -> 0
+    np.testing.assert_array_equal(halve_mean(z, 255), [[[2, 0]]])
+    big = np.full((1, 2, 2), 65534, np.uint16)                          # no overflow of the sum
+    np.testing.assert_array_equal(halve_mean(big, 65535), [[[65534]]])
 
 
 def _gdal_run(folder, scene, grid, monkeypatch) -> list[RasterOutput]:
