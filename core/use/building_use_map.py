@@ -340,7 +340,7 @@ def product_output(name: str, path: str, colormap: dict, probability_type: str =
         return RasterOutput(path, 1, "uint8", CLASS_NODATA, ["use_class"], colormap=dict(colormap))
     if name == "use_probs":
         return RasterOutput(path, 3, dtype, nodata, [f"p_{c}" for c in USE_NAMES], scale=scale,
-                            band_interleaved=scale is not None)
+                            band_interleaved=True)
     if name == "poly_probs":
         return RasterOutput(path, 3, "float32", PROB_NODATA, [f"p_{c}" for c in USE_NAMES])
     raise ValueError(f"unknown product '{name}'")
