@@ -37,7 +37,8 @@ from ..grid import Grid
 from ..progress import Progress, ensure
 from ..raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
 from ..styles import write_gpkg_style, write_use_map_styles
-from .probability_type import check_probability_type, is_scaled, probability_encoding, quantise, read_probabilities
+from .probability_type import (PROBABILITY_TYPES, check_probability_type, is_scaled, probability_encoding, quantise,
+                               read_probabilities)
 from ..sliding_window import (Predictor, RasterOutput, WindowLayout, compression_options, file_fingerprint,
                              resolve_device, run_sliding_window)
 
@@ -364,6 +365,16 @@ def use_classes(use: np.ndarray, building: np.ndarray) -> np.ndarray:
     return np.multiply(cls, building, out=cls)
 
 
+@functools.lru_cache(maxsize=1)
+def _compiled_finalize():
+    """:mod:`._finalize_compiled` where numba is installed (imported on first use: numba takes a while), else None."""
+    try:
+        from . import _finalize_compiled
+    except ImportError:  # pragma: no cover
+        return None
+    return _finalize_compiled if _finalize_compiled.AVAILABLE else None
+
+
 @dataclass(frozen=True)
 class UseJob:
     """Everything a sliding-window run of a building-use model needs except the model itself.
@@ -393,12 +404,22 @@ class UseJob:
         quantised to ``probability_type``."""
         use = vals[:3]
         pb = vals[3] if self.has_footprint else use.max(axis=0)
+        if vals.dtype == np.float32 and _compiled_finalize() is not None:
+            return self._finalize_compiled(names, use, pb)
         building = pb > self.threshold
         res = {"fp_prob": lambda: quantise(pb[None], self.probability_type),
                "fp_mask": lambda: building[None].view(np.uint8),
                "use_class": lambda: use_classes(use, building)[None],
                "use_probs": lambda: quantise(use, self.probability_type), "poly_probs": lambda: use}
         return [res[n]() for n in names]
+
+    def _finalize_compiled(self, names: list[str], use: np.ndarray, pb: np.ndarray) -> list[np.ndarray]:
+        """:meth:`finalize` in one compiled pass (:mod:`._finalize_compiled`, the same values)."""
+        dtype, steps, nodata = PROBABILITY_TYPES[self.probability_type]
+        mask, cls, qpb, quse = _compiled_finalize().finalize_tile(use, pb, self.threshold, steps, nodata, dtype)
+        res = {"fp_prob": pb[None] if qpb is None else qpb[None], "fp_mask": mask[None], "use_class": cls[None],
+               "use_probs": use if quse is None else quse, "poly_probs": use}
+        return [res[n] for n in names]
 
     def run(self, predictor, paths: dict[str, str], fingerprint: dict, region=None, resume: bool = True,
             progress: Progress | None = None) -> dict:
