@@ -40,9 +40,9 @@ GTIFF_PROFILE = {
 GDAL_CACHE_BYTES = 64 * 2**20
 
 
-def bounded_gdal_cache():
-    """Context in which GDAL's block cache is limited to :data:`GDAL_CACHE_BYTES`."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+def bounded_gdal_cache(nbytes: int = GDAL_CACHE_BYTES):
+    """Context in which GDAL's block cache is limited to ``nbytes`` (default :data:`GDAL_CACHE_BYTES`)."""
+    return rasterio.Env(GDAL_CACHEMAX=int(nbytes))
 
 
 def open_raster(path: str | os.PathLike, name: str = "INPUT"):

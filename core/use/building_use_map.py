@@ -35,7 +35,7 @@ from ..outputs import refuse_input_as_output
 from ..errors import InputError
 from ..grid import Grid
 from ..progress import Progress, ensure
-from ..raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
+from ..raster_io import GDAL_CACHE_BYTES, bounded_gdal_cache, open_raster, read_masked, require_crs
 from ..styles import write_gpkg_style, write_use_map_styles
 from .probability_type import (PROBABILITY_TYPES, check_probability_type, is_scaled, probability_encoding, quantise,
                                read_probabilities)
@@ -365,6 +365,11 @@ def use_classes(use: np.ndarray, building: np.ndarray) -> np.ndarray:
     return np.multiply(cls, building, out=cls)
 
 
+#: the most GDAL block cache (bytes) a building-use run takes for its inputs (:meth:`UseJob.read_cache_bytes`): rasters
+#: up to about 8000 px wide with 6 bands (3 uint8, 3 float32) read each input block once with 1024 px windows
+READ_CACHE_MAX_BYTES = 256 * 2**20
+
+
 @functools.lru_cache(maxsize=1)
 def _compiled_finalize():
     """:mod:`._finalize_compiled` where numba is installed (imported on first use: numba takes a while), else None."""
@@ -426,10 +431,23 @@ class UseJob:
         """Run the engine (over the tiles of ``region``, or all) writing ``paths`` {product: path}."""
         names = [n for n, _ in PRODUCTS if n in paths]
         outputs = [product_output(n, paths[n], self.colormap, self.probability_type) for n in names]
-        return run_sliding_window(self.grid, self.layout, self.open_reader, predictor, outputs,
-                                  functools.partial(self.finalize, names), batch_size=self.batch_size,
-                                  workers=self.workers, fingerprint=fingerprint, resume=resume, region=region,
-                                  compression=self.compression, progress=progress)
+        with bounded_gdal_cache(self.read_cache_bytes()):
+            return run_sliding_window(self.grid, self.layout, self.open_reader, predictor, outputs,
+                                      functools.partial(self.finalize, names), batch_size=self.batch_size,
+                                      workers=self.workers, fingerprint=fingerprint, resume=resume, region=region,
+                                      compression=self.compression, progress=progress)
+
+    def read_cache_bytes(self) -> int:
+        """GDAL block cache (bytes) for the run: twice the decoded input blocks of one row of windows, so that the
+        rows the next row of windows shares with it are still decoded when it reads them (with less, the overlap
+        of the windows is decoded twice), within [:data:`GDAL_CACHE_BYTES`, :data:`READ_CACHE_MAX_BYTES`]."""
+        per_px = 0
+        for path in (self.imagery, self.poi_maps):
+            if path:
+                with open_raster(path) as ds:
+                    per_px += sum(np.dtype(d).itemsize for d in ds.dtypes)
+        need = 2 * self.layout.window * self.grid.width * per_px
+        return int(min(max(need, GDAL_CACHE_BYTES), READ_CACHE_MAX_BYTES))
 
 
 @dataclass
