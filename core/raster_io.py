@@ -40,9 +40,9 @@ GTIFF_PROFILE = {
 GDAL_CACHE_BYTES = 64 * 2**20
 
 
-def bounded_gdal_cache():
-    """Context in which GDAL's block cache is limited to :data:`GDAL_CACHE_BYTES`."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+def bounded_gdal_cache(nbytes: int = GDAL_CACHE_BYTES):
+    """Context in which GDAL's block cache is limited to ``nbytes`` (default :data:`GDAL_CACHE_BYTES`)."""
+    return rasterio.Env(GDAL_CACHEMAX=int(nbytes))
 
 
 def open_raster(path: str | os.PathLike, name: str = "INPUT"):
@@ -124,6 +124,8 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
         valid = np.ones(data.shape[1:], dtype=bool)
     for i, b in enumerate(idx):
         nd = ds.nodatavals[b - 1]
+        if _all_valid(data[i], nd):
+            continue
         if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
             valid &= data[i] != nd
         # integers read as floats are finite; a band whose sum is finite holds no NaN or infinity (one fast
@@ -131,6 +133,22 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
         if data.dtype.kind == "f" and np.dtype(ds.dtypes[b - 1]).kind in "fc" and not _finite_sum(data[i]):
             valid &= np.isfinite(data[i])
     return data, valid
+
+
+def _all_valid(x: np.ndarray, nd) -> bool:
+    """True when floating-point band ``x`` certainly holds no NaN, no infinity and no ``nd`` (nodata or None):
+    its minimum and maximum are finite and ``nd`` (in ``x``'s type, as the comparison with it casts it) lies
+    outside them (two reductions instead of a comparison and a mask per band); False: check every pixel."""
+    if x.dtype.kind != "f" or x.size == 0:
+        return False
+    lo, hi = x.min(), x.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return False
+    if nd is None or (isinstance(nd, float) and np.isnan(nd)):
+        return True
+    with np.errstate(over="ignore"):
+        ndt = x.dtype.type(nd)
+    return float(ndt) == nd and not lo <= ndt <= hi
 
 
 def _finite_sum(x: np.ndarray) -> bool:

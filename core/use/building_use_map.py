@@ -35,9 +35,10 @@ from ..outputs import refuse_input_as_output
 from ..errors import InputError
 from ..grid import Grid
 from ..progress import Progress, ensure
-from ..raster_io import bounded_gdal_cache, open_raster, read_masked, require_crs
+from ..raster_io import GDAL_CACHE_BYTES, bounded_gdal_cache, open_raster, read_masked, require_crs
 from ..styles import write_gpkg_style, write_use_map_styles
-from .probability_type import check_probability_type, is_scaled, probability_encoding, quantise, read_probabilities
+from .probability_type import (PROBABILITY_TYPES, check_probability_type, is_scaled, probability_encoding, quantise,
+                               read_probabilities)
 from ..sliding_window import (Predictor, RasterOutput, WindowLayout, compression_options, file_fingerprint,
                              resolve_device, run_sliding_window)
 
@@ -340,7 +341,7 @@ def product_output(name: str, path: str, colormap: dict, probability_type: str =
         return RasterOutput(path, 1, "uint8", CLASS_NODATA, ["use_class"], colormap=dict(colormap))
     if name == "use_probs":
         return RasterOutput(path, 3, dtype, nodata, [f"p_{c}" for c in USE_NAMES], scale=scale,
-                            band_interleaved=scale is not None)
+                            band_interleaved=True)
     if name == "poly_probs":
         return RasterOutput(path, 3, "float32", PROB_NODATA, [f"p_{c}" for c in USE_NAMES])
     raise ValueError(f"unknown product '{name}'")
@@ -362,6 +363,21 @@ def use_classes(use: np.ndarray, building: np.ndarray) -> np.ndarray:
     cls = argmax_of_three(use)
     cls += 1
     return np.multiply(cls, building, out=cls)
+
+
+#: the most GDAL block cache (bytes) a building-use run takes for its inputs (:meth:`UseJob.read_cache_bytes`): rasters
+#: up to about 8000 px wide with 6 bands (3 uint8, 3 float32) read each input block once with 1024 px windows
+READ_CACHE_MAX_BYTES = 256 * 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_finalize():
+    """:mod:`._finalize_compiled` where numba is installed (imported on first use: numba takes a while), else None."""
+    try:
+        from . import _finalize_compiled
+    except ImportError:  # pragma: no cover
+        return None
+    return _finalize_compiled if _finalize_compiled.AVAILABLE else None
 
 
 @dataclass(frozen=True)
@@ -393,6 +409,8 @@ class UseJob:
         quantised to ``probability_type``."""
         use = vals[:3]
         pb = vals[3] if self.has_footprint else use.max(axis=0)
+        if vals.dtype == np.float32 and _compiled_finalize() is not None:
+            return self._finalize_compiled(names, use, pb)
         building = pb > self.threshold
         res = {"fp_prob": lambda: quantise(pb[None], self.probability_type),
                "fp_mask": lambda: building[None].view(np.uint8),
@@ -400,15 +418,36 @@ class UseJob:
                "use_probs": lambda: quantise(use, self.probability_type), "poly_probs": lambda: use}
         return [res[n]() for n in names]
 
+    def _finalize_compiled(self, names: list[str], use: np.ndarray, pb: np.ndarray) -> list[np.ndarray]:
+        """:meth:`finalize` in one compiled pass (:mod:`._finalize_compiled`, the same values)."""
+        dtype, steps, nodata = PROBABILITY_TYPES[self.probability_type]
+        mask, cls, qpb, quse = _compiled_finalize().finalize_tile(use, pb, self.threshold, steps, nodata, dtype)
+        res = {"fp_prob": pb[None] if qpb is None else qpb[None], "fp_mask": mask[None], "use_class": cls[None],
+               "use_probs": use if quse is None else quse, "poly_probs": use}
+        return [res[n] for n in names]
+
     def run(self, predictor, paths: dict[str, str], fingerprint: dict, region=None, resume: bool = True,
             progress: Progress | None = None) -> dict:
         """Run the engine (over the tiles of ``region``, or all) writing ``paths`` {product: path}."""
         names = [n for n, _ in PRODUCTS if n in paths]
         outputs = [product_output(n, paths[n], self.colormap, self.probability_type) for n in names]
-        return run_sliding_window(self.grid, self.layout, self.open_reader, predictor, outputs,
-                                  functools.partial(self.finalize, names), batch_size=self.batch_size,
-                                  workers=self.workers, fingerprint=fingerprint, resume=resume, region=region,
-                                  compression=self.compression, progress=progress)
+        with bounded_gdal_cache(self.read_cache_bytes()):
+            return run_sliding_window(self.grid, self.layout, self.open_reader, predictor, outputs,
+                                      functools.partial(self.finalize, names), batch_size=self.batch_size,
+                                      workers=self.workers, fingerprint=fingerprint, resume=resume, region=region,
+                                      compression=self.compression, progress=progress)
+
+    def read_cache_bytes(self) -> int:
+        """GDAL block cache (bytes) for the run: twice the decoded input blocks of one row of windows, so that the
+        rows the next row of windows shares with it are still decoded when it reads them (with less, the overlap
+        of the windows is decoded twice), within [:data:`GDAL_CACHE_BYTES`, :data:`READ_CACHE_MAX_BYTES`]."""
+        per_px = 0
+        for path in (self.imagery, self.poi_maps):
+            if path:
+                with open_raster(path) as ds:
+                    per_px += sum(np.dtype(d).itemsize for d in ds.dtypes)
+        need = 2 * self.layout.window * self.grid.width * per_px
+        return int(min(max(need, GDAL_CACHE_BYTES), READ_CACHE_MAX_BYTES))
 
 
 @dataclass

@@ -401,3 +401,31 @@ def test_argmax_of_three_is_numpys_argmax_with_ties_zeros_and_nan():
     assert set(np.unique(got)) == {0, 1, 2}
     use[1, 5, 5] = use[2, 7, 7] = np.nan  # argmax takes the first NaN
     assert np.array_equal(argmax_of_three(use), np.argmax(use, axis=0))
+
+
+def test_read_cache_holds_a_row_of_windows_within_bounds(tmp_path):
+    """The run's GDAL block cache: twice one row of windows' decoded input bytes (3 uint8 + 3 float32 bands:
+    15 B/px), never below the default bound nor above READ_CACHE_MAX_BYTES."""
+    import rasterio
+    from affine import Affine
+
+    from edifice.core.grid import Grid
+    from edifice.core.raster_io import GDAL_CACHE_BYTES
+    from edifice.core.sliding_window import WindowLayout
+    from edifice.core.use.building_use_map import READ_CACHE_MAX_BYTES, UseJob
+
+    paths = {}
+    for name, count, dtype in (("img", 3, "uint8"), ("poi", 3, "float32")):
+        paths[name] = tmp_path / f"{name}.tif"
+        with rasterio.open(paths[name], "w", driver="GTiff", width=8, height=8, count=count, dtype=dtype) as ds:
+            ds.write(np.zeros((count, 8, 8), dtype))
+
+    def cache(width, window, poi=True):
+        grid = Grid(Affine(0.5, 0, 0, 0, -0.5, 0), width, 64, "EPSG:32636")
+        job = UseJob(str(paths["img"]), grid, WindowLayout(window, window // 8), (1,) * 6, (0,) * 6,
+                     str(paths["poi"]) if poi else None, None, True, 0.5, {})
+        return job.read_cache_bytes()
+
+    assert cache(4096, 1024) == 2 * 1024 * 4096 * 15
+    assert cache(4096, 1024, poi=False) == GDAL_CACHE_BYTES  # 24 MiB needed: the default bound
+    assert cache(100_000, 1024) == READ_CACHE_MAX_BYTES

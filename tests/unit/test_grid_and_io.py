@@ -86,3 +86,22 @@ def test_read_masked_honours_nodata_and_nan(tmp_path):
     with rasterio.open(tmp_path / "m.tif") as ds:
         _, valid = read_masked(ds, None)
     assert not valid[0, 0] and not valid[2, 3] and valid.sum() == 10
+
+
+@pytest.mark.parametrize("nodata, value", [(0.1, 0.1), (-9.0, -9.0), (-9.0, np.inf), (-9.0, -np.inf), (0.1, np.nan),
+                                           (-9.0, 0.5)])
+def test_read_masked_range_shortcut_is_the_pixel_check(tmp_path, nodata, value):
+    """The min/max shortcut (nodata outside the band's range: every pixel valid) gives the validity of the
+    pixel-by-pixel check, nodata not exact in float64 (0.1) and values inside the range included."""
+    g = Grid(Affine(1, 0, 0, 0, -1, 0), 4, 3, UTM)
+    arr = np.linspace(0.0, 1.0, 24, dtype=np.float32).reshape(2, 3, 4)
+    arr[1, 1, 2] = value
+    with atomic_raster(tmp_path / "m.tif", g, 2, "float32", nodata=nodata) as dst:
+        dst.write(arr)
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        _, valid = read_masked(ds, None)
+        data = ds.read()
+    nd = np.float32(nodata)
+    expected = np.all((data != nd) & np.isfinite(data), axis=0)
+    assert np.array_equal(valid, expected)
+    assert valid[1, 2] == (value == 0.5)

@@ -146,3 +146,36 @@ def test_quantise_clips_and_never_writes_nodata():
     np.testing.assert_array_equal(quantise(p[:-1], "uint16"), [0, 0, 50, 100, 25000, 49950, 50000, 50000])
     np.testing.assert_array_equal(quantise(p[1:-2], "uint8"), [0, 0, 1, 125, 250, 250])
     assert quantise(p, "float32") is p
+
+
+@pytest.mark.parametrize("ptype", ["uint8", "uint16", "float32"])
+@pytest.mark.parametrize("specials", [False, True])
+def test_compiled_finalize_gives_the_numpy_values(ptype, specials):
+    """The one-pass compiled finalisation (numba) gives the mask, classes and quantised values of the numpy
+    functions: ties at half a step, ties between classes, values beyond [0, 1] and (``specials``) NaN and
+    infinities (a tile with a NaN takes numpy's argmax path)."""
+    compiled = pytest.importorskip("edifice.core.use._finalize_compiled")
+    if not compiled.AVAILABLE:
+        pytest.skip("numba is not installed")
+    from edifice.core.use.building_use_map import use_classes
+    from edifice.core.use.probability_type import PROBABILITY_TYPES
+
+    dtype, steps, nodata = PROBABILITY_TYPES[ptype]
+    rng = np.random.default_rng(1)
+    v = rng.random((4, 60, 70), dtype=np.float32) * np.float32(1.2) - np.float32(0.1)
+    if steps:  # exact half steps: the rounding ties
+        v.flat[::7] = (np.arange(v.size)[::7] % steps + 0.5).astype(np.float32) / np.float32(steps)
+    v[1, ::5] = v[0, ::5]  # equal use probabilities: the first wins
+    if specials:
+        v.flat[::101], v.flat[::103], v.flat[::107] = np.nan, np.inf, -np.inf
+    mask, cls, qpb, quse = compiled.finalize_tile(v[:3], v[3], 0.5, steps, nodata, dtype)
+    building = v[3] > 0.5
+    assert np.array_equal(mask, building.view(np.uint8))
+    assert np.array_equal(cls, use_classes(v[:3], building))
+    assert set(np.unique(cls)) == {0, 1, 2, 3}
+    if steps is None:
+        assert qpb is None and quse is None
+    else:
+        assert qpb.dtype == np.dtype(dtype) and quse.dtype == np.dtype(dtype)
+        assert np.array_equal(qpb, quantise(v[3][None], ptype)[0])
+        assert np.array_equal(quse, quantise(v[:3], ptype))
