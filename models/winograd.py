@@ -22,6 +22,7 @@ Imports torch only.
 """
 from __future__ import annotations
 
+import threading
 from fractions import Fraction
 
 import torch
@@ -78,7 +79,7 @@ class WinogradConv2d(nn.Module):
     computed with Winograd F(``m``, 3) on maps of at most ``max_side`` pixels a side; larger maps go
     to the original convolution. Inference only (the weights are transformed once, at construction)."""
 
-    def __init__(self, conv: nn.Conv2d, m: int = TILE, max_side: int = 10):
+    def __init__(self, conv: nn.Conv2d, m: int = TILE, max_side: int = 10, compiled: bool | None = None):
         super().__init__()
         if not is_winograd_compatible(conv):
             raise ValueError("WinogradConv2d needs a 3x3 stride-1 padding-1 convolution without groups")
@@ -94,11 +95,18 @@ class WinogradConv2d(nn.Module):
         self.register_buffer("ka", torch.kron(at, at).to(dtype), persistent=False)   # (m^2, t^2)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(w.shape[0], dtype=dtype)
         self.register_buffer("bias", bias.clone(), persistent=False)
+        #: the compiled (numba) transforms where they apply (:mod:`._winograd_compiled`), else torch's
+        self.compiled = compiled_available() if compiled is None else bool(compiled)
+        self._at32 = at.to(torch.float32).numpy()       # (m, t) A^T and (t, t) B^T for the kernels
+        self._bt32 = bt.to(torch.float32).numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         if max(h, w) > self.max_side or x.dtype != self.u.dtype or torch.is_autocast_enabled(x.device.type):
             return self.conv(x)
+        wc = _compiled_module() if self.compiled else None
+        if wc is not None and wc.applies(x, self.m) and self.u.device.type == "cpu":
+            return wc.winograd_f53(x, self.u, self._bt32, self._at32, self.bias.numpy())
         m, t = self.m, self.t
         th, tw = -(-h // m), -(-w // m)
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, tw * m + 1 - w, 1, th * m + 1 - h))   # (N, H+, W+, C)
@@ -119,14 +127,59 @@ def is_winograd_compatible(conv: nn.Module) -> bool:
             and conv.padding_mode == "zeros")
 
 
-def winograd_layers(model: nn.Module, min_channels: int = 128, max_side: int = 10) -> int:
+def compiled_available() -> bool:
+    """Whether the compiled (numba) transforms can be used: numba is installed (not imported here:
+    that takes seconds; :func:`warm_up_compiled` does it in the background)."""
+    import importlib.util
+    return importlib.util.find_spec("numba") is not None
+
+
+def _compiled_module():
+    """:mod:`._winograd_compiled` if it imports and numba is there, else None."""
+    try:
+        from . import _winograd_compiled
+    except ImportError:  # pragma: no cover - a broken numba install
+        return None
+    return _winograd_compiled if _winograd_compiled.AVAILABLE else None
+
+
+_warming = threading.Lock()
+_warm_started = False
+
+
+def warm_up_compiled() -> None:
+    """Import numba and load (or compile, once per environment) the compiled transforms in a
+    background thread, so that a caller preparing its inputs meanwhile does not wait for them."""
+    global _warm_started
+    with _warming:
+        if _warm_started or not compiled_available():
+            return
+        _warm_started = True
+    threading.Thread(target=_warm_up, name="edifice-winograd-warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    try:
+        from . import _winograd_compiled
+        _winograd_compiled.warm_up()
+    except Exception:  # noqa: BLE001 - only a head start: the first layer reports any real error
+        pass
+
+
+def winograd_layers(model: nn.Module, min_channels: int | None = None, max_side: int | None = None,
+                    compiled: bool | None = None) -> int:
     """Replace (in place) every compatible 3x3 convolution of ``model`` with at least ``min_channels``
     input channels by a :class:`WinogradConv2d` (used on maps of at most ``max_side`` pixels a side).
+    ``compiled`` (default: where numba is installed) uses the cache-blocked compiled transforms, which
+    also pay on 64-channel 20 x 20 maps: defaults 64 channels and 20 px with them, 128 and 10 without.
     Returns how many were replaced."""
+    compiled = compiled_available() if compiled is None else bool(compiled)
+    min_channels = min_channels if min_channels is not None else (64 if compiled else 128)
+    max_side = max_side if max_side is not None else (20 if compiled else 10)
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if is_winograd_compatible(child) and child.in_channels >= min_channels:
-                setattr(parent, name, WinogradConv2d(child, max_side=max_side))
+                setattr(parent, name, WinogradConv2d(child, max_side=max_side, compiled=compiled))
                 count += 1
     return count
