@@ -185,6 +185,18 @@ def load_before(rev: str):
     return mod.predict_height_footprint_shafts
 
 
+def run_torch_winograd(paths, extent, ckpt, out: Path, device: str):
+    """``after`` with the compiled Winograd transforms switched off (as where numba is not installed):
+    the torch transforms on the >= 128-channel layers only, as at commit 66264d0."""
+    from edifice.models import winograd
+    real = winograd.compiled_available
+    winograd.compiled_available = lambda: False
+    try:
+        return run_ours(predict_height_footprint_shafts, paths, extent, ckpt, out, device)
+    finally:
+        winograd.compiled_available = real
+
+
 def run_ours(fn, paths, extent, ckpt, out: Path, device: str, **kw):
     s1, s2, dem = paths
     fn(s1, s2, dem, extent, str(ckpt), 100, out / "h.tif", out / "f.tif", padding=PADDING, device=device, **kw)
@@ -525,7 +537,7 @@ def main() -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess runs")
     ap.add_argument("--no-streamlined", action="store_true", help="skip the old streamlined reference")
     ap.add_argument("--runners", default="",
-                    help="comma-separated subset of after,before,after_bf16,shafts,previous,streamlined to run "
+                    help="comma-separated subset of after,before,after_bf16,shafts,previous,torch_wino,streamlined to run "
                          "(default all; 'after' and 'shafts' are always run), e.g. at 100x where a run takes minutes")
     ap.add_argument("--memory", action="store_true", help="peak memory of preparing one clip instead")
     ap.add_argument("--sides", default="0.1,0.5", help="extent sides in degrees for --memory (0.1,0.5)")
@@ -549,6 +561,7 @@ def main() -> int:
                        "after_bf16": lambda o: run_ours(predict_height_footprint_shafts, paths, extent, ckpt, o,
                                                         a.device, precision="bf16"),
                        "shafts": lambda o: shafts_reference(paths, extent, ckpt, o, a.device)}
+            runners["torch_wino"] = lambda o: run_torch_winograd(paths, extent, ckpt, o, a.device)
             if previous is not None:
                 runners["previous"] = lambda o: run_ours(previous, paths, extent, ckpt, o, a.device)
             if not a.no_streamlined:
@@ -575,7 +588,7 @@ def _print_size(row):
     for k, v in times.items():
         print(f"  {k:12s} {v:8.2f} s  {n / v:8.1f} px/s  ratio to shafts {v / times['shafts']:.3f}   "
               f"CPU {cpu[k]:8.2f} s, ratio {cpu[k] / cpu['shafts']:.3f}", flush=True)
-    for other in ("before", "previous", "after_bf16", "shafts", "streamlined"):
+    for other in ("before", "previous", "torch_wino", "after_bf16", "shafts", "streamlined"):
         if other in outs:
             dh, same_h = _maxdiff(outs["after"][0], outs[other][0])
             df, _ = _maxdiff(outs["after"][1], outs[other][1])
