@@ -41,6 +41,8 @@ POINTS = {2: (0, 1, -1), 3: (0, 1, -1, 2), 4: (0, 1, -1, 2, -2),
           5: (0, 1, -1, 2, -2, Fraction(1, 2)), 6: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))}
 #: Tile size used: output tiles of 5 x 5 pixels (inputs 7 x 7).
 TILE = 5
+#: Smallest map side on which layers of fewer than 128 channels use Winograd (compiled transforms).
+NARROW_MIN_SIDE = 10
 
 
 def _poly_from_roots(roots) -> list:
@@ -83,17 +85,20 @@ def _tensor(rows) -> torch.Tensor:
 
 class WinogradConv2d(nn.Module):
     """A 3x3, stride-1, padding-1 :class:`~torch.nn.Conv2d` (groups 1, dilation 1, zero padding)
-    computed with Winograd F(``m``, 3) on maps of at most ``max_side`` pixels a side; larger maps go
-    to the original convolution. Inference only (the weights are transformed once, at construction)."""
+    computed with Winograd F(``m``, 3) on maps of ``min_side`` to ``max_side`` pixels a side (the longer
+    side); other maps go to the original convolution. ``compiled``: the compiled transforms on maps of
+    more than one tile where they apply (default: where numba is installed), else the torch ones.
+    Inference only (the weights are transformed once, at construction)."""
 
-    def __init__(self, conv: nn.Conv2d, m: int = TILE, max_side: int = 10, compiled: bool | None = None):
+    def __init__(self, conv: nn.Conv2d, m: int = TILE, max_side: int = 10, compiled: bool | None = None,
+                 min_side: int = 1):
         super().__init__()
         if not is_winograd_compatible(conv):
             raise ValueError("WinogradConv2d needs a 3x3 stride-1 padding-1 convolution without groups")
         at, g, bt = (_tensor(x) for x in winograd_matrices(m))
         w = conv.weight.detach().to(torch.float64)
         u = (g @ w @ g.T).permute(2, 3, 1, 0)                       # G g G^T: (t, t, C_in, C_out)
-        self.m, self.t, self.max_side = m, m + 2, max_side
+        self.m, self.t, self.max_side, self.min_side = m, m + 2, max_side, min_side
         self.conv = conv
         dtype = conv.weight.dtype
         self.register_buffer("u", u.reshape(self.t ** 2, w.shape[1], w.shape[0]).to(dtype).contiguous(),
@@ -109,9 +114,10 @@ class WinogradConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        if max(h, w) > self.max_side or x.dtype != self.u.dtype or torch.is_autocast_enabled(x.device.type):
+        if not self.min_side <= max(h, w) <= self.max_side or x.dtype != self.u.dtype \
+                or torch.is_autocast_enabled(x.device.type):
             return self.conv(x)
-        wc = _compiled_module() if self.compiled else None
+        wc = _compiled_module() if self.compiled and h * w > self.m ** 2 else None   # one tile: torch's is as fast
         if wc is not None and wc.applies(x, self.m) and self.u.device.type == "cpu":
             return wc.winograd_f53(x, self.u, self._bt32, self._at32, self.bias.numpy())
         m, t = self.m, self.t
@@ -178,8 +184,9 @@ def winograd_layers(model: nn.Module, min_channels: int | None = None, max_side:
     """Replace (in place) every compatible 3x3 convolution of ``model`` with at least ``min_channels``
     input channels by a :class:`WinogradConv2d` (used on maps of at most ``max_side`` pixels a side).
     ``compiled`` (default: where numba is installed) uses the cache-blocked compiled transforms, which
-    also pay on 64-channel 20 x 20 maps: defaults 64 channels and 20 px with them, 128 and 10 without.
-    Returns how many were replaced."""
+    also pay on 64-channel maps of 10 px and more: defaults 64 channels and 20 px with them (layers of
+    fewer than 128 channels stay direct on maps under 10 px: measured no gain on 64 ch 5 x 5), 128 and
+    10 px without. Returns how many were replaced."""
     compiled = compiled_available() if compiled is None else bool(compiled)
     min_channels = min_channels if min_channels is not None else (64 if compiled else 128)
     max_side = max_side if max_side is not None else (20 if compiled else 10)
@@ -187,6 +194,7 @@ def winograd_layers(model: nn.Module, min_channels: int | None = None, max_side:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if is_winograd_compatible(child) and child.in_channels >= min_channels:
-                setattr(parent, name, WinogradConv2d(child, max_side=max_side, compiled=compiled))
+                min_side = NARROW_MIN_SIDE if compiled and child.in_channels < 128 else 1
+                setattr(parent, name, WinogradConv2d(child, max_side=max_side, compiled=compiled, min_side=min_side))
                 count += 1
     return count

@@ -73,12 +73,15 @@ def test_float32_winograd_error_is_float32_rounding():
 
 
 def test_large_maps_and_autocast_use_the_direct_convolution():
-    """Maps wider than max_side and autocast (bf16) go to the wrapped convolution: bit-identical to it."""
+    """Maps wider than max_side or smaller than min_side, and autocast (bf16), go to the wrapped
+    convolution: bit-identical to it."""
     conv = _conv(4, 4, True, torch.float32)
     wino = WinogradConv2d(conv, max_side=10)
     x = torch.rand(2, 4, 12, 11)
     with torch.inference_mode():
         assert torch.equal(wino(x), conv(x))
+        assert torch.equal(WinogradConv2d(conv, min_side=6)(x[..., :5, :5]), conv(x[..., :5, :5]))
+        assert not torch.equal(WinogradConv2d(conv, min_side=5)(x[..., :5, :5]), conv(x[..., :5, :5]))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert torch.equal(wino(x[..., :5, :5]), conv(x[..., :5, :5]))
 
@@ -128,8 +131,9 @@ def test_shafts_100m_network_gets_winograd_only_where_it_pays():
 @needs_numba
 def test_shafts_100m_network_with_compiled_transforms():
     """Compiled transforms (the default where numba is installed): the 64-channel layers are replaced too
-    (the Sentinel branch's first layer on 20 x 20 maps and the DEM branch's last on 5 x 5): 13 layers;
-    the stem, stride-2, 1x1 and narrower DEM convolutions stay direct; outputs within 1e-5 as above."""
+    (the Sentinel branch's first layer on 20 x 20 maps and the DEM branch's last, which stays direct on
+    its 5 x 5 maps: min_side 10): 13 layers; the stem, stride-2, 1x1 and narrower DEM convolutions stay
+    direct; outputs within 1e-5 as above."""
     model = _shafts_100m()
     direct, wino = fuse_for_inference(model), fuse_for_inference(model)
     assert winograd_layers(wino) == 13
@@ -138,6 +142,8 @@ def test_shafts_100m_network_with_compiled_transforms():
                         | {f"features.res_layer.{i}.{c}" for i in (1, 2) for c in ("0.conv2", "1.conv1", "1.conv2")}
                         | {f"aux_features.res_layer.2.{c}" for c in ("0.conv2", "1.conv1", "1.conv2")})
     assert all(m.compiled for m in wino.modules() if isinstance(m, WinogradConv2d))
+    assert {m.min_side for n, m in wino.named_modules() if n.startswith("aux_features.res_layer.2.")
+            and isinstance(m, WinogradConv2d)} == {10}
     _assert_network_agrees(direct, wino)
 
 
@@ -145,7 +151,7 @@ def test_shafts_100m_network_with_compiled_transforms():
 # compiled (numba) transforms: models/_winograd_compiled.py
 # ---------------------------------------------------------------------------------------------------
 @needs_numba
-@pytest.mark.parametrize("cin,cout,side", [(64, 64, 20), (128, 128, 10), (256, 256, 5), (3, 5, 15), (64, 32, 10)])
+@pytest.mark.parametrize("cin,cout,side", [(64, 64, 20), (128, 128, 10), (256, 128, 10), (3, 5, 15), (64, 32, 10)])
 def test_compiled_transforms_equal_the_direct_convolution(cin, cout, side, monkeypatch):
     """float32, channels-last and contiguous inputs, with chunks small enough that a batch of 7 patches
     is cut into several (and a partial last one): error against the float64 direct convolution within
