@@ -12,9 +12,13 @@ channels innermost (vectorised) with the 7 x 7 transform matrices read from arra
 kernel serves any channel count; they are specialised to F(5, 3) (7 x 7 input tiles, 5 x 5 output
 tiles) and to maps whose sides are multiples of 5 (the caller checks, :func:`applies`).
 
-Measured (one thread, batch 64, this 2-core AVX-512 CPU under load; best of many, CPU time): 64-channel
-20 x 20 layer 0.7x the direct (oneDNN) convolution, 128 channels 10 x 10 and 256 channels 5 x 5 0.9x
-the torch Winograd path; the SHAFTS 100 m network 0.85-0.9x (see :mod:`.winograd`).
+Measured (batch 64, two threads each running its own batches as the SHAFTS inference does, this 2-core
+AVX-512 CPU at load average 4-5; best of 8, CPU time): 64 channels 20 x 20 11.7 ms per batch against
+14.7 for the direct (oneDNN) convolution and 20.8 for the torch transforms; 128 channels 10 x 10 7.9
+against 10.8 (torch transforms) and 14.8 (direct); on maps of one tile (5 x 5) no gain over the torch
+transforms (256 channels: 7.6 against 7.0), so :class:`~.winograd.WinogradConv2d` uses these kernels on
+maps of more than one tile only. The SHAFTS 100 m network: 0.85-0.9x the CPU time per patch of the
+torch transforms (two threads, load 4-5).
 
 Optional: :data:`AVAILABLE` is False when numba is not installed (:mod:`.winograd` then uses its torch
 formulation). Compiled code is cached on disk (numba ``cache=True``); ``nogil``: the batch-parallel

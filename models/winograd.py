@@ -14,14 +14,15 @@ Two implementations of the transforms. The torch one (any tile size, any map) ma
 over whole tensors; measured (one thread, batch 64, this 2-core AVX-512 CPU, oneDNN 3.12 direct
 convolution as reference): 128 ch 10 x 10: 1.4-1.6x faster; 256 ch 5 x 5: 2.3-3x faster; 64 ch 20 x 20:
 no gain (the transforms cost what the products save). The compiled one (:mod:`._winograd_compiled`,
-numba; F(5, 3) on maps whose sides are multiples of 5) transforms a few patches at a time in cache
-and also pays on 64 ch 20 x 20 (0.7x the direct convolution's CPU time). :func:`winograd_layers` picks
-the layers by which one is there: with numba the 3x3 stride-1 layers of >= 64 channels on maps up to
-20 px, else those of >= 128 channels up to 10 px.
+numba; F(5, 3) on maps whose sides are multiples of 5, more than one tile) transforms a few patches at
+a time in cache and also pays on 64 ch 20 x 20 (0.8x the direct convolution's CPU time, 128 ch 10 x 10
+0.7x the torch transforms'). :func:`winograd_layers` picks the layers by which one is there: with numba
+the 3x3 stride-1 layers of >= 64 channels on maps up to 20 px (under 128 channels only from 10 px),
+else those of >= 128 channels up to 10 px.
 The whole SHAFTS 100 m network (2 blocks per layer): torch transforms on six layers, 2.2 ms instead of
 2.7 ms of CPU per patch (one thread, batch 64, load average 2.4), outputs within 1e-7 of the direct
-network's; compiled transforms on thirteen layers, about 0.9x the CPU time of the torch transforms
-(see ``benchmarks/bench_shafts.py``). Through the whole SHAFTS inference (``benchmarks/bench_shafts.py``)
+network's; compiled transforms (ten layers computed by Winograd), 0.85-0.9x the CPU time per patch of
+the torch transforms (two threads, load average 4-5; see ``benchmarks/bench_shafts.py``). Through the whole SHAFTS inference (``benchmarks/bench_shafts.py``)
 the outputs moved by at most 3.1e-5 m of height and 3.3e-6 of footprint fraction (random network whose
 output layer is scaled ~400x).
 
