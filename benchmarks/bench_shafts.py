@@ -11,8 +11,10 @@ Per size it runs, interleaved (after, before, after_bf16, shafts, previous, stre
   after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
                folded into the convolutions, channels-last batches gathered from strided windows, inference_mode;
                on a CPU one worker thread per torch thread, each running whole batches with one intra-op
-               thread: core/batch_workers.py; on a CPU in fp32 the 3x3 stride-1 convolutions of >= 128
-               channels by Winograd F(5,3): models/winograd.py);
+               thread: core/batch_workers.py; on a CPU in fp32 the 3x3 stride-1 convolutions by Winograd
+               F(5,3), models/winograd.py: with numba those of >= 64 channels, compiled cache-blocked
+               transforms on maps of more than one tile; without numba those of >= 128 channels);
+  torch_wino   ``after`` with the compiled transforms off (as without numba; the network of commit 66264d0);
   after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
   previous     the same function as it was at ``--previous-rev`` (default fdc00d5: batches of 64 split across
                the cores by torch's OpenMP threads, before the batch-parallel CPU workers; '' skips it);
@@ -34,6 +36,21 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
+Measured with the compiled Winograd transforms (branch shafts17d; NOTE: the random checkpoint's Sentinel
+branch outputs exactly 0 after its last ReLU, so the max differences below only see the DEM branch: the
+Sentinel-branch agreement is checked by tests/unit/test_winograd.py, whose network has live features):
+  network alone, two worker threads each running batches of 64 (the inference's own scheme), interleaved,
+  best of 8: CPU per patch 2.11 ms with the compiled transforms against 2.42 ms with the torch ones
+  (0.87x; load 1.6-2.3); 0.85-0.9x in repeated runs at load 4-5.
+  ``--sizes 100 --repeat 1 --runners after,shafts`` (load 4.5 -> 3.6): 100x after 0.412 wall / 0.282 CPU
+  (after 469.2 s, 334.8 CPU-s = 3.0 CPU-ms per pixel, on 0.71 of a core under load; SHAFTS 1138.6 s);
+  max differences height 5.34e-5 m, footprint 5.13e-6, same nodata. Not a quiet-machine figure: the
+  load changed during the 27 minutes; rerun quiet for the wall ratio.
+  ``--sizes 1,10 --repeat 1 --runners after,shafts,torch_wino`` (load 2.4-3.9): 1x after 0.180 / 0.169,
+  torch_wino 0.126 / 0.160 (one repeat of a 3-4 s run: noise).
+  An earlier state of the branch (also 64 ch on 5 x 5 and 256 ch by the compiled transforms, since
+  restricted: no gain there) at load 5-9, ``--repeat 2``: 1x after 0.106 / 0.129, torch_wino 0.127 / 0.131;
+  10x after 0.200 / 0.196, torch_wino 0.163 / 0.183.
 Measured with Winograd F(5,3) (commit f4be7df):
   quietest run, ``--sizes 1,10 --threads 2 --repeat 2 --no-memory --no-streamlined``, load 0.5-1.8, ratio to
   shafts wall / CPU: 1x after 0.190 / 0.281, previous 0.258 / 0.401, before 0.273 / 0.429, bf16 0.096 / 0.137;
