@@ -47,7 +47,9 @@ Sentinel-branch agreement is checked by tests/unit/test_winograd.py, whose netwo
   max differences height 5.34e-5 m, footprint 5.13e-6, same nodata. Not a quiet-machine figure: the
   load changed during the 27 minutes; rerun quiet for the wall ratio.
   ``--sizes 1,10 --repeat 1 --runners after,shafts,torch_wino`` (load 2.4-3.9): 1x after 0.180 / 0.169,
-  torch_wino 0.126 / 0.160 (one repeat of a 3-4 s run: noise).
+  torch_wino 0.126 / 0.160 (one repeat of a 3-4 s run: noise); 10x after 0.077 / 0.098 (27.6 s, 27.75
+  CPU-s = 2.47 CPU-ms per pixel), torch_wino 0.064 / 0.107 (23.1 s, 30.5 CPU-s = 2.71 CPU-ms per pixel):
+  after / torch_wino CPU 0.91; SHAFTS ran at the heavier load (360 s), so these wall ratios are low.
   An earlier state of the branch (also 64 ch on 5 x 5 and 256 ch by the compiled transforms, since
   restricted: no gain there) at load 5-9, ``--repeat 2``: 1x after 0.106 / 0.129, torch_wino 0.127 / 0.131;
   10x after 0.200 / 0.196, torch_wino 0.163 / 0.183.
