@@ -11,8 +11,10 @@ Per size it runs, interleaved (after, before, after_bf16, shafts, previous, stre
   after        predict_height_footprint_shafts as it is now (defaults: batch 64 on CPU / 512 on GPU, BatchNorm
                folded into the convolutions, channels-last batches gathered from strided windows, inference_mode;
                on a CPU one worker thread per torch thread, each running whole batches with one intra-op
-               thread: core/batch_workers.py; on a CPU in fp32 the 3x3 stride-1 convolutions of >= 128
-               channels by Winograd F(5,3): models/winograd.py);
+               thread: core/batch_workers.py; on a CPU in fp32 the 3x3 stride-1 convolutions by Winograd
+               F(5,3), models/winograd.py: with numba those of >= 64 channels, compiled cache-blocked
+               transforms on maps of more than one tile; without numba those of >= 128 channels);
+  torch_wino   ``after`` with the compiled transforms off (as without numba; the network of commit 66264d0);
   after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
   previous     the same function as it was at ``--previous-rev`` (default fdc00d5: batches of 64 split across
                the cores by torch's OpenMP threads, before the batch-parallel CPU workers; '' skips it);
@@ -34,6 +36,23 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
+Measured with the compiled Winograd transforms (branch shafts17d; NOTE: the random checkpoint's Sentinel
+branch outputs exactly 0 after its last ReLU, so the max differences below only see the DEM branch: the
+Sentinel-branch agreement is checked by tests/unit/test_winograd.py, whose network has live features):
+  network alone, two worker threads each running batches of 64 (the inference's own scheme), interleaved,
+  best of 8: CPU per patch 2.11 ms with the compiled transforms against 2.42 ms with the torch ones
+  (0.87x; load 1.6-2.3); 0.85-0.9x in repeated runs at load 4-5.
+  ``--sizes 100 --repeat 1 --runners after,shafts`` (load 4.5 -> 3.6): 100x after 0.412 wall / 0.282 CPU
+  (after 469.2 s, 334.8 CPU-s = 3.0 CPU-ms per pixel, on 0.71 of a core under load; SHAFTS 1138.6 s);
+  max differences height 5.34e-5 m, footprint 5.13e-6, same nodata. Not a quiet-machine figure: the
+  load changed during the 27 minutes; rerun quiet for the wall ratio.
+  ``--sizes 1,10 --repeat 1 --runners after,shafts,torch_wino`` (load 2.4-3.9): 1x after 0.180 / 0.169,
+  torch_wino 0.126 / 0.160 (one repeat of a 3-4 s run: noise); 10x after 0.077 / 0.098 (27.6 s, 27.75
+  CPU-s = 2.47 CPU-ms per pixel), torch_wino 0.064 / 0.107 (23.1 s, 30.5 CPU-s = 2.71 CPU-ms per pixel):
+  after / torch_wino CPU 0.91; SHAFTS ran at the heavier load (360 s), so these wall ratios are low.
+  An earlier state of the branch (also 64 ch on 5 x 5 and 256 ch by the compiled transforms, since
+  restricted: no gain there) at load 5-9, ``--repeat 2``: 1x after 0.106 / 0.129, torch_wino 0.127 / 0.131;
+  10x after 0.200 / 0.196, torch_wino 0.163 / 0.183.
 Measured with Winograd F(5,3) (commit f4be7df):
   quietest run, ``--sizes 1,10 --threads 2 --repeat 2 --no-memory --no-streamlined``, load 0.5-1.8, ratio to
   shafts wall / CPU: 1x after 0.190 / 0.281, previous 0.258 / 0.401, before 0.273 / 0.429, bf16 0.096 / 0.137;
@@ -183,6 +202,18 @@ def load_before(rev: str):
     sys.modules[name] = mod
     exec(compile(r.stdout, mod.__file__, "exec"), mod.__dict__)
     return mod.predict_height_footprint_shafts
+
+
+def run_torch_winograd(paths, extent, ckpt, out: Path, device: str):
+    """``after`` with the compiled Winograd transforms switched off (as where numba is not installed):
+    the torch transforms on the >= 128-channel layers only, as at commit 66264d0."""
+    from edifice.models import winograd
+    real = winograd.compiled_available
+    winograd.compiled_available = lambda: False
+    try:
+        return run_ours(predict_height_footprint_shafts, paths, extent, ckpt, out, device)
+    finally:
+        winograd.compiled_available = real
 
 
 def run_ours(fn, paths, extent, ckpt, out: Path, device: str, **kw):
@@ -525,7 +556,7 @@ def main() -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocess runs")
     ap.add_argument("--no-streamlined", action="store_true", help="skip the old streamlined reference")
     ap.add_argument("--runners", default="",
-                    help="comma-separated subset of after,before,after_bf16,shafts,previous,streamlined to run "
+                    help="comma-separated subset of after,before,after_bf16,shafts,previous,torch_wino,streamlined to run "
                          "(default all; 'after' and 'shafts' are always run), e.g. at 100x where a run takes minutes")
     ap.add_argument("--memory", action="store_true", help="peak memory of preparing one clip instead")
     ap.add_argument("--sides", default="0.1,0.5", help="extent sides in degrees for --memory (0.1,0.5)")
@@ -549,6 +580,7 @@ def main() -> int:
                        "after_bf16": lambda o: run_ours(predict_height_footprint_shafts, paths, extent, ckpt, o,
                                                         a.device, precision="bf16"),
                        "shafts": lambda o: shafts_reference(paths, extent, ckpt, o, a.device)}
+            runners["torch_wino"] = lambda o: run_torch_winograd(paths, extent, ckpt, o, a.device)
             if previous is not None:
                 runners["previous"] = lambda o: run_ours(previous, paths, extent, ckpt, o, a.device)
             if not a.no_streamlined:
@@ -575,7 +607,7 @@ def _print_size(row):
     for k, v in times.items():
         print(f"  {k:12s} {v:8.2f} s  {n / v:8.1f} px/s  ratio to shafts {v / times['shafts']:.3f}   "
               f"CPU {cpu[k]:8.2f} s, ratio {cpu[k] / cpu['shafts']:.3f}", flush=True)
-    for other in ("before", "previous", "after_bf16", "shafts", "streamlined"):
+    for other in ("before", "previous", "torch_wino", "after_bf16", "shafts", "streamlined"):
         if other in outs:
             dh, same_h = _maxdiff(outs["after"][0], outs[other][0])
             df, _ = _maxdiff(outs["after"][1], outs[other][1])

@@ -10,18 +10,27 @@ float64. The result differs from the direct convolution by float32 rounding only
 transforms (measured on random 128/256-channel layers with inputs in [0, 1]: max |difference| to a
 float64 reference ~1e-5, against ~3e-6 for the direct float32 convolution).
 
-Measured (one thread, batch 64, this 2-core AVX-512 CPU, oneDNN 3.12 direct convolution as reference):
-128 ch 10 x 10: 1.4-1.6x faster; 256 ch 5 x 5: 2.3-3x faster; 64 ch 20 x 20: no gain (the transforms
-cost what the products save), so :func:`winograd_layers` leaves narrow layers and larger maps direct.
-The whole SHAFTS 100 m network (2 blocks per layer, six layers replaced): 2.2 ms instead of 2.7 ms of
-CPU per patch (one thread, batch 64, load average 2.4), outputs within 1e-7 of the direct network's;
-through the whole SHAFTS inference (``benchmarks/bench_shafts.py``, after vs previous) the outputs moved by
-at most 2.3e-5 m of height and 7.8e-7 of footprint fraction.
+Two implementations of the transforms. The torch one (any tile size, any map) makes several passes
+over whole tensors; measured (one thread, batch 64, this 2-core AVX-512 CPU, oneDNN 3.12 direct
+convolution as reference): 128 ch 10 x 10: 1.4-1.6x faster; 256 ch 5 x 5: 2.3-3x faster; 64 ch 20 x 20:
+no gain (the transforms cost what the products save). The compiled one (:mod:`._winograd_compiled`,
+numba; F(5, 3) on maps whose sides are multiples of 5, more than one tile) transforms a few patches at
+a time in cache and also pays on 64 ch 20 x 20 (0.8x the direct convolution's CPU time, 128 ch 10 x 10
+0.7x the torch transforms'). :func:`winograd_layers` picks the layers by which one is there: with numba
+the 3x3 stride-1 layers of >= 64 channels on maps up to 20 px (under 128 channels only from 10 px),
+else those of >= 128 channels up to 10 px.
+The whole SHAFTS 100 m network (2 blocks per layer): torch transforms on six layers, 2.2 ms instead of
+2.7 ms of CPU per patch (one thread, batch 64, load average 2.4), outputs within 1e-7 of the direct
+network's; compiled transforms (ten layers computed by Winograd), 0.85-0.9x the CPU time per patch of
+the torch transforms (two threads, load average 4-5; see ``benchmarks/bench_shafts.py``). Through the whole SHAFTS inference (``benchmarks/bench_shafts.py``)
+the outputs moved by at most 3.1e-5 m of height and 3.3e-6 of footprint fraction (random network whose
+output layer is scaled ~400x).
 
-Imports torch only.
+Imports torch (numba only for the compiled transforms, on first use).
 """
 from __future__ import annotations
 
+import threading
 from fractions import Fraction
 
 import torch
@@ -33,6 +42,8 @@ POINTS = {2: (0, 1, -1), 3: (0, 1, -1, 2), 4: (0, 1, -1, 2, -2),
           5: (0, 1, -1, 2, -2, Fraction(1, 2)), 6: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))}
 #: Tile size used: output tiles of 5 x 5 pixels (inputs 7 x 7).
 TILE = 5
+#: Smallest map side on which layers of fewer than 128 channels use Winograd (compiled transforms).
+NARROW_MIN_SIDE = 10
 
 
 def _poly_from_roots(roots) -> list:
@@ -75,17 +86,20 @@ def _tensor(rows) -> torch.Tensor:
 
 class WinogradConv2d(nn.Module):
     """A 3x3, stride-1, padding-1 :class:`~torch.nn.Conv2d` (groups 1, dilation 1, zero padding)
-    computed with Winograd F(``m``, 3) on maps of at most ``max_side`` pixels a side; larger maps go
-    to the original convolution. Inference only (the weights are transformed once, at construction)."""
+    computed with Winograd F(``m``, 3) on maps of ``min_side`` to ``max_side`` pixels a side (the longer
+    side); other maps go to the original convolution. ``compiled``: the compiled transforms on maps of
+    more than one tile where they apply (default: where numba is installed), else the torch ones.
+    Inference only (the weights are transformed once, at construction)."""
 
-    def __init__(self, conv: nn.Conv2d, m: int = TILE, max_side: int = 10):
+    def __init__(self, conv: nn.Conv2d, m: int = TILE, max_side: int = 10, compiled: bool | None = None,
+                 min_side: int = 1):
         super().__init__()
         if not is_winograd_compatible(conv):
             raise ValueError("WinogradConv2d needs a 3x3 stride-1 padding-1 convolution without groups")
         at, g, bt = (_tensor(x) for x in winograd_matrices(m))
         w = conv.weight.detach().to(torch.float64)
         u = (g @ w @ g.T).permute(2, 3, 1, 0)                       # G g G^T: (t, t, C_in, C_out)
-        self.m, self.t, self.max_side = m, m + 2, max_side
+        self.m, self.t, self.max_side, self.min_side = m, m + 2, max_side, min_side
         self.conv = conv
         dtype = conv.weight.dtype
         self.register_buffer("u", u.reshape(self.t ** 2, w.shape[1], w.shape[0]).to(dtype).contiguous(),
@@ -94,11 +108,19 @@ class WinogradConv2d(nn.Module):
         self.register_buffer("ka", torch.kron(at, at).to(dtype), persistent=False)   # (m^2, t^2)
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(w.shape[0], dtype=dtype)
         self.register_buffer("bias", bias.clone(), persistent=False)
+        #: the compiled (numba) transforms where they apply (:mod:`._winograd_compiled`), else torch's
+        self.compiled = compiled_available() if compiled is None else bool(compiled)
+        self._at32 = at.to(torch.float32).numpy()       # (m, t) A^T and (t, t) B^T for the kernels
+        self._bt32 = bt.to(torch.float32).numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        if max(h, w) > self.max_side or x.dtype != self.u.dtype or torch.is_autocast_enabled(x.device.type):
+        if not self.min_side <= max(h, w) <= self.max_side or x.dtype != self.u.dtype \
+                or torch.is_autocast_enabled(x.device.type):
             return self.conv(x)
+        wc = _compiled_module() if self.compiled and h * w > self.m ** 2 else None   # one tile: torch's is as fast
+        if wc is not None and wc.applies(x, self.m) and self.u.device.type == "cpu":
+            return wc.winograd_f53(x, self.u, self._bt32, self._at32, self.bias.numpy())
         m, t = self.m, self.t
         th, tw = -(-h // m), -(-w // m)
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, tw * m + 1 - w, 1, th * m + 1 - h))   # (N, H+, W+, C)
@@ -119,14 +141,61 @@ def is_winograd_compatible(conv: nn.Module) -> bool:
             and conv.padding_mode == "zeros")
 
 
-def winograd_layers(model: nn.Module, min_channels: int = 128, max_side: int = 10) -> int:
+def compiled_available() -> bool:
+    """Whether the compiled (numba) transforms can be used: numba is installed (not imported here:
+    that takes seconds; :func:`warm_up_compiled` does it in the background)."""
+    import importlib.util
+    return importlib.util.find_spec("numba") is not None
+
+
+def _compiled_module():
+    """:mod:`._winograd_compiled` if it imports and numba is there, else None."""
+    try:
+        from . import _winograd_compiled
+    except ImportError:  # pragma: no cover - a broken numba install
+        return None
+    return _winograd_compiled if _winograd_compiled.AVAILABLE else None
+
+
+_warming = threading.Lock()
+_warm_started = False
+
+
+def warm_up_compiled() -> None:
+    """Import numba and load (or compile, once per environment) the compiled transforms in a
+    background thread, so that a caller preparing its inputs meanwhile does not wait for them."""
+    global _warm_started
+    with _warming:
+        if _warm_started or not compiled_available():
+            return
+        _warm_started = True
+    threading.Thread(target=_warm_up, name="edifice-winograd-warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    try:
+        from . import _winograd_compiled
+        _winograd_compiled.warm_up()
+    except Exception:  # noqa: BLE001 - only a head start: the first layer reports any real error
+        pass
+
+
+def winograd_layers(model: nn.Module, min_channels: int | None = None, max_side: int | None = None,
+                    compiled: bool | None = None) -> int:
     """Replace (in place) every compatible 3x3 convolution of ``model`` with at least ``min_channels``
     input channels by a :class:`WinogradConv2d` (used on maps of at most ``max_side`` pixels a side).
-    Returns how many were replaced."""
+    ``compiled`` (default: where numba is installed) uses the cache-blocked compiled transforms, which
+    also pay on 64-channel maps of 10 px and more: defaults 64 channels and 20 px with them (layers of
+    fewer than 128 channels stay direct on maps under 10 px: measured no gain on 64 ch 5 x 5), 128 and
+    10 px without. Returns how many were replaced."""
+    compiled = compiled_available() if compiled is None else bool(compiled)
+    min_channels = min_channels if min_channels is not None else (64 if compiled else 128)
+    max_side = max_side if max_side is not None else (20 if compiled else 10)
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if is_winograd_compatible(child) and child.in_channels >= min_channels:
-                setattr(parent, name, WinogradConv2d(child, max_side=max_side))
+                min_side = NARROW_MIN_SIDE if compiled and child.in_channels < 128 else 1
+                setattr(parent, name, WinogradConv2d(child, max_side=max_side, compiled=compiled, min_side=min_side))
                 count += 1
     return count

@@ -19,7 +19,8 @@ the clips were float64). What stays for the network is uint8 (6 bytes per pixel)
 masks (2) and the float32 DEM at 30 m; the network then runs over the output in row chunks,
 batch by batch (patches gathered per batch from strided views of pixel-interleaved uint8 channels,
 straight into a channels-last batch; BatchNorm folded into the convolutions; inference_mode; on a CPU in
-fp32, the 3x3 stride-1 convolutions of 128 channels and more by Winograd F(5,3), ``models/winograd.py``).
+fp32, the 3x3 stride-1 convolutions by Winograd F(5,3), ``models/winograd.py``: those of 64 channels and
+more with numba's compiled transforms, else those of 128 and more).
 
 Where this differs from SHAFTS on purpose: declared input nodata is honoured (SHAFTS reads it as
 a value); outputs get nodata where the patch centre has no Sentinel data or the DEM patch has
@@ -612,8 +613,10 @@ def inference_model(model, dev, owned: bool = False, precision: str = "fp32"):
     """The network as it runs here: BatchNorm folded into the layers before it
     (:func:`~edifice.models.shafts.fuse_for_inference`; on a copy unless ``owned``), on ``dev``,
     weights in channels-last memory format (the batches are built channels-last too); on a CPU in fp32,
-    the 3x3 stride-1 convolutions with >= 128 input channels (maps of 10 x 10 and 5 x 5 px in the 100 m
-    network) computed by Winograd F(5,3) (:mod:`~edifice.models.winograd`: 0.8x the network's CPU time).
+    the 3x3 stride-1 convolutions computed by Winograd F(5,3) (:mod:`~edifice.models.winograd`): where
+    numba is installed those with >= 64 input channels on maps up to 20 px, with compiled cache-blocked
+    transforms (numba is loaded in the background meanwhile), else those with >= 128 on maps up to 10 px
+    (0.8x the network's CPU time; the compiled transforms about 0.9x of that again).
     Outputs equal the plain float32 network's up to float32 rounding (tested on the THU sample in
     ``tests/unit/test_shafts_inference.py``: within 1e-5 of the output range)."""
     import torch
@@ -621,8 +624,9 @@ def inference_model(model, dev, owned: bool = False, precision: str = "fp32"):
     fast = fuse_for_inference(model, copy_model=not owned).to(dev).to(memory_format=torch.channels_last)
     fast.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
     if dev.type == "cpu" and precision == "fp32":
-        from ...models.winograd import winograd_layers
-        winograd_layers(fast)
+        from ...models.winograd import warm_up_compiled, winograd_layers
+        if winograd_layers(fast):
+            warm_up_compiled()        # numba loads while the inputs are prepared
     return fast
 
 

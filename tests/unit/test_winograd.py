@@ -2,12 +2,16 @@
 import random
 from fractions import Fraction
 
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from edifice.models.shafts import build_shafts_model, fuse_for_inference
 from edifice.models.winograd import POINTS, WinogradConv2d, winograd_layers, winograd_matrices
+
+needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba is not installed")
 
 
 @pytest.mark.parametrize("m", sorted(POINTS))
@@ -69,12 +73,15 @@ def test_float32_winograd_error_is_float32_rounding():
 
 
 def test_large_maps_and_autocast_use_the_direct_convolution():
-    """Maps wider than max_side and autocast (bf16) go to the wrapped convolution: bit-identical to it."""
+    """Maps wider than max_side or smaller than min_side, and autocast (bf16), go to the wrapped
+    convolution: bit-identical to it."""
     conv = _conv(4, 4, True, torch.float32)
     wino = WinogradConv2d(conv, max_side=10)
     x = torch.rand(2, 4, 12, 11)
     with torch.inference_mode():
         assert torch.equal(wino(x), conv(x))
+        assert torch.equal(WinogradConv2d(conv, min_side=6)(x[..., :5, :5]), conv(x[..., :5, :5]))
+        assert not torch.equal(WinogradConv2d(conv, min_side=5)(x[..., :5, :5]), conv(x[..., :5, :5]))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert torch.equal(wino(x[..., :5, :5]), conv(x[..., :5, :5]))
 
@@ -86,22 +93,17 @@ def test_incompatible_convolutions_are_refused():
             WinogradConv2d(conv)
 
 
-def test_shafts_100m_network_gets_winograd_only_where_it_pays():
-    """In the 100 m network: the six 3x3 stride-1 convolutions of >= 128 input channels (layers 2 and 3 of
-    the Sentinel branch, maps of 10 x 10 and 5 x 5) are replaced; the stem, the 64-channel layer, the
-    stride-2 and 1x1 convolutions and the DEM branch stay direct. The network's outputs agree with the
-    direct one within 1e-5 of their magnitude."""
-    torch.manual_seed(0)
+def _shafts_100m(seed=0):
+    torch.manual_seed(seed)
     model = build_shafts_model(100, "multi", 2).eval()
     with torch.no_grad():
         for k, v in model.state_dict().items():
             if k.endswith("running_mean"):
                 v.copy_(torch.randn(v.shape) * 0.05)
-    direct = fuse_for_inference(model)
-    wino = fuse_for_inference(model)
-    assert winograd_layers(wino) == 6
-    replaced = {n for n, m in wino.named_modules() if isinstance(m, WinogradConv2d)}
-    assert replaced == {f"features.res_layer.{i}.{c}" for i in (1, 2) for c in ("0.conv2", "1.conv1", "1.conv2")}
+    return model
+
+
+def _assert_network_agrees(direct, wino):
     g = torch.Generator().manual_seed(3)
     x, d = torch.rand(6, 6, 20, 20, generator=g), 50 + 5 * torch.randn(6, 1, 20, 20, generator=g)
     with torch.inference_mode():
@@ -110,3 +112,127 @@ def test_shafts_100m_network_gets_winograd_only_where_it_pays():
     assert feats.abs().max() > 0.01                     # the Sentinel branch carries signal
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-5 * (float(want[k].abs().max()) + 1e-6))
+
+
+def test_shafts_100m_network_gets_winograd_only_where_it_pays():
+    """Torch transforms (compiled=False): in the 100 m network the six 3x3 stride-1 convolutions of >= 128
+    input channels (layers 2 and 3 of the Sentinel branch, maps of 10 x 10 and 5 x 5) are replaced; the
+    stem, the 64-channel layer, the stride-2 and 1x1 convolutions and the DEM branch stay direct. The
+    network's outputs agree with the direct one within 1e-5 of their magnitude."""
+    model = _shafts_100m()
+    direct, wino = fuse_for_inference(model), fuse_for_inference(model)
+    assert winograd_layers(wino, compiled=False) == 6
+    replaced = {n for n, m in wino.named_modules() if isinstance(m, WinogradConv2d)}
+    assert replaced == {f"features.res_layer.{i}.{c}" for i in (1, 2) for c in ("0.conv2", "1.conv1", "1.conv2")}
+    assert not any(m.compiled for m in wino.modules() if isinstance(m, WinogradConv2d))
+    _assert_network_agrees(direct, wino)
+
+
+@needs_numba
+def test_shafts_100m_network_with_compiled_transforms():
+    """Compiled transforms (the default where numba is installed): the 64-channel layers are replaced too
+    (the Sentinel branch's first layer on 20 x 20 maps and the DEM branch's last, which stays direct on
+    its 5 x 5 maps: min_side 10): 13 layers; the stem, stride-2, 1x1 and narrower DEM convolutions stay
+    direct; outputs within 1e-5 as above."""
+    model = _shafts_100m()
+    direct, wino = fuse_for_inference(model), fuse_for_inference(model)
+    assert winograd_layers(wino) == 13
+    replaced = {n for n, m in wino.named_modules() if isinstance(m, WinogradConv2d)}
+    assert replaced == ({f"features.res_layer.0.{c}" for c in ("0.conv1", "0.conv2", "1.conv1", "1.conv2")}
+                        | {f"features.res_layer.{i}.{c}" for i in (1, 2) for c in ("0.conv2", "1.conv1", "1.conv2")}
+                        | {f"aux_features.res_layer.2.{c}" for c in ("0.conv2", "1.conv1", "1.conv2")})
+    assert all(m.compiled for m in wino.modules() if isinstance(m, WinogradConv2d))
+    assert {m.min_side for n, m in wino.named_modules() if n.startswith("aux_features.res_layer.2.")
+            and isinstance(m, WinogradConv2d)} == {10}
+    _assert_network_agrees(direct, wino)
+
+
+# ---------------------------------------------------------------------------------------------------
+# compiled (numba) transforms: models/_winograd_compiled.py
+# ---------------------------------------------------------------------------------------------------
+@needs_numba
+@pytest.mark.parametrize("cin,cout,side", [(64, 64, 20), (128, 128, 10), (256, 128, 10), (3, 5, 15), (64, 32, 10)])
+def test_compiled_transforms_equal_the_direct_convolution(cin, cout, side, monkeypatch):
+    """float32, channels-last and contiguous inputs, with chunks small enough that a batch of 7 patches
+    is cut into several (and a partial last one): error against the float64 direct convolution within
+    the bound of the torch transforms (2^-13 of the output magnitude), output channels-last, and the same
+    values as the torch transforms up to float32 rounding."""
+    from edifice.models import _winograd_compiled as wc
+    monkeypatch.setattr(wc, "CHUNK_BYTES", 3 * 49 * 4 * (cin + cout) * (side // 5) ** 2)   # 3 patches a chunk
+    conv = _conv(cin, cout, True, torch.float32, seed=cin + side)
+    x = torch.rand(7, cin, side, side, generator=torch.Generator().manual_seed(4))
+    want = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    compiled, torch_path = WinogradConv2d(conv, max_side=20, compiled=True), WinogradConv2d(conv, max_side=20,
+                                                                                              compiled=False)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        with torch.inference_mode():
+            got = compiled(inp)
+            other = torch_path(inp)
+        assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last)
+        scale = want.abs().max().item()
+        assert (got.double() - want).abs().max().item() < 2 ** -13 * scale
+        assert (got - other).abs().max().item() < 2 ** -14 * scale
+
+
+@needs_numba
+def test_compiled_transforms_do_not_depend_on_the_batch():
+    """A patch's output is the same whether it runs alone or in a batch of 9 (float rounding of the
+    products aside: within 1e-6 of the magnitude)."""
+    conv = _conv(64, 64, True, torch.float32, seed=5)
+    wino = WinogradConv2d(conv, max_side=20, compiled=True)
+    x = torch.rand(9, 64, 20, 20, generator=torch.Generator().manual_seed(6)).contiguous(
+        memory_format=torch.channels_last)
+    with torch.inference_mode():
+        whole = wino(x)
+        alone = torch.cat([wino(x[i:i + 1]) for i in range(9)])
+    assert (whole - alone).abs().max().item() <= 1e-6 * whole.abs().max().item()
+
+
+@needs_numba
+def test_compiled_transforms_refused_where_they_do_not_apply():
+    """Maps whose sides are not multiples of 5 go to the torch transforms (same values as with
+    compiled=False); the compiled path says it does not apply there, nor to float64, other tile sizes or
+    inputs that need gradients."""
+    from edifice.models import _winograd_compiled as wc
+    conv = _conv(8, 8, True, torch.float32)
+    x = torch.rand(2, 8, 7, 10)
+    assert not wc.applies(x, 5) and wc.applies(x[..., :5, :], 5) and not wc.applies(x[..., :5, :], 4)
+    assert not wc.applies(x.double(), 5)
+    xg = x[..., :5, :].clone().requires_grad_()
+    assert not wc.applies(xg, 5)
+    a, b = WinogradConv2d(conv, compiled=True), WinogradConv2d(conv, compiled=False)
+    with torch.inference_mode():
+        assert torch.equal(a(x), b(x))
+
+
+@needs_numba
+def test_compiled_transforms_in_parallel_threads():
+    """Two threads running different layers at once (per-thread scratch buffers) get their own results."""
+    from concurrent.futures import ThreadPoolExecutor
+    layers = [WinogradConv2d(_conv(64, 64, True, torch.float32, seed=s), max_side=20, compiled=True)
+              for s in (7, 8)]
+    xs = [torch.rand(5, 64, 20, 20, generator=torch.Generator().manual_seed(s)) for s in (9, 10)]
+    with torch.inference_mode():
+        want = [layer(x) for layer, x in zip(layers, xs)]
+
+    def run(i):
+        with torch.inference_mode():
+            return [layers[i](xs[i]) for _ in range(5)]
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(run, (0, 1)))
+    for i in (0, 1):
+        assert all(torch.equal(g, want[i]) for g in got[i])
+
+
+def test_without_numba_the_torch_transforms_are_used(monkeypatch):
+    """numba missing: compiled_available() is False, layers use the torch transforms and only the
+    >= 128-channel layers are replaced (the defaults without the compiled path)."""
+    import importlib.util
+    from edifice.models import winograd
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a))
+    assert not winograd.compiled_available()
+    winograd.warm_up_compiled()                  # nothing to warm up: no error, no thread
+    model = fuse_for_inference(_shafts_100m())
+    assert winograd_layers(model) == 6
+    assert not any(m.compiled for m in model.modules() if isinstance(m, WinogradConv2d))
