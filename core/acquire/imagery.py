@@ -422,8 +422,9 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
         store.put(blocks[i].index, rgb)
         return rgb
 
-    return _report_blocks(run_bounded(mosaic, submitted(), BLOCK_WORKERS, progress), blocks,
-                          plan.grid.block_count(block_size), progress)
+    # queued: a worker that ends a block starts the next at once, not when this thread gets to it
+    runs = run_bounded(mosaic, submitted(), BLOCK_WORKERS, progress, queued=BLOCK_WORKERS)
+    return _report_blocks(runs, blocks, plan.grid.block_count(block_size), progress)
 
 
 @dataclass(frozen=True)
