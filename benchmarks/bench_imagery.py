@@ -65,6 +65,14 @@ Bound by latency at 30 ms: 4 connections x 30 ms per tile make ours at least 81 
 (600 m) and 439 x 30 / 4 = 3.29 s (1500 m: 439 requests for 420 tiles, those on the edge of the
 4096-pixel strips fetched again so that memory stays flat), so against a quiet gdal_translate (1.37 s,
 5.82 s) the ratio cannot pass 2.2x (600 m) and 1.77x (1500 m) there; 1.85x with no tile fetched twice.
+Issue 11, 1500 m / 0 ms (quiet main: 1.63x, ours 1.43 s with 2.16 CPU-s, ~1.5 of 2 cores): the main
+thread spent 54-65 % of a download blocked in GDAL writes (waiting for the compression threads); meanwhile
+no block was submitted and no tile requested, and the block workers stood idle 28-30 % of their time
+between blocks. Now the writer runs in its own thread (imagery._BackgroundWriter) and run_bounded queues
+one block per worker (queued=): block workers idle 0.6-1.5 % between blocks. Same CPU. Wall time A/B
+against main only on a loaded machine (load 4.7-6.3, CPU-bound, so idle cores did not show): best of 6
+interleaved rounds 1.68 -> 1.56 s, paired median 1.07x, and runs where either was faster; a quiet
+rerun is needed to measure the gain.
 """
 from __future__ import annotations
 

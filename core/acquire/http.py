@@ -368,10 +368,13 @@ def _encode_body(data, json) -> bytes | None:
 
 
 def run_bounded(fn: Callable[[T], R], items: Iterable[T], max_workers: int,
-                progress: Progress | None = None) -> Iterator[tuple[T, R]]:
+                progress: Progress | None = None, queued: int = 0) -> Iterator[tuple[T, R]]:
     """Apply ``fn`` to ``items`` with at most ``max_workers`` running at once; yield ``(item, result)``
-    as each completes (not in order). Items are submitted lazily, so memory stays bounded. On a cancel
-    or an error nothing more is submitted, the running calls finish, and the error is raised."""
+    as each completes (not in order). Items are submitted lazily, so memory stays bounded. ``queued``:
+    items submitted beyond ``max_workers`` that wait in the pool, so that a worker that ends one
+    starts the next at once instead of when this thread takes the result (which waits for this
+    thread to be scheduled, and for the GIL). On a cancel or an error nothing more is submitted,
+    the running calls finish, the queued ones are dropped, and the error is raised."""
     progress = progress or Progress()
     it = iter(items)
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
@@ -379,7 +382,7 @@ def run_bounded(fn: Callable[[T], R], items: Iterable[T], max_workers: int,
         try:
             for item in it:
                 running[pool.submit(fn, item)] = item
-                if len(running) >= max_workers:
+                if len(running) >= max(1, max_workers) + max(0, queued):
                     break
             while running:
                 done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)

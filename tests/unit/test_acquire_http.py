@@ -163,6 +163,22 @@ def test_run_bounded_starts_the_next_item_before_the_caller_handles_a_result():
     assert seen == [1, 2]
 
 
+def test_run_bounded_queued_items_start_without_the_caller():
+    """With ``queued``, a worker that ends an item starts the next one by itself: while the caller
+    still holds item 1's result, item 2 runs and then item 3 starts (one worker, one queued); with
+    nothing queued item 3 would be submitted only once the caller asks for the next result."""
+    started = {n: threading.Event() for n in (1, 2, 3)}
+
+    def work(n):
+        started[n].set()
+        return n
+
+    runs = run_bounded(work, [1, 2, 3], max_workers=1, queued=1)
+    first = next(runs)
+    assert started[3].wait(10), "item 3 waited for the caller"
+    assert sorted([first] + list(runs)) == [(1, 1), (2, 2), (3, 3)]
+
+
 def test_run_bounded_raises_the_first_error(echo):
     http = client(max_retries=0)
     with pytest.raises(HttpError, match="HTTP 404"):

@@ -566,6 +566,59 @@ def test_blocks_handed_over_in_memory_are_written_as_stored(tmp_path, monkeypatc
     assert reads == [1]  # blocks 3 and 2 were held, block 1 came from the store, block 0 was at hand
 
 
+def test_background_writer_writes_in_order_and_raises_its_errors(tmp_path):
+    """The writer thread writes every block handed over, in block order, by the end of the
+    ``with``; an error of a write is raised in the thread that hands blocks over; an error in
+    that thread stops the writer (nothing more is written) and is the error raised."""
+    import threading
+
+    import edifice.core.acquire.imagery as imagery
+    from edifice.core.acquire.block_store import BlockStore
+    from edifice.core.grid import Grid
+
+    grid = Grid.from_extent(0, 0, 40, 10, 1.0, "EPSG:32636")  # blocks of 10 -> 4 in a row
+    blocks = list(grid.blocks(10))
+
+    class Dst:
+        def __init__(self, fail_at=None):
+            self.written, self.threads, self.fail_at = [], set(), fail_at
+
+        def write(self, data, window):
+            self.threads.add(threading.current_thread().name)
+            if int(window.col_off) == self.fail_at:
+                raise OSError("disk gone")
+            self.written.append((int(window.col_off), int(data[0, 0, 0])))
+
+    def hand_over(dst, job, order):
+        store = BlockStore(tmp_path / f"out{job}.tif", {"job": job})
+        with imagery._BackgroundWriter(imagery._OrderedWriter(dst, grid, store, 10)) as background:
+            for i in order:
+                data = np.full((3, 10, 10), i + 1, np.uint8)
+                store.put(blocks[i].index, data)
+                background.finished(blocks[i].index, data)
+
+    dst = Dst()
+    hand_over(dst, 1, [3, 1, 2, 0])
+    assert dst.written == [(10 * i, i + 1) for i in range(4)]
+    assert dst.threads == {"edifice-imagery-writer"}
+
+    failing = Dst(fail_at=0)
+    with pytest.raises(OSError, match="disk gone"):
+        hand_over(failing, 2, [0, 1, 2, 3])
+    assert failing.written == []
+
+    class Cancelled(Exception):
+        pass
+
+    store = BlockStore(tmp_path / "out3.tif", {"job": 3})
+    store.put(blocks[0].index, np.full((3, 10, 10), 1, np.uint8))  # done before this run: a normal end writes it
+    stopped = Dst()
+    with pytest.raises(Cancelled):
+        with imagery._BackgroundWriter(imagery._OrderedWriter(stopped, grid, store, 10)):
+            raise Cancelled()
+    assert stopped.written == []
+
+
 def _kampala_tile(tiles) -> bytes:
     """The PNG of a real zoom-19 tile of the Kampala mosaic, as the tile server sends it."""
     import requests
