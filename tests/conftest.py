@@ -114,6 +114,29 @@ def tiny_use_checkpoint(tmp_path) -> Path:
     return make_tiny_use_checkpoint(tmp_path / "tiny_use.pt")
 
 
+def write_gradient_poi_maps(folder: Path, imagery) -> str:
+    """POI maps on ``imagery``'s grid with known values: R = x / max x, C = y / max y, I = 0.5 (float32,
+    nodata -1), written to ``folder``/poi.tif."""
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(imagery) as src:
+        prof = dict(driver="GTiff", width=src.width, height=src.height, count=3, dtype="float32", crs=src.crs,
+                    transform=src.transform, nodata=-1.0)
+        yy, xx = np.mgrid[0:src.height, 0:src.width]
+    p = np.stack([xx / xx.max(), yy / yy.max(), 0.5 * np.ones_like(xx, float)]).astype(np.float32)
+    path = Path(folder) / "poi.tif"
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(p)
+    return str(path)
+
+
+@pytest.fixture
+def gradient_poi_maps():
+    """:func:`write_gradient_poi_maps`."""
+    return write_gradient_poi_maps
+
+
 @pytest.fixture
 def kampala_pois(tmp_path) -> Path:
     """A few OSM-style POIs (field other_tags) inside the Kampala sample, EPSG:32636."""

@@ -92,10 +92,11 @@ def test_map_building_use_outputs(tmp_path, kampala_rgb, kampala_pois, tiny_use_
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_polygons_merged_across_blocks(tmp_path, tiny_use_checkpoint, kampala_rgb):
+def test_polygons_merged_across_blocks(tmp_path, tiny_use_checkpoint, kampala_rgb, gradient_poi_maps):
     fm, up = tmp_path / "fm.tif", tmp_path / "up.tif"
     map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), footprint_mask=str(fm),
-                     use_probabilities=str(up), window=256, overlap=32, **_pois_raster(tmp_path, kampala_rgb))
+                     use_probabilities=str(up), window=256, overlap=32,
+                     poi_maps=gradient_poi_maps(tmp_path, kampala_rgb))
     one = polygonize_buildings(str(fm), str(up), str(tmp_path / "one.gpkg"), 0.25, block_size=4096)
     many = polygonize_buildings(str(fm), str(up), str(tmp_path / "many.gpkg"), 0.25, block_size=100)
     assert many["merged_across_blocks"] > 0 and one["buildings"] == many["buildings"]
@@ -112,19 +113,7 @@ def test_polygons_merged_across_blocks(tmp_path, tiny_use_checkpoint, kampala_rg
     assert r1 == r2 and np.isclose(a1, a2)
 
 
-def _pois_raster(tmp_path, kampala_rgb):
-    with rasterio.open(kampala_rgb) as src:
-        prof = dict(driver="GTiff", width=src.width, height=src.height, count=3, dtype="float32", crs=src.crs,
-                    transform=src.transform, nodata=-1.0)
-        yy, xx = np.mgrid[0:src.height, 0:src.width]
-    p = np.stack([xx / xx.max(), yy / yy.max(), 0.5 * np.ones_like(xx, float)]).astype(np.float32)
-    path = tmp_path / "poi.tif"
-    with rasterio.open(path, "w", **prof) as dst:
-        dst.write(p)
-    return {"poi_maps": str(path)}
-
-
-def test_resampled_when_the_gsd_differs(tmp_path, kampala_rgb, tiny_use_checkpoint):
+def test_resampled_when_the_gsd_differs(tmp_path, kampala_rgb, tiny_use_checkpoint, gradient_poi_maps):
     coarse = tmp_path / "k1m.tif"
     with rasterio.open(kampala_rgb) as src:
         a = src.read(out_shape=(3, src.height // 2, src.width // 2))
@@ -139,16 +128,16 @@ def test_resampled_when_the_gsd_differs(tmp_path, kampala_rgb, tiny_use_checkpoi
 
     out = tmp_path / "uc.tif"
     map_building_use(str(coarse), str(tiny_use_checkpoint), use_class=str(out), window=256, overlap=32,
-                     progress=P(), **_pois_raster(tmp_path, kampala_rgb))
+                     progress=P(), poi_maps=gradient_poi_maps(tmp_path, kampala_rgb))
     assert any("resampled" in m for m in msgs)
     with rasterio.open(out) as ds:
         assert ds.res == (0.5, 0.5) and abs(ds.width - 2 * a.shape[2]) <= 1
 
 
-def test_assign_building_use_keeps_attributes(tmp_path, kampala_rgb, tiny_use_checkpoint):
+def test_assign_building_use_keeps_attributes(tmp_path, kampala_rgb, tiny_use_checkpoint, gradient_poi_maps):
     up = tmp_path / "up.tif"
     map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_probabilities=str(up), window=256,
-                     overlap=32, **_pois_raster(tmp_path, kampala_rgb))
+                     overlap=32, poi_maps=gradient_poi_maps(tmp_path, kampala_rgb))
     out = tmp_path / "assigned.gpkg"
     s = assign_building_use(str(BUILDINGS), str(up), str(out))
     src_info, out_info = pyogrio.read_info(BUILDINGS), pyogrio.read_info(out)
@@ -182,8 +171,8 @@ def _bad(tmp_path, imagery, ck, match, **kw):
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
-def test_bad_inputs_have_clear_messages(tmp_path, kampala_rgb, tiny_use_checkpoint):
-    pois = _pois_raster(tmp_path, kampala_rgb)
+def test_bad_inputs_have_clear_messages(tmp_path, kampala_rgb, tiny_use_checkpoint, gradient_poi_maps):
+    pois = {"poi_maps": gradient_poi_maps(tmp_path, kampala_rgb)}
     with rasterio.open(kampala_rgb) as src:
         prof, a = src.profile, src.read()
     four = tmp_path / "four.tif"
@@ -250,7 +239,8 @@ def _poi_like(tmp_path, kampala_rgb, name, shift=0.0, scale=1.0, crs=None):
     return path
 
 
-def test_poi_maps_off_grid_are_announced_and_refused_when_elsewhere(tmp_path, kampala_rgb, tiny_use_checkpoint):
+def test_poi_maps_off_grid_are_announced_and_refused_when_elsewhere(tmp_path, kampala_rgb, tiny_use_checkpoint,
+                                                                    gradient_poi_maps):
     uc = tmp_path / "uc.tif"
     coarse = _poi_like(tmp_path, kampala_rgb, "poi_2x.tif", scale=2.0)
     pr = _Warnings()
@@ -261,14 +251,15 @@ def test_poi_maps_off_grid_are_announced_and_refused_when_elsewhere(tmp_path, ka
     # on the grid: no such warning
     pr2 = _Warnings()
     map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_class=str(tmp_path / "uc2.tif"),
-                     window=256, overlap=32, device="cpu", progress=pr2, **_pois_raster(tmp_path, kampala_rgb))
+                     window=256, overlap=32, device="cpu", progress=pr2,
+                     poi_maps=gradient_poi_maps(tmp_path, kampala_rgb))
     assert not any("not on the grid" in w for w in pr2.warnings), pr2.warnings
     # 50 km away: covers nothing of the imagery
     far = _poi_like(tmp_path, kampala_rgb, "poi_far.tif", shift=50_000)
     _bad(tmp_path, kampala_rgb, tiny_use_checkpoint, "POI_MAPS.*covers none", poi_maps=str(far))
 
 
-def test_mask_off_grid_is_announced(tmp_path, kampala_rgb, tiny_use_checkpoint):
+def test_mask_off_grid_is_announced(tmp_path, kampala_rgb, tiny_use_checkpoint, gradient_poi_maps):
     with rasterio.open(kampala_rgb) as src:
         t, h, w, c = src.transform, src.height, src.width, src.crs
     m = tmp_path / "mask_1m.tif"
@@ -277,12 +268,14 @@ def test_mask_off_grid_is_announced(tmp_path, kampala_rgb, tiny_use_checkpoint):
         dst.write(np.ones((1, h // 2, w // 2), np.uint8))
     pr = _Warnings()
     map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), mask=str(m), use_class=str(tmp_path / "uc.tif"),
-                     window=256, overlap=32, device="cpu", progress=pr, **_pois_raster(tmp_path, kampala_rgb))
+                     window=256, overlap=32, device="cpu", progress=pr,
+                     poi_maps=gradient_poi_maps(tmp_path, kampala_rgb))
     assert any(w.startswith("MASK") and "not on the grid" in w for w in pr.warnings), pr.warnings
 
 
 # ---------------------------------------------------------------- polygon write failure
-def test_polygon_write_failure_is_clear_and_leaves_nothing(tmp_path, kampala_rgb, tiny_use_checkpoint, monkeypatch):
+def test_polygon_write_failure_is_clear_and_leaves_nothing(tmp_path, kampala_rgb, tiny_use_checkpoint, monkeypatch,
+                                                           gradient_poi_maps):
     import pyogrio.raw
     from pyogrio.errors import DataSourceError
 
@@ -294,7 +287,7 @@ def test_polygon_write_failure_is_clear_and_leaves_nothing(tmp_path, kampala_rgb
         real(path, *a, **k)  # the GeoPackage exists, then the commit fails as on a full disk
         raise DataSourceError("Failed to commit transaction")
 
-    pois = _pois_raster(tmp_path, kampala_rgb)
+    pois = {"poi_maps": gradient_poi_maps(tmp_path, kampala_rgb)}
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setattr(pyogrio.raw, "write", fail)
@@ -339,12 +332,12 @@ def test_band_order_warning_rules():
     assert band_order_warning(["B04", "B03", "B02"], ["B02", "B03", "B04"])       # Sentinel-2 names compared
 
 
-def test_band_order_mismatch_is_warned_not_refused(tmp_path, kampala_rgb, tiny_use_checkpoint):
+def test_band_order_mismatch_is_warned_not_refused(tmp_path, kampala_rgb, tiny_use_checkpoint, gradient_poi_maps):
     swapped = _crop_with_descriptions(tmp_path, kampala_rgb, "bgr.tif", ["blue", "green", "red"])
     pr = _Warnings()
     out = tmp_path / "uc.tif"
     map_building_use(str(swapped), str(tiny_use_checkpoint), use_class=str(out), window=256, overlap=32,
-                     device="cpu", progress=pr, **_pois_raster(tmp_path, swapped))
+                     device="cpu", progress=pr, poi_maps=gradient_poi_maps(tmp_path, swapped))
     assert out.exists()
     hits = [w for w in pr.warnings if "band descriptions" in w]
     assert len(hits) == 1 and "(blue, green, red)" in hits[0] and "(red, green, blue)" in hits[0], pr.warnings
@@ -356,7 +349,7 @@ def test_band_order_mismatch_is_warned_not_refused(tmp_path, kampala_rgb, tiny_u
             assert list(ds.descriptions) == [d if d else None for d in (desc or [None] * 3)]
         pr = _Warnings()
         map_building_use(str(img), str(tiny_use_checkpoint), use_class=str(tmp_path / f"uc_{name}"), window=256,
-                         overlap=32, device="cpu", progress=pr, **_pois_raster(tmp_path, img))
+                         overlap=32, device="cpu", progress=pr, poi_maps=gradient_poi_maps(tmp_path, img))
         assert not any("band descriptions" in w for w in pr.warnings), (name, pr.warnings)
 
 
@@ -372,11 +365,11 @@ def _at_gsd(tmp_path, kampala_rgb, gsd, size=64):
     return path
 
 
-def test_gsd_far_from_the_card_is_refused(tmp_path, kampala_rgb, tiny_use_checkpoint):
+def test_gsd_far_from_the_card_is_refused(tmp_path, kampala_rgb, tiny_use_checkpoint, gradient_poi_maps):
     from edifice.core.use.building_use_map import imagery_grid
     from edifice.core.progress import Progress
 
-    pois = _pois_raster(tmp_path, kampala_rgb)
+    pois = {"poi_maps": gradient_poi_maps(tmp_path, kampala_rgb)}
     # the card says 0.5 m: 5 m pixels (10x) and 0.05 m pixels (1/10x) are refused, nothing written
     _bad(tmp_path, _at_gsd(tmp_path, kampala_rgb, 5.0), tiny_use_checkpoint,
          r"IMAGERY: has 5 m pixels but the model was trained at 0.5 m \(10x its pixel size\)", **pois)

@@ -19,18 +19,6 @@ BUILDINGS = ROOT / "samples" / "kampala" / "buildings_osm.geojson"
 STEPS = {"uint8": 250, "uint16": 50000}
 
 
-def _poi_maps(tmp_path, imagery):
-    with rasterio.open(imagery) as src:
-        prof = dict(driver="GTiff", width=src.width, height=src.height, count=3, dtype="float32", crs=src.crs,
-                    transform=src.transform, nodata=-1.0)
-        yy, xx = np.mgrid[0:src.height, 0:src.width]
-    p = np.stack([xx / xx.max(), yy / yy.max(), 0.5 * np.ones_like(xx, float)]).astype(np.float32)
-    path = tmp_path / "poi.tif"
-    with rasterio.open(path, "w", **prof) as dst:
-        dst.write(p)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One run per PROBABILITY_TYPE on the Kampala sample (imagery nodata at its borders: holes), same inputs."""
@@ -44,7 +32,7 @@ def runs(tmp_path_factory):
     img = d / "kampala.tif"
     shutil.copy(ROOT / "samples" / "kampala" / "kampala_rgb_50cm.tif", img)
     ck = conftest.make_tiny_use_checkpoint(d / "tiny.pt")
-    poi = _poi_maps(d, img)
+    poi = conftest.write_gradient_poi_maps(d, img)
     out = {}
     for t in PROBABILITY_TYPES:
         f = d / t
@@ -130,11 +118,12 @@ def test_an_unscaled_integer_raster_is_still_refused_by_assign(runs, tmp_path):
         assign_building_use(str(BUILDINGS), str(plain), str(tmp_path / "o.gpkg"))
 
 
-def test_float32_is_the_default_and_bad_types_are_refused(tmp_path, kampala_rgb, tiny_use_checkpoint):
+def test_float32_is_the_default_and_bad_types_are_refused(tmp_path, kampala_rgb, tiny_use_checkpoint,
+                                                            gradient_poi_maps):
     assert check_probability_type(None) == "float32" and check_probability_type(" UINT8 ") == "uint8"
     out = tmp_path / "up.tif"
     with pytest.raises(InputError, match="PROBABILITY_TYPE") as e:
-        map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), poi_maps=_poi_maps(tmp_path, kampala_rgb),
+        map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), poi_maps=gradient_poi_maps(tmp_path, kampala_rgb),
                          use_probabilities=str(out), window=256, overlap=32, probability_type="int8")
     assert "uint8" in str(e.value)
     assert not out.exists()
