@@ -73,6 +73,11 @@ one block per worker (queued=): block workers idle 0.6-1.5 % between blocks. Sam
 against main only on a loaded machine (load 4.7-6.3, CPU-bound, so idle cores did not show): best of 6
 interleaved rounds 1.68 -> 1.56 s, paired median 1.07x, and runs where either was faster; a quiet
 rerun is needed to measure the gain.
+Quiet machine (lead, session 7, nothing else running), ours / gdal_translate: final main 1e19fb6 (load
+1.2-2.2): 600 m, 0 ms 2.06x (0.48 s, CPU 0.59 s against 0.23 s, CPU 0.36 s); 1500 m, 0 ms 1.86x (2.48 s,
+CPU 2.50 s against 1.33 s, CPU 2.06 s); 600 m, 30 ms 1.87x; 1500 m, 30 ms 1.62x; no warp 2.27x; peak
+memory 16x / 1x 1.07. Before the background writer (689f9a7, load 1.0-1.4): 2.27x, 1.63x, 1.87x, 1.63x,
+no warp 2.36x, memory 1.04. A run in between (final code, load 2.6 -> 1.5): 2.37x, 1.82x, 2.05x, 1.66x.
 """
 from __future__ import annotations
 

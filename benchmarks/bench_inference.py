@@ -32,6 +32,9 @@ bench's DEFLATE POI maps / with POI maps as edifice:poiprobability writes them: 
 1.003 / 0.864, load 3.6-4.4). Per 4096 px uint8 run (4.19 km², thread CPU): GDAL decoding the inputs ~0.9 s
 (once per block since the run's block cache holds a row of windows), validity and scaling ~0.1 s, border
 mirroring 0.14 s, finalize (one compiled pass) 0.13 s, overviews 0.14 s, compressing the outputs 0.14 s.
+Quiet machine (lead, session 7, load 1.0-1.8, same commands with ``--skip-speed --mem-size 1536`` for uint8):
+uint8 0.384 / 0.348 (before 0.836 / 0.858: 0.459x / 0.405x); float32 0.750 / 0.462 (before 0.952 / 0.865);
+peak memory 4x / 1x with uint8 1.20 (2655 -> 3198 MiB; before 1.17 in the same run).
 
 The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.

@@ -53,6 +53,9 @@ Sentinel-branch agreement is checked by tests/unit/test_winograd.py, whose netwo
   An earlier state of the branch (also 64 ch on 5 x 5 and 256 ch by the compiled transforms, since
   restricted: no gain there) at load 5-9, ``--repeat 2``: 1x after 0.106 / 0.129, torch_wino 0.127 / 0.131;
   10x after 0.200 / 0.196, torch_wino 0.163 / 0.183.
+  Quiet machine (lead, session 7): 100x after 0.333 wall / 0.424 CPU (156.3 s against SHAFTS 469.3 s,
+  load 1.5-1.9) and 0.351 / 0.432 (124.5 s against 354.7 s, load 1.7-1.9); 10x (``--repeat 2``, load 1.7-1.8)
+  after 0.275 / 0.365, torch_wino 0.296 / 0.397 (compiled transforms 0.93x of the whole 10x inference).
 Measured with Winograd F(5,3) (commit f4be7df):
   quietest run, ``--sizes 1,10 --threads 2 --repeat 2 --no-memory --no-streamlined``, load 0.5-1.8, ratio to
   shafts wall / CPU: 1x after 0.190 / 0.281, previous 0.258 / 0.401, before 0.273 / 0.429, bf16 0.096 / 0.137;
