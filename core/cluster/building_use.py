@@ -101,7 +101,8 @@ def _block_polygons(job: UseJob, block: ClusterBlock, files: dict) -> dict:
     from ..use.vectorize import polygonize_buildings
 
     w = block.window
-    r = polygonize_buildings(files["fp_mask"], files[polygon_probs_product(files)], files["polygons"], grid_gsd_m(job.grid) ** 2,
+    r = polygonize_buildings(files["fp_mask"], files[polygon_probs_product(files)], files["polygons"],
+                             grid_gsd_m(job.grid) ** 2,
                              origin=(int(w.row_off), int(w.col_off)), grid_shape=(job.grid.height, job.grid.width),
                              transform=job.grid.transform, seams_path=files["seams"])
     return {"buildings": r["buildings"], "seam_parts": r["seam_parts"]}
