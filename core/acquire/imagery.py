@@ -73,9 +73,12 @@ ASSEMBLY_CACHE_BYTES = 16 * 2**20
 #: Output compression: ZSTD level 1 with the horizontal predictor is 3x faster to write than DEFLATE
 #: level 1 and as small (within 2 % on the Kampala mosaic); read by GDAL >= 2.3, so by any QGIS 3.
 OUTPUT_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
-#: Threads in which GDAL compresses the output's tiles (its GTiff ``NUM_THREADS``): compression then
-#: runs beside the thread that hands blocks over, not in it. The file's bytes are the same.
-COMPRESSION_THREADS = 2
+#: Threads in which GDAL compresses the output's tiles (its GTiff ``NUM_THREADS``). 1: in the thread
+#: that writes (:class:`_BackgroundWriter`, beside the fetching and warping threads). GDAL's own
+#: compression threads were worth it while the main thread wrote; with a writer thread they only add
+#: CPU (a copy of each tile and the hand-overs: 4.3-5.5 against 3.5-5.0 CPU-ms per 512-pixel block
+#: written, in isolation), which the 2-core benchmark pays for in wall time. The bytes are the same.
+COMPRESSION_THREADS = 1
 #: Bilinear warps by the compiled kernel of :mod:`._warp_compiled` where it applies (and numba is
 #: installed); False: always GDAL's warp (the tests compare the two).
 COMPILED_WARP = True
