@@ -50,9 +50,10 @@ BANDS = ("red", "green", "blue")
 #: tile arrives (1.2-1.3x the throughput on the benchmark, the same CPU time).
 BLOCK_SIZE = 512
 #: Width (pixels) of the vertical strips in which blocks are mosaicked and written (:func:`block_order`).
-#: The tiles on the edge between two strips are fetched and decoded twice (one column of tiles per
-#: edge: ~6 % of the tiles at 4096 px, ~12 % at 2048); the tiles kept in memory grow with the width,
-#: not the extent (:func:`_tiles_to_keep`: 57 tiles, 14 MiB, at 4096 px and zoom 19 for 0.3 m).
+#: The tiles on the edge between two strips are needed by both (one column of tiles per edge: ~6 % of
+#: the tiles at 4096 px), and held for the next strip (:data:`CARRIED_TILE_BYTES`); the tiles kept in
+#: memory grow with the width, not the extent (:func:`_tiles_to_keep`: 57 tiles, 14 MiB, at 4096 px
+#: and zoom 19 for 0.3 m).
 STRIP_WIDTH = 4096
 #: Decoded tiles on the edge between two strips held in memory from the last block of a row of
 #: blocks in one strip to the first of that row in the next (:class:`_StripEdges`), so that they are
