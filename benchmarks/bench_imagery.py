@@ -98,9 +98,11 @@ Issue 11, last goal, 1500 m / 0 ms (quiet main 1.86x): where the CPU went and wh
   Output bytes unchanged (sha256 of the 1500 m output the same as main's, same server). main (3dec203) and
   this code, each in its own process, interleaved with gdal_translate, best of 5, load 4.5-6.5: 1500 m,
   0 ms, 1.96 -> 1.59 s (paired main / new 1.05, 1.09, 1.35, 1.48, 1.61), CPU 2.53 -> 2.21 s (mean).
-  The whole benchmark (load 4.3-6.1): 600 m, 0 ms: 1.93x (no warp 2.23x); 1500 m, 0 ms: gdal_translate
-  4.16 s (CPU 2.65) against 2.04 s (CPU 2.08): 2.04x; 600 m, 30 ms: 2.18x; 1500 m, 30 ms: 2.18x; peak
-  memory 16x / 1x 1.09. A quiet rerun is needed for the quiet-machine ratios.
+  The whole benchmark, two runs (load 4.3-6.1, then 5.4-6.4): 600 m, 0 ms: 1.93x / 1.75x (no warp 2.23x /
+  2.22x); 1500 m, 0 ms: gdal_translate 4.16 s (CPU 2.65) against 2.04 s (CPU 2.08): 2.04x, then 4.96 s
+  (CPU 3.20) against 1.55 s (CPU 2.06): 3.20x; 600 m, 30 ms: 2.18x / 2.85x; 1500 m, 30 ms: 2.18x / 2.41x;
+  peak memory 16x / 1x 1.09 / 1.10. The load swings both ways; a quiet rerun is needed for the
+  quiet-machine ratios (COMPRESSION_THREADS is the one setting to check there: 1 saves CPU, 2 a tail).
 """
 from __future__ import annotations
 
