@@ -78,6 +78,31 @@ Quiet machine (lead, session 7, nothing else running), ours / gdal_translate: fi
 CPU 2.50 s against 1.33 s, CPU 2.06 s); 600 m, 30 ms 1.87x; 1500 m, 30 ms 1.62x; no warp 2.27x; peak
 memory 16x / 1x 1.07. Before the background writer (689f9a7, load 1.0-1.4): 2.27x, 1.63x, 1.87x, 1.63x,
 no warp 2.36x, memory 1.04. A run in between (final code, load 2.6 -> 1.5): 2.37x, 1.82x, 2.05x, 1.66x.
+Issue 11, last goal, 1500 m / 0 ms (quiet main 1.86x): where the CPU went and what was done (session 8;
+2 CPUs shared with two other sessions, load 3-6.5 throughout, so ratios are lower than on a quiet machine):
+  * tile decoding (the largest share): GDAL 3.10's PNG driver already inflates with libdeflate (~65 % of
+    its 1.5 ms a tile, perf) and undoes the row filters in SIMD (~35 %). Measured and left out: pyspng
+    (libspng) 2.5-3.1 ms a tile; our own decoder (chunks parsed, libdeflate or ISA-L inflate: 0.8-0.9
+    / 0.9-1.1 ms, row filters in numba: 1.1-2.2 ms scalar or packed 4 x 16-bit lanes, Paeth the bulk);
+    none beats GDAL, so no new dependency;
+  * strip edges: the tiles on the edge between two 4096-pixel strips are held from one strip to the next
+    (imagery.CARRIED_TILE_BYTES, 16 MiB at most): 1500 m 420 requests for 420 tiles (was 439), 2400 m
+    1056 (was 1089); the 30 ms cap at 1500 m rises to 420 x 30 / 4 = 3.15 s, 2.08x of a quiet
+    gdal_translate (was 1.77x);
+  * HTTP: a GET without a proxy goes through http.client on a kept-alive connection of its thread
+    (http_transport.Transport._get_direct): 0.19-0.22 CPU-ms per 150 KB tile, was 0.46-0.66 (urllib3's
+    pool manager), with the GIL held;
+  * the output compressed in the writer thread (imagery.COMPRESSION_THREADS 1): GDAL's compression
+    threads added ~20 % to the CPU of each block written once writes had a thread of their own;
+  * the two-pass warp kernel: 0.82-0.86x the CPU per 512-pixel block (same bytes).
+  Output bytes unchanged (sha256 of the 1500 m output the same as main's, same server). main (3dec203) and
+  this code, each in its own process, interleaved with gdal_translate, best of 5, load 4.5-6.5: 1500 m,
+  0 ms, 1.96 -> 1.59 s (paired main / new 1.05, 1.09, 1.35, 1.48, 1.61), CPU 2.53 -> 2.21 s (mean).
+  The whole benchmark, two runs (load 4.3-6.1, then 5.4-6.4): 600 m, 0 ms: 1.93x / 1.75x (no warp 2.23x /
+  2.22x); 1500 m, 0 ms: gdal_translate 4.16 s (CPU 2.65) against 2.04 s (CPU 2.08): 2.04x, then 4.96 s
+  (CPU 3.20) against 1.55 s (CPU 2.06): 3.20x; 600 m, 30 ms: 2.18x / 2.85x; 1500 m, 30 ms: 2.18x / 2.41x;
+  peak memory 16x / 1x 1.09 / 1.10. The load swings both ways; a quiet rerun is needed for the
+  quiet-machine ratios (COMPRESSION_THREADS is the one setting to check there: 1 saves CPU, 2 a tail).
 """
 from __future__ import annotations
 

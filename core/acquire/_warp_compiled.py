@@ -134,8 +134,7 @@ def _separable_kernel(src, rows, cols, sx, sy, out):
     held = np.full(SEPARABLE_SLOTS, -(2 ** 40), np.int64)  # the source row in each slot
     for r in range(out.shape[1]):
         _interp_row(r, rows, sx, sy, row_x, row_y)
-        _row_positions(row_x, row_y, cols, ix, fx, iy, fy)
-        j_first, j_last = iy.min(), iy.max()
+        j_first, j_last = _row_positions(row_x, row_y, cols, ix, fx, iy, fy)
         if j_last + 1 - j_first >= SEPARABLE_SLOTS:
             for c in range(n_cols):
                 _edge_sample(src, ix[c], iy[c], fx[c], fy[c], out, r, c)
@@ -144,19 +143,24 @@ def _separable_kernel(src, rows, cols, sx, sy, out):
             if held[j % SEPARABLE_SLOTS] != j:
                 _horizontal_pass(src, j, ix, fx, across_x[j % SEPARABLE_SLOTS], opaque[j % SEPARABLE_SLOTS])
                 held[j % SEPARABLE_SLOTS] = j
-        _vertical_pass(src, across_x, opaque, ix, fx, iy, fy, out, r)
+        _vertical_pass(src, across_x, opaque, ix, fx, iy, fy, out, r, j_first, j_last)
 
 
 def _row_positions(row_x, row_y, cols, ix, fx, iy, fy):
     """Each output column's top-left source neighbour (``ix``, ``iy``) and fractions (``fx``,
-    ``fy``) on a row whose coordinates at the grid's columns are ``row_x``, ``row_y``."""
+    ``fy``) on a row whose coordinates at the grid's columns are ``row_x``, ``row_y``; returns
+    the least and greatest ``iy``."""
+    j_first, j_last = 2 ** 62, -(2 ** 62)
     for k in range(max(len(cols) - 1, 1)):
         c_start, c_end, dx, dy = _cell_span(cols, k, row_x, row_y, ix.shape[0])
         for c in range(c_start, c_end):
             x = row_x[k] + (c - cols[k]) * dx - 0.5
             y = row_y[k] + (c - cols[k]) * dy - 0.5
-            ix[c], iy[c] = int(math.floor(x)), int(math.floor(y))
-            fx[c], fy[c] = x - ix[c], y - iy[c]
+            floor_x, floor_y = math.floor(x), math.floor(y)
+            ix[c], iy[c] = int(floor_x), int(floor_y)
+            fx[c], fy[c] = x - floor_x, y - floor_y
+            j_first, j_last = min(j_first, iy[c]), max(j_last, iy[c])
+    return j_first, j_last
 
 
 def _horizontal_pass(src, j, ix, fx, across_x, opaque):
@@ -181,20 +185,25 @@ def _horizontal_pass(src, j, ix, fx, across_x, opaque):
         out_blue[c] = g * blue[i] + f * blue[i + one]
 
 
-def _vertical_pass(src, across_x, opaque, ix, fx, iy, fy, out, r):
-    """Output row ``r`` from the resampled source rows around each pixel's exact y; where a
-    row reads one source row pair (nearly always), band by band in plain loops (vectorised)."""
+def _vertical_pass(src, across_x, opaque, ix, fx, iy, fy, out, r, j_first, j_last):
+    """Output row ``r`` from the resampled source rows around each pixel's exact y (``iy`` from
+    ``j_first`` to ``j_last``); where a row reads one source row pair (nearly always), band by
+    band in plain loops (vectorised)."""
     n_cols = ix.shape[0]
-    j_first, j_last = iy.min(), iy.max()
     if j_first == j_last:
         top, bottom = j_first % SEPARABLE_SLOTS, (j_first + 1) % SEPARABLE_SLOTS
         for b in range(3):
             _blend_rows(across_x[top, b], across_x[bottom, b], fy, out[b, r])
+        both = opaque[top] & opaque[bottom]
+        for c in range(n_cols):
+            if both[c] != 255:
+                _edge_sample(src, ix[c], iy[c], fx[c], fy[c], out, r, c)
+        return
     for c in range(n_cols):
         top, bottom = iy[c] % SEPARABLE_SLOTS, (iy[c] + 1) % SEPARABLE_SLOTS
         if (opaque[top, c] & opaque[bottom, c]) != 255:
             _edge_sample(src, ix[c], iy[c], fx[c], fy[c], out, r, c)
-        elif j_first != j_last:
+        else:
             for b in range(3):
                 out[b, r, c] = _colour((1.0 - fy[c]) * across_x[top, b, c] + fy[c] * across_x[bottom, b, c])
 

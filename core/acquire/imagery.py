@@ -30,6 +30,7 @@ import rasterio.crs
 from pyproj import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window
 
 from ..errors import InputError
 from ..grid import Block, Grid
@@ -49,10 +50,16 @@ BANDS = ("red", "green", "blue")
 #: tile arrives (1.2-1.3x the throughput on the benchmark, the same CPU time).
 BLOCK_SIZE = 512
 #: Width (pixels) of the vertical strips in which blocks are mosaicked and written (:func:`block_order`).
-#: The tiles on the edge between two strips are fetched and decoded twice (one column of tiles per
-#: edge: ~6 % of the tiles at 4096 px, ~12 % at 2048); the tiles kept in memory grow with the width,
-#: not the extent (:func:`_tiles_to_keep`: 57 tiles, 14 MiB, at 4096 px and zoom 19 for 0.3 m).
+#: The tiles on the edge between two strips are needed by both (one column of tiles per edge: ~6 % of
+#: the tiles at 4096 px), and held for the next strip (:data:`CARRIED_TILE_BYTES`); the tiles kept in
+#: memory grow with the width, not the extent (:func:`_tiles_to_keep`: 57 tiles, 14 MiB, at 4096 px
+#: and zoom 19 for 0.3 m).
 STRIP_WIDTH = 4096
+#: Decoded tiles on the edge between two strips held in memory from the last block of a row of
+#: blocks in one strip to the first of that row in the next (:class:`_StripEdges`), so that they are
+#: fetched and decoded once: one column of tiles per row of the extent, up to this many bytes of
+#: tiles (16 MiB: 64 tiles of 256 px, an extent ~5 km tall at 0.3 m); beyond, fetched twice.
+CARRIED_TILE_BYTES = 16 * 2**20
 #: Output blocks mosaicked at once (each holds its tiles and a warp buffer: ~6 MiB at 512 px).
 BLOCK_WORKERS = max(2, min(4, os.cpu_count() or 1))
 #: Blocks whose tiles are requested ahead (those being mosaicked included): twice the blocks
@@ -67,9 +74,14 @@ ASSEMBLY_CACHE_BYTES = 16 * 2**20
 #: Output compression: ZSTD level 1 with the horizontal predictor is 3x faster to write than DEFLATE
 #: level 1 and as small (within 2 % on the Kampala mosaic); read by GDAL >= 2.3, so by any QGIS 3.
 OUTPUT_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
-#: Threads in which GDAL compresses the output's tiles (its GTiff ``NUM_THREADS``): compression then
-#: runs beside the thread that hands blocks over, not in it. The file's bytes are the same.
-COMPRESSION_THREADS = 2
+#: Threads in which GDAL compresses the output's tiles (its GTiff ``NUM_THREADS``). 1: in the thread
+#: that writes (:class:`_BackgroundWriter`, beside the fetching and warping threads). GDAL's own
+#: compression threads were worth it while the main thread wrote; with a writer thread they only add
+#: CPU (a copy of each tile and the hand-overs: 4.3-5.5 against 3.5-5.0 CPU-ms per 512-pixel block
+#: written, in isolation), which the 2-core benchmark pays for in wall time. The price: the writer
+#: finishes 0.07-0.13 s after the last block on a machine loaded 6-8 (0.01-0.04 s with 2 threads).
+#: The bytes are the same.
+COMPRESSION_THREADS = 1
 #: Bilinear warps by the compiled kernel of :mod:`._warp_compiled` where it applies (and numba is
 #: installed); False: always GDAL's warp (the tests compare the two).
 COMPILED_WARP = True
@@ -400,10 +412,12 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
     each time a block is submitted. Returns an iterator of (index, pixels) of each block once stored."""
     blocks = [b for b in block_order(plan.grid, block_size) if not store.is_done(b.index)]
     prepared: dict[int, _Prepared] = {}  # block -> its tiles (reserved) and coordinate grid
+    edges = _StripEdges(plan, block_size, fetcher, store)
 
     def prepare(i: int) -> None:
         prepared[i] = _prepare(plan, blocks[i])
         fetcher.reserve(prepared[i].tiles)
+        edges.prepared(blocks[i], prepared[i])
 
     for i in range(min(PREFETCH_BLOCKS, len(blocks))):
         prepare(i)
@@ -425,6 +439,46 @@ def _mosaic_blocks(plan: _Plan, store: BlockStore, fetcher: TileFetcher, block_s
     # queued: a worker that ends a block starts the next at once, not when this thread gets to it
     runs = run_bounded(mosaic, submitted(), BLOCK_WORKERS, progress, queued=BLOCK_WORKERS)
     return _report_blocks(runs, blocks, plan.grid.block_count(block_size), progress)
+
+
+class _StripEdges:
+    """Holds the tiles on the edge between two strips of blocks (:func:`block_order`) from the last
+    block of a row in one strip (whose tiles are then reserved once more) to the first block of
+    that row in the next strip (which releases them once it has reserved them itself), within
+    :data:`CARRIED_TILE_BYTES`: without it they were fetched and decoded twice (439 requests for
+    420 tiles at 1500 m), since a strip's rows of tiles are long gone when the next strip starts."""
+
+    def __init__(self, plan: _Plan, block_size: int, fetcher: TileFetcher, store: BlockStore):
+        self._plan, self._fetcher, self._store, self._block_size = plan, fetcher, store, block_size
+        self._strip = max(1, STRIP_WIDTH // block_size) * block_size
+        self._held: dict[int, list[tuple[int, int]]] = {}  # next strip's block -> tiles held for it
+        self._room = CARRIED_TILE_BYTES // (4 * plan.level.tile_width * plan.level.tile_height)
+
+    def prepared(self, block: Block, work: _Prepared) -> None:
+        """``block``'s tiles are reserved (``work``): release those held for it; hold those
+        that the block beside it in the next strip needs too."""
+        held = self._held.pop(block.index, None)
+        if held is not None:
+            self._fetcher.release(held)
+            self._room += len(held)
+        right = self._beside(block)
+        if right is None or self._store.is_done(right.index):
+            return
+        shared = sorted(set(work.tiles) & set(_tiles_in(self._plan, _block_bounds_in_tms(self._plan, right))))
+        if shared and len(shared) <= self._room:
+            self._fetcher.reserve(shared)
+            self._held[right.index] = shared
+            self._room -= len(shared)
+
+    def _beside(self, block: Block) -> Block | None:
+        """The first block of ``block``'s row in the next strip when ``block`` ends its strip's
+        row, else None (blocks are numbered row by row: :meth:`.Grid.blocks`)."""
+        col = int(block.window.col_off + block.window.width)
+        if col % self._strip or col >= self._plan.grid.width:
+            return None
+        window = Window(col, block.window.row_off, min(self._block_size, self._plan.grid.width - col),
+                        block.window.height)
+        return Block(window, window, block.index + 1)
 
 
 @dataclass(frozen=True)

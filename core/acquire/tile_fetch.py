@@ -146,6 +146,13 @@ class TileFetcher:
                 self._submit(key)
             self._pins.update(keys)
 
+    def release(self, keys: list[TileKey]) -> None:
+        """Release a :meth:`reserve` of ``keys`` without a :meth:`get` (tiles held for a later
+        block that has reserved them itself by now)."""
+        with self._lock:
+            self._pins.subtract(keys)
+            self._evict()
+
     def close(self) -> None:
         """Stop: pending fetches are dropped, running ones end on their own."""
         self._pool.shutdown(wait=False, cancel_futures=True)

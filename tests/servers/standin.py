@@ -106,6 +106,7 @@ def _make_handler(state: _State):
             with state.lock:
                 state.log.append({"time": time.time(), "method": self.command, "path": split.path, "query": query,
                                   "headers": headers, "body_sha256": hashlib.sha256(body).hexdigest(),
+                                  "client_port": self.client_address[1],
                                   "body": body.decode("utf-8", "replace") if len(body) < 65536 else None,
                                   "fault": fault["kind"] if fault else None})
             self._answer(fault, split.path, query, headers, body)

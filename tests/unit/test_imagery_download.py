@@ -486,11 +486,19 @@ def test_tiles_are_fetched_once_within_a_strip_and_blocks_go_strip_by_strip(tile
                      (8192, 0), (8192, 2048)]
 
 
-def test_across_two_strips_only_the_tiles_on_their_edge_are_fetched_twice(tiles, tmp_path):
+@pytest.mark.parametrize("carried_bytes", [None, 0], ids=["held", "no-room"])
+def test_tiles_on_the_edge_between_two_strips_are_fetched_once_while_there_is_room(tiles, tmp_path, monkeypatch,
+                                                                                   carried_bytes):
+    """The tiles on the edge between two strips of blocks are held from one strip to the next and
+    fetched once; without room to hold them (CARRIED_TILE_BYTES 0) that column of tiles, and
+    nothing else, is fetched twice. The output's bytes are the same either way."""
     from pyproj import Transformer
 
+    from edifice.core.acquire import imagery
     from edifice.core.acquire.imagery import STRIP_WIDTH
 
+    if carried_bytes is not None:
+        monkeypatch.setattr(imagery, "CARRIED_TILE_BYTES", carried_bytes)
     before = len(tiles.requests())
     # ~30 km x 15 km at 4.8 m (zoom 15, tiles of ~1.2 km): ~6200 x 3100 pixels, two strips of blocks
     # (4096 pixels and the rest), 25 x 13 tiles (nearly all without imagery: answered 404, not decoded)
@@ -509,9 +517,41 @@ def test_across_two_strips_only_the_tiles_on_their_edge_are_fetched_twice(tiles,
     edge_col = (mx + 20037508.342789244) / (2 * 20037508.342789244 / 2 ** 15)
     assert 0.1 < edge_col % 1 < 0.9  # the edge crosses one column of tiles (not on their border)
     rows = {r for _, _, r in distinct}
-    assert twice == {(15, int(edge_col), r) for r in rows}  # that column, every row, nothing else
-    assert all(keys.count(k) == 2 for k in twice)
-    assert len(keys) == len(distinct) + len(rows)
+    if carried_bytes is None:
+        assert not twice and len(keys) == len(distinct)
+    else:
+        assert twice == {(15, int(edge_col), r) for r in rows}  # that column, every row, nothing else
+        assert all(keys.count(k) == 2 for k in twice)
+        assert len(keys) == len(distinct) + len(rows)
+
+
+def test_tiles_held_across_strips_give_the_same_bytes_and_are_all_released(tiles, tmp_path, monkeypatch):
+    """Real imagery over three strips (blocks of 128 px, strips of 256 px, no tile kept beyond those
+    that blocks hold): fewer requests than a run that holds nothing across strips, the same bytes,
+    and no tile left held at the end."""
+    from edifice.core.acquire import imagery, tile_fetch
+
+    monkeypatch.setattr(imagery, "STRIP_WIDTH", 256)
+    monkeypatch.setattr(imagery, "_tiles_to_keep", lambda plan, block_size: 0)
+    fetchers = []
+    real_close = tile_fetch.TileFetcher.close
+
+    def close(self):
+        fetchers.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(tile_fetch.TileFetcher, "close", close)
+    before = len(tiles.requests())
+    held = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "held.tif", gsd_m=0.3, cache=None,
+                            block_size=128)
+    paths = [r["path"] for r in tiles.requests()[before:] if "/xyz/" in r["path"]]
+    assert held["width"] > 2 * 256 and held["valid_fraction"] > 0.3 and len(paths) == held["tiles_requested"]
+    assert all(count == 0 for count in fetchers[-1]._pins.values())
+    monkeypatch.setattr(imagery, "CARRIED_TILE_BYTES", 0)
+    again = download_imagery(xyz(tiles), KAMPALA, "EPSG:4326", tmp_path / "again.tif", gsd_m=0.3, cache=None,
+                             block_size=128)
+    assert again["tiles_requested"] > held["tiles_requested"]
+    assert (tmp_path / "held.tif").read_bytes() == (tmp_path / "again.tif").read_bytes()
 
 
 def test_blocks_finished_out_of_order_are_written_in_order(tmp_path):
