@@ -8,8 +8,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # python3-pyproj (not the PyPI wheel): a wheel's bundled PROJ clashes with the PROJ that qgis_process links (std::bad_alloc);
-# proj-bin lets that pyproj find /usr/share/proj from inside the venv.
-APT_PACKAGES=(qgis python3-qgis qgis-providers python3-venv python3-pip python3-pyproj proj-bin gdal-bin xvfb xauth)
+# proj-bin lets that pyproj find /usr/share/proj from inside the venv. openssl: the tests' self-signed HTTPS stand-ins.
+APT_PACKAGES=(qgis python3-qgis qgis-providers python3-venv python3-pip python3-pyproj proj-bin gdal-bin xvfb xauth
+              openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

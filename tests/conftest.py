@@ -170,21 +170,27 @@ def _standin_module():
 
 @pytest.fixture
 def standin(tmp_path_factory):
-    """Factory: ``standin(module_path, *args, env=None)`` starts a stand-in service (a subprocess on
-    127.0.0.1) and returns its :class:`StandIn` (``.url``, ``.set_faults``, ``.requests()``, ``.kill()``);
-    every one started is stopped at teardown."""
+    """Factory: ``standin(module_path, *args, env=None, tls_dir=None)`` starts a stand-in service (a
+    subprocess on 127.0.0.1; HTTPS with ``tls_dir``'s certificate) and returns its :class:`StandIn`
+    (``.url``, ``.set_faults``, ``.requests()``, ``.kill()``); every one started is stopped at teardown."""
     started = []
     start = _standin_module().start_standin
 
-    def factory(module_path, *args, env=None):
+    def factory(module_path, *args, env=None, tls_dir=None):
         state = tmp_path_factory.mktemp("standin")
-        server = start(module_path, state, list(args), env=env)
+        server = start(module_path, state, list(args), env=env, tls_dir=tls_dir)
         started.append(server)
         return server
 
     yield factory
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def self_signed_tls(tmp_path_factory):
+    """A folder with ``cert.pem`` / ``key.pem`` of a self-signed certificate for 127.0.0.1."""
+    return _standin_module().make_self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 # --- Overpass stand-in (tests/servers/overpass_standin.py) over the Helsinki extract ---------------------------

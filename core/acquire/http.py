@@ -346,13 +346,18 @@ class HttpClient:
 
 def _failure(exc: TransportError, service: str, shown: str, redact_text: Callable[[str], str]) -> Exception:
     """What a transport failure is to the client: a :class:`Retry` (connection failures, cut-off
-    or undecodable answers) or an :class:`HttpError` (a request that cannot be made)."""
+    or undecodable answers) or an :class:`HttpError` (a request that cannot be made, a server
+    certificate that does not verify: retrying would not help)."""
     if exc.kind == "connection":
         return Retry(f"connection failed ({exc.name})")
     if exc.kind == "cut_off":
         return Retry("the answer was cut off")
     if exc.kind == "decode":
         return Retry("the answer could not be decoded")
+    if exc.kind == "untrusted":
+        return HttpError(service, f"{shown}: the server's TLS certificate is not trusted ({redact_text(exc.name)}: "
+                                  f"{redact_text(str(exc))}). If your organisation signs it, point the "
+                                  f"REQUESTS_CA_BUNDLE environment variable at a CA bundle that holds its CA.")
     return HttpError(service, f"request to {shown} failed: {redact_text(str(exc))}")
 
 

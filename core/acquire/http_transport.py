@@ -46,7 +46,8 @@ _NO_PROXY = ""
 class TransportError(Exception):
     """No complete answer. ``kind``: ``"connection"`` (refused, reset, timed out, TLS: worth a
     retry), ``"cut_off"`` (the body ended early), ``"decode"`` (a compressed body that does not
-    decode) or ``"request"`` (the request cannot be made as it is: a bad URL, too many redirects).
+    decode), ``"untrusted"`` (the server's TLS certificate does not verify against the CA bundle) or
+    ``"request"`` (the request cannot be made as it is: a bad URL, too many redirects).
     ``name``: the underlying error's class; the message may hold the URL (redact it)."""
 
     def __init__(self, kind: str, name: str, message: str):
@@ -157,7 +158,7 @@ class Transport:
             raise TransportError("cut_off", type(exc).__name__, f"{url}: {exc!r}") from None
         except (http.client.HTTPException, OSError) as exc:  # refused, reset, dropped, timed out, TLS
             conn.close()
-            raise TransportError("connection", type(exc).__name__, f"{url}: {exc}") from None
+            raise _connection_error(exc, url) from None
         response_headers: dict[str, str] = {}
         for name, value in resp.getheaders():  # repeated headers joined, as urllib3 joins them
             key = name.lower()
@@ -182,7 +183,7 @@ class Transport:
                 conn.connect()
             except (http.client.HTTPException, OSError) as exc:
                 conn.close()
-                raise TransportError("connection", type(exc).__name__, f"{scheme}://{netloc}: {exc}") from None
+                raise _connection_error(exc, f"{scheme}://{netloc}") from None
         conn.sock.settimeout(timeout_s)
         return conn
 
@@ -196,6 +197,13 @@ class Transport:
 def _check_scheme(url: str) -> None:
     if urlsplit(url).scheme.lower() not in ("http", "https"):  # as requests: no guessing of a scheme
         raise TransportError("request", "InvalidURL", f"{url!r} is not an http:// or https:// URL")
+
+
+def _connection_error(exc: Exception, where: str) -> TransportError:
+    """A failure of the direct path: an untrusted certificate, else a connection failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TransportError("untrusted", type(exc).__name__, f"{where}: {exc.verify_message or exc}")
+    return TransportError("connection", type(exc).__name__, f"{where}: {exc}")
 
 
 def _closed_by_peer(sock) -> bool:
@@ -259,6 +267,9 @@ def _request_error(exc: Exception) -> TransportError:
     """A failure before an answer came: a connection failure (retried), else a bad request."""
     if isinstance(exc, MaxRetryError):
         reason = exc.reason
+        unverified = next((a for a in getattr(reason, "args", ()) if isinstance(a, ssl.SSLCertVerificationError)), None)
+        if unverified is not None:
+            return TransportError("untrusted", type(unverified).__name__, unverified.verify_message or str(unverified))
         if isinstance(reason, ResponseError):  # too many redirects
             return TransportError("request", "TooManyRedirects", str(exc))
         return TransportError("connection", type(reason).__name__ if reason else "MaxRetryError", str(exc))

@@ -28,6 +28,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -153,6 +154,7 @@ def serve(argv: list[str]) -> None:
     p.add_argument("module")
     p.add_argument("--state-dir", required=True)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--tls-dir", help="serve HTTPS with cert.pem and key.pem of this folder")
     own, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     a = p.parse_args(own)
     a.args = extra
@@ -162,6 +164,10 @@ def serve(argv: list[str]) -> None:
         module.setup(a.args, state_dir)
     server = ThreadingHTTPServer(("127.0.0.1", a.port), _make_handler(_State(module)))
     server.daemon_threads = True
+    if a.tls_dir:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(Path(a.tls_dir) / "cert.pem", Path(a.tls_dir) / "key.pem")
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     tmp = state_dir / "port.part"
     tmp.write_text(str(server.server_address[1]))
     os.replace(tmp, state_dir / "port")
@@ -176,15 +182,17 @@ def serve(argv: list[str]) -> None:
 class StandIn:
     """A running stand-in service (a subprocess)."""
 
-    def __init__(self, proc: subprocess.Popen, port: int, state_dir: Path):
+    def __init__(self, proc: subprocess.Popen, port: int, state_dir: Path, tls_dir: Path | None = None):
         self.proc = proc
         self.port = port
         self.state_dir = state_dir
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls_dir else 'http'}://127.0.0.1:{port}"
+        self._tls = ssl.create_default_context(cafile=tls_dir / "cert.pem") if tls_dir else None
 
     def _admin(self, what: str, payload=None):
         data = None if payload is None else json.dumps(payload).encode()
-        with urllib.request.urlopen(urllib.request.Request(self.url + ADMIN + what, data=data), timeout=10) as r:
+        request = urllib.request.Request(self.url + ADMIN + what, data=data)
+        with urllib.request.urlopen(request, timeout=10, context=self._tls) as r:
             return json.loads(r.read())
 
     def set_faults(self, rules: list[dict]) -> None:
@@ -214,14 +222,28 @@ class StandIn:
         self.stop()
 
 
+def make_self_signed_certificate(folder: str | os.PathLike) -> Path:
+    """``cert.pem`` and ``key.pem`` of a self-signed certificate for 127.0.0.1 in ``folder`` (made with
+    the ``openssl`` command); returns ``folder``. The certificate is its own CA (a bundle to trust)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+                   check=True, capture_output=True)
+    return folder
+
+
 def start_standin(module_path: str | os.PathLike, state_dir: str | os.PathLike, args: list[str] = (),
-                  env: dict | None = None, timeout_s: float = 60.0) -> StandIn:
-    """Start ``module_path`` as a stand-in service on a free port of 127.0.0.1 and wait until it listens."""
+                  env: dict | None = None, timeout_s: float = 60.0,
+                  tls_dir: str | os.PathLike | None = None) -> StandIn:
+    """Start ``module_path`` as a stand-in service on a free port of 127.0.0.1 and wait until it listens
+    (HTTPS with the certificate in ``tls_dir``, see :func:`make_self_signed_certificate`)."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "port").unlink(missing_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), str(module_path), "--state-dir", str(state_dir),
-           "--", *map(str, args)]
+           *(["--tls-dir", str(tls_dir)] if tls_dir else []), "--", *map(str, args)]
     log = open(state_dir / "standin.log", "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     log.close()
@@ -233,7 +255,7 @@ def start_standin(module_path: str | os.PathLike, state_dir: str | os.PathLike, 
             proc.kill()
             raise RuntimeError(f"stand-in {module_path} did not start within {timeout_s} s")
         time.sleep(0.05)
-    return StandIn(proc, int((state_dir / "port").read_text()), state_dir)
+    return StandIn(proc, int((state_dir / "port").read_text()), state_dir, Path(tls_dir) if tls_dir else None)
 
 
 if __name__ == "__main__":

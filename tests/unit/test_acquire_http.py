@@ -243,6 +243,29 @@ def test_plain_gets_go_direct_on_one_kept_alive_connection_per_thread(echo, monk
     assert all(q["headers"]["user-agent"] == USER_AGENT and "gzip" in q["headers"]["accept-encoding"] for q in gets)
 
 
+def test_https_gets_and_posts_trust_only_the_ca_bundle(standin, self_signed_tls, monkeypatch):
+    """Over HTTPS, the direct GET path and urllib3's POST path both verify the server against the CA
+    bundle requests would use (``REQUESTS_CA_BUNDLE``): trusted, they get the bytes; with the default
+    bundle, which does not hold the self-signed certificate, both fail at once (no retries) with an
+    error that says so and what to do."""
+    server = standin(ECHO, tls_dir=self_signed_tls)
+    assert server.url.startswith("https://")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(self_signed_tls / "cert.pem"))
+    trusted = client(max_retries=0)
+    assert trusted.get(server.url + "/bytes/1000").content == PATTERN_1000
+    assert trusted.get(server.url + "/gzip/1000").content == PATTERN_1000
+    assert trusted.post(server.url + "/echo", data=b"over tls").content == b"over tls"
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    untrusted = client(max_retries=3)
+    calls = (lambda: untrusted.get(server.url + "/bytes/1000"),
+             lambda: untrusted.post(server.url + "/echo", data=b"x"))
+    for call in calls:
+        with pytest.raises(HttpError, match="TLS certificate is not trusted .*self.signed.*REQUESTS_CA_BUNDLE"):
+            call()
+    assert [q["method"] for q in server.requests()] == ["GET", "GET", "POST"]
+
+
 def test_a_kept_alive_connection_that_the_server_closed_is_not_reused():
     import socket
 
