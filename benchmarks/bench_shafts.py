@@ -168,7 +168,10 @@ def scene(size: float, padding: float, folder: Path):
 
 
 def make_checkpoint(path: Path) -> Path:
-    """Random 2-block 100 m multi-task network with random BatchNorm statistics, output layers spread."""
+    """Random 2-block 100 m multi-task network with random BatchNorm statistics, output layers spread.
+    The Sentinel branch's BatchNorm shifts are set to 0.1-0.3 so that its features stay live: with the
+    default zero shifts every Sentinel feature was exactly 0 after the branch's last ReLU (inputs in
+    [0, 1]), so the outputs depended on the DEM branch only (checked by :func:`sentinel_branch_live`)."""
     spec = importlib.util.spec_from_file_location("mk", ROOT / "scripts" / "make_random_shafts_checkpoint.py")
     mk = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mk)
@@ -180,10 +183,33 @@ def make_checkpoint(path: Path) -> Path:
                 v.copy_(0.5 + torch.rand(v.shape))
             elif k.endswith("running_mean"):
                 v.copy_(torch.rand(v.shape) * 0.2)
+            elif k.startswith("features.") and k.endswith(".bias") and k.split(".")[-2].startswith("bn"):
+                v.copy_(0.1 + torch.rand(v.shape) * 0.2)        # keeps the Sentinel features above 0
     model.eval()
     mk._spread_outputs(model, S1, S2, DEM, EXTENT, 0.005)      # fits inside the THU crop
     torch.save({"epoch": 0, "state_dict": model.state_dict()}, path)      # SHAFTS's file layout
     return path
+
+
+def sentinel_branch_live(ckpt: Path) -> tuple[float, float]:
+    """(fraction of the Sentinel branch's features that are nonzero, max |height change| in metres when
+    the Sentinel patches are replaced by zeros) on the THU patches; raises if the branch is dead (all
+    features 0 or no effect on the heights), since the agreement figures would then ignore it."""
+    from edifice.core.height.shafts_inference import gather_patches, prepare_inputs, shafts_output_grid
+    model = load_shafts_checkpoint(ckpt).model.eval()
+    xmin, ymin, xmax, ymax = EXTENT
+    prep, crs = prepare_inputs(S1, S2, DEM, (xmin - 0.005, ymin - 0.005, xmax + 0.005, ymax + 0.005))
+    xs, ys = shafts_output_grid(EXTENT, 100, crs).pixel_centres()
+    x, d, valid = gather_patches(prep, xs.ravel(), ys.ravel(), model.patch_size)
+    ok = valid & np.isfinite(d).all(axis=(1, 2, 3))
+    xt, dt = torch.from_numpy(x[ok]).float() / 255.0, torch.from_numpy(d[ok])
+    with torch.no_grad():
+        live = float((model.features(xt) != 0).float().mean())
+        change = float((model(xt, dt)["height"] - model(torch.zeros_like(xt), dt)["height"]).abs().max())
+    if not (live > 0 and change > 0):
+        raise SystemExit(f"the checkpoint's Sentinel branch is dead (nonzero features {live:.3f}, "
+                         f"height change {change:.3g} m): the agreement figures would not see it")
+    return live, change
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -574,6 +600,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = make_checkpoint(tmp / "random_100m_mtl.pth")
+        live, change = sentinel_branch_live(ckpt)
+        print(f"checkpoint: Sentinel branch features nonzero {live:.3f}; zeroing the Sentinel patches moves the "
+              f"heights by up to {change:.3g} m (the agreement figures below include that branch)", flush=True)
         *paths, extent = scene(1, a.padding, tmp)
         run_ours(predict_height_footprint_shafts, paths, extent, ckpt, tmp, a.device)     # warm-up
         for size in (float(v) for v in a.sizes.split(",")):
