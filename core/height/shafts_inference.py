@@ -624,9 +624,11 @@ def inference_model(model, dev, owned: bool = False, precision: str = "fp32"):
     fast = fuse_for_inference(model, copy_model=not owned).to(dev).to(memory_format=torch.channels_last)
     fast.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
     if dev.type == "cpu" and precision == "fp32":
+        from ...models.shafts import fuse_relu_and_se_tails
         from ...models.winograd import warm_up_compiled, winograd_layers
         if winograd_layers(fast):
             warm_up_compiled()        # numba loads while the inputs are prepared
+        fuse_relu_and_se_tails(fast)
     return fast
 
 
