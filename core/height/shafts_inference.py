@@ -121,12 +121,23 @@ def clip_nearest(ds, bounds, bands, name: str) -> tuple[np.ndarray, Grid]:
     ok = inside_r[:, None] & inside_c[None, :]
     for b, band in enumerate(bands):           # one source band in memory at a time
         data, valid = read_masked(ds, window, name, (band,))
-        ok &= valid[np.ix_(rr, cc)]
+        ok &= _take(valid, rr, cc)
         del valid
-        out[b] = data[0][np.ix_(rr, cc)]       # cast to float32 on assignment
+        out[b] = _take(data[0], rr, cc)        # cast to float32 on assignment
         del data
     out[:, ~ok] = np.nan                       # no data in any band -> NaN in all, as before
     return out, grid
+
+
+def _take(a: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``a[np.ix_(rows, cols)]``, taking a consecutive run of rows or columns as a slice (no gather), as
+    where the clip keeps the source's pixel size (the common case)."""
+    def run(idx):
+        return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size and np.all(np.diff(idx) == 1) else idx
+    r, c = run(rows), run(cols)
+    if isinstance(r, slice) or isinstance(c, slice):
+        return a[r][:, c] if isinstance(c, slice) else np.take(a[r], c, axis=1)
+    return a[np.ix_(rows, cols)]
 
 
 # ---------------------------------------------------------------------------
