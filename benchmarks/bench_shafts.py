@@ -13,7 +13,9 @@ Per size it runs, interleaved (after, before, after_bf16, shafts, previous, stre
                on a CPU one worker thread per torch thread, each running whole batches with one intra-op
                thread: core/batch_workers.py; on a CPU in fp32 the 3x3 stride-1 convolutions by Winograd
                F(5,3), models/winograd.py: with numba those of >= 64 channels, compiled cache-blocked
-               transforms on maps of more than one tile; without numba those of >= 128 channels);
+               transforms on maps of more than one tile; without numba those of >= 128 channels; the ReLU
+               after each Winograd conv1 applied in its output transform, and with numba each SE block's
+               tail, relu(out * w + identity), in one compiled pass: models/shafts.fuse_relu_and_se_tails);
   torch_wino   ``after`` with the compiled transforms off (as without numba; the network of commit 66264d0);
   after_bf16   the same with precision="bf16" (opt-in; not SHAFTS's numbers: see the printed max difference);
   previous     the same function as it was at ``--previous-rev`` (default fdc00d5: batches of 64 split across
@@ -36,9 +38,34 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
-Measured with the compiled Winograd transforms (branch shafts17d; NOTE: the random checkpoint's Sentinel
-branch outputs exactly 0 after its last ReLU, so the max differences below only see the DEM branch: the
-Sentinel-branch agreement is checked by tests/unit/test_winograd.py, whose network has live features):
+Branch shafts17e (fused ReLU and SE tails, clip by slices; live Sentinel branch in the checkpoint; figures
+from here up compare both branches), "previous" = main at 3dec203 (``--previous-rev 3dec203``):
+  network alone, one thread, batches of 64, interleaved, best of 20-30: 2.23-2.33 ms per patch against
+  2.29-2.40 without the fusions (0.973x, load 3.1 and 5.0); outputs bit-identical (tested). Preparing the
+  100x clip: 2.9 s instead of 4.2 s (the source pixel size is kept, so rows and columns are slices).
+  ``--sizes 100 --repeat 1 --no-memory --no-streamlined --runners after,previous,shafts --previous-rev
+  3dec203`` (load 4.1 -> 2.0, it changed during the 27 minutes): after 0.343 wall / 0.309 CPU (310.2 s at
+  0.94 of a core, 291.4 CPU-s), previous 0.156 / 0.291 (140.7 s on 1.95 cores, at the quiet end), SHAFTS
+  903.0 s; NOT a quiet-machine figure (after and previous ran at different loads: compare neither wall
+  nor CPU between them). max |after - previous| 0 (height and footprint); max |after - shafts| height
+  5.34e-5 m, footprint 1.73e-6, same nodata (Sentinel branch live).
+  ``--sizes 10 --threads 2 --repeat 2 --runners after,previous,shafts --previous-rev 3dec203`` (load
+  3.8 -> 3.8): after 0.289 / 0.257 (26.7 s on 1.07 cores), previous 0.188 / 0.300 (17.4 s on 1.92 cores),
+  SHAFTS 92.2 s; max |after - previous| 0; max |after - shafts| height 4.58e-5 m, footprint 1.61e-6.
+  Tried and dropped (same machine, one thread, batch 64): the Winograd transforms on whole planes (tiles
+  gathered into 49 planes of tiles x C, each 1-D transform one long vector loop): bit-identical but 1.5x
+  the time (the gather and scatter of 64-float runs cost more than the loops saved); a fully unrolled
+  per-channel body with literal coefficients: not vectorised (too many pointers for LLVM's run-time alias
+  checks), 10 s to compile; the column pass as one run of 7 C: 4x slower (not vectorised); q-major V and M
+  (contiguous bmm operands): no gain beyond noise; chunk sizes 1-12 MB: flat; batches of 32/64/128/256:
+  2.38/2.26/2.45/2.41 ms per patch (64 stays); oneDNN conv + ReLU post-op (torch.ops.mkldnn.
+  _convolution_pointwise): 1.0-1.5x slower than conv + relu_; im2col + GEMM for the stride-2 layers: 1.1-1.5x
+  slower than oneDNN's direct convolution. Where the CPU goes (torch profiler, one thread): bmm (the
+  Winograd products) 40 %, oneDNN direct convolutions (stem, stride-2, 1x1, the DEM branch) 34 %, the
+  numba transforms besides; the 100x run is 95 % network (prep 2.9 s, gathers 5.6 us per patch).
+Measured with the compiled Winograd transforms (branch shafts17d; NOTE: the random checkpoint of that time
+had a dead Sentinel branch (every feature exactly 0 after its last ReLU), so the max differences from here
+down only see the DEM branch; the Sentinel-branch agreement was checked by tests/unit/test_winograd.py):
   network alone, two worker threads each running batches of 64 (the inference's own scheme), interleaved,
   best of 8: CPU per patch 2.11 ms with the compiled transforms against 2.42 ms with the torch ones
   (0.87x; load 1.6-2.3); 0.85-0.9x in repeated runs at load 4-5.
@@ -91,7 +118,10 @@ SYNTHETIC: the THU rasters tiled (np.tile) into larger GeoTIFFs with the same or
 extent grown by sqrt(size) on each side (10x: 108 x 108 px, 100x: 334 x 334 px... see the printed counts).
 Checkpoint: a 100 m multi-task network with 2 SE blocks per layer (SHAFTS's current 100 m MTL layout) and
 RANDOM weights, output layers rescaled (scripts/make_random_shafts_checkpoint.py): the figures are about speed
-and agreement, not accuracy.
+and agreement, not accuracy. The Sentinel branch's BatchNorm shifts are 0.1-0.3 so that its features stay
+live (with zero shifts, as before branch shafts17e, every Sentinel feature was 0 after the branch's last
+ReLU and the outputs depended on the DEM branch only); the run checks it first and prints the share of
+nonzero Sentinel features and how far zeroing the Sentinel patches moves the heights (0.970, 2.56 m).
 
 --memory: peak resident memory of preparing one SHAFTS clip (the memory-heavy part) for square extents of the
 given sides plus 0.03° padding, on SYNTHETIC 10 m inputs (S-1 float32 dB, S-2 uint16, SRTM int16 at 30 m).
@@ -168,7 +198,10 @@ def scene(size: float, padding: float, folder: Path):
 
 
 def make_checkpoint(path: Path) -> Path:
-    """Random 2-block 100 m multi-task network with random BatchNorm statistics, output layers spread."""
+    """Random 2-block 100 m multi-task network with random BatchNorm statistics, output layers spread.
+    The Sentinel branch's BatchNorm shifts are set to 0.1-0.3 so that its features stay live: with the
+    default zero shifts every Sentinel feature was exactly 0 after the branch's last ReLU (inputs in
+    [0, 1]), so the outputs depended on the DEM branch only (checked by :func:`sentinel_branch_live`)."""
     spec = importlib.util.spec_from_file_location("mk", ROOT / "scripts" / "make_random_shafts_checkpoint.py")
     mk = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mk)
@@ -180,10 +213,33 @@ def make_checkpoint(path: Path) -> Path:
                 v.copy_(0.5 + torch.rand(v.shape))
             elif k.endswith("running_mean"):
                 v.copy_(torch.rand(v.shape) * 0.2)
+            elif k.startswith("features.") and k.endswith(".bias") and k.split(".")[-2].startswith("bn"):
+                v.copy_(0.1 + torch.rand(v.shape) * 0.2)        # keeps the Sentinel features above 0
     model.eval()
     mk._spread_outputs(model, S1, S2, DEM, EXTENT, 0.005)      # fits inside the THU crop
     torch.save({"epoch": 0, "state_dict": model.state_dict()}, path)      # SHAFTS's file layout
     return path
+
+
+def sentinel_branch_live(ckpt: Path) -> tuple[float, float]:
+    """(fraction of the Sentinel branch's features that are nonzero, max |height change| in metres when
+    the Sentinel patches are replaced by zeros) on the THU patches; raises if the branch is dead (all
+    features 0 or no effect on the heights), since the agreement figures would then ignore it."""
+    from edifice.core.height.shafts_inference import gather_patches, prepare_inputs, shafts_output_grid
+    model = load_shafts_checkpoint(ckpt).model.eval()
+    xmin, ymin, xmax, ymax = EXTENT
+    prep, crs = prepare_inputs(S1, S2, DEM, (xmin - 0.005, ymin - 0.005, xmax + 0.005, ymax + 0.005))
+    xs, ys = shafts_output_grid(EXTENT, 100, crs).pixel_centres()
+    x, d, valid = gather_patches(prep, xs.ravel(), ys.ravel(), model.patch_size)
+    ok = valid & np.isfinite(d).all(axis=(1, 2, 3))
+    xt, dt = torch.from_numpy(x[ok]).float() / 255.0, torch.from_numpy(d[ok])
+    with torch.no_grad():
+        live = float((model.features(xt) != 0).float().mean())
+        change = float((model(xt, dt)["height"] - model(torch.zeros_like(xt), dt)["height"]).abs().max())
+    if not (live > 0 and change > 0):
+        raise SystemExit(f"the checkpoint's Sentinel branch is dead (nonzero features {live:.3f}, "
+                         f"height change {change:.3g} m): the agreement figures would not see it")
+    return live, change
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -574,6 +630,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ckpt = make_checkpoint(tmp / "random_100m_mtl.pth")
+        live, change = sentinel_branch_live(ckpt)
+        print(f"checkpoint: Sentinel branch features nonzero {live:.3f}; zeroing the Sentinel patches moves the "
+              f"heights by up to {change:.3g} m (the agreement figures below include that branch)", flush=True)
         *paths, extent = scene(1, a.padding, tmp)
         run_ours(predict_height_footprint_shafts, paths, extent, ckpt, tmp, a.device)     # warm-up
         for size in (float(v) for v in a.sizes.split(",")):

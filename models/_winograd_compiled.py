@@ -63,11 +63,12 @@ def _scratch(key: str, shape: tuple, zero: bool = False) -> np.ndarray:
     return buf
 
 
-def winograd_f53(x: torch.Tensor, u: torch.Tensor, bt: np.ndarray, at: np.ndarray, bias: np.ndarray
-                 ) -> torch.Tensor:
+def winograd_f53(x: torch.Tensor, u: torch.Tensor, bt: np.ndarray, at: np.ndarray, bias: np.ndarray,
+                 relu: bool = False) -> torch.Tensor:
     """3x3 stride-1 zero-padded convolution of ``x`` (N, C, H, W) float32, H and W multiples of 5, by
     Winograd F(5, 3): ``u`` (49, C, C_out) transformed filters, ``bt`` (7, 7) B^T, ``at`` (5, 7) A^T,
-    ``bias`` (C_out,). Returns (N, C_out, H, W) in channels-last memory format."""
+    ``bias`` (C_out,); ``relu``: followed by a ReLU, applied as the output is written (the same values
+    as a ReLU after it, one pass less). Returns (N, C_out, H, W) in channels-last memory format."""
     n, c, h, w = x.shape
     co = u.shape[-1]
     xn = x.detach().permute(0, 2, 3, 1).contiguous().numpy()
@@ -84,7 +85,7 @@ def winograd_f53(x: torch.Tensor, u: torch.Tensor, bt: np.ndarray, at: np.ndarra
         p = (n1 - n0) * per
         _input_transform(xn, n0, n1, xp, bt, v)
         torch.bmm(vt[:p].transpose(0, 1), u, out=mt[:p].transpose(0, 1))
-        _output_transform(mm, at, bias, yn, h, w, n0, n1)
+        _output_transform(mm, at, bias, yn, h, w, n0, n1, relu)
     return y.permute(0, 3, 1, 2)
 
 
@@ -130,12 +131,13 @@ def _input_transform(x, n0, n1, xp, bt, v):
                 p += 1
 
 
-def _output_transform(mm, at, bias, y, h, w, n0, n1):
+def _output_transform(mm, at, bias, y, h, w, n0, n1, relu):
     """``y[n, 5ty + a, 5tx + b] = bias + sum_ij A^T[a, i] A^T[b, j] M_p[7i + j]`` for every tile p of
-    patches n0..n1 (``y`` is (N * H * W, C_out), channels last)."""
+    patches n0..n1 (``y`` is (N * H * W, C_out), channels last), then max(y, 0) where ``relu``."""
     c = mm.shape[2]
     th, tw = h // 5, w // 5
     tmp = np.empty((5, 7, c), np.float32)
+    zero = np.float32(0.0)
     p = 0
     for n in range(n0, n1):
         for ty in range(th):
@@ -152,10 +154,10 @@ def _output_transform(mm, at, bias, y, h, w, n0, n1):
                     for b in range(5):
                         a0, a1, a2, a3, a4, a5, a6 = at[b, 0], at[b, 1], at[b, 2], at[b, 3], at[b, 4], at[b, 5], at[b, 6]
                         for ch in range(c):
-                            y[row + b, ch] = bias[ch] + (a0 * tmp[a, 0, ch] + a1 * tmp[a, 1, ch]
-                                                         + a2 * tmp[a, 2, ch] + a3 * tmp[a, 3, ch]
-                                                         + a4 * tmp[a, 4, ch] + a5 * tmp[a, 5, ch]
-                                                         + a6 * tmp[a, 6, ch])
+                            val = bias[ch] + (a0 * tmp[a, 0, ch] + a1 * tmp[a, 1, ch] + a2 * tmp[a, 2, ch]
+                                              + a3 * tmp[a, 3, ch] + a4 * tmp[a, 4, ch] + a5 * tmp[a, 5, ch]
+                                              + a6 * tmp[a, 6, ch])
+                            y[row + b, ch] = zero if relu and val < zero else val
                 p += 1
 
 

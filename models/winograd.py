@@ -110,6 +110,8 @@ class WinogradConv2d(nn.Module):
         self.register_buffer("bias", bias.clone(), persistent=False)
         #: the compiled (numba) transforms where they apply (:mod:`._winograd_compiled`), else torch's
         self.compiled = compiled_available() if compiled is None else bool(compiled)
+        #: followed by a ReLU, applied here (in the compiled output transform as the output is written)
+        self.relu = False
         self._at32 = at.to(torch.float32).numpy()       # (m, t) A^T and (t, t) B^T for the kernels
         self._bt32 = bt.to(torch.float32).numpy()
 
@@ -117,10 +119,18 @@ class WinogradConv2d(nn.Module):
         n, c, h, w = x.shape
         if not self.min_side <= max(h, w) <= self.max_side or x.dtype != self.u.dtype \
                 or torch.is_autocast_enabled(x.device.type):
-            return self.conv(x)
+            return self._relu(self.conv(x))
         wc = _compiled_module() if self.compiled and h * w > self.m ** 2 else None   # one tile: torch's is as fast
         if wc is not None and wc.applies(x, self.m) and self.u.device.type == "cpu":
-            return wc.winograd_f53(x, self.u, self._bt32, self._at32, self.bias.numpy())
+            return wc.winograd_f53(x, self.u, self._bt32, self._at32, self.bias.numpy(), self.relu)
+        return self._relu(self._torch_winograd(x))
+
+    def _relu(self, y: torch.Tensor) -> torch.Tensor:
+        return y.relu_() if self.relu else y
+
+    def _torch_winograd(self, x: torch.Tensor) -> torch.Tensor:
+        """The torch formulation of the transforms (any tile size, any map)."""
+        n, c, h, w = x.shape
         m, t = self.m, self.t
         th, tw = -(-h // m), -(-w // m)
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, tw * m + 1 - w, 1, th * m + 1 - h))   # (N, H+, W+, C)

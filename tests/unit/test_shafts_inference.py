@@ -601,3 +601,14 @@ def test_batch_parallel_cpu_workers_give_the_single_thread_outputs(scene, monkey
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
         assert np.isfinite(a).sum() >= 25
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.nanmax(np.abs(a)), equal_nan=True)
+
+
+def test_take_equals_the_fancy_index_gather():
+    """_take (the clip's row/column pick) gives a[np.ix_(rows, cols)] whether the runs are consecutive
+    (slices), repeat or skip a pixel (gather), on either axis."""
+    from edifice.core.height.shafts_inference import _take
+    a = np.arange(300, dtype=np.float32).reshape(15, 20)
+    runs = (np.arange(2, 9), np.array([1, 1, 2, 4, 5]), np.array([7, 3]), np.arange(0, 20))
+    for rows in runs[:3]:
+        for cols in runs[:2] + runs[3:]:
+            assert np.array_equal(_take(a, rows, cols), a[np.ix_(rows, cols)])

@@ -236,3 +236,80 @@ def test_without_numba_the_torch_transforms_are_used(monkeypatch):
     model = fuse_for_inference(_shafts_100m())
     assert winograd_layers(model) == 6
     assert not any(m.compiled for m in model.modules() if isinstance(m, WinogradConv2d))
+
+
+# ---------------------------------------------------------------------------------------------------
+# fused ReLU and squeeze-excitation tails (models/shafts.fuse_relu_and_se_tails, models/_se_compiled.py)
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("compiled", [pytest.param(True, marks=needs_numba), False])
+def test_relu_in_the_winograd_layer_equals_a_relu_after_it(compiled):
+    """relu=True gives exactly relu(layer(x)): on the compiled path (applied in the output transform),
+    on the torch transforms and on maps the layer hands to the direct convolution."""
+    conv = _conv(64, 32, True, torch.float32, seed=11)
+    plain, fused = (WinogradConv2d(conv, max_side=20, compiled=compiled) for _ in range(2))
+    fused.relu = True
+    for side in (20, 10, 5, 25):                # 25: larger than max_side, the direct convolution
+        x = torch.randn(3, 64, side, side, generator=torch.Generator().manual_seed(side)).contiguous(
+            memory_format=torch.channels_last)
+        with torch.inference_mode():
+            want, got = torch.relu(plain(x)), fused(x)
+        assert (want == 0).any() and (want > 0).any()
+        assert torch.equal(got, want)
+
+
+@needs_numba
+@pytest.mark.parametrize("c,side", [(64, 20), (128, 10), (256, 5)])
+def test_compiled_se_tail_equals_the_torch_operations(c, side):
+    """max(out * w + identity, 0) in one compiled pass: the same values as the three torch passes."""
+    from edifice.models import _se_compiled as se
+    g = torch.Generator().manual_seed(c)
+    out = torch.randn(5, c, side, side, generator=g).contiguous(memory_format=torch.channels_last)
+    identity = torch.randn(5, c, side, side, generator=g).contiguous(memory_format=torch.channels_last)
+    w = torch.rand(5, c, generator=g)
+    want = (out * w[:, :, None, None] + identity).relu()
+    with torch.inference_mode():
+        assert se.applies(out, w, identity)
+        got = se.se_residual_relu_(out, w, identity)
+    assert got is out and torch.equal(got, want)
+
+
+@needs_numba
+def test_compiled_se_tail_refused_where_it_does_not_apply():
+    """Contiguous (not channels-last) tensors, float64, fewer than 64 channels, shapes that differ and
+    tensors that need gradients go to the torch operations."""
+    from edifice.models import _se_compiled as se
+    out = torch.rand(2, 64, 5, 5).contiguous(memory_format=torch.channels_last)
+    w, identity = torch.rand(2, 64), torch.rand(2, 64, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert se.applies(out, w, identity)
+    assert not se.applies(out.contiguous(), w, identity)
+    assert not se.applies(out.double(), w.double(), identity.double())
+    assert not se.applies(out[:, :32], w[:, :32], identity[:, :32])
+    assert not se.applies(out, w, identity[:1])
+    assert not se.applies(out, w.clone().requires_grad_(), identity)
+
+
+@pytest.mark.parametrize("compiled", [pytest.param(True, marks=needs_numba), False])
+def test_fused_relu_and_se_tails_give_the_same_network_outputs(compiled, monkeypatch):
+    """The SHAFTS 100 m network after fuse_relu_and_se_tails: exactly the outputs of the same Winograd
+    network without it (live Sentinel branch), with the ReLU moved into every Winograd conv1 (the
+    64-channel ones only with the compiled transforms); without numba the tails stay torch's."""
+    from edifice.models import winograd
+    from edifice.models.shafts import SEBlock, fuse_relu_and_se_tails
+    if not compiled:
+        monkeypatch.setattr(winograd, "compiled_available", lambda: False)
+    model = _shafts_100m()
+    plain, fused = fuse_for_inference(model), fuse_for_inference(model)
+    winograd_layers(plain), winograd_layers(fused)
+    moved = fuse_relu_and_se_tails(fused)
+    assert moved == (5 if compiled else 2)          # conv1 of blocks 0.0, 0.1, 1.1, 2.1 (+ aux 2.1) / 1.1, 2.1
+    blocks = [m for m in fused.modules() if isinstance(m, SEBlock)]
+    assert all(b.compiled_tail == compiled for b in blocks)
+    assert sum(b.conv1_relu for b in blocks) == moved
+    g = torch.Generator().manual_seed(3)
+    x, d = torch.rand(6, 6, 20, 20, generator=g), 50 + 5 * torch.randn(6, 1, 20, 20, generator=g)
+    with torch.inference_mode():
+        want, got = plain(x.contiguous(memory_format=torch.channels_last), d), fused(
+            x.contiguous(memory_format=torch.channels_last), d)
+        assert plain.features(x).abs().max() > 0.01
+    for k in want:
+        assert torch.equal(got[k], want[k])
