@@ -368,6 +368,8 @@ def cli_peak_rss(img: Path, ck: Path, poi: Path | None, cfg: dict, root: Path | 
             "--use-class", str(out / "uc.tif"), "--use-probabilities", str(out / "up.tif"), "--device",
             cfg["device"], "--batch-size", str(cfg["batch"]), "--window", str(cfg["window"]), "--overlap",
             str(cfg["margin"]), "--precision", cfg["precision"], "--no-resume"] + (["--poi-maps", str(poi)] if poi else [])
+    if cfg.get("probability_type"):
+        args += ["--probability-type", cfg["probability_type"]]
     code = "import sys; from edifice.core.cli import main; sys.exit(main(sys.argv[1:]))"
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code] + args, env=env, stdout=subprocess.DEVNULL,
@@ -409,19 +411,22 @@ def compression_table(repeat: int) -> None:
     cls = np.where(fp > np.median(fp), use.argmax(axis=0) + 1, 0).astype(np.uint8)
     h, w = fp.shape
     px = h * w
-    rows = [("fp.tif", fp[None]), ("uc.tif", cls[None]), ("up.tif", use)]
-    print(f"output compression, {w} x {h} px outputs made from samples/kampala (footprint float32, class uint8, "
-          f"3 use probabilities float32), 256 px tiles, best of {repeat}:")
+    print(f"output compression, {w} x {h} px outputs made from samples/kampala (footprint probability 1 band, class uint8, "
+          f"3 use probabilities band-interleaved, as the engine writes them), 256 px tiles, best of {repeat}; "
+          "predictor p1 none, p2 horizontal, p3 floating point:")
     with tempfile.TemporaryDirectory() as d:
         base = None
-        for spec in ("deflate:1", "deflate:6", "zstd:1", "zstd:3", "zstd:9", "lzw", "none"):
+        for ptype, spec, pred in COMPRESSION_ROWS:
+            rows = _typed_outputs(fp, cls, use, ptype)
             best, size = float("inf"), 0
             for _ in range(repeat):
                 t0, size = time.process_time(), 0
                 for name, arr in rows:
                     opts = compression_options(spec)
                     if opts["compress"] != "none":
-                        opts["predictor"] = 3 if arr.dtype.kind == "f" else 2
+                        opts["predictor"] = pred if arr.dtype.kind == "f" else 2
+                    if len(arr) > 1:
+                        opts["interleave"] = "band"
                     path = Path(d) / name
                     with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=len(arr),
                                        dtype=arr.dtype.name, tiled=True, blockxsize=256, blockysize=256,
@@ -430,9 +435,26 @@ def compression_table(repeat: int) -> None:
                     size += path.stat().st_size
                 best = min(best, time.process_time() - t0)
             base = base or (best, size)
-            print(f"  {spec:10s} {px / best / 1e6:7.1f} Mpx/s ({best / px * 4e6:6.3f} CPU-s/km² at 0.5 m)  "
-                  f"size {size / 2**20:6.2f} MiB  (vs deflate:1: time {best / base[0]:.2f}x, size "
+            label = f"{ptype} {spec}" + (f" p{pred}" if ptype == "float32" and spec != "none" else "")
+            print(f"  {label:22s} {px / best / 1e6:7.1f} Mpx/s ({best / px * 4e6:6.3f} CPU-s/km² at 0.5 m)  "
+                  f"size {size / 2**20:6.2f} MiB  (vs the first row: time {best / base[0]:.2f}x, size "
                   f"{size / base[1]:.2f}x)")
+
+
+#: (PROBABILITY_TYPE, compression, predictor of float32 rasters) of the output-compression table; the first row is
+#: the engine's float32 default, the last ones the scaled integer types at the default compression
+COMPRESSION_ROWS = [("float32", "zstd:1", 3), ("float32", "zstd:1", 2), ("float32", "zstd:1", 1),
+                    ("float32", "deflate:1", 3), ("float32", "deflate:6", 3), ("float32", "zstd:3", 3),
+                    ("float32", "zstd:9", 3), ("float32", "lzw", 3), ("float32", "lzw", 1), ("float32", "none", 1),
+                    ("uint16", "zstd:1", 2), ("uint8", "zstd:1", 2), ("uint8", "deflate:1", 2)]
+
+
+def _typed_outputs(fp: np.ndarray, cls: np.ndarray, use: np.ndarray, ptype: str) -> list:
+    """The three outputs (name, (bands, h, w)) with the probabilities stored as PROBABILITY_TYPE ``ptype``."""
+    from edifice.core.use.probability_type import quantise
+
+    return [("fp.tif", quantise(fp[None], ptype)), ("uc.tif", cls[None]), ("up.tif", quantise(use, ptype))]
+
 
 def _noop_rows(trees: dict, small: int, big: int, km2: dict, d: Path, job: dict, cfg: dict, compression,
                edifice_pois: bool) -> dict:
@@ -460,6 +482,13 @@ def _noop_rows(trees: dict, small: int, big: int, km2: dict, d: Path, job: dict,
         print(f"  [{label:6s}] {per:6.3f} CPU-s/km²; one core feeds {3600 / per:,.0f} km²/h  ({big} px: user "
               f"{r['user']:.2f} s, sys {r['sys']:.2f} s, wall {r['wall']:.2f} s; {small} px: {rs['cpu']:.2f} CPU-s)")
     return res
+
+
+def _default_type() -> str:
+    """This checkout's default PROBABILITY_TYPE, said as such (what our runs write without --probability-type)."""
+    from edifice.core.use.probability_type import DEFAULT_PROBABILITY_TYPE
+
+    return f"{DEFAULT_PROBABILITY_TYPE} (the default)"
 
 
 def _fmt(px: int, windows: int, t: float) -> str:
@@ -490,7 +519,8 @@ def _parse():
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (model-only and pipeline)")
     ap.add_argument("--compression", default=None, help="output compression of our runs (default: the engine's)")
     ap.add_argument("--probability-type", default=None, choices=("float32", "uint16", "uint8"),
-                    help="PROBABILITY_TYPE of our runs' probability rasters (the --before tree runs its default)")
+                    help="PROBABILITY_TYPE of our runs' probability rasters (default: the product's default, uint8 since issue "
+                    "17; the --before tree runs its own default)")
     ap.add_argument("--noop-only", action="store_true", help="only the no-op lines (same as --skip-speed "
                     "--skip-memory)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each (the best is reported)")
@@ -530,7 +560,7 @@ def main() -> None:
     print(f"device: {desc}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
     print(f"model: {a.encoder} U-Net base width {a.base_width}, {a.bands} bands ({variant}), random weights; "
           f"window {a.window} px, margin {margin} px (stride {a.window - 2 * margin}); precision {a.precision}"
-          f"{'; torch.compile' if a.compile else ''}; our probability rasters {a.probability_type or 'float32 (default)'}")
+          f"{'; torch.compile' if a.compile else ''}; our probability rasters {a.probability_type or _default_type()}")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         trees = {"after": None}
@@ -585,8 +615,9 @@ def main() -> None:
             for name, root in trees.items():
                 o = d / f"mem_{name}"
                 o.mkdir()
-                r1 = cli_peak_rss(i1, ck, p1, cfg, root, o)
-                r4 = cli_peak_rss(i4, ck, p4, cfg, root, o)
+                c = dict(cfg, probability_type=None) if name == "before" else cfg
+                r1 = cli_peak_rss(i1, ck, p1, c, root, o)
+                r4 = cli_peak_rss(i4, ck, p4, c, root, o)
                 print(f"  [{name:6s}] 1x {r1['rss_mib']:.0f} MiB ({r1['wall']:.1f} s), 4x {r4['rss_mib']:.0f} MiB "
                       f"({r4['wall']:.1f} s): 4x / 1x {r4['rss_mib'] / r1['rss_mib']:.2f}")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")

@@ -70,6 +70,7 @@ from .raster_io import (GTIFF_PROFILE, build_internal_overviews, overview_compre
 from .tile_overviews import DATASET_CLOSE_LOCK, GdalOverviewWriter, TileOverviews, tile_levels
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
+           "pool_windows",
            "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
            "compression_options", "resolve_precision", "PRECISIONS", "DEFAULT_COMPRESSION"]
 
@@ -193,6 +194,15 @@ def _mirror_last_axis(v: np.ndarray, lo: int, hi: int, after: int) -> None:
             e = n - right
             v[..., e:e + k] = v[..., e - k - 1:e - 1][..., ::-1]
             right -= k
+
+
+def pool_windows(batch_size: int, workers: int) -> int:
+    """How many model-input buffers a run reuses: the batch the model runs, the next batch read ahead, and one
+    being filled by each further reader (``2 * batch_size + workers - 1``). That is enough for the model never to
+    wait while reading a batch takes less than running one; more would only add memory: each buffer is a window
+    of every band in float32 (24 MiB at 1024 px and 6 bands), and a large raster keeps every buffer busy, so the
+    pool is what made peak memory grow from a raster of one batch to a larger one (issue 17)."""
+    return 2 * batch_size + workers - 1
 
 
 class _WindowPool:
@@ -902,8 +912,7 @@ class _Pipeline:
         self.out_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
         self.feed = iter(plan.needed)
         self.feed_lock = threading.Lock()
-        # input buffers: the ones queued, one being filled per reader, a batch being gathered
-        self.pool = _WindowPool(self.in_q.maxsize + workers + batch_size + 1, self.stop, batch_size)
+        self.pool = _WindowPool(pool_windows(batch_size, workers), self.stop, batch_size)
         self.stats = {"run": 0, "skipped": 0, "written": 0}
         self.cache: dict[int, tuple | None] = {}
         self.model_seconds = 0.0

@@ -19,7 +19,8 @@ from edifice.core.errors import InputError
 from edifice.core.grid import Grid
 from edifice.core.progress import RecordingProgress
 from edifice.core.sliding_window import (Predictor, RasterOutput, WindowLayout, _WindowPool, compression_options,
-                                         fill_reflect, pad_reflect, resolve_precision, run_sliding_window)
+                                         fill_reflect, pad_reflect, pool_windows, resolve_precision,
+                                         run_sliding_window)
 
 H, W = 181, 263
 GRID = Grid(Affine(0.5, 0, 1000, 0, -0.5, 2000), W, H, "EPSG:32636")
@@ -117,11 +118,61 @@ def test_window_buffers_are_reused_not_allocated_per_window(tmp_path, scene):
     seen: list = []
     layout = WindowLayout(32, 4)  # stride 24: 8 x 11 windows, most of them inside the raster
     _run(tmp_path, "pool", scene, into=True, seen=seen, batch_size=2, layout=layout)
-    pool_size = 2 * 2 + 1 + 2 + 1  # queue (2 x batch) + one reader + one batch + 1, as the engine sizes it
+    pool_size = pool_windows(2, 1)  # the batch run + the batch read ahead, as the engine sizes it
     windows = len(seen)
     distinct = {ptr for ptr in seen}
     assert windows >= 40
     assert len(distinct) <= pool_size, (len(distinct), windows)
+
+
+class _GatedPredictor:
+    """The Pixelwise model, whose every batch first waits (up to 60 s) until the readers have taken every buffer of
+    the pool and are blocked waiting for one: the readers run as far ahead as the engine lets them."""
+
+    def __init__(self, pools: list):
+        self.inner, self.pools = Predictor(Pixelwise(), "cpu"), pools
+
+    def __call__(self, x):
+        import time
+
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            pool = self.pools[-1]
+            if pool.made >= pool.count and pool.free.empty():
+                break
+            time.sleep(0.005)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_window_pool_does_not_grow_with_the_raster(tmp_path, scene, monkeypatch, workers):
+    """With a model slower than the readers, the buffers made are the batch run + the batch read ahead (+ one per
+    further reader), the same for a raster of 24 windows and one of 88: memory does not follow the raster's size."""
+    pools, made = [], []
+    new = _WindowPool._new
+
+    def counting(self, shape):
+        made.append(shape)
+        return new(self, shape)
+
+    monkeypatch.setattr(_WindowPool, "_new", counting)
+    monkeypatch.setattr(_WindowPool, "__init__", _recording_init(_WindowPool.__init__, pools))
+    data, valid = scene
+    counts = []
+    for layout in (WindowLayout(64, 8), WindowLayout(32, 4)):  # 4 x 6 and 8 x 11 windows
+        made.clear()
+        outs = [RasterOutput(str(tmp_path / f"w{layout.window}_{workers}.tif"), 2, "float32", -9999.0)]
+        run_sliding_window(GRID, layout, lambda: Reader(data, valid, True), _GatedPredictor(pools), outs,
+                           lambda v, ok: [v], batch_size=2, workers=workers)
+        counts.append(len(made))
+    assert counts == [pool_windows(2, workers) + (pool_windows(2, workers) % 2)] * 2, counts  # whole slabs of 2
+
+
+def _recording_init(init, pools: list):
+    def recording(self, *a, **k):
+        init(self, *a, **k)
+        pools.append(self)
+    return recording
 
 
 def test_window_pool_hands_back_the_same_buffers():
