@@ -28,7 +28,8 @@ every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memor
 thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1, and the
 tile's blocks of the internal overviews: :mod:`core.tile_overviews`, so that GDAL need not re-read the
 finished rasters to build them).
-Queues are bounded, so memory is independent of the raster's size (in blend mode it holds up to
+Queues are bounded and the window buffers are those of the batch being run and of the batch read ahead
+(:func:`pool_windows`), so memory is independent of the raster's size (in blend mode it holds up to
 two rows of tile results); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory stays in the process
 during a run (:func:`core.host_tuning.retained_allocations`) and is returned at its end. The result of every
 tile depends only on the data (never on batch size, number of readers or arrival order).
