@@ -21,10 +21,10 @@ memory run a full batch (4 windows at 1536 px), else the ratios measure start-up
 
     python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --size 3072 --noop-size 4096 --mem-size 1536 --repeat 2 --before 11b1056
 
-The no-op lines alone (a few minutes), our probability rasters as scaled uint8 (``--probability-type``; the
-``--before`` tree writes its default, float32):
+The no-op lines alone (a few minutes), our probability rasters as the product's default (uint8 since session 8;
+``--probability-type float32`` for float32; the ``--before`` tree writes its own default, float32):
 
-    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --probability-type uint8 --before 66264d0
+    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --before 66264d0
 
 Measured on the shared 2-core machine (before = 66264d0, float32; same run, interleaved), CPU-s/km² with the
 bench's DEFLATE POI maps / with POI maps as edifice:poiprobability writes them: uint8 0.536 / 0.352 (before 1.002 /
@@ -35,6 +35,24 @@ mirroring 0.14 s, finalize (one compiled pass) 0.13 s, overviews 0.14 s, compres
 Quiet machine (lead, session 7, load 1.0-1.8, same commands with ``--skip-speed --mem-size 1536`` for uint8):
 uint8 0.384 / 0.348 (before 0.836 / 0.858: 0.459x / 0.405x); float32 0.750 / 0.462 (before 0.952 / 0.865);
 peak memory 4x / 1x with uint8 1.20 (2655 -> 3198 MiB; before 1.17 in the same run).
+
+Session 8 (issue 17 goals A and B; shared machine, the figures interleaved with 66264d0 in the same run):
+* Output encodings (``--compression-only --repeat 5``, load 0.8; CPU-s/km² of writing the three outputs, size):
+  float32 zstd:1 predictor 3 (float32's default) 0.182, 1.79 MiB; predictor 2 0.109 (1.17x size); no predictor
+  0.086 (1.27x); deflate:1 0.410; zstd:3 0.225; lzw 0.515; uint16 zstd:1 0.095 (0.57x); uint8 zstd:1 0.054
+  (0.13x). Even float32 without a predictor saves only ~0.1 CPU-s/km² of the 0.46-0.75 measured, at +27 % size:
+  float32 cannot meet 0.4 with a margin, so PROBABILITY_TYPE's default became uint8 (core/use/probability_type.py).
+* No-op lines with the default (uint8) outputs, load 5.8-6.2: 0.441 / 0.473 CPU-s/km² (before, float32: 1.056 /
+  1.065; after / before 0.417 / 0.444). Quiet machine (session 7, same outputs): 0.384 / 0.348.
+* Peak memory 4x / 1x (``--skip-speed --skip-noop``, least of 2 rounds, load 3.8): 1.12 (2574 -> 2892 MiB; before
+  1.11, 2743 -> 3037 MiB; session 7 1.20, 2655 -> 3198). What grew with the area, from RSS sampled every 20 ms
+  with the pipeline's state (one 4x run each): the window pool (16 buffers of 24 MiB made in a large raster, 4 in
+  the 1x one: +288 MiB; now the batch read ahead only, and the real Predictor hands its batch back once copied
+  into its tensor, so the next batch is read into the same buffers: 4 in both), the GDAL read cache (twice a row
+  of windows: 94 MiB at 3072 px, ~35 MiB used at 1536; capped at 64 MiB the 4x peak was 70 MiB lower, but less
+  than twice a row decodes the windows' overlap again), per-batch variation of the activation peak (+-100 MiB).
+  Not the writer's queue or cache, nor glibc's retained memory (trim threshold 32 MiB: both sizes ~100 MiB lower,
+  the same ratio).
 
 The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
