@@ -112,7 +112,8 @@ def test_precision_and_compression_reach_the_engine(provider, kampala_rgb, kampa
     from qgis.core import QgsProcessingException
 
     base = {"IMAGERY": str(kampala_rgb), "CHECKPOINT": str(tiny_use_checkpoint), "POI_LAYER": str(kampala_pois),
-            "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu", "WINDOW": 256, "OVERLAP": 32}
+            "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu", "WINDOW": 256, "OVERLAP": 32,
+            "PROBABILITY_TYPE": 0}  # float32: the probabilities' own values are compared (the default is uint8)
     fp32, bf16 = tmp_path / "fp32.tif", tmp_path / "bf16.tif"
     processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(fp32), USE_CLASS=None))
     processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(bf16), USE_CLASS=None,
