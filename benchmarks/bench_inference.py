@@ -42,8 +42,10 @@ Session 8 (issue 17 goals A and B; shared machine, the figures interleaved with 
   0.086 (1.27x); deflate:1 0.410; zstd:3 0.225; lzw 0.515; uint16 zstd:1 0.095 (0.57x); uint8 zstd:1 0.054
   (0.13x). Even float32 without a predictor saves only ~0.1 CPU-s/km² of the 0.46-0.75 measured, at +27 % size:
   float32 cannot meet 0.4 with a margin, so PROBABILITY_TYPE's default became uint8 (core/use/probability_type.py).
-* No-op lines with the default (uint8) outputs, load 5.8-6.2: 0.441 / 0.473 CPU-s/km² (before, float32: 1.056 /
-  1.065; after / before 0.417 / 0.444). Quiet machine (session 7, same outputs): 0.384 / 0.348.
+* No-op lines with the default (uint8) outputs (``--noop-only --before 66264d0``): load 5.8-6.2: 0.441 / 0.473
+  CPU-s/km² (before, float32: 1.056 / 1.065; after / before 0.417 / 0.444); final code, load 1.4-2.2 (a test run
+  beside it at first): 0.532 / 0.420 (before 1.199 / 1.001; 0.444 / 0.419). Quiet machine (session 7, same
+  outputs): 0.384 / 0.348 (before 0.836 / 0.858); the ratios hold, so about 0.37 / 0.36 quiet.
 * Peak memory 4x / 1x (``--skip-speed --skip-noop``, least of 2 rounds, load 3.8): 1.12 (2574 -> 2892 MiB; before
   1.11, 2743 -> 3037 MiB; session 7 1.20, 2655 -> 3198). What grew with the area, from RSS sampled every 20 ms
   with the pipeline's state (one 4x run each): the window pool (16 buffers of 24 MiB made in a large raster, 4 in
