@@ -21,10 +21,10 @@ memory run a full batch (4 windows at 1536 px), else the ratios measure start-up
 
     python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --size 3072 --noop-size 4096 --mem-size 1536 --repeat 2 --before 11b1056
 
-The no-op lines alone (a few minutes), our probability rasters as scaled uint8 (``--probability-type``; the
-``--before`` tree writes its default, float32):
+The no-op lines alone (a few minutes), our probability rasters as the product's default (uint8 since session 8;
+``--probability-type float32`` for float32; the ``--before`` tree writes its own default, float32):
 
-    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --probability-type uint8 --before 66264d0
+    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --before 66264d0
 
 Measured on the shared 2-core machine (before = 66264d0, float32; same run, interleaved), CPU-s/km² with the
 bench's DEFLATE POI maps / with POI maps as edifice:poiprobability writes them: uint8 0.536 / 0.352 (before 1.002 /
@@ -35,6 +35,26 @@ mirroring 0.14 s, finalize (one compiled pass) 0.13 s, overviews 0.14 s, compres
 Quiet machine (lead, session 7, load 1.0-1.8, same commands with ``--skip-speed --mem-size 1536`` for uint8):
 uint8 0.384 / 0.348 (before 0.836 / 0.858: 0.459x / 0.405x); float32 0.750 / 0.462 (before 0.952 / 0.865);
 peak memory 4x / 1x with uint8 1.20 (2655 -> 3198 MiB; before 1.17 in the same run).
+
+Session 8 (issue 17 goals A and B; shared machine, the figures interleaved with 66264d0 in the same run):
+* Output encodings (``--compression-only --repeat 5``, load 0.8; CPU-s/km² of writing the three outputs, size):
+  float32 zstd:1 predictor 3 (float32's default) 0.182, 1.79 MiB; predictor 2 0.109 (1.17x size); no predictor
+  0.086 (1.27x); deflate:1 0.410; zstd:3 0.225; lzw 0.515; uint16 zstd:1 0.095 (0.57x); uint8 zstd:1 0.054
+  (0.13x). Even float32 without a predictor saves only ~0.1 CPU-s/km² of the 0.46-0.75 measured, at +27 % size:
+  float32 cannot meet 0.4 with a margin, so PROBABILITY_TYPE's default became uint8 (core/use/probability_type.py).
+* No-op lines with the default (uint8) outputs (``--noop-only --before 66264d0``): load 5.8-6.2: 0.441 / 0.473
+  CPU-s/km² (before, float32: 1.056 / 1.065; after / before 0.417 / 0.444); final code, load 1.4-2.2 (a test run
+  beside it at first): 0.532 / 0.420 (before 1.199 / 1.001; 0.444 / 0.419). Quiet machine (session 7, same
+  outputs): 0.384 / 0.348 (before 0.836 / 0.858); the ratios hold, so about 0.37 / 0.36 quiet.
+* Peak memory 4x / 1x (``--skip-speed --skip-noop``, least of 2 rounds, load 3.8): 1.12 (2574 -> 2892 MiB; before
+  1.11, 2743 -> 3037 MiB; session 7 1.20, 2655 -> 3198). What grew with the area, from RSS sampled every 20 ms
+  with the pipeline's state (one 4x run each): the window pool (16 buffers of 24 MiB made in a large raster, 4 in
+  the 1x one: +288 MiB; now the batch read ahead only, and the real Predictor hands its batch back once copied
+  into its tensor, so the next batch is read into the same buffers: 4 in both), the GDAL read cache (twice a row
+  of windows: 94 MiB at 3072 px, ~35 MiB used at 1536; capped at 64 MiB the 4x peak was 70 MiB lower, but less
+  than twice a row decodes the windows' overlap again), per-batch variation of the activation peak (+-100 MiB).
+  Not the writer's queue or cache, nor glibc's retained memory (trim threshold 32 MiB: both sizes ~100 MiB lower,
+  the same ratio).
 
 The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
@@ -368,6 +388,8 @@ def cli_peak_rss(img: Path, ck: Path, poi: Path | None, cfg: dict, root: Path | 
             "--use-class", str(out / "uc.tif"), "--use-probabilities", str(out / "up.tif"), "--device",
             cfg["device"], "--batch-size", str(cfg["batch"]), "--window", str(cfg["window"]), "--overlap",
             str(cfg["margin"]), "--precision", cfg["precision"], "--no-resume"] + (["--poi-maps", str(poi)] if poi else [])
+    if cfg.get("probability_type"):
+        args += ["--probability-type", cfg["probability_type"]]
     code = "import sys; from edifice.core.cli import main; sys.exit(main(sys.argv[1:]))"
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code] + args, env=env, stdout=subprocess.DEVNULL,
@@ -409,19 +431,22 @@ def compression_table(repeat: int) -> None:
     cls = np.where(fp > np.median(fp), use.argmax(axis=0) + 1, 0).astype(np.uint8)
     h, w = fp.shape
     px = h * w
-    rows = [("fp.tif", fp[None]), ("uc.tif", cls[None]), ("up.tif", use)]
-    print(f"output compression, {w} x {h} px outputs made from samples/kampala (footprint float32, class uint8, "
-          f"3 use probabilities float32), 256 px tiles, best of {repeat}:")
+    print(f"output compression, {w} x {h} px outputs made from samples/kampala (footprint probability 1 band, class uint8, "
+          f"3 use probabilities band-interleaved, as the engine writes them), 256 px tiles, best of {repeat}; "
+          "predictor p1 none, p2 horizontal, p3 floating point:")
     with tempfile.TemporaryDirectory() as d:
         base = None
-        for spec in ("deflate:1", "deflate:6", "zstd:1", "zstd:3", "zstd:9", "lzw", "none"):
+        for ptype, spec, pred in COMPRESSION_ROWS:
+            rows = _typed_outputs(fp, cls, use, ptype)
             best, size = float("inf"), 0
             for _ in range(repeat):
                 t0, size = time.process_time(), 0
                 for name, arr in rows:
                     opts = compression_options(spec)
                     if opts["compress"] != "none":
-                        opts["predictor"] = 3 if arr.dtype.kind == "f" else 2
+                        opts["predictor"] = pred if arr.dtype.kind == "f" else 2
+                    if len(arr) > 1:
+                        opts["interleave"] = "band"
                     path = Path(d) / name
                     with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=len(arr),
                                        dtype=arr.dtype.name, tiled=True, blockxsize=256, blockysize=256,
@@ -430,9 +455,26 @@ def compression_table(repeat: int) -> None:
                     size += path.stat().st_size
                 best = min(best, time.process_time() - t0)
             base = base or (best, size)
-            print(f"  {spec:10s} {px / best / 1e6:7.1f} Mpx/s ({best / px * 4e6:6.3f} CPU-s/km² at 0.5 m)  "
-                  f"size {size / 2**20:6.2f} MiB  (vs deflate:1: time {best / base[0]:.2f}x, size "
+            label = f"{ptype} {spec}" + (f" p{pred}" if ptype == "float32" and spec != "none" else "")
+            print(f"  {label:22s} {px / best / 1e6:7.1f} Mpx/s ({best / px * 4e6:6.3f} CPU-s/km² at 0.5 m)  "
+                  f"size {size / 2**20:6.2f} MiB  (vs the first row: time {best / base[0]:.2f}x, size "
                   f"{size / base[1]:.2f}x)")
+
+
+#: (PROBABILITY_TYPE, compression, predictor of float32 rasters) of the output-compression table; the first row is
+#: the engine's float32 default, the last ones the scaled integer types at the default compression
+COMPRESSION_ROWS = [("float32", "zstd:1", 3), ("float32", "zstd:1", 2), ("float32", "zstd:1", 1),
+                    ("float32", "deflate:1", 3), ("float32", "deflate:6", 3), ("float32", "zstd:3", 3),
+                    ("float32", "zstd:9", 3), ("float32", "lzw", 3), ("float32", "lzw", 1), ("float32", "none", 1),
+                    ("uint16", "zstd:1", 2), ("uint8", "zstd:1", 2), ("uint8", "deflate:1", 2)]
+
+
+def _typed_outputs(fp: np.ndarray, cls: np.ndarray, use: np.ndarray, ptype: str) -> list:
+    """The three outputs (name, (bands, h, w)) with the probabilities stored as PROBABILITY_TYPE ``ptype``."""
+    from edifice.core.use.probability_type import quantise
+
+    return [("fp.tif", quantise(fp[None], ptype)), ("uc.tif", cls[None]), ("up.tif", quantise(use, ptype))]
+
 
 def _noop_rows(trees: dict, small: int, big: int, km2: dict, d: Path, job: dict, cfg: dict, compression,
                edifice_pois: bool) -> dict:
@@ -460,6 +502,33 @@ def _noop_rows(trees: dict, small: int, big: int, km2: dict, d: Path, job: dict,
         print(f"  [{label:6s}] {per:6.3f} CPU-s/km²; one core feeds {3600 / per:,.0f} km²/h  ({big} px: user "
               f"{r['user']:.2f} s, sys {r['sys']:.2f} s, wall {r['wall']:.2f} s; {small} px: {rs['cpu']:.2f} CPU-s)")
     return res
+
+
+def _memory_rows(trees: dict, one: tuple, four: tuple, ck: Path, cfg: dict, d: Path, repeat: int) -> None:
+    """Print each tree's least max RSS of ``repeat`` CLI runs at 1x and 4x area ((imagery, POI maps) each), the
+    trees and sizes interleaved in every round."""
+    best: dict = {}
+    for k in range(repeat):
+        for name, root in trees.items():
+            o = d / f"mem_{name}_{k}"
+            o.mkdir()
+            c = dict(cfg, probability_type=None) if name == "before" else cfg
+            for size, (img, poi) in (("1x", one), ("4x", four)):
+                r = cli_peak_rss(img, ck, poi, c, root, o)
+                if (name, size) not in best or r["rss_mib"] < best[name, size]["rss_mib"]:
+                    best[name, size] = r
+    for name in trees:
+        r1, r4 = best[name, "1x"], best[name, "4x"]
+        print(f"  [{name:6s}] 1x {r1['rss_mib']:.0f} MiB ({r1['wall']:.1f} s), 4x {r4['rss_mib']:.0f} MiB "
+              f"({r4['wall']:.1f} s): 4x / 1x {r4['rss_mib'] / r1['rss_mib']:.2f}  (load average "
+              f"{os.getloadavg()[0]:.1f})")
+
+
+def _default_type() -> str:
+    """This checkout's default PROBABILITY_TYPE, said as such (what our runs write without --probability-type)."""
+    from edifice.core.use.probability_type import DEFAULT_PROBABILITY_TYPE
+
+    return f"{DEFAULT_PROBABILITY_TYPE} (the default)"
 
 
 def _fmt(px: int, windows: int, t: float) -> str:
@@ -490,7 +559,8 @@ def _parse():
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (model-only and pipeline)")
     ap.add_argument("--compression", default=None, help="output compression of our runs (default: the engine's)")
     ap.add_argument("--probability-type", default=None, choices=("float32", "uint16", "uint8"),
-                    help="PROBABILITY_TYPE of our runs' probability rasters (the --before tree runs its default)")
+                    help="PROBABILITY_TYPE of our runs' probability rasters (default: the product's default, uint8 since issue "
+                    "17; the --before tree runs its own default)")
     ap.add_argument("--noop-only", action="store_true", help="only the no-op lines (same as --skip-speed "
                     "--skip-memory)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each (the best is reported)")
@@ -530,7 +600,7 @@ def main() -> None:
     print(f"device: {desc}; torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
     print(f"model: {a.encoder} U-Net base width {a.base_width}, {a.bands} bands ({variant}), random weights; "
           f"window {a.window} px, margin {margin} px (stride {a.window - 2 * margin}); precision {a.precision}"
-          f"{'; torch.compile' if a.compile else ''}; our probability rasters {a.probability_type or 'float32 (default)'}")
+          f"{'; torch.compile' if a.compile else ''}; our probability rasters {a.probability_type or _default_type()}")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         trees = {"after": None}
@@ -581,14 +651,10 @@ def main() -> None:
             m = a.mem_size or (3 * a.window) // 2
             i1, _, p1 = make_inputs(d, m, cfg)
             i4, _, p4 = make_inputs(d, 2 * m, cfg)
-            print(f"peak memory (max RSS of a CLI run), 1x = {m} x {m} px, 4x = {2 * m} x {2 * m} px:")
-            for name, root in trees.items():
-                o = d / f"mem_{name}"
-                o.mkdir()
-                r1 = cli_peak_rss(i1, ck, p1, cfg, root, o)
-                r4 = cli_peak_rss(i4, ck, p4, cfg, root, o)
-                print(f"  [{name:6s}] 1x {r1['rss_mib']:.0f} MiB ({r1['wall']:.1f} s), 4x {r4['rss_mib']:.0f} MiB "
-                      f"({r4['wall']:.1f} s): 4x / 1x {r4['rss_mib'] / r1['rss_mib']:.2f}")
+            print(f"peak memory (max RSS of a CLI run; the least of {a.repeat} rounds, the code versions interleaved: "
+                  f"a run's peak varies by +-100 MiB with how the threads' work falls on the model's batches), "
+                  f"1x = {m} x {m} px, 4x = {2 * m} x {2 * m} px:")
+            _memory_rows(trees, (i1, p1), (i4, p4), ck, cfg, d, a.repeat)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -28,7 +28,8 @@ every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memor
 thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1, and the
 tile's blocks of the internal overviews: :mod:`core.tile_overviews`, so that GDAL need not re-read the
 finished rasters to build them).
-Queues are bounded, so memory is independent of the raster's size (in blend mode it holds up to
+Queues are bounded and the window buffers are those of the batch being run and of the batch read ahead
+(:func:`pool_windows`), so memory is independent of the raster's size (in blend mode it holds up to
 two rows of tile results); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory stays in the process
 during a run (:func:`core.host_tuning.retained_allocations`) and is returned at its end. The result of every
 tile depends only on the data (never on batch size, number of readers or arrival order).
@@ -70,6 +71,7 @@ from .raster_io import (GTIFF_PROFILE, build_internal_overviews, overview_compre
 from .tile_overviews import DATASET_CLOSE_LOCK, GdalOverviewWriter, TileOverviews, tile_levels
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
+           "pool_windows",
            "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
            "compression_options", "resolve_precision", "PRECISIONS", "DEFAULT_COMPRESSION"]
 
@@ -193,6 +195,17 @@ def _mirror_last_axis(v: np.ndarray, lo: int, hi: int, after: int) -> None:
             e = n - right
             v[..., e:e + k] = v[..., e - k - 1:e - 1][..., ::-1]
             right -= k
+
+
+def pool_windows(batch_size: int, workers: int, released_early: bool = False) -> int:
+    """How many model-input buffers a run reuses: the batch the model runs, the next batch read ahead, and one
+    being filled by each further reader (``2 * batch_size + workers - 1``); ``released_early``: the predictor hands
+    the batch back once it has copied it into its own tensor (:attr:`Predictor.releases_input`), so the next batch
+    is read into the same buffers while the model runs (``batch_size + workers - 1``). That is enough for the model
+    never to wait while reading a batch takes less than running one; more would only add memory: each buffer is a
+    window of every band in float32 (24 MiB at 1024 px and 6 bands), and a large raster keeps every buffer busy, so
+    the pool is what made peak memory grow from a raster of one batch to a larger one (issue 17)."""
+    return (1 if released_early else 2) * batch_size + workers - 1
 
 
 class _WindowPool:
@@ -388,10 +401,10 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=dtype):
             return self.to_channels(self.model(t)).float()
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run(self, x) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
-            t = self._to_device(x)
+            t = x if isinstance(x, torch.Tensor) else self._to_device(x)
             y = self._forward(t, self.precision)
             if self.precision != "fp32" and self.precision_difference is None:
                 self.precision_difference = float((y[:1] - self._forward(t[:1], "fp32")).abs().max())
@@ -399,8 +412,19 @@ class Predictor:
                                    f"{self.precision_difference:.2g} (probabilities 0-1).")
             return y.cpu().numpy()
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    #: ``predictor(x, release=f)`` calls ``f()`` once ``x`` is copied into the model's own tensor (the engine then
+    #: reads the next batch into ``x``'s buffers while the model runs: :func:`pool_windows`)
+    releases_input = True
+
+    def __call__(self, x: np.ndarray, release: Callable[[], None] | None = None) -> np.ndarray:
         torch = self.torch
+        if release is not None:
+            try:
+                x = self._to_device(x)  # the whole batch, channels-last on the device (as each part would be)
+            except torch.OutOfMemoryError:
+                pass  # copied part by part below, as without ``release``
+            else:
+                release()
         n = len(x)
         step = min(n, self.max_batch or n)
         outs, k = [], 0
@@ -902,8 +926,8 @@ class _Pipeline:
         self.out_q: queue.Queue = queue.Queue(maxsize=max(2, 2 * batch_size))
         self.feed = iter(plan.needed)
         self.feed_lock = threading.Lock()
-        # input buffers: the ones queued, one being filled per reader, a batch being gathered
-        self.pool = _WindowPool(self.in_q.maxsize + workers + batch_size + 1, self.stop, batch_size)
+        self.releases = bool(getattr(predictor, "releases_input", False))
+        self.pool = _WindowPool(pool_windows(batch_size, workers, self.releases), self.stop, batch_size)
         self.stats = {"run": 0, "skipped": 0, "written": 0}
         self.cache: dict[int, tuple | None] = {}
         self.model_seconds = 0.0
@@ -1060,7 +1084,7 @@ class _Pipeline:
             return
         x = self._batch_input()
         t0 = time.perf_counter()
-        y = self.predictor(x)
+        y = self.predictor(x, release=self._give_back_inputs) if self.releases else self.predictor(x)
         self.model_seconds += time.perf_counter() - t0
         for (idx, _, ev), yy in zip(self._batch, y):
             t = self.plan.tiles[idx]
@@ -1071,11 +1095,15 @@ class _Pipeline:
                 part = part.copy()
             if not self._put(self.out_q, (idx, (part, ev))):
                 break
-        for buf in self._in_use:  # the model (and its output, when a view of them) is done with them
-            self.pool.give(buf)
-        self._in_use = []
+        self._give_back_inputs()  # the model (and its output, when a view of them) is done with them
         self.stats["run"] += len(self._batch)
         self._batch.clear()
+
+    def _give_back_inputs(self) -> None:
+        """Return the pool buffers that are the model's input (once; the reader refills them)."""
+        in_use, self._in_use = self._in_use, []
+        for buf in in_use:
+            self.pool.give(buf)
 
     # ------------------------------------------------------------ writer
     def _writer_loop(self) -> None:

@@ -9,13 +9,14 @@ from qgis.core import (QgsProcessing, QgsProcessingException, QgsProcessingParam
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingParameterVectorDestination, QgsProcessingOutputString)
 
-from ..core.use.probability_type import PROBABILITY_TYPES as CORE_PROBABILITY_TYPES
+from ..core.use.probability_type import DEFAULT_PROBABILITY_TYPE, PROBABILITY_TYPES as CORE_PROBABILITY_TYPES
 from .base import EdificeAlgorithm, field_parameter
 
 PRESETS = ["osm", "gbt35648", "overture", "google_places", "csv"]
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 COMPRESSIONS = ["zstd:1", "deflate:1", "deflate:6", "lzw", "none"]
-#: PROBABILITY_TYPE options (core/use/probability_type.py: numpy only, importable without the others)
+#: PROBABILITY_TYPE options (core/use/probability_type.py: numpy only, importable without the others), in their
+#: old order (indices saved in models and scripts keep their meaning); the default is uint8
 PROBABILITY_TYPES = list(CORE_PROBABILITY_TYPES)
 RASTER_OUTPUTS = [("FOOTPRINT_PROBABILITY", "footprint_probability", "Footprint probability", "footprint_probability.qml"),
                   ("FOOTPRINT_MASK", "footprint_mask", "Footprint mask", "footprint_mask.qml"),
@@ -50,8 +51,9 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
             "(else fp16) on CUDA, fp32 on the CPU; bf16 on a CPU with AVX-512 BF16 or AMX is about twice as fast "
             "(the largest difference from fp32 is reported in the log). COMPRESSION (advanced) of the raster "
             "outputs: zstd:1 keeps up with the model; deflate for readers without ZSTD. PROBABILITY_TYPE (advanced) of the "
-            "probability outputs: float32 (exact, nodata -1), uint16 (p = DN x 0.00002, nodata 65535) or uint8 "
-            "(p = DN x 0.004, nodata 255), DN = round(p x scale), so within half a step of the model's value; the "
+            "probability outputs: uint8 (the default since issue 17: p = DN x 0.004, nodata 255; a seventh of "
+            "float32's size and compression time), uint16 (p = DN x 0.00002, nodata 65535) or float32 (exact, nodata -1), "
+            "DN = round(p x scale), so within half a step of the model's value (0.002 for uint8); the "
             "scale is written in the raster (GDAL band scale), masks, classes and polygons are the same whatever "
             "the type. A cancelled run keeps its "
             "finished rows and resumes when run again with the same inputs. CLUSTER (advanced): the address "
@@ -104,9 +106,10 @@ class MapBuildingUseAlgorithm(EdificeAlgorithm):
                                              options=PRECISIONS, defaultValue=0),
                   QgsProcessingParameterEnum(self.COMPRESSION, "Output compression", options=COMPRESSIONS,
                                              defaultValue=0),
-                  QgsProcessingParameterEnum(self.PROBABILITY_TYPE, "Probability rasters' type (uint16, uint8: "
-                                             "scaled integers, p = DN x 0.00002 / 0.004)", options=PROBABILITY_TYPES,
-                                             defaultValue=0),
+                  QgsProcessingParameterEnum(self.PROBABILITY_TYPE, "Probability rasters' type (uint8 default: "
+                                             "p = DN x 0.004; uint16: p = DN x 0.00002; float32 exact)",
+                                             options=PROBABILITY_TYPES,
+                                             defaultValue=PROBABILITY_TYPES.index(DEFAULT_PROBABILITY_TYPE)),
                   self.cluster_parameter(),
                   QgsProcessingParameterNumber(self.BLOCK_WINDOWS, "Cluster: windows along a block's side",
                                                QgsProcessingParameterNumber.Integer, defaultValue=8, minValue=1)):

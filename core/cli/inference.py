@@ -102,9 +102,9 @@ def add_commands(subparsers) -> None:
     m.add_argument("--compression", default=None, metavar="METHOD[:LEVEL]",
                    help="raster outputs: zstd, deflate, lzw or none, optionally with a level (default zstd:1)")
     m.add_argument("--probability-type", default=None, metavar="TYPE",
-                   help="probability rasters: float32 (default, exact), uint16 (DN = round(p x 50000), p = DN x "
-                        "0.00002, nodata 65535) or uint8 (DN = round(p x 250), p = DN x 0.004, nodata 255); the scale "
-                        "is written as GDAL band scale metadata")
+                   help="probability rasters: uint8 (default: DN = round(p x 250), p = DN x 0.004, within 0.002, "
+                        "nodata 255), uint16 (DN = round(p x 50000), p = DN x 0.00002, nodata 65535) or float32 (exact, "
+                        "nodata -1); the scale is written as GDAL band scale metadata")
     m.add_argument("--no-resume", action="store_true", help="discard partial results of an interrupted run")
     add_cluster_arguments(m)
     m.set_defaults(func=_cmd_map)

@@ -11,8 +11,8 @@ Outputs (each optional): footprint probability (1 band), footprint mask (uint8 0
 nodata 255), use class (uint8 0 non-building, 1 R, 2 C, 3 I, nodata 255, colour table
 from the card), per-class probabilities (3 bands), building polygons (GeoPackage, with
 use_class, use_name, p_residential, p_commercial, p_industrial, confidence, area_m2).
-The probability rasters are float32 or scaled integers (``probability_type``, see
-:mod:`.probability_type`); masks, classes and polygons come from the float values whatever it is.
+The probability rasters are scaled integers (``probability_type``, default uint8: p = DN x 0.004) or float32
+(see :mod:`.probability_type`); masks, classes and polygons come from the float values whatever it is.
 A pixel is a building where the footprint probability is > ``threshold`` (models without
 a footprint head: where the largest use probability is > ``threshold``); its class is the
 argmax of the use probabilities.
@@ -37,8 +37,8 @@ from ..grid import Grid
 from ..progress import Progress, ensure
 from ..raster_io import GDAL_CACHE_BYTES, bounded_gdal_cache, open_raster, read_masked, require_crs
 from ..styles import write_gpkg_style, write_use_map_styles
-from .probability_type import (PROBABILITY_TYPES, check_probability_type, is_scaled, probability_encoding, quantise,
-                               read_probabilities)
+from .probability_type import (DEFAULT_PROBABILITY_TYPE, PROBABILITY_TYPES, check_probability_type, is_scaled,
+                               probability_encoding, quantise, read_probabilities)
 from ..sliding_window import (Predictor, RasterOutput, WindowLayout, compression_options, file_fingerprint,
                              resolve_device, run_sliding_window)
 
@@ -329,7 +329,8 @@ PRODUCTS = (("fp_prob", "footprint_probability"), ("fp_mask", "footprint_mask"),
 _MASK_COLOURS = {0: (0, 0, 0, 0), 1: (220, 60, 40, 255), CLASS_NODATA: (0, 0, 0, 0)}
 
 
-def product_output(name: str, path: str, colormap: dict, probability_type: str = "float32") -> RasterOutput:
+def product_output(name: str, path: str, colormap: dict,
+                   probability_type: str = DEFAULT_PROBABILITY_TYPE) -> RasterOutput:
     """The :class:`RasterOutput` of engine product ``name`` (see :data:`PRODUCTS`) written to ``path``; the
     probabilities as ``probability_type`` (:mod:`.probability_type`)."""
     dtype, nodata, scale = probability_encoding(probability_type)
@@ -398,7 +399,7 @@ class UseJob:
     batch_size: int = 4
     workers: int = 1
     compression: str | None = None
-    probability_type: str = "float32"
+    probability_type: str = DEFAULT_PROBABILITY_TYPE
 
     def open_reader(self) -> "_Reader":
         return _Reader(self.imagery, self.grid, self.scales, self.offsets, self.poi_maps, self.mask)
@@ -587,7 +588,7 @@ def plan_building_use(imagery: str, checkpoint: str, *, poi_maps: str | None = N
     (a negative margin is refused). ``poi_columns``: coordinate columns and CRS of a POI table (keywords of
     :func:`core.use.poi_sources.read_point_file`). ``compression`` of the raster outputs: ``method[:level]``
     (:func:`core.sliding_window.compression_options`; default zstd:1). ``probability_type`` of the probability
-    rasters: float32 (default), uint16 or uint8 (:mod:`core.use.probability_type`). The model is loaded (on the
+    rasters: uint8 (default), uint16 or float32 (:mod:`core.use.probability_type`). The model is loaded (on the
     CPU) to check its card."""
     progress = ensure(progress)
     compression_options(compression)

@@ -144,12 +144,13 @@ def test_qgis_process_field_left_out_takes_its_default(qp, kampala_rgb, kampala_
     assert r.returncode == 1 and "no_such_field" in r.stdout + r.stderr and "other_tags" in r.stdout + r.stderr
 
 
-def test_probability_type_uint8_through_qgis_process(qp, kampala_rgb, kampala_pois, tiny_use_checkpoint, tmp_path):
-    """PROBABILITY_TYPE=2 (uint8): scaled probabilities with the band scale, nodata where the imagery has none."""
+def test_probability_type_default_uint8_through_qgis_process(qp, kampala_rgb, kampala_pois, tiny_use_checkpoint, tmp_path):
+    """No PROBABILITY_TYPE: uint8 (the default, as PROBABILITY_TYPE=2), scaled probabilities with the band scale,
+    nodata where the imagery has none."""
     fp, up = tmp_path / "fp.tif", tmp_path / "up.tif"
     r = qp("run", "edifice:mapbuildinguse", "--", f"IMAGERY={kampala_rgb}", f"CHECKPOINT={tiny_use_checkpoint}",
            f"POI_LAYER={kampala_pois}", "CATEGORY_FIELD=other_tags", "DEVICE=cpu", "WINDOW=256", "OVERLAP=32",
-           "PROBABILITY_TYPE=2", f"FOOTPRINT_PROBABILITY={fp}", f"USE_PROBABILITIES={up}")
+           f"FOOTPRINT_PROBABILITY={fp}", f"USE_PROBABILITIES={up}")
     assert r.returncode == 0, r.stdout + r.stderr
     with rasterio.open(kampala_rgb) as src, rasterio.open(up) as a, rasterio.open(fp) as b:
         nodata = (src.read() == 0).any(axis=0)

@@ -112,7 +112,8 @@ def test_precision_and_compression_reach_the_engine(provider, kampala_rgb, kampa
     from qgis.core import QgsProcessingException
 
     base = {"IMAGERY": str(kampala_rgb), "CHECKPOINT": str(tiny_use_checkpoint), "POI_LAYER": str(kampala_pois),
-            "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu", "WINDOW": 256, "OVERLAP": 32}
+            "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu", "WINDOW": 256, "OVERLAP": 32,
+            "PROBABILITY_TYPE": 0}  # float32: the probabilities' own values are compared (the default is uint8)
     fp32, bf16 = tmp_path / "fp32.tif", tmp_path / "bf16.tif"
     processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(fp32), USE_CLASS=None))
     processing.run("edifice:mapbuildinguse", dict(base, FOOTPRINT_PROBABILITY=str(bf16), USE_CLASS=None,
@@ -131,25 +132,26 @@ def test_precision_and_compression_reach_the_engine(provider, kampala_rgb, kampa
 
 def test_uint8_probabilities_are_read_as_probabilities_by_qgis(provider, kampala_rgb, kampala_pois,
                                                              tiny_use_checkpoint, tmp_path):
-    """PROBABILITY_TYPE uint8 (advanced): QGIS's raster provider applies the band scale (p = DN x 0.004), so
-    identify, sample and the 0..1 styles see probabilities; the values are the float32 run's, rounded."""
+    """PROBABILITY_TYPE uint8 (the default; float32 is PROBABILITY_TYPE 0): QGIS's raster provider applies the band
+    scale (p = DN x 0.004), so identify, sample and the 0..1 styles see probabilities; the values are the float32
+    run's, rounded."""
     import processing
     from qgis.core import QgsPointXY, QgsProject, QgsRaster, QgsRasterLayer
 
     base = {"IMAGERY": str(kampala_rgb), "CHECKPOINT": str(tiny_use_checkpoint), "POI_LAYER": str(kampala_pois),
             "CATEGORY_FIELD": "other_tags", "DEVICE": "cpu", "WINDOW": 256, "OVERLAP": 32, "USE_CLASS": None}
     f32, q8, fp8 = tmp_path / "up32.tif", tmp_path / "up8.tif", tmp_path / "fp8.tif"
-    processing.run("edifice:mapbuildinguse", dict(base, USE_PROBABILITIES=str(f32)))
+    processing.run("edifice:mapbuildinguse", dict(base, USE_PROBABILITIES=str(f32), PROBABILITY_TYPE=0))
     QgsProject.instance().removeAllMapLayers()
     processing.runAndLoadResults("edifice:mapbuildinguse", dict(base, USE_PROBABILITIES=str(q8),
-                                                               FOOTPRINT_PROBABILITY=str(fp8), PROBABILITY_TYPE=2))
+                                                               FOOTPRINT_PROBABILITY=str(fp8)))
     layers = {lyr.source().split("|")[0]: lyr for lyr in QgsProject.instance().mapLayers().values()}
     assert layers[str(q8)].renderer().type() == "multibandcolor"
     assert layers[str(fp8)].renderer().type() == "singlebandpseudocolor"
     QgsProject.instance().removeAllMapLayers()
     with rasterio.open(f32) as a, rasterio.open(q8) as b:
         p, dn, t = a.read(), b.read(), b.transform
-        assert b.dtypes[0] == "uint8" and b.scales == (0.004,) * 3 and b.nodata == 255
+        assert a.dtypes[0] == "float32" and b.dtypes[0] == "uint8" and b.scales == (0.004,) * 3 and b.nodata == 255
     valid = p[0] != -1
     rows, cols = np.nonzero(valid)
     pick = np.linspace(0, len(rows) - 1, 25).astype(int)

@@ -59,7 +59,8 @@ def test_map_building_use_outputs(tmp_path, kampala_rgb, kampala_pois, tiny_use_
     s = map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), poi_points=str(kampala_pois),
                          poi_category_field="other_tags", mask=str(mask), footprint_probability=str(o["fp"]),
                          footprint_mask=str(o["fm"]), use_class=str(o["uc"]), use_probabilities=str(o["up"]),
-                         polygons=str(poly), window=256, overlap=32, batch_size=3, device="cpu")
+                         polygons=str(poly), window=256, overlap=32, batch_size=3, device="cpu",
+                         probability_type="float32")  # float values tested (the default is uint8)
     assert s["device"] == "cpu" and s["tiles_skipped"] > 0
     with rasterio.open(kampala_rgb) as src, rasterio.open(o["fp"]) as fp, rasterio.open(o["fm"]) as fm, \
             rasterio.open(o["uc"]) as uc, rasterio.open(o["up"]) as up, rasterio.open(mask) as mk:
@@ -137,7 +138,7 @@ def test_resampled_when_the_gsd_differs(tmp_path, kampala_rgb, tiny_use_checkpoi
 def test_assign_building_use_keeps_attributes(tmp_path, kampala_rgb, tiny_use_checkpoint, gradient_poi_maps):
     up = tmp_path / "up.tif"
     map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), use_probabilities=str(up), window=256,
-                     overlap=32, poi_maps=gradient_poi_maps(tmp_path, kampala_rgb))
+                     overlap=32, poi_maps=gradient_poi_maps(tmp_path, kampala_rgb), probability_type="float32")
     out = tmp_path / "assigned.gpkg"
     s = assign_building_use(str(BUILDINGS), str(up), str(out))
     src_info, out_info = pyogrio.read_info(BUILDINGS), pyogrio.read_info(out)

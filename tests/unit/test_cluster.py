@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KAMPALA = ROOT / "samples" / "kampala" / "kampala_rgb_50cm.tif"
 GATE = str(Path(__file__).with_name("_cluster_gate.py"))
 #: 1376 x 759 px at stride 192 -> 8 x 4 windows; 3 x 3 windows a block -> 6 blocks
-COMMON = _scene.SETTINGS
+#: float32 probabilities (not the uint8 default), compared bit for bit; uint8 on the cluster has its own test
+COMMON = _scene.SETTINGS + ["--probability-type", "float32"]
 BLOCKS = 6
 
 

@@ -10,8 +10,9 @@ import pytest
 import rasterio
 
 from edifice.core.errors import InputError
-from edifice.core.use.building_use_map import assign_building_use, map_building_use
-from edifice.core.use.probability_type import PROBABILITY_TYPES, check_probability_type, quantise
+from edifice.core.use.building_use_map import assign_building_use, map_building_use, product_output
+from edifice.core.use.probability_type import (DEFAULT_PROBABILITY_TYPE, PROBABILITY_TYPES, check_probability_type,
+                                               quantise)
 from edifice.core.use.vectorize import polygonize_buildings
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def runs(tmp_path_factory):
     ck = conftest.make_tiny_use_checkpoint(d / "tiny.pt")
     poi = conftest.write_gradient_poi_maps(d, img)
     out = {}
-    for t in PROBABILITY_TYPES:
+    for t in PROBABILITY_TYPES:  # each named explicitly (the default is tested below)
         f = d / t
         f.mkdir()
         paths = {k: str(f / f"{k}.tif") for k in ("footprint_probability", "footprint_mask", "use_class",
@@ -42,6 +43,7 @@ def runs(tmp_path_factory):
         map_building_use(str(img), str(ck), poi_maps=poi, polygons=str(f / "b.gpkg"), window=256, overlap=32,
                          batch_size=2, device="cpu", probability_type=t, **paths)
         out[t] = dict(paths, polygons=str(f / "b.gpkg"), folder=f)
+    out["inputs"] = {"imagery": str(img), "checkpoint": str(ck), "poi_maps": poi}
     return out
 
 
@@ -118,9 +120,27 @@ def test_an_unscaled_integer_raster_is_still_refused_by_assign(runs, tmp_path):
         assign_building_use(str(BUILDINGS), str(plain), str(tmp_path / "o.gpkg"))
 
 
-def test_float32_is_the_default_and_bad_types_are_refused(tmp_path, kampala_rgb, tiny_use_checkpoint,
-                                                            gradient_poi_maps):
-    assert check_probability_type(None) == "float32" and check_probability_type(" UINT8 ") == "uint8"
+def test_uint8_is_the_default_and_reads_as_probabilities(runs, tmp_path):
+    """A run that names no PROBABILITY_TYPE writes uint8 (p = DN x 0.004, nodata 255), the same file contents as
+    the explicit uint8 run; GDAL's band scale makes its values the float32 run's probabilities within 0.002."""
+    assert DEFAULT_PROBABILITY_TYPE == "uint8" and check_probability_type(None) == "uint8"
+    assert product_output("use_probs", "x.tif", {}).dtype == "uint8"
+    paths = {k: str(tmp_path / f"{k}.tif") for k in ("footprint_probability", "use_probabilities")}
+    map_building_use(runs["inputs"]["imagery"], runs["inputs"]["checkpoint"], poi_maps=runs["inputs"]["poi_maps"],
+                     window=256, overlap=32, batch_size=2, device="cpu", **paths)
+    for key, path in paths.items():
+        q, nodata, scales, _, dtype = _read(path)
+        assert dtype == "uint8" and nodata == 255 and scales == (0.004,) * len(scales)
+        assert np.array_equal(q, _read(runs["uint8"][key])[0])
+        with rasterio.open(path) as ds, rasterio.open(runs["float32"][key]) as f32:
+            p = ds.read(masked=True).astype(np.float64) * np.array(ds.scales)[:, None, None]
+            exact = f32.read(masked=True)
+        assert np.array_equal(p.mask, exact.mask) and p.count() > 0
+        assert np.abs(p - exact).max() <= 0.002 + 1e-6
+
+
+def test_bad_types_are_refused(tmp_path, kampala_rgb, tiny_use_checkpoint, gradient_poi_maps):
+    assert check_probability_type(" UINT8 ") == "uint8" and check_probability_type("Float32") == "float32"
     out = tmp_path / "up.tif"
     with pytest.raises(InputError, match="PROBABILITY_TYPE") as e:
         map_building_use(str(kampala_rgb), str(tiny_use_checkpoint), poi_maps=gradient_poi_maps(tmp_path, kampala_rgb),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import sys
 
 import numpy as np
@@ -19,7 +20,8 @@ from edifice.core.errors import InputError
 from edifice.core.grid import Grid
 from edifice.core.progress import RecordingProgress
 from edifice.core.sliding_window import (Predictor, RasterOutput, WindowLayout, _WindowPool, compression_options,
-                                         fill_reflect, pad_reflect, resolve_precision, run_sliding_window)
+                                         fill_reflect, pad_reflect, pool_windows, resolve_precision,
+                                         run_sliding_window)
 
 H, W = 181, 263
 GRID = Grid(Affine(0.5, 0, 1000, 0, -0.5, 2000), W, H, "EPSG:32636")
@@ -117,11 +119,68 @@ def test_window_buffers_are_reused_not_allocated_per_window(tmp_path, scene):
     seen: list = []
     layout = WindowLayout(32, 4)  # stride 24: 8 x 11 windows, most of them inside the raster
     _run(tmp_path, "pool", scene, into=True, seen=seen, batch_size=2, layout=layout)
-    pool_size = 2 * 2 + 1 + 2 + 1  # queue (2 x batch) + one reader + one batch + 1, as the engine sizes it
+    pool_size = pool_windows(2, 1)  # the batch run + the batch read ahead, as the engine sizes it
     windows = len(seen)
     distinct = {ptr for ptr in seen}
     assert windows >= 40
     assert len(distinct) <= pool_size, (len(distinct), windows)
+
+
+class _GatedPredictor:
+    """The Pixelwise model, whose every batch first waits (up to 60 s) until the readers are blocked (every buffer of
+    the pool taken, or the input queue full) or have all ended: the readers run as far ahead as the engine lets
+    them. ``pools``: (pool, input queue) of each run."""
+
+    def __init__(self, pools: list):
+        self.inner, self.pools = Predictor(Pixelwise(), "cpu"), pools
+
+    def __call__(self, x):
+        import time
+
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            pool, in_q = self.pools[-1]
+            readers = [th for th in threading.enumerate() if th.name.startswith("edifice-reader-")]
+            if (pool.made >= pool.count and pool.free.empty()) or in_q.full() or \
+                    not any(th.is_alive() for th in readers):
+                break
+            time.sleep(0.005)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_window_pool_does_not_grow_with_the_raster(tmp_path, scene, monkeypatch, workers):
+    """With a model slower than the readers, the buffers made are at most the batch run + the batch read ahead (+ one
+    per further reader, in whole slabs of a batch), for a raster of 24 windows as for one of 88: memory does not
+    follow the raster's size."""
+    import edifice.core.sliding_window as sw
+
+    pools, made = [], []
+    new = _WindowPool._new
+
+    def counting(self, shape):
+        made.append(shape)
+        return new(self, shape)
+
+    monkeypatch.setattr(_WindowPool, "_new", counting)
+    monkeypatch.setattr(sw._Pipeline, "__init__", _recording_init(sw._Pipeline.__init__, pools))
+    data, valid = scene
+    counts = []
+    for layout in (WindowLayout(64, 8), WindowLayout(32, 4)):  # 4 x 6 and 8 x 11 windows
+        made.clear()
+        outs = [RasterOutput(str(tmp_path / f"w{layout.window}_{workers}.tif"), 2, "float32", -9999.0)]
+        run_sliding_window(GRID, layout, lambda: Reader(data, valid, True), _GatedPredictor(pools), outs,
+                           lambda v, ok: [v], batch_size=2, workers=workers)
+        counts.append(len(made))
+    bound = pool_windows(2, workers) + pool_windows(2, workers) % 2  # whole slabs of 2
+    assert max(counts) == bound and min(counts) > 2, counts  # the readers did run ahead, as far as the bound
+
+
+def _recording_init(init, pools: list):
+    def recording(self, *a, **k):
+        init(self, *a, **k)
+        pools.append((self.pool, self.in_q))
+    return recording
 
 
 def test_window_pool_hands_back_the_same_buffers():
@@ -296,3 +355,29 @@ def test_cli_sets_the_passive_wait_before_torch_is_imported():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "PASSIVE False"
+
+
+def test_predictor_releasing_its_input_reads_the_next_batch_into_the_same_buffers(tmp_path, scene, monkeypatch):
+    """The Predictor hands the batch back once copied into its tensor: the run makes one batch of buffers (+ the
+    reader's), not two, and writes the same bits as a predictor that keeps its input to the end."""
+    made = []
+    new = _WindowPool._new
+
+    def counting(self, shape):
+        made.append(shape)
+        return new(self, shape)
+
+    monkeypatch.setattr(_WindowPool, "_new", counting)
+    data, valid = scene
+    layout, got = WindowLayout(32, 4), {}
+    keeping = Predictor(Pixelwise(), "cpu")
+    for name, pred in (("releasing", Predictor(Pixelwise(), "cpu")), ("keeping", lambda x: keeping(x))):
+        made.clear()
+        out = RasterOutput(str(tmp_path / f"{name}.tif"), 2, "float32", -9999.0)
+        run_sliding_window(GRID, layout, lambda: Reader(data, valid, True), pred, [out], lambda v, ok: [v],
+                           batch_size=2)
+        with rasterio.open(out.path) as ds:
+            got[name] = (ds.read(), len(made))
+    assert np.array_equal(got["releasing"][0], got["keeping"][0])
+    assert got["releasing"][1] <= pool_windows(2, 1, released_early=True) + 1  # whole slabs of 2
+    assert pool_windows(2, 1, released_early=True) < pool_windows(2, 1)
