@@ -420,10 +420,13 @@ class Predictor:
         torch = self.torch
         if release is not None:
             try:
-                x = self._to_device(x)  # the whole batch, channels-last on the device (as each part would be)
+                t = self._to_device(x)  # the whole batch, channels-last on the device (as each part would be)
             except torch.OutOfMemoryError:
                 pass  # copied part by part below, as without ``release``
             else:
+                if t.device.type == "cpu" and np.shares_memory(t.numpy(), x):  # e.g. one band: no layout change
+                    t = t.clone(memory_format=torch.channels_last)  # the buffers are refilled while the model runs
+                x = t
                 release()
         n = len(x)
         step = min(n, self.max_batch or n)

@@ -381,3 +381,17 @@ def test_predictor_releasing_its_input_reads_the_next_batch_into_the_same_buffer
     assert np.array_equal(got["releasing"][0], got["keeping"][0])
     assert got["releasing"][1] <= pool_windows(2, 1, released_early=True) + 1  # whole slabs of 2
     assert pool_windows(2, 1, released_early=True) < pool_windows(2, 1)
+
+
+@pytest.mark.parametrize("bands", [1, 3])
+def test_a_released_batch_is_the_models_own_copy(bands):
+    """Once the Predictor calls ``release``, the engine refills the batch's buffers while the model runs: the model
+    must hold a copy, also where channels-last needs no copy of the layout (one band)."""
+    class Twice(torch.nn.Module):
+        def forward(self, t):
+            return t * 2
+
+    x = np.arange(2 * bands * 4 * 4, dtype=np.float32).reshape(2, bands, 4, 4)
+    expected = 2 * x
+    y = Predictor(Twice(), "cpu")(x, release=lambda: x.fill(-1))  # the reader overwrites the buffers at once
+    assert np.array_equal(y, expected)
