@@ -103,6 +103,10 @@ Issue 11, last goal, 1500 m / 0 ms (quiet main 1.86x): where the CPU went and wh
   (CPU 3.20) against 1.55 s (CPU 2.06): 3.20x; 600 m, 30 ms: 2.18x / 2.85x; 1500 m, 30 ms: 2.18x / 2.41x;
   peak memory 16x / 1x 1.09 / 1.10. The load swings both ways; a quiet rerun is needed for the
   quiet-machine ratios (COMPRESSION_THREADS is the one setting to check there: 1 saves CPU, 2 a tail).
+Quiet machine after the merge (session 8, nothing else running, load 0.6-1.5), three whole runs in a row:
+  600 m, 0 ms 2.38x / 2.11x / 2.10x; 1500 m, 0 ms 2.19x (ours 1.19 s, CPU 1.77 s; gdal_translate 2.59 s,
+  CPU 2.61 s) / 1.996x (1.29 vs 2.57 s) / 2.07x (1.11 vs 2.30 s); 600 m, 30 ms 1.95x / 1.86x / 1.86x;
+  1500 m, 30 ms 1.76x / 1.66x / 1.58x; peak memory 16x / 1x 1.07 / 1.09 / 1.10.
 """
 from __future__ import annotations
 

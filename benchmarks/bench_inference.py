@@ -56,6 +56,11 @@ Session 8 (issue 17 goals A and B; shared machine, the figures interleaved with 
   Not the writer's queue or cache, nor glibc's retained memory (trim threshold 32 MiB: both sizes ~100 MiB lower,
   the same ratio).
 
+Quiet machine after the merges (session 8, uint8 default, before = 66264d0, load 1.2-1.7), two runs: no-op with
+the bench's DEFLATE POI maps 1.345 -> 0.596 / 0.978 -> 0.349 CPU-s/km², with edifice's POI maps 1.080 -> 0.397 /
+0.930 -> 0.461 (the figure, a difference of two runs, moves by +-0.1 between runs of the same code); peak memory
+4x / 1x (least of 2 rounds) before 1.10, after 1.08 (2663 -> 2876 MiB).
+
 The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
 """
