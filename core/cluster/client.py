@@ -15,6 +15,8 @@ from ..progress import Progress
 
 #: seconds to wait for a scheduler before giving up
 CONNECT_TIMEOUT_S = 10
+#: seconds a server that accepted the connection has to answer Dask's handshake
+HANDSHAKE_TIMEOUT_S = 10
 PLUGIN_NAME = "edifice-model"
 WORKER_FIX = ("install Edifice's Python dependencies in the worker's environment (pip install -r "
               "requirements.lock, which pins torch) or start the worker with the Python of Edifice's environment "
@@ -63,13 +65,7 @@ def connect(spec: str, progress: Progress):
                 Client(lc) as client:
             yield client
         return
-    try:
-        client = Client(value, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise InputError("CLUSTER", f"no Dask scheduler answers at {value} (waited {CONNECT_TIMEOUT_S} s: {exc}).",
-                         "start one (`dask scheduler`, then `dask worker " + value + "` on each GPU node), check "
-                         "the address and that the port is open, or leave CLUSTER empty to run on this "
-                         "machine.") from exc
+    client = _client_of_scheduler(Client, value)
     try:
         has_dashboard = "dashboard" in client.scheduler_info().get("services", {})
         progress.info(f"Connected to the Dask scheduler at {value}; dashboard (task stream): "
@@ -77,6 +73,45 @@ def connect(spec: str, progress: Progress):
         yield client
     finally:
         client.close()
+
+
+def _client_of_scheduler(client_class, address: str):
+    """A client of the scheduler at ``address``, or a clear :class:`InputError` within about
+    :data:`CONNECT_TIMEOUT_S` seconds where none answers there."""
+    fix = ("start one (`dask scheduler`, then `dask worker " + address + "` on each GPU node), check the address "
+           "and that the port is open, or leave CLUSTER empty to run on this machine.")
+    try:
+        _check_handshake(address, CONNECT_TIMEOUT_S)
+        return client_class(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except TimeoutError as exc:  # the port is open but its server does not speak Dask's protocol
+        raise InputError("CLUSTER", f"something listens at {address} but no Dask scheduler answers there (no "
+                         f"handshake in {HANDSHAKE_TIMEOUT_S} s): is it the dashboard's port (8787 by default) "
+                         "or another service?", "give the scheduler's address, which `dask scheduler` prints as "
+                         "'Scheduler at: tcp://HOST:PORT' (port 8786 by default).") from exc
+    except OSError as exc:
+        raise InputError("CLUSTER", f"no Dask scheduler answers at {address} (waited {CONNECT_TIMEOUT_S} s: {exc}).",
+                         fix) from exc
+
+
+def _check_handshake(address: str, timeout_s: float) -> None:
+    """Open a comm to ``address`` (OSError when nothing accepts within ``timeout_s`` seconds) and exchange
+    Dask's handshake (TimeoutError when that takes :data:`HANDSHAKE_TIMEOUT_S` more). ``distributed`` bounds
+    the TCP connect but not the handshake: a server that accepts and stays silent (an HTTP server such as a
+    dashboard) hangs ``Client`` for good. Runs its own event loop in a helper thread, so that a caller's
+    running loop (Jupyter) does not matter; only ``tcp://`` addresses are probed."""
+    if not address.startswith("tcp://"):
+        return
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect as open_comm
+
+    async def probe():
+        comm = await asyncio.wait_for(open_comm(address, timeout=timeout_s), timeout_s + HANDSHAKE_TIMEOUT_S)
+        await comm.close()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="edifice-dask-probe") as pool:
+        pool.submit(asyncio.run, probe()).result()
 
 
 def _require_python_executable() -> None:

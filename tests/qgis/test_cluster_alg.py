@@ -41,10 +41,11 @@ def test_map_building_use_on_a_dask_cluster(provider, kampala_rgb, tmp_path):
         QgsProject.instance().removeAllMapLayers()
         with rasterio.open(uc) as a, rasterio.open(ref) as b:
             assert a.transform == b.transform and np.array_equal(a.read(), b.read())
-        with pytest.raises(QgsProcessingException, match="CLUSTER: no Dask scheduler answers"):
+        with scene.procs.refused_port() as port, \
+                pytest.raises(QgsProcessingException, match="CLUSTER: no Dask scheduler answers"):
             processing.run("edifice:mapbuildinguse", {
                 "IMAGERY": str(kampala_rgb), "CHECKPOINT": str(ck), "WINDOW": 256, "OVERLAP": 32,
-                "USE_CLASS": str(tmp_path / "x" / "uc.vrt"), "CLUSTER": f"tcp://127.0.0.1:{scene.procs.free_port()}"})
+                "USE_CLASS": str(tmp_path / "x" / "uc.vrt"), "CLUSTER": f"tcp://127.0.0.1:{port}"})
     finally:
         dask.stop()
 

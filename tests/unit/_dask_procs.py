@@ -2,6 +2,8 @@
 started with subprocess (never threads in the test process), stopped by :meth:`DaskProcs.stop`."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -13,10 +15,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def refused_port():
+    """A port of 127.0.0.1 that refuses connections while the block runs: bound (so nothing else can take
+    it) but not listening."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 def cli_env(**extra) -> dict:
@@ -29,13 +34,31 @@ def cli_env(**extra) -> dict:
 class DaskProcs:
     """A scheduler and workers; ``workers`` holds each worker's Popen by name."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, start_timeout_s: float = 120):
         self.folder = Path(folder)
-        self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        info = self.folder / "scheduler.json"
+        # port 0: the scheduler binds a free port itself and writes its address to the scheduler file. (Picking
+        # a free port here and passing it on raced: a worker's HTTP server once took that port first, the
+        # scheduler failed to start, and the client's handshake with the HTTP server hung for an hour.)
         self.scheduler = self._spawn("scheduler", [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
-                                                   "--port", str(self.port), "--no-dashboard"], cli_env())
+                                                   "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
+                                     cli_env())
+        self.address = self._wait_for_address(info, start_timeout_s)
+        self.port = int(self.address.rsplit(":", 1)[1])
         self.workers: dict[str, subprocess.Popen] = {}
+
+    def _wait_for_address(self, info: Path, timeout_s: float) -> str:
+        """The address in the scheduler file, once the scheduler has written it (it listens by then)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.scheduler.poll() is not None:
+                raise RuntimeError(f"dask scheduler exited ({self.scheduler.returncode}):\n{self.log('scheduler')[-3000:]}")
+            try:
+                return json.loads(info.read_text())["address"]
+            except (OSError, ValueError, KeyError):  # not written yet, or half-written
+                time.sleep(0.1)
+        self.scheduler.kill()
+        raise RuntimeError(f"dask scheduler wrote no address in {timeout_s} s:\n{self.log('scheduler')[-3000:]}")
 
     def _spawn(self, name: str, cmd: list[str], env: dict) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "w")

@@ -28,7 +28,7 @@ _spec = importlib.util.spec_from_file_location("_cluster_scene", Path(__file__).
 _scene = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_scene)
 _procs = _scene.procs
-DaskProcs, cli_env, free_port, wait_until = _procs.DaskProcs, _procs.cli_env, _procs.free_port, _procs.wait_until
+DaskProcs, cli_env, refused_port, wait_until = _procs.DaskProcs, _procs.cli_env, _procs.refused_port, _procs.wait_until
 
 pytest.importorskip("distributed")
 ROOT = Path(__file__).resolve().parents[2]
@@ -222,11 +222,38 @@ def test_driver_killed_rerun_skips_finished_blocks(scene, own_cluster, tmp_path)
 
 
 def test_unreachable_scheduler_is_a_clear_error(scene, tmp_path):
-    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    r = _edifice(_map_args(scene["tiles"], scene["ck"], tmp_path / "out", address), timeout=120)
+    with refused_port() as port:
+        address = f"tcp://127.0.0.1:{port}"
+        r = _edifice(_map_args(scene["tiles"], scene["ck"], tmp_path / "out", address), timeout=120)
     assert r.returncode == 2
     assert f"CLUSTER: no Dask scheduler answers at {address}" in r.stderr and "Fix:" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+SILENT_SERVER = """
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])  # accepts, reads nothing, answers nothing
+"""
+
+
+def test_a_port_where_no_scheduler_answers_is_a_clear_error(scene, tmp_path):
+    """A server that accepts and stays silent (as a dashboard's HTTP port does to Dask's handshake) is an
+    error within seconds, not a hang: distributed's own connect waits for the handshake forever."""
+    server = subprocess.Popen([sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        address = f"tcp://127.0.0.1:{int(server.stdout.readline())}"
+        r = _edifice(_map_args(scene["tiles"], scene["ck"], tmp_path / "out", address), timeout=300)
+    finally:
+        server.kill()
+        server.wait()
+    assert r.returncode == 2, r.stderr
+    assert f"CLUSTER: something listens at {address} but no Dask scheduler answers there" in r.stderr
+    assert "8786" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "use_class.vrt").exists()
 
 
 def test_scheduler_without_workers_is_a_clear_error(scene, own_cluster, tmp_path):

@@ -94,11 +94,11 @@ def _worker_addresses(procs) -> set[str]:
 
 
 def test_cloud_gap_fill_unreachable_scheduler_is_a_clear_error(cloudy, tmp_path):
-    port = _procs.free_port()
-    r = subprocess.run([sys.executable, "-m", "edifice.core.cli", "cloud-gap-fill", cloudy["image"],
-                        str(tmp_path / "o.tif"), "--mask", cloudy["mask"], *GAP_SETTINGS,
-                        "--cluster", f"tcp://127.0.0.1:{port}"], capture_output=True, text=True,
-                       env=_procs.cli_env(), timeout=120)
+    with _procs.refused_port() as port:
+        r = subprocess.run([sys.executable, "-m", "edifice.core.cli", "cloud-gap-fill", cloudy["image"],
+                            str(tmp_path / "o.tif"), "--mask", cloudy["mask"], *GAP_SETTINGS,
+                            "--cluster", f"tcp://127.0.0.1:{port}"], capture_output=True, text=True,
+                           env=_procs.cli_env(), timeout=120)
     assert r.returncode != 0
     assert f"no Dask scheduler answers at tcp://127.0.0.1:{port}" in r.stderr
     assert not (tmp_path / "o.tif").exists()

@@ -3,7 +3,6 @@ import importlib.util
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +23,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.distributed.is_avai
                                 reason="torch.distributed with gloo is not available")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_processes(tmp_path):
     sc = S.make_scene(tmp_path, size=256, seed=1)
     ds = tmp_path / "ds"
@@ -44,7 +37,7 @@ def test_torchrun_two_processes(tmp_path):
                PYTHONPATH=os.pathsep.join([str(Path(edifice.__file__).parent.parent),
                                            os.environ.get("PYTHONPATH", "")]))
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            "-m", "edifice.core.cli", "train-building-use", str(ds), str(out / "model.pt"), "--encoder", "resnet18",
            "--base-width", "4", "--batch-size", "2", "--epochs", "2", "--device", "cpu", "--seed", "5"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)
