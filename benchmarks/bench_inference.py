@@ -322,16 +322,10 @@ def worker_speed(job: dict) -> dict:
             "threads": torch.get_num_threads(), "omp_wait": os.environ.get("OMP_WAIT_POLICY", "(unset)")}
 
 
-def worker_noop(job: dict) -> dict:
-    """The pipeline with the network replaced by a no-op (its output: input bands, the smooth POI
-    maps of a 6-band model, as a view of the batch: no work of its own; the host settings the real
-    Predictor makes, keep_freed_memory, are made as well): CPU-s (user + sys of all threads) of the run."""
-    import resource
-
-    import edifice.core.use.building_use_map as bum
-
-    cfg, d = job["cfg"], Path(job["folder"])
-    img, ck, poi = Path(job["img"]), Path(job["ck"]), Path(job["poi"]) if job["poi"] else None
+def _noop_predictor():
+    """A stand-in for the engine's Predictor: the network replaced by a no-op (its output: input bands, the smooth
+    POI maps of a 6-band model, as a view of the batch: no work of its own; the host settings the real Predictor
+    makes, keep_freed_memory, are made as well)."""
 
     class Noop:
         def __init__(self, model, device, precision="auto", progress=None, **_):
@@ -346,19 +340,47 @@ def worker_noop(job: dict) -> dict:
             # smooth probability-like outputs (blue / 255 and the POI bands of 6-band models, a view), else the imagery
             return x[:, 2:6] if x.shape[1] >= 6 else x[:, [0, 1, 2, 0]]
 
-    bum.Predictor = Noop
+    return Noop
+
+
+def _outputs_digest(out: Path) -> str:
+    """SHA-256 of the pixel values (every band, decoded) and data types of the three outputs in ``out``: equal
+    digests, the same outputs whatever their compression or layout."""
+    import hashlib
+
+    import rasterio
+
+    h = hashlib.sha256()
+    for name in ("fp.tif", "uc.tif", "up.tif"):
+        with rasterio.open(out / name) as ds:
+            h.update(f"{name} {ds.dtypes} {ds.nodata} {ds.scales}".encode())
+            h.update(np.ascontiguousarray(ds.read()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def worker_noop(job: dict) -> dict:
+    """The pipeline with a no-op network (:func:`_noop_predictor`) on each raster of ``job["runs"]`` ((size, img, ck,
+    poi) each), one warm-up run of the first, then ``repeat`` sweeps over them all: {size: [CPU-s (user + sys of all
+    threads), user, sys, wall, minor page faults] of each run}, and the digest of the largest raster's outputs."""
+    import resource
+
+    import edifice.core.use.building_use_map as bum
+
+    cfg, d = job["cfg"], Path(job["folder"])
+    bum.Predictor = _noop_predictor()
     out = d / f"noop_{os.getpid()}"
     out.mkdir()
-    pipeline(img, ck, poi, out, cfg)  # warm-up (imports, file cache)
-    best = None
+    runs = [(int(n), Path(i), Path(c), Path(p) if p else None) for n, i, c, p in job["runs"]]
+    pipeline(*runs[0][1:], out, cfg)  # warm-up (imports, numba, file cache)
+    samples: dict = {n: [] for n, *_ in runs}
     for _ in range(job["repeat"]):
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        s = pipeline(img, ck, poi, out, cfg)
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-        if best is None or user + sys_ < best["cpu"]:
-            best = {"cpu": user + sys_, "user": user, "sys": sys_, "wall": s["wall"]}
-    return best
+        for n, img, ck, poi in runs:
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            s = pipeline(img, ck, poi, out, cfg)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+            samples[n].append([user + sys_, user, sys_, s["wall"], r1.ru_minflt - r0.ru_minflt])
+    return {"samples": samples, "digest": _outputs_digest(out)}
 
 
 def _child(kind: str, job: dict, root: Path | None) -> dict:
@@ -481,31 +503,63 @@ def _typed_outputs(fp: np.ndarray, cls: np.ndarray, use: np.ndarray, ptype: str)
     return [("fp.tif", quantise(fp[None], ptype)), ("uc.tif", cls[None]), ("up.tif", quantise(use, ptype))]
 
 
-def _noop_rows(trees: dict, small: int, big: int, km2: dict, d: Path, job: dict, cfg: dict, compression,
-               edifice_pois: bool) -> dict:
-    """No-op CPU-s per km² of each tree (the difference of a ``small`` and a ``big`` px run), printed: each
-    measurement in its own child, the trees interleaved (one child per tree and size in every one of ``repeat``
-    rounds), the least CPU-s of each tree and size kept."""
-    runs: dict = {}
+def noop_sizes(largest: int) -> list[int]:
+    """The raster sides (px) of the no-op fit: 1/2, 3/4, 1 and 5/4 of ``largest`` (2048, 3072, 4096, 5120 for 4096)."""
+    return [largest * k // 4 for k in (2, 3, 4, 5)]
+
+
+def least_squares(km2: list[float], cpu: list[float]) -> dict:
+    """Straight line fit of CPU-s against km²: slope (CPU-s/km²), intercept (CPU-s of a run's fixed work), the
+    slope's standard error and the residuals' RMS (CPU-s)."""
+    x, y = np.asarray(km2, float), np.asarray(cpu, float)
+    a = np.stack([x, np.ones_like(x)], axis=1)
+    (slope, icpt), *_ = np.linalg.lstsq(a, y, rcond=None)
+    res = y - (slope * x + icpt)
+    dof = max(len(x) - 2, 1)
+    se = float(np.sqrt(res @ res / dof / np.sum((x - x.mean()) ** 2)))
+    return {"slope": float(slope), "intercept": float(icpt), "slope_se": se, "rms": float(np.sqrt(np.mean(res ** 2)))}
+
+
+def _noop_rows(trees: dict, sizes: list[int], d: Path, job: dict, cfg: dict, compression, edifice_pois: bool,
+               inner: int) -> dict:
+    """No-op CPU-s per km² of each tree, printed: the slope of a least-squares fit of each raster size's least CPU-s
+    against its area. ``repeat`` rounds, the trees interleaved in each (one child per tree and round, ``inner``
+    sweeps over every size in it after a warm-up)."""
+    rasters = []
+    for n in sizes:
+        img, ck, poi = make_inputs(d, n, cfg)
+        if poi and edifice_pois:
+            poi = edifice_poi(poi)
+        rasters.append([n, str(img), str(ck), str(poi) if poi else None])
+    samples: dict = {name: {n: [] for n in sizes} for name in trees}
+    digests: dict = {}
     for _ in range(job["repeat"]):
         for name, root in trees.items():
             c = dict(cfg, compression=None if name == "before" else compression,
                      probability_type=None if name == "before" else cfg.get("probability_type"))
-            for n in (small, big):
-                nimg, nck, npoi = make_inputs(d, n, cfg)
-                if npoi and edifice_pois:
-                    npoi = edifice_poi(npoi)
-                r = _child("noop", dict(job, cfg=c, img=str(nimg), ck=str(nck), poi=str(npoi) if npoi else None,
-                                        repeat=1), root)
-                if (name, n) not in runs or r["cpu"] < runs[name, n]["cpu"]:
-                    runs[name, n] = r
+            r = _child("noop", dict(job, cfg=c, runs=rasters, repeat=inner), root)
+            for n, runs in r["samples"].items():
+                samples[name][int(n)] += runs
+            digests.setdefault(name, set()).add(r["digest"])
     res = {}
+    km2 = [n * n * KM2_PER_PX for n in sizes]
     for name in trees:
-        r, rs = runs[name, big], runs[name, small]
-        res[name] = per = (r["cpu"] - rs["cpu"]) / (km2[big] - km2[small])
+        best = [min(samples[name][n], key=lambda v: v[0]) for n in sizes]
+        fit = least_squares(km2, [b[0] for b in best])
+        res[name] = fit["slope"]
+        spread = max((sorted(v[0] for v in samples[name][n])[1] / min(v[0] for v in samples[name][n]) - 1)
+                     if len(samples[name][n]) > 1 else 0.0 for n in sizes)
         label = f"{name}, edifice POI" if edifice_pois else name
-        print(f"  [{label:6s}] {per:6.3f} CPU-s/km²; one core feeds {3600 / per:,.0f} km²/h  ({big} px: user "
-              f"{r['user']:.2f} s, sys {r['sys']:.2f} s, wall {r['wall']:.2f} s; {small} px: {rs['cpu']:.2f} CPU-s)")
+        top = best[-1]
+        print(f"  [{label:6s}] {fit['slope']:6.3f} CPU-s/km² (+- {fit['slope_se']:.3f} standard error of the slope; "
+              f"fixed {fit['intercept']:.2f} CPU-s per run; residual RMS {fit['rms']:.3f} CPU-s); one core feeds "
+              f"{3600 / fit['slope']:,.0f} km²/h")
+        print(f"           least CPU-s per size: " + ", ".join(f"{n} px {b[0]:.2f}" for n, b in zip(sizes, best))
+              + f"; second-least / least: at most +{100 * spread:.1f} %; {sizes[-1]} px: user {top[1]:.2f} s, "
+              f"sys {top[2]:.2f} s, wall {top[3]:.2f} s, {top[4]:,.0f} minor page faults; outputs "
+              f"{'/'.join(sorted(digests[name]))}")
+    if len(trees) > 1 and len({frozenset(v) for v in digests.values()}) == 1:
+        print("  the code versions' outputs are identical (same pixel digest)")
     return res
 
 
@@ -549,7 +603,13 @@ def _parse():
                     help="3: RGB (imagery_multitask); 6: RGB + 3 POI bands (imagery_poi_multitask)")
     ap.add_argument("--size", type=int, default=None, help="raster side (px) of the speed runs (default 4096 on "
                     "CUDA, 3072 on the CPU)")
-    ap.add_argument("--noop-size", type=int, default=4096, help="raster side (px) of the no-op pipeline run")
+    ap.add_argument("--noop-size", type=int, default=4096, help="largest raster side (px) of the no-op runs (the "
+                    "fit takes 1/2, 3/4, 1 and 5/4 of it: 2048, 3072, 4096 and 5120 px by default)")
+    ap.add_argument("--noop-sweeps", type=int, default=2, help="sweeps over the no-op sizes in each child (after a "
+                    "warm-up run); the least CPU-s of all rounds' sweeps is kept per size")
+    ap.add_argument("--noop-pois", default="both", choices=("deflate", "edifice", "both"),
+                    help="the POI maps of the 6-band no-op runs: the bench's DEFLATE float32 maps, as "
+                    "edifice:poiprobability writes them, or both (two sets of lines)")
     ap.add_argument("--mem-size", type=int, default=None, help="raster side (px) of the 1x peak-memory run "
                     "(the 4x one is twice it; default: 1.5 windows, i.e. a full batch of 4)")
     ap.add_argument("--window", type=int, default=1024, help="window (px)")
@@ -575,6 +635,26 @@ def _parse():
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--compression-only", action="store_true", help="only the output-compression table")
     return ap.parse_args()
+
+
+def _noop_section(a, trees: dict, d: Path, job: dict, cfg: dict) -> None:
+    """The no-op lines: per POI-map encoding of ``--noop-pois``, each tree's CPU-s/km² and after / before."""
+    sizes = noop_sizes(a.noop_size)
+    km2 = [n * n * KM2_PER_PX for n in sizes]
+    print(f"no-op network (the pipeline's own work), rasters {', '.join(map(str, sizes))} px square "
+          f"({', '.join(f'{k:.2f}' for k in km2)} km²); per km² = the slope of a least-squares fit of each size's "
+          f"least CPU-s (user + sys of a run; start-up, model loading and checks are in the fixed part) against its "
+          f"area; {a.repeat} rounds x {a.noop_sweeps} sweeps over the sizes, the code versions interleaved by round:")
+    kinds = {"deflate": [False], "edifice": [True], "both": [False, True]}[a.noop_pois if cfg["bands"] == 6 else "deflate"]
+    for edifice_pois in kinds:
+        if edifice_pois:
+            print("  with the POI maps as edifice:poiprobability writes them (ZSTD level 1, floating-point predictor, "
+                  "values rounded to 1/65536):")
+        elif cfg["bands"] == 6:
+            print("  with the bench's DEFLATE float32 POI maps:")
+        res = _noop_rows(trees, sizes, d, job, cfg, a.compression, edifice_pois, a.noop_sweeps)
+        if "before" in res:
+            print(f"  after / before: {res['after'] / res['before']:.3f}  (load average {os.getloadavg()[0]:.1f})")
 
 
 def main() -> None:
@@ -636,22 +716,7 @@ def main() -> None:
                       f"pipeline time: {res['after']['t_pipe'] / res['before']['t_pipe']:.3f}  "
                       f"(load average {os.getloadavg()[0]:.1f})")
         if not a.skip_noop:
-            small, big = a.noop_size // 2, a.noop_size
-            km2 = {n: n * n * KM2_PER_PX for n in (small, big)}
-            print(f"no-op network (the pipeline's own work), rasters {small} and {big} px square ({km2[small]:.2f} and "
-                  f"{km2[big]:.2f} km²); per km² = the difference of the two runs' CPU-s (user + sys) / the "
-                  "difference of their areas (start-up, model loading and checks are left out); best of "
-                  f"{a.repeat} rounds, the code versions interleaved:")
-            res = _noop_rows(trees, small, big, km2, d, job, cfg, a.compression, False)
-            if "before" in res:
-                print(f"  after / before: {res['after'] / res['before']:.3f}  (load average {os.getloadavg()[0]:.1f})")
-            if cfg["bands"] == 6:
-                print("  the same with the POI maps as edifice:poiprobability writes them (ZSTD level 1, floating-point "
-                      "predictor, values rounded to 1/65536) instead of the DEFLATE float32 maps above:")
-                res = _noop_rows(trees, small, big, km2, d, job, cfg, a.compression, True)
-                if "before" in res:
-                    print(f"  after / before (edifice POI maps): {res['after'] / res['before']:.3f}  "
-                          f"(load average {os.getloadavg()[0]:.1f})")
+            _noop_section(a, trees, d, job, cfg)
         if not a.skip_memory:
             m = a.mem_size or (3 * a.window) // 2
             i1, _, p1 = make_inputs(d, m, cfg)
