@@ -360,8 +360,9 @@ def _outputs_digest(out: Path) -> str:
 
 def worker_noop(job: dict) -> dict:
     """The pipeline with a no-op network (:func:`_noop_predictor`) on each raster of ``job["runs"]`` ((size, img, ck,
-    poi) each), one warm-up run of the first, then ``repeat`` sweeps over them all: {size: [CPU-s (user + sys of all
-    threads), user, sys, wall, minor page faults] of each run}, and the digest of the largest raster's outputs."""
+    poi) each), one warm-up run of the first, then ``repeat`` sweeps over them all, in ascending and descending order
+    by turns: {size: [CPU-s (user + sys of all threads), user, sys, wall, minor page faults] of each run}, and the
+    digest of the last raster's outputs."""
     import resource
 
     import edifice.core.use.building_use_map as bum
@@ -373,8 +374,8 @@ def worker_noop(job: dict) -> dict:
     runs = [(int(n), Path(i), Path(c), Path(p) if p else None) for n, i, c, p in job["runs"]]
     pipeline(*runs[0][1:], out, cfg)  # warm-up (imports, numba, file cache)
     samples: dict = {n: [] for n, *_ in runs}
-    for _ in range(job["repeat"]):
-        for n, img, ck, poi in runs:
+    for sweep in range(job["repeat"]):
+        for n, img, ck, poi in runs if sweep % 2 == 0 else runs[::-1]:  # up, down, ...: a drift of the load cancels
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             s = pipeline(img, ck, poi, out, cfg)
             r1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -521,46 +522,54 @@ def least_squares(km2: list[float], cpu: list[float]) -> dict:
 
 
 def _noop_rows(trees: dict, sizes: list[int], d: Path, job: dict, cfg: dict, compression, edifice_pois: bool,
-               inner: int) -> dict:
-    """No-op CPU-s per km² of each tree, printed: the slope of a least-squares fit of each raster size's least CPU-s
-    against its area. ``repeat`` rounds, the trees interleaved in each (one child per tree and round, ``inner``
-    sweeps over every size in it after a warm-up)."""
+               sweeps: int) -> dict:
+    """No-op CPU-s per km² of each tree, printed: per round (the trees interleaved, one child per tree and round,
+    ``sweeps`` sweeps over every size in it after a warm-up), the slope of a least-squares fit of the child's runs'
+    CPU-s against their areas; the figure is the median of the rounds' slopes, after / before the median of the
+    rounds' ratios (each of two children run one after the other, so under much the same load)."""
     rasters = []
     for n in sizes:
         img, ck, poi = make_inputs(d, n, cfg)
         if poi and edifice_pois:
             poi = edifice_poi(poi)
         rasters.append([n, str(img), str(ck), str(poi) if poi else None])
-    samples: dict = {name: {n: [] for n in sizes} for name in trees}
-    digests: dict = {}
+    km2 = {n: n * n * KM2_PER_PX for n in sizes}
+    rounds: dict = {name: [] for name in trees}
     for _ in range(job["repeat"]):
         for name, root in trees.items():
             c = dict(cfg, compression=None if name == "before" else compression,
                      probability_type=None if name == "before" else cfg.get("probability_type"))
-            r = _child("noop", dict(job, cfg=c, runs=rasters, repeat=inner), root)
-            for n, runs in r["samples"].items():
-                samples[name][int(n)] += runs
-            digests.setdefault(name, set()).add(r["digest"])
-    res = {}
-    km2 = [n * n * KM2_PER_PX for n in sizes]
-    for name in trees:
-        best = [min(samples[name][n], key=lambda v: v[0]) for n in sizes]
-        fit = least_squares(km2, [b[0] for b in best])
-        res[name] = fit["slope"]
-        spread = max((sorted(v[0] for v in samples[name][n])[1] / min(v[0] for v in samples[name][n]) - 1)
-                     if len(samples[name][n]) > 1 else 0.0 for n in sizes)
-        label = f"{name}, edifice POI" if edifice_pois else name
-        top = best[-1]
-        print(f"  [{label:6s}] {fit['slope']:6.3f} CPU-s/km² (+- {fit['slope_se']:.3f} standard error of the slope; "
-              f"fixed {fit['intercept']:.2f} CPU-s per run; residual RMS {fit['rms']:.3f} CPU-s); one core feeds "
-              f"{3600 / fit['slope']:,.0f} km²/h")
-        print(f"           least CPU-s per size: " + ", ".join(f"{n} px {b[0]:.2f}" for n, b in zip(sizes, best))
-              + f"; second-least / least: at most +{100 * spread:.1f} %; {sizes[-1]} px: user {top[1]:.2f} s, "
-              f"sys {top[2]:.2f} s, wall {top[3]:.2f} s, {top[4]:,.0f} minor page faults; outputs "
-              f"{'/'.join(sorted(digests[name]))}")
-    if len(trees) > 1 and len({frozenset(v) for v in digests.values()}) == 1:
-        print("  the code versions' outputs are identical (same pixel digest)")
+            r = _child("noop", dict(job, cfg=c, runs=rasters, repeat=sweeps), root)
+            runs = [(int(n), v) for n, vs in r["samples"].items() for v in vs]
+            r["fit"] = least_squares([km2[n] for n, _ in runs], [v[0] for _, v in runs])
+            rounds[name].append(r)
+    res = {name: float(np.median([r["fit"]["slope"] for r in rs])) for name, rs in rounds.items()}
+    for name, rs in rounds.items():
+        _print_noop_tree(f"{name}, edifice POI" if edifice_pois else name, res[name], rs, sizes)
+    if len(trees) > 1:
+        digests = {name: {r["digest"] for r in rs} for name, rs in rounds.items()}
+        if len({frozenset(v) for v in digests.values()}) == 1:
+            print("  the code versions' outputs are identical (same pixel digest)")
+        ratios = [a["fit"]["slope"] / b["fit"]["slope"] for a, b in zip(rounds["after"], rounds["before"])]
+        res["ratio"] = float(np.median(ratios))
+        print(f"  after / before: {res['ratio']:.3f} (median of the rounds' ratios {', '.join(f'{q:.3f}' for q in ratios)}; "
+              f"ratio of the medians {res['after'] / res['before']:.3f})  (load average {os.getloadavg()[0]:.1f})")
     return res
+
+
+def _print_noop_tree(label: str, slope: float, rounds: list, sizes: list[int]) -> None:
+    """One tree's no-op lines: the median slope, each round's fit, the least CPU-s of each size."""
+    fits = [r["fit"] for r in rounds]
+    print(f"  [{label:6s}] {slope:6.3f} CPU-s/km² (median of {len(fits)} rounds: "
+          + ", ".join(f"{f['slope']:.3f}" for f in fits)
+          + f"; the rounds' standard errors of the slope {max(f['slope_se'] for f in fits):.3f} at most, residual RMS "
+          f"{max(f['rms'] for f in fits):.3f} CPU-s); fixed {np.median([f['intercept'] for f in fits]):.2f} CPU-s per "
+          f"run; one core feeds {3600 / slope:,.0f} km²/h")
+    best = {n: min((v for r in rounds for v in r["samples"][str(n)]), key=lambda v: v[0]) for n in sizes}
+    top = best[sizes[-1]]
+    print("           least CPU-s per size: " + ", ".join(f"{n} px {best[n][0]:.2f}" for n in sizes)
+          + f"; {sizes[-1]} px: user {top[1]:.2f} s, sys {top[2]:.2f} s, wall {top[3]:.2f} s, {top[4]:,.0f} minor "
+          f"page faults; outputs {'/'.join(sorted({r['digest'] for r in rounds}))}")
 
 
 def _memory_rows(trees: dict, one: tuple, four: tuple, ck: Path, cfg: dict, d: Path, repeat: int) -> None:
@@ -606,7 +615,7 @@ def _parse():
     ap.add_argument("--noop-size", type=int, default=4096, help="largest raster side (px) of the no-op runs (the "
                     "fit takes 1/2, 3/4, 1 and 5/4 of it: 2048, 3072, 4096 and 5120 px by default)")
     ap.add_argument("--noop-sweeps", type=int, default=2, help="sweeps over the no-op sizes in each child (after a "
-                    "warm-up run); the least CPU-s of all rounds' sweeps is kept per size")
+                    "warm-up run), ascending and descending by turns; a slope is fitted to each child's runs")
     ap.add_argument("--noop-pois", default="both", choices=("deflate", "edifice", "both"),
                     help="the POI maps of the 6-band no-op runs: the bench's DEFLATE float32 maps, as "
                     "edifice:poiprobability writes them, or both (two sets of lines)")
@@ -642,9 +651,10 @@ def _noop_section(a, trees: dict, d: Path, job: dict, cfg: dict) -> None:
     sizes = noop_sizes(a.noop_size)
     km2 = [n * n * KM2_PER_PX for n in sizes]
     print(f"no-op network (the pipeline's own work), rasters {', '.join(map(str, sizes))} px square "
-          f"({', '.join(f'{k:.2f}' for k in km2)} km²); per km² = the slope of a least-squares fit of each size's "
-          f"least CPU-s (user + sys of a run; start-up, model loading and checks are in the fixed part) against its "
-          f"area; {a.repeat} rounds x {a.noop_sweeps} sweeps over the sizes, the code versions interleaved by round:")
+          f"({', '.join(f'{k:.2f}' for k in km2)} km²); per km² = the slope of a least-squares fit of the runs' CPU-s "
+          f"(user + sys of a run; start-up, model loading and checks are in the fixed part) against their areas, the "
+          f"median of {a.repeat} rounds (code versions interleaved, a child each; in it a warm-up run, then "
+          f"{a.noop_sweeps} sweeps over the sizes, up and down by turns):")
     kinds = {"deflate": [False], "edifice": [True], "both": [False, True]}[a.noop_pois if cfg["bands"] == 6 else "deflate"]
     for edifice_pois in kinds:
         if edifice_pois:
@@ -652,9 +662,7 @@ def _noop_section(a, trees: dict, d: Path, job: dict, cfg: dict) -> None:
                   "values rounded to 1/65536):")
         elif cfg["bands"] == 6:
             print("  with the bench's DEFLATE float32 POI maps:")
-        res = _noop_rows(trees, sizes, d, job, cfg, a.compression, edifice_pois, a.noop_sweeps)
-        if "before" in res:
-            print(f"  after / before: {res['after'] / res['before']:.3f}  (load average {os.getloadavg()[0]:.1f})")
+        _noop_rows(trees, sizes, d, job, cfg, a.compression, edifice_pois, a.noop_sweeps)
 
 
 def main() -> None:
