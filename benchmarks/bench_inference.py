@@ -504,9 +504,12 @@ def _typed_outputs(fp: np.ndarray, cls: np.ndarray, use: np.ndarray, ptype: str)
     return [("fp.tif", quantise(fp[None], ptype)), ("uc.tif", cls[None]), ("up.tif", quantise(use, ptype))]
 
 
-def noop_sizes(largest: int) -> list[int]:
-    """The raster sides (px) of the no-op fit: 1/2, 3/4, 1 and 5/4 of ``largest`` (2048, 3072, 4096, 5120 for 4096)."""
-    return [largest * k // 4 for k in (2, 3, 4, 5)]
+def noop_sizes(largest: int, stride: int) -> list[int]:
+    """The raster sides (px) of the no-op fit: 3, 4, 5 and 6 tile strides where ``largest`` is about 5 (2304, 3072,
+    3840 and 4608 px for 4096 px and 1024 px windows with 128 px margins): whole tiles, so that every size has the
+    same work per km² (a partial last tile costs a whole window for less area)."""
+    k = max(2, round(largest / stride))
+    return [stride * t for t in range(k - 2, k + 2)] if k > 2 else [stride * t for t in range(1, 5)]
 
 
 def least_squares(km2: list[float], cpu: list[float]) -> dict:
@@ -543,7 +546,7 @@ def _noop_rows(trees: dict, sizes: list[int], d: Path, job: dict, cfg: dict, com
             runs = [(int(n), v) for n, vs in r["samples"].items() for v in vs]
             r["fit"] = least_squares([km2[n] for n, _ in runs], [v[0] for _, v in runs])
             rounds[name].append(r)
-    res = {name: float(np.median([r["fit"]["slope"] for r in rs])) for name, rs in rounds.items()}
+    res = {name: _envelope_fit(rs, sizes, km2) for name, rs in rounds.items()}
     for name, rs in rounds.items():
         _print_noop_tree(f"{name}, edifice POI" if edifice_pois else name, res[name], rs, sizes)
     if len(trees) > 1:
@@ -551,21 +554,25 @@ def _noop_rows(trees: dict, sizes: list[int], d: Path, job: dict, cfg: dict, com
         if len({frozenset(v) for v in digests.values()}) == 1:
             print("  the code versions' outputs are identical (same pixel digest)")
         ratios = [a["fit"]["slope"] / b["fit"]["slope"] for a, b in zip(rounds["after"], rounds["before"])]
-        res["ratio"] = float(np.median(ratios))
-        print(f"  after / before: {res['ratio']:.3f} (median of the rounds' ratios {', '.join(f'{q:.3f}' for q in ratios)}; "
-              f"ratio of the medians {res['after'] / res['before']:.3f})  (load average {os.getloadavg()[0]:.1f})")
+        print(f"  after / before: {res['after']['slope'] / res['before']['slope']:.3f} (the rounds' ratios, each of two "
+              f"children run one after the other: {', '.join(f'{q:.3f}' for q in ratios)})  (load average "
+              f"{os.getloadavg()[0]:.1f})")
     return res
 
 
-def _print_noop_tree(label: str, slope: float, rounds: list, sizes: list[int]) -> None:
-    """One tree's no-op lines: the median slope, each round's fit, the least CPU-s of each size."""
-    fits = [r["fit"] for r in rounds]
-    print(f"  [{label:6s}] {slope:6.3f} CPU-s/km² (median of {len(fits)} rounds: "
-          + ", ".join(f"{f['slope']:.3f}" for f in fits)
-          + f"; the rounds' standard errors of the slope {max(f['slope_se'] for f in fits):.3f} at most, residual RMS "
-          f"{max(f['rms'] for f in fits):.3f} CPU-s); fixed {np.median([f['intercept'] for f in fits]):.2f} CPU-s per "
-          f"run; one core feeds {3600 / slope:,.0f} km²/h")
+def _envelope_fit(rounds: list, sizes: list[int], km2: dict) -> dict:
+    """:func:`least_squares` of each size's least CPU-s over all the rounds' runs (a busy machine only adds CPU time:
+    the least of many runs is the steadiest), with that least run of each size (``best``)."""
     best = {n: min((v for r in rounds for v in r["samples"][str(n)]), key=lambda v: v[0]) for n in sizes}
+    return dict(least_squares([km2[n] for n in sizes], [best[n][0] for n in sizes]), best=best)
+
+
+def _print_noop_tree(label: str, fit: dict, rounds: list, sizes: list[int]) -> None:
+    """One tree's no-op lines: the fit of the least runs, the rounds' own slopes, the least runs."""
+    slope, best = fit["slope"], fit["best"]
+    print(f"  [{label:6s}] {slope:6.3f} CPU-s/km² (+- {fit['slope_se']:.3f} standard error; residual RMS {fit['rms']:.3f} "
+          f"CPU-s; fixed {fit['intercept']:.2f} CPU-s per run); one core feeds {3600 / slope:,.0f} km²/h; each round's "
+          f"own slope: " + ", ".join(f"{r['fit']['slope']:.3f}" for r in rounds))
     top = best[sizes[-1]]
     print("           least CPU-s per size: " + ", ".join(f"{n} px {best[n][0]:.2f}" for n in sizes)
           + f"; {sizes[-1]} px: user {top[1]:.2f} s, sys {top[2]:.2f} s, wall {top[3]:.2f} s, {top[4]:,.0f} minor "
@@ -612,8 +619,9 @@ def _parse():
                     help="3: RGB (imagery_multitask); 6: RGB + 3 POI bands (imagery_poi_multitask)")
     ap.add_argument("--size", type=int, default=None, help="raster side (px) of the speed runs (default 4096 on "
                     "CUDA, 3072 on the CPU)")
-    ap.add_argument("--noop-size", type=int, default=4096, help="largest raster side (px) of the no-op runs (the "
-                    "fit takes 1/2, 3/4, 1 and 5/4 of it: 2048, 3072, 4096 and 5120 px by default)")
+    ap.add_argument("--noop-size", type=int, default=4096, help="about the second-largest raster side (px) of the no-op "
+                    "runs: the fit takes whole tile strides k-2 .. k+1 with k = this / stride (2304, 3072, 3840, 4608 px "
+                    "at 4096 and 1024/128)")
     ap.add_argument("--noop-sweeps", type=int, default=2, help="sweeps over the no-op sizes in each child (after a "
                     "warm-up run), ascending and descending by turns; a slope is fitted to each child's runs")
     ap.add_argument("--noop-pois", default="both", choices=("deflate", "edifice", "both"),
@@ -648,12 +656,12 @@ def _parse():
 
 def _noop_section(a, trees: dict, d: Path, job: dict, cfg: dict) -> None:
     """The no-op lines: per POI-map encoding of ``--noop-pois``, each tree's CPU-s/km² and after / before."""
-    sizes = noop_sizes(a.noop_size)
+    sizes = noop_sizes(a.noop_size, cfg["window"] - 2 * cfg["margin"])
     km2 = [n * n * KM2_PER_PX for n in sizes]
     print(f"no-op network (the pipeline's own work), rasters {', '.join(map(str, sizes))} px square "
-          f"({', '.join(f'{k:.2f}' for k in km2)} km²); per km² = the slope of a least-squares fit of the runs' CPU-s "
-          f"(user + sys of a run; start-up, model loading and checks are in the fixed part) against their areas, the "
-          f"median of {a.repeat} rounds (code versions interleaved, a child each; in it a warm-up run, then "
+          f"({', '.join(f'{k:.2f}' for k in km2)} km²); per km² = the slope of a least-squares fit of each "
+          f"size's least CPU-s (user + sys of a run; start-up, model loading and checks are in the fixed part) against "
+          f"its area, over {a.repeat} rounds (code versions interleaved, a child each; in it a warm-up run, then "
           f"{a.noop_sweeps} sweeps over the sizes, up and down by turns):")
     kinds = {"deflate": [False], "edifice": [True], "both": [False, True]}[a.noop_pois if cfg["bands"] == 6 else "deflate"]
     for edifice_pois in kinds:
