@@ -5,7 +5,11 @@ One command prints, measured in one run (child processes, interleaved, best of `
   beforehand, the same Predictor and batches; pipeline: read, scale, pad, model, merge, write 3 rasters);
   windows/s and km²/h at 0.5 m end to end (read -> write);
 * the pipeline's own work with the network replaced by a no-op (``--noop-size``): CPU-s (user + sys)
-  per km² at 0.5 m;
+  per km² at 0.5 m, as the slope of a least-squares fit of CPU-s against km² over four raster sizes of whole
+  tiles (2304, 3072, 3840 and 4608 px at ``--noop-size 4096`` and 1024/128), each size's least run of all rounds
+  (a busy machine only adds CPU time); the fit's standard error and residual RMS, each round's own slope and,
+  with ``--before``, each round's after / before ratio are printed beside it to show how steady it is, and a
+  digest of the pixel values of each code version's outputs (equal digests: identical outputs);
 * peak memory (max RSS of a CLI run, ``edifice map-building-use``) at 4x vs 1x area (``--mem-size``);
 * with ``--before REF``: the same figures for the code of git revision REF (extracted into a temporary
   folder), each figure's runs interleaved with ours — the before/after table of issue 17;
@@ -25,6 +29,23 @@ The no-op lines alone (a few minutes), our probability rasters as the product's 
 ``--probability-type float32`` for float32; the ``--before`` tree writes its own default, float32):
 
     nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --before 66264d0
+
+Session 9 (issue 17 item 2): until then the no-op figure was the difference of a 2048 and a 4096 px run divided
+by the difference of their areas, and it moved by +-0.1 CPU-s/km² between quiet runs of the same code (below:
+0.596 and 0.349). It is now the fit above (about 7 min at load 3-4; ``--noop-pois edifice`` halves it). Its
+steadiness depends on the machine's load: standard error of the slope 0.009-0.013 at load 1-4 (the first
+run below), 0.025-0.030 at load 3-5, where the rounds' own slopes spread by +-10 % and CPU-s grow ~25 % (so
+compare only figures of one run; the after / before ratios held within 0.03 from run to run). Shared machine,
+before = 66264d0 (float32), CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
+* first form of the fit (2048-5120 px; before the compiled finalisation), load 1.2 -> 4.4: 0.419 / 0.317
+  (before 1.017 / 0.848; 0.412x / 0.374x);
+* final code (branch-free compiled finalisation, compiled overview halving, one reduction per integer input
+  band), load 3.1 -> 4.8: 0.522 / 0.391 (before 1.200 / 1.138; 0.435x / 0.344x), second run RUN2.
+Where the no-op CPU goes (py-spy --native, 3840 px, edifice POI maps, share of the pipeline's samples): reading
+53 % (decoding the inputs 20 %: a whole-file decode of the 4096 px DEFLATE inputs alone is 1.0 CPU-s, ~0.24
+CPU-s/km², the floor of the DEFLATE line; GDAL's copies and type conversion 7 %, validity 7 %, border mirroring
+2 %), writing 40 % (finalisation 6 % after the change, 10 % before; overviews 18 %: halving 8 %, compressing their
+blocks 8 %; compressing the base tiles 11 %), batching 4 %.
 
 Measured on the shared 2-core machine (before = 66264d0, float32; same run, interleaved), CPU-s/km² with the
 bench's DEFLATE POI maps / with POI maps as edifice:poiprobability writes them: uint8 0.536 / 0.352 (before 1.002 /
