@@ -32,15 +32,19 @@ The no-op lines alone (a few minutes), our probability rasters as the product's 
 
 Session 9 (issue 17 item 2): until then the no-op figure was the difference of a 2048 and a 4096 px run divided
 by the difference of their areas, and it moved by +-0.1 CPU-s/km² between quiet runs of the same code (below:
-0.596 and 0.349). It is now the fit above (about 7 min at load 3-4; ``--noop-pois edifice`` halves it). Its
-steadiness depends on the machine's load: standard error of the slope 0.009-0.013 at load 1-4 (the first
-run below), 0.025-0.030 at load 3-5, where the rounds' own slopes spread by +-10 % and CPU-s grow ~25 % (so
-compare only figures of one run; the after / before ratios held within 0.03 from run to run). Shared machine,
-before = 66264d0 (float32), CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
+0.596 and 0.349). It is now the fit above (5-7 min at load 3-4; ``--noop-pois edifice`` halves
+it). Its steadiness depends on the machine's load: standard error of the slope 0.009-0.013 at load 1-4 (the first
+run below), 0.02-0.04 at load 3-5, where the rounds' own slopes spread by +-10 % and CPU-s grow up to ~25 %:
+two runs of the same code at load 3-5 gave 0.522 and 0.387 (DEFLATE POI maps), 0.391 and 0.362 (edifice's), so
+on a shared machine compare only figures of one run (more samples: ``--repeat 3`` or ``--noop-sweeps 3``); the
+two runs of the same code on a quiet machine are still to be made. Shared machine, before = 66264d0 (float32),
+CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
 * first form of the fit (2048-5120 px; before the compiled finalisation), load 1.2 -> 4.4: 0.419 / 0.317
   (before 1.017 / 0.848; 0.412x / 0.374x);
 * final code (branch-free compiled finalisation, compiled overview halving, one reduction per integer input
-  band), load 3.1 -> 4.8: 0.522 / 0.391 (before 1.200 / 1.138; 0.435x / 0.344x), second run RUN2.
+  band), load 3.1 -> 4.8: 0.522 / 0.391 (before 1.200 / 1.138; 0.435x / 0.344x); the same command again,
+  load 2.8 -> 3.3: 0.387 / 0.362 (before 1.282 / 0.790; 0.302x / 0.458x). Peak memory 4x / 1x (``--mem-size
+  1536 --skip-speed --skip-noop --repeat 2``, load 2.8-3.9): 1.09 (2662 -> 2900 MiB).
 Where the no-op CPU goes (py-spy --native, 3840 px, edifice POI maps, share of the pipeline's samples): reading
 53 % (decoding the inputs 20 %: a whole-file decode of the 4096 px DEFLATE inputs alone is 1.0 CPU-s, ~0.24
 CPU-s/km², the floor of the DEFLATE line; GDAL's copies and type conversion 7 %, validity 7 %, border mirroring
