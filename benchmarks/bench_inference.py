@@ -45,8 +45,9 @@ CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
   band), load 3.1 -> 4.8: 0.522 / 0.391 (before 1.200 / 1.138; 0.435x / 0.344x); the same command again,
   load 2.8 -> 3.3: 0.387 / 0.362 (before 1.282 / 0.790; 0.302x / 0.458x). Peak memory 4x / 1x (``--mem-size
   1536 --skip-speed --skip-noop --repeat 2``, load 2.8-3.9): 1.09 (2662 -> 2900 MiB).
-* the final code against main (``--repeat 3 --before main``, main at 12:07 UTC: its pipeline is 1d02a5c's; load 3.1-3.2): 0.346 / 0.330
-  (main 0.346 / 0.343; 0.999x / 0.963x, the rounds' ratios 0.71-1.16), each size's least run 3-17 % below main's;
+* the final code against main (``--repeat 3 --before main``, main at 12:07 UTC, its pipeline 1d02a5c's; load
+  3.1-3.2): 0.346 / 0.330 (main 0.346 / 0.343; 0.999x / 0.963x, the rounds' ratios 0.71-1.16), each size's least
+  run 3-17 % below main's;
   outputs identical (same digests). The session's cuts, timed alone (best of 20-40, same process): finalising a
   768 px tile 2-2.8x quicker (9.1 -> 3.1-5.0 ms), halving a 3-band uint8 tile that is out of the caches 2.1x
   (1.25 -> 0.60 ms), one reduction instead of two per integer input band: about 5 % of the no-op CPU in all,
