@@ -586,8 +586,9 @@ def _noop_rows(trees: dict, sizes: list[int], d: Path, job: dict, cfg: dict, com
         if len({frozenset(v) for v in digests.values()}) == 1:
             print("  the code versions' outputs are identical (same pixel digest)")
         ratios = [a["fit"]["slope"] / b["fit"]["slope"] for a, b in zip(rounds["after"], rounds["before"])]
-        print(f"  after / before: {res['after']['slope'] / res['before']['slope']:.3f} (the rounds' ratios, each of two "
-              f"children run one after the other: {', '.join(f'{q:.3f}' for q in ratios)})  (load average "
+        ratio = res["after"]["slope"] / res["before"]["slope"]
+        print(f"  after / before: {ratio:.3f} (the rounds' ratios, each of two children run one after the other: "
+              f"{', '.join(f'{q:.3f}' for q in ratios)})  (load average "
               f"{os.getloadavg()[0]:.1f})")
     return res
 
@@ -602,9 +603,9 @@ def _envelope_fit(rounds: list, sizes: list[int], km2: dict) -> dict:
 def _print_noop_tree(label: str, fit: dict, rounds: list, sizes: list[int]) -> None:
     """One tree's no-op lines: the fit of the least runs, the rounds' own slopes, the least runs."""
     slope, best = fit["slope"], fit["best"]
-    print(f"  [{label:6s}] {slope:6.3f} CPU-s/km² (+- {fit['slope_se']:.3f} standard error; residual RMS {fit['rms']:.3f} "
-          f"CPU-s; fixed {fit['intercept']:.2f} CPU-s per run); one core feeds {3600 / slope:,.0f} km²/h; each round's "
-          f"own slope: " + ", ".join(f"{r['fit']['slope']:.3f}" for r in rounds))
+    print(f"  [{label:6s}] {slope:6.3f} CPU-s/km² (+- {fit['slope_se']:.3f} standard error; residual RMS "
+          f"{fit['rms']:.3f} CPU-s; fixed {fit['intercept']:.2f} CPU-s per run); one core feeds {3600 / slope:,.0f} "
+          "km²/h; each round's own slope: " + ", ".join(f"{r['fit']['slope']:.3f}" for r in rounds))
     top = best[sizes[-1]]
     print("           least CPU-s per size: " + ", ".join(f"{n} px {best[n][0]:.2f}" for n in sizes)
           + f"; {sizes[-1]} px: user {top[1]:.2f} s, sys {top[2]:.2f} s, wall {top[3]:.2f} s, {top[4]:,.0f} minor "
@@ -651,9 +652,9 @@ def _parse():
                     help="3: RGB (imagery_multitask); 6: RGB + 3 POI bands (imagery_poi_multitask)")
     ap.add_argument("--size", type=int, default=None, help="raster side (px) of the speed runs (default 4096 on "
                     "CUDA, 3072 on the CPU)")
-    ap.add_argument("--noop-size", type=int, default=4096, help="about the second-largest raster side (px) of the no-op "
-                    "runs: the fit takes whole tile strides k-2 .. k+1 with k = this / stride (2304, 3072, 3840, 4608 px "
-                    "at 4096 and 1024/128)")
+    ap.add_argument("--noop-size", type=int, default=4096, help="about the second-largest raster side (px) of the "
+                    "no-op runs: the fit takes whole tile strides k-2 .. k+1 with k = this / stride (2304, 3072, "
+                    "3840, 4608 px at 4096 and 1024/128)")
     ap.add_argument("--noop-sweeps", type=int, default=2, help="sweeps over the no-op sizes in each child (after a "
                     "warm-up run), ascending and descending by turns; a slope is fitted to each child's runs")
     ap.add_argument("--noop-pois", default="both", choices=("deflate", "edifice", "both"),
@@ -695,7 +696,8 @@ def _noop_section(a, trees: dict, d: Path, job: dict, cfg: dict) -> None:
           f"size's least CPU-s (user + sys of a run; start-up, model loading and checks are in the fixed part) against "
           f"its area, over {a.repeat} rounds (code versions interleaved, a child each; in it a warm-up run, then "
           f"{a.noop_sweeps} sweeps over the sizes, up and down by turns):")
-    kinds = {"deflate": [False], "edifice": [True], "both": [False, True]}[a.noop_pois if cfg["bands"] == 6 else "deflate"]
+    pois = a.noop_pois if cfg["bands"] == 6 else "deflate"
+    kinds = {"deflate": [False], "edifice": [True], "both": [False, True]}[pois]
     for edifice_pois in kinds:
         if edifice_pois:
             print("  with the POI maps as edifice:poiprobability writes them (ZSTD level 1, floating-point predictor, "
