@@ -28,7 +28,7 @@ memory run a full batch (4 windows at 1536 px), else the ratios measure start-up
 The no-op lines alone (a few minutes), our probability rasters as the product's default (uint8 since session 8;
 ``--probability-type float32`` for float32; the ``--before`` tree writes its own default, float32):
 
-    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --before 66264d0
+    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 3 --noop-only --before 66264d0
 
 Session 9 (issue 17 item 2): until then the no-op figure was the difference of a 2048 and a 4096 px run divided
 by the difference of their areas, and it moved by +-0.1 CPU-s/km² between quiet runs of the same code (below:
@@ -36,8 +36,10 @@ by the difference of their areas, and it moved by +-0.1 CPU-s/km² between quiet
 it). Its steadiness depends on the machine's load: standard error of the slope 0.009-0.013 at load 1-4 (the first
 run below), 0.02-0.04 at load 3-5, where the rounds' own slopes spread by +-10 % and CPU-s grow up to ~25 %:
 two runs of the same code at load 3-5 gave 0.522 and 0.387 (DEFLATE POI maps), 0.391 and 0.362 (edifice's), so
-on a shared machine compare only figures of one run (more samples: ``--repeat 3`` or ``--noop-sweeps 3``); the
-two runs of the same code on a quiet machine are still to be made. Shared machine, before = 66264d0 (float32),
+on a shared machine compare only figures of one run. With 9 runs per size (``--repeat 3``, 3 sweeps per child,
+the default since), two runs of our code one after the other at load 2.9-3.4 (no ``--before``, 3 min each) gave
+0.338 and 0.372 (DEFLATE, +-5 %) and 0.295 and 0.288 (edifice's POI maps, +-1.2 %), standard errors 0.011-0.021:
+the steady command is the one above with ``--repeat 3`` (about 10 min with ``--before 66264d0``). Shared machine, before = 66264d0 (float32),
 CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
 * first form of the fit (2048-5120 px; before the compiled finalisation), load 1.2 -> 4.4: 0.419 / 0.317
   (before 1.017 / 0.848; 0.412x / 0.374x);
@@ -655,7 +657,7 @@ def _parse():
     ap.add_argument("--noop-size", type=int, default=4096, help="about the second-largest raster side (px) of the "
                     "no-op runs: the fit takes whole tile strides k-2 .. k+1 with k = this / stride (2304, 3072, "
                     "3840, 4608 px at 4096 and 1024/128)")
-    ap.add_argument("--noop-sweeps", type=int, default=2, help="sweeps over the no-op sizes in each child (after a "
+    ap.add_argument("--noop-sweeps", type=int, default=3, help="sweeps over the no-op sizes in each child (after a "
                     "warm-up run), ascending and descending by turns; a slope is fitted to each child's runs")
     ap.add_argument("--noop-pois", default="both", choices=("deflate", "edifice", "both"),
                     help="the POI maps of the 6-band no-op runs: the bench's DEFLATE float32 maps, as "
