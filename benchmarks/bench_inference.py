@@ -39,7 +39,10 @@ two runs of the same code at load 3-5 gave 0.522 and 0.387 (DEFLATE POI maps), 0
 on a shared machine compare only figures of one run. With 9 runs per size (``--repeat 3``, 3 sweeps per child,
 the default since), two runs of our code one after the other at load 2.9-3.4 (no ``--before``, 3 min each) gave
 0.338 and 0.372 (DEFLATE, +-5 %) and 0.295 and 0.288 (edifice's POI maps, +-1.2 %), standard errors 0.011-0.021:
-the steady command is the one above with ``--repeat 3`` (about 10 min with ``--before 66264d0``). Shared machine, before = 66264d0 (float32),
+the steady command is the one above with ``--repeat 3`` (about 10 min with ``--before 66264d0``).
+Its run (final code, load 3.2 -> 4.2, 8 min): 0.369 / 0.284 CPU-s/km² (DEFLATE / edifice's POI maps; standard
+errors 0.017 / 0.005), before (66264d0, float32) 0.948 / 0.796; after / before 0.389 / 0.357 (rounds 0.37-0.41 /
+0.29-0.54). Shared machine, before = 66264d0 (float32),
 CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
 * first form of the fit (2048-5120 px; before the compiled finalisation), load 1.2 -> 4.4: 0.419 / 0.317
   (before 1.017 / 0.848; 0.412x / 0.374x);
