@@ -42,7 +42,7 @@ the default since), two runs of our code one after the other at load 2.9-3.4 (no
 the steady command is the one above with ``--repeat 3`` (about 10 min with ``--before 66264d0``).
 Its run (final code, load 3.2 -> 4.2, 8 min): 0.369 / 0.284 CPU-s/km² (DEFLATE / edifice's POI maps; standard
 errors 0.017 / 0.005), before (66264d0, float32) 0.948 / 0.796; after / before 0.389 / 0.357 (rounds 0.37-0.41 /
-0.29-0.54). Shared machine, before = 66264d0 (float32),
+0.29-0.54). Earlier runs of the session (``--repeat 2``, 2 sweeps per child), before = 66264d0 (float32),
 CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
 * first form of the fit (2048-5120 px; before the compiled finalisation), load 1.2 -> 4.4: 0.419 / 0.317
   (before 1.017 / 0.848; 0.412x / 0.374x);
@@ -52,8 +52,7 @@ CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
   1536 --skip-speed --skip-noop --repeat 2``, load 2.8-3.9): 1.09 (2662 -> 2900 MiB).
 * the final code against main (``--repeat 3 --before main``, main at 12:07 UTC, its pipeline 1d02a5c's; load
   3.1-3.2): 0.346 / 0.330 (main 0.346 / 0.343; 0.999x / 0.963x, the rounds' ratios 0.71-1.16), each size's least
-  run 3-17 % below main's;
-  outputs identical (same digests). The session's cuts, timed alone (best of 20-40, same process): finalising a
+  run 3-17 % below main's; outputs identical (same digests). The session's cuts, timed alone (best of 20-40, same process): finalising a
   768 px tile 2-2.8x quicker (9.1 -> 3.1-5.0 ms), halving a 3-band uint8 tile that is out of the caches 2.1x
   (1.25 -> 0.60 ms), one reduction instead of two per integer input band: about 5 % of the no-op CPU in all,
   within the figure's noise on this machine.
