@@ -5,7 +5,11 @@ One command prints, measured in one run (child processes, interleaved, best of `
   beforehand, the same Predictor and batches; pipeline: read, scale, pad, model, merge, write 3 rasters);
   windows/s and km²/h at 0.5 m end to end (read -> write);
 * the pipeline's own work with the network replaced by a no-op (``--noop-size``): CPU-s (user + sys)
-  per km² at 0.5 m;
+  per km² at 0.5 m, as the slope of a least-squares fit of CPU-s against km² over four raster sizes of whole
+  tiles (2304, 3072, 3840 and 4608 px at ``--noop-size 4096`` and 1024/128), each size's least run of all rounds
+  (a busy machine only adds CPU time); the fit's standard error and residual RMS, each round's own slope and,
+  with ``--before``, each round's after / before ratio are printed beside it to show how steady it is, and a
+  digest of the pixel values of each code version's outputs (equal digests: identical outputs);
 * peak memory (max RSS of a CLI run, ``edifice map-building-use``) at 4x vs 1x area (``--mem-size``);
 * with ``--before REF``: the same figures for the code of git revision REF (extracted into a temporary
   folder), each figure's runs interleaved with ours — the before/after table of issue 17;
@@ -24,7 +28,39 @@ memory run a full batch (4 windows at 1536 px), else the ratios measure start-up
 The no-op lines alone (a few minutes), our probability rasters as the product's default (uint8 since session 8;
 ``--probability-type float32`` for float32; the ``--before`` tree writes its own default, float32):
 
-    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 2 --noop-only --before 66264d0
+    nice -n 10 python benchmarks/bench_inference.py --device cpu --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64 --noop-size 4096 --repeat 3 --noop-only --before 66264d0
+
+Session 9 (issue 17 item 2): until then the no-op figure was the difference of a 2048 and a 4096 px run divided
+by the difference of their areas, and it moved by +-0.1 CPU-s/km² between quiet runs of the same code (below:
+0.596 and 0.349). It is now the fit above (5-7 min at load 3-4; ``--noop-pois edifice`` halves
+it). Its steadiness depends on the machine's load: standard error of the slope 0.009-0.013 at load 1-4 (the first
+run below), 0.02-0.04 at load 3-5, where the rounds' own slopes spread by +-10 % and CPU-s grow up to ~25 %:
+two runs of the same code at load 3-5 gave 0.522 and 0.387 (DEFLATE POI maps), 0.391 and 0.362 (edifice's), so
+on a shared machine compare only figures of one run. With 9 runs per size (``--repeat 3``, 3 sweeps per child,
+the default since), two runs of our code one after the other at load 2.9-3.4 (no ``--before``, 3 min each) gave
+0.338 and 0.372 (DEFLATE, +-5 %) and 0.295 and 0.288 (edifice's POI maps, +-1.2 %), standard errors 0.011-0.021:
+the steady command is the one above with ``--repeat 3`` (about 10 min with ``--before 66264d0``).
+Its run (final code, load 3.2 -> 4.2, 8 min): 0.369 / 0.284 CPU-s/km² (DEFLATE / edifice's POI maps; standard
+errors 0.017 / 0.005), before (66264d0, float32) 0.948 / 0.796; after / before 0.389 / 0.357 (rounds 0.37-0.41 /
+0.29-0.54). Earlier runs of the session (``--repeat 2``, 2 sweeps per child), before = 66264d0 (float32),
+CPU-s/km² with the bench's DEFLATE POI maps / edifice's POI maps:
+* first form of the fit (2048-5120 px; before the compiled finalisation), load 1.2 -> 4.4: 0.419 / 0.317
+  (before 1.017 / 0.848; 0.412x / 0.374x);
+* final code (branch-free compiled finalisation, compiled overview halving, one reduction per integer input
+  band), load 3.1 -> 4.8: 0.522 / 0.391 (before 1.200 / 1.138; 0.435x / 0.344x); the same command again,
+  load 2.8 -> 3.3: 0.387 / 0.362 (before 1.282 / 0.790; 0.302x / 0.458x). Peak memory 4x / 1x (``--mem-size
+  1536 --skip-speed --skip-noop --repeat 2``, load 2.8-3.9): 1.09 (2662 -> 2900 MiB).
+* the final code against main (``--repeat 3 --before main``, main at 12:07 UTC, its pipeline 1d02a5c's; load
+  3.1-3.2): 0.346 / 0.330 (main 0.346 / 0.343; 0.999x / 0.963x, the rounds' ratios 0.71-1.16), each size's least
+  run 3-17 % below main's; outputs identical (same digests). The session's cuts, timed alone (best of 20-40, same process): finalising a
+  768 px tile 2-2.8x quicker (9.1 -> 3.1-5.0 ms), halving a 3-band uint8 tile that is out of the caches 2.1x
+  (1.25 -> 0.60 ms), one reduction instead of two per integer input band: about 5 % of the no-op CPU in all,
+  within the figure's noise on this machine.
+Where the no-op CPU goes (py-spy --native, 3840 px, edifice POI maps, share of the pipeline's samples): reading
+53 % (decoding the inputs 20 %: a whole-file decode of the 4096 px DEFLATE inputs alone is 1.0 CPU-s, ~0.24
+CPU-s/km², the floor of the DEFLATE line; GDAL's copies and type conversion 7 %, validity 7 %, border mirroring
+2 %), writing 40 % (finalisation 6 % after the change, 10 % before; overviews 18 %: halving 8 %, compressing their
+blocks 8 %; compressing the base tiles 11 %), batching 4 %.
 
 Measured on the shared 2-core machine (before = 66264d0, float32; same run, interleaved), CPU-s/km² with the
 bench's DEFLATE POI maps / with POI maps as edifice:poiprobability writes them: uint8 0.536 / 0.352 (before 1.002 /
@@ -322,16 +358,10 @@ def worker_speed(job: dict) -> dict:
             "threads": torch.get_num_threads(), "omp_wait": os.environ.get("OMP_WAIT_POLICY", "(unset)")}
 
 
-def worker_noop(job: dict) -> dict:
-    """The pipeline with the network replaced by a no-op (its output: input bands, the smooth POI
-    maps of a 6-band model, as a view of the batch: no work of its own; the host settings the real
-    Predictor makes, keep_freed_memory, are made as well): CPU-s (user + sys of all threads) of the run."""
-    import resource
-
-    import edifice.core.use.building_use_map as bum
-
-    cfg, d = job["cfg"], Path(job["folder"])
-    img, ck, poi = Path(job["img"]), Path(job["ck"]), Path(job["poi"]) if job["poi"] else None
+def _noop_predictor():
+    """A stand-in for the engine's Predictor: the network replaced by a no-op (its output: input bands, the smooth
+    POI maps of a 6-band model, as a view of the batch: no work of its own; the host settings the real Predictor
+    makes, keep_freed_memory, are made as well)."""
 
     class Noop:
         def __init__(self, model, device, precision="auto", progress=None, **_):
@@ -346,19 +376,48 @@ def worker_noop(job: dict) -> dict:
             # smooth probability-like outputs (blue / 255 and the POI bands of 6-band models, a view), else the imagery
             return x[:, 2:6] if x.shape[1] >= 6 else x[:, [0, 1, 2, 0]]
 
-    bum.Predictor = Noop
+    return Noop
+
+
+def _outputs_digest(out: Path) -> str:
+    """SHA-256 of the pixel values (every band, decoded) and data types of the three outputs in ``out``: equal
+    digests, the same outputs whatever their compression or layout."""
+    import hashlib
+
+    import rasterio
+
+    h = hashlib.sha256()
+    for name in ("fp.tif", "uc.tif", "up.tif"):
+        with rasterio.open(out / name) as ds:
+            h.update(f"{name} {ds.dtypes} {ds.nodata} {ds.scales}".encode())
+            h.update(np.ascontiguousarray(ds.read()).tobytes())
+    return h.hexdigest()[:16]
+
+
+def worker_noop(job: dict) -> dict:
+    """The pipeline with a no-op network (:func:`_noop_predictor`) on each raster of ``job["runs"]`` ((size, img, ck,
+    poi) each), one warm-up run of the first, then ``repeat`` sweeps over them all, in ascending and descending order
+    by turns: {size: [CPU-s (user + sys of all threads), user, sys, wall, minor page faults] of each run}, and the
+    digest of the last raster's outputs."""
+    import resource
+
+    import edifice.core.use.building_use_map as bum
+
+    cfg, d = job["cfg"], Path(job["folder"])
+    bum.Predictor = _noop_predictor()
     out = d / f"noop_{os.getpid()}"
     out.mkdir()
-    pipeline(img, ck, poi, out, cfg)  # warm-up (imports, file cache)
-    best = None
-    for _ in range(job["repeat"]):
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        s = pipeline(img, ck, poi, out, cfg)
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
-        if best is None or user + sys_ < best["cpu"]:
-            best = {"cpu": user + sys_, "user": user, "sys": sys_, "wall": s["wall"]}
-    return best
+    runs = [(int(n), Path(i), Path(c), Path(p) if p else None) for n, i, c, p in job["runs"]]
+    pipeline(*runs[0][1:], out, cfg)  # warm-up (imports, numba, file cache)
+    samples: dict = {n: [] for n, *_ in runs}
+    for sweep in range(job["repeat"]):
+        for n, img, ck, poi in runs if sweep % 2 == 0 else runs[::-1]:  # up, down, ...: a drift of the load cancels
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            s = pipeline(img, ck, poi, out, cfg)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+            samples[n].append([user + sys_, user, sys_, s["wall"], r1.ru_minflt - r0.ru_minflt])
+    return {"samples": samples, "digest": _outputs_digest(out)}
 
 
 def _child(kind: str, job: dict, root: Path | None) -> dict:
@@ -481,32 +540,80 @@ def _typed_outputs(fp: np.ndarray, cls: np.ndarray, use: np.ndarray, ptype: str)
     return [("fp.tif", quantise(fp[None], ptype)), ("uc.tif", cls[None]), ("up.tif", quantise(use, ptype))]
 
 
-def _noop_rows(trees: dict, small: int, big: int, km2: dict, d: Path, job: dict, cfg: dict, compression,
-               edifice_pois: bool) -> dict:
-    """No-op CPU-s per km² of each tree (the difference of a ``small`` and a ``big`` px run), printed: each
-    measurement in its own child, the trees interleaved (one child per tree and size in every one of ``repeat``
-    rounds), the least CPU-s of each tree and size kept."""
-    runs: dict = {}
+def noop_sizes(largest: int, stride: int) -> list[int]:
+    """The raster sides (px) of the no-op fit: 3, 4, 5 and 6 tile strides where ``largest`` is about 5 (2304, 3072,
+    3840 and 4608 px for 4096 px and 1024 px windows with 128 px margins): whole tiles, so that every size has the
+    same work per km² (a partial last tile costs a whole window for less area)."""
+    k = max(2, round(largest / stride))
+    return [stride * t for t in range(k - 2, k + 2)] if k > 2 else [stride * t for t in range(1, 5)]
+
+
+def least_squares(km2: list[float], cpu: list[float]) -> dict:
+    """Straight line fit of CPU-s against km²: slope (CPU-s/km²), intercept (CPU-s of a run's fixed work), the
+    slope's standard error and the residuals' RMS (CPU-s)."""
+    x, y = np.asarray(km2, float), np.asarray(cpu, float)
+    a = np.stack([x, np.ones_like(x)], axis=1)
+    (slope, icpt), *_ = np.linalg.lstsq(a, y, rcond=None)
+    res = y - (slope * x + icpt)
+    dof = max(len(x) - 2, 1)
+    se = float(np.sqrt(res @ res / dof / np.sum((x - x.mean()) ** 2)))
+    return {"slope": float(slope), "intercept": float(icpt), "slope_se": se, "rms": float(np.sqrt(np.mean(res ** 2)))}
+
+
+def _noop_rows(trees: dict, sizes: list[int], d: Path, job: dict, cfg: dict, compression, edifice_pois: bool,
+               sweeps: int) -> dict:
+    """No-op CPU-s per km² of each tree, printed: per round (the trees interleaved, one child per tree and round,
+    ``sweeps`` sweeps over every size in it after a warm-up), the slope of a least-squares fit of the child's runs'
+    CPU-s against their areas; the figure is the median of the rounds' slopes, after / before the median of the
+    rounds' ratios (each of two children run one after the other, so under much the same load)."""
+    rasters = []
+    for n in sizes:
+        img, ck, poi = make_inputs(d, n, cfg)
+        if poi and edifice_pois:
+            poi = edifice_poi(poi)
+        rasters.append([n, str(img), str(ck), str(poi) if poi else None])
+    km2 = {n: n * n * KM2_PER_PX for n in sizes}
+    rounds: dict = {name: [] for name in trees}
     for _ in range(job["repeat"]):
         for name, root in trees.items():
             c = dict(cfg, compression=None if name == "before" else compression,
                      probability_type=None if name == "before" else cfg.get("probability_type"))
-            for n in (small, big):
-                nimg, nck, npoi = make_inputs(d, n, cfg)
-                if npoi and edifice_pois:
-                    npoi = edifice_poi(npoi)
-                r = _child("noop", dict(job, cfg=c, img=str(nimg), ck=str(nck), poi=str(npoi) if npoi else None,
-                                        repeat=1), root)
-                if (name, n) not in runs or r["cpu"] < runs[name, n]["cpu"]:
-                    runs[name, n] = r
-    res = {}
-    for name in trees:
-        r, rs = runs[name, big], runs[name, small]
-        res[name] = per = (r["cpu"] - rs["cpu"]) / (km2[big] - km2[small])
-        label = f"{name}, edifice POI" if edifice_pois else name
-        print(f"  [{label:6s}] {per:6.3f} CPU-s/km²; one core feeds {3600 / per:,.0f} km²/h  ({big} px: user "
-              f"{r['user']:.2f} s, sys {r['sys']:.2f} s, wall {r['wall']:.2f} s; {small} px: {rs['cpu']:.2f} CPU-s)")
+            r = _child("noop", dict(job, cfg=c, runs=rasters, repeat=sweeps), root)
+            runs = [(int(n), v) for n, vs in r["samples"].items() for v in vs]
+            r["fit"] = least_squares([km2[n] for n, _ in runs], [v[0] for _, v in runs])
+            rounds[name].append(r)
+    res = {name: _envelope_fit(rs, sizes, km2) for name, rs in rounds.items()}
+    for name, rs in rounds.items():
+        _print_noop_tree(f"{name}, edifice POI" if edifice_pois else name, res[name], rs, sizes)
+    if len(trees) > 1:
+        digests = {name: {r["digest"] for r in rs} for name, rs in rounds.items()}
+        if len({frozenset(v) for v in digests.values()}) == 1:
+            print("  the code versions' outputs are identical (same pixel digest)")
+        ratios = [a["fit"]["slope"] / b["fit"]["slope"] for a, b in zip(rounds["after"], rounds["before"])]
+        ratio = res["after"]["slope"] / res["before"]["slope"]
+        print(f"  after / before: {ratio:.3f} (the rounds' ratios, each of two children run one after the other: "
+              f"{', '.join(f'{q:.3f}' for q in ratios)})  (load average "
+              f"{os.getloadavg()[0]:.1f})")
     return res
+
+
+def _envelope_fit(rounds: list, sizes: list[int], km2: dict) -> dict:
+    """:func:`least_squares` of each size's least CPU-s over all the rounds' runs (a busy machine only adds CPU time:
+    the least of many runs is the steadiest), with that least run of each size (``best``)."""
+    best = {n: min((v for r in rounds for v in r["samples"][str(n)]), key=lambda v: v[0]) for n in sizes}
+    return dict(least_squares([km2[n] for n in sizes], [best[n][0] for n in sizes]), best=best)
+
+
+def _print_noop_tree(label: str, fit: dict, rounds: list, sizes: list[int]) -> None:
+    """One tree's no-op lines: the fit of the least runs, the rounds' own slopes, the least runs."""
+    slope, best = fit["slope"], fit["best"]
+    print(f"  [{label:6s}] {slope:6.3f} CPU-s/km² (+- {fit['slope_se']:.3f} standard error; residual RMS "
+          f"{fit['rms']:.3f} CPU-s; fixed {fit['intercept']:.2f} CPU-s per run); one core feeds {3600 / slope:,.0f} "
+          "km²/h; each round's own slope: " + ", ".join(f"{r['fit']['slope']:.3f}" for r in rounds))
+    top = best[sizes[-1]]
+    print("           least CPU-s per size: " + ", ".join(f"{n} px {best[n][0]:.2f}" for n in sizes)
+          + f"; {sizes[-1]} px: user {top[1]:.2f} s, sys {top[2]:.2f} s, wall {top[3]:.2f} s, {top[4]:,.0f} minor "
+          f"page faults; outputs {'/'.join(sorted({r['digest'] for r in rounds}))}")
 
 
 def _memory_rows(trees: dict, one: tuple, four: tuple, ck: Path, cfg: dict, d: Path, repeat: int) -> None:
@@ -549,7 +656,14 @@ def _parse():
                     help="3: RGB (imagery_multitask); 6: RGB + 3 POI bands (imagery_poi_multitask)")
     ap.add_argument("--size", type=int, default=None, help="raster side (px) of the speed runs (default 4096 on "
                     "CUDA, 3072 on the CPU)")
-    ap.add_argument("--noop-size", type=int, default=4096, help="raster side (px) of the no-op pipeline run")
+    ap.add_argument("--noop-size", type=int, default=4096, help="about the second-largest raster side (px) of the "
+                    "no-op runs: the fit takes whole tile strides k-2 .. k+1 with k = this / stride (2304, 3072, "
+                    "3840, 4608 px at 4096 and 1024/128)")
+    ap.add_argument("--noop-sweeps", type=int, default=3, help="sweeps over the no-op sizes in each child (after a "
+                    "warm-up run), ascending and descending by turns; a slope is fitted to each child's runs")
+    ap.add_argument("--noop-pois", default="both", choices=("deflate", "edifice", "both"),
+                    help="the POI maps of the 6-band no-op runs: the bench's DEFLATE float32 maps, as "
+                    "edifice:poiprobability writes them, or both (two sets of lines)")
     ap.add_argument("--mem-size", type=int, default=None, help="raster side (px) of the 1x peak-memory run "
                     "(the 4x one is twice it; default: 1.5 windows, i.e. a full batch of 4)")
     ap.add_argument("--window", type=int, default=1024, help="window (px)")
@@ -575,6 +689,26 @@ def _parse():
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--compression-only", action="store_true", help="only the output-compression table")
     return ap.parse_args()
+
+
+def _noop_section(a, trees: dict, d: Path, job: dict, cfg: dict) -> None:
+    """The no-op lines: per POI-map encoding of ``--noop-pois``, each tree's CPU-s/km² and after / before."""
+    sizes = noop_sizes(a.noop_size, cfg["window"] - 2 * cfg["margin"])
+    km2 = [n * n * KM2_PER_PX for n in sizes]
+    print(f"no-op network (the pipeline's own work), rasters {', '.join(map(str, sizes))} px square "
+          f"({', '.join(f'{k:.2f}' for k in km2)} km²); per km² = the slope of a least-squares fit of each "
+          f"size's least CPU-s (user + sys of a run; start-up, model loading and checks are in the fixed part) against "
+          f"its area, over {a.repeat} rounds (code versions interleaved, a child each; in it a warm-up run, then "
+          f"{a.noop_sweeps} sweeps over the sizes, up and down by turns):")
+    pois = a.noop_pois if cfg["bands"] == 6 else "deflate"
+    kinds = {"deflate": [False], "edifice": [True], "both": [False, True]}[pois]
+    for edifice_pois in kinds:
+        if edifice_pois:
+            print("  with the POI maps as edifice:poiprobability writes them (ZSTD level 1, floating-point predictor, "
+                  "values rounded to 1/65536):")
+        elif cfg["bands"] == 6:
+            print("  with the bench's DEFLATE float32 POI maps:")
+        _noop_rows(trees, sizes, d, job, cfg, a.compression, edifice_pois, a.noop_sweeps)
 
 
 def main() -> None:
@@ -636,22 +770,7 @@ def main() -> None:
                       f"pipeline time: {res['after']['t_pipe'] / res['before']['t_pipe']:.3f}  "
                       f"(load average {os.getloadavg()[0]:.1f})")
         if not a.skip_noop:
-            small, big = a.noop_size // 2, a.noop_size
-            km2 = {n: n * n * KM2_PER_PX for n in (small, big)}
-            print(f"no-op network (the pipeline's own work), rasters {small} and {big} px square ({km2[small]:.2f} and "
-                  f"{km2[big]:.2f} km²); per km² = the difference of the two runs' CPU-s (user + sys) / the "
-                  "difference of their areas (start-up, model loading and checks are left out); best of "
-                  f"{a.repeat} rounds, the code versions interleaved:")
-            res = _noop_rows(trees, small, big, km2, d, job, cfg, a.compression, False)
-            if "before" in res:
-                print(f"  after / before: {res['after'] / res['before']:.3f}  (load average {os.getloadavg()[0]:.1f})")
-            if cfg["bands"] == 6:
-                print("  the same with the POI maps as edifice:poiprobability writes them (ZSTD level 1, floating-point "
-                      "predictor, values rounded to 1/65536) instead of the DEFLATE float32 maps above:")
-                res = _noop_rows(trees, small, big, km2, d, job, cfg, a.compression, True)
-                if "before" in res:
-                    print(f"  after / before (edifice POI maps): {res['after'] / res['before']:.3f}  "
-                          f"(load average {os.getloadavg()[0]:.1f})")
+            _noop_section(a, trees, d, job, cfg)
         if not a.skip_memory:
             m = a.mem_size or (3 * a.window) // 2
             i1, _, p1 = make_inputs(d, m, cfg)

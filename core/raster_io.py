@@ -124,7 +124,7 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
         valid = np.ones(data.shape[1:], dtype=bool)
     for i, b in enumerate(idx):
         nd = ds.nodatavals[b - 1]
-        if _all_valid(data[i], nd):
+        if _all_valid(data[i], nd, np.dtype(ds.dtypes[b - 1]).kind in "iub"):
             continue
         if nd is not None and not (isinstance(nd, float) and np.isnan(nd)):
             valid &= data[i] != nd
@@ -135,12 +135,16 @@ def read_masked(ds, window, name: str = "INPUT", bands: Sequence[int] | None = N
     return data, valid
 
 
-def _all_valid(x: np.ndarray, nd) -> bool:
+def _all_valid(x: np.ndarray, nd, integer_source: bool = False) -> bool:
     """True when floating-point band ``x`` certainly holds no NaN, no infinity and no ``nd`` (nodata or None):
     its minimum and maximum are finite and ``nd`` (in ``x``'s type, as the comparison with it casts it) lies
-    outside them (two reductions instead of a comparison and a mask per band); False: check every pixel."""
+    outside them (two reductions instead of a comparison and a mask per band; one where ``nd`` is below the
+    minimum of a band read from integers, ``integer_source``, whose values are all finite); False: check every
+    pixel."""
     if x.dtype.kind != "f" or x.size == 0:
         return False
+    if integer_source:
+        return _integers_all_valid(x, nd)
     lo, hi = x.min(), x.max()
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return False
@@ -149,6 +153,18 @@ def _all_valid(x: np.ndarray, nd) -> bool:
     with np.errstate(over="ignore"):
         ndt = x.dtype.type(nd)
     return float(ndt) == nd and not lo <= ndt <= hi
+
+
+def _integers_all_valid(x: np.ndarray, nd) -> bool:
+    """:func:`_all_valid` of a float band read from integers (finite): ``nd`` below its minimum (the usual nodata
+    0 of imagery, one reduction) or above its maximum."""
+    if nd is None or (isinstance(nd, float) and np.isnan(nd)):
+        return True
+    with np.errstate(over="ignore"):
+        ndt = x.dtype.type(nd)
+    if float(ndt) != nd:
+        return False
+    return bool(ndt < x.min() or ndt > x.max())
 
 
 def _finite_sum(x: np.ndarray) -> bool:

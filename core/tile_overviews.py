@@ -89,6 +89,11 @@ def _halve_int(x: np.ndarray, nodata) -> np.ndarray:
     """GDAL 3.10's ``AVERAGE`` of unsigned integers: the integer mean of the valid pixels rounded half up,
     ``(sum + n // 2) // n`` (``(sum + 2) >> 2`` for a whole block), in integers (exact; checked against GDAL's
     overviews in tests/unit/test_tile_overviews.py)."""
+    fast = _compiled_halving()
+    if fast is not None and x.dtype in fast.TYPES:
+        whole = fast.halve_whole(x, nodata)  # one compiled pass where no pixel is nodata (the usual tile)
+        if whole is not None:
+            return whole
     wide = _WIDER[x.dtype]
     top = np.iinfo(x.dtype).max
     # nodata at the type's top (as PROBABILITY_TYPE writes it): no nodata pixel when the maximum is below it,
@@ -108,6 +113,16 @@ def _halve_int(x: np.ndarray, nodata) -> np.ndarray:
     s //= np.maximum(n, 1)
     s[n == 0] = nodata
     return s.astype(x.dtype)
+
+
+@lru_cache(maxsize=1)
+def _compiled_halving():
+    """:mod:`core._overviews_compiled` where numba is installed (imported on first use), else None."""
+    try:
+        from . import _overviews_compiled
+    except ImportError:  # pragma: no cover
+        return None
+    return _overviews_compiled if _overviews_compiled.AVAILABLE else None
 
 
 def halve_nearest(x: np.ndarray) -> np.ndarray:

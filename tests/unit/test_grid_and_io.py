@@ -105,3 +105,23 @@ def test_read_masked_range_shortcut_is_the_pixel_check(tmp_path, nodata, value):
     expected = np.all((data != nd) & np.isfinite(data), axis=0)
     assert np.array_equal(valid, expected)
     assert valid[1, 2] == (value == 0.5)
+
+
+@pytest.mark.parametrize("dtype, nodata, value", [("uint8", 0, 0), ("uint8", 0, 7), ("uint8", 255, 255),
+                                                  ("uint8", 255, 9), ("uint8", 200, 200), ("uint8", None, 0),
+                                                  ("uint16", 0, 0), ("uint16", 65535, 65535), ("int16", -5, -5),
+                                                  ("int16", 300, 300), ("int16", 300, 4)])
+def test_read_masked_shortcut_of_integers_read_as_floats(tmp_path, dtype, nodata, value):
+    """Integer bands read into float32 (as the engine reads imagery): the one-reduction shortcut (nodata below the
+    band's minimum or above its maximum) gives the pixel-by-pixel validity, a nodata inside the range included."""
+    g = Grid(Affine(1, 0, 0, 0, -1, 0), 4, 3, UTM)
+    arr = (np.arange(24).reshape(2, 3, 4) % 11 + 10).astype(dtype)  # 10..20: nodata 0 and 200 outside, 300 too
+    arr[1, 1, 2] = value
+    with atomic_raster(tmp_path / "m.tif", g, 2, dtype, nodata=nodata) as dst:
+        dst.write(arr)
+    with rasterio.open(tmp_path / "m.tif") as ds:
+        data, valid = read_masked(ds, None, out=np.empty((2, 3, 4), np.float32))
+    expected = np.ones((3, 4), bool) if nodata is None else np.all(arr != nodata, axis=0)
+    assert data.dtype == np.float32 and np.array_equal(data, arr.astype(np.float32))
+    assert np.array_equal(valid, expected)
+    assert valid[1, 2] == (nodata is None or value != nodata)

@@ -212,3 +212,38 @@ def test_without_the_gdal_handle_gdal_builds_them_from_the_base(tmp_path, monkey
     for o in outs:
         for g, w in zip(_levels(o.path), _gdal_levels(o, tmp_path)):
             np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+@pytest.mark.parametrize("nodata", [None, 0, 255, 255.0, -1.0, 2.5])
+def test_compiled_whole_block_halving_gives_the_numpy_values(dtype, nodata):
+    """The compiled pass over tiles without nodata (core/_overviews_compiled.py) gives the numpy halving's values
+    (rounding half up, no overflow at the type's top), hands tiles with a nodata pixel back (None) and ignores a
+    nodata the type cannot hold."""
+    compiled = pytest.importorskip("edifice.core._overviews_compiled")
+    if not compiled.AVAILABLE:
+        pytest.skip("numba is not installed")
+    import edifice.core.tile_overviews as to
+
+    top = np.iinfo(dtype).max
+    rng = np.random.default_rng(3)
+    x = rng.integers(1, top, (3, 6, 10), endpoint=False).astype(dtype)
+    x[0, :2, :2] = top - 1                      # the largest sums
+    x[1, 2:4, 2:4] = [[1, 2], [2, 2]]           # 7/4 = 1.75 -> 2 ; below: 5/4 -> 1, ties (6/4) up
+    x[1, 2:4, 4:6] = [[1, 1], [1, 2]]
+    x[1, 2:4, 6:8] = [[1, 1], [2, 2]]
+    if nodata not in (None, 255, 255.0) or dtype == "uint16":
+        x[x == 255] = 254                         # 255 present only where it is the nodata under test
+    fits = nodata is not None and float(nodata).is_integer() and 0 <= nodata <= top
+    clean = compiled.halve_whole(x, nodata)
+    want = to._WIDER[np.dtype(dtype)]
+    sums = x[:, 0::2, 0::2].astype(want) + x[:, 0::2, 1::2] + x[:, 1::2, 0::2] + x[:, 1::2, 1::2]
+    np.testing.assert_array_equal(clean, ((sums + 2) >> 2).astype(dtype))
+    assert clean.dtype == np.dtype(dtype)
+    assert (clean[1, 1, 1], clean[1, 1, 2], clean[1, 1, 3]) == (2, 1, 2)
+    if fits:
+        holed = x.copy()
+        holed[2, 3, 5] = nodata
+        assert compiled.halve_whole(holed, nodata) is None
+        with_numpy = to._halve_int(holed, nodata)          # the caller's exact path with the hole
+        assert with_numpy[2, 1, 2] == (int(holed[2, 2, 4]) + int(holed[2, 2, 5]) + int(holed[2, 3, 4]) + 1) // 3
