@@ -112,8 +112,6 @@ class WinogradConv2d(nn.Module):
         self.compiled = compiled_available() if compiled is None else bool(compiled)
         #: followed by a ReLU, applied here (in the compiled output transform as the output is written)
         self.relu = False
-        self._at32 = at.to(torch.float32).numpy()       # (m, t) A^T and (t, t) B^T for the kernels
-        self._bt32 = bt.to(torch.float32).numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -122,7 +120,7 @@ class WinogradConv2d(nn.Module):
             return self._relu(self.conv(x))
         wc = _compiled_module() if self.compiled and h * w > self.m ** 2 else None   # one tile: torch's is as fast
         if wc is not None and wc.applies(x, self.m) and self.u.device.type == "cpu":
-            return wc.winograd_f53(x, self.u, self._bt32, self._at32, self.bias.numpy(), self.relu)
+            return wc.winograd_f53(x, self.u, self.bias.numpy(), self.relu)
         return self._relu(self._torch_winograd(x))
 
     def _relu(self, y: torch.Tensor) -> torch.Tensor:
