@@ -87,8 +87,9 @@ def _scratch(key: str, shape: tuple, zero: bool = False) -> np.ndarray:
 
 def winograd_f53(x: torch.Tensor, u: torch.Tensor, bias: np.ndarray, relu: bool = False) -> torch.Tensor:
     """3x3 stride-1 zero-padded convolution of ``x`` (N, C, H, W) float32, H and W multiples of 5, by
-    Winograd F(5, 3): ``u`` (49, C, C_out) transformed filters, ``bias`` (C_out,); ``relu``: followed by a ReLU, applied as the output is written (the same values
-    as a ReLU after it, one pass less). Returns (N, C_out, H, W) in channels-last memory format."""
+    Winograd F(5, 3): ``u`` (49, C, C_out) transformed filters, ``bias`` (C_out,); ``relu``: followed by a
+    ReLU, applied as the output is written (the same values as a ReLU after it, one pass less). Returns
+    (N, C_out, H, W) in channels-last memory format."""
     n, c, h, w = x.shape
     co = u.shape[-1]
     xn = x.detach().permute(0, 2, 3, 1).contiguous().numpy()
