@@ -5,20 +5,32 @@ tiles stay in cache between the transform, the products (``torch.bmm``, MKL) and
 The torch formulation of :mod:`.winograd` makes six passes over whole tensors (pad, gather, two 1-D
 transforms, products, output transform, bias) that do not fit in cache; on 64-channel 20 x 20 maps
 those passes cost what the products save. Here each chunk of patches is copied into a zero-bordered
-buffer, transformed tile by tile into ``V`` (tiles, 49, C_in), multiplied by the transformed filters
-point by point (49 products of (tiles x C_in) by (C_in x C_out)) into ``M`` (tiles, 49, C_out) and
-transformed back, with the bias, straight into the channels-last output. The kernels loop over the
-channels innermost (vectorised) with the 7 x 7 transform matrices read from arrays, so one compiled
-kernel serves any channel count; they are specialised to F(5, 3) (7 x 7 input tiles, 5 x 5 output
+buffer, transformed tile by tile into ``V`` (49, tiles, C_in), multiplied by the transformed filters
+point by point (49 products of (tiles x C_in) by (C_in x C_out), contiguous operands) into ``M``
+(49, tiles, C_out) and transformed back, with the bias, straight into the channels-last output. The
+kernels loop over the channels innermost (vectorised), so one compiled kernel serves any channel count;
+the nonzero entries of B^T and A^T are written out in the code (15 of B^T's 49 and 8 of A^T's 35 are
+zero: those terms are left out), in sums ordered so that the fused multiply-adds are those of the
+kernels that read all seven entries from arrays (bit-identical outputs, tested against those kernels
+in ``tests/unit/test_winograd.py``). They are specialised to F(5, 3) (7 x 7 input tiles, 5 x 5 output
 tiles) and to maps whose sides are multiples of 5 (the caller checks, :func:`applies`).
 
-Measured (batch 64, two threads each running its own batches as the SHAFTS inference does, this 2-core
-AVX-512 CPU at load average 4-5; best of 8, CPU time): 64 channels 20 x 20 11.7 ms per batch against
-14.7 for the direct (oneDNN) convolution and 20.8 for the torch transforms; 128 channels 10 x 10 7.9
-against 10.8 (torch transforms) and 14.8 (direct); on maps of one tile (5 x 5) no gain over the torch
-transforms (256 channels: 7.6 against 7.0), so :class:`~.winograd.WinogradConv2d` uses these kernels on
-maps of more than one tile only. The SHAFTS 100 m network: 0.85-0.9x the CPU time per patch of the
-torch transforms (two threads, load 4-5).
+Measured with the written-out entries and the point-major ``V``/``M`` (branch shafts17f; thread CPU
+time, one thread, batch 64, interleaved, min of 60, load average 3): 64 ch 20 x 20 12.1 ms against 14.8
+for the kernels before (0.82x), 128 ch 10 x 10 6.65 against 7.21 (0.92x), 64 -> 128 ch 10 x 10 3.87
+against 4.09; the whole SHAFTS 100 m network (two workers, CPU per patch, interleaved, 8 rounds):
+best 1.91 against 2.40 ms, median 2.54 against 2.70 (loaded machine: the median is the safer figure).
+Tried and dropped: 512-bit vectors (LLVM's ``-prefer-256-bit`` turned off through NUMBA_CPU_FEATURES):
+no gain beyond noise (the kernels are not bound by the FMA width); each transform's first pass over
+one run of 7 x C floats (the tile's seven columns) instead of seven runs of C: no gain.
+
+The kernels as first written (branch shafts17d; batch 64, two threads each running its own batches as the
+SHAFTS inference does, this 2-core AVX-512 CPU at load average 4-5; best of 8, CPU time): 64 channels 20
+x 20 11.7 ms per batch against 14.7 for the direct (oneDNN) convolution and 20.8 for the torch
+transforms; 128 channels 10 x 10 7.9 against 10.8 (torch transforms) and 14.8 (direct); on maps of one
+tile (5 x 5) no gain over the torch transforms (256 channels: 7.6 against 7.0), so
+:class:`~.winograd.WinogradConv2d` uses these kernels on maps of more than one tile only. The SHAFTS 100
+m network: 0.85-0.9x the CPU time per patch of the torch transforms (two threads, load 4-5).
 
 Optional: :data:`AVAILABLE` is False when numba is not installed (:mod:`.winograd` then uses its torch
 formulation). Compiled code is cached on disk (numba ``cache=True``); ``nogil``: the batch-parallel
