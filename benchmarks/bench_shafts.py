@@ -47,7 +47,15 @@ layer by layer against the kernels before; see the max differences below, equal 
   (two workers, batches of 64, CPU per patch, interleaved with main's kernels, 8 rounds, load 2.7-2.9):
   best 1.91 against 2.40 ms, median 2.54 against 2.70. First 10x run in a process: 680,000 page faults and
   2.1 s of system time (of 35 CPU-s) before, 53,000 and 0.3 s with the freed memory kept.
-  @RESULTS@
+  Whole inference against main (1d02a5c, run from an exported tree), 10x, separate processes,
+  interleaved, 5 rounds, load 2.9 -> 1.8: wall best 11.76 s against 12.11 (0.97x), per-round ratios
+  0.85-1.00 (median 0.97); CPU best 22.88 s against 23.66; outputs bit-identical (max |new - main| 0).
+  ``--sizes 100 --repeat 1 --no-memory --no-streamlined --runners after,shafts`` (load 4.3 -> 3.9, the
+  last ~1.5 min of SHAFTS's run beside a nice-19 test run): after 405.8 s (CPU 325.8 s), SHAFTS 1854.7 s
+  (CPU 1952.4 s): 0.219 wall / 0.167 CPU. NOT comparable with the quiet figures: at this load SHAFTS's
+  OpenMP batches took 3.4x the CPU time of its quiet run (573.8 s), ours 1.2x (269.0 s); rerun quiet for
+  the goal figure. max |after - shafts| height 5.34e-5 m, footprint 1.73e-6, same nodata (session 8's
+  figures exactly).
   Where the time goes (main's kernels; forward hooks on every module, one thread, batch 64): the four
   64-channel 20 x 20 Winograd convolutions 33 %, the 128- and 256-channel Winograd ones 31 %, the two
   stride-2 3x3 convolutions (oneDNN direct) 11 %, the DEM branch 10 %, 1x1 shortcuts 3 %, the stem 2 %;
