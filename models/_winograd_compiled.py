@@ -19,7 +19,8 @@ Measured with the written-out entries and the point-major ``V``/``M`` (branch sh
 time, one thread, batch 64, interleaved, min of 60, load average 3): 64 ch 20 x 20 12.1 ms against 14.8
 for the kernels before (0.82x), 128 ch 10 x 10 6.65 against 7.21 (0.92x), 64 -> 128 ch 10 x 10 3.87
 against 4.09; the whole SHAFTS 100 m network (two workers, CPU per patch, interleaved, 8 rounds):
-best 1.91 against 2.40 ms, median 2.54 against 2.70 (loaded machine: the median is the safer figure).
+best 1.91 against 2.40 ms, median 2.54 against 2.70 (loaded machine: the median is the safer figure);
+the whole 10x SHAFTS inference 0.97x (``benchmarks/bench_shafts.py``).
 Tried and dropped: 512-bit vectors (LLVM's ``-prefer-256-bit`` turned off through NUMBA_CPU_FEATURES):
 no gain beyond noise (the kernels are not bound by the FMA width); each transform's first pass over
 one run of 7 x C floats (the tile's seven columns) instead of seven runs of C: no gain.

@@ -26,6 +26,9 @@ the torch transforms (two threads, load average 4-5; see ``benchmarks/bench_shaf
 the outputs moved by at most 3.1e-5 m of height and 3.3e-6 of footprint fraction (random network whose
 output layer is scaled ~400x).
 
+The compiled kernels with B^T and A^T written out (zero terms left out, bit-identical outputs): 0.82x
+the CPU time of a 64-channel 20 x 20 layer, 0.92x of a 128-channel 10 x 10 one (:mod:`._winograd_compiled`).
+
 Imports torch (numba only for the compiled transforms, on first use).
 """
 from __future__ import annotations
