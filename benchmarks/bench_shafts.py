@@ -56,6 +56,9 @@ layer by layer against the kernels before; see the max differences below, equal 
   OpenMP batches took 3.4x the CPU time of its quiet run (573.8 s), ours 1.2x (269.0 s); rerun quiet for
   the goal figure. max |after - shafts| height 5.34e-5 m, footprint 1.73e-6, same nodata (session 8's
   figures exactly).
+  ``--sizes 10 --repeat 2 --no-memory --no-streamlined --runners after,shafts`` (load 1.4 -> 1.6): after
+  11.69 s (CPU 22.70 s), SHAFTS 51.90 s (CPU 76.50 s): 0.225 wall / 0.297 CPU (session 7, quiet: 0.275 /
+  0.365); max |after - shafts| height 4.58e-5 m, footprint 1.61e-6, same nodata.
   Where the time goes (main's kernels; forward hooks on every module, one thread, batch 64): the four
   64-channel 20 x 20 Winograd convolutions 33 %, the 128- and 256-channel Winograd ones 31 %, the two
   stride-2 3x3 convolutions (oneDNN direct) 11 %, the DEM branch 10 %, 1x1 shortcuts 3 %, the stem 2 %;
