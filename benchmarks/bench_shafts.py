@@ -59,6 +59,11 @@ layer by layer against the kernels before; see the max differences below, equal 
   ``--sizes 10 --repeat 2 --no-memory --no-streamlined --runners after,shafts`` (load 1.4 -> 1.6): after
   11.69 s (CPU 22.70 s), SHAFTS 51.90 s (CPU 76.50 s): 0.225 wall / 0.297 CPU (session 7, quiet: 0.275 /
   0.365); max |after - shafts| height 4.58e-5 m, footprint 1.61e-6, same nodata.
+  ``--sizes 100 --repeat 1 --no-memory --no-streamlined --runners after,shafts`` again, quieter (load 1.6
+  -> 1.9): after 113.3 s (CPU 222.1 s), SHAFTS 424.5 s (CPU 669.3 s): 0.267 wall / 0.332 CPU; max |after -
+  shafts| height 5.34e-5 m, footprint 1.73e-6, same nodata. Ours is 0.83x session 8's 137.2 s (CPU
+  222 against 269 s), more than the 0.97x measured against main side by side at 10x: part of it is the
+  machine, and SHAFTS's 424.5 s is at the slow end of its 355-469 s; one run each, not best of N.
   Where the time goes (main's kernels; forward hooks on every module, one thread, batch 64): the four
   64-channel 20 x 20 Winograd convolutions 33 %, the 128- and 256-channel Winograd ones 31 %, the two
   stride-2 3x3 convolutions (oneDNN direct) 11 %, the DEM branch 10 %, 1x1 shortcuts 3 %, the stem 2 %;
