@@ -38,6 +38,50 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
+Branch shafts17f (models/_winograd_compiled.py: B^T and A^T entries written out, zero terms left out, the
+same fused multiply-adds; V and M point-major, so the 49 products take contiguous operands; the inference
+keeps freed memory for reuse, core/host_tuning.keep_freed_memory). Outputs bit-identical to main (tested
+layer by layer against the kernels before; see the max differences below, equal to session 8's):
+  single layers (thread CPU time, one thread, batch 64, interleaved with main's kernels, min of 60, load 3):
+  64 ch 20 x 20 12.1 ms against 14.8 (0.82x), 128 ch 10 x 10 6.65 against 7.21 (0.92x). The network alone
+  (two workers, batches of 64, CPU per patch, interleaved with main's kernels, 8 rounds, load 2.7-2.9):
+  best 1.91 against 2.40 ms, median 2.54 against 2.70. First 10x run in a process: 680,000 page faults and
+  2.1 s of system time (of 35 CPU-s) before, 53,000 and 0.3 s with the freed memory kept.
+  Whole inference against main (1d02a5c, run from an exported tree), 10x, separate processes,
+  interleaved, 5 rounds, load 2.9 -> 1.8: wall best 11.76 s against 12.11 (0.97x), per-round ratios
+  0.85-1.00 (median 0.97); CPU best 22.88 s against 23.66; outputs bit-identical (max |new - main| 0).
+  ``--sizes 100 --repeat 1 --no-memory --no-streamlined --runners after,shafts`` (load 4.3 -> 3.9, the
+  last ~1.5 min of SHAFTS's run beside a nice-19 test run): after 405.8 s (CPU 325.8 s), SHAFTS 1854.7 s
+  (CPU 1952.4 s): 0.219 wall / 0.167 CPU. NOT comparable with the quiet figures: at this load SHAFTS's
+  OpenMP batches took 3.4x the CPU time of its quiet run (573.8 s), ours 1.2x (269.0 s); rerun quiet for
+  the goal figure. max |after - shafts| height 5.34e-5 m, footprint 1.73e-6, same nodata (session 8's
+  figures exactly).
+  ``--sizes 10 --repeat 2 --no-memory --no-streamlined --runners after,shafts`` (load 1.4 -> 1.6): after
+  11.69 s (CPU 22.70 s), SHAFTS 51.90 s (CPU 76.50 s): 0.225 wall / 0.297 CPU (session 7, quiet: 0.275 /
+  0.365); max |after - shafts| height 4.58e-5 m, footprint 1.61e-6, same nodata.
+  ``--sizes 100 --repeat 1 --no-memory --no-streamlined --runners after,shafts`` again, quieter (load 1.6
+  -> 1.9): after 113.3 s (CPU 222.1 s), SHAFTS 424.5 s (CPU 669.3 s): 0.267 wall / 0.332 CPU; max |after -
+  shafts| height 5.34e-5 m, footprint 1.73e-6, same nodata. Ours is 0.83x session 8's 137.2 s (CPU
+  222 against 269 s), more than the 0.97x measured against main side by side at 10x: part of it is the
+  machine, and SHAFTS's 424.5 s is at the slow end of its 355-469 s; one run each, not best of N.
+  Where the time goes (main's kernels; forward hooks on every module, one thread, batch 64): the four
+  64-channel 20 x 20 Winograd convolutions 33 %, the 128- and 256-channel Winograd ones 31 %, the two
+  stride-2 3x3 convolutions (oneDNN direct) 11 %, the DEM branch 10 %, 1x1 shortcuts 3 %, the stem 2 %;
+  of a 64-channel 20 x 20 layer the products were 47 %, the input transform (with its padded copy) 29 %,
+  the output transform 18 %. The products (MKL bmm) run at 90-110 GFLOP/s on one core, as fast as one
+  large sgemm here (93-108 GFLOP/s), the direct convolutions at 80-100: the network is near the core's
+  arithmetic peak, so mainly fewer operations would make it faster.
+  Levers measured and not taken: (1) work thrown away: every output pixel of these scenes is valid (11,236
+  of 11,236 at 10x) and patches whose centre has no Sentinel data or whose DEM patch has a gap are already
+  skipped (SHAFTS runs them): nothing left to skip; (2) overlap of neighbouring patches: every SE block
+  pools per patch and each layer's zero padding reaches one pixel further in, so only the stem and the
+  inside of the first convolution could be shared (about 5 % of the operations, not bit-identical: other
+  convolution kernels on the whole raster); (3) the stride-2 convolutions run at ~100 GFLOP/s already;
+  computing them with fewer products (polyphase Winograd, ~0.54x the multiplications) changes the
+  rounding, so the outputs would no longer be identical to main's (the agreement with SHAFTS is at
+  5.3e-5 m of its ~5e-5 m budget); (4) two processes of one thread instead of two worker threads: 2.35
+  against 2.28 CPU-ms per patch (60 batches, load 3.8): no gain; (5) 512-bit vectors for the transforms
+  (no gain) and each first pass over one run of 7 x C floats (no gain); the written-out entries kept.
 Branch shafts17e (fused ReLU and SE tails, clip by slices; live Sentinel branch in the checkpoint; figures
 from here up compare both branches), "previous" = main at 3dec203 (``--previous-rev 3dec203``):
   network alone, one thread, batches of 64, interleaved, best of 20-30: 2.23-2.33 ms per patch against

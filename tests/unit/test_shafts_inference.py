@@ -612,3 +612,16 @@ def test_take_equals_the_fancy_index_gather():
     for rows in runs[:3]:
         for cols in runs[:2] + runs[3:]:
             assert np.array_equal(_take(a, rows, cols), a[np.ix_(rows, cols)])
+
+
+def test_inference_model_keeps_freed_memory_for_reuse(monkeypatch):
+    """The network is prepared with freed memory kept in the process (core/host_tuning.keep_freed_memory,
+    as the mapping engine does), on the CPU and in either precision; the network it returns is unchanged."""
+    from edifice.core import host_tuning
+    from edifice.core.height.shafts_inference import inference_model
+    calls = []
+    monkeypatch.setattr(host_tuning, "keep_freed_memory", lambda: calls.append(1) or True)
+    for precision in ("fp32", "bf16"):
+        fast = inference_model(_model(), torch.device("cpu"), precision=precision)
+        assert fast.patch_size == 20
+    assert len(calls) == 2

@@ -175,6 +175,107 @@ def test_compiled_transforms_equal_the_direct_convolution(cin, cout, side, monke
 
 
 @needs_numba
+def test_written_out_transform_entries_are_those_of_the_matrices():
+    """The compiled kernels' written-out B^T and A^T (zero terms left out) are F(5, 3)'s: applied to
+    unit vectors they give the matrices' columns exactly."""
+    import numpy as np
+    from edifice.models import _winograd_compiled as wc
+    at, _, bt = winograd_matrices(5)
+    for rows, mat, n_out in ((wc._bt_rows, bt, 7), (wc._at_rows, at, 5)):
+        for i in range(7):
+            d = [np.zeros(1, np.float32) for _ in range(7)]
+            d[i][0] = 1.0
+            out = [np.full(1, np.nan, np.float32) for _ in range(n_out)]
+            rows(*d, *out, 1)
+            assert [float(o[0]) for o in out] == [float(mat[a][i]) for a in range(n_out)]
+
+
+def _generic_kernels():
+    """The transforms with B^T and A^T read from arrays, all seven terms of every sum (the formulation
+    before the entries were written out), for :mod:`._winograd_compiled`'s point-major layout."""
+    import numba
+    import numpy as np
+    from edifice.models import _winograd_compiled as wc
+    at, _, bt = (np.array([[float(v) for v in row] for row in mat], np.float32) for mat in winograd_matrices(5))
+
+    def input_transform(x, n0, n1, xp, v):
+        wc._pad_copy(x, n0, n1, xp)
+        _, hp, wp, c = xp.shape
+        tmp = np.empty((7, 7, c), np.float32)
+        p = 0
+        for n in range(n1 - n0):
+            for ty in range((hp - 2) // 5):
+                for tx in range((wp - 2) // 5):
+                    r = 5 * ty
+                    for j in range(7):
+                        d = xp[n, :, 5 * tx + j]
+                        for a in range(7):
+                            for ch in range(c):
+                                tmp[a, j, ch] = (bt[a, 0] * d[r, ch] + bt[a, 1] * d[r + 1, ch] + bt[a, 2] * d[r + 2, ch]
+                                                 + bt[a, 3] * d[r + 3, ch] + bt[a, 4] * d[r + 4, ch]
+                                                 + bt[a, 5] * d[r + 5, ch] + bt[a, 6] * d[r + 6, ch])
+                    for a in range(7):
+                        t = tmp[a]
+                        for b in range(7):
+                            for ch in range(c):
+                                v[7 * a + b, p, ch] = (bt[b, 0] * t[0, ch] + bt[b, 1] * t[1, ch] + bt[b, 2] * t[2, ch]
+                                                       + bt[b, 3] * t[3, ch] + bt[b, 4] * t[4, ch]
+                                                       + bt[b, 5] * t[5, ch] + bt[b, 6] * t[6, ch])
+                    p += 1
+
+    def output_transform(mm, bias, y, h, w, n0, n1, relu):
+        c = mm.shape[2]
+        tmp = np.empty((5, 7, c), np.float32)
+        p = 0
+        for n in range(n0, n1):
+            for ty in range(h // 5):
+                for tx in range(w // 5):
+                    m = mm[:, p]
+                    for j in range(7):
+                        for a in range(5):
+                            for ch in range(c):
+                                tmp[a, j, ch] = (at[a, 0] * m[j, ch] + at[a, 1] * m[7 + j, ch]
+                                                 + at[a, 2] * m[14 + j, ch] + at[a, 3] * m[21 + j, ch]
+                                                 + at[a, 4] * m[28 + j, ch] + at[a, 5] * m[35 + j, ch]
+                                                 + at[a, 6] * m[42 + j, ch])
+                    for a in range(5):
+                        t = tmp[a]
+                        for b in range(5):
+                            for ch in range(c):
+                                val = bias[ch] + (at[b, 0] * t[0, ch] + at[b, 1] * t[1, ch] + at[b, 2] * t[2, ch]
+                                                  + at[b, 3] * t[3, ch] + at[b, 4] * t[4, ch] + at[b, 5] * t[5, ch]
+                                                  + at[b, 6] * t[6, ch])
+                                y[(n * h + 5 * ty + a) * w + 5 * tx + b, ch] = 0.0 if relu and val < 0.0 else val
+                    p += 1
+
+    jit = numba.njit(nogil=True, fastmath={"contract"})
+    return jit(input_transform), jit(output_transform)
+
+
+@needs_numba
+@pytest.mark.parametrize("cin,cout,side", [(64, 64, 20), (128, 128, 10), (64, 128, 10), (3, 5, 15)])
+def test_written_out_transforms_give_the_generic_kernels_values_exactly(cin, cout, side, monkeypatch):
+    """The written-out transforms (zero terms left out, 4 d as (d + d) + (d + d)) compute exactly what
+    the kernels with all seven terms and fused multiply-adds compute: bit-identical layer outputs, with
+    and without the ReLU, on inputs of both signs (the outputs SHAFTS agreement was measured with)."""
+    from edifice.models import _winograd_compiled as wc
+    conv = _conv(cin, cout, True, torch.float32, seed=cin + side)
+    layer = WinogradConv2d(conv, max_side=20, compiled=True)
+    x = (torch.rand(9, cin, side, side, generator=torch.Generator().manual_seed(12)) - 0.3).contiguous(
+        memory_format=torch.channels_last)
+    generic_in, generic_out = _generic_kernels()
+    for relu in (False, True):
+        layer.relu = relu
+        with torch.inference_mode():
+            got = layer(x)
+            with monkeypatch.context() as m:
+                m.setattr(wc, "_input_transform", generic_in)
+                m.setattr(wc, "_output_transform", generic_out)
+                want = layer(x)
+        assert torch.equal(got, want)
+
+
+@needs_numba
 def test_compiled_transforms_do_not_depend_on_the_batch():
     """A patch's output is the same whether it runs alone or in a batch of 9 (float rounding of the
     products aside: within 1e-6 of the magnitude)."""
