@@ -78,19 +78,25 @@ def connect(spec: str, progress: Progress):
 def _client_of_scheduler(client_class, address: str):
     """A client of the scheduler at ``address``, or a clear :class:`InputError` within about
     :data:`CONNECT_TIMEOUT_S` seconds where none answers there."""
-    fix = ("start one (`dask scheduler`, then `dask worker " + address + "` on each GPU node), check the address "
-           "and that the port is open, or leave CLUSTER empty to run on this machine.")
     try:
         _check_handshake(address, CONNECT_TIMEOUT_S)
-        return client_class(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except TimeoutError as exc:  # the port is open but its server does not speak Dask's protocol
         raise InputError("CLUSTER", f"something listens at {address} but no Dask scheduler answers there (no "
                          f"handshake in {HANDSHAKE_TIMEOUT_S} s): is it the dashboard's port (8787 by default) "
                          "or another service?", "give the scheduler's address, which `dask scheduler` prints as "
                          "'Scheduler at: tcp://HOST:PORT' (port 8786 by default).") from exc
     except OSError as exc:
-        raise InputError("CLUSTER", f"no Dask scheduler answers at {address} (waited {CONNECT_TIMEOUT_S} s: {exc}).",
-                         fix) from exc
+        raise _no_scheduler(address, exc) from exc
+    try:
+        return client_class(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise _no_scheduler(address, exc) from exc
+
+
+def _no_scheduler(address: str, exc: BaseException) -> InputError:
+    return InputError("CLUSTER", f"no Dask scheduler answers at {address} (waited {CONNECT_TIMEOUT_S} s: {exc}).",
+                      "start one (`dask scheduler`, then `dask worker " + address + "` on each GPU node), check "
+                      "the address and that the port is open, or leave CLUSTER empty to run on this machine.")
 
 
 def _check_handshake(address: str, timeout_s: float) -> None:
