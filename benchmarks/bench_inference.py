@@ -132,7 +132,8 @@ def make_inputs(folder: Path, size: int, cfg: dict) -> tuple[Path, Path, Path | 
         rng = np.random.default_rng(0)
         with rasterio.open(img, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8",
                            crs="EPSG:32636", transform=transform, nodata=0,
-                           tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
+                           tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+                           num_threads="all_cpus") as dst:
             for r in range(0, size, 512):
                 h = min(512, size - r)
                 yy, xx = np.mgrid[r:r + h, 0:size]
@@ -145,7 +146,8 @@ def make_inputs(folder: Path, size: int, cfg: dict) -> tuple[Path, Path, Path | 
         if not poi.exists():
             with rasterio.open(poi, "w", driver="GTiff", width=size, height=size, count=3, dtype="float32",
                                crs="EPSG:32636", transform=transform, nodata=-1.0,
-                               tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
+                               tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+                               num_threads="all_cpus") as dst:
                 for r in range(0, size, 512):
                     h = min(512, size - r)
                     yy, xx = np.mgrid[r:r + h, 0:size]
@@ -251,7 +253,9 @@ def model_only(img: Path, ck: Path, poi: Path | None, cfg: dict):
     scale = np.array([b["scale"] for b in card["bands"]], np.float32)[:, None, None]
     offset = np.array([b["offset"] for b in card["bands"]], np.float32)[:, None, None]
     xs = []
-    with rasterio.open(img) as ds, (rasterio.open(poi) if poi else _null()) as pds:
+    # read beforehand, untimed: GDAL decodes each window's blocks on all cores
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(img) as ds, \
+            (rasterio.open(poi) if poi else _null()) as pds:
         grid = Grid.from_dataset(ds)
         for t in lay.tiles(grid):
             r0, c0 = max(t.row0, 0), max(t.col0, 0)
@@ -687,6 +691,8 @@ def _parse():
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-noop", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--data-dir", default=None, help="folder of the generated inputs, kept and reused by later runs "
+                    "(default: a temporary folder)")
     ap.add_argument("--compression-only", action="store_true", help="only the output-compression table")
     return ap.parse_args()
 
@@ -745,7 +751,9 @@ def main() -> None:
         trees = {"after": None}
         if a.before:
             trees = {"before": extract_tree(a.before, d / "before"), "after": None}
-        img, ck, poi = make_inputs(d, size, cfg)
+        data = Path(a.data_dir) if a.data_dir else d
+        data.mkdir(parents=True, exist_ok=True)
+        img, ck, poi = make_inputs(data, size, cfg)
         job = {"cfg": cfg, "folder": str(d), "img": str(img), "ck": str(ck), "poi": str(poi) if poi else None,
                "repeat": a.repeat}
         px = size * size
