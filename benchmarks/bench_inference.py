@@ -266,7 +266,9 @@ def model_only(img: Path, ck: Path, poi: Path | None, cfg: dict):
                 a = np.concatenate([a, pds.read(window=w).astype(np.float32)])
             a = (a - offset) * scale
             xs.append(pad_reflect(a, (r0 - t.row0, t.row0 + window - r1, c0 - t.col0, t.col0 + window - c1)))
-    x = np.stack(xs)
+    x = _host_array((len(xs),) + xs[0].shape, cfg["device"])
+    np.stack(xs, out=x)
+    del xs
     batch = cfg["batch"]
     # warm-up (kernels, autotuning, allocator) with the batch shapes of the timed runs
     with _retained():
@@ -284,6 +286,16 @@ def model_only(img: Path, ck: Path, poi: Path | None, cfg: dict):
             return time.perf_counter() - t0
 
     return run, len(x), pred.precision
+
+
+def _host_array(shape: tuple, device: str) -> np.ndarray:
+    """A float32 array for the model-only inputs: page-locked on CUDA (copied to the GPU at full bus speed, as the
+    engine's window buffers are since issue 17), else plain."""
+    if not device.startswith("cuda"):
+        return np.empty(shape, np.float32)
+    import torch
+
+    return torch.empty(shape, dtype=torch.float32, pin_memory=True).numpy()
 
 
 class _null:
@@ -472,8 +484,14 @@ def cli_peak_rss(img: Path, ck: Path, poi: Path | None, cfg: dict, root: Path | 
 
 
 def extract_tree(ref: str, folder: Path) -> Path:
-    """The package at git revision ``ref`` as ``folder/edifice`` (returns ``folder``)."""
+    """The package at git revision ``ref`` as ``folder/edifice`` (returns ``folder``); ``ref`` may also be a folder
+    holding such a tree already (``git archive REF | tar -x -C DIR``, for a machine without the repository)."""
     repo = Path(__file__).resolve().parent.parent
+    if Path(ref).is_dir():
+        dest = folder / "edifice"
+        folder.mkdir(parents=True)
+        dest.symlink_to(Path(ref).resolve(), target_is_directory=True)
+        return folder
     dest = folder / "edifice"
     dest.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(repo), "archive", ref], capture_output=True, check=True).stdout
@@ -687,7 +705,8 @@ def _parse():
     ap.add_argument("--noop-only", action="store_true", help="only the no-op lines (same as --skip-speed "
                     "--skip-memory)")
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each (the best is reported)")
-    ap.add_argument("--before", default=None, metavar="REF", help="also measure the code of git revision REF")
+    ap.add_argument("--before", default=None, metavar="REF", help="also measure the code of git revision REF (or of "
+                    "the tree in folder REF)")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-noop", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")

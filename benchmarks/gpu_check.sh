@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Issue 17 item 3: the building-use mapping pipeline on one CUDA GPU (at most 9 min of runs).
-# ResNet-34 U-Net (full width), 6 bands, window 1024 / margin 128, bf16 autocast + channels-last,
-# 8192 x 8192 px raster (16.8 km² at 0.5 m, 121 windows). For each batch size: model-only and
-# end-to-end (read -> write) windows/s and km²/h, GPU utilisation (nvidia-smi every 200 ms) and
-# the pipeline/model ratio; then at batch 16: GDAL's threads decoding and compressing blocks
-# (GDAL_NUM_THREADS=ALL_CPUS), 8 reader threads instead of 4, both at batch 32, and torch.compile.
+# Issue 17 item 3: the building-use mapping pipeline on one CUDA GPU (about 5 min; at most 8).
+# First the engine's CUDA tests (tests/unit/test_sliding_window_host.py). Then ResNet-34 U-Net (full width),
+# 6 bands, window 1024 / margin 128, bf16 autocast + channels-last, 8192 x 8192 px raster (16.8 km² at
+# 0.5 m, 121 windows). For each batch size of BATCH_SIZES (default 4,8,16,32): model-only and end-to-end
+# (read -> write) windows/s and km²/h, GPU utilisation (nvidia-smi every 200 ms) and the pipeline/model
+# ratio, with BEFORE (a git revision, or a folder holding `git archive REV` unpacked) measured in the same
+# run; then at batch 16: 8 reader threads instead of 4, and torch.compile.
 # Where the python has no rasterio/pyproj/shapely (a bare GPU machine), wheels in .whl/ are installed
 # into /tmp/site first; `edifice` is this checkout (a link named edifice on PYTHONPATH).
 # Usage: bash benchmarks/gpu_check.sh [extra bench_inference.py arguments]   (figures also in $OUT/gpu_check.txt)
@@ -31,13 +32,13 @@ fi
 DATA=/tmp/gpu_check_data
 COMMON=(--device cuda --encoder resnet34 --bands 6 --window 1024 --margin 128 --base-width 64
         --precision bf16 --size 8192 --workers 4 --repeat 2 --skip-noop --skip-memory --data-dir "$DATA" "$@")
-run() {  # run TIMEOUT LABEL [env settings] -- [bench arguments]
+run() {  # run TIMEOUT LABEL [env settings] COMMAND...
     local t=$1 label=$2; shift 2
     echo "=== $label" | tee -a "$LOG"
     timeout "$t" env "$@" 2>&1 | tee -a "$LOG" || echo "($label: failed or timed out; the figures above stand)" | tee -a "$LOG"
 }
-run 240 "eager, batch sizes 4-32" "$PY" benchmarks/bench_inference.py "${COMMON[@]}" --batch-sizes 4,8,16,32
-run 70 "GDAL_NUM_THREADS=ALL_CPUS, batch 16" GDAL_NUM_THREADS=ALL_CPUS "$PY" benchmarks/bench_inference.py "${COMMON[@]}" --batch-sizes 16
+run 90 "CUDA tests of the engine" "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_sliding_window_host.py
+run 240 "eager, batch sizes ${BATCH_SIZES:-4,8,16,32}" "$PY" benchmarks/bench_inference.py "${COMMON[@]}" \
+    --batch-sizes "${BATCH_SIZES:-4,8,16,32}" ${BEFORE:+--before "$BEFORE"}
 run 70 "8 reader threads, batch 16" "$PY" benchmarks/bench_inference.py "${COMMON[@]}" --batch-sizes 16 --workers 8
-run 70 "GDAL_NUM_THREADS=ALL_CPUS and 8 reader threads, batch 32" GDAL_NUM_THREADS=ALL_CPUS "$PY" benchmarks/bench_inference.py "${COMMON[@]}" --batch-sizes 32 --workers 8
 run 140 "torch.compile, batch 16" "$PY" benchmarks/bench_inference.py "${COMMON[@]}" --batch-sizes 16 --compile

@@ -46,6 +46,7 @@ finished rows and ends with the same output. Any other error removes them.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -214,7 +215,10 @@ class _WindowPool:
     the slots of slabs of ``slab`` windows, so that a batch of consecutive slots is the model's input
     as it is (:meth:`run_of`), without being copied into a batch array."""
 
-    def __init__(self, count: int, stop: threading.Event, slab: int = 1):
+    def __init__(self, count: int, stop: threading.Event, slab: int = 1,
+                 alloc: Callable[[tuple], np.ndarray] | None = None):
+        # ``alloc(shape)``: a new float32 array (the predictor's host_buffer: page-locked memory on CUDA)
+        self.alloc = alloc or (lambda shape: np.empty(shape, np.float32))
         self.slab = max(1, slab)
         self.count, self.stop = -(-count // self.slab) * self.slab, stop
         self.free: queue.Queue = queue.Queue()
@@ -226,7 +230,7 @@ class _WindowPool:
     def _new(self, shape: tuple) -> np.ndarray:
         k = self.made % self.slab
         if k == 0 or self._slabs[-1].shape[1:] != shape:
-            self._slabs.append(np.empty((self.slab,) + shape, np.float32))
+            self._slabs.append(self.alloc((self.slab,) + shape))
             k = 0
         buf = self._slabs[-1][k]
         self._where[buf.ctypes.data] = (len(self._slabs) - 1, k)
@@ -380,10 +384,22 @@ class Predictor:
         self.precision_difference: float | None = None
         self._pinned = None
 
+    def host_buffer(self, shape: tuple) -> np.ndarray:
+        """A new float32 host array of ``shape`` for the model's inputs (the engine reads windows into these):
+        page-locked on CUDA, so that a batch of them is copied to the GPU directly, without first being copied
+        into a staging buffer; plain memory elsewhere. (torch keeps freed page-locked blocks for reuse.)"""
+        if self.device.type != "cuda":
+            return np.empty(shape, np.float32)
+        return self.torch.empty(shape, dtype=self.torch.float32, pin_memory=True).numpy()
+
     def _to_device(self, x: np.ndarray):
         torch = self.torch
         t = torch.from_numpy(np.ascontiguousarray(x))
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and t.is_pinned():
+            # page-locked already (host_buffer): copied directly, and synchronously, since the engine refills
+            # the buffer as soon as this returns
+            t = t.to(self.device)
+        elif self.device.type == "cuda":
             if self._pinned is None or self._pinned.shape[0] < t.shape[0] or self._pinned.shape[1:] != t.shape[1:]:
                 self._pinned = torch.empty(t.shape, dtype=t.dtype).pin_memory()
             buf = self._pinned[:t.shape[0]]
@@ -410,7 +426,16 @@ class Predictor:
                 self.precision_difference = float((y[:1] - self._forward(t[:1], "fp32")).abs().max())
                 self.progress.info(f"Precision {self.precision}: largest difference from fp32 on the first window "
                                    f"{self.precision_difference:.2g} (probabilities 0-1).")
+            return self._to_host(y)
+
+    def _to_host(self, y) -> np.ndarray:
+        """``y`` as a host numpy array: from CUDA through page-locked memory (a copy at full bus speed;
+        the block returns to torch's page-locked cache when the array is freed)."""
+        if y.device.type != "cuda":
             return y.cpu().numpy()
+        host = self.torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
+        host.copy_(y)
+        return host.numpy()
 
     #: ``predictor(x, release=f)`` calls ``f()`` once ``x`` is copied into the model's own tensor (the engine then
     #: reads the next batch into ``x``'s buffers while the model runs: :func:`pool_windows`)
@@ -521,7 +546,18 @@ def compression_options(spec: str | None) -> dict:
     return opts
 
 
-def _profile(grid: Grid, o: RasterOutput, block: int = 256, compression: str | None = None) -> dict:
+def host_io_threads(predictor) -> int:
+    """GDAL threads that decode a reader's input blocks and compress the outputs' blocks: every core of this
+    process when the model runs off the CPU (its cores are then idle: 1.6x the end-to-end throughput on an H100
+    with 16 cores, benchmarks/gpu_check.sh), else 1 (the model's threads have the cores)."""
+    dev = getattr(predictor, "device", None)
+    if getattr(dev, "type", "cpu") == "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _profile(grid: Grid, o: RasterOutput, block: int = 256, compression: str | None = None,
+             threads: int = 1) -> dict:
     p = dict(GTIFF_PROFILE)
     p.pop("zlevel", None)
     dt = np.dtype(o.dtype)
@@ -532,6 +568,8 @@ def _profile(grid: Grid, o: RasterOutput, block: int = 256, compression: str | N
         p["interleave"] = "band"
     if p["compress"] == "none":
         p.pop("predictor")
+    elif threads > 1:
+        p["num_threads"] = threads  # GDAL compresses blocks in that many threads (the pixels are the same)
     if grid.width < block or grid.height < block:
         p.update(tiled=False)
         p.pop("blockxsize"), p.pop("blockysize")
@@ -555,14 +593,17 @@ class _Outputs:
 
     def __init__(self, grid: Grid, outputs: Sequence[RasterOutput], fingerprint: dict, resume: bool,
                  progress: Progress, block: int = 256, origin: tuple[int, int] = (0, 0),
-                 compression: str | None = None, flush_seconds: float = FLUSH_SECONDS, tile_step: int = 0):
+                 compression: str | None = None, flush_seconds: float = FLUSH_SECONDS, tile_step: int = 0,
+                 threads: int = 1):
         # ``grid`` is the grid of the files; ``origin`` (row, col) its top-left pixel on the engine's grid;
-        # ``tile_step``: the tiles' stride (px), for overviews built from the tiles (core/tile_overviews.py)
+        # ``tile_step``: the tiles' stride (px), for overviews built from the tiles (core/tile_overviews.py);
+        # ``threads``: GDAL's compression threads (:func:`host_io_threads`)
         self.grid, self.outputs, self.progress, self.origin = grid, list(outputs), progress, origin
         first = Path(outputs[0].path)
         self.sidecar = first.with_name(f".{first.stem}.resume.json")
         self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
-        self.profiles = [_profile(grid, o, block, compression) for o in self.outputs]
+        self.profiles = [_profile(grid, o, block, compression, threads) for o in self.outputs]
+        self._open_options = {"num_threads": threads} if threads > 1 else {}
         self.flush_seconds = flush_seconds
         self.done: set[int] = set()
         self.written: set[int] = set()  # finished rows not yet on disk
@@ -615,7 +656,7 @@ class _Outputs:
         when the process was killed before GDAL wrote its header."""
         try:
             for o in self.outputs:
-                self.ds.append(rasterio.open(o.partial, "r+"))
+                self.ds.append(rasterio.open(o.partial, "r+", **self._open_options))
             return True
         except Exception:  # noqa: BLE001 - GDAL's errors here vary (TypeError, CPLE_*), the file is ours to redo
             self.close()
@@ -654,7 +695,7 @@ class _Outputs:
         for k, o in enumerate(self.outputs):
             with DATASET_CLOSE_LOCK:
                 self.ds[k].close()
-            self.ds[k] = rasterio.open(o.partial, "r+")
+            self.ds[k] = rasterio.open(o.partial, "r+", **self._open_options)
             pyr = self.pyramids[k]
             if pyr is not None:  # the reopened dataset has another GDAL handle
                 try:
@@ -788,7 +829,7 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
                         batch_size: int = 4, workers: int = 1, fingerprint: dict | None = None,
                         resume: bool = True, order: str = "rows", region: tuple[int, int, int, int] | None = None,
                         compression: str | None = None, flush_seconds: float = FLUSH_SECONDS,
-                        progress: Progress | None = None) -> dict:
+                        io_threads: int | None = None, progress: Progress | None = None) -> dict:
     """Predict every tile of ``grid`` and write ``outputs``.
 
     ``open_reader()`` gives a :class:`WindowReader` (one per reader thread);
@@ -802,7 +843,8 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
     whole grid (same windows, same reflection at the grid's border, blend neighbours outside the
     region run as well). ``compression``: of the outputs, see :func:`compression_options`. ``flush_seconds``:
     how often finished tile rows are put on disk for resuming after a kill (see :class:`_Outputs`).
-    Returns a summary (tiles run, skipped, resumed, s).
+    ``io_threads``: GDAL's threads decoding each reader's blocks and compressing the outputs (None:
+    :func:`host_io_threads`; the outputs are the same whatever it is). Returns a summary (tiles run, skipped, resumed, s).
     """
     compression_options(compression)  # refused before anything is written
     progress = ensure(progress)
@@ -813,12 +855,14 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
     if order not in ("rows", "reverse"):
         raise ValueError(f"unknown order '{order}'")
     plan = _TilePlan(grid, layout, region)
+    io_threads = host_io_threads(predictor) if io_threads is None else max(1, int(io_threads))
     t_start = time.perf_counter()
     outs = _Outputs(plan.out_grid, outputs, _run_fingerprint(plan, outputs, fingerprint, compression), resume,
                     progress, block_size_for(layout.stride), origin=(int(plan.area.row_off), int(plan.area.col_off)),
-                    compression=compression, flush_seconds=flush_seconds, tile_step=layout.stride)
+                    compression=compression, flush_seconds=flush_seconds, tile_step=layout.stride, threads=io_threads)
     plan.schedule(outs.done, reverse=order == "reverse")
-    pipeline = _Pipeline(plan, open_reader, predictor, outputs, finalize, outs, batch_size, workers, progress)
+    pipeline = _Pipeline(plan, open_reader, predictor, outputs, finalize, outs, batch_size, workers, progress,
+                         io_threads)
     pipeline.run()
     return {"tiles": len(plan.mine), "tiles_run": pipeline.stats["run"], "tiles_skipped": pipeline.stats["skipped"],
             "rows_resumed": plan.region[1] - plan.region[0] - len(plan.row_left),
@@ -919,8 +963,9 @@ class _Pipeline:
     Errors in any thread stop all of them and are raised in the calling thread."""
 
     def __init__(self, plan: _TilePlan, open_reader, predictor, outputs, finalize, outs: "_Outputs",
-                 batch_size: int, workers: int, progress: Progress):
+                 batch_size: int, workers: int, progress: Progress, io_threads: int = 1):
         self.plan, self.open_reader, self.predictor = plan, open_reader, predictor
+        self.io_threads = io_threads
         self.outputs, self.finalize, self.outs = list(outputs), finalize, outs
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
         self.stop = threading.Event()
@@ -930,7 +975,8 @@ class _Pipeline:
         self.feed = iter(plan.needed)
         self.feed_lock = threading.Lock()
         self.releases = bool(getattr(predictor, "releases_input", False))
-        self.pool = _WindowPool(pool_windows(batch_size, workers, self.releases), self.stop, batch_size)
+        self.pool = _WindowPool(pool_windows(batch_size, workers, self.releases), self.stop, batch_size,
+                                getattr(predictor, "host_buffer", None))
         self.stats = {"run": 0, "skipped": 0, "written": 0}
         self.cache: dict[int, tuple | None] = {}
         self.model_seconds = 0.0
@@ -1000,6 +1046,13 @@ class _Pipeline:
 
     # ------------------------------------------------------------ readers
     def _reader_loop(self) -> None:
+        # GDAL_NUM_THREADS set in this thread alone (rasterio sets a child thread's options thread-locally): the
+        # reader's datasets decode the blocks of a window in that many threads
+        env = rasterio.Env(GDAL_NUM_THREADS=str(self.io_threads)) if self.io_threads > 1 else contextlib.nullcontext()
+        with env:
+            self._read_tiles()
+
+    def _read_tiles(self) -> None:
         rd = None
         try:
             rd = self.open_reader()
@@ -1074,7 +1127,7 @@ class _Pipeline:
             return run
         shape = (self.batch_size,) + items[0][1].shape
         if self._gathered is None or self._gathered.shape != shape:
-            self._gathered = np.empty(shape, np.float32)
+            self._gathered = self.pool.alloc(shape)
         x = self._gathered[:len(items)]
         for k, it in enumerate(items):
             x[k] = it[1]

@@ -395,3 +395,94 @@ def test_a_released_batch_is_the_models_own_copy(bands):
     expected = 2 * x
     y = Predictor(Twice(), "cpu")(x, release=lambda: x.fill(-1))  # the reader overwrites the buffers at once
     assert np.array_equal(y, expected)
+
+
+def _tiled_geotiff(path, data, valid) -> str:
+    """``data`` as a float32 GeoTIFF of 16 px blocks (a 64 px window spans 16 of them), nodata where not ``valid``."""
+    with rasterio.open(path, "w", driver="GTiff", width=W, height=H, count=3, dtype="float32", crs=GRID.crs,
+                       transform=GRID.transform, nodata=-9999.0, tiled=True, blockxsize=16, blockysize=16,
+                       compress="deflate") as ds:
+        ds.write(np.where(valid[None], data, -9999.0).astype(np.float32))
+    return str(path)
+
+
+def test_gdal_threads_decode_and_compress_to_the_same_outputs(tmp_path, scene):
+    """IO_THREADS (GDAL decoding a reader's blocks and compressing the outputs in threads, as on a GPU host): the
+    setting reaches every reader thread, and only it (not the calling thread), and the outputs are the same bits."""
+    from edifice.core.sliding_window import _profile
+
+    data, valid = scene
+    src = _tiled_geotiff(tmp_path / "in.tif", data, valid)
+    got, seen = {}, []
+
+    def reader():
+        seen.append(rasterio.env.get_gdal_config("GDAL_NUM_THREADS"))
+        return _Reader(src, GRID, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), None, None)
+
+    for threads in (1, 4):
+        seen.clear()
+        out = RasterOutput(str(tmp_path / f"t{threads}.tif"), 2, "float32", -9999.0)
+        run_sliding_window(GRID, WindowLayout(64, 8), reader, Predictor(Pixelwise(), "cpu"), [out],
+                           lambda v, ok: [v], batch_size=3, workers=2, io_threads=threads)
+        with rasterio.open(out.path) as ds:
+            got[threads] = ds.read()
+        assert seen == ([None, None] if threads == 1 else [4, 4])  # rasterio gives the number
+    assert rasterio.env.get_gdal_config("GDAL_NUM_THREADS") is None
+    assert np.array_equal(got[1], got[4], equal_nan=True)
+    assert np.allclose(got[1][0][valid], np.tanh(data[0] * data[1])[valid], atol=1e-6, rtol=0)
+    out = RasterOutput("x.tif", 2, "float32", -9999.0)
+    assert _profile(GRID, out, 16, "zstd:1", 4)["num_threads"] == 4 and "num_threads" not in _profile(GRID, out, 16)
+    assert "num_threads" not in _profile(GRID, out, 16, "none", 4)  # nothing to compress
+
+
+def test_io_threads_follow_the_models_device():
+    """The host's cores go to GDAL only when the model runs off the CPU (the CPU's model threads need them)."""
+    from types import SimpleNamespace
+
+    from edifice.core.sliding_window import host_io_threads
+
+    assert host_io_threads(Predictor(Pixelwise(), "cpu")) == 1
+    assert host_io_threads(lambda x: x) == 1  # a plain callable: on the CPU
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert host_io_threads(SimpleNamespace(device=torch.device("cuda", 0))) == cores
+
+
+def test_windows_are_read_into_the_predictors_host_buffers(tmp_path, scene):
+    """The engine's window buffers come from the predictor's ``host_buffer`` (page-locked memory on CUDA): every window
+    is read into one of them, and the outputs are the same bits as with plain buffers."""
+    data, valid = scene
+    made, seen, got = [], [], {}
+
+    class Recording(Predictor):
+        def host_buffer(self, shape):
+            buf = super().host_buffer(shape)
+            made.append((buf.__array_interface__["data"][0], buf.nbytes))
+            return buf
+
+    for name, pred in (("plain", lambda x: Predictor(Pixelwise(), "cpu")(x)), ("host", Recording(Pixelwise(), "cpu"))):
+        out = RasterOutput(str(tmp_path / f"{name}.tif"), 2, "float32", -9999.0)
+        run_sliding_window(GRID, WindowLayout(32, 4), lambda: Reader(data, valid, True, seen), pred, [out],
+                           lambda v, ok: [v], batch_size=2)
+        with rasterio.open(out.path) as ds:
+            got[name] = ds.read()
+        if name == "plain":
+            seen.clear()
+    assert np.array_equal(got["plain"], got["host"], equal_nan=True)
+    assert made and len(seen) >= 40
+    assert all(any(a <= p < a + n for a, n in made) for p in seen)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_page_locked_buffers_give_the_same_results():
+    """On CUDA: host_buffer is page-locked, a batch in it goes straight to the GPU (and may be overwritten once
+    ``release`` is called), and the result is the same as from plain memory and as on the CPU (fp32, per-pixel model)."""
+    pred = Predictor(Pixelwise(), "cuda", precision="fp32")
+    rng = np.random.default_rng(3)
+    plain = rng.normal(size=(4, 3, 64, 64)).astype(np.float32)
+    buf = pred.host_buffer(plain.shape)
+    assert torch.from_numpy(buf).is_pinned() and torch.from_numpy(buf[1:3]).is_pinned()
+    buf[...] = plain
+    want = Predictor(Pixelwise(), "cpu")(plain)
+    assert np.array_equal(pred(plain), want)
+    assert np.array_equal(pred(buf, release=lambda: buf.fill(np.nan)), want)
+    assert np.isnan(buf).all()
