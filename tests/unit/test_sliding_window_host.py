@@ -475,14 +475,15 @@ def test_windows_are_read_into_the_predictors_host_buffers(tmp_path, scene):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_page_locked_buffers_give_the_same_results():
     """On CUDA: host_buffer is page-locked, a batch in it goes straight to the GPU (and may be overwritten once
-    ``release`` is called), and the result is the same as from plain memory and as on the CPU (fp32, per-pixel model)."""
+    ``release`` is called), and the result is the same bits as from plain memory (and the CPU's values: fp32,
+    per-pixel model; the GPU's tanh may differ in the last bit)."""
     pred = Predictor(Pixelwise(), "cuda", precision="fp32")
     rng = np.random.default_rng(3)
     plain = rng.normal(size=(4, 3, 64, 64)).astype(np.float32)
     buf = pred.host_buffer(plain.shape)
     assert torch.from_numpy(buf).is_pinned() and torch.from_numpy(buf[1:3]).is_pinned()
     buf[...] = plain
-    want = Predictor(Pixelwise(), "cpu")(plain)
-    assert np.array_equal(pred(plain), want)
+    want = pred(plain)
+    assert np.allclose(want, Predictor(Pixelwise(), "cpu")(plain), atol=1e-6, rtol=0)
     assert np.array_equal(pred(buf, release=lambda: buf.fill(np.nan)), want)
     assert np.isnan(buf).all()
