@@ -97,7 +97,24 @@ the bench's DEFLATE POI maps 1.345 -> 0.596 / 0.978 -> 0.349 CPU-s/km², with ed
 0.930 -> 0.461 (the figure, a difference of two runs, moves by +-0.1 between runs of the same code); peak memory
 4x / 1x (least of 2 rounds) before 1.10, after 1.08 (2663 -> 2876 MiB).
 
-The GPU figures: ``bash benchmarks/gpu_check.sh``. Quick smoke test of every path:
+The GPU figures: ``bash benchmarks/gpu_check.sh`` (it runs on a bare GPU machine too). Session 10, one H100 80GB
+HBM3 with 16 host cores (torch 2.11, numpy 2.5, rasterio 1.4.4 / GDAL 3.10), ResNet-34 U-Net width 64, 6 bands,
+1024/128, bf16 autocast, channels-last, 8192 px raster (121 windows, 16.8 km²), 4 reader threads, best of 2:
+* engine before (c495d89), first run: model only 183 / 187 / 193 / 204 windows/s at batch 4 / 8 / 16 / 32 (91,000-
+  102,000 km²/h), end to end 45.7 / 43.9 / 44.2 / 41.5 windows/s (20,700-22,800 km²/h), GPU busy 15-24 %: the
+  pipeline / model ratio 0.20-0.25. Same code at batch 16 with ``GDAL_NUM_THREADS=ALL_CPUS`` 70.0 windows/s (0.36),
+  with 8 reader threads 65.0, both at batch 32 60.3; torch.compile: model only 264 windows/s, end to end 44.2.
+* so the engine now gives GDAL every host core when the model runs off the CPU (decoding each reader's blocks,
+  compressing the outputs) and reads windows into page-locked memory. Second run, before and after interleaved
+  (model-only inputs page-locked for both: the before engine's staging copy then ran at a third of its speed, so
+  its model-only figures, 66 / 58 windows/s, are not a reference): end to end before 38.7 / 32.6 windows/s, after
+  63.1 / 63.1 at batch 8 / 16 (31,500 km²/h; pipeline time after / before 0.613 / 0.516), model only after 257 /
+  266 windows/s (128,000-133,000 km²/h; 1.37x the first run's, no staging copy), GPU busy 30-36 %; 8 reader
+  threads 61.1; torch.compile model only 395 windows/s (197,000 km²/h), end to end 64.4. A third run (another
+  machine): 67.0 windows/s (33,500 km²/h, ratio 0.25), with ``GDAL_NUM_THREADS=ALL_CPUS`` for the whole process
+  71.8. Model time inside the pipeline is 0.5 s of the run's 1.8 s: the host side is the limit, not the GPU.
+
+Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
 """
 from __future__ import annotations

@@ -7,7 +7,11 @@
 # ratio, with BEFORE (a git revision, or a folder holding `git archive REV` unpacked) measured in the same
 # run; then at batch 16: 8 reader threads instead of 4, and torch.compile.
 # Where the python has no rasterio/pyproj/shapely (a bare GPU machine), wheels in .whl/ are installed
-# into /tmp/site first; `edifice` is this checkout (a link named edifice on PYTHONPATH).
+# into /tmp/site first; `edifice` is this checkout (a link named edifice on PYTHONPATH). The wheels (Python 3.12):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp -d .whl \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     rasterio==1.4.4 affine==3.0.1 cligj==0.7.2 click-plugins==1.1.1.2 pyproj==3.7.2 shapely==2.1.2
+# The H100 figures (session 10) are in benchmarks/bench_inference.py's docstring.
 # Usage: bash benchmarks/gpu_check.sh [extra bench_inference.py arguments]   (figures also in $OUT/gpu_check.txt)
 set -uo pipefail
 cd "$(dirname "$0")/.."

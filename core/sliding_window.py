@@ -28,6 +28,9 @@ every device, autocast at PRECISION bf16/fp16, halving the batch on out-of-memor
 thread (blend, per-tile post-processing, write with the COMPRESSION setting, default zstd:1, and the
 tile's blocks of the internal overviews: :mod:`core.tile_overviews`, so that GDAL need not re-read the
 finished rasters to build them).
+When the model runs off the CPU (a GPU), the window buffers are the predictor's page-locked memory
+(:meth:`Predictor.host_buffer`: a batch goes to the GPU without a staging copy) and GDAL decodes each
+reader's blocks and compresses the outputs in threads on every core (:func:`host_io_threads`).
 Queues are bounded and the window buffers are those of the batch being run and of the batch read ahead
 (:func:`pool_windows`), so memory is independent of the raster's size (in blend mode it holds up to
 two rows of tile results); with ``EDIFICE_KEEP_FREED_MEMORY=1`` freed memory stays in the process
