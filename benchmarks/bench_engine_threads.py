@@ -50,7 +50,7 @@ def instrument(acc: dict, io_threads: int) -> None:
     import edifice.core.use.building_use_map as bum
 
     pipe = sw._Pipeline
-    pipe._read_tiles = _timed(acc, "readers", pipe._read_tiles)
+    pipe._reader_loop = _timed(acc, "readers", pipe._reader_loop)
     pipe._model_loop = _timed(acc, "model thread", pipe._model_loop)
     pipe._writer_loop = _timed(acc, "writer thread", pipe._writer_loop)
     bum.UseJob.finalize = _timed(acc, "writer: finalize", bum.UseJob.finalize)
@@ -63,7 +63,8 @@ def instrument(acc: dict, io_threads: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=4608, help="raster side (px; 4608 = 6 x 6 windows at 1024/128)")
-    ap.add_argument("--io-threads", type=int, default=1, help="GDAL threads (as the engine gives a GPU run: every core)")
+    ap.add_argument("--io-threads", type=int, default=1,
+                    help="GDAL threads (the engine gives a GPU run every core)")
     ap.add_argument("--workers", type=int, default=2, help="reader threads")
     ap.add_argument("--pois", choices=("deflate", "edifice"), default="edifice",
                     help="the bench's DEFLATE float32 POI maps or as edifice:poiprobability writes them")

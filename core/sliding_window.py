@@ -847,7 +847,8 @@ def _run_sliding_window(grid: Grid, layout: WindowLayout, open_reader: Callable[
     region run as well). ``compression``: of the outputs, see :func:`compression_options`. ``flush_seconds``:
     how often finished tile rows are put on disk for resuming after a kill (see :class:`_Outputs`).
     ``io_threads``: GDAL's threads decoding each reader's blocks and compressing the outputs (None:
-    :func:`host_io_threads`; the outputs are the same whatever it is). Returns a summary (tiles run, skipped, resumed, s).
+    :func:`host_io_threads`; the outputs are the same whatever it is).
+    Returns a summary (tiles run, skipped, resumed, s).
     """
     compression_options(compression)  # refused before anything is written
     progress = ensure(progress)
@@ -1049,21 +1050,11 @@ class _Pipeline:
 
     # ------------------------------------------------------------ readers
     def _reader_loop(self) -> None:
-        # GDAL_NUM_THREADS set in this thread alone (rasterio sets a child thread's options thread-locally): the
-        # reader's datasets decode the blocks of a window in that many threads
-        env = rasterio.Env(GDAL_NUM_THREADS=str(self.io_threads)) if self.io_threads > 1 else contextlib.nullcontext()
-        with env:
-            self._read_tiles()
-
-    def _read_tiles(self) -> None:
         rd = None
         try:
-            rd = self.open_reader()
-            while not self.stop.is_set():
-                with self.feed_lock:
-                    idx = next(self.feed, None)
-                if idx is None or not self._read_tile(rd, idx):
-                    break
+            with self._reader_gdal_env():
+                rd = self.open_reader()
+                self._read_tiles(rd)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             self.errors.append(exc)
             self.stop.set()
@@ -1072,6 +1063,20 @@ class _Pipeline:
                 with DATASET_CLOSE_LOCK:  # not while a writer looks up its dataset (core/tile_overviews.py)
                     rd.close()
             self._put(self.in_q, _STOP)
+
+    def _reader_gdal_env(self):
+        """GDAL_NUM_THREADS for this reader thread alone (rasterio sets a child thread's options thread-locally):
+        its datasets decode the blocks of a window in ``io_threads`` threads."""
+        if self.io_threads > 1:
+            return rasterio.Env(GDAL_NUM_THREADS=str(self.io_threads))
+        return contextlib.nullcontext()
+
+    def _read_tiles(self, rd) -> None:
+        while not self.stop.is_set():
+            with self.feed_lock:
+                idx = next(self.feed, None)
+            if idx is None or not self._read_tile(rd, idx):
+                break
 
     def _read_tile(self, rd, idx: int) -> bool:
         """Queue window ``idx`` as (idx, input, validity over its extent), or (idx, None, None) when the
