@@ -114,6 +114,15 @@ HBM3 with 16 host cores (torch 2.11, numpy 2.5, rasterio 1.4.4 / GDAL 3.10), Res
   machine): 67.0 windows/s (33,500 km²/h, ratio 0.25), with ``GDAL_NUM_THREADS=ALL_CPUS`` for the whole process
   71.8. Model time inside the pipeline is 0.5 s of the run's 1.8 s: the host side is the limit, not the GPU.
 
+Session 10, quiet 2-core machine (no other jobs; load 0.3-1.8), CPU figures of the final code:
+* no-op, ``--noop-only --repeat 3 --before 66264d0``: 0.406 / 0.413 CPU-s/km² (DEFLATE / edifice's POI maps;
+  standard errors 0.028 / 0.026; rounds 0.437-0.511 / 0.421-0.425), before 1.151 / 0.933: after / before 0.352 /
+  0.442. Against the code at the session's start (``--before c495d89``, load 1.2-1.3): 0.399 / 0.281 against 0.407 /
+  0.395 (0.981x / 0.712x; the rounds' ratios 0.84-0.98 / 0.82-1.08): the CPU path did not change (GDAL's threads
+  and the page-locked buffers are for a model off the CPU).
+* pipeline / model-only throughput, ``--size 3072 --repeat 2 --skip-noop --skip-memory``: **0.992** (0.464 / 0.468
+  windows/s; model time inside the pipeline 33.66 s against 34.19 s alone; fp32, OMP_WAIT_POLICY PASSIVE).
+
 Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
 """

@@ -174,6 +174,13 @@ Measured (2-core machine, 23 GiB RAM, GDAL's default block cache up to ~1.1 GiB;
   (1440 MiB with GDAL_CACHEMAX=16).
 Quiet machine after the merge of shafts17e (session 8, live Sentinel branch, load 1.5-1.9): 100x, ours 137.2 s
 (CPU 269.0 s) against SHAFTS 360.5 s (CPU 573.8 s): 0.381 (CPU 0.469); height within 5.34e-5 m, footprint 1.73e-6.
+Session 10, quiet machine (no other jobs, load 1.5-1.9), ``--sizes 1,10 --repeat 2`` and ``--sizes 100 --repeat 1``
+(``--no-memory --no-streamlined --runners after,shafts``): 1x 0.138 wall / 0.197 CPU (1.54 s against 11.19 s), 10x
+0.264 / 0.353 (15.05 s against 57.08 s), 100x 0.312 / 0.391 (139.5 s against 447.0 s; session 9's quiet run:
+126.3 s against 452.3 s, 0.279); heights within 5.34e-5 m, footprints 1.73e-6, same nodata. Where our 100x run goes
+(wall, timed around each step in a separate run of 152.7 s): preparing the inputs 3.1 s, gathering the patches 1.7 s
+of thread time, the network 296 s of thread time on its 2 workers (2.65 CPU-ms a patch): the network is the whole
+cost, and the ratio at 100x moves with how fast the SHAFTS reference runs (its 100x runs: 355-469 s).
 """
 from __future__ import annotations
 
