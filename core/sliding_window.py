@@ -386,14 +386,29 @@ class Predictor:
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self.precision_difference: float | None = None
         self._pinned = None
+        self._page_lock_refused = False
 
     def host_buffer(self, shape: tuple) -> np.ndarray:
         """A new float32 host array of ``shape`` for the model's inputs (the engine reads windows into these):
         page-locked on CUDA, so that a batch of them is copied to the GPU directly, without first being copied
-        into a staging buffer; plain memory elsewhere. (torch keeps freed page-locked blocks for reuse.)"""
-        if self.device.type != "cuda":
-            return np.empty(shape, np.float32)
-        return self.torch.empty(shape, dtype=self.torch.float32, pin_memory=True).numpy()
+        into a staging buffer; plain memory elsewhere, and where the system refuses page-locked memory (a
+        locked-memory limit: the run goes on, through the staging copy). (torch keeps freed page-locked blocks
+        for reuse.)"""
+        pinned = self._page_locked(shape, self.torch.float32) if self.device.type == "cuda" else None
+        return np.empty(shape, np.float32) if pinned is None else pinned.numpy()
+
+    def _page_locked(self, shape: tuple, dtype):
+        """A page-locked host tensor, or None where the system refuses one (said once in the log; not asked
+        again by this predictor)."""
+        if self._page_lock_refused:
+            return None
+        try:
+            return self.torch.empty(shape, dtype=dtype, pin_memory=True)
+        except RuntimeError as exc:
+            self._page_lock_refused = True
+            self.progress.warning(f"page-locked host memory refused ({exc}); going on with plain memory "
+                                  "(slower copies to and from the GPU).")
+            return None
 
     def _to_device(self, x: np.ndarray):
         torch = self.torch
@@ -404,10 +419,13 @@ class Predictor:
             t = t.to(self.device)
         elif self.device.type == "cuda":
             if self._pinned is None or self._pinned.shape[0] < t.shape[0] or self._pinned.shape[1:] != t.shape[1:]:
-                self._pinned = torch.empty(t.shape, dtype=t.dtype).pin_memory()
-            buf = self._pinned[:t.shape[0]]
-            buf.copy_(t)
-            t = buf.to(self.device, non_blocking=True)
+                self._pinned = self._page_locked(tuple(t.shape), t.dtype)
+            if self._pinned is None:  # refused: a plain copy
+                t = t.to(self.device)
+            else:
+                buf = self._pinned[:t.shape[0]]
+                buf.copy_(t)
+                t = buf.to(self.device, non_blocking=True)
         else:
             t = t.to(self.device)
         return t.contiguous(memory_format=torch.channels_last)
@@ -434,9 +452,9 @@ class Predictor:
     def _to_host(self, y) -> np.ndarray:
         """``y`` as a host numpy array: from CUDA through page-locked memory (a copy at full bus speed;
         the block returns to torch's page-locked cache when the array is freed)."""
-        if y.device.type != "cuda":
+        host = self._page_locked(tuple(y.shape), y.dtype) if y.device.type == "cuda" else None
+        if host is None:
             return y.cpu().numpy()
-        host = self.torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
         host.copy_(y)
         return host.numpy()
 

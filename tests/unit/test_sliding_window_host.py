@@ -487,3 +487,15 @@ def test_cuda_page_locked_buffers_give_the_same_results():
     assert np.allclose(want, Predictor(Pixelwise(), "cpu")(plain), atol=1e-6, rtol=0)
     assert np.array_equal(pred(buf, release=lambda: buf.fill(np.nan)), want)
     assert np.isnan(buf).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a system that refuses page-locked memory")
+def test_refused_page_locked_memory_gives_plain_buffers_and_one_warning():
+    """Where the system refuses page-locked memory (here: no CUDA at all; on a GPU host, a locked-memory limit) the
+    CUDA predictor's window buffers are plain arrays, the run goes on, and the log says so once."""
+    progress = RecordingProgress()
+    pred = Predictor(Pixelwise(), "cpu", progress=progress)
+    pred.device = torch.device("cuda")  # a CUDA predictor, as far as its host memory goes
+    bufs = [pred.host_buffer((2, 3, 8, 8)) for _ in range(3)]
+    assert all(b.shape == (2, 3, 8, 8) and b.dtype == np.float32 and b.flags.writeable for b in bufs)
+    assert len(progress.warnings) == 1 and "page-locked host memory refused" in progress.warnings[0]
