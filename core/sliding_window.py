@@ -76,7 +76,7 @@ from .tile_overviews import DATASET_CLOSE_LOCK, GdalOverviewWriter, TileOverview
 
 __all__ = ["WindowLayout", "Tile", "RasterOutput", "WindowReader", "Predictor", "resolve_device", "block_size_for",
            "pool_windows",
-           "run_sliding_window", "pad_reflect", "fill_reflect", "file_fingerprint", "DiskFullError",
+           "run_sliding_window", "pad_reflect", "fill_reflect", "reflect_index", "file_fingerprint", "DiskFullError",
            "compression_options", "resolve_precision", "PRECISIONS", "DEFAULT_COMPRESSION"]
 
 
@@ -149,24 +149,34 @@ class WindowLayout:
         return out
 
 
+def reflect_index(i: np.ndarray, n: int) -> np.ndarray:
+    """Indices into an axis of length ``n`` of positions ``i`` (any integers: -1 is the first pixel before it)
+    mirrored at its edges, again and again for positions far outside it (numpy >= 2's 'reflect'; 'edge' when
+    ``n`` is 1)."""
+    if n == 1:
+        return np.zeros_like(i)
+    period = 2 * (n - 1)
+    j = np.mod(i, period)
+    return np.where(j >= n, period - j, j)
+
+
 def pad_reflect(a: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
     """Pad the last two axes of ``a`` by (top, bottom, left, right) pixels, mirroring the
-    array at its edges (``numpy`` 'reflect', repeated for pads longer than the array;
-    'edge' for an axis of length one)."""
+    array at its edges (:func:`reflect_index`: numpy >= 2's 'reflect', repeated for pads longer than the
+    array; numpy 1's differed where both pads of an axis are longer than it; 'edge' for an axis of length one)."""
     top, bottom, left, right = pads
     if not any(pads):
         return a
-    lead = [(0, 0)] * (a.ndim - 2)
-    rows_mode = "reflect" if a.shape[-2] > 1 else "edge"
-    cols_mode = "reflect" if a.shape[-1] > 1 else "edge"
-    a = np.pad(a, lead + [(top, bottom), (0, 0)], mode=rows_mode)
-    return np.pad(a, lead + [(0, 0), (left, right)], mode=cols_mode)
+    h, w = a.shape[-2:]
+    rows = reflect_index(np.arange(-top, h + bottom), h)
+    cols = reflect_index(np.arange(-left, w + right), w)
+    return a[..., rows[:, None], cols[None, :]]
 
 
 def fill_reflect(buf: np.ndarray, pads: tuple[int, int, int, int]) -> None:
     """In place: the borders (top, bottom, left, right pixels) of ``buf`` (C, H, W) become the
     mirror of its interior, exactly as :func:`pad_reflect` of the interior would give (rows first, over the
-    interior's columns, then columns over every row; pads longer than the interior reflected again and again)."""
+    interior's columns, then columns over every row)."""
     top, bottom, left, right = pads
     if not any(pads):
         return
@@ -176,29 +186,18 @@ def fill_reflect(buf: np.ndarray, pads: tuple[int, int, int, int]) -> None:
 
 
 def _mirror_last_axis(v: np.ndarray, lo: int, hi: int, after: int) -> None:
-    """In place along the last axis of ``v``: [0, lo) and [hi, hi + after) become numpy's 'reflect' padding of
-    [lo, hi) ('edge' when it is one long), by slice copies in numpy 1.26's order (``_set_reflect_both``: pads longer
-    than the interior in chunks, each the mirror of what is filled so far, both sides in turn), so that the
-    values are exactly :func:`pad_reflect`'s."""
-    if hi - lo == 1:
+    """In place along the last axis of ``v``: [0, lo) and [hi, hi + after) become the mirror of [lo, hi)
+    (:func:`reflect_index`): one reversed slice copy a side where the pads are shorter than [lo, hi) (every
+    window of a raster larger than the margin), else a copy through the mirrored indices."""
+    n = hi - lo
+    if n > 1 and lo < n and after < n:
         if lo:
-            v[..., :lo] = v[..., lo:hi]
+            v[..., :lo] = v[..., lo + 1:2 * lo + 1][..., ::-1]
         if after:
-            v[..., hi:hi + after] = v[..., lo:hi]
+            v[..., hi:hi + after] = v[..., hi - after - 1:hi - 1][..., ::-1]
         return
-    n = v.shape[-1]
-    left, right = lo, after
-    while left > 0 or right > 0:
-        chunk = n - left - right - 1  # what is filled so far, less the pixel mirrored about
-        if left > 0:
-            k = min(chunk, left)
-            v[..., left - k:left] = v[..., left + 1:left + k + 1][..., ::-1]
-            left -= k
-        if right > 0:
-            k = min(chunk, right)
-            e = n - right
-            v[..., e:e + k] = v[..., e - k - 1:e - 1][..., ::-1]
-            right -= k
+    border = np.r_[np.arange(-lo, 0), np.arange(n, n + after)]
+    v[..., border + lo] = v[..., lo + reflect_index(border, n)]
 
 
 def pool_windows(batch_size: int, workers: int, released_early: bool = False) -> int:
@@ -896,7 +895,9 @@ def _run_fingerprint(plan: "_TilePlan", outputs: Sequence[RasterOutput], caller:
                      compression: str | None) -> dict:
     """What a resumed run must share with the run that wrote the partial files."""
     grid, layout = plan.grid, plan.layout
-    fp = {"engine": 2, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
+    # "engine": bumped when the same inputs give other values (3: the mirror beyond a raster smaller than the
+    # margin, :func:`reflect_index`), so that partial files of an older version are not resumed
+    fp = {"engine": 3, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
           "layout": [layout.window, layout.margin, layout.blend],
           "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata]
                       + ([o.scale, o.offset] if o.scale is not None else []) for o in outputs],

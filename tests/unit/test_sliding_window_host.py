@@ -20,8 +20,8 @@ from edifice.core.errors import InputError
 from edifice.core.grid import Grid
 from edifice.core.progress import RecordingProgress
 from edifice.core.sliding_window import (Predictor, RasterOutput, WindowLayout, _WindowPool, compression_options,
-                                         fill_reflect, pad_reflect, pool_windows, resolve_precision,
-                                         run_sliding_window)
+                                         fill_reflect, pad_reflect, pool_windows, reflect_index,
+                                         resolve_precision, run_sliding_window)
 
 H, W = 181, 263
 GRID = Grid(Affine(0.5, 0, 1000, 0, -0.5, 2000), W, H, "EPSG:32636")
@@ -99,6 +99,25 @@ def test_fill_reflect_is_pad_reflect_in_place(pads, shape):
     buf[:, top:top + shape[1], left:left + shape[2]] = inner
     fill_reflect(buf, pads)
     assert np.array_equal(buf, pad_reflect(inner, pads))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 13])
+def test_reflect_index_mirrors_again_and_again_like_numpy_2(n):
+    """Far outside the axis the mirror repeats with period 2 (n - 1), with no jump where two reflections meet (numpy
+    1's np.pad jumped there when both pads were longer than the axis); inside it is the identity."""
+    i = np.arange(-60, n + 60)
+    j = reflect_index(i, n)
+    assert np.array_equal(j[60:60 + n], np.arange(n))
+    assert j.min() == 0 and j.max() == n - 1
+    if n > 1:
+        assert np.all(np.abs(np.diff(j)) == 1)  # neighbours stay neighbours: a mirror, never a jump
+        assert np.array_equal(j[:-2 * (n - 1)], j[2 * (n - 1):])
+        assert np.array_equal(j[60 - 1::-1][:n - 1], np.arange(1, n))  # -1, -2, ... mirror 1, 2, ...
+    a, mode = np.arange(n, dtype=np.float32), "reflect" if n > 1 else "edge"
+    short = max(n - 1, 1)  # pads shorter than the axis: every numpy mirrors alike
+    assert np.array_equal(np.pad(a, (short, short), mode=mode), a[j[60 - short:60 + n + short]])
+    if int(np.__version__.split(".")[0]) >= 2:
+        assert np.array_equal(np.pad(a, (60, 60), mode=mode), a[j])
 
 
 def test_read_in_place_gives_the_same_bits_as_read(tmp_path, scene):
