@@ -107,6 +107,19 @@ Quiet machine after the merge (session 8, nothing else running, load 0.6-1.5), t
   600 m, 0 ms 2.38x / 2.11x / 2.10x; 1500 m, 0 ms 2.19x (ours 1.19 s, CPU 1.77 s; gdal_translate 2.59 s,
   CPU 2.61 s) / 1.996x (1.29 vs 2.57 s) / 2.07x (1.11 vs 2.30 s); 600 m, 30 ms 1.95x / 1.86x / 1.86x;
   1500 m, 30 ms 1.76x / 1.66x / 1.58x; peak memory 16x / 1x 1.07 / 1.09 / 1.10.
+Session 11, another CPU (AMD EPYC, Zen 5, 2 cores; earlier figures: Intel), quiet (load 0.6-1.2), code unchanged
+since session 8, two whole runs (``--repeats 3``; the second ``--skip-memory``):
+  600 m, 0 ms: gdal_translate 0.30 / 0.30 s (CPU 0.39 / 0.36), ours 0.13 / 0.13 s (CPU 0.20 / 0.20): 2.30x / 2.40x,
+  its start-up (0.04 s) left out 2.00x / 2.10x; no warp 2.46x / 2.80x; against gdalwarp 4.76x / 4.83x;
+  1500 m, 0 ms: 1.30 / 1.28 s (CPU 1.35) against 0.62 / 0.60 s (CPU 1.02 / 0.96): 2.09x / 2.15x (start-up left
+  out 2.03x / 2.08x); peak memory 16x / 1x 1.09.
+  With 30 ms of latency a tile: 600 m 1.63x / 1.62x; 1500 m 1.36x / 1.36x: ours 3.32 / 3.31 s against the floor of
+  420 x 30 / 4 = 3.15 s that 4 connections set for any client, gdal_translate 4.50 / 4.52 s (that floor plus its
+  1.4 CPU-s, which it does not overlap with the waiting), so no client with 4 connections can pass 1.43x there.
+  Where a 1500 m, 0 ms download's 0.63 s go (this CPU, thread timeline): 100 blocks warped in 0.17 CPU-s by 2
+  workers that mostly wait for their tiles, the writer thread 0.21 CPU-s, the main thread 0.03; the rest of the
+  1.0 CPU-s in the 4 fetching threads (HTTP and GDAL's PNG decoding); both cores ~85 % busy from the first block
+  (0.02 s) to the last write (0.65 s).
 """
 from __future__ import annotations
 

@@ -123,6 +123,21 @@ Session 10, quiet 2-core machine (no other jobs; load 0.3-1.8), CPU figures of t
 * pipeline / model-only throughput, ``--size 3072 --repeat 2 --skip-noop --skip-memory``: **0.992** (0.464 / 0.468
   windows/s; model time inside the pipeline 33.66 s against 34.19 s alone; fp32, OMP_WAIT_POLICY PASSIVE).
 
+Session 11, another CPU (AMD EPYC, Zen 5, 2 cores, AVX-512; session 10's was Intel), quiet (load 0.5-1.9), code of
+session 10:
+* no-op (as above, ``--before 66264d0``): **0.178 / 0.154** CPU-s/km² (standard errors 0.001 / 0.003), before 0.438 /
+  0.439: after / before 0.406 / 0.351. The same ratios as on the Intel machine, at 0.4x its CPU-s: a CPU-s/km²
+  figure holds only on the machine it was measured on.
+* pipeline / model-only: **0.888** (0.692 / 0.779 windows/s; model time inside the pipeline 22.77 s against 20.55 s
+  alone); again with ``--before HEAD`` (the same engine twice, each in its own process): 0.928 and 0.883. The model
+  alone ran 18.2-22.4 s for the same 16 windows in one process on this machine (+-10 %), so a ratio near 0.9 is
+  within its noise; lowering the readers' and writer's priority (nice 10, so that the model's OpenMP threads keep
+  the cores) changed nothing measurable in 4 interleaved rounds (best 20.93 s against 20.25 s without), left out.
+* peak memory 4x / 1x (``--mem-size 1536``): 1.11 (2592 / 2880 MiB).
+* ``bench_engine_threads.py --size 4608``, CPU ms a window, GDAL threads 1 / 2: readers 26.6 / 4.3, model thread
+  2.1 / 3.8, writer 5.3 / 3.1 (finalize 1.5 / 1.4, writes 3.7 / 1.5); session 10's 12 / 7.4 / 12.9 were measured
+  beside a CI run on the Intel machine.
+
 Quick smoke test of every path:
 ``--size 256 --window 128 --margin 16 --noop-size 512 --mem-size 256 --repeat 1``.
 """

@@ -38,6 +38,19 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
+Session 11, another CPU (AMD EPYC, Zen 5, 2 cores, AVX-512; the figures below it are Intel), quiet (load 1.0-1.9),
+code unchanged since session 10, ``--no-memory --no-streamlined --runners after,shafts``:
+  ``--sizes 1,10 --repeat 2``: 1x after 0.94 s against SHAFTS 5.29 s: 0.178 wall / 0.276 CPU; 10x 7.77 against 25.77
+  s: 0.301 / 0.415. Again with ``--repeat 3``: 1x 0.186 / 0.290; 10x 7.96 against 24.18 s: 0.329 / 0.445.
+  ``--sizes 100 --repeat 1``: after 76.6 s (CPU 149.3 s) against SHAFTS 192.6 s (CPU 297.6 s): 0.398 / 0.502.
+  Both run faster here than on the Intel machines (ours 76.6 s against 113-140 s at 100x), SHAFTS much more
+  (192.6 against 355-469 s): its plain network is oneDNN's direct convolution, at ~260 GFLOP/s a core on this CPU,
+  while our Winograd products go through MKL, at ~100 GFLOP/s here (models/winograd.py), so the Winograd layers
+  gain 0.8-0.9x instead of ~0.6x. Our 100x run is the network (1.34 CPU-ms a patch; the network alone, one thread,
+  batch 64: 1.32 ms). max |after - shafts| at 100x: height 5.34e-5 m over every pixel but one, where ours is
+  exactly 2.0 m and SHAFTS's value fell just under its 2 m cut and was written 0 (now counted apart, _across_cut);
+  footprint 1.76e-6. Ours is deterministic (two runs identical) and within 3.1e-5 m of our network without
+  Winograd at 100x.
 Branch shafts17f (models/_winograd_compiled.py: B^T and A^T entries written out, zero terms left out, the
 same fused multiply-adds; V and M point-major, so the 49 products take contiguous operands; the inference
 keeps freed memory for reuse, core/host_tuning.keep_freed_memory). Outputs bit-identical to main (tested
