@@ -163,7 +163,8 @@ def reflect_index(i: np.ndarray, n: int) -> np.ndarray:
 def pad_reflect(a: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
     """Pad the last two axes of ``a`` by (top, bottom, left, right) pixels, mirroring the
     array at its edges (:func:`reflect_index`: numpy >= 2's 'reflect', repeated for pads longer than the
-    array; numpy 1's differed where both pads of an axis are longer than it; 'edge' for an axis of length one)."""
+    array; numpy 1's differed where an axis is padded on both sides and one pad is as long as the axis or
+    longer; 'edge' for an axis of length one)."""
     top, bottom, left, right = pads
     if not any(pads):
         return a
@@ -187,8 +188,9 @@ def fill_reflect(buf: np.ndarray, pads: tuple[int, int, int, int]) -> None:
 
 def _mirror_last_axis(v: np.ndarray, lo: int, hi: int, after: int) -> None:
     """In place along the last axis of ``v``: [0, lo) and [hi, hi + after) become the mirror of [lo, hi)
-    (:func:`reflect_index`): one reversed slice copy a side where the pads are shorter than [lo, hi) (every
-    window of a raster larger than the margin), else a copy through the mirrored indices."""
+    (:func:`reflect_index`): one reversed slice copy a side where both pads are shorter than [lo, hi) (every
+    window of a raster at least a window long, since such a window is padded on one side only, by less than
+    the window), else a copy through the mirrored indices."""
     n = hi - lo
     if n > 1 and lo < n and after < n:
         if lo:
@@ -895,8 +897,9 @@ def _run_fingerprint(plan: "_TilePlan", outputs: Sequence[RasterOutput], caller:
                      compression: str | None) -> dict:
     """What a resumed run must share with the run that wrote the partial files."""
     grid, layout = plan.grid, plan.layout
-    # "engine": bumped when the same inputs give other values (3: the mirror beyond a raster smaller than the
-    # margin, :func:`reflect_index`), so that partial files of an older version are not resumed
+    # "engine": bumped when the same inputs give other values (3: the mirror beyond a raster shorter than a window,
+    # padded on both sides with one pad as long as the raster or longer, :func:`reflect_index`), so that partial
+    # files of an older version are not resumed
     fp = {"engine": 3, "grid": [list(grid.transform)[:6], grid.width, grid.height, grid.crs],
           "layout": [layout.window, layout.margin, layout.blend],
           "outputs": [[str(Path(o.path).resolve()), o.count, o.dtype, o.nodata]

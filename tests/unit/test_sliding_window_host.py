@@ -104,7 +104,8 @@ def test_fill_reflect_is_pad_reflect_in_place(pads, shape):
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 13])
 def test_reflect_index_mirrors_again_and_again_like_numpy_2(n):
     """Far outside the axis the mirror repeats with period 2 (n - 1), with no jump where two reflections meet (numpy
-    1's np.pad jumped there when both pads were longer than the axis); inside it is the identity."""
+    1's np.pad jumped there when the axis was padded on both sides and one pad was as long as it or longer); inside
+    it is the identity."""
     i = np.arange(-60, n + 60)
     j = reflect_index(i, n)
     assert np.array_equal(j[60:60 + n], np.arange(n))
