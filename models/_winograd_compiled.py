@@ -45,6 +45,8 @@ import threading
 import numpy as np
 import torch
 
+from . import _gemm_compiled as _gemm
+
 try:  # pragma: no cover - exercised when numba is installed
     import numba
 except ImportError:  # pragma: no cover
@@ -113,13 +115,17 @@ def winograd_f53(x: torch.Tensor, u: torch.Tensor, bias: np.ndarray, relu: bool 
     xp = _scratch("xp", (k, h + 2, w + 2, c), zero=True)
     vbuf = _scratch("v", (k * per * T * T * c,))
     mbuf = _scratch("m", (k * per * T * T * co,))
+    un = u.numpy() if _gemm.applies(co) else None
     for n0 in range(0, n, k):
         n1 = min(n, n0 + k)
         p = (n1 - n0) * per
         v = vbuf[:T * T * p * c].reshape(T * T, p, c)
         mm = mbuf[:T * T * p * co].reshape(T * T, p, co)
         _input_transform(xn, n0, n1, xp, v)
-        torch.bmm(torch.from_numpy(v), u, out=torch.from_numpy(mm))
+        if un is not None:
+            _gemm.batched_matmul_into(v, un, mm)
+        else:
+            torch.bmm(torch.from_numpy(v), u, out=torch.from_numpy(mm))
         _output_transform(mm, bias, yn, h, w, n0, n1, relu)
     return y.permute(0, 3, 1, 2)
 
@@ -236,3 +242,4 @@ def warm_up() -> None:
         return
     with torch.inference_mode():
         winograd_f53(torch.zeros(1, 1, 5, 5), torch.zeros(49, 1, 1), np.zeros(1, np.float32))
+    _gemm.warm_up()

@@ -149,11 +149,22 @@ class WinogradConv2d(nn.Module):
         p = n * th * tw
         tiles = xp.as_strided((t, t, n, th, tw, c), (s_h, s_w, s_n, m * s_h, m * s_w, s_c)).reshape(t, -1)
         v = torch.matmul(self.bt, (self.bt @ tiles).reshape(t, t, p * c)).reshape(t * t, p, c)  # B^T d B
-        y = torch.bmm(v, self.u)                                                                  # (t^2, P, C_out)
+        y = self._products(v)                                                                     # (t^2, P, C_out)
         y = (self.ka @ y.reshape(t * t, -1)).reshape(m, m, n, th, tw, -1)                       # A^T . A
         out = torch.empty((n, th, m, tw, m, y.shape[-1]), dtype=x.dtype, device=x.device)
         torch.add(y.permute(2, 3, 0, 4, 1, 5), self.bias, out=out)
         return out.reshape(n, th * m, tw * m, -1)[:, :h, :w].permute(0, 3, 1, 2)
+
+
+    def _products(self, v: torch.Tensor) -> torch.Tensor:
+        """``v @ u`` point by point, (t^2, P, C) by (t^2, C, C_out): with the compiled transforms (float32 on
+        the CPU, C_out a multiple of the kernels' block) by :mod:`._gemm_compiled`, else ``torch.bmm``."""
+        gemm = _compiled_gemm() if self.compiled and v.device.type == "cpu" and v.dtype == torch.float32 else None
+        if gemm is None or not gemm.applies(self.u.shape[-1]) or torch.is_grad_enabled() and v.requires_grad:
+            return torch.bmm(v, self.u)
+        y = torch.empty((v.shape[0], v.shape[1], self.u.shape[-1]), dtype=v.dtype)
+        gemm.batched_matmul_into(v.contiguous().numpy(), self.u.numpy(), y.numpy())
+        return y
 
 
 def is_winograd_compatible(conv: nn.Module) -> bool:
@@ -176,6 +187,15 @@ def _compiled_module():
     except ImportError:  # pragma: no cover - a broken numba install
         return None
     return _winograd_compiled if _winograd_compiled.AVAILABLE else None
+
+
+def _compiled_gemm():
+    """:mod:`._gemm_compiled` if it imports and numba is there, else None."""
+    try:
+        from . import _gemm_compiled
+    except ImportError:  # pragma: no cover - a broken numba install
+        return None
+    return _gemm_compiled if _gemm_compiled.AVAILABLE else None
 
 
 _warming = threading.Lock()
