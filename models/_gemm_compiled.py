@@ -43,7 +43,7 @@ AVAILABLE = numba is not None
 
 def _vector_lanes() -> int:
     """float32 lanes of the widest vector registers of the CPU numba compiles for."""
-    if not AVAILABLE:
+    if not AVAILABLE or str(numba.config.CPU_NAME).lower() == "generic":
         return 4
     features = numba.config.CPU_FEATURES or ""
     if not features:
