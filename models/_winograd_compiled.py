@@ -111,7 +111,8 @@ def winograd_f53(x: torch.Tensor, u: torch.Tensor, bias: np.ndarray, relu: bool 
     y = torch.empty((n, h, w, co), dtype=torch.float32)
     yn = y.numpy().reshape(n * h * w, co)
     per = (h // M) * (w // M)
-    k = max(1, min(n, CHUNK_BYTES // (per * T * T * 4 * (c + co))))
+    budget = max(CHUNK_BYTES, u.numel() * 4)   # a chunk's filters read once: no fewer tiles than their size
+    k = max(1, min(n, budget // (per * T * T * 4 * (c + co))))
     xp = _scratch("xp", (k, h + 2, w + 2, c), zero=True)
     vbuf = _scratch("v", (k * per * T * T * c,))
     mbuf = _scratch("m", (k * per * T * T * co,))
