@@ -15,10 +15,10 @@ oneDNN's matmul pays ~12 us a call (49 calls a chunk). Measured there (one threa
 against 100; (64 x 256) by (256 x 256) 224 against 97. Blocks tried: 6, 8, 10 and 12 rows by 32
 columns, 4 and 6 by 64: 12 x 32 within a few percent of the best on every shape.
 
-The vector width follows the CPU numba compiles for: 16 floats with AVX-512F (12 x 32 blocks, 24 of the
-32 vector registers), else 8 (AVX/AVX2: 6 x 16 blocks, 12 of 16 registers), else 4 (6 x 8). Rows left
-over below a block are done in blocks of 8, 4, 2 and 1 rows. No bounds checks inside the kernels: the
-entry points check shapes, types and layout first.
+The vector width follows the CPU numba compiles for (:mod:`._simd`): 16 floats with AVX-512F (12 x 32
+blocks, 24 of the 32 vector registers), else 8 (AVX/AVX2: 6 x 16 blocks, 12 of 16 registers), else 4
+(6 x 8). Rows left over below a block are done in blocks of 8, 4, 2 and 1 rows. No bounds checks inside
+the kernels: the entry points check shapes, types and layout first.
 
 Optional: :data:`AVAILABLE` is False without numba. Compiled code is cached on disk (numba
 ``cache=True``, keyed by CPU); ``nogil``: callable from parallel threads.
@@ -31,31 +31,18 @@ import numpy as np
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba
-    from llvmlite import ir
     from numba import types
     from numba.core import cgutils
     from numba.extending import intrinsic
+
+    from . import _simd
 except ImportError:  # pragma: no cover
     numba = None
 
 AVAILABLE = numba is not None
 
-
-def _vector_lanes() -> int:
-    """float32 lanes of the widest vector registers of the CPU numba compiles for."""
-    if not AVAILABLE or str(numba.config.CPU_NAME).lower() == "generic":
-        return 4
-    features = numba.config.CPU_FEATURES or ""
-    if not features:
-        import llvmlite.binding as llvm
-        features = llvm.get_host_cpu_features().flatten()
-    if "+avx512f" in features:
-        return 16
-    return 8 if "+avx" in features else 4
-
-
 #: float32 lanes per vector; rows and columns of one micro-kernel block.
-LANES = _vector_lanes()
+LANES = _simd.LANES if AVAILABLE else 4
 ROWS = 12 if LANES == 16 else 6
 COLS = 2 * LANES
 
@@ -80,10 +67,6 @@ def batched_matmul_into(v: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
 
 
 if AVAILABLE:  # pragma: no branch
-    _F32 = ir.FloatType()
-    _I32, _I64 = ir.IntType(32), ir.IntType(64)
-    _VEC = ir.VectorType(_F32, LANES)
-
     def _is_matrix(t) -> bool:
         return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 2 and t.layout == "C"
 
@@ -102,32 +85,24 @@ if AVAILABLE:  # pragma: no branch
             p0, j0 = args[3], args[4]
             c = cgutils.unpack_tuple(builder, vs.shape, 2)[1]
             k = cgutils.unpack_tuple(builder, us.shape, 2)[1]
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
-                                                 f"llvm.fma.v{LANES}f32")
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(_VEC, None)) for _ in range(2)]
-                   for _ in range(rows)]
-            row_ptrs = [builder.gep(vs.data, [builder.mul(builder.add(p0, _I64(r)), c)]) for r in range(rows)]
-            splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+            fma = _simd.fma_function(builder)
+            acc = [[cgutils.alloca_once_value(builder, _simd.constant(0.0)) for _ in range(2)] for _ in range(rows)]
+            row_starts = [builder.mul(builder.add(p0, _simd.I64(r)), c) for r in range(rows)]
             with cgutils.for_range(builder, c) as loop:
-                u_row = builder.gep(us.data, [builder.add(builder.mul(loop.index, k), j0)])
-                u_vecs = [builder.load(_vector_ptr(builder, u_row, w), align=4) for w in range(2)]
+                u_row = builder.add(builder.mul(loop.index, k), j0)
+                u_vecs = [_simd.load(builder, us.data, builder.add(u_row, _simd.I64(w * LANES))) for w in range(2)]
                 for r in range(rows):
-                    a = builder.insert_element(ir.Constant(_VEC, ir.Undefined),
-                                               builder.load(builder.gep(row_ptrs[r], [loop.index])), _I32(0))
-                    a = builder.shuffle_vector(a, ir.Constant(_VEC, ir.Undefined), splat)
+                    v_rk = builder.load(builder.gep(vs.data, [builder.add(row_starts[r], loop.index)]))
+                    a = _simd.splat(builder, v_rk)
                     for w in range(2):
                         builder.store(builder.call(fma, [a, u_vecs[w], builder.load(acc[r][w])]), acc[r][w])
             for r in range(rows):
-                out_row = builder.gep(outs.data, [builder.add(builder.mul(builder.add(p0, _I64(r)), k), j0)])
+                out_row = builder.add(builder.mul(builder.add(p0, _simd.I64(r)), k), j0)
                 for w in range(2):
-                    builder.store(builder.load(acc[r][w]), _vector_ptr(builder, out_row, w), align=4)
+                    _simd.store(builder, builder.load(acc[r][w]), outs.data, builder.add(out_row, _simd.I64(w * LANES)))
             return context.get_dummy_value()
 
         return kernel
-
-    def _vector_ptr(builder, ptr, w: int):
-        """``ptr + w * LANES`` as a pointer to a vector of LANES floats."""
-        return builder.bitcast(builder.gep(ptr, [_I64(w * LANES)]), _VEC.as_pointer())
 
     _k_block = _micro_kernel(ROWS)
     _k8, _k4, _k2, _k1 = (_micro_kernel(r) for r in (8, 4, 2, 1))

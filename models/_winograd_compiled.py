@@ -49,6 +49,12 @@ from . import _gemm_compiled as _gemm
 
 try:  # pragma: no cover - exercised when numba is installed
     import numba
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    from . import _simd
 except ImportError:  # pragma: no cover
     numba = None
 
@@ -58,27 +64,24 @@ M, T = 5, 7
 #: Bytes of transformed tiles (V and M together) per chunk: small enough to stay in a core's L2 cache.
 CHUNK_BYTES = 3 << 20
 
-#: The nonzero entries of F(5, 3)'s B^T and A^T other than 1 (:func:`~.winograd.winograd_matrices`), float32.
-_M2 = np.float32(-2.0)
-_P4 = np.float32(4.0)
-_P2_5 = np.float32(2.5)
-_M5 = np.float32(-5.0)
-_M0_5 = np.float32(-0.5)
-_P2 = np.float32(2.0)
-_M4_5 = np.float32(-4.5)
-_P0_5 = np.float32(0.5)
-_P6 = np.float32(6.0)
-_M3_5 = np.float32(-3.5)
-_M1_5 = np.float32(-1.5)
-_P1_5 = np.float32(1.5)
-_M1 = np.float32(-1.0)
-_M2_5 = np.float32(-2.5)
-_P0_25 = np.float32(0.25)
-_P8 = np.float32(8.0)
-_M8 = np.float32(-8.0)
-_P0_125 = np.float32(0.125)
-_P16 = np.float32(16.0)
-_P0_0625 = np.float32(0.0625)
+#: The rows of F(5, 3)'s B^T and A^T (:func:`~.winograd.winograd_matrices`) as the sums the kernels compute,
+#: terms ``(coefficient, input)`` with the zero entries left out: ``None`` adds the input itself, -1 its
+#: negation, ``"4x"`` adds ``(d + d) + (d + d)``. Evaluated left to right, the first product fused into the
+#: first addition (B^T's row 2 lists its second entry first for that), every later product fused into the
+#: addition that takes it: the fused multiply-adds LLVM made of the kernels that read all seven entries
+#: from arrays (bit-identical outputs, tested against those kernels in ``tests/unit/test_winograd.py``).
+BT_ROWS = (((-2.0, 0), (4.0, 1), (2.5, 2), (-5.0, 3), (-0.5, 4), (None, 5)),
+           ((2.0, 1), (-2.0, 2), (-4.5, 3), (0.5, 4), (None, 5)),
+           ((6.0, 2), (-2.0, 1), (-3.5, 3), (-1.5, 4), (None, 5)),
+           ((None, 1), (-1.5, 2), (-2.0, 3), (1.5, 4), (None, 5)),
+           ((-1.0, 1), (2.5, 2), (-2.5, 4), (None, 5)),
+           (("4x", 1), (-5.0, 3), (None, 5)),
+           ((-2.0, 1), (4.0, 2), (2.5, 3), (-5.0, 4), (-0.5, 5), (None, 6)))
+AT_ROWS = (((None, 0), (None, 1), (None, 2), (None, 3), (None, 4), (None, 5)),
+           ((None, 1), (-1.0, 2), (2.0, 3), (-2.0, 4), (0.5, 5)),
+           ((None, 1), (None, 2), (4.0, 3), (4.0, 4), (0.25, 5)),
+           ((None, 1), (-1.0, 2), (8.0, 3), (-8.0, 4), (0.125, 5)),
+           ((None, 1), (None, 2), (16.0, 3), (16.0, 4), (0.0625, 5), (None, 6)))
 
 _local = threading.local()
 
@@ -143,98 +146,146 @@ def _pad_copy(x, n0, n1, xp):
 
 def _input_transform(x, n0, n1, xp, v):
     """``V[7a + b, p] = sum_ij B^T[a, i] B^T[b, j] d_p[i, j]`` for every 7 x 7 tile ``d_p`` (stride 5)
-    of patches n0..n1 of ``x`` (N, H, W, C) zero-padded by one pixel, tiles in row-major order. B^T's
-    entries are written out (checked against :func:`~.winograd.winograd_matrices` by the tests), terms
-    with a zero entry left out; a sum whose first term is 4 d is written (d + d) + (d + d), so that the
-    fused multiply-adds are those of the sum over all seven terms (identical values, tested)."""
+    of patches n0..n1 of ``x`` (N, H, W, C) zero-padded by one pixel, tiles in row-major order."""
     _pad_copy(x, n0, n1, xp)
     _, hp, wp, c = xp.shape
-    th, tw = (hp - 2) // 5, (wp - 2) // 5
-    tmp = np.empty((7, 7, c), np.float32)
     p = 0
     for n in range(n1 - n0):
-        for ty in range(th):
-            for tx in range(tw):
-                r0, c0 = ty * 5, tx * 5
-                for j in range(7):                       # columns: tmp[a, j] = sum_i B^T[a, i] d[i, j]
-                    cj = c0 + j
-                    d0, d1, d2, d3 = xp[n, r0, cj], xp[n, r0 + 1, cj], xp[n, r0 + 2, cj], xp[n, r0 + 3, cj]
-                    d4, d5, d6 = xp[n, r0 + 4, cj], xp[n, r0 + 5, cj], xp[n, r0 + 6, cj]
-                    _bt_rows(d0, d1, d2, d3, d4, d5, d6, tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j],
-                             tmp[5, j], tmp[6, j], c)
-                for a in range(7):                       # rows: V[7a + b] = sum_j B^T[b, j] tmp[a, j]
-                    q = 7 * a
-                    _bt_rows(tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3], tmp[a, 4], tmp[a, 5], tmp[a, 6], v[q, p],
-                             v[q + 1, p], v[q + 2, p], v[q + 3, p], v[q + 4, p], v[q + 5, p], v[q + 6, p], c)
+        for ty in range((hp - 2) // 5):
+            for tx in range((wp - 2) // 5):
+                _input_tile(xp, n, 5 * ty, 5 * tx, v, p)
                 p += 1
-
-
-def _bt_rows(d0, d1, d2, d3, d4, d5, d6, o0, o1, o2, o3, o4, o5, o6, c):
-    """``o_a = sum_i B^T[a, i] d_i`` over the ``c`` channels of seven vectors (F(5, 3)'s B^T)."""
-    for ch in range(c):
-        o0[ch] = _M2 * d0[ch] + _P4 * d1[ch] + _P2_5 * d2[ch] + _M5 * d3[ch] + _M0_5 * d4[ch] + d5[ch]
-    for ch in range(c):
-        o1[ch] = _P2 * d1[ch] + _M2 * d2[ch] + _M4_5 * d3[ch] + _P0_5 * d4[ch] + d5[ch]
-    for ch in range(c):
-        o2[ch] = _M2 * d1[ch] + _P6 * d2[ch] + _M3_5 * d3[ch] + _M1_5 * d4[ch] + d5[ch]
-    for ch in range(c):
-        o3[ch] = d1[ch] + _M1_5 * d2[ch] + _M2 * d3[ch] + _P1_5 * d4[ch] + d5[ch]
-    for ch in range(c):
-        o4[ch] = _M1 * d1[ch] + _P2_5 * d2[ch] + _M2_5 * d4[ch] + d5[ch]
-    for ch in range(c):
-        o5[ch] = ((d1[ch] + d1[ch]) + (d1[ch] + d1[ch])) + _M5 * d3[ch] + d5[ch]
-    for ch in range(c):
-        o6[ch] = _M2 * d1[ch] + _P4 * d2[ch] + _P2_5 * d3[ch] + _M5 * d4[ch] + _M0_5 * d5[ch] + d6[ch]
-
-
-def _at_rows(m0, m1, m2, m3, m4, m5, m6, o0, o1, o2, o3, o4, c):
-    """``o_a = sum_i A^T[a, i] m_i`` over the ``c`` channels of seven vectors (F(5, 3)'s A^T)."""
-    for ch in range(c):
-        o0[ch] = m0[ch] + m1[ch] + m2[ch] + m3[ch] + m4[ch] + m5[ch]
-    for ch in range(c):
-        o1[ch] = m1[ch] + _M1 * m2[ch] + _P2 * m3[ch] + _M2 * m4[ch] + _P0_5 * m5[ch]
-    for ch in range(c):
-        o2[ch] = m1[ch] + m2[ch] + _P4 * m3[ch] + _P4 * m4[ch] + _P0_25 * m5[ch]
-    for ch in range(c):
-        o3[ch] = m1[ch] + _M1 * m2[ch] + _P8 * m3[ch] + _M8 * m4[ch] + _P0_125 * m5[ch]
-    for ch in range(c):
-        o4[ch] = m1[ch] + m2[ch] + _P16 * m3[ch] + _P16 * m4[ch] + _P0_0625 * m5[ch] + m6[ch]
 
 
 def _output_transform(mm, bias, y, h, w, n0, n1, relu):
     """``y[n, 5ty + a, 5tx + b] = bias + sum_ij A^T[a, i] A^T[b, j] M[7i + j, p]`` for every tile p of
-    patches n0..n1 (``y`` is (N * H * W, C_out), channels last), then max(y, 0) where ``relu``. A^T's
-    entries written out as in :func:`_input_transform`."""
-    c = mm.shape[2]
-    th, tw = h // 5, w // 5
-    tmp = np.empty((5, 7, c), np.float32)
-    out = np.empty((5, c), np.float32)
-    zero = np.float32(0.0)
+    patches n0..n1 (``y`` is (N * H * W, C_out), channels last), then max(y, 0) where ``relu``."""
     p = 0
     for n in range(n0, n1):
-        for ty in range(th):
-            for tx in range(tw):
-                for j in range(7):                       # tmp[a, j] = sum_i A^T[a, i] M[7i + j]
-                    _at_rows(mm[j, p], mm[7 + j, p], mm[14 + j, p], mm[21 + j, p], mm[28 + j, p], mm[35 + j, p],
-                             mm[42 + j, p], tmp[0, j], tmp[1, j], tmp[2, j], tmp[3, j], tmp[4, j], c)
-                for a in range(5):                       # y[a, b] = bias + sum_j A^T[b, j] tmp[a, j]
-                    _at_rows(tmp[a, 0], tmp[a, 1], tmp[a, 2], tmp[a, 3], tmp[a, 4], tmp[a, 5], tmp[a, 6],
-                             out[0], out[1], out[2], out[3], out[4], c)
-                    row = (n * h + ty * 5 + a) * w + tx * 5
-                    for b in range(5):
-                        for ch in range(c):
-                            val = bias[ch] + out[b, ch]
-                            y[row + b, ch] = zero if relu and val < zero else val
+        for ty in range(h // 5):
+            for tx in range(w // 5):
+                _output_tile(mm, p, bias, y, (n * h + 5 * ty) * w + 5 * tx, w, relu)
                 p += 1
 
 
+def _combine(builder, fma, terms, xs, lanes):
+    """IR of one row's sum (:data:`BT_ROWS`, :data:`AT_ROWS`) over the values ``xs`` (``lanes`` wide)."""
+    def is_product(term):
+        return term[0] not in (None, -1.0, "4x")
+
+    def value(term):
+        coef, x = term[0], xs[term[1]]
+        if coef is None:
+            return x
+        if coef == -1.0:
+            return builder.fneg(x)
+        if coef == "4x":
+            return builder.fadd(builder.fadd(x, x), builder.fadd(x, x))
+        return builder.fmul(_simd.constant(coef, lanes), x)
+
+    def fused(term, acc):
+        return builder.call(fma, [_simd.constant(term[0], lanes), xs[term[1]], acc])
+
+    first, second = terms[0], terms[1]
+    if is_product(first):
+        acc = fused(first, value(second))
+    elif is_product(second):
+        acc = fused(second, value(first))
+    else:
+        acc = builder.fadd(value(first), value(second))
+    for term in terms[2:]:
+        acc = fused(term, acc) if is_product(term) else builder.fadd(acc, value(term))
+    return acc
+
+
+def _channel_groups(builder, c, emit) -> None:
+    """``emit(offset, lanes)`` for every whole vector of the ``c`` channels, then for each channel left over
+    (lanes 1)."""
+    whole = builder.udiv(c, _simd.I64(_simd.LANES))
+    with cgutils.for_range(builder, whole) as loop:
+        emit(builder.mul(loop.index, _simd.I64(_simd.LANES)), _simd.LANES)
+    done = builder.mul(whole, _simd.I64(_simd.LANES))
+    with cgutils.for_range(builder, builder.sub(c, done)) as loop:
+        emit(builder.add(done, loop.index), 1)
+
+
+def _is_array(t, ndim: int) -> bool:
+    return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == ndim and t.layout == "C"
+
+
 if AVAILABLE:  # pragma: no branch
-    _fast = {"contract"}          # fused multiply-adds only: no reassociation
+    @intrinsic
+    def _input_tile(typingctx, xp, n, r0, c0, v, p):
+        """``V[:, p] =`` B^T d B of the tile of ``xp[n]`` (k, H + 2, W + 2, C) at (r0, c0); ``v`` (49, P, C).
+        By rows of the result: for each row a, its seven column sums, then its seven entries (few values
+        live at a time: no spilling)."""
+        if not (_is_array(xp, 4) and _is_array(v, 3)):
+            return None
+        return types.void(xp, types.intp, types.intp, types.intp, v, types.intp), _input_tile_ir
+
+    def _input_tile_ir(context, builder, signature, args):
+        xs, vs = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 4))
+        n, r0, c0, p = args[1], args[2], args[3], args[5]
+        _, hp, wp, c = cgutils.unpack_tuple(builder, xs.shape, 4)
+        point_stride = builder.mul(cgutils.unpack_tuple(builder, vs.shape, 3)[1], c)
+        row_stride = builder.mul(wp, c)
+        tile = builder.add(builder.mul(builder.add(builder.mul(n, hp), r0), row_stride), builder.mul(c0, c))
+        out0 = builder.mul(p, c)
+        for a in range(7):
+            def emit(ch, lanes, a=a):
+                fma = _simd.fma_function(builder, lanes)
+                cols = []
+                for j in range(7):
+                    col = builder.add(tile, builder.add(builder.mul(_simd.I64(j), c), ch))
+                    d = {i: _simd.load(builder, xs.data, builder.add(col, builder.mul(_simd.I64(i), row_stride)),
+                                       lanes) for _, i in BT_ROWS[a]}
+                    cols.append(_combine(builder, fma, BT_ROWS[a], d, lanes))
+                for b in range(7):
+                    at = builder.add(builder.add(builder.mul(_simd.I64(7 * a + b), point_stride), out0), ch)
+                    _simd.store(builder, _combine(builder, fma, BT_ROWS[b], cols, lanes), vs.data, at, lanes)
+            _channel_groups(builder, c, emit)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def _output_tile(typingctx, mm, p, bias, y, row0, w, relu):
+        """``y[row0 + a w + b] = bias +`` (A^T M A)[a, b] for tile p of ``mm`` (49, P, C), then max(., 0)
+        where ``relu``. By channel vectors: the 49 inputs, the 35 column sums, the 25 outputs."""
+        if not (_is_array(mm, 3) and _is_array(bias, 1) and _is_array(y, 2)):
+            return None
+        return types.void(mm, types.intp, bias, y, types.intp, types.intp, types.boolean), _output_tile_ir
+
+    def _output_tile_ir(context, builder, signature, args):
+        ms, bs, ys = (context.make_array(signature.args[i])(context, builder, args[i]) for i in (0, 2, 3))
+        p, row0, w, relu = args[1], args[4], args[5], args[6]
+        _, points, c = cgutils.unpack_tuple(builder, ms.shape, 3)
+        point_stride = builder.mul(points, c)
+        in0 = builder.mul(p, c)
+        relu = relu if relu.type == _simd.I1 else builder.icmp_unsigned("!=", relu, ir.Constant(relu.type, 0))
+
+        def emit(ch, lanes):
+            fma = _simd.fma_function(builder, lanes)
+            zero = _simd.constant(0.0, lanes)
+            clip = _simd.splat(builder, relu, lanes)
+            bias_v = _simd.load(builder, bs.data, ch, lanes)
+            cols = [[None] * 7 for _ in range(5)]
+            for j in range(7):
+                points_j = [builder.add(builder.mul(_simd.I64(7 * i + j), point_stride), in0) for i in range(7)]
+                m = [_simd.load(builder, ms.data, builder.add(at, ch), lanes) for at in points_j]
+                for a in range(5):
+                    cols[a][j] = _combine(builder, fma, AT_ROWS[a], m, lanes)
+            for a in range(5):
+                for b in range(5):
+                    val = builder.fadd(bias_v, _combine(builder, fma, AT_ROWS[b], cols[a], lanes))
+                    val = builder.select(builder.and_(builder.fcmp_ordered("<", val, zero), clip), zero, val)
+                    pixel = builder.add(row0, builder.add(builder.mul(_simd.I64(a), w), _simd.I64(b)))
+                    at = builder.add(builder.mul(pixel, c), ch)
+                    _simd.store(builder, val, ys.data, at, lanes)
+        _channel_groups(builder, c, emit)
+        return context.get_dummy_value()
+
     _pad_copy = numba.njit(cache=True, nogil=True)(_pad_copy)
-    _bt_rows = numba.njit(cache=True, nogil=True, fastmath=_fast, inline="always")(_bt_rows)
-    _at_rows = numba.njit(cache=True, nogil=True, fastmath=_fast, inline="always")(_at_rows)
-    _input_transform = numba.njit(cache=True, nogil=True, fastmath=_fast)(_input_transform)
-    _output_transform = numba.njit(cache=True, nogil=True, fastmath=_fast)(_output_transform)
+    _input_transform = numba.njit(cache=True, nogil=True)(_input_transform)
+    _output_transform = numba.njit(cache=True, nogil=True)(_output_transform)
 
 
 def warm_up() -> None:

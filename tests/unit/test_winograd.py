@@ -175,18 +175,18 @@ def test_compiled_transforms_equal_the_direct_convolution(cin, cout, side, monke
 
 @needs_numba
 def test_written_out_transform_entries_are_those_of_the_matrices():
-    """The compiled kernels' written-out B^T and A^T (zero terms left out) are F(5, 3)'s: applied to
-    unit vectors they give the matrices' columns exactly."""
-    import numpy as np
+    """The compiled kernels' rows of B^T and A^T (zero terms left out) are F(5, 3)'s: each term's
+    coefficient is the matrix entry, every nonzero entry has its term, each input once per row."""
     from edifice.models import _winograd_compiled as wc
     at, _, bt = winograd_matrices(5)
-    for rows, mat, n_out in ((wc._bt_rows, bt, 7), (wc._at_rows, at, 5)):
-        for i in range(7):
-            d = [np.zeros(1, np.float32) for _ in range(7)]
-            d[i][0] = 1.0
-            out = [np.full(1, np.nan, np.float32) for _ in range(n_out)]
-            rows(*d, *out, 1)
-            assert [float(o[0]) for o in out] == [float(mat[a][i]) for a in range(n_out)]
+    for rows, mat in ((wc.BT_ROWS, bt), (wc.AT_ROWS, at)):
+        assert len(rows) == len(mat)
+        for row, want in zip(rows, mat):
+            got = [Fraction(0)] * 7
+            for coef, i in row:
+                assert got[i] == 0
+                got[i] = Fraction(1) if coef is None else Fraction(4) if coef == "4x" else Fraction(coef)
+            assert got == [Fraction(v) for v in want]
 
 
 def _generic_kernels():
