@@ -13,7 +13,8 @@ Per size it runs, interleaved (after, before, after_bf16, shafts, previous, stre
                on a CPU one worker thread per torch thread, each running whole batches with one intra-op
                thread: core/batch_workers.py; on a CPU in fp32 the 3x3 stride-1 convolutions by Winograd
                F(5,3), models/winograd.py: with numba those of >= 64 channels, compiled cache-blocked
-               transforms on maps of more than one tile; without numba those of >= 128 channels; the ReLU
+               transforms and products (models/_winograd_compiled.py, models/_gemm_compiled.py);
+               without numba those of >= 128 channels; the ReLU
                after each Winograd conv1 applied in its output transform, and with numba each SE block's
                tail, relu(out * w + identity), in one compiled pass: models/shafts.fuse_relu_and_se_tails);
   torch_wino   ``after`` with the compiled transforms off (as without numba; the network of commit 66264d0);
@@ -38,6 +39,19 @@ Ratios are time / shafts time at the same size. Max differences of after vs befo
 printed (heights in m, footprint fraction). Unless --no-memory, it also prints peak resident memory (VmHWM of a
 fresh subprocess running one ``after`` and one ``before`` call) per size and relative to 1x.
 
+Session 12, the AMD EPYC (Zen 5, 2 cores, AVX-512) again, quiet (load 0.5-1.9), ``--no-memory --no-streamlined
+--runners after,shafts``, ``--sizes 1,10 --repeat 2`` then ``--sizes 100 --repeat 1``, at each step of the work:
+  products compiled (models/_gemm_compiled.py): 1x 0.140 (0.75 s against 5.35 s), 10x 0.234 (5.90 against 25.19 s),
+  100x 0.300 (62.32 against 208.04 s; CPU 0.368);
+  + compiled transforms on one-tile maps, chunks no smaller than the filters, 64 ch 5 x 5 by Winograd: 100x 0.278
+  (56.65 against 203.75 s; CPU 0.342);
+  + the transforms as vector kernels (models/_winograd_compiled.py): **1x 0.137** (0.75 against 5.45 s; CPU 0.199),
+  **10x 0.204** (5.35 against 26.25 s; CPU 0.270), **100x 0.255** (54.37 against 213.08 s; CPU 0.312).
+  max |after - shafts| height 4.58e-5 / 5.34e-5 / 5.34e-5 m (100x: the one pixel across the 2 m cut left out, as
+  in session 11), footprint 1.43e-6 / 1.67e-6 / 2.09e-6, same nodata. Ours at 100x: 0.935 CPU-ms a patch, of which
+  the network alone (one thread, batch 64, caches flushed between batches) 0.81-0.85 ms (1.32 in session 11).
+  Batches of 128 / 256 instead of 64 (network alone, caches flushed): 0.943 / 0.908 against 0.961 ms a patch
+  (weights streamed from memory less often); 64 kept (fewer patches in flight, both workers busy on small extents).
 Session 11, another CPU (AMD EPYC, Zen 5, 2 cores, AVX-512; the figures below it are Intel), quiet (load 1.0-1.9),
 code unchanged since session 10, ``--no-memory --no-streamlined --runners after,shafts``:
   ``--sizes 1,10 --repeat 2``: 1x after 0.94 s against SHAFTS 5.29 s: 0.178 wall / 0.276 CPU; 10x 7.77 against 25.77

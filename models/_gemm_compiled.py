@@ -39,7 +39,7 @@ try:  # pragma: no cover - exercised when numba is installed
 except ImportError:  # pragma: no cover
     numba = None
 
-AVAILABLE = numba is not None
+AVAILABLE = numba is not None and not numba.config.DISABLE_JIT   # intrinsics need compiled code
 
 #: float32 lanes per vector; rows and columns of one micro-kernel block.
 LANES = _simd.LANES if AVAILABLE else 4

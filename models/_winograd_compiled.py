@@ -1,20 +1,35 @@
-"""Compiled (numba) transforms of Winograd F(5, 3), cache-blocked: the input and output transforms of
-:class:`~edifice.models.winograd.WinogradConv2d` for a few patches at a time, so that the transformed
-tiles stay in cache between the transform, the products (``torch.bmm``, MKL) and the output transform.
+"""Compiled (numba) Winograd F(5, 3), cache-blocked: the input transform, the products and the output
+transform of :class:`~edifice.models.winograd.WinogradConv2d` for a few patches at a time, so that the
+transformed tiles stay in cache between them.
 
 The torch formulation of :mod:`.winograd` makes six passes over whole tensors (pad, gather, two 1-D
 transforms, products, output transform, bias) that do not fit in cache; on 64-channel 20 x 20 maps
 those passes cost what the products save. Here each chunk of patches is copied into a zero-bordered
 buffer, transformed tile by tile into ``V`` (49, tiles, C_in), multiplied by the transformed filters
-point by point (49 products of (tiles x C_in) by (C_in x C_out), contiguous operands) into ``M``
-(49, tiles, C_out) and transformed back, with the bias, straight into the channels-last output. The
-kernels loop over the channels innermost (vectorised), so one compiled kernel serves any channel count;
-the nonzero entries of B^T and A^T are written out in the code (15 of B^T's 49 and 8 of A^T's 35 are
-zero: those terms are left out), in sums ordered so that the fused multiply-adds are those of the
-kernels that read all seven entries from arrays (bit-identical outputs, tested against those kernels
-in ``tests/unit/test_winograd.py``). They are specialised to F(5, 3) (7 x 7 input tiles, 5 x 5 output
-tiles) and to maps whose sides are multiples of 5 (the caller checks, :func:`applies`).
+point by point (49 products of (tiles x C_in) by (C_in x C_out), contiguous operands; by
+:mod:`._gemm_compiled` where C_out is a multiple of its block, else ``torch.bmm``) into ``M`` (49,
+tiles, C_out) and transformed back, with the bias, straight into the channels-last output. A chunk's
+tiles take at least as many bytes as the transformed filters, which are read once per chunk (256
+channels: 12.8 MB of filters, the whole batch in one chunk).
 
+Each tile's transform is one kernel of LLVM vector operations (numba intrinsics, :mod:`._simd`) over
+vectors of channels, the channels left over below a vector in scalar lanes, so one kernel serves any
+channel count. The rows of B^T and A^T are term tables (:data:`BT_ROWS`, :data:`AT_ROWS`: 15 of B^T's 49
+and 8 of A^T's 35 entries are zero and left out), evaluated with the fused multiply-adds of the numba
+kernels that read all seven entries from arrays (bit-identical outputs, tested against those kernels in
+``tests/unit/test_winograd.py``). The input transform goes row by row of the result (a row's seven
+column sums, then its seven entries: few values live at once), the output transform by channel vector
+(49 inputs, 35 column sums, 25 outputs). Measured against the numba loops they replace (session 12, AMD
+EPYC Zen 5, one thread, batch 64, min of 10 interleaved rounds, us a patch): input 13.6 against 16.7 (64
+ch 20 x 20), 6.6 against 8.9 (128 ch 10 x 10), 2.5 against 3.5 (256 ch 5 x 5); output 10.1 against
+13.1, 5.3 against 6.2, 2.7 against 2.3; the input transform by channel vector instead was 2x slower
+(spills). The whole SHAFTS 100 m network: 0.81-0.85 against 0.89-0.93 ms a patch (one thread, batch 64,
+caches flushed between batches, three interleaved runs). They are specialised to F(5, 3) (7 x 7 input
+tiles, 5 x 5 output tiles) and to maps whose sides are multiples of 5 (the caller checks,
+:func:`applies`), one tile (5 x 5) included: 256 ch 5 x 5 2.9 ms a batch against 3.7 with the torch
+transforms once the products are compiled (before them no gain, 7.6 against 7.0).
+
+Earlier measurements (Intel CPUs, products by ``torch.bmm``):
 Measured with the written-out entries and the point-major ``V``/``M`` (branch shafts17f; thread CPU
 time, one thread, batch 64, interleaved, min of 60, load average 3): 64 ch 20 x 20 12.1 ms against 14.8
 for the kernels before (0.82x), 128 ch 10 x 10 6.65 against 7.21 (0.92x), 64 -> 128 ch 10 x 10 3.87
@@ -28,15 +43,13 @@ one run of 7 x C floats (the tile's seven columns) instead of seven runs of C: n
 The kernels as first written (branch shafts17d; batch 64, two threads each running its own batches as the
 SHAFTS inference does, this 2-core AVX-512 CPU at load average 4-5; best of 8, CPU time): 64 channels 20
 x 20 11.7 ms per batch against 14.7 for the direct (oneDNN) convolution and 20.8 for the torch
-transforms; 128 channels 10 x 10 7.9 against 10.8 (torch transforms) and 14.8 (direct); on maps of one
-tile (5 x 5) no gain over the torch transforms (256 channels: 7.6 against 7.0), so
-:class:`~.winograd.WinogradConv2d` uses these kernels on maps of more than one tile only. The SHAFTS 100
+transforms; 128 channels 10 x 10 7.9 against 10.8 (torch transforms) and 14.8 (direct). The SHAFTS 100
 m network: 0.85-0.9x the CPU time per patch of the torch transforms (two threads, load 4-5).
 
 Optional: :data:`AVAILABLE` is False when numba is not installed (:mod:`.winograd` then uses its torch
 formulation). Compiled code is cached on disk (numba ``cache=True``); ``nogil``: the batch-parallel
-CPU workers run it in parallel threads. Scratch buffers are kept per thread and per shape (a few MB;
-freed with the thread). Imports torch and numba.
+CPU workers run it in parallel threads. Scratch buffers are kept per thread and per shape (a few MB to
+tens of MB; freed with the thread). Imports torch, numba and llvmlite.
 """
 from __future__ import annotations
 
@@ -58,7 +71,7 @@ try:  # pragma: no cover - exercised when numba is installed
 except ImportError:  # pragma: no cover
     numba = None
 
-AVAILABLE = numba is not None
+AVAILABLE = numba is not None and not numba.config.DISABLE_JIT   # intrinsics need compiled code
 #: Output tile side and input tile side of the compiled kernels (F(5, 3)).
 M, T = 5, 7
 #: Bytes of transformed tiles (V and M together) per chunk: small enough to stay in a core's L2 cache.

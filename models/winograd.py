@@ -14,30 +14,29 @@ Two implementations of the transforms. The torch one (any tile size, any map) ma
 over whole tensors; measured (one thread, batch 64, this 2-core AVX-512 CPU, oneDNN 3.12 direct
 convolution as reference): 128 ch 10 x 10: 1.4-1.6x faster; 256 ch 5 x 5: 2.3-3x faster; 64 ch 20 x 20:
 no gain (the transforms cost what the products save). The compiled one (:mod:`._winograd_compiled`,
-numba; F(5, 3) on maps whose sides are multiples of 5, more than one tile) transforms a few patches at
-a time in cache and also pays on 64 ch 20 x 20 (0.8x the direct convolution's CPU time, 128 ch 10 x 10
-0.7x the torch transforms'). :func:`winograd_layers` picks the layers by which one is there: with numba
-the 3x3 stride-1 layers of >= 64 channels on maps up to 20 px (under 128 channels only from 10 px),
-else those of >= 128 channels up to 10 px.
+numba; F(5, 3) on maps whose sides are multiples of 5) transforms a few patches at a time in cache and
+also pays on 64 ch 20 x 20 (0.8x the direct convolution's CPU time, 128 ch 10 x 10 0.7x the torch
+transforms'). With numba the products are compiled too (:mod:`._gemm_compiled`, on both paths; else
+``torch.bmm``). :func:`winograd_layers` picks the layers by which one is there: with numba the 3x3
+stride-1 layers of >= 64 channels on maps up to 20 px, else those of >= 128 channels up to 10 px.
 The whole SHAFTS 100 m network (2 blocks per layer): torch transforms on six layers, 2.2 ms instead of
 2.7 ms of CPU per patch (one thread, batch 64, load average 2.4), outputs within 1e-7 of the direct
 network's; compiled transforms (ten layers computed by Winograd), 0.85-0.9x the CPU time per patch of
-the torch transforms (two threads, load average 4-5; see ``benchmarks/bench_shafts.py``). Through the whole SHAFTS inference (``benchmarks/bench_shafts.py``)
-the outputs moved by at most 3.1e-5 m of height and 3.3e-6 of footprint fraction (random network whose
-output layer is scaled ~400x).
+the torch transforms (two threads, load average 4-5; see ``benchmarks/bench_shafts.py``). Through the
+whole SHAFTS inference (``benchmarks/bench_shafts.py``) the outputs moved by at most 3.1e-5 m of height
+and 3.3e-6 of footprint fraction (random network whose output layer is scaled ~400x).
 
 The compiled kernels with B^T and A^T written out (zero terms left out, bit-identical outputs): 0.82x
 the CPU time of a 64-channel 20 x 20 layer, 0.92x of a 128-channel 10 x 10 one (:mod:`._winograd_compiled`).
 
-On an AMD CPU (EPYC, Zen 5, AVX-512; session 11) the gain is smaller: the direct (oneDNN) convolution runs at
-~260 GFLOP/s a core, while MKL's products of the transformed tiles (``torch.bmm``) run at ~100 GFLOP/s there
-(MKL's sgemm reaches ~115 GFLOP/s at any size on that CPU; MKL_ENABLE_INSTRUCTIONS does not change it). Measured
-(one thread, batch 64): 64 ch 20 x 20 6.56 ms against 7.23 direct (0.91x), of which products 4.1 ms; 128 ch
-10 x 10 5.56 against 6.84 (0.81x); the whole 100 m network 1.32 against 1.41 ms a patch. oneDNN's own matmul
-(``torch.ops.mkldnn._linear_pointwise``, an internal operator) runs the products at 190-240 GFLOP/s but only on
->= ~1000 tiles at once (60 at 112 tiles), which the cache-blocked chunks are not: with all 64 patches in one chunk,
-128 ch 10 x 10 3.70 ms and 256 ch 5 x 5 3.60 ms (against 4.6-4.9 and 5.1-6.3 with ``bmm``), 64 ch 20 x 20 no
-gain; about 0.85x the network's time on that CPU, left out (internal operator; and MKL is fast on Intel).
+On an AMD CPU (EPYC, Zen 5, AVX-512; session 11) the gain was smaller with ``torch.bmm``'s products: the
+direct (oneDNN) convolution runs at ~260 GFLOP/s a core, MKL's products at ~100 GFLOP/s there (its AVX2 code;
+MKL_ENABLE_INSTRUCTIONS does not change it): 64 ch 20 x 20 6.56 ms against 7.23 direct (0.91x), of which
+products 4.1 ms; the whole 100 m network 1.32 against 1.41 ms a patch. oneDNN's own matmul
+(``torch.ops.mkldnn._linear_pointwise``, an internal operator) runs them at 190-240 GFLOP/s on >= ~1000 tiles
+but pays ~12 us a call (49 a chunk). Session 12 compiled them (:mod:`._gemm_compiled`, 225-255 GFLOP/s) and
+then the transforms as vector kernels (:mod:`._winograd_compiled`): the network 1.28 -> 0.91 -> 0.86 (one-tile
+maps compiled, chunks no smaller than the filters, 64 ch 5 x 5 too) -> 0.81-0.85 ms a patch.
 
 Imports torch (numba only for the compiled transforms, on first use).
 """
