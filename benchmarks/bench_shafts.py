@@ -50,7 +50,8 @@ Session 12, the AMD EPYC (Zen 5, 2 cores, AVX-512) again, quiet (load 0.5-1.9), 
   max |after - shafts| height 4.58e-5 / 5.34e-5 / 5.34e-5 m (100x: the one pixel across the 2 m cut left out, as
   in session 11), footprint 1.43e-6 / 1.67e-6 / 2.09e-6, same nodata. Ours at 100x: 0.935 CPU-ms a patch, of which
   the network alone (one thread, batch 64, caches flushed between batches) 0.81-0.85 ms (1.32 in session 11).
-  Batches of 128 / 256 instead of 64 (network alone, caches flushed): 0.943 / 0.908 against 0.961 ms a patch
+  Batches of 128 / 256 instead of 64 (network alone, caches flushed, before the vector transforms): 0.943 / 0.908
+  against 0.961 ms a patch
   (weights streamed from memory less often); 64 kept (fewer patches in flight, both workers busy on small extents).
 Session 11, another CPU (AMD EPYC, Zen 5, 2 cores, AVX-512; the figures below it are Intel), quiet (load 1.0-1.9),
 code unchanged since session 10, ``--no-memory --no-streamlined --runners after,shafts``:
