@@ -67,26 +67,25 @@ def batched_matmul_into(v: np.ndarray, u: np.ndarray, out: np.ndarray) -> None:
 
 
 if AVAILABLE:  # pragma: no branch
-    def _is_matrix(t) -> bool:
-        return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == 2 and t.layout == "C"
-
     def _micro_kernel(rows: int):
         """An intrinsic ``kernel(v, u, out, p0, j0)``: ``out[p0:p0 + rows, j0:j0 + COLS] = v[p0:p0 + rows]
         @ u[:, j0:j0 + COLS]`` (no bounds checks)."""
 
         @intrinsic
         def kernel(typingctx, v, u, out, p0, j0):
-            if not (_is_matrix(v) and _is_matrix(u) and _is_matrix(out)):
+            if not all(_simd.is_float32_array(t, 2) for t in (v, u, out)):
                 return None
             return types.void(v, u, out, types.intp, types.intp), _codegen
 
         def _codegen(context, builder, signature, args):
-            vs, us, outs = (context.make_array(t)(context, builder, a) for t, a in zip(signature.args[:3], args))
+            vs, us, outs = (context.make_array(t)(context, builder, a)
+                            for t, a in zip(signature.args[:3], args))
             p0, j0 = args[3], args[4]
             c = cgutils.unpack_tuple(builder, vs.shape, 2)[1]
             k = cgutils.unpack_tuple(builder, us.shape, 2)[1]
             fma = _simd.fma_function(builder)
-            acc = [[cgutils.alloca_once_value(builder, _simd.constant(0.0)) for _ in range(2)] for _ in range(rows)]
+            acc = [[cgutils.alloca_once_value(builder, _simd.constant(0.0)) for _ in range(2)]
+                   for _ in range(rows)]
             row_starts = [builder.mul(builder.add(p0, _simd.I64(r)), c) for r in range(rows)]
             with cgutils.for_range(builder, c) as loop:
                 u_row = builder.add(builder.mul(loop.index, k), j0)
@@ -99,7 +98,8 @@ if AVAILABLE:  # pragma: no branch
             for r in range(rows):
                 out_row = builder.add(builder.mul(builder.add(p0, _simd.I64(r)), k), j0)
                 for w in range(2):
-                    _simd.store(builder, builder.load(acc[r][w]), outs.data, builder.add(out_row, _simd.I64(w * LANES)))
+                    at = builder.add(out_row, _simd.I64(w * LANES))
+                    _simd.store(builder, builder.load(acc[r][w]), outs.data, at)
             return context.get_dummy_value()
 
         return kernel

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from llvmlite import ir
+from numba import types
 from numba.core import cgutils
 
 F32, I1, I32, I64 = ir.FloatType(), ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -31,6 +32,12 @@ def _vector_lanes() -> int:
 
 #: float32 lanes per vector register of this CPU.
 LANES = _vector_lanes()
+
+
+def is_float32_array(t, ndim: int) -> bool:
+    """Whether the numba type ``t`` is a C-contiguous float32 array of ``ndim`` dimensions (what the
+    kernels' pointer arithmetic assumes)."""
+    return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == ndim and t.layout == "C"
 
 
 def vector_type(lanes: int = LANES, element=F32):

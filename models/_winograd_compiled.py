@@ -222,17 +222,13 @@ def _channel_groups(builder, c, emit) -> None:
         emit(builder.add(done, loop.index), 1)
 
 
-def _is_array(t, ndim: int) -> bool:
-    return isinstance(t, types.Array) and t.dtype == types.float32 and t.ndim == ndim and t.layout == "C"
-
-
 if AVAILABLE:  # pragma: no branch
     @intrinsic
     def _input_tile(typingctx, xp, n, r0, c0, v, p):
         """``V[:, p] =`` B^T d B of the tile of ``xp[n]`` (k, H + 2, W + 2, C) at (r0, c0); ``v`` (49, P, C).
         By rows of the result: for each row a, its seven column sums, then its seven entries (few values
         live at a time: no spilling)."""
-        if not (_is_array(xp, 4) and _is_array(v, 3)):
+        if not (_simd.is_float32_array(xp, 4) and _simd.is_float32_array(v, 3)):
             return None
         return types.void(xp, types.intp, types.intp, types.intp, v, types.intp), _input_tile_ir
 
@@ -263,7 +259,7 @@ if AVAILABLE:  # pragma: no branch
     def _output_tile(typingctx, mm, p, bias, y, row0, w, relu):
         """``y[row0 + a w + b] = bias +`` (A^T M A)[a, b] for tile p of ``mm`` (49, P, C), then max(., 0)
         where ``relu``. By channel vectors: the 49 inputs, the 35 column sums, the 25 outputs."""
-        if not (_is_array(mm, 3) and _is_array(bias, 1) and _is_array(y, 2)):
+        if not all(_simd.is_float32_array(t, d) for t, d in ((mm, 3), (bias, 1), (y, 2))):
             return None
         return types.void(mm, types.intp, bias, y, types.intp, types.intp, types.boolean), _output_tile_ir
 

@@ -100,3 +100,43 @@ def test_winograd_layers_with_the_compiled_products(cin, cout, side, monkeypatch
     scale = want.abs().max().item()
     assert (got.double() - want).abs().max().item() < 2 ** -13 * scale
     assert (got - with_bmm).abs().max().item() < 2 ** -16 * scale
+
+
+_NARROW_VECTORS_SCRIPT = """
+import numpy as np, torch, torch.nn.functional as F
+from edifice.models import _gemm_compiled as g, _simd
+from edifice.models.winograd import WinogradConv2d
+rng = np.random.default_rng(0)
+for p in range(1, 2 * g.ROWS + 3):
+    v = rng.standard_normal((2, p, 40), dtype=np.float32)
+    u = rng.standard_normal((2, 40, 2 * g.COLS), dtype=np.float32)
+    out = np.empty((2, p, 2 * g.COLS), np.float32)
+    g.batched_matmul_into(v, u, out)
+    assert np.abs(out - v @ u).max() < 1e-4, p
+torch.manual_seed(0)
+for cin, side in ((64, 20), (37, 10), (256, 5)):
+    conv = torch.nn.Conv2d(cin, 64, 3, 1, 1).eval()
+    x = torch.rand(3, cin, side, side)
+    with torch.inference_mode():
+        got = WinogradConv2d(conv, max_side=20, compiled=True)(x)
+    want = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+    assert (got.double() - want).abs().max() < 2 ** -13 * want.abs().max(), cin
+print("lanes", _simd.LANES, g.ROWS, g.COLS)
+"""
+
+
+@pytest.mark.parametrize("target,lanes", [({"NUMBA_CPU_NAME": "haswell",
+                                            "NUMBA_CPU_FEATURES": "+avx,+avx2,+fma,+sse4.2,+popcnt"}, 8),
+                                           ({"NUMBA_CPU_NAME": "generic"}, 4)])
+def test_narrower_vector_targets(target, lanes, tmp_path):
+    """Compiled for an AVX2 CPU (8 lanes: 6 x 16 blocks) and for numba's generic target (4 lanes), in a
+    fresh process: products for every left-over row count, and Winograd layers (a channel count that is
+    not a multiple of the vector: scalar lanes) within their float32 bounds."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), **target)
+    run = subprocess.run([sys.executable, "-c", _NARROW_VECTORS_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["lanes", str(lanes), "6", str(2 * lanes)]
