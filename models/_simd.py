@@ -3,7 +3,9 @@
 vector loads, stores, constants, broadcasts and fused multiply-adds. Every helper also takes ``lanes=1``
 (plain float32 scalars), for the channels left over below a whole vector.
 
-Imports numba and llvmlite (callers import this module only where numba is installed).
+Imports numba and llvmlite (callers import this module only where numba is installed). numba's on-disk cache
+of a kernel is keyed on the kernel's own file: after changing this module, clear ``models/__pycache__/*.nb*``
+(or touch the kernels' files), else the cached kernels keep the old IR.
 """
 from __future__ import annotations
 
