@@ -46,7 +46,9 @@ Session 12, the AMD EPYC (Zen 5, 2 cores, AVX-512) again, quiet (load 0.5-1.9), 
   + compiled transforms on one-tile maps, chunks no smaller than the filters, 64 ch 5 x 5 by Winograd: 100x 0.278
   (56.65 against 203.75 s; CPU 0.342);
   + the transforms as vector kernels (models/_winograd_compiled.py): **1x 0.137** (0.75 against 5.45 s; CPU 0.199),
-  **10x 0.204** (5.35 against 26.25 s; CPU 0.270), **100x 0.255** (54.37 against 213.08 s; CPU 0.312).
+  **10x 0.204** (5.35 against 26.25 s; CPU 0.270), **100x 0.255** (54.37 against 213.08 s; CPU 0.312); the same
+  commands again: 1x 0.123 (0.68 against 5.48 s), 10x 0.216 (5.25 against 24.32 s), 100x 0.268 (54.04 against
+  201.85 s; CPU 0.328): ours steady, SHAFTS's time moving by a few percent between runs.
   max |after - shafts| height 4.58e-5 / 5.34e-5 / 5.34e-5 m (100x: the one pixel across the 2 m cut left out, as
   in session 11), footprint 1.43e-6 / 1.67e-6 / 2.09e-6, same nodata. Ours at 100x: 0.935 CPU-ms a patch, of which
   the network alone (one thread, batch 64, caches flushed between batches) 0.81-0.85 ms (1.32 in session 11).
