@@ -76,11 +76,12 @@ def test_switched_off_by_the_environment(monkeypatch):
     assert not g.applies(g.COLS)
 
 
-@pytest.mark.parametrize("cin,cout,side", [(256, 256, 5), (128, 64, 5), (64, 64, 20)])
+@pytest.mark.parametrize("cin,cout,side", [(256, 256, 5), (128, 64, 5), (64, 64, 20), (64, 64, 7)])
 def test_winograd_layers_with_the_compiled_products(cin, cout, side, monkeypatch):
-    """One-tile maps (torch transforms, compiled products) and many-tile maps (compiled transforms and
-    products): within the float32 Winograd bound of the float64 direct convolution, and within float32
-    rounding of the same layer with torch.bmm's products (EDIFICE_COMPILED_GEMM=0)."""
+    """Maps of one tile and of many (compiled transforms and products) and a map whose side is not a
+    multiple of 5 (torch transforms, compiled products): within the float32 Winograd bound of the float64
+    direct convolution, and within float32 rounding of the same layer with torch.bmm's products
+    (EDIFICE_COMPILED_GEMM=0)."""
     torch.manual_seed(cin + side)
     conv = torch.nn.Conv2d(cin, cout, 3, 1, 1).eval()
     layer = WinogradConv2d(conv, max_side=20, compiled=True)
@@ -92,7 +93,7 @@ def test_winograd_layers_with_the_compiled_products(cin, cout, side, monkeypatch
     monkeypatch.setattr(g, "batched_matmul_into", lambda *a: calls.append(a[0].shape) or real(*a))
     with torch.inference_mode():
         got = layer(x)
-        assert calls and sum(s[1] for s in calls) == 9 * (side // 5) ** 2     # every tile, once
+        assert calls and sum(s[1] for s in calls) == 9 * (-(-side // 5)) ** 2   # every tile, once
         n = len(calls)
         monkeypatch.setenv("EDIFICE_COMPILED_GEMM", "0")
         with_bmm = layer(x)
