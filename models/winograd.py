@@ -128,7 +128,7 @@ class WinogradConv2d(nn.Module):
         if not self.min_side <= max(h, w) <= self.max_side or x.dtype != self.u.dtype \
                 or torch.is_autocast_enabled(x.device.type):
             return self._relu(self.conv(x))
-        wc = _compiled_module() if self.compiled else None
+        wc = _compiled("_winograd_compiled") if self.compiled else None
         if wc is not None and wc.applies(x, self.m) and self.u.device.type == "cpu":
             return wc.winograd_f53(x, self.u, self.bias.numpy(), self.relu)
         return self._relu(self._torch_winograd(x))
@@ -152,11 +152,10 @@ class WinogradConv2d(nn.Module):
         torch.add(y.permute(2, 3, 0, 4, 1, 5), self.bias, out=out)
         return out.reshape(n, th * m, tw * m, -1)[:, :h, :w].permute(0, 3, 1, 2)
 
-
     def _products(self, v: torch.Tensor) -> torch.Tensor:
         """``v @ u`` point by point, (t^2, P, C) by (t^2, C, C_out): with the compiled transforms (float32 on
         the CPU, C_out a multiple of the kernels' block) by :mod:`._gemm_compiled`, else ``torch.bmm``."""
-        gemm = _compiled_gemm() if self.compiled and v.device.type == "cpu" and v.dtype == torch.float32 else None
+        gemm = _compiled("_gemm_compiled") if self.compiled and v.device.type == "cpu" and v.dtype == torch.float32 else None
         if gemm is None or not gemm.applies(self.u.shape[-1]) or torch.is_grad_enabled() and v.requires_grad:
             return torch.bmm(v, self.u)
         y = torch.empty((v.shape[0], v.shape[1], self.u.shape[-1]), dtype=v.dtype)
@@ -177,22 +176,15 @@ def compiled_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-def _compiled_module():
-    """:mod:`._winograd_compiled` if it imports and numba is there, else None."""
+def _compiled(name: str):
+    """The compiled-kernel module ``name`` of this package (:mod:`._winograd_compiled`,
+    :mod:`._gemm_compiled`) if it imports and numba is there, else None."""
+    import importlib
     try:
-        from . import _winograd_compiled
+        module = importlib.import_module(f".{name}", __package__)
     except ImportError:  # pragma: no cover - a broken numba install
         return None
-    return _winograd_compiled if _winograd_compiled.AVAILABLE else None
-
-
-def _compiled_gemm():
-    """:mod:`._gemm_compiled` if it imports and numba is there, else None."""
-    try:
-        from . import _gemm_compiled
-    except ImportError:  # pragma: no cover - a broken numba install
-        return None
-    return _gemm_compiled if _gemm_compiled.AVAILABLE else None
+    return module if module.AVAILABLE else None
 
 
 _warming = threading.Lock()
